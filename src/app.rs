@@ -1,0 +1,150 @@
+//! Wiring: connects to Docker, Redis and RabbitMQ, reconciles, starts the supervisor and
+//! the consumer, and shuts them down in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::broker::consumer::CommandConsumer;
+use crate::broker::publisher::EventPublisher;
+use crate::config::{redact_url, Config, DeploymentMode};
+use crate::lifecycle::Deps;
+use crate::reconcile;
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::Runtime;
+use crate::store::Store;
+use crate::supervisor::Supervisor;
+
+/// Where to look when a service is down.
+const START_SERVICES: &str = "start it with scripts/services.sh";
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("Docker is not usable ({host}): {message}; {START_SERVICES}")]
+    Docker { host: String, message: String },
+    #[error("Redis is not reachable at {url}: {message}; {START_SERVICES}")]
+    Redis { url: String, message: String },
+    #[error("RabbitMQ is not reachable at {url}: {message}; {START_SERVICES}")]
+    RabbitMq { url: String, message: String },
+    #[error("reconciliation failed: {0}")]
+    Reconcile(String),
+    #[error("deployment mode {0:?} is not available in this build yet")]
+    Mode(DeploymentMode),
+}
+
+/// A running manager.
+pub struct Manager {
+    supervisor: Addr<Supervisor>,
+    shutdown: watch::Sender<bool>,
+    consumer: actix_rt::task::JoinHandle<()>,
+    ready: watch::Receiver<bool>,
+}
+
+impl Manager {
+    /// Starts everything and returns once the consumer is serving commands. Must run
+    /// inside an actix system.
+    pub async fn start(config: Config) -> Result<Manager, StartError> {
+        if config.deployment_mode == DeploymentMode::Swarm {
+            return Err(StartError::Mode(config.deployment_mode));
+        }
+        let config = Arc::new(config);
+        let docker_host = if config.docker.host.is_empty() {
+            "local socket".to_string()
+        } else {
+            config.docker.host.clone()
+        };
+        let docker_err = |message: String| StartError::Docker {
+            host: docker_host.clone(),
+            message,
+        };
+        let runtime = DockerRuntime::connect(&config).map_err(|e| docker_err(e.to_string()))?;
+        runtime.prepare().await.map_err(|e| docker_err(e.to_string()))?;
+
+        let store = Store::connect(&config.redis)
+            .await
+            .map_err(|e| StartError::Redis {
+                url: redact_url(&config.redis.url),
+                message: e.to_string(),
+            })?;
+        store.ping().await.map_err(|e| StartError::Redis {
+            url: redact_url(&config.redis.url),
+            message: e.to_string(),
+        })?;
+
+        let publisher = EventPublisher::new(config.rabbitmq.clone());
+        publisher.connect().await.map_err(|e| StartError::RabbitMq {
+            url: redact_url(&config.rabbitmq.url),
+            message: e.to_string(),
+        })?;
+
+        let deps = Deps {
+            runtime: Arc::new(runtime) as Arc<dyn Runtime>,
+            store,
+            publisher: publisher.clone(),
+            config: config.clone(),
+        };
+        let adopted = reconcile::adopt(&deps)
+            .await
+            .map_err(|e| StartError::Reconcile(e.to_string()))?;
+        let supervisor = Supervisor::new(deps, adopted).start();
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (ready_tx, mut ready) = watch::channel(false);
+        let consumer = CommandConsumer::new(
+            config.rabbitmq.clone(),
+            config.agent_policy(),
+            supervisor.clone(),
+            publisher,
+        );
+        let consumer = actix_rt::spawn(consumer.run(shutdown_rx, ready_tx));
+        let limit = Duration::from_secs(config.rabbitmq.timeout_s * 2);
+        let serving = tokio::time::timeout(limit, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !serving {
+            let _ = shutdown.send(true);
+            return Err(StartError::RabbitMq {
+                url: redact_url(&config.rabbitmq.url),
+                message: "could not start consuming the command queue".into(),
+            });
+        }
+        tracing::info!(
+            mode = ?config.deployment_mode,
+            instance = %config.instance,
+            exchange = %config.rabbitmq.exchange,
+            queue = %config.rabbitmq.command_queue,
+            "agent-manager serving"
+        );
+        Ok(Manager {
+            supervisor,
+            shutdown,
+            consumer,
+            ready,
+        })
+    }
+
+    pub fn supervisor(&self) -> &Addr<Supervisor> {
+        &self.supervisor
+    }
+
+    /// True while the consumer holds a live channel.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Stops consuming, lets in-flight commands finish and settle, and returns. Agent
+    /// containers keep running.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(Duration::from_secs(60), self.consumer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("consumer did not stop within 60 s");
+        }
+        tracing::info!("agent-manager stopped");
+    }
+}

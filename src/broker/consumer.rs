@@ -1,0 +1,231 @@
+//! The CommandConsumer: reads the command queue with manual acks and a prefetch limit,
+//! decodes and validates each delivery, and acks it only when its command is done.
+//!
+//! - not a JSON object: rejected to the dead-letter queue (and logged);
+//! - a JSON object that can never succeed: answered with `agent.error`, then acked;
+//! - a valid command: routed to the supervisor in order, acked when the agent actor
+//!   reports it durable and answered; requeued when Redis or RabbitMQ was away.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use futures_util::StreamExt;
+use lapin::Acker;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::watch;
+
+use super::publisher::EventPublisher;
+use super::{bounded, connect, topology, Backoff};
+use crate::config::{AgentPolicy, RabbitConfig};
+use crate::protocol::{decode_command, Event, Rejection};
+use crate::supervisor::{Dispatch, Supervisor};
+
+/// Delay before a command that could not be made durable is handed back to RabbitMQ.
+const REQUEUE_DELAY: Duration = Duration::from_millis(500);
+/// Bound on waiting for in-flight commands at shutdown.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
+
+pub struct CommandConsumer {
+    cfg: RabbitConfig,
+    policy: AgentPolicy,
+    supervisor: Addr<Supervisor>,
+    publisher: EventPublisher,
+    /// Deliveries received and not yet acked, rejected or requeued.
+    inflight: Arc<AtomicUsize>,
+}
+
+impl CommandConsumer {
+    pub fn new(
+        cfg: RabbitConfig,
+        policy: AgentPolicy,
+        supervisor: Addr<Supervisor>,
+        publisher: EventPublisher,
+    ) -> Self {
+        CommandConsumer {
+            cfg,
+            policy,
+            supervisor,
+            publisher,
+            inflight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A counter of deliveries in flight, for graceful shutdown.
+    pub fn inflight(&self) -> Arc<AtomicUsize> {
+        self.inflight.clone()
+    }
+
+    /// Consumes until `shutdown` turns true, reconnecting with backoff on any failure.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, ready: watch::Sender<bool>) {
+        let mut backoff = Backoff::new(Duration::from_secs(10));
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.consume(&mut shutdown, &ready).await {
+                Ok(conn) => {
+                    // In-flight commands finish and settle on this connection first.
+                    self.drain().await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(self.cfg.timeout_s),
+                        conn.close(200, "shutting down".into()),
+                    )
+                    .await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = ready.send(false);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "command consumer lost RabbitMQ; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded) until every delivery in flight is settled.
+    async fn drain(&self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+        while self.inflight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.inflight.load(Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!(left, "shutting down with commands in flight; RabbitMQ redelivers them");
+        }
+    }
+
+    /// One connection's worth of consuming: the connection on shutdown (to settle what is
+    /// in flight), `Err` on a broken link.
+    async fn consume(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        ready: &watch::Sender<bool>,
+    ) -> Result<lapin::Connection, String> {
+        let limit = Duration::from_secs(self.cfg.timeout_s);
+        let conn = connect(&self.cfg, "agent-manager.consumer").await?;
+        topology::declare(&conn, &self.cfg).await?;
+        let channel = bounded(limit, "opening the consume channel", conn.create_channel()).await?;
+        bounded(
+            limit,
+            "setting the prefetch",
+            channel.basic_qos(self.cfg.prefetch, BasicQosOptions::default()),
+        )
+        .await?;
+        let tag = format!("agent-manager-{}", uuid::Uuid::new_v4().simple());
+        let mut deliveries = bounded(
+            limit,
+            "starting to consume",
+            channel.basic_consume(
+                self.cfg.command_queue.clone().into(),
+                tag.clone().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        tracing::info!(queue = %self.cfg.command_queue, prefetch = self.cfg.prefetch, "consuming commands");
+        let _ = ready.send(true);
+        loop {
+            tokio::select! {
+                next = deliveries.next() => match next {
+                    Some(Ok(delivery)) => self.handle(delivery),
+                    Some(Err(e)) => return Err(format!("consumer stream: {e}")),
+                    None => return Err("consumer stream ended".into()),
+                },
+                _ = shutdown.changed() => {
+                    let _ = bounded(limit, "cancelling the consumer",
+                        channel.basic_cancel(tag.clone().into(), BasicCancelOptions::default())).await;
+                    return Ok(conn);
+                }
+            }
+        }
+    }
+
+    fn handle(&self, delivery: Delivery) {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let guard = InflightGuard(self.inflight.clone());
+        let routing_key = delivery.routing_key.as_str().to_string();
+        let amqp_message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().to_string());
+        let acker = delivery.acker;
+        let limit = Duration::from_secs(self.cfg.timeout_s);
+        match decode_command(&routing_key, amqp_message_id.as_deref(), &delivery.data, &self.policy) {
+            Err(Rejection::NotAnObject(reason)) => {
+                tracing::warn!(%routing_key, bytes = delivery.data.len(), %reason, "dead-lettering a delivery that is not a JSON object");
+                actix_rt::spawn(async move {
+                    let _guard = guard;
+                    let _ = bounded(limit, "rejecting", acker.reject(BasicRejectOptions { requeue: false })).await;
+                });
+            }
+            Err(Rejection::Invalid(invalid)) => {
+                tracing::info!(message_id = %invalid.message_id, agent_id = %invalid.agent_id, code = invalid.code.as_str(), message = %invalid.message, "refusing an invalid command");
+                let publisher = self.publisher.clone();
+                actix_rt::spawn(async move {
+                    let _guard = guard;
+                    let event = Event::for_invalid(&invalid);
+                    let done = publisher.publish(&[event]).await.map_err(|e| e.to_string());
+                    settle(&acker, done, limit).await;
+                });
+            }
+            Ok(cmd) => {
+                // Sent now (in delivery order); awaited in a task so other agents'
+                // commands go on meanwhile.
+                let request = self.supervisor.send(Dispatch(cmd));
+                actix_rt::spawn(async move {
+                    let _guard = guard;
+                    let done = match request.await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(format!("supervisor unavailable: {e}")),
+                    };
+                    settle(&acker, done, limit).await;
+                });
+            }
+        }
+    }
+}
+
+/// Acks a done command; hands an undone one back to RabbitMQ after a pause.
+async fn settle(acker: &Acker, done: Result<(), String>, limit: Duration) {
+    match done {
+        Ok(()) => {
+            if let Err(e) = bounded(limit, "acking", acker.ack(BasicAckOptions::default())).await {
+                tracing::warn!(error = %e, "ack failed; the command will be redelivered and answered again");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "command not done; requeueing it");
+            tokio::time::sleep(REQUEUE_DELAY).await;
+            let _ = bounded(
+                limit,
+                "requeueing",
+                acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        }
+    }
+}
+
+struct InflightGuard(Arc<AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

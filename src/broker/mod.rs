@@ -1,0 +1,78 @@
+//! RabbitMQ: the topology (contract section 1), the command consumer and the event
+//! publisher, all through lapin with bounded calls and backed-off reconnects.
+
+pub mod consumer;
+pub mod publisher;
+pub mod topology;
+
+use std::future::Future;
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::config::{redact_url, RabbitConfig};
+
+/// Runs one broker call under the configured timeout, flattening both failures.
+pub async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: timed out after {} s", limit.as_secs())),
+    }
+}
+
+/// Opens a connection named `name` (visible in the management UI).
+pub async fn connect(cfg: &RabbitConfig, name: &str) -> Result<Connection, String> {
+    let props = ConnectionProperties::default().with_connection_name(name.to_string().into());
+    bounded(
+        Duration::from_secs(cfg.timeout_s),
+        &format!("connecting to {}", redact_url(&cfg.url)),
+        Connection::connect(&cfg.url, props),
+    )
+    .await
+}
+
+/// Exponential backoff for reconnect loops: 100 ms doubling to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(max: Duration) -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+            max,
+        }
+    }
+
+    /// The delay before the next attempt; each call doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500));
+        let seen: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(seen, vec![100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+}

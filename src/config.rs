@@ -1,0 +1,583 @@
+//! Settings: the defaults in `config/default.toml` (compiled in), overridden by an
+//! optional TOML file, overridden by environment variables. Loading validates every
+//! value and names the bad setting (file key and environment variable) when one is wrong.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::{Table, Value};
+
+/// The compiled-in defaults, documented setting by setting.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variable → setting path. One line per setting.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("DEPLOYMENT_MODE", "deployment_mode"),
+    ("MANAGER_INSTANCE", "instance"),
+    ("DOCKER_HOST", "docker.host"),
+    ("DOCKER_NETWORK", "docker.network"),
+    ("DOCKER_TIMEOUT_S", "docker.timeout_s"),
+    ("RABBITMQ_URL", "rabbitmq.url"),
+    ("RABBITMQ_EXCHANGE", "rabbitmq.exchange"),
+    ("COMMAND_QUEUE", "rabbitmq.command_queue"),
+    ("DEAD_LETTER_EXCHANGE", "rabbitmq.dead_letter_exchange"),
+    ("DEAD_LETTER_QUEUE", "rabbitmq.dead_letter_queue"),
+    ("RABBITMQ_PREFETCH", "rabbitmq.prefetch"),
+    ("RABBITMQ_TIMEOUT_S", "rabbitmq.timeout_s"),
+    ("REDIS_URL", "redis.url"),
+    ("REDIS_PREFIX", "redis.prefix"),
+    ("REDIS_TIMEOUT_MS", "redis.timeout_ms"),
+    ("EVENT_STREAM_MAX_LEN", "redis.event_stream_max_len"),
+    ("PROCESSED_TTL_S", "redis.processed_ttl_s"),
+    ("AGENT_IMAGE", "agents.image"),
+    ("ALLOWED_IMAGES", "agents.allowed_images"),
+    ("AGENT_MEMORY_MB", "agents.memory_mb"),
+    ("AGENT_CPUS", "agents.cpus"),
+    ("AGENT_MIN_MEMORY_MB", "agents.min_memory_mb"),
+    ("AGENT_MAX_MEMORY_MB", "agents.max_memory_mb"),
+    ("AGENT_MIN_CPUS", "agents.min_cpus"),
+    ("AGENT_MAX_CPUS", "agents.max_cpus"),
+    ("AGENT_MAX_GPUS", "agents.max_gpus"),
+    ("AGENT_PIDS_LIMIT", "agents.pids_limit"),
+    ("AGENT_TMPFS_MB", "agents.tmpfs_mb"),
+    ("STOP_TIMEOUT_S", "agents.stop_timeout_s"),
+    ("MAX_STOP_TIMEOUT_S", "agents.max_stop_timeout_s"),
+    ("MAX_CONFIG_BYTES", "agents.max_config_bytes"),
+    ("MAX_CONFIG_DEPTH", "agents.max_config_depth"),
+    ("MODULE_MOUNTS", "agents.module_mounts"),
+    ("AGENT_RABBITMQ_URL", "agents.rabbitmq_url"),
+    ("AGENT_REDIS_URL", "agents.redis_url"),
+    ("HEALTH_CHECK_INTERVAL_S", "health.check_interval_s"),
+    ("HEALTH_REPORT_INTERVAL_S", "health.report_interval_s"),
+];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("setting {key} (environment {env}): {message}")]
+    Setting {
+        key: String,
+        env: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentMode {
+    Docker,
+    Swarm,
+    Gpu,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which runtime drives the agents.
+    pub deployment_mode: DeploymentMode,
+    /// Scopes adoption to this installation's containers (label `autogen.manager-instance`).
+    pub instance: String,
+    pub docker: DockerConfig,
+    pub rabbitmq: RabbitConfig,
+    pub redis: RedisConfig,
+    pub agents: AgentsConfig,
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Docker endpoint; empty for the local socket.
+    pub host: String,
+    /// Network the agents join.
+    pub network: String,
+    /// Bound on one Docker API call.
+    pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitConfig {
+    pub url: String,
+    pub exchange: String,
+    pub command_queue: String,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    /// Unacknowledged commands in flight; bounds the consumer's memory.
+    pub prefetch: u16,
+    pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
+    pub timeout_ms: u64,
+    /// Approximate cap of each agent's event stream.
+    pub event_stream_max_len: u64,
+    /// Lifetime of a processed message id.
+    pub processed_ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    pub image: String,
+    pub allowed_images: Vec<String>,
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub min_memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub min_cpus: f64,
+    pub max_cpus: f64,
+    pub max_gpus: u32,
+    pub pids_limit: i64,
+    pub tmpfs_mb: u64,
+    pub stop_timeout_s: u32,
+    pub max_stop_timeout_s: u32,
+    pub max_config_bytes: usize,
+    pub max_config_depth: usize,
+    /// `host_path:container_path` pairs mounted read-only.
+    pub module_mounts: Vec<String>,
+    /// URL given to agents as RABBITMQ_URL; empty for the manager's.
+    pub rabbitmq_url: String,
+    /// URL given to agents as REDIS_URL; empty for the manager's.
+    pub redis_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    pub check_interval_s: u64,
+    pub report_interval_s: u64,
+}
+
+/// What validation needs to know about agents: defaults and bounds.
+#[derive(Debug, Clone)]
+pub struct AgentPolicy {
+    pub image: String,
+    pub allowed_images: Vec<String>,
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub min_memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub min_cpus: f64,
+    pub max_cpus: f64,
+    pub max_gpus: u32,
+    pub stop_timeout_s: u32,
+    pub max_stop_timeout_s: u32,
+    pub max_config_bytes: usize,
+    pub max_config_depth: usize,
+}
+
+impl AgentPolicy {
+    /// True when `image` is the default image or matches an allowlist pattern. A pattern
+    /// ending in `*` matches any suffix; otherwise the reference must be equal.
+    pub fn image_allowed(&self, image: &str) -> bool {
+        if image.is_empty() || image.len() > 255 || image.chars().any(char::is_control) {
+            return false;
+        }
+        image == self.image
+            || self.allowed_images.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => image.starts_with(prefix),
+                None => image == p,
+            })
+    }
+}
+
+impl Config {
+    /// The compiled-in defaults alone.
+    pub fn defaults() -> Config {
+        Self::from_sources(None, |_| None).unwrap_or_else(|e| panic!("config/default.toml: {e}"))
+    }
+
+    /// Loads defaults < `file` < process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            )),
+            None => None,
+        };
+        Self::from_sources(
+            text.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+            |name| std::env::var(name).ok(),
+        )
+    }
+
+    /// Loads defaults < `file` (path, contents) < `env` (a lookup, so tests never touch
+    /// the process environment).
+    pub fn from_sources(
+        file: Option<(&str, &str)>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: Table = DEFAULT_TOML.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: "config/default.toml".into(),
+            message: e.to_string(),
+        })?;
+        if let Some((path, text)) = file {
+            let overlay: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+            merge(&mut table, overlay);
+        }
+        for (var, key) in ENV_VARS {
+            if let Some(raw) = env(var) {
+                set_from_env(&mut table, key, var, &raw)?;
+            }
+        }
+        let config: Config = Config::deserialize(Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| {
+            let env = ENV_VARS
+                .iter()
+                .find(|(_, k)| *k == key)
+                .map(|(v, _)| *v)
+                .unwrap_or("-");
+            Err(ConfigError::Setting {
+                key: key.into(),
+                env: env.into(),
+                message,
+            })
+        };
+        if !self
+            .instance
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || self.instance.is_empty()
+        {
+            return bad("instance", "must be letters, digits, '-', '_' or '.'".into());
+        }
+        if self.rabbitmq.url.parse::<lapin::uri::AMQPUri>().is_err() {
+            return bad(
+                "rabbitmq.url",
+                format!("'{}' is not an amqp:// URL", redact_url(&self.rabbitmq.url)),
+            );
+        }
+        if redis::Client::open(self.redis.url.as_str()).is_err() {
+            return bad(
+                "redis.url",
+                format!("'{}' is not a redis:// URL", redact_url(&self.redis.url)),
+            );
+        }
+        for (key, value) in [
+            ("rabbitmq.exchange", &self.rabbitmq.exchange),
+            ("rabbitmq.command_queue", &self.rabbitmq.command_queue),
+            ("rabbitmq.dead_letter_exchange", &self.rabbitmq.dead_letter_exchange),
+            ("rabbitmq.dead_letter_queue", &self.rabbitmq.dead_letter_queue),
+            ("docker.network", &self.docker.network),
+            ("agents.image", &self.agents.image),
+        ] {
+            if value.is_empty() {
+                return bad(key, "must not be empty".into());
+            }
+        }
+        for (key, value) in [
+            ("docker.timeout_s", self.docker.timeout_s),
+            ("rabbitmq.timeout_s", self.rabbitmq.timeout_s),
+            ("redis.timeout_ms", self.redis.timeout_ms),
+            ("redis.processed_ttl_s", self.redis.processed_ttl_s),
+            ("redis.event_stream_max_len", self.redis.event_stream_max_len),
+            ("health.check_interval_s", self.health.check_interval_s),
+            ("health.report_interval_s", self.health.report_interval_s),
+            ("agents.tmpfs_mb", self.agents.tmpfs_mb),
+        ] {
+            if value == 0 {
+                return bad(key, "must be greater than 0".into());
+            }
+        }
+        if self.rabbitmq.prefetch == 0 {
+            return bad("rabbitmq.prefetch", "must be greater than 0".into());
+        }
+        let a = &self.agents;
+        if a.min_memory_mb < 6 || a.min_memory_mb > a.max_memory_mb {
+            return bad(
+                "agents.min_memory_mb",
+                "must be at least 6 (Docker's minimum) and at most agents.max_memory_mb".into(),
+            );
+        }
+        if a.memory_mb < a.min_memory_mb || a.memory_mb > a.max_memory_mb {
+            return bad(
+                "agents.memory_mb",
+                format!("must be between {} and {}", a.min_memory_mb, a.max_memory_mb),
+            );
+        }
+        if !(a.min_cpus > 0.0 && a.min_cpus <= a.max_cpus) {
+            return bad("agents.min_cpus", "must be > 0 and <= agents.max_cpus".into());
+        }
+        if !(a.cpus >= a.min_cpus && a.cpus <= a.max_cpus) {
+            return bad(
+                "agents.cpus",
+                format!("must be between {} and {}", a.min_cpus, a.max_cpus),
+            );
+        }
+        if a.pids_limit < 16 {
+            return bad("agents.pids_limit", "must be at least 16".into());
+        }
+        if a.stop_timeout_s > a.max_stop_timeout_s {
+            return bad(
+                "agents.stop_timeout_s",
+                "must not exceed agents.max_stop_timeout_s".into(),
+            );
+        }
+        for mount in &a.module_mounts {
+            match mount.split_once(':') {
+                Some((host, target))
+                    if host.starts_with('/') && target.starts_with('/') && !target.contains(':') =>
+                {
+                    if host == "/var/run/docker.sock" || host == "/run/docker.sock" || host == "/" {
+                        return bad(
+                            "agents.module_mounts",
+                            format!("'{mount}' would expose the host; refused"),
+                        );
+                    }
+                }
+                _ => {
+                    return bad(
+                        "agents.module_mounts",
+                        format!("'{mount}' must be /host/path:/container/path"),
+                    )
+                }
+            }
+        }
+        for (key, url) in [("agents.rabbitmq_url", &a.rabbitmq_url), ("agents.redis_url", &a.redis_url)] {
+            if url.chars().any(char::is_control) {
+                return bad(key, "must not contain control characters".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The validation policy commands are checked against.
+    pub fn agent_policy(&self) -> AgentPolicy {
+        let a = &self.agents;
+        AgentPolicy {
+            image: a.image.clone(),
+            allowed_images: a.allowed_images.clone(),
+            memory_mb: a.memory_mb,
+            cpus: a.cpus,
+            min_memory_mb: a.min_memory_mb,
+            max_memory_mb: a.max_memory_mb,
+            min_cpus: a.min_cpus,
+            max_cpus: a.max_cpus,
+            max_gpus: a.max_gpus,
+            stop_timeout_s: a.stop_timeout_s,
+            max_stop_timeout_s: a.max_stop_timeout_s,
+            max_config_bytes: a.max_config_bytes,
+            max_config_depth: a.max_config_depth,
+        }
+    }
+
+    /// RABBITMQ_URL given to agents.
+    pub fn agent_rabbitmq_url(&self) -> &str {
+        if self.agents.rabbitmq_url.is_empty() {
+            &self.rabbitmq.url
+        } else {
+            &self.agents.rabbitmq_url
+        }
+    }
+
+    /// REDIS_URL given to agents.
+    pub fn agent_redis_url(&self) -> &str {
+        if self.agents.redis_url.is_empty() {
+            &self.redis.url
+        } else {
+            &self.agents.redis_url
+        }
+    }
+}
+
+/// Overlays `over` on `base`, table by table.
+fn merge(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Sets `path` from an environment string, parsed as the type of the default there.
+fn set_from_env(table: &mut Table, path: &str, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.into(),
+        message,
+    };
+    let (section, key) = match path.split_once('.') {
+        Some((s, k)) => (Some(s), k),
+        None => (None, path),
+    };
+    let target = match section {
+        Some(s) => match table.get_mut(s) {
+            Some(Value::Table(t)) => t,
+            _ => return Err(err(format!("section [{s}] is missing"))),
+        },
+        None => table,
+    };
+    let value = match target.get(key) {
+        Some(Value::Integer(_)) => Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| err(format!("'{raw}' is not a whole number")))?,
+        ),
+        Some(Value::Float(_)) => Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| err(format!("'{raw}' is not a number")))?,
+        ),
+        Some(Value::Boolean(_)) => Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(err(format!("'{raw}' is not true or false"))),
+        }),
+        Some(Value::Array(_)) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => Value::String(raw.to_string()),
+    };
+    target.insert(key.to_string(), value);
+    Ok(())
+}
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_sources(None, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::defaults();
+        assert_eq!(c.deployment_mode, DeploymentMode::Docker);
+        assert_eq!(c.rabbitmq.exchange, "autogen");
+        assert_eq!(c.rabbitmq.command_queue, "agent-manager.commands");
+        assert_eq!(c.rabbitmq.dead_letter_exchange, "autogen.dlx");
+        assert_eq!(c.rabbitmq.dead_letter_queue, "agent-manager.commands.dead");
+        assert_eq!(c.docker.network, "autogen-network");
+        assert_eq!(c.agents.image, "autogen-agent:latest");
+        assert_eq!(c.agents.memory_mb, 1024);
+        assert_eq!(c.agents.cpus, 1.0);
+        assert_eq!(c.redis.prefix, "");
+        assert_eq!(c.health.report_interval_s, 30);
+        assert_eq!(c.agents.stop_timeout_s, 10);
+    }
+
+    #[test]
+    fn every_env_var_names_a_setting() {
+        let defaults: Table = DEFAULT_TOML.parse().unwrap();
+        for (var, path) in ENV_VARS {
+            let found = match path.split_once('.') {
+                Some((s, k)) => defaults.get(s).and_then(|t| t.get(k)).is_some(),
+                None => defaults.get(*path).is_some(),
+            };
+            assert!(found, "{var} -> {path} has no default");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let file = "[docker]\nnetwork = \"from-file\"\n[agents]\nmemory_mb = 512\n";
+        let c = Config::from_sources(Some(("f.toml", file)), |k| {
+            (k == "DOCKER_NETWORK").then(|| "from-env".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.docker.network, "from-env");
+        assert_eq!(c.agents.memory_mb, 512);
+        let c = with_env(&[("ALLOWED_IMAGES", "a:*, b:1"), ("AGENT_CPUS", "2")]).unwrap();
+        assert_eq!(c.agents.allowed_images, vec!["a:*", "b:1"]);
+        assert_eq!(c.agents.cpus, 2.0);
+    }
+
+    #[test]
+    fn wrong_settings_are_named() {
+        let e = with_env(&[("DOCKER_TIMEOUT_S", "soon")]).unwrap_err().to_string();
+        assert!(e.contains("DOCKER_TIMEOUT_S"), "{e}");
+        let e = with_env(&[("DEPLOYMENT_MODE", "k8s")]).unwrap_err().to_string();
+        assert!(e.contains("deployment_mode") || e.contains("k8s"), "{e}");
+        let e = with_env(&[("RABBITMQ_URL", "http://x")]).unwrap_err().to_string();
+        assert!(e.contains("RABBITMQ_URL"), "{e}");
+        let e = with_env(&[("AGENT_MEMORY_MB", "1")]).unwrap_err().to_string();
+        assert!(e.contains("AGENT_MEMORY_MB"), "{e}");
+        let e = with_env(&[("MODULE_MOUNTS", "/var/run/docker.sock:/s")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MODULE_MOUNTS"), "{e}");
+        let e = Config::from_sources(Some(("f.toml", "[docker]\nnetwrok = \"x\"\n")), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("netwrok"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn image_allowlist() {
+        let p = Config::defaults().agent_policy();
+        assert!(p.image_allowed("autogen-agent:latest"));
+        assert!(p.image_allowed("autogen-agent:v2"));
+        assert!(!p.image_allowed("autogen-agent-evil:latest"));
+        assert!(!p.image_allowed("docker.io/library/alpine"));
+        assert!(!p.image_allowed(""));
+    }
+}

@@ -1,0 +1,36 @@
+//! agent-manager: runs AutoGen agents as Docker containers, driven by commands on
+//! RabbitMQ, with each agent's state in Redis. The contract is ../shared/PROTOCOL.md.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings (defaults < file < environment), validated at load.
+//! - [`protocol`]: commands, events, error codes and validation (contract sections 2–3).
+//! - [`store`]: the Redis records, sets, event streams and processed message ids (section 5).
+//! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
+//!   container (labels, env, limits, section 4); [`runtime::docker`] drives Docker.
+//! - [`lifecycle`]: what each command does to one agent, as plain async functions.
+//! - [`health`]: the periodic look at a container and `agent.health`.
+//! - [`agent`]: the AgentActor, one per agent, ordering its commands.
+//! - [`supervisor`]: the registry of agent actors, routing commands to them.
+//! - [`reconcile`]: adopts existing agents at start.
+//! - [`broker`]: RabbitMQ topology, the command consumer and the event publisher.
+//! - [`app`]: wires it all together and shuts it down.
+//! - [`error`]: typed errors per boundary and their `agent.error` codes.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod lifecycle;
+pub mod protocol;
+pub mod reconcile;
+pub mod runtime;
+pub mod store;
+pub mod supervisor;
+
+pub use app::Manager;
+pub use config::Config;

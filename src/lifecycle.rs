@@ -1,0 +1,513 @@
+//! What each command does to one agent: plain async functions over the runtime, the
+//! store and the publisher. The AgentActor runs them one at a time per agent.
+//!
+//! Every step makes its effect durable (Docker, then Redis) before the event that
+//! reports it is published, and the last step also records the command's message id
+//! with its answer, so a redelivered command is answered again and applied once.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::broker::publisher::EventPublisher;
+use crate::config::{Config, DeploymentMode};
+use crate::error::{AgentError, RuntimeError};
+use crate::protocol::{
+    error_details, Action, AgentSpec, AgentStatus, Command, DesiredState, ErrorCode, Event,
+    EventKind,
+};
+use crate::runtime::{spec, Runtime};
+use crate::store::{AgentRecord, Processed, Store};
+
+/// What every agent actor shares.
+#[derive(Clone)]
+pub struct Deps {
+    pub runtime: Arc<dyn Runtime>,
+    pub store: Store,
+    pub publisher: EventPublisher,
+    pub config: Arc<Config>,
+}
+
+/// How an update is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdatePlan {
+    /// Nothing changes.
+    Unchanged,
+    /// Only memory or CPU limits change: applied to the running container.
+    InPlace,
+    /// The environment or image changes: a new container replaces the old one.
+    Replace,
+}
+
+/// Decides how to go from `old` to `new`.
+pub fn plan_update(old: &AgentSpec, new: &AgentSpec) -> UpdatePlan {
+    if old == new {
+        UpdatePlan::Unchanged
+    } else if spec::spec_hash(old) == spec::spec_hash(new) {
+        UpdatePlan::InPlace
+    } else {
+        UpdatePlan::Replace
+    }
+}
+
+/// One command being applied to one agent.
+struct Apply<'a> {
+    deps: &'a Deps,
+    cmd: &'a Command,
+    record: Option<AgentRecord>,
+    /// Every event published for this command so far, remembered as its answer.
+    answer: Vec<Event>,
+}
+
+/// Applies `cmd` to the agent whose current record is `record`. Returns the record
+/// afterwards (`None` when the agent does not exist) and whether the command is done:
+/// `Ok` when it took effect or was answered with `agent.error`; `Err` only when Redis or
+/// RabbitMQ is away and the command must be retried.
+pub async fn apply(
+    deps: &Deps,
+    record: Option<AgentRecord>,
+    cmd: &Command,
+) -> (Option<AgentRecord>, Result<(), AgentError>) {
+    if cmd.message_id_given {
+        match deps.store.processed(&cmd.message_id).await {
+            Ok(Some(answer)) => {
+                tracing::info!(agent_id = %cmd.agent_id, message_id = %cmd.message_id, "command already applied; answering again");
+                let r = deps.publisher.publish(&answer).await.map_err(AgentError::from);
+                return (record, r);
+            }
+            Ok(None) => {}
+            Err(e) => return (record, Err(e.into())),
+        }
+    }
+    let mut run = Apply {
+        deps,
+        cmd,
+        record,
+        answer: Vec::new(),
+    };
+    let result = match run.execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_transient_infrastructure() => Err(e),
+        Err(e) => run.fail(e).await,
+    };
+    (run.record, result)
+}
+
+/// Answers a command for an agent this manager does not know.
+pub async fn answer_unknown(deps: &Deps, cmd: &Command) -> Result<(), AgentError> {
+    apply(deps, None, cmd).await.1
+}
+
+impl Apply<'_> {
+    fn config(&self) -> &Config {
+        &self.deps.config
+    }
+
+    /// The record, which the caller has ensured exists.
+    fn rec(&mut self) -> Result<&mut AgentRecord, AgentError> {
+        self.record
+            .as_mut()
+            .ok_or_else(|| AgentError::refused(ErrorCode::Internal, "agent record vanished"))
+    }
+
+    fn event(&self, kind: EventKind, details: Value) -> Event {
+        let (status, container_id, customer) = match &self.record {
+            Some(r) => (
+                r.status.as_str(),
+                r.container_id.as_deref(),
+                r.spec.customer_id.as_str(),
+            ),
+            None => (AgentStatus::Failed.as_str(), None, self.cmd.customer_id.as_str()),
+        };
+        Event::new(
+            kind,
+            &self.cmd.agent_id,
+            customer,
+            Some(&self.cmd.message_id),
+            status,
+            container_id,
+            details,
+        )
+    }
+
+    /// Saves the record (and, when `last`, the processed marker), then publishes.
+    async fn report(&mut self, kind: Option<EventKind>, details: Value, last: bool) -> Result<(), AgentError> {
+        let events: Vec<Event> = kind.map(|k| self.event(k, details)).into_iter().collect();
+        self.answer.extend(events.iter().cloned());
+        let processed = (last && self.cmd.message_id_given).then_some(Processed {
+            message_id: &self.cmd.message_id,
+            answer: &self.answer,
+        });
+        if let Some(rec) = self.record.as_mut() {
+            rec.updated_at = chrono::Utc::now();
+        }
+        match &self.record {
+            Some(rec) => self.deps.store.save(rec, &events, processed).await?,
+            None => {
+                if let Some(p) = processed {
+                    self.deps.store.save_processed(p).await?
+                }
+            }
+        }
+        self.deps.publisher.publish(&events).await?;
+        Ok(())
+    }
+
+    /// Answers a failed command with `agent.error`; the agent (if any) records why.
+    async fn fail(&mut self, err: AgentError) -> Result<(), AgentError> {
+        let code = err.code();
+        let message = err.to_string();
+        tracing::warn!(agent_id = %self.cmd.agent_id, message_id = %self.cmd.message_id, command = %self.cmd.kind, code = code.as_str(), %message, "command failed");
+        if let Some(rec) = self.record.as_mut() {
+            rec.last_error = message.clone();
+        }
+        let details = error_details(Some(self.cmd.kind.routing_key()), code, &message);
+        self.report(Some(EventKind::Error), details, true).await
+    }
+
+    /// The agent's record if it exists and belongs to the command's customer.
+    fn require_owned(&self) -> Result<(), AgentError> {
+        match &self.record {
+            None => Err(AgentError::refused(
+                ErrorCode::NotFound,
+                format!("agent {} does not exist", self.cmd.agent_id),
+            )),
+            Some(r) if r.spec.customer_id != self.cmd.customer_id => Err(AgentError::refused(
+                ErrorCode::Forbidden,
+                format!("agent {} belongs to another customer", self.cmd.agent_id),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn check_gpus(&self, spec: &AgentSpec) -> Result<(), AgentError> {
+        if spec.resources.gpus > 0 && self.config().deployment_mode != DeploymentMode::Gpu {
+            return Err(AgentError::refused(
+                ErrorCode::GpuUnavailable,
+                format!(
+                    "{} GPU(s) requested but GPU mode is not enabled (DEPLOYMENT_MODE=gpu)",
+                    spec.resources.gpus
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self) -> Result<(), AgentError> {
+        match &self.cmd.action {
+            Action::Create { spec, auto_start } => self.create(spec.clone(), *auto_start).await,
+            Action::Update { patch } => {
+                self.require_owned()?;
+                let next = patch.apply(&self.rec()?.spec);
+                self.update(next).await
+            }
+            Action::Start => {
+                self.require_owned()?;
+                self.start(EventKind::Started).await
+            }
+            Action::Stop { timeout_s } => {
+                self.require_owned()?;
+                self.stop(*timeout_s).await
+            }
+            Action::Restart { timeout_s } => {
+                self.require_owned()?;
+                self.restart(*timeout_s).await
+            }
+            Action::Delete { timeout_s } => {
+                self.require_owned()?;
+                self.delete(*timeout_s).await
+            }
+        }
+    }
+
+    async fn create(&mut self, spec: AgentSpec, auto_start: bool) -> Result<(), AgentError> {
+        self.check_gpus(&spec)?;
+        if let Some(existing) = &self.record {
+            if existing.spec.customer_id != self.cmd.customer_id {
+                return Err(AgentError::refused(
+                    ErrorCode::Forbidden,
+                    format!("agent {} belongs to another customer", self.cmd.agent_id),
+                ));
+            }
+            if existing.spec != spec {
+                return Err(AgentError::refused(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "agent {} already exists with a different spec; use agent.update",
+                        self.cmd.agent_id
+                    ),
+                ));
+            }
+            // Same spec: answer again. A create cut short (no container yet, or created
+            // but never started) is finished first.
+            let unfinished = matches!(existing.status, AgentStatus::Creating)
+                || (matches!(existing.status, AgentStatus::Created)
+                    && existing.desired_state == DesiredState::Running);
+            if !unfinished {
+                return self
+                    .report(Some(EventKind::Created), json!({"existing": true}), true)
+                    .await;
+            }
+        } else {
+            let desired = if auto_start {
+                DesiredState::Running
+            } else {
+                DesiredState::Stopped
+            };
+            self.record = Some(AgentRecord::new(&self.cmd.agent_id, spec, desired));
+            self.report(None, Value::Null, false).await?;
+        }
+
+        if let Err(e) = self.ensure_container().await {
+            // Nothing of the agent is left behind when its container cannot be made.
+            if let Some(rec) = self.record.take() {
+                let _ = self
+                    .deps
+                    .runtime
+                    .remove(&spec::container_name(&rec.agent_id), 0)
+                    .await;
+                self.deps.store.delete(&rec, None).await?;
+            }
+            return Err(e);
+        }
+        let rec = self.rec()?;
+        rec.status = AgentStatus::Created;
+        let desired = rec.desired_state;
+        let image = rec.spec.image.clone();
+        if desired == DesiredState::Stopped {
+            return self
+                .report(Some(EventKind::Created), json!({"image": image}), true)
+                .await;
+        }
+        self.report(Some(EventKind::Created), json!({"image": image}), false)
+            .await?;
+        self.start(EventKind::Started).await
+    }
+
+    /// Creates the agent's container if the record has none; keeps its id.
+    async fn ensure_container(&mut self) -> Result<String, AgentError> {
+        let config = self.deps.config.clone();
+        let rec = self.rec()?;
+        if let Some(id) = rec.container_id.clone() {
+            return Ok(id);
+        }
+        let cspec = spec::build(rec, &config);
+        let id = self.deps.runtime.create(&cspec).await?;
+        self.rec()?.container_id = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Starts the container (creating it if it is gone) and reports `kind`.
+    async fn start(&mut self, kind: EventKind) -> Result<(), AgentError> {
+        let rec = self.rec()?;
+        rec.desired_state = DesiredState::Running;
+        let id = self.ensure_container().await?;
+        match self.deps.runtime.start(&id).await {
+            Err(RuntimeError::NotFound(_)) => {
+                // The container vanished behind our back: make a new one.
+                self.rec()?.container_id = None;
+                let id = self.ensure_container().await?;
+                self.start_or_fail(&id).await?;
+            }
+            other => self.mark_failed_on(other).await?,
+        }
+        let rec = self.rec()?;
+        rec.status = AgentStatus::Running;
+        rec.last_error.clear();
+        self.report(Some(kind), json!({}), true).await
+    }
+
+    async fn start_or_fail(&mut self, id: &str) -> Result<(), AgentError> {
+        let r = self.deps.runtime.start(id).await;
+        self.mark_failed_on(r).await
+    }
+
+    /// On a runtime failure, marks the agent failed before passing the error on.
+    async fn mark_failed_on(&mut self, r: Result<(), RuntimeError>) -> Result<(), AgentError> {
+        if let Err(e) = r {
+            if let Ok(rec) = self.rec() {
+                rec.status = AgentStatus::Failed;
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, timeout_s: u32) -> Result<(), AgentError> {
+        let rec = self.rec()?;
+        rec.desired_state = DesiredState::Stopped;
+        if let Some(id) = rec.container_id.clone() {
+            match self.deps.runtime.stop(&id, timeout_s).await {
+                Ok(()) => {}
+                Err(RuntimeError::NotFound(_)) => self.rec()?.container_id = None,
+                Err(e) => return self.mark_failed_on(Err(e)).await,
+            }
+        }
+        let rec = self.rec()?;
+        rec.status = AgentStatus::Stopped;
+        rec.last_error.clear();
+        self.report(Some(EventKind::Stopped), json!({"timeout_s": timeout_s}), true)
+            .await
+    }
+
+    async fn restart(&mut self, timeout_s: u32) -> Result<(), AgentError> {
+        let rec = self.rec()?;
+        rec.desired_state = DesiredState::Running;
+        let Some(id) = rec.container_id.clone() else {
+            return self.start(EventKind::Restarted).await;
+        };
+        match self.deps.runtime.restart(&id, timeout_s).await {
+            Err(RuntimeError::NotFound(_)) => {
+                self.rec()?.container_id = None;
+                return self.start(EventKind::Restarted).await;
+            }
+            other => self.mark_failed_on(other).await?,
+        }
+        let rec = self.rec()?;
+        rec.status = AgentStatus::Running;
+        rec.last_error.clear();
+        self.report(Some(EventKind::Restarted), json!({"timeout_s": timeout_s}), true)
+            .await
+    }
+
+    async fn update(&mut self, next: AgentSpec) -> Result<(), AgentError> {
+        self.check_gpus(&next)?;
+        let config = self.deps.config.clone();
+        let runtime = self.deps.runtime.clone();
+        let rec = self.rec()?;
+        let plan = plan_update(&rec.spec, &next);
+        let changed = changed_fields(&rec.spec, &next);
+        match plan {
+            UpdatePlan::Unchanged => {}
+            UpdatePlan::InPlace => {
+                let mut updated = rec.clone();
+                updated.spec = next.clone();
+                if let Some(id) = rec.container_id.clone() {
+                    let cspec = spec::build(&updated, &config);
+                    match runtime.update_resources(&id, &cspec).await {
+                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.rec()?.spec = next;
+            }
+            UpdatePlan::Replace => {
+                if next.image != rec.spec.image {
+                    runtime.ensure_image(&next.image).await?;
+                }
+                let old_id = rec.container_id.clone();
+                let desired = rec.desired_state;
+                if let Some(id) = old_id {
+                    let timeout = config.agents.stop_timeout_s;
+                    runtime.remove(&id, timeout).await?;
+                }
+                let rec = self.rec()?;
+                rec.container_id = None;
+                rec.spec = next;
+                rec.status = AgentStatus::Created;
+                let r = self.ensure_container().await.map(|_| ());
+                if let Err(e) = r {
+                    self.rec()?.status = AgentStatus::Failed;
+                    return Err(e);
+                }
+                if desired == DesiredState::Running {
+                    let id = self.ensure_container().await?;
+                    self.start_or_fail(&id).await?;
+                    self.rec()?.status = AgentStatus::Running;
+                } else {
+                    self.rec()?.status = AgentStatus::Stopped;
+                }
+            }
+        }
+        self.rec()?.last_error.clear();
+        let details = json!({
+            "changed": changed,
+            "replaced": plan == UpdatePlan::Replace,
+            "in_place": plan == UpdatePlan::InPlace,
+        });
+        self.report(Some(EventKind::Updated), details, true).await
+    }
+
+    async fn delete(&mut self, timeout_s: u32) -> Result<(), AgentError> {
+        let rec = self.rec()?;
+        rec.status = AgentStatus::Deleting;
+        let id = rec
+            .container_id
+            .clone()
+            .unwrap_or_else(|| spec::container_name(&rec.agent_id));
+        self.report(None, Value::Null, false).await?;
+        self.deps.runtime.remove(&id, timeout_s).await?;
+        let event = self.event(EventKind::Deleted, json!({"timeout_s": timeout_s}));
+        self.answer.push(event.clone());
+        let rec = self.rec()?.clone();
+        let processed = self.cmd.message_id_given.then_some(Processed {
+            message_id: &self.cmd.message_id,
+            answer: &self.answer,
+        });
+        self.deps.store.delete(&rec, processed).await?;
+        self.record = None;
+        self.deps.publisher.publish(&[event]).await?;
+        Ok(())
+    }
+}
+
+/// Names of the spec fields that differ, for `agent.updated`.
+fn changed_fields(old: &AgentSpec, new: &AgentSpec) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.name != new.name {
+        out.push("name");
+    }
+    if old.config != new.config {
+        out.push("config");
+    }
+    if old.autogen_config != new.autogen_config {
+        out.push("autogen_config");
+    }
+    if old.resources != new.resources {
+        out.push("resources");
+    }
+    if old.image != new.image {
+        out.push("image");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{AgentType, Resources};
+
+    fn spec() -> AgentSpec {
+        AgentSpec {
+            customer_id: "c".into(),
+            agent_type: AgentType::Analysis,
+            name: "n".into(),
+            config: json!({}),
+            autogen_config: json!({}),
+            resources: Resources {
+                memory_mb: 256,
+                cpus: 1.0,
+                gpus: 0,
+            },
+            image: "autogen-agent:latest".into(),
+        }
+    }
+
+    #[test]
+    fn update_plans() {
+        let a = spec();
+        assert_eq!(plan_update(&a, &a), UpdatePlan::Unchanged);
+        let mut b = a.clone();
+        b.resources.memory_mb = 512;
+        assert_eq!(plan_update(&a, &b), UpdatePlan::InPlace);
+        assert_eq!(changed_fields(&a, &b), vec!["resources"]);
+        b.name = "other".into();
+        assert_eq!(plan_update(&a, &b), UpdatePlan::Replace);
+        let mut c = a.clone();
+        c.resources.gpus = 1;
+        assert_eq!(plan_update(&a, &c), UpdatePlan::Replace);
+        let mut d = a.clone();
+        d.image = "autogen-agent:v2".into();
+        assert_eq!(plan_update(&a, &d), UpdatePlan::Replace);
+    }
+}

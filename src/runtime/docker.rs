@@ -1,0 +1,454 @@
+//! Agents as plain Docker containers (docker and gpu modes), through bollard. Every
+//! call is bounded by a timeout.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, EndpointSettings,
+    HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, ResourcesUlimits,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::spec::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY_VALUE};
+use super::{Observed, Runtime};
+use crate::config::Config;
+use crate::error::RuntimeError;
+
+/// The Docker engine runtime.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    /// Bound on one call (a stop adds its grace period).
+    timeout: Duration,
+    network: String,
+    instance: String,
+}
+
+impl DockerRuntime {
+    /// Connects to `docker.host` (or the local socket). No I/O happens until the first call.
+    pub fn connect(config: &Config) -> Result<Self, RuntimeError> {
+        let docker = connect_docker(&config.docker.host, config.agents.max_stop_timeout_s)?;
+        Ok(DockerRuntime {
+            docker,
+            timeout: Duration::from_secs(config.docker.timeout_s),
+            network: config.docker.network.clone(),
+            instance: config.instance.clone(),
+        })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        extra: Duration,
+        fut: impl Future<Output = Result<T, BollardError>>,
+    ) -> Result<T, RuntimeError> {
+        let limit = self.timeout + extra;
+        tokio::time::timeout(limit, fut)
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                op,
+                after_s: limit.as_secs(),
+            })?
+            .map_err(|e| docker_error(op, e))
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        let docker = self.docker.clone();
+        let result = self
+            .call("pull", Duration::ZERO, async move {
+                let mut stream = docker.create_image(Some(options), None, None);
+                while let Some(item) = stream.next().await {
+                    item?;
+                }
+                Ok(())
+            })
+            .await;
+        result.map_err(|e| {
+            tracing::warn!(image, error = %e, "image pull failed");
+            RuntimeError::ImageNotFound(image.to_string())
+        })
+    }
+}
+
+/// A bollard client for `host` ("" = local socket). Its own timeout is set above the
+/// longest stop grace period so that only our per-call timeouts apply.
+pub fn connect_docker(host: &str, max_stop_timeout_s: u32) -> Result<Docker, RuntimeError> {
+    let docker = if host.is_empty() {
+        Docker::connect_with_local_defaults()
+    } else {
+        Docker::connect_with_host(host)
+    }
+    .map_err(|e| docker_error("connect", e))?;
+    Ok(docker.with_timeout(Duration::from_secs(u64::from(max_stop_timeout_s) + 300)))
+}
+
+fn docker_error(op: &'static str, e: BollardError) -> RuntimeError {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => RuntimeError::NotFound(message),
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => RuntimeError::Docker {
+            op,
+            status: Some(status_code),
+            message,
+        },
+        other => RuntimeError::Docker {
+            op,
+            status: None,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// True when `r` failed with Docker's HTTP `status` (304 not modified, 409 conflict).
+fn is_status<T>(r: &Result<T, RuntimeError>, status: u16) -> bool {
+    matches!(r, Err(RuntimeError::Docker { status: Some(s), .. }) if *s == status)
+}
+
+/// The Docker create body for `spec`: contract section 4's limits and security settings.
+pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let binds: Vec<String> = spec
+        .module_mounts
+        .iter()
+        .map(|m| format!("{m}:ro"))
+        .collect();
+    let host_config = HostConfig {
+        memory: Some(spec.memory_bytes),
+        memory_swap: Some(spec.memory_bytes),
+        nano_cpus: Some(spec.nano_cpus),
+        pids_limit: Some(spec.pids_limit),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            format!("rw,noexec,nosuid,nodev,size={}m", spec.tmpfs_mb),
+        )])),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        privileged: Some(false),
+        init: Some(true),
+        network_mode: Some(spec.network.clone()),
+        binds: (!binds.is_empty()).then_some(binds),
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(4096),
+            hard: Some(4096),
+        }]),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "10m".to_string()),
+                ("max-file".to_string(), "3".to_string()),
+            ])),
+        }),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(spec.env.clone()),
+        labels: Some(spec.labels.clone()),
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                spec.network.clone(),
+                EndpointSettings::default(),
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The interesting part of a Docker inspect.
+pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
+    let state = inspect.state.unwrap_or_default();
+    let config = inspect.config.unwrap_or_default();
+    let host = inspect.host_config.unwrap_or_default();
+    Observed {
+        id: inspect.id.unwrap_or_default(),
+        name: inspect
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: config.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default(),
+        env: config.env.unwrap_or_default(),
+        state: state
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        running: state.running.unwrap_or(false),
+        exit_code: state.exit_code,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        health: state
+            .health
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "none".into()),
+        started_at: state.started_at,
+        restart_count: inspect.restart_count.unwrap_or(0),
+        memory_bytes: host.memory.unwrap_or(0),
+        nano_cpus: host.nano_cpus.unwrap_or(0),
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn prepare(&self) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        let name = self.network.clone();
+        match self
+            .call("inspect network", Duration::ZERO, async move {
+                docker
+                    .inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>)
+                    .await
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let docker = self.docker.clone();
+        let request = NetworkCreateRequest {
+            name: self.network.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                MANAGED_BY_VALUE.to_string(),
+            )])),
+            ..Default::default()
+        };
+        let created = self
+            .call("create network", Duration::ZERO, async move {
+                docker.create_network(request).await
+            })
+            .await;
+        // 409: another process created it in between, which is fine.
+        if is_status(&created, 409) {
+            return Ok(());
+        }
+        created.map(|_| ())
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        let name = image.to_string();
+        match self
+            .call("inspect image", Duration::ZERO, async move {
+                docker.inspect_image(&name).await
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::NotFound(_)) => self.pull(image).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        for attempt in 0..3 {
+            let docker = self.docker.clone();
+            let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
+            let body = create_body(spec);
+            let result = self
+                .call("create container", Duration::ZERO, async move {
+                    docker.create_container(Some(options), body).await
+                })
+                .await;
+            match result {
+                Ok(created) => return Ok(created.id),
+                Err(RuntimeError::NotFound(message)) if message.contains("image") => {
+                    if attempt > 0 {
+                        return Err(RuntimeError::ImageNotFound(spec.image.clone()));
+                    }
+                    self.pull(&spec.image).await?;
+                }
+                Err(RuntimeError::Docker {
+                    status: Some(409), ..
+                }) => {
+                    // The name is taken: by our own earlier attempt, or by a stale one.
+                    match self.inspect(&spec.name).await? {
+                        Some(found)
+                            if found.labels.get(LABEL_SPEC_HASH) == Some(&spec.spec_hash)
+                                && found.labels.get(LABEL_INSTANCE)
+                                    == spec.labels.get(LABEL_INSTANCE) =>
+                        {
+                            return Ok(found.id);
+                        }
+                        Some(found) if found.labels.get(LABEL_INSTANCE) == spec.labels.get(LABEL_INSTANCE) => {
+                            tracing::warn!(container = %found.id, "removing stale container of an earlier spec");
+                            self.remove(&found.id, 0).await?;
+                        }
+                        Some(found) => {
+                            return Err(RuntimeError::Docker {
+                                op: "create container",
+                                status: Some(409),
+                                message: format!(
+                                    "the name {} is taken by container {} that this manager does not own",
+                                    spec.name, found.id
+                                ),
+                            })
+                        }
+                        None => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RuntimeError::Docker {
+            op: "create container",
+            status: None,
+            message: format!("could not create {} after 3 attempts", spec.name),
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let r = self
+            .call("start container", Duration::ZERO, async move {
+                docker
+                    .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+                    .await
+            })
+            .await;
+        // 304: already running.
+        if is_status(&r, 304) {
+            return Ok(());
+        }
+        r
+    }
+
+    async fn stop(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let options = StopContainerOptionsBuilder::new().t(timeout_s as i32).build();
+        let r = self
+            .call(
+                "stop container",
+                Duration::from_secs(u64::from(timeout_s)),
+                async move { docker.stop_container(&id, Some(options)).await },
+            )
+            .await;
+        if is_status(&r, 304) {
+            return Ok(());
+        }
+        r
+    }
+
+    async fn restart(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let options = RestartContainerOptionsBuilder::new().t(timeout_s as i32).build();
+        self.call(
+            "restart container",
+            Duration::from_secs(u64::from(timeout_s)),
+            async move { docker.restart_container(&id, Some(options)).await },
+        )
+        .await
+    }
+
+    async fn remove(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
+        match self.stop(id, timeout_s).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let r = self
+            .call("remove container", Duration::ZERO, async move {
+                docker.remove_container(&id, Some(options)).await
+            })
+            .await;
+        match r {
+            Err(RuntimeError::NotFound(_)) => Ok(()),
+            // 409: a removal is already in progress.
+            Err(RuntimeError::Docker {
+                status: Some(409), ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn update_resources(&self, id: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let body = ContainerUpdateBody {
+            memory: Some(spec.memory_bytes),
+            memory_swap: Some(spec.memory_bytes),
+            nano_cpus: Some(spec.nano_cpus),
+            pids_limit: Some(spec.pids_limit),
+            ..Default::default()
+        };
+        self.call("update container", Duration::ZERO, async move {
+            docker.update_container(&id, body).await
+        })
+        .await
+    }
+
+    async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id_or_name.to_string();
+        let r = self
+            .call("inspect container", Duration::ZERO, async move {
+                docker
+                    .inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>)
+                    .await
+            })
+            .await;
+        match r {
+            Ok(inspect) => Ok(Some(observed_from(inspect))),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"),
+                format!("{LABEL_INSTANCE}={}", self.instance),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let docker = self.docker.clone();
+        let summaries = self
+            .call("list containers", Duration::ZERO, async move {
+                docker.list_containers(Some(options)).await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            if let Some(observed) = self.inspect(&id).await? {
+                out.push(observed);
+            }
+        }
+        Ok(out)
+    }
+}
+

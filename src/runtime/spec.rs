@@ -1,0 +1,219 @@
+//! The container an agent gets (contract section 4): name, labels, environment, limits
+//! and security settings. The only place that knows the label and env names.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::protocol::{AgentSpec, AgentType, Resources};
+use crate::store::AgentRecord;
+
+pub const LABEL_MANAGED_BY: &str = "autogen.managed-by";
+pub const MANAGED_BY_VALUE: &str = "agent-manager";
+pub const LABEL_AGENT_ID: &str = "autogen.agent-id";
+pub const LABEL_CUSTOMER_ID: &str = "autogen.customer-id";
+pub const LABEL_AGENT_TYPE: &str = "autogen.agent-type";
+pub const LABEL_AGENT_NAME: &str = "autogen.agent-name";
+/// Which manager installation owns the container (see `instance` in the config).
+pub const LABEL_INSTANCE: &str = "autogen.manager-instance";
+/// Hash of what needs a new container when it changes (everything but resources).
+pub const LABEL_SPEC_HASH: &str = "autogen.spec-hash";
+/// The agent's resources as JSON, to rebuild its record from Docker alone.
+pub const LABEL_RESOURCES: &str = "autogen.resources";
+
+pub const ENV_AGENT_ID: &str = "AGENT_ID";
+pub const ENV_CUSTOMER_ID: &str = "CUSTOMER_ID";
+pub const ENV_AGENT_TYPE: &str = "AGENT_TYPE";
+pub const ENV_AGENT_NAME: &str = "AGENT_NAME";
+pub const ENV_CONFIG: &str = "CONFIG";
+pub const ENV_AUTOGEN_CONFIG: &str = "AUTOGEN_CONFIG";
+pub const ENV_RABBITMQ_URL: &str = "RABBITMQ_URL";
+pub const ENV_REDIS_URL: &str = "REDIS_URL";
+
+/// Runtime-neutral description of one agent's container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    /// `agent-<agent_id>`: deterministic, so a retried create finds its own container.
+    pub name: String,
+    pub image: String,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub gpus: u32,
+    pub pids_limit: i64,
+    pub tmpfs_mb: u64,
+    pub network: String,
+    /// `host:target` pairs, mounted read-only.
+    pub module_mounts: Vec<String>,
+    pub spec_hash: String,
+}
+
+/// The container name of an agent.
+pub fn container_name(agent_id: &str) -> String {
+    format!("agent-{agent_id}")
+}
+
+/// A stable digest of the parts of a spec that need a new container when they change.
+pub fn spec_hash(spec: &AgentSpec) -> String {
+    let replaced = serde_json::json!({
+        "customer_id": spec.customer_id,
+        "agent_type": spec.agent_type,
+        "name": spec.name,
+        "config": spec.config,
+        "autogen_config": spec.autogen_config,
+        "image": spec.image,
+        "gpus": spec.resources.gpus,
+    });
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, replaced.to_string().as_bytes())
+        .simple()
+        .to_string()
+}
+
+/// The container for `record` under `config`.
+pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
+    let spec = &record.spec;
+    let json = |v: &serde_json::Value| serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
+    let hash = spec_hash(spec);
+    let labels = HashMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
+        (LABEL_AGENT_ID.to_string(), record.agent_id.clone()),
+        (LABEL_CUSTOMER_ID.to_string(), spec.customer_id.clone()),
+        (LABEL_AGENT_TYPE.to_string(), spec.agent_type.as_str().to_string()),
+        (LABEL_AGENT_NAME.to_string(), spec.name.clone()),
+        (LABEL_INSTANCE.to_string(), config.instance.clone()),
+        (LABEL_SPEC_HASH.to_string(), hash.clone()),
+        (
+            LABEL_RESOURCES.to_string(),
+            serde_json::to_string(&spec.resources).unwrap_or_default(),
+        ),
+    ]);
+    let env = vec![
+        format!("{ENV_AGENT_ID}={}", record.agent_id),
+        format!("{ENV_CUSTOMER_ID}={}", spec.customer_id),
+        format!("{ENV_AGENT_TYPE}={}", spec.agent_type.as_str()),
+        format!("{ENV_AGENT_NAME}={}", spec.name),
+        format!("{ENV_CONFIG}={}", json(&spec.config)),
+        format!("{ENV_AUTOGEN_CONFIG}={}", json(&spec.autogen_config)),
+        format!("{ENV_RABBITMQ_URL}={}", config.agent_rabbitmq_url()),
+        format!("{ENV_REDIS_URL}={}", config.agent_redis_url()),
+    ];
+    ContainerSpec {
+        name: container_name(&record.agent_id),
+        image: spec.image.clone(),
+        env,
+        labels,
+        memory_bytes: (spec.resources.memory_mb * 1024 * 1024) as i64,
+        nano_cpus: (spec.resources.cpus * 1e9).round() as i64,
+        gpus: spec.resources.gpus,
+        pids_limit: config.agents.pids_limit,
+        tmpfs_mb: config.agents.tmpfs_mb,
+        network: config.docker.network.clone(),
+        module_mounts: config.agents.module_mounts.clone(),
+        spec_hash: hash,
+    }
+}
+
+/// What can be rebuilt of an agent from its container's labels and environment, when
+/// Redis has lost its record. `None` when the container is not a complete agent.
+pub fn spec_from_container(
+    labels: &HashMap<String, String>,
+    env_var: impl Fn(&str) -> Option<String>,
+    image: &str,
+) -> Option<(String, AgentSpec)> {
+    let agent_id = labels.get(LABEL_AGENT_ID)?.clone();
+    let agent_type = AgentType::parse(labels.get(LABEL_AGENT_TYPE)?)?;
+    let resources: Resources = serde_json::from_str(labels.get(LABEL_RESOURCES)?).ok()?;
+    let parse = |name: &str| {
+        env_var(name)
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_else(|| serde_json::json!({}))
+    };
+    Some((
+        agent_id,
+        AgentSpec {
+            customer_id: labels.get(LABEL_CUSTOMER_ID)?.clone(),
+            agent_type,
+            name: labels.get(LABEL_AGENT_NAME)?.clone(),
+            config: parse(ENV_CONFIG),
+            autogen_config: parse(ENV_AUTOGEN_CONFIG),
+            resources,
+            image: image.to_string(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::DesiredState;
+    use serde_json::json;
+
+    fn record() -> AgentRecord {
+        AgentRecord::new(
+            "a1",
+            AgentSpec {
+                customer_id: "c1".into(),
+                agent_type: AgentType::Trading,
+                name: "Alpha".into(),
+                config: json!({"symbol": "BTC"}),
+                autogen_config: json!({"model": "x"}),
+                resources: Resources {
+                    memory_mb: 256,
+                    cpus: 0.5,
+                    gpus: 0,
+                },
+                image: "autogen-agent:latest".into(),
+            },
+            DesiredState::Running,
+        )
+    }
+
+    #[test]
+    fn container_carries_contract_labels_env_and_limits() {
+        let c = build(&record(), &Config::defaults());
+        assert_eq!(c.name, "agent-a1");
+        assert_eq!(c.labels[LABEL_MANAGED_BY], "agent-manager");
+        assert_eq!(c.labels[LABEL_AGENT_ID], "a1");
+        assert_eq!(c.labels[LABEL_CUSTOMER_ID], "c1");
+        assert_eq!(c.labels[LABEL_AGENT_TYPE], "trading");
+        assert_eq!(c.labels[LABEL_AGENT_NAME], "Alpha");
+        for var in [
+            "AGENT_ID=a1", "CUSTOMER_ID=c1", "AGENT_TYPE=trading", "AGENT_NAME=Alpha",
+            "CONFIG={\"symbol\":\"BTC\"}", "AUTOGEN_CONFIG={\"model\":\"x\"}",
+        ] {
+            assert!(c.env.contains(&var.to_string()), "{var}");
+        }
+        assert!(c.env.iter().any(|e| e.starts_with("RABBITMQ_URL=amqp://")));
+        assert!(c.env.iter().any(|e| e.starts_with("REDIS_URL=redis://")));
+        assert_eq!(c.memory_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.nano_cpus, 500_000_000);
+        assert_eq!(c.network, "autogen-network");
+    }
+
+    #[test]
+    fn spec_hash_ignores_memory_and_cpus_only() {
+        let a = record();
+        let mut b = a.clone();
+        b.spec.resources.memory_mb = 2048;
+        b.spec.resources.cpus = 2.0;
+        assert_eq!(spec_hash(&a.spec), spec_hash(&b.spec));
+        b.spec.config = json!({"symbol": "ETH"});
+        assert_ne!(spec_hash(&a.spec), spec_hash(&b.spec));
+    }
+
+    #[test]
+    fn spec_is_rebuilt_from_labels_and_env() {
+        let r = record();
+        let c = build(&r, &Config::defaults());
+        let env = |name: &str| {
+            c.env
+                .iter()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+        };
+        let (id, spec) = spec_from_container(&c.labels, env, &c.image).unwrap();
+        assert_eq!(id, "a1");
+        assert_eq!(spec, r.spec);
+    }
+}

@@ -1,0 +1,477 @@
+//! Redis: the agents' records for operators (contract section 5). The one place that
+//! knows the key layout and the record's field names.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use crate::config::RedisConfig;
+use crate::error::StoreError;
+use crate::protocol::{
+    rfc3339, AgentSpec, AgentStatus, AgentType, DesiredState, Event, Resources,
+};
+
+/// One agent as the manager knows it: its spec, where it is, and how it is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub spec: AgentSpec,
+    pub status: AgentStatus,
+    /// What the last command asked for; the manager converges towards it.
+    pub desired_state: DesiredState,
+    pub container_id: Option<String>,
+    /// Docker health: healthy, unhealthy, starting or none.
+    pub health: String,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub restart_count: u64,
+    pub last_error: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_health_at: Option<DateTime<Utc>>,
+}
+
+impl AgentRecord {
+    pub fn new(agent_id: &str, spec: AgentSpec, desired_state: DesiredState) -> Self {
+        let now = Utc::now();
+        AgentRecord {
+            agent_id: agent_id.to_string(),
+            spec,
+            status: AgentStatus::Creating,
+            desired_state,
+            container_id: None,
+            health: "none".into(),
+            cpu_percent: 0.0,
+            memory_bytes: 0,
+            restart_count: 0,
+            last_error: String::new(),
+            created_at: now,
+            updated_at: now,
+            last_health_at: None,
+        }
+    }
+
+    /// The hash fields of `agent:<agent_id>`.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        let json = |v: &serde_json::Value| serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
+        vec![
+            ("agent_id", self.agent_id.clone()),
+            ("customer_id", self.spec.customer_id.clone()),
+            ("agent_type", self.spec.agent_type.as_str().into()),
+            ("name", self.spec.name.clone()),
+            ("status", self.status.as_str().into()),
+            ("desired_state", self.desired_state.as_str().into()),
+            ("container_id", self.container_id.clone().unwrap_or_default()),
+            ("image", self.spec.image.clone()),
+            ("config", json(&self.spec.config)),
+            ("autogen_config", json(&self.spec.autogen_config)),
+            (
+                "resources",
+                serde_json::to_string(&self.spec.resources).unwrap_or_else(|_| "{}".into()),
+            ),
+            ("health", self.health.clone()),
+            ("cpu_percent", format!("{:.2}", self.cpu_percent)),
+            ("memory_bytes", self.memory_bytes.to_string()),
+            ("restart_count", self.restart_count.to_string()),
+            ("last_error", self.last_error.clone()),
+            ("created_at", rfc3339(self.created_at)),
+            ("updated_at", rfc3339(self.updated_at)),
+            (
+                "last_health_at",
+                self.last_health_at.map(rfc3339).unwrap_or_default(),
+            ),
+        ]
+    }
+
+    /// Reads a record back from its hash fields.
+    pub fn from_fields(key: &str, f: &HashMap<String, String>) -> Result<Self, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            key: key.to_string(),
+            message,
+        };
+        let get = |name: &str| {
+            f.get(name)
+                .cloned()
+                .ok_or_else(|| corrupt(format!("field '{name}' is missing")))
+        };
+        let json = |name: &str| -> Result<serde_json::Value, StoreError> {
+            serde_json::from_str(&get(name)?).map_err(|e| corrupt(format!("field '{name}': {e}")))
+        };
+        let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+            let raw = f.get(name).cloned().unwrap_or_default();
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            DateTime::parse_from_rfc3339(&raw)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|e| corrupt(format!("field '{name}': {e}")))
+        };
+        let resources: Resources = serde_json::from_str(&get("resources")?)
+            .map_err(|e| corrupt(format!("field 'resources': {e}")))?;
+        let agent_type = AgentType::parse(&get("agent_type")?)
+            .ok_or_else(|| corrupt("field 'agent_type' is unknown".into()))?;
+        let status = AgentStatus::parse(&get("status")?)
+            .ok_or_else(|| corrupt("field 'status' is unknown".into()))?;
+        let desired_state = DesiredState::parse(&get("desired_state")?)
+            .ok_or_else(|| corrupt("field 'desired_state' is unknown".into()))?;
+        let container_id = f.get("container_id").filter(|s| !s.is_empty()).cloned();
+        let now = Utc::now();
+        Ok(AgentRecord {
+            agent_id: get("agent_id")?,
+            spec: AgentSpec {
+                customer_id: get("customer_id")?,
+                agent_type,
+                name: get("name")?,
+                config: json("config")?,
+                autogen_config: json("autogen_config")?,
+                resources,
+                image: get("image")?,
+            },
+            status,
+            desired_state,
+            container_id,
+            health: f.get("health").cloned().unwrap_or_else(|| "none".into()),
+            cpu_percent: f
+                .get("cpu_percent")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0.0),
+            memory_bytes: f
+                .get("memory_bytes")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            restart_count: f
+                .get("restart_count")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            last_error: f.get("last_error").cloned().unwrap_or_default(),
+            created_at: time("created_at")?.unwrap_or(now),
+            updated_at: time("updated_at")?.unwrap_or(now),
+            last_health_at: time("last_health_at")?,
+        })
+    }
+}
+
+/// Key names, all behind the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+    /// `agent:<agent_id>`: the record (hash).
+    pub fn agent(&self, agent_id: &str) -> String {
+        format!("{}agent:{agent_id}", self.prefix)
+    }
+    /// `agent:<agent_id>:events`: the agent's events (stream).
+    pub fn events(&self, agent_id: &str) -> String {
+        format!("{}agent:{agent_id}:events", self.prefix)
+    }
+    /// `agents`: every agent id (set).
+    pub fn agents(&self) -> String {
+        format!("{}agents", self.prefix)
+    }
+    /// `customer:<customer_id>:agents`: one customer's agent ids (set).
+    pub fn customer_agents(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:agents", self.prefix)
+    }
+    /// `processed:<message_id>`: events that answered an applied command (string, TTL).
+    pub fn processed(&self, message_id: &str) -> String {
+        format!("{}processed:{message_id}", self.prefix)
+    }
+}
+
+/// A command that has been applied, remembered so a redelivery applies nothing twice.
+pub struct Processed<'a> {
+    pub message_id: &'a str,
+    /// Every event that answered it, replayed verbatim on redelivery.
+    pub answer: &'a [Event],
+}
+
+/// The agents' state in Redis. Cheap to clone (one shared multiplexed connection).
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Keys,
+    timeout: Duration,
+    stream_max_len: u64,
+    processed_ttl_s: u64,
+}
+
+impl Store {
+    /// Connects (bounded by the configured timeout).
+    pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let client = redis::Client::open(cfg.url.as_str()).map_err(|source| StoreError::Redis {
+            op: "open",
+            source,
+        })?;
+        let manager_cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(
+            timeout * 2,
+            client.get_connection_manager_with_config(manager_cfg),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout { op: "connect" })?
+        .map_err(|source| StoreError::Redis {
+            op: "connect",
+            source,
+        })?;
+        Ok(Store {
+            conn,
+            keys: Keys::new(&cfg.prefix),
+            timeout,
+            stream_max_len: cfg.event_stream_max_len,
+            processed_ttl_s: cfg.processed_ttl_s,
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| StoreError::Timeout { op })?
+            .map_err(|source| StoreError::Redis { op, source })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.run("ping", async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes the record, its set memberships, `events` to its stream and, when given,
+    /// the processed marker: one atomic transaction.
+    pub async fn save(
+        &self,
+        record: &AgentRecord,
+        events: &[Event],
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.hset_multiple(k.agent(&record.agent_id), &record.to_fields())
+            .ignore();
+        pipe.sadd(k.agents(), &record.agent_id).ignore();
+        pipe.sadd(k.customer_agents(&record.spec.customer_id), &record.agent_id)
+            .ignore();
+        for event in events {
+            self.push_event(&mut pipe, event);
+        }
+        self.push_processed(&mut pipe, processed);
+        let mut conn = self.conn.clone();
+        self.run("save", async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// Removes every key of the agent (record, stream, set memberships) and records the
+    /// processed marker, atomically.
+    pub async fn delete(
+        &self,
+        record: &AgentRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.del(k.agent(&record.agent_id)).ignore();
+        pipe.del(k.events(&record.agent_id)).ignore();
+        pipe.srem(k.agents(), &record.agent_id).ignore();
+        pipe.srem(k.customer_agents(&record.spec.customer_id), &record.agent_id)
+            .ignore();
+        self.push_processed(&mut pipe, processed);
+        let mut conn = self.conn.clone();
+        self.run("delete", async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    fn push_event(&self, pipe: &mut redis::Pipeline, event: &Event) {
+        let json = String::from_utf8(event.to_json()).unwrap_or_default();
+        pipe.cmd("XADD")
+            .arg(self.keys.events(&event.agent_id))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.stream_max_len)
+            .arg("*")
+            .arg("event")
+            .arg(event.routing_key())
+            .arg("event_id")
+            .arg(&event.event_id)
+            .arg("data")
+            .arg(json)
+            .ignore();
+    }
+
+    fn push_processed(&self, pipe: &mut redis::Pipeline, processed: Option<Processed<'_>>) {
+        if let Some(p) = processed {
+            let answer = serde_json::to_string(p.answer).unwrap_or_else(|_| "[]".into());
+            pipe.cmd("SET")
+                .arg(self.keys.processed(p.message_id))
+                .arg(answer)
+                .arg("EX")
+                .arg(self.processed_ttl_s)
+                .ignore();
+        }
+    }
+
+    /// Records that a command was applied (for commands that leave no agent behind).
+    pub async fn save_processed(&self, processed: Processed<'_>) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        self.push_processed(&mut pipe, Some(processed));
+        let mut conn = self.conn.clone();
+        self.run("set processed", async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// Appends events to their agents' streams (health reports, no record change).
+    pub async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for event in events {
+            self.push_event(&mut pipe, event);
+        }
+        let mut conn = self.conn.clone();
+        self.run("xadd", async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// The events that answered `message_id`, if that command was already applied.
+    pub async fn processed(&self, message_id: &str) -> Result<Option<Vec<Event>>, StoreError> {
+        let key = self.keys.processed(message_id);
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = self
+            .run("get processed", async move { conn.get(key).await })
+            .await?;
+        Ok(raw.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    pub async fn load(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let key = self.keys.agent(agent_id);
+        let mut conn = self.conn.clone();
+        let k2 = key.clone();
+        let fields: HashMap<String, String> = self
+            .run("hgetall", async move { conn.hgetall(k2).await })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        AgentRecord::from_fields(&key, &fields).map(Some)
+    }
+
+    /// Every agent record (ids from the `agents` set); corrupt ones are returned as
+    /// errors beside their id so the caller can repair them.
+    pub async fn load_all(
+        &self,
+    ) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError> {
+        let set = self.keys.agents();
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = self
+            .run("smembers", async move { conn.smembers(set).await })
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.hgetall(self.keys.agent(id));
+            }
+            let mut conn = self.conn.clone();
+            let rows: Vec<HashMap<String, String>> = self
+                .run("hgetall many", async move { pipe.query_async(&mut conn).await })
+                .await?;
+            for (id, fields) in chunk.iter().zip(rows) {
+                if fields.is_empty() {
+                    continue;
+                }
+                let key = self.keys.agent(id);
+                out.push((id.clone(), AgentRecord::from_fields(&key, &fields)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record() -> AgentRecord {
+        AgentRecord::new(
+            "a1",
+            AgentSpec {
+                customer_id: "c1".into(),
+                agent_type: AgentType::RiskManagement,
+                name: "Risk".into(),
+                config: json!({"k": [1, 2]}),
+                autogen_config: json!({}),
+                resources: Resources {
+                    memory_mb: 512,
+                    cpus: 0.5,
+                    gpus: 0,
+                },
+                image: "autogen-agent:latest".into(),
+            },
+            DesiredState::Running,
+        )
+    }
+
+    #[test]
+    fn record_round_trips_through_hash_fields() {
+        let mut r = record();
+        r.container_id = Some("abc".into());
+        r.status = AgentStatus::Running;
+        r.last_health_at = Some(Utc::now());
+        let fields: HashMap<String, String> = r
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let back = AgentRecord::from_fields("agent:a1", &fields).unwrap();
+        assert_eq!(back.spec, r.spec);
+        assert_eq!(back.status, r.status);
+        assert_eq!(back.container_id, r.container_id);
+        assert_eq!(back.desired_state, r.desired_state);
+    }
+
+    #[test]
+    fn record_has_every_contract_field() {
+        let names: Vec<&str> = record().to_fields().into_iter().map(|(k, _)| k).collect();
+        for f in [
+            "agent_id", "customer_id", "agent_type", "name", "status", "desired_state",
+            "container_id", "image", "config", "autogen_config", "resources", "health",
+            "cpu_percent", "memory_bytes", "restart_count", "last_error", "created_at",
+            "updated_at", "last_health_at",
+        ] {
+            assert!(names.contains(&f), "{f}");
+        }
+    }
+
+    #[test]
+    fn keys_carry_the_prefix() {
+        let k = Keys::new("t1:");
+        assert_eq!(k.agent("a"), "t1:agent:a");
+        assert_eq!(k.events("a"), "t1:agent:a:events");
+        assert_eq!(k.agents(), "t1:agents");
+        assert_eq!(k.customer_agents("c"), "t1:customer:c:agents");
+        assert_eq!(Keys::new("").agent("a"), "agent:a");
+    }
+}

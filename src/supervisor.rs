@@ -1,0 +1,128 @@
+//! The Supervisor: the registry `agent_id → AgentActor`. It routes each command to its
+//! agent's actor (spawning one for a create), answers commands for unknown agents, and
+//! retires an actor once its agent is deleted and it has nothing left to do.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use crate::agent::{AgentActor, Apply, Retire};
+use crate::error::AgentError;
+use crate::lifecycle::{self, Deps};
+use crate::protocol::{Command, CommandKind, ErrorCode};
+use crate::store::AgentRecord;
+
+/// Routes one command; resolves when it is done (durable and answered).
+#[derive(Message)]
+#[rtype(result = "Result<(), AgentError>")]
+pub struct Dispatch(pub Command);
+
+/// How many agents the supervisor holds (for readiness and tests).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountAgents;
+
+struct Entry {
+    addr: Addr<AgentActor>,
+    /// Commands sent to the actor and not yet finished.
+    inflight: usize,
+}
+
+pub struct Supervisor {
+    agents: HashMap<String, Entry>,
+    deps: Deps,
+    /// Agents adopted at start, spawned when the actor starts.
+    adopted: Vec<AgentRecord>,
+}
+
+impl Supervisor {
+    pub fn new(deps: Deps, adopted: Vec<AgentRecord>) -> Self {
+        Supervisor {
+            agents: HashMap::new(),
+            deps,
+            adopted,
+        }
+    }
+
+    fn spawn_agent(&mut self, agent_id: &str, record: Option<AgentRecord>) -> &mut Entry {
+        let deps = self.deps.clone();
+        let id = agent_id.to_string();
+        self.agents.entry(id.clone()).or_insert_with(|| Entry {
+            addr: AgentActor::new(id, record, deps).start(),
+            inflight: 0,
+        })
+    }
+
+    fn finished(&mut self, agent_id: &str, exists: bool) {
+        let Some(entry) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        entry.inflight = entry.inflight.saturating_sub(1);
+        if entry.inflight == 0 && !exists {
+            if let Some(entry) = self.agents.remove(agent_id) {
+                entry.addr.do_send(Retire);
+            }
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        for record in std::mem::take(&mut self.adopted) {
+            let id = record.agent_id.clone();
+            self.spawn_agent(&id, Some(record));
+        }
+        tracing::info!(agents = self.agents.len(), "supervisor started");
+    }
+}
+
+impl Handler<Dispatch> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<(), AgentError>>;
+
+    fn handle(&mut self, msg: Dispatch, _ctx: &mut Self::Context) -> Self::Result {
+        let cmd = msg.0;
+        let agent_id = cmd.agent_id.clone();
+        if !self.agents.contains_key(&agent_id) && cmd.kind != CommandKind::Create {
+            // Unknown agent: answered here (not_found, or a replay of a delete that
+            // already happened) without spawning an actor.
+            let deps = self.deps.clone();
+            return Box::pin(
+                async move { lifecycle::answer_unknown(&deps, &cmd).await }.into_actor(self),
+            );
+        }
+        let entry = self.spawn_agent(&agent_id, None);
+        entry.inflight += 1;
+        // `send` enqueues now, so commands reach the actor in the order received.
+        let request = entry.addr.send(Apply(cmd));
+        Box::pin(async move { request.await }.into_actor(self).map(
+            move |result, act, _| match result {
+                Ok(Ok(applied)) => {
+                    act.finished(&agent_id, applied.exists);
+                    Ok(())
+                }
+                Ok(Err(e)) => {
+                    let exists = act.agents.contains_key(&agent_id);
+                    act.finished(&agent_id, exists);
+                    Err(e)
+                }
+                Err(mailbox) => {
+                    act.finished(&agent_id, true);
+                    Err(AgentError::refused(
+                        ErrorCode::Internal,
+                        format!("agent actor unavailable: {mailbox}"),
+                    ))
+                }
+            },
+        ))
+    }
+}
+
+impl Handler<CountAgents> for Supervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountAgents, _ctx: &mut Self::Context) -> usize {
+        self.agents.len()
+    }
+}
