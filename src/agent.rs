@@ -89,14 +89,16 @@ impl Handler<Apply> for AgentActor {
         let cmd = msg.0;
         let span = tracing::info_span!("command", agent_id = %cmd.agent_id, message_id = %cmd.message_id, command = %cmd.kind);
         let fut = async move { lifecycle::apply(&deps, record, &cmd).await }.instrument(span);
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|(record, result), act, _| {
-            act.record = record;
-            // The next health check reports whatever changed.
-            act.last_report.status = act.record.as_ref().map(|r| r.status);
-            result.map(|()| Applied {
-                exists: act.record.is_some(),
-            })
-        })))
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            |(record, result), act, _| {
+                act.record = record;
+                // The next health check reports whatever changed.
+                act.last_report.status = act.record.as_ref().map(|r| r.status);
+                result.map(|()| Applied {
+                    exists: act.record.is_some(),
+                })
+            },
+        )))
     }
 }
 

@@ -61,7 +61,10 @@ impl Manager {
             message,
         };
         let runtime = DockerRuntime::connect(&config).map_err(|e| docker_err(e.to_string()))?;
-        runtime.prepare().await.map_err(|e| docker_err(e.to_string()))?;
+        runtime
+            .prepare()
+            .await
+            .map_err(|e| docker_err(e.to_string()))?;
 
         let store = Store::connect(&config.redis)
             .await
@@ -75,10 +78,13 @@ impl Manager {
         })?;
 
         let publisher = EventPublisher::new(config.rabbitmq.clone());
-        publisher.connect().await.map_err(|e| StartError::RabbitMq {
-            url: redact_url(&config.rabbitmq.url),
-            message: e.to_string(),
-        })?;
+        publisher
+            .connect()
+            .await
+            .map_err(|e| StartError::RabbitMq {
+                url: redact_url(&config.rabbitmq.url),
+                message: e.to_string(),
+            })?;
 
         let deps = Deps {
             runtime: Arc::new(runtime) as Arc<dyn Runtime>,
@@ -89,7 +95,10 @@ impl Manager {
         let adopted = reconcile::adopt(&deps)
             .await
             .map_err(|e| StartError::Reconcile(e.to_string()))?;
-        let supervisor = Supervisor::new(deps, adopted).start();
+        let supervisor = Supervisor::create(|ctx| {
+            ctx.set_mailbox_capacity(crate::supervisor::MAILBOX_CAPACITY);
+            Supervisor::new(deps, adopted)
+        });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, mut ready) = watch::channel(false);

@@ -191,10 +191,13 @@ impl AgentPolicy {
             return false;
         }
         image == self.image
-            || self.allowed_images.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => image.starts_with(prefix),
-                None => image == p,
-            })
+            || self
+                .allowed_images
+                .iter()
+                .any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => image.starts_with(prefix),
+                    None => image == p,
+                })
     }
 }
 
@@ -228,15 +231,20 @@ impl Config {
         file: Option<(&str, &str)>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut table: Table = DEFAULT_TOML.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: "config/default.toml".into(),
-            message: e.to_string(),
-        })?;
+        let mut table: Table =
+            DEFAULT_TOML
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: "config/default.toml".into(),
+                    message: e.to_string(),
+                })?;
         if let Some((path, text)) = file {
-            let overlay: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-                path: path.into(),
-                message: e.to_string(),
-            })?;
+            let overlay: Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?;
             merge(&mut table, overlay);
         }
         for (var, key) in ENV_VARS {
@@ -269,7 +277,10 @@ impl Config {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             || self.instance.is_empty()
         {
-            return bad("instance", "must be letters, digits, '-', '_' or '.'".into());
+            return bad(
+                "instance",
+                "must be letters, digits, '-', '_' or '.'".into(),
+            );
         }
         if self.rabbitmq.url.parse::<lapin::uri::AMQPUri>().is_err() {
             return bad(
@@ -286,8 +297,14 @@ impl Config {
         for (key, value) in [
             ("rabbitmq.exchange", &self.rabbitmq.exchange),
             ("rabbitmq.command_queue", &self.rabbitmq.command_queue),
-            ("rabbitmq.dead_letter_exchange", &self.rabbitmq.dead_letter_exchange),
-            ("rabbitmq.dead_letter_queue", &self.rabbitmq.dead_letter_queue),
+            (
+                "rabbitmq.dead_letter_exchange",
+                &self.rabbitmq.dead_letter_exchange,
+            ),
+            (
+                "rabbitmq.dead_letter_queue",
+                &self.rabbitmq.dead_letter_queue,
+            ),
             ("docker.network", &self.docker.network),
             ("agents.image", &self.agents.image),
         ] {
@@ -300,7 +317,10 @@ impl Config {
             ("rabbitmq.timeout_s", self.rabbitmq.timeout_s),
             ("redis.timeout_ms", self.redis.timeout_ms),
             ("redis.processed_ttl_s", self.redis.processed_ttl_s),
-            ("redis.event_stream_max_len", self.redis.event_stream_max_len),
+            (
+                "redis.event_stream_max_len",
+                self.redis.event_stream_max_len,
+            ),
             ("health.check_interval_s", self.health.check_interval_s),
             ("health.report_interval_s", self.health.report_interval_s),
             ("agents.tmpfs_mb", self.agents.tmpfs_mb),
@@ -322,11 +342,17 @@ impl Config {
         if a.memory_mb < a.min_memory_mb || a.memory_mb > a.max_memory_mb {
             return bad(
                 "agents.memory_mb",
-                format!("must be between {} and {}", a.min_memory_mb, a.max_memory_mb),
+                format!(
+                    "must be between {} and {}",
+                    a.min_memory_mb, a.max_memory_mb
+                ),
             );
         }
         if !(a.min_cpus > 0.0 && a.min_cpus <= a.max_cpus) {
-            return bad("agents.min_cpus", "must be > 0 and <= agents.max_cpus".into());
+            return bad(
+                "agents.min_cpus",
+                "must be > 0 and <= agents.max_cpus".into(),
+            );
         }
         if !(a.cpus >= a.min_cpus && a.cpus <= a.max_cpus) {
             return bad(
@@ -346,7 +372,9 @@ impl Config {
         for mount in &a.module_mounts {
             match mount.split_once(':') {
                 Some((host, target))
-                    if host.starts_with('/') && target.starts_with('/') && !target.contains(':') =>
+                    if host.starts_with('/')
+                        && target.starts_with('/')
+                        && !target.contains(':') =>
                 {
                     if host == "/var/run/docker.sock" || host == "/run/docker.sock" || host == "/" {
                         return bad(
@@ -363,7 +391,10 @@ impl Config {
                 }
             }
         }
-        for (key, url) in [("agents.rabbitmq_url", &a.rabbitmq_url), ("agents.redis_url", &a.redis_url)] {
+        for (key, url) in [
+            ("agents.rabbitmq_url", &a.rabbitmq_url),
+            ("agents.redis_url", &a.redis_url),
+        ] {
             if url.chars().any(char::is_control) {
                 return bad(key, "must not contain control characters".into());
             }
@@ -544,13 +575,21 @@ mod tests {
 
     #[test]
     fn wrong_settings_are_named() {
-        let e = with_env(&[("DOCKER_TIMEOUT_S", "soon")]).unwrap_err().to_string();
+        let e = with_env(&[("DOCKER_TIMEOUT_S", "soon")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("DOCKER_TIMEOUT_S"), "{e}");
-        let e = with_env(&[("DEPLOYMENT_MODE", "k8s")]).unwrap_err().to_string();
+        let e = with_env(&[("DEPLOYMENT_MODE", "k8s")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("deployment_mode") || e.contains("k8s"), "{e}");
-        let e = with_env(&[("RABBITMQ_URL", "http://x")]).unwrap_err().to_string();
+        let e = with_env(&[("RABBITMQ_URL", "http://x")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("RABBITMQ_URL"), "{e}");
-        let e = with_env(&[("AGENT_MEMORY_MB", "1")]).unwrap_err().to_string();
+        let e = with_env(&[("AGENT_MEMORY_MB", "1")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("AGENT_MEMORY_MB"), "{e}");
         let e = with_env(&[("MODULE_MOUNTS", "/var/run/docker.sock:/s")])
             .unwrap_err()
@@ -568,7 +607,10 @@ mod tests {
             redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
     }
 
     #[test]

@@ -28,7 +28,10 @@ pub fn observed_status(
     observed: Option<&Observed>,
 ) -> AgentStatus {
     use AgentStatus::*;
-    if matches!(current, Creating | Starting | Stopping | Restarting | Deleting) {
+    if matches!(
+        current,
+        Creating | Starting | Stopping | Restarting | Deleting
+    ) {
         return current;
     }
     match observed {
@@ -133,7 +136,11 @@ pub async fn check(
         record.container_id.as_deref(),
         details(&record, observed.as_ref(), limit),
     );
-    if let Err(e) = deps.store.save(&record, std::slice::from_ref(&event), None).await {
+    if let Err(e) = deps
+        .store
+        .save(&record, std::slice::from_ref(&event), None)
+        .await
+    {
         return (record, last, Err(e.into()));
     }
     if let Err(e) = deps.publisher.publish(&[event]).await {
@@ -160,18 +167,36 @@ mod tests {
     #[test]
     fn running_container_means_running_or_unhealthy() {
         let o = obs(true, "none");
-        assert_eq!(observed_status(Failed, DesiredState::Running, Some(&o)), Running);
+        assert_eq!(
+            observed_status(Failed, DesiredState::Running, Some(&o)),
+            Running
+        );
         let o = obs(true, "unhealthy");
-        assert_eq!(observed_status(Running, DesiredState::Running, Some(&o)), Unhealthy);
+        assert_eq!(
+            observed_status(Running, DesiredState::Running, Some(&o)),
+            Unhealthy
+        );
     }
 
     #[test]
     fn exited_container_fails_only_when_it_should_run() {
         let o = obs(false, "none");
-        assert_eq!(observed_status(Running, DesiredState::Running, Some(&o)), Failed);
-        assert_eq!(observed_status(Stopped, DesiredState::Stopped, Some(&o)), Stopped);
-        assert_eq!(observed_status(Running, DesiredState::Running, None), Failed);
-        assert_eq!(observed_status(Created, DesiredState::Stopped, Some(&o)), Created);
+        assert_eq!(
+            observed_status(Running, DesiredState::Running, Some(&o)),
+            Failed
+        );
+        assert_eq!(
+            observed_status(Stopped, DesiredState::Stopped, Some(&o)),
+            Stopped
+        );
+        assert_eq!(
+            observed_status(Running, DesiredState::Running, None),
+            Failed
+        );
+        assert_eq!(
+            observed_status(Created, DesiredState::Stopped, Some(&o)),
+            Created
+        );
     }
 
     #[test]
@@ -195,7 +220,12 @@ mod tests {
         let mut changed = now.clone();
         changed.state = "exited".into();
         assert!(report_due(&changed, &now, Duration::from_secs(30), true));
-        assert!(report_due(&LastReport::default(), &now, Duration::from_secs(30), true));
+        assert!(report_due(
+            &LastReport::default(),
+            &now,
+            Duration::from_secs(30),
+            true
+        ));
         let old = LastReport {
             at: Instant::now().checked_sub(Duration::from_secs(31)),
             ..now.clone()

@@ -72,7 +72,11 @@ pub async fn apply(
         match deps.store.processed(&cmd.message_id).await {
             Ok(Some(answer)) => {
                 tracing::info!(agent_id = %cmd.agent_id, message_id = %cmd.message_id, "command already applied; answering again");
-                let r = deps.publisher.publish(&answer).await.map_err(AgentError::from);
+                let r = deps
+                    .publisher
+                    .publish(&answer)
+                    .await
+                    .map_err(AgentError::from);
                 return (record, r);
             }
             Ok(None) => {}
@@ -117,7 +121,11 @@ impl Apply<'_> {
                 r.container_id.as_deref(),
                 r.spec.customer_id.as_str(),
             ),
-            None => (AgentStatus::Failed.as_str(), None, self.cmd.customer_id.as_str()),
+            None => (
+                AgentStatus::Failed.as_str(),
+                None,
+                self.cmd.customer_id.as_str(),
+            ),
         };
         Event::new(
             kind,
@@ -131,7 +139,12 @@ impl Apply<'_> {
     }
 
     /// Saves the record (and, when `last`, the processed marker), then publishes.
-    async fn report(&mut self, kind: Option<EventKind>, details: Value, last: bool) -> Result<(), AgentError> {
+    async fn report(
+        &mut self,
+        kind: Option<EventKind>,
+        details: Value,
+        last: bool,
+    ) -> Result<(), AgentError> {
         let events: Vec<Event> = kind.map(|k| self.event(k, details)).into_iter().collect();
         self.answer.extend(events.iter().cloned());
         let processed = (last && self.cmd.message_id_given).then_some(Processed {
@@ -346,8 +359,12 @@ impl Apply<'_> {
         let rec = self.rec()?;
         rec.status = AgentStatus::Stopped;
         rec.last_error.clear();
-        self.report(Some(EventKind::Stopped), json!({"timeout_s": timeout_s}), true)
-            .await
+        self.report(
+            Some(EventKind::Stopped),
+            json!({"timeout_s": timeout_s}),
+            true,
+        )
+        .await
     }
 
     async fn restart(&mut self, timeout_s: u32) -> Result<(), AgentError> {
@@ -366,8 +383,12 @@ impl Apply<'_> {
         let rec = self.rec()?;
         rec.status = AgentStatus::Running;
         rec.last_error.clear();
-        self.report(Some(EventKind::Restarted), json!({"timeout_s": timeout_s}), true)
-            .await
+        self.report(
+            Some(EventKind::Restarted),
+            json!({"timeout_s": timeout_s}),
+            true,
+        )
+        .await
     }
 
     async fn update(&mut self, next: AgentSpec) -> Result<(), AgentError> {

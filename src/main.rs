@@ -8,7 +8,11 @@ use agent_manager::{Config, Manager};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "agent-manager", version, about = "Runs AutoGen agents as Docker containers")]
+#[command(
+    name = "agent-manager",
+    version,
+    about = "Runs AutoGen agents as Docker containers"
+)]
 struct Cli {
     /// TOML file overriding config/default.toml (environment variables override both).
     #[arg(long, global = true, env = "AGENT_MANAGER_CONFIG")]
@@ -54,7 +58,8 @@ fn main() -> ExitCode {
             let mut shown = config.clone();
             shown.rabbitmq.url = agent_manager::config::redact_url(&shown.rabbitmq.url);
             shown.redis.url = agent_manager::config::redact_url(&shown.redis.url);
-            shown.agents.rabbitmq_url = agent_manager::config::redact_url(&shown.agents.rabbitmq_url);
+            shown.agents.rabbitmq_url =
+                agent_manager::config::redact_url(&shown.agents.rabbitmq_url);
             shown.agents.redis_url = agent_manager::config::redact_url(&shown.agents.redis_url);
             println!("{shown:#?}");
             ExitCode::SUCCESS

@@ -473,9 +473,7 @@ pub fn decode_command(
         }
     };
     if !valid_agent_id(&agent_id) {
-        return Err(fail(format!(
-            "field 'agent_id' must match {AGENT_ID_RULE}"
-        )));
+        return Err(fail(format!("field 'agent_id' must match {AGENT_ID_RULE}")));
     }
 
     let action = match kind {
@@ -693,7 +691,9 @@ fn resources_patch(
     let memory_mb = match res.get("memory_mb") {
         None | Some(Value::Null) => None,
         Some(v) => {
-            let mb = v.as_u64().ok_or("field 'resources.memory_mb' must be a whole number")?;
+            let mb = v
+                .as_u64()
+                .ok_or("field 'resources.memory_mb' must be a whole number")?;
             if mb < policy.min_memory_mb || mb > policy.max_memory_mb {
                 return Err(format!(
                     "field 'resources.memory_mb' must be between {} and {}",
@@ -706,7 +706,9 @@ fn resources_patch(
     let cpus = match res.get("cpus") {
         None | Some(Value::Null) => None,
         Some(v) => {
-            let cpus = v.as_f64().ok_or("field 'resources.cpus' must be a number")?;
+            let cpus = v
+                .as_f64()
+                .ok_or("field 'resources.cpus' must be a number")?;
             if !(cpus >= policy.min_cpus && cpus <= policy.max_cpus) {
                 return Err(format!(
                     "field 'resources.cpus' must be between {} and {}",
@@ -734,7 +736,10 @@ fn resources_patch(
     Ok((memory_mb, cpus, gpus))
 }
 
-fn optional_image(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<Option<String>, String> {
+fn optional_image(
+    obj: &Map<String, Value>,
+    policy: &AgentPolicy,
+) -> Result<Option<String>, String> {
     match obj.get("image") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(image)) => {
@@ -899,7 +904,10 @@ mod tests {
         assert_eq!(cmd.kind, CommandKind::Create);
         let e = invalid(decode("x", json!({"customer_id": "c"})));
         assert_eq!(e.code, ErrorCode::InvalidMessage);
-        let e = invalid(decode("x", json!({"command": "agent.explode", "customer_id": "c"})));
+        let e = invalid(decode(
+            "x",
+            json!({"command": "agent.explode", "customer_id": "c"}),
+        ));
         assert_eq!(e.code, ErrorCode::InvalidMessage);
     }
 
@@ -919,7 +927,11 @@ mod tests {
             ("config", json!([1]), "config"),
             ("autogen_config", json!("s"), "autogen_config"),
             ("resources", json!({"memory_mb": 1}), "resources.memory_mb"),
-            ("resources", json!({"memory_mb": 1.5}), "resources.memory_mb"),
+            (
+                "resources",
+                json!({"memory_mb": 1.5}),
+                "resources.memory_mb",
+            ),
             ("resources", json!({"cpus": 0}), "resources.cpus"),
             ("resources", json!({"cpus": "1"}), "resources.cpus"),
             ("resources", json!({"gpus": -1}), "resources.gpus"),
@@ -950,10 +962,14 @@ mod tests {
         }
         let mut body = create_body();
         body["config"] = deep;
-        assert!(invalid(decode("agent.create", body)).message.contains("nests"));
+        assert!(invalid(decode("agent.create", body))
+            .message
+            .contains("nests"));
         let mut body = create_body();
         body["config"] = json!({"blob": "x".repeat(300_000)});
-        assert!(invalid(decode("agent.create", body)).message.contains("bytes"));
+        assert!(invalid(decode("agent.create", body))
+            .message
+            .contains("bytes"));
     }
 
     #[test]
@@ -974,7 +990,13 @@ mod tests {
 
     #[test]
     fn other_commands_need_an_agent_id() {
-        for rk in ["agent.start", "agent.stop", "agent.update", "agent.delete", "agent.restart"] {
+        for rk in [
+            "agent.start",
+            "agent.stop",
+            "agent.update",
+            "agent.delete",
+            "agent.restart",
+        ] {
             let e = invalid(decode(rk, json!({"customer_id": "c"})));
             assert!(e.message.contains("agent_id"), "{rk}");
         }
@@ -983,7 +1005,8 @@ mod tests {
     #[test]
     fn message_id_falls_back_to_amqp_property_then_generated() {
         let body = json!({"agent_id": "a", "customer_id": "c"}).to_string();
-        let cmd = decode_command("agent.start", Some("amqp-1"), body.as_bytes(), &policy()).unwrap();
+        let cmd =
+            decode_command("agent.start", Some("amqp-1"), body.as_bytes(), &policy()).unwrap();
         assert_eq!(cmd.message_id, "amqp-1");
         let cmd = decode_command("agent.start", None, body.as_bytes(), &policy()).unwrap();
         assert!(Uuid::parse_str(&cmd.message_id).is_ok());
@@ -991,8 +1014,11 @@ mod tests {
 
     #[test]
     fn timeouts_are_bounded() {
-        let cmd = decode("agent.stop", json!({"agent_id": "a", "customer_id": "c", "timeout_s": 3}))
-            .unwrap();
+        let cmd = decode(
+            "agent.stop",
+            json!({"agent_id": "a", "customer_id": "c", "timeout_s": 3}),
+        )
+        .unwrap();
         assert_eq!(cmd.action, Action::Stop { timeout_s: 3 });
         let cmd = decode("agent.stop", json!({"agent_id": "a", "customer_id": "c"})).unwrap();
         assert_eq!(cmd.action, Action::Stop { timeout_s: 10 });
@@ -1014,7 +1040,9 @@ mod tests {
             json!({"agent_id": "a1", "customer_id": "c1", "resources": {"memory_mb": 256}}),
         )
         .unwrap();
-        let Action::Update { patch } = cmd.action else { panic!() };
+        let Action::Update { patch } = cmd.action else {
+            panic!()
+        };
         let next = patch.apply(&spec);
         assert_eq!(next.resources.memory_mb, 256);
         assert_eq!(next.resources.cpus, spec.resources.cpus);
@@ -1034,8 +1062,15 @@ mod tests {
         );
         let v: Value = serde_json::from_slice(&e.to_json()).unwrap();
         for f in [
-            "event_id", "event", "agent_id", "customer_id", "timestamp", "correlation_id",
-            "status", "container_id", "details",
+            "event_id",
+            "event",
+            "agent_id",
+            "customer_id",
+            "timestamp",
+            "correlation_id",
+            "status",
+            "container_id",
+            "details",
         ] {
             assert!(v.get(f).is_some(), "{f}");
         }

@@ -26,7 +26,9 @@ pub async fn adopt(deps: &Deps) -> Result<Vec<AgentRecord>, AgentError> {
             Ok(record) => {
                 records.insert(id, record);
             }
-            Err(e) => tracing::warn!(agent_id = %id, error = %e, "corrupt record; rebuilding it from Docker if possible"),
+            Err(e) => {
+                tracing::warn!(agent_id = %id, error = %e, "corrupt record; rebuilding it from Docker if possible")
+            }
         }
     }
 
@@ -57,7 +59,11 @@ pub async fn adopt(deps: &Deps) -> Result<Vec<AgentRecord>, AgentError> {
         record.container_id = None;
         adopted.push(record);
     }
-    tracing::info!(agents = adopted.len(), containers = containers.len(), "reconciled");
+    tracing::info!(
+        agents = adopted.len(),
+        containers = containers.len(),
+        "reconciled"
+    );
     Ok(adopted)
 }
 

@@ -10,9 +10,7 @@ use redis::AsyncCommands;
 
 use crate::config::RedisConfig;
 use crate::error::StoreError;
-use crate::protocol::{
-    rfc3339, AgentSpec, AgentStatus, AgentType, DesiredState, Event, Resources,
-};
+use crate::protocol::{rfc3339, AgentSpec, AgentStatus, AgentType, DesiredState, Event, Resources};
 
 /// One agent as the manager knows it: its spec, where it is, and how it is doing.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +62,10 @@ impl AgentRecord {
             ("name", self.spec.name.clone()),
             ("status", self.status.as_str().into()),
             ("desired_state", self.desired_state.as_str().into()),
-            ("container_id", self.container_id.clone().unwrap_or_default()),
+            (
+                "container_id",
+                self.container_id.clone().unwrap_or_default(),
+            ),
             ("image", self.spec.image.clone()),
             ("config", json(&self.spec.config)),
             ("autogen_config", json(&self.spec.autogen_config)),
@@ -209,10 +210,8 @@ impl Store {
     /// Connects (bounded by the configured timeout).
     pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        let client = redis::Client::open(cfg.url.as_str()).map_err(|source| StoreError::Redis {
-            op: "open",
-            source,
-        })?;
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|source| StoreError::Redis { op: "open", source })?;
         let manager_cfg = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))
@@ -254,9 +253,11 @@ impl Store {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.run("ping", async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
-            .await
-            .map(|_| ())
+        self.run("ping", async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Writes the record, its set memberships, `events` to its stream and, when given,
@@ -273,15 +274,21 @@ impl Store {
         pipe.hset_multiple(k.agent(&record.agent_id), &record.to_fields())
             .ignore();
         pipe.sadd(k.agents(), &record.agent_id).ignore();
-        pipe.sadd(k.customer_agents(&record.spec.customer_id), &record.agent_id)
-            .ignore();
+        pipe.sadd(
+            k.customer_agents(&record.spec.customer_id),
+            &record.agent_id,
+        )
+        .ignore();
         for event in events {
             self.push_event(&mut pipe, event);
         }
         self.push_processed(&mut pipe, processed);
         let mut conn = self.conn.clone();
-        self.run("save", async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.run(
+            "save",
+            async move { pipe.query_async::<()>(&mut conn).await },
+        )
+        .await
     }
 
     /// Removes every key of the agent (record, stream, set memberships) and records the
@@ -297,12 +304,18 @@ impl Store {
         pipe.del(k.agent(&record.agent_id)).ignore();
         pipe.del(k.events(&record.agent_id)).ignore();
         pipe.srem(k.agents(), &record.agent_id).ignore();
-        pipe.srem(k.customer_agents(&record.spec.customer_id), &record.agent_id)
-            .ignore();
+        pipe.srem(
+            k.customer_agents(&record.spec.customer_id),
+            &record.agent_id,
+        )
+        .ignore();
         self.push_processed(&mut pipe, processed);
         let mut conn = self.conn.clone();
-        self.run("delete", async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.run(
+            "delete",
+            async move { pipe.query_async::<()>(&mut conn).await },
+        )
+        .await
     }
 
     fn push_event(&self, pipe: &mut redis::Pipeline, event: &Event) {
@@ -310,7 +323,6 @@ impl Store {
         pipe.cmd("XADD")
             .arg(self.keys.events(&event.agent_id))
             .arg("MAXLEN")
-            .arg("~")
             .arg(self.stream_max_len)
             .arg("*")
             .arg("event")
@@ -339,8 +351,10 @@ impl Store {
         let mut pipe = redis::pipe();
         self.push_processed(&mut pipe, Some(processed));
         let mut conn = self.conn.clone();
-        self.run("set processed", async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.run("set processed", async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
     }
 
     /// Appends events to their agents' streams (health reports, no record change).
@@ -350,8 +364,11 @@ impl Store {
             self.push_event(&mut pipe, event);
         }
         let mut conn = self.conn.clone();
-        self.run("xadd", async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.run(
+            "xadd",
+            async move { pipe.query_async::<()>(&mut conn).await },
+        )
+        .await
     }
 
     /// The events that answered `message_id`, if that command was already applied.
@@ -395,7 +412,10 @@ impl Store {
             }
             let mut conn = self.conn.clone();
             let rows: Vec<HashMap<String, String>> = self
-                .run("hgetall many", async move { pipe.query_async(&mut conn).await })
+                .run(
+                    "hgetall many",
+                    async move { pipe.query_async(&mut conn).await },
+                )
                 .await?;
             for (id, fields) in chunk.iter().zip(rows) {
                 if fields.is_empty() {
@@ -456,10 +476,25 @@ mod tests {
     fn record_has_every_contract_field() {
         let names: Vec<&str> = record().to_fields().into_iter().map(|(k, _)| k).collect();
         for f in [
-            "agent_id", "customer_id", "agent_type", "name", "status", "desired_state",
-            "container_id", "image", "config", "autogen_config", "resources", "health",
-            "cpu_percent", "memory_bytes", "restart_count", "last_error", "created_at",
-            "updated_at", "last_health_at",
+            "agent_id",
+            "customer_id",
+            "agent_type",
+            "name",
+            "status",
+            "desired_state",
+            "container_id",
+            "image",
+            "config",
+            "autogen_config",
+            "resources",
+            "health",
+            "cpu_percent",
+            "memory_bytes",
+            "restart_count",
+            "last_error",
+            "created_at",
+            "updated_at",
+            "last_health_at",
         ] {
             assert!(names.contains(&f), "{f}");
         }

@@ -12,6 +12,11 @@ use crate::lifecycle::{self, Deps};
 use crate::protocol::{Command, CommandKind, ErrorCode};
 use crate::store::AgentRecord;
 
+/// Mailbox bound of the supervisor and the agent actors. Deliveries in flight are
+/// already bounded by the RabbitMQ prefetch; a full actix mailbox would instead defer
+/// a `send` and could reorder one agent's commands, so the bound is never reached.
+pub const MAILBOX_CAPACITY: usize = 1 << 20;
+
 /// Routes one command; resolves when it is done (durable and answered).
 #[derive(Message)]
 #[rtype(result = "Result<(), AgentError>")]
@@ -48,7 +53,10 @@ impl Supervisor {
         let deps = self.deps.clone();
         let id = agent_id.to_string();
         self.agents.entry(id.clone()).or_insert_with(|| Entry {
-            addr: AgentActor::new(id, record, deps).start(),
+            addr: AgentActor::create(|ctx| {
+                ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+                AgentActor::new(id, record, deps)
+            }),
             inflight: 0,
         })
     }
@@ -96,26 +104,28 @@ impl Handler<Dispatch> for Supervisor {
         entry.inflight += 1;
         // `send` enqueues now, so commands reach the actor in the order received.
         let request = entry.addr.send(Apply(cmd));
-        Box::pin(async move { request.await }.into_actor(self).map(
-            move |result, act, _| match result {
-                Ok(Ok(applied)) => {
-                    act.finished(&agent_id, applied.exists);
-                    Ok(())
-                }
-                Ok(Err(e)) => {
-                    let exists = act.agents.contains_key(&agent_id);
-                    act.finished(&agent_id, exists);
-                    Err(e)
-                }
-                Err(mailbox) => {
-                    act.finished(&agent_id, true);
-                    Err(AgentError::refused(
-                        ErrorCode::Internal,
-                        format!("agent actor unavailable: {mailbox}"),
-                    ))
-                }
-            },
-        ))
+        Box::pin(
+            request
+                .into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok(Ok(applied)) => {
+                        act.finished(&agent_id, applied.exists);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => {
+                        let exists = act.agents.contains_key(&agent_id);
+                        act.finished(&agent_id, exists);
+                        Err(e)
+                    }
+                    Err(mailbox) => {
+                        act.finished(&agent_id, true);
+                        Err(AgentError::refused(
+                            ErrorCode::Internal,
+                            format!("agent actor unavailable: {mailbox}"),
+                        ))
+                    }
+                }),
+        )
     }
 }
 

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use actix::Addr;
 use futures_util::StreamExt;
-use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     BasicRejectOptions,
 };
 use lapin::types::FieldTable;
+use lapin::Acker;
 use tokio::sync::watch;
 
 use super::publisher::EventPublisher;
@@ -101,7 +101,10 @@ impl CommandConsumer {
         }
         let left = self.inflight.load(Ordering::SeqCst);
         if left > 0 {
-            tracing::warn!(left, "shutting down with commands in flight; RabbitMQ redelivers them");
+            tracing::warn!(
+                left,
+                "shutting down with commands in flight; RabbitMQ redelivers them"
+            );
         }
     }
 
@@ -163,12 +166,22 @@ impl CommandConsumer {
             .map(|s| s.as_str().to_string());
         let acker = delivery.acker;
         let limit = Duration::from_secs(self.cfg.timeout_s);
-        match decode_command(&routing_key, amqp_message_id.as_deref(), &delivery.data, &self.policy) {
+        match decode_command(
+            &routing_key,
+            amqp_message_id.as_deref(),
+            &delivery.data,
+            &self.policy,
+        ) {
             Err(Rejection::NotAnObject(reason)) => {
                 tracing::warn!(%routing_key, bytes = delivery.data.len(), %reason, "dead-lettering a delivery that is not a JSON object");
                 actix_rt::spawn(async move {
                     let _guard = guard;
-                    let _ = bounded(limit, "rejecting", acker.reject(BasicRejectOptions { requeue: false })).await;
+                    let _ = bounded(
+                        limit,
+                        "rejecting",
+                        acker.reject(BasicRejectOptions { requeue: false }),
+                    )
+                    .await;
                 });
             }
             Err(Rejection::Invalid(invalid)) => {

@@ -18,12 +18,18 @@ pub const DELIVERY_LIMIT: i64 = 5;
 /// deliveries) that dead-letters to the dead-letter exchange.
 pub fn command_queue_arguments(cfg: &RabbitConfig) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(cfg.dead_letter_exchange.clone().into()),
     );
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
     args
 }
 

@@ -18,7 +18,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::spec::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY_VALUE};
+use super::spec::{
+    ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY_VALUE,
+};
 use super::{Observed, Runtime};
 use crate::config::Config;
 use crate::error::RuntimeError;
@@ -218,7 +220,10 @@ impl Runtime for DockerRuntime {
         match self
             .call("inspect network", Duration::ZERO, async move {
                 docker
-                    .inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>)
+                    .inspect_network(
+                        &name,
+                        None::<bollard::query_parameters::InspectNetworkOptions>,
+                    )
                     .await
             })
             .await
@@ -267,7 +272,9 @@ impl Runtime for DockerRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         for attempt in 0..3 {
             let docker = self.docker.clone();
-            let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
+            let options = CreateContainerOptionsBuilder::new()
+                .name(&spec.name)
+                .build();
             let body = create_body(spec);
             let result = self
                 .call("create container", Duration::ZERO, async move {
@@ -327,7 +334,10 @@ impl Runtime for DockerRuntime {
         let r = self
             .call("start container", Duration::ZERO, async move {
                 docker
-                    .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+                    .start_container(
+                        &id,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
                     .await
             })
             .await;
@@ -341,7 +351,9 @@ impl Runtime for DockerRuntime {
     async fn stop(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
         let docker = self.docker.clone();
         let id = id.to_string();
-        let options = StopContainerOptionsBuilder::new().t(timeout_s as i32).build();
+        let options = StopContainerOptionsBuilder::new()
+            .t(timeout_s as i32)
+            .build();
         let r = self
             .call(
                 "stop container",
@@ -358,7 +370,9 @@ impl Runtime for DockerRuntime {
     async fn restart(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
         let docker = self.docker.clone();
         let id = id.to_string();
-        let options = RestartContainerOptionsBuilder::new().t(timeout_s as i32).build();
+        let options = RestartContainerOptionsBuilder::new()
+            .t(timeout_s as i32)
+            .build();
         self.call(
             "restart container",
             Duration::from_secs(u64::from(timeout_s)),
@@ -374,7 +388,10 @@ impl Runtime for DockerRuntime {
         }
         let docker = self.docker.clone();
         let id = id.to_string();
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         let r = self
             .call("remove container", Duration::ZERO, async move {
                 docker.remove_container(&id, Some(options)).await
@@ -412,7 +429,10 @@ impl Runtime for DockerRuntime {
         let r = self
             .call("inspect container", Duration::ZERO, async move {
                 docker
-                    .inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>)
+                    .inspect_container(
+                        &id,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
                     .await
             })
             .await;
@@ -451,4 +471,3 @@ impl Runtime for DockerRuntime {
         Ok(out)
     }
 }
-

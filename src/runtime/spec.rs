@@ -80,7 +80,10 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
         (LABEL_AGENT_ID.to_string(), record.agent_id.clone()),
         (LABEL_CUSTOMER_ID.to_string(), spec.customer_id.clone()),
-        (LABEL_AGENT_TYPE.to_string(), spec.agent_type.as_str().to_string()),
+        (
+            LABEL_AGENT_TYPE.to_string(),
+            spec.agent_type.as_str().to_string(),
+        ),
         (LABEL_AGENT_NAME.to_string(), spec.name.clone()),
         (LABEL_INSTANCE.to_string(), config.instance.clone()),
         (LABEL_SPEC_HASH.to_string(), hash.clone()),
@@ -180,8 +183,12 @@ mod tests {
         assert_eq!(c.labels[LABEL_AGENT_TYPE], "trading");
         assert_eq!(c.labels[LABEL_AGENT_NAME], "Alpha");
         for var in [
-            "AGENT_ID=a1", "CUSTOMER_ID=c1", "AGENT_TYPE=trading", "AGENT_NAME=Alpha",
-            "CONFIG={\"symbol\":\"BTC\"}", "AUTOGEN_CONFIG={\"model\":\"x\"}",
+            "AGENT_ID=a1",
+            "CUSTOMER_ID=c1",
+            "AGENT_TYPE=trading",
+            "AGENT_NAME=Alpha",
+            "CONFIG={\"symbol\":\"BTC\"}",
+            "AUTOGEN_CONFIG={\"model\":\"x\"}",
         ] {
             assert!(c.env.contains(&var.to_string()), "{var}");
         }

@@ -1,0 +1,455 @@
+#!/usr/bin/env bash
+# Brings up everything agent-manager's tests and local runs need, on a Debian
+# 12 machine without systemd (developer machines and CI):
+#
+#   1. installs what is missing (apt): docker.io, rabbitmq-server,
+#      redis-server, busybox-static
+#   2. a Docker engine (dockerd in the background, if `docker info` fails)
+#   3. Redis on 127.0.0.1:6379 (no persistence)
+#   4. RabbitMQ on 127.0.0.1:5672 (amqp://guest:guest@127.0.0.1:5672/%2f)
+#   5. the Docker bridge network `autogen-network`
+#   6. the image `autogen-agent:latest`, built from scripts/agent-image/ (and
+#      rebuilt when its sources or busybox change: see `autogen.image-hash`)
+#   7. prints one line per service, and exits non-zero naming what failed
+#
+# Idempotent: what is already up is left alone, and a run with everything up
+# takes well under 3 s. Must run as root (it installs packages and starts
+# dockerd). Logs and pid files go to $AGENT_MANAGER_SERVICES_DIR
+# (default /tmp/agent-manager-services). scripts/stop-services.sh stops it all.
+#
+# Environment knobs (all optional):
+#   AGENT_MANAGER_SERVICES_DIR           logs/state dir
+#   AGENT_MANAGER_DOCKER_STORAGE_DRIVER  force a dockerd storage driver
+#                                        (default: dockerd's choice, then vfs)
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+IMAGE_SRC="$SCRIPT_DIR/agent-image"
+STATE_DIR=${AGENT_MANAGER_SERVICES_DIR:-/tmp/agent-manager-services}
+
+PACKAGES=(docker.io rabbitmq-server redis-server busybox-static)
+NETWORK=autogen-network
+IMAGE=autogen-agent:latest
+IMAGE_HASH_LABEL=autogen.image-hash
+BUSYBOX=/bin/busybox
+REDIS_PORT=6379
+AMQP_PORT=5672
+
+DOCKERD_DEADLINE=60    # seconds for dockerd to answer, per storage driver
+REDIS_DEADLINE=15
+RABBITMQ_DEADLINE=120  # Erlang boot is slow on 2 cores (typically 5-15 s)
+
+# The Docker CLI (28.x, /usr/local/bin) talks to Debian's dockerd 20.10, which
+# has no BuildKit for this client: use the classic builder, quietly.
+export DOCKER_BUILDKIT=0
+
+log() { echo "services.sh: $*" >&2; }
+
+# Summary lines (step 7) and failures, filled in as the steps run.
+SUMMARY=()
+FAILED=()
+summary() { SUMMARY+=("$(printf '%-10s %s' "$1:" "$2")"); }
+fail() {
+    # fail SERVICE MESSAGE [LOGFILE]: record a failure, show the log's tail.
+    local service=$1 message=$2 logfile=${3:-}
+    FAILED+=("$service")
+    summary "$service" "FAILED: $message"
+    log "FAILED: $service: $message"
+    if [[ -n $logfile && -s $logfile ]]; then
+        log "last lines of $logfile:"
+        tail -n 25 "$logfile" | sed 's/^/    /' >&2
+    fi
+}
+
+# Seconds since the epoch, for deadlines.
+now() { date +%s; }
+
+# True if process $1 exists and is not a zombie. (`kill -0` is not enough:
+# PID 1 of this sandbox reaps orphans only now and then, so a crashed daemon
+# can linger as a zombie for seconds.)
+alive() {
+    local stat
+    [[ -n $1 ]] && read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != [ZX] ]]
+}
+
+# True if something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------
+# 1. Packages
+# ---------------------------------------------------------------------------
+installed() {
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+install_packages() {
+    local missing=() pkg
+    for pkg in "${PACKAGES[@]}"; do
+        installed "$pkg" || missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        return 0
+    fi
+    log "installing ${missing[*]} (apt-get; a minute or so)"
+
+    # No systemd here: keep the packages' postinst scripts from trying to
+    # start their services (invoke-rc.d honours policy-rc.d's exit 101); this
+    # script starts them itself, on loopback. An existing policy-rc.d (Docker
+    # base images ship one that denies everything) is left as it is.
+    local policy=/usr/sbin/policy-rc.d made_policy=""
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        made_policy=1
+    fi
+
+    local rc=0 aptlog="$STATE_DIR/apt.log"
+    {
+        export DEBIAN_FRONTEND=noninteractive
+        local apt=(apt-get -q -y -o DPkg::Lock::Timeout=300
+                   -o Dpkg::Options::=--force-confdef
+                   -o Dpkg::Options::=--force-confold)
+        "${apt[@]}" update &&
+            "${apt[@]}" install --no-install-recommends "${missing[@]}"
+    } >"$aptlog" 2>&1 || rc=$?
+    [[ -n $made_policy ]] && rm -f "$policy"
+    if ((rc != 0)); then
+        fail packages "apt-get install ${missing[*]} exited $rc" "$aptlog"
+        return 1
+    fi
+    log "installed ${missing[*]}"
+}
+
+# ---------------------------------------------------------------------------
+# 2. Docker engine
+# ---------------------------------------------------------------------------
+docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
+
+# Pid of the running dockerd, if any (from its own pid file).
+dockerd_pid() {
+    local pid
+    pid=$(cat /var/run/docker.pid 2>/dev/null) || return 1
+    alive "$pid" && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == dockerd ]] && echo "$pid"
+}
+
+# dockerd (and the containerd it runs) refuse to start while their pid file
+# names a process that `kill -0` finds, which a zombie passes: after a crash
+# (or kill -9) remove pid files whose process is dead or a zombie.
+remove_stale_docker_pidfiles() {
+    local f pid
+    for f in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+        pid=$(cat "$f" 2>/dev/null) || continue
+        if ! alive "$pid"; then
+            log "removing stale $f (pid $pid is gone)"
+            rm -f "$f"
+        fi
+    done
+}
+
+# Starts dockerd with storage driver $1 ("" = dockerd's own choice) and waits
+# until `docker info` answers. Returns 1 if dockerd exits or the deadline
+# passes (in which case it is stopped again).
+try_dockerd() {
+    local driver=$1 dlog="$STATE_DIR/dockerd.log" args=()
+    [[ -n $driver ]] && args+=(--storage-driver="$driver")
+    echo "=== $(date -u +%FT%TZ) services.sh starting dockerd ${args[*]}" >>"$dlog"
+    # setsid: its own session, so it outlives this script and its terminal.
+    # 9>&-: it must not inherit (and hold forever) the lock of this script.
+    setsid dockerd "${args[@]}" </dev/null >>"$dlog" 2>&1 9>&- &
+    local pid=$! deadline=$(($(now) + DOCKERD_DEADLINE))
+    echo "$pid" >"$STATE_DIR/dockerd.pid"
+    while (($(now) < deadline)); do
+        if docker_ok; then
+            return 0
+        fi
+        if ! alive "$pid"; then
+            log "dockerd${driver:+ --storage-driver=$driver} exited during startup"
+            return 1
+        fi
+        sleep 0.5
+    done
+    log "dockerd${driver:+ --storage-driver=$driver} did not answer within ${DOCKERD_DEADLINE}s; stopping it"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do alive "$pid" || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+    return 1
+}
+
+start_docker() {
+    local dlog="$STATE_DIR/dockerd.log" pid driver
+    if ! docker_ok; then
+        if ! command -v dockerd >/dev/null; then
+            fail docker "dockerd not found (package docker.io)"
+            return 1
+        fi
+        if pid=$(dockerd_pid); then
+            # A dockerd is there but not answering yet (still starting, or
+            # stuck): give it the deadline rather than start a second one.
+            log "dockerd (pid $pid) is running but not answering; waiting"
+            local deadline=$(($(now) + DOCKERD_DEADLINE))
+            while (($(now) < deadline)) && ! docker_ok; do sleep 0.5; done
+            if ! docker_ok; then
+                fail docker "dockerd (pid $pid) does not answer \`docker info\`" "$dlog"
+                return 1
+            fi
+        else
+            remove_stale_docker_pidfiles
+            log "starting dockerd (log: $dlog)"
+            local drivers=("") started=""
+            if [[ -n ${AGENT_MANAGER_DOCKER_STORAGE_DRIVER:-} ]]; then
+                drivers=("$AGENT_MANAGER_DOCKER_STORAGE_DRIVER")
+            else
+                # dockerd's own pick (overlay2 where the kernel and backing
+                # filesystem allow it); vfs always works, but copies layers.
+                drivers=("" vfs)
+            fi
+            for driver in "${drivers[@]}"; do
+                if try_dockerd "$driver"; then started=1; break; fi
+            done
+            if [[ -z $started ]]; then
+                local tried=() d
+                for d in "${drivers[@]}"; do tried+=("${d:-(dockerd default)}"); done
+                fail docker "dockerd did not start with storage driver ${tried[*]}" "$dlog"
+                return 1
+            fi
+        fi
+    fi
+
+    # Report the engine and warn about missing resource-limit support, which
+    # agent-manager relies on (memory, cpu, pids limits).
+    local info
+    info=$(timeout 10 docker info --format \
+        '{{.ServerVersion}}|{{.Driver}}|{{.CgroupVersion}}|{{.MemoryLimit}}|{{.SwapLimit}}|{{.CPUCfsQuota}}|{{.PidsLimit}}|{{range .Warnings}}{{.}}; {{end}}' \
+        2>/dev/null) || info="?|?|?|?|?|?|?|"
+    local version sdriver cgroup mem swap cfs pids warnings
+    IFS='|' read -r version sdriver cgroup mem swap cfs pids warnings <<<"$info"
+    [[ -z $warnings ]] || log "docker info warnings: $warnings"
+    local limits=()
+    [[ $mem == true ]] || limits+=("no memory limit")
+    [[ $swap == true ]] || limits+=("no swap limit")
+    [[ $cfs == true ]] || limits+=("no cpu quota")
+    [[ $pids == true ]] || limits+=("no pids limit")
+    if ((${#limits[@]})); then
+        log "WARNING: docker lacks: ${limits[*]} (cgroups?)"
+    fi
+    summary docker "running (engine $version, storage $sdriver, cgroup v$cgroup${limits:+, WARNING: ${limits[*]}})"
+}
+
+# ---------------------------------------------------------------------------
+# 3. Redis
+# ---------------------------------------------------------------------------
+redis_ok() {
+    [[ $(timeout 3 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+}
+
+start_redis() {
+    local rlog="$STATE_DIR/redis.log"
+    if ! redis_ok; then
+        if port_open "$REDIS_PORT"; then
+            fail redis "127.0.0.1:$REDIS_PORT is taken by something that does not answer PING"
+            return 1
+        fi
+        log "starting redis-server (log: $rlog)"
+        # (Early errors go to stdout, later ones to --logfile: same file.)
+        # shellcheck disable=SC2094
+        if ! redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
+                --save "" --appendonly no --dir "$STATE_DIR" \
+                --logfile "$rlog" --pidfile "$STATE_DIR/redis.pid" >>"$rlog" 2>&1 9>&-; then
+            fail redis "redis-server did not start" "$rlog"
+            return 1
+        fi
+        local deadline=$(($(now) + REDIS_DEADLINE))
+        while ! redis_ok; do
+            if (($(now) >= deadline)); then
+                fail redis "no PONG on 127.0.0.1:$REDIS_PORT within ${REDIS_DEADLINE}s" "$rlog"
+                return 1
+            fi
+            sleep 0.2
+        done
+    fi
+    summary redis "running (redis://127.0.0.1:$REDIS_PORT)"
+}
+
+# ---------------------------------------------------------------------------
+# 4. RabbitMQ
+# ---------------------------------------------------------------------------
+# True if an AMQP 0-9-1 broker answers on 127.0.0.1:$AMQP_PORT: send the
+# protocol header and expect a frame back (Connection.Start is a method
+# frame, type 1). Cheap, unlike rabbitmqctl (an Erlang VM start, ~1-2 s).
+amqp_ok() {
+    # shellcheck disable=SC2016 # $(...) is for the inner bash
+    timeout 3 bash -c '
+        exec 3<>/dev/tcp/127.0.0.1/'"$AMQP_PORT"' || exit 1
+        printf "AMQP\x00\x00\x09\x01" >&3
+        [[ $(head -c 1 <&3 | od -An -tu1 | tr -d " ") == 1 ]]
+    ' 2>/dev/null
+}
+
+# Node name and listeners on loopback. RABBITMQ_* variables would do for the
+# server but not for a later manual `rabbitmqctl`, so this goes in
+# rabbitmq-env.conf, which both read.
+RABBITMQ_ENV_CONF=/etc/rabbitmq/rabbitmq-env.conf
+configure_rabbitmq() {
+    local want
+    want=$(cat <<'EOF'
+# Written by agent-manager's scripts/services.sh: a loopback-only broker.
+NODENAME=rabbit@localhost
+NODE_IP_ADDRESS=127.0.0.1
+NODE_PORT=5672
+export ERL_EPMD_ADDRESS=127.0.0.1
+SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+EOF
+)
+    if [[ $(cat "$RABBITMQ_ENV_CONF" 2>/dev/null) != "$want" ]]; then
+        mkdir -p "$(dirname "$RABBITMQ_ENV_CONF")"
+        printf '%s\n' "$want" >"$RABBITMQ_ENV_CONF"
+    fi
+}
+
+# True while a node named "rabbit" is registered with epmd, i.e. a broker is
+# up or still booting (its listeners open last).
+rabbit_node_registered() {
+    timeout 3 epmd -names 2>/dev/null | grep -q '^name rabbit at port'
+}
+
+start_rabbitmq() {
+    local qlog="$STATE_DIR/rabbitmq.log" pid=""
+    if ! amqp_ok; then
+        if port_open "$AMQP_PORT"; then
+            fail rabbitmq "127.0.0.1:$AMQP_PORT accepts connections but does not speak AMQP"
+            return 1
+        fi
+        if rabbit_node_registered; then
+            # Booting (or stuck): wait for it rather than start a second node.
+            log "a rabbit node is registered with epmd but AMQP is not up yet; waiting"
+        else
+            configure_rabbitmq
+            log "starting rabbitmq-server (log: $qlog, and /var/log/rabbitmq/)"
+            echo "=== $(date -u +%FT%TZ) services.sh starting rabbitmq-server" >>"$qlog"
+            # In the foreground of its own session, in the background of ours
+            # (rather than -detached, which loses its early output). The
+            # Debian wrapper drops to the rabbitmq user.
+            setsid rabbitmq-server </dev/null >>"$qlog" 2>&1 9>&- &
+            pid=$!
+            echo "$pid" >"$STATE_DIR/rabbitmq.pid"
+        fi
+        local deadline=$(($(now) + RABBITMQ_DEADLINE))
+        while ! amqp_ok; do
+            if [[ -n $pid ]] && ! alive "$pid"; then
+                fail rabbitmq "rabbitmq-server exited during startup" "$qlog"
+                return 1
+            fi
+            if (($(now) >= deadline)); then
+                fail rabbitmq "no AMQP on 127.0.0.1:$AMQP_PORT within ${RABBITMQ_DEADLINE}s" "$qlog"
+                return 1
+            fi
+            sleep 0.5
+        done
+    fi
+    summary rabbitmq "running (amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f)"
+}
+
+# ---------------------------------------------------------------------------
+# 5. Docker network
+# ---------------------------------------------------------------------------
+ensure_network() {
+    local driver
+    if driver=$(timeout 10 docker network inspect -f '{{.Driver}}' "$NETWORK" 2>/dev/null); then
+        if [[ $driver != bridge ]]; then
+            fail network "$NETWORK exists with driver '$driver', not bridge; remove it: docker network rm $NETWORK"
+            return 1
+        fi
+    else
+        log "creating docker network $NETWORK"
+        local out
+        if ! out=$(timeout 30 docker network create --driver bridge "$NETWORK" 2>&1); then
+            fail network "docker network create $NETWORK: $out"
+            return 1
+        fi
+    fi
+    summary network "$NETWORK present (bridge)"
+}
+
+# ---------------------------------------------------------------------------
+# 6. Agent image
+# ---------------------------------------------------------------------------
+# Hash of what goes into the image: every file in scripts/agent-image (but
+# .gitignore and a stray busybox copy) and the busybox binary.
+image_source_hash() {
+    (
+        cd "$IMAGE_SRC"
+        find . -type f ! -name .gitignore ! -name busybox -print0 | LC_ALL=C sort -z |
+            xargs -0 sha256sum
+        sha256sum "$BUSYBOX" | sed 's|  .*|  busybox|'
+    ) | sha256sum | cut -c1-64
+}
+
+ensure_image() {
+    local hash current blog="$STATE_DIR/image-build.log"
+    if [[ ! -x $BUSYBOX ]]; then
+        fail image "$BUSYBOX missing (package busybox-static)"
+        return 1
+    fi
+    hash=$(image_source_hash)
+    current=$(timeout 10 docker image inspect -f "{{ index .Config.Labels \"$IMAGE_HASH_LABEL\" }}" \
+        "$IMAGE" 2>/dev/null) || current=""
+    if [[ $current != "$hash" ]]; then
+        log "building $IMAGE (${current:+sources changed; }log: $blog)"
+        local ctx
+        ctx=$(mktemp -d)
+        cp -a "$IMAGE_SRC"/. "$ctx"/
+        cp "$BUSYBOX" "$ctx/busybox"
+        if ! timeout 300 docker build --label "$IMAGE_HASH_LABEL=$hash" -t "$IMAGE" "$ctx" \
+                >"$blog" 2>&1; then
+            rm -rf "$ctx"
+            fail image "docker build of $IMAGE failed" "$blog"
+            return 1
+        fi
+        rm -rf "$ctx"
+        # Drop the image this one replaced, if nothing uses it.
+        timeout 30 docker image prune -f --filter "label=$IMAGE_HASH_LABEL" >/dev/null 2>&1 || true
+    fi
+    summary image "$IMAGE up to date ($IMAGE_HASH_LABEL=${hash:0:12})"
+}
+
+# ---------------------------------------------------------------------------
+main() {
+    if ((EUID != 0)); then
+        echo "services.sh: FAILED: must run as root (installs packages, starts dockerd)" >&2
+        exit 1
+    fi
+    mkdir -p "$STATE_DIR"
+    # One run at a time (a second waits for the first). The services started
+    # below are started with fd 9 closed, so they do not keep the lock.
+    exec 9>"$STATE_DIR/lock"
+    if ! flock -w 600 9; then
+        echo "services.sh: FAILED: another services.sh held $STATE_DIR/lock for 10 minutes" >&2
+        exit 1
+    fi
+
+    if install_packages; then
+        if start_docker; then
+            ensure_network || true
+            ensure_image || true
+        else
+            summary network "skipped (no docker)"
+            summary image "skipped (no docker)"
+        fi
+        start_redis || true
+        start_rabbitmq || true
+    fi
+
+    local line
+    for line in "${SUMMARY[@]}"; do echo "$line"; done
+    if ((${#FAILED[@]})); then
+        echo "services.sh: FAILED: ${FAILED[*]} (logs in $STATE_DIR)" >&2
+        exit 1
+    fi
+}
+
+main "$@"

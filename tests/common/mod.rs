@@ -1,0 +1,576 @@
+//! Test harness: one manager per test, started in-process against the real RabbitMQ,
+//! Redis and Docker that `scripts/services.sh` brings up, with names of its own
+//! (exchange, queues, Redis prefix, manager instance label) so tests run side by side.
+//! Everything the test made is removed in `Drop`.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_manager::protocol::Event;
+use agent_manager::{Config, Manager};
+use bollard::models::ContainerInspectResponse;
+use bollard::Docker;
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+pub const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+const START_HINT: &str = "start the services with `bash scripts/services.sh`";
+
+/// Default deadline for an answer that involves Docker work.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct TestEnv {
+    /// Unique per test; in every name the test uses.
+    pub id: String,
+    pub config: Config,
+    manager: Option<Manager>,
+    conn: Connection,
+    channel: Channel,
+    events: Arc<Mutex<Vec<Event>>>,
+    arrived: Arc<Notify>,
+    /// Contract breaches seen in events' AMQP properties; checked by `finish`.
+    violations: Arc<Mutex<Vec<String>>>,
+    pub redis: redis::aio::MultiplexedConnection,
+    pub docker: Docker,
+}
+
+/// Fails at once, naming the script, when a service is down.
+async fn require_services() -> (Connection, redis::aio::MultiplexedConnection, Docker) {
+    let docker = Docker::connect_with_local_defaults()
+        .unwrap_or_else(|e| panic!("Docker client: {e}; {START_HINT}"));
+    match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
+        Ok(Ok(_)) => {}
+        other => panic!("Docker is not reachable ({other:?}); {START_HINT}"),
+    }
+    let client = redis::Client::open(REDIS_URL).expect("redis url");
+    let redis = match tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        other => panic!("Redis is not reachable at {REDIS_URL} ({other:?}); {START_HINT}"),
+    };
+    let conn = match tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(RABBITMQ_URL, ConnectionProperties::default()),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => panic!("RabbitMQ is not reachable at {RABBITMQ_URL} ({e}); {START_HINT}"),
+        Err(_) => panic!("RabbitMQ did not answer at {RABBITMQ_URL} within 5 s; {START_HINT}"),
+    };
+    (conn, redis, docker)
+}
+
+impl TestEnv {
+    /// Starts a manager with this test's names and `overrides` (environment names).
+    pub async fn start(overrides: &[(&str, &str)]) -> TestEnv {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let config = test_config(&id, overrides);
+        Self::start_with(id, config).await
+    }
+
+    async fn start_with(id: String, config: Config) -> TestEnv {
+        let (conn, redis, docker) = require_services().await;
+        let manager = Manager::start(config.clone())
+            .await
+            .unwrap_or_else(|e| panic!("manager failed to start: {e}"));
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        // Our own queue for the events, bound to every event routing key.
+        let queue = format!("test-{id}.events");
+        channel
+            .queue_declare(
+                queue.clone().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare event queue");
+        for kind in agent_manager::protocol::EventKind::ALL {
+            channel
+                .queue_bind(
+                    queue.clone().into(),
+                    config.rabbitmq.exchange.clone().into(),
+                    kind.routing_key().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind event queue");
+        }
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Notify::new());
+        let consume_ch = conn.create_channel().await.expect("channel");
+        let mut consumer = consume_ch
+            .basic_consume(
+                queue.into(),
+                "test-events".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume events");
+        let violations = Arc::new(Mutex::new(Vec::new()));
+        let (ev, notify, bad) = (events.clone(), arrived.clone(), violations.clone());
+        actix_rt::spawn(async move {
+            let _keep = consume_ch;
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let props = &delivery.properties;
+                let event: Event = match serde_json::from_slice(&delivery.data) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        bad.lock()
+                            .unwrap()
+                            .push(format!("event is not contract JSON: {e}"));
+                        continue;
+                    }
+                };
+                // Contract section 3: AMQP properties mirror the body.
+                let checks = [
+                    (props.delivery_mode() == &Some(2), "delivery mode 2"),
+                    (
+                        props.content_type().as_ref().map(|s| s.as_str())
+                            == Some("application/json"),
+                        "content_type application/json",
+                    ),
+                    (
+                        props.message_id().as_ref().map(|s| s.to_string())
+                            == Some(event.event_id.clone()),
+                        "message_id = event_id",
+                    ),
+                    (
+                        props.correlation_id().as_ref().map(|s| s.to_string())
+                            == event.correlation_id,
+                        "correlation_id property = body",
+                    ),
+                    (
+                        delivery.routing_key.as_str() == event.event.routing_key(),
+                        "routing key = event",
+                    ),
+                    (
+                        chrono::DateTime::parse_from_rfc3339(&event.timestamp).is_ok(),
+                        "timestamp is RFC 3339",
+                    ),
+                    (
+                        uuid::Uuid::parse_str(&event.event_id)
+                            .is_ok_and(|u| u.get_version_num() == 4),
+                        "event_id is a UUID v4",
+                    ),
+                ];
+                for (ok, what) in checks {
+                    if !ok {
+                        bad.lock().unwrap().push(format!("{what}: {event:?}"));
+                    }
+                }
+                ev.lock().unwrap().push(event);
+                notify.notify_waiters();
+            }
+        });
+        TestEnv {
+            id,
+            config,
+            manager: Some(manager),
+            conn,
+            channel,
+            events,
+            arrived,
+            violations,
+            redis,
+            docker,
+        }
+    }
+
+    /// Stops the manager (agents keep running) and starts a new one with the same config.
+    pub async fn restart_manager(&mut self) {
+        if let Some(m) = self.manager.take() {
+            m.shutdown().await;
+        }
+        self.manager = Some(
+            Manager::start(self.config.clone())
+                .await
+                .unwrap_or_else(|e| panic!("manager failed to restart: {e}")),
+        );
+    }
+
+    /// Checks the events' envelopes and shuts the manager down gracefully (cleanup
+    /// happens in Drop).
+    pub async fn finish(mut self) {
+        if let Some(m) = self.manager.take() {
+            m.shutdown().await;
+        }
+        let bad = self.violations.lock().unwrap().clone();
+        assert!(bad.is_empty(), "events broke the contract: {bad:#?}");
+    }
+
+    /// A unique agent id for this test.
+    pub fn agent_id(&self, name: &str) -> String {
+        format!("{name}-{}", self.id)
+    }
+
+    /// Publishes raw bytes to the exchange with `routing_key`.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], message_id: Option<&str>) {
+        let mut props = BasicProperties::default().with_delivery_mode(2);
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.to_string().into());
+        }
+        self.channel
+            .basic_publish(
+                self.config.rabbitmq.exchange.clone().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    /// Publishes to the default exchange, straight into the command queue.
+    pub async fn publish_to_queue(&self, body: &Value) {
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.config.rabbitmq.command_queue.clone().into(),
+                BasicPublishOptions::default(),
+                body.to_string().as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    /// Sends a command; gives it a fresh message_id unless it has one. Returns the id.
+    pub async fn send(&self, routing_key: &str, mut body: Value) -> String {
+        if body.get("message_id").is_none() {
+            body["message_id"] = json!(uuid::Uuid::new_v4().to_string());
+        }
+        let id = body["message_id"].as_str().unwrap_or_default().to_string();
+        self.publish_raw(routing_key, body.to_string().as_bytes(), None)
+            .await;
+        id
+    }
+
+    /// A create body for `agent_id` owned by customer `cust-<test>`.
+    pub fn create_body(&self, agent_id: &str) -> Value {
+        json!({
+            "agent_id": agent_id,
+            "customer_id": self.customer(),
+            "agent_type": "trading",
+            "name": format!("Agent {agent_id}"),
+            "config": {"symbol": "BTC-USD"},
+            "autogen_config": {"model": "gpt-test"},
+            "resources": {"memory_mb": 64, "cpus": 0.5},
+        })
+    }
+
+    pub fn customer(&self) -> String {
+        format!("cust-{}", self.id)
+    }
+
+    /// Sends `command` for `agent_id` with the test's customer and `extra` fields.
+    pub async fn command(&self, routing_key: &str, agent_id: &str, extra: Value) -> String {
+        let mut body = json!({"agent_id": agent_id, "customer_id": self.customer()});
+        if let Value::Object(map) = extra {
+            for (k, v) in map {
+                body[k] = v;
+            }
+        }
+        self.send(routing_key, body).await
+    }
+
+    /// Waits for the first event matching `pred`.
+    pub async fn wait_event(
+        &self,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.arrived.notified();
+            if let Some(e) = self.events.lock().unwrap().iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                let seen: Vec<String> = self
+                    .events
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{} {} {:?} {}",
+                            e.event.routing_key(),
+                            e.agent_id,
+                            e.correlation_id,
+                            e.details
+                        )
+                    })
+                    .collect();
+                panic!("no {what} within {deadline:?}; events seen: {seen:#?}");
+            }
+        }
+    }
+
+    /// Waits for the answer `event` (routing key) to the command `message_id`.
+    pub async fn answer(&self, message_id: &str, event: &str) -> Event {
+        let mid = message_id.to_string();
+        let ev = event.to_string();
+        let e = self
+            .wait_event(
+                &format!("{event} answering {message_id}"),
+                DEADLINE,
+                move |e| {
+                    e.correlation_id.as_deref() == Some(mid.as_str())
+                        && (e.event.routing_key() == ev || e.event.routing_key() == "agent.error")
+                },
+            )
+            .await;
+        assert_eq!(
+            e.event.routing_key(),
+            event,
+            "command {message_id} was answered with {} {}",
+            e.event.routing_key(),
+            e.details
+        );
+        e
+    }
+
+    /// Waits for an `agent.error` answering `message_id` and returns its code.
+    pub async fn error_code(&self, message_id: &str) -> (String, Event) {
+        let e = self.answer(message_id, "agent.error").await;
+        let code = e.details["code"].as_str().unwrap_or_default().to_string();
+        (code, e)
+    }
+
+    /// Every event answering `message_id` so far.
+    pub fn answers(&self, message_id: &str) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.correlation_id.as_deref() == Some(message_id))
+            .cloned()
+            .collect()
+    }
+
+    /// Every event seen so far for `agent_id`.
+    pub fn events_of(&self, agent_id: &str) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.agent_id == agent_id)
+            .cloned()
+            .collect()
+    }
+
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.config.redis.prefix)
+    }
+
+    /// The agent's Redis hash.
+    pub async fn record(&self, agent_id: &str) -> HashMap<String, String> {
+        let mut c = self.redis.clone();
+        redis::cmd("HGETALL")
+            .arg(self.key(&format!("agent:{agent_id}")))
+            .query_async(&mut c)
+            .await
+            .expect("hgetall")
+    }
+
+    pub async fn redis_query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        let mut c = self.redis.clone();
+        cmd.query_async(&mut c).await.expect("redis")
+    }
+
+    /// Docker's view of the agent's container (`None` when there is none).
+    pub async fn inspect(&self, agent_id: &str) -> Option<ContainerInspectResponse> {
+        self.docker
+            .inspect_container(
+                &format!("agent-{agent_id}"),
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .ok()
+    }
+
+    pub async fn running(&self, agent_id: &str) -> bool {
+        self.inspect(agent_id)
+            .await
+            .and_then(|i| i.state)
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+    }
+
+    /// Every container carrying this test's instance label.
+    pub async fn containers(&self) -> Vec<String> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("autogen.manager-instance={}", self.config.instance)],
+        )]);
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .expect("list")
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect()
+    }
+
+    /// Creates an agent and waits until it runs.
+    pub async fn create_running(&self, agent_id: &str) -> Event {
+        let mid = self.send("agent.create", self.create_body(agent_id)).await;
+        self.answer(&mid, "agent.created").await;
+        self.answer(&mid, "agent.started").await
+    }
+
+    /// Reads one message from the test's dead-letter queue, waiting up to `deadline`.
+    pub async fn dead_letter(&self, deadline: Duration) -> Option<Vec<u8>> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let got = self
+                .channel
+                .basic_get(
+                    self.config.rabbitmq.dead_letter_queue.clone().into(),
+                    BasicGetOptions { no_ack: true },
+                )
+                .await
+                .expect("basic_get");
+            if let Some(msg) = got {
+                return Some(msg.delivery.data.clone());
+            }
+            if tokio::time::Instant::now() > until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The config of a test: the defaults with this test's names and `overrides`.
+pub fn test_config(id: &str, overrides: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("RABBITMQ_URL".into(), RABBITMQ_URL.into()),
+        ("REDIS_URL".into(), REDIS_URL.into()),
+        ("RABBITMQ_EXCHANGE".into(), format!("autogen.test-{id}")),
+        (
+            "COMMAND_QUEUE".into(),
+            format!("agent-manager.commands.test-{id}"),
+        ),
+        (
+            "DEAD_LETTER_EXCHANGE".into(),
+            format!("autogen.dlx.test-{id}"),
+        ),
+        (
+            "DEAD_LETTER_QUEUE".into(),
+            format!("agent-manager.commands.dead.test-{id}"),
+        ),
+        ("REDIS_PREFIX".into(), format!("test-{id}:")),
+        ("MANAGER_INSTANCE".into(), format!("test-{id}")),
+        ("HEALTH_CHECK_INTERVAL_S".into(), "1".into()),
+    ]);
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Config::from_sources(None, |k| env.get(k).cloned()).expect("test config")
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let instance = self.config.instance.clone();
+        let prefix = self.config.redis.prefix.clone();
+        let rabbit = self.config.rabbitmq.clone();
+        // Async clients belong to the test's runtime; clean up from a thread of our own.
+        let cleanup = std::thread::spawn(move || {
+            let out = std::process::Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=autogen.manager-instance={instance}"),
+                ])
+                .output();
+            if let Ok(out) = out {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = std::process::Command::new("docker")
+                        .args(["rm", "-f", "-v"])
+                        .args(&ids)
+                        .output();
+                }
+            }
+            if let Ok(client) = redis::Client::open(REDIS_URL) {
+                if let Ok(mut c) = client.get_connection() {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}*"))
+                        .query(&mut c)
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
+                    }
+                }
+            }
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async move {
+                    let Ok(conn) =
+                        Connection::connect(RABBITMQ_URL, ConnectionProperties::default()).await
+                    else {
+                        return;
+                    };
+                    let Ok(ch) = conn.create_channel().await else {
+                        return;
+                    };
+                    for q in [&rabbit.command_queue, &rabbit.dead_letter_queue] {
+                        let _ = ch
+                            .queue_delete(q.clone().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    for x in [&rabbit.exchange, &rabbit.dead_letter_exchange] {
+                        let _ = ch
+                            .exchange_delete(x.clone().into(), ExchangeDeleteOptions::default())
+                            .await;
+                    }
+                    let _ = conn.close(200, "bye".into()).await;
+                });
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
