@@ -50,6 +50,16 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("AGENT_REDIS_URL", "agents.redis_url"),
     ("HEALTH_CHECK_INTERVAL_S", "health.check_interval_s"),
     ("HEALTH_REPORT_INTERVAL_S", "health.report_interval_s"),
+    ("SWARM_RESTART_CONDITION", "swarm.restart_condition"),
+    ("SWARM_RESTART_DELAY_S", "swarm.restart_delay_s"),
+    ("SWARM_RESTART_MAX_ATTEMPTS", "swarm.restart_max_attempts"),
+    ("SWARM_RESTART_WINDOW_S", "swarm.restart_window_s"),
+    ("SWARM_TASK_TIMEOUT_S", "swarm.task_timeout_s"),
+    ("GPU_DEVICES", "gpu.devices"),
+    ("GPU_DISCOVER", "gpu.discover"),
+    ("GPU_NVIDIA_SMI", "gpu.nvidia_smi"),
+    ("GPU_DISCOVER_TIMEOUT_S", "gpu.discover_timeout_s"),
+    ("GPU_IMAGE", "gpu.image"),
 ];
 
 #[derive(Debug, Error)]
@@ -82,6 +92,17 @@ pub enum DeploymentMode {
     Gpu,
 }
 
+impl DeploymentMode {
+    /// The setting's value: `docker`, `swarm` or `gpu`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentMode::Docker => "docker",
+            DeploymentMode::Swarm => "swarm",
+            DeploymentMode::Gpu => "gpu",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -94,6 +115,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub agents: AgentsConfig,
     pub health: HealthConfig,
+    pub swarm: SwarmConfig,
+    pub gpu: GpuConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +188,40 @@ pub struct HealthConfig {
     pub report_interval_s: u64,
 }
 
+/// Swarm mode: how the agents' services behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Swarm's own restart policy for an agent's task: `on-failure`, `any` or `none`.
+    pub restart_condition: String,
+    /// Pause before Swarm restarts a task.
+    pub restart_delay_s: u64,
+    /// Restarts Swarm attempts within `restart_window_s` (0: no limit).
+    pub restart_max_attempts: u64,
+    /// Window the attempts are counted in (0: the service's life).
+    pub restart_window_s: u64,
+    /// How long start, stop, restart and update wait for the service's task to run or
+    /// to end (a stop also gets its grace period).
+    pub task_timeout_s: u64,
+}
+
+/// GPU mode: the inventory and the image of GPU agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuConfig {
+    /// Device ids (indexes or UUIDs) the manager may hand out. When empty, the inventory
+    /// comes from nvidia-smi (if `discover`).
+    pub devices: Vec<String>,
+    /// Ask nvidia-smi for the host's GPUs when `devices` is empty.
+    pub discover: bool,
+    /// The nvidia-smi program (name on PATH or absolute path).
+    pub nvidia_smi: String,
+    /// Bound on one nvidia-smi run.
+    pub discover_timeout_s: u64,
+    /// Image of an agent with `gpus > 0` whose create names none; empty: `agents.image`.
+    pub image: String,
+}
+
 /// What validation needs to know about agents: defaults and bounds.
 #[derive(Debug, Clone)]
 pub struct AgentPolicy {
@@ -181,9 +238,20 @@ pub struct AgentPolicy {
     pub max_stop_timeout_s: u32,
     pub max_config_bytes: usize,
     pub max_config_depth: usize,
+    /// Image of a GPU agent whose create names none; empty: `image`.
+    pub gpu_image: String,
 }
 
 impl AgentPolicy {
+    /// The image of a create that names none: the GPU image for an agent with GPUs.
+    pub fn default_image(&self, gpus: u32) -> &str {
+        if gpus > 0 && !self.gpu_image.is_empty() {
+            &self.gpu_image
+        } else {
+            &self.image
+        }
+    }
+
     /// True when `image` is the default image or matches an allowlist pattern. A pattern
     /// ending in `*` matches any suffix; otherwise the reference must be equal.
     pub fn image_allowed(&self, image: &str) -> bool {
@@ -191,6 +259,7 @@ impl AgentPolicy {
             return false;
         }
         image == self.image
+            || (!self.gpu_image.is_empty() && image == self.gpu_image)
             || self
                 .allowed_images
                 .iter()
@@ -394,9 +463,41 @@ impl Config {
         for (key, url) in [
             ("agents.rabbitmq_url", &a.rabbitmq_url),
             ("agents.redis_url", &a.redis_url),
+            ("gpu.image", &self.gpu.image),
+            ("gpu.nvidia_smi", &self.gpu.nvidia_smi),
         ] {
             if url.chars().any(char::is_control) {
                 return bad(key, "must not contain control characters".into());
+            }
+        }
+        let w = &self.swarm;
+        if !matches!(w.restart_condition.as_str(), "on-failure" | "any" | "none") {
+            return bad(
+                "swarm.restart_condition",
+                format!("'{}' must be on-failure, any or none", w.restart_condition),
+            );
+        }
+        if w.task_timeout_s == 0 {
+            return bad("swarm.task_timeout_s", "must be greater than 0".into());
+        }
+        let g = &self.gpu;
+        if g.discover_timeout_s == 0 {
+            return bad("gpu.discover_timeout_s", "must be greater than 0".into());
+        }
+        for (i, device) in g.devices.iter().enumerate() {
+            let valid = !device.is_empty()
+                && device.len() <= 128
+                && device
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+            if !valid {
+                return bad(
+                    "gpu.devices",
+                    format!("'{device}' is not a GPU index or UUID"),
+                );
+            }
+            if g.devices[..i].contains(device) {
+                return bad("gpu.devices", format!("'{device}' is listed twice"));
             }
         }
         Ok(())
@@ -419,6 +520,7 @@ impl Config {
             max_stop_timeout_s: a.max_stop_timeout_s,
             max_config_bytes: a.max_config_bytes,
             max_config_depth: a.max_config_depth,
+            gpu_image: self.gpu.image.clone(),
         }
     }
 
@@ -599,6 +701,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("netwrok"), "{e}");
+    }
+
+    #[test]
+    fn mode_settings_load_and_are_checked() {
+        let c = with_env(&[
+            ("DEPLOYMENT_MODE", "gpu"),
+            ("GPU_DEVICES", "0, GPU-1a2b"),
+            ("GPU_IMAGE", "autogen-agent:cuda"),
+            ("SWARM_RESTART_MAX_ATTEMPTS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(c.deployment_mode, DeploymentMode::Gpu);
+        assert_eq!(c.gpu.devices, vec!["0", "GPU-1a2b"]);
+        assert_eq!(c.swarm.restart_max_attempts, 7);
+        let p = c.agent_policy();
+        assert_eq!(p.default_image(0), "autogen-agent:latest");
+        assert_eq!(p.default_image(1), "autogen-agent:cuda");
+        assert!(p.image_allowed("autogen-agent:cuda"));
+        let d = Config::defaults();
+        assert_eq!(d.swarm.restart_condition, "on-failure");
+        assert!(d.gpu.devices.is_empty());
+        assert_eq!(d.agent_policy().default_image(2), "autogen-agent:latest");
+        let e = with_env(&[("GPU_DEVICES", "0,0")]).unwrap_err().to_string();
+        assert!(e.contains("GPU_DEVICES") && e.contains("twice"), "{e}");
+        let e = with_env(&[("GPU_DEVICES", "0;rm")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GPU_DEVICES"), "{e}");
+        let e = with_env(&[("SWARM_RESTART_CONDITION", "always")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SWARM_RESTART_CONDITION"), "{e}");
     }
 
     #[test]

@@ -497,7 +497,7 @@ pub fn decode_command(
             };
             let image = optional_image(&obj, policy)
                 .map_err(&fail)?
-                .unwrap_or_else(|| policy.image.clone());
+                .unwrap_or_else(|| policy.default_image(resources.gpus).to_string());
             let auto_start = match obj.get("auto_start") {
                 None | Some(Value::Null) => true,
                 Some(Value::Bool(b)) => *b,
