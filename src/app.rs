@@ -11,9 +11,11 @@ use tokio::sync::watch;
 use crate::broker::consumer::CommandConsumer;
 use crate::broker::publisher::EventPublisher;
 use crate::config::{redact_url, Config, DeploymentMode};
+use crate::error::RuntimeError;
 use crate::lifecycle::Deps;
 use crate::reconcile;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::gpu::GpuRuntime;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -31,8 +33,11 @@ pub enum StartError {
     RabbitMq { url: String, message: String },
     #[error("reconciliation failed: {0}")]
     Reconcile(String),
-    #[error("deployment mode {0:?} is not available in this build yet")]
-    Mode(DeploymentMode),
+    #[error("{} mode cannot start: {message}", mode.as_str())]
+    Mode {
+        mode: DeploymentMode,
+        message: String,
+    },
 }
 
 /// A running manager.
@@ -47,9 +52,6 @@ impl Manager {
     /// Starts everything and returns once the consumer is serving commands. Must run
     /// inside an actix system.
     pub async fn start(config: Config) -> Result<Manager, StartError> {
-        if config.deployment_mode == DeploymentMode::Swarm {
-            return Err(StartError::Mode(config.deployment_mode));
-        }
         let config = Arc::new(config);
         let docker_host = if config.docker.host.is_empty() {
             "local socket".to_string()
@@ -60,11 +62,7 @@ impl Manager {
             host: docker_host.clone(),
             message,
         };
-        let runtime = DockerRuntime::connect(&config).map_err(|e| docker_err(e.to_string()))?;
-        runtime
-            .prepare()
-            .await
-            .map_err(|e| docker_err(e.to_string()))?;
+        let docker = DockerRuntime::connect(&config).map_err(|e| docker_err(e.to_string()))?;
 
         let store = Store::connect(&config.redis)
             .await
@@ -77,6 +75,29 @@ impl Manager {
             message: e.to_string(),
         })?;
 
+        // One trait, one backend per mode: the actors never know which.
+        let runtime: Arc<dyn Runtime> = match config.deployment_mode {
+            DeploymentMode::Docker => Arc::new(docker),
+            DeploymentMode::Swarm => {
+                return Err(StartError::Mode {
+                    mode: config.deployment_mode,
+                    message: "not available in this build yet".into(),
+                })
+            }
+            DeploymentMode::Gpu => Arc::new(GpuRuntime::new(docker, store.clone(), &config).await),
+        };
+        runtime.prepare().await.map_err(|e| match e {
+            RuntimeError::Setup(message) => StartError::Mode {
+                mode: config.deployment_mode,
+                message,
+            },
+            RuntimeError::Store(e) => StartError::Redis {
+                url: redact_url(&config.redis.url),
+                message: e.to_string(),
+            },
+            e => docker_err(e.to_string()),
+        })?;
+
         let publisher = EventPublisher::new(config.rabbitmq.clone());
         publisher
             .connect()
@@ -87,7 +108,7 @@ impl Manager {
             })?;
 
         let deps = Deps {
-            runtime: Arc::new(runtime) as Arc<dyn Runtime>,
+            runtime,
             store,
             publisher: publisher.clone(),
             config: config.clone(),

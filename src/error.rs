@@ -14,6 +14,13 @@ pub enum RuntimeError {
     ImageNotFound(String),
     #[error("GPUs unavailable: {0}")]
     GpuUnavailable(String),
+    /// The Docker host is not set up for the deployment mode (not a swarm manager, a
+    /// network of the wrong kind, ...): an operator has to act.
+    #[error("the Docker host is not set up for this mode: {0}")]
+    Setup(String),
+    /// The GPU allocations in Redis could not be read or written.
+    #[error("GPU allocations: {0}")]
+    Store(#[from] StoreError),
     #[error("Docker call '{op}' timed out after {after_s} s")]
     Timeout { op: &'static str, after_s: u64 },
     #[error("Docker call '{op}' failed: {message}")]
@@ -80,6 +87,7 @@ impl AgentError {
             AgentError::Runtime(RuntimeError::ImageNotFound(_)) => ErrorCode::ImageNotFound,
             AgentError::Runtime(RuntimeError::GpuUnavailable(_)) => ErrorCode::GpuUnavailable,
             AgentError::Runtime(RuntimeError::NotFound(_)) => ErrorCode::NotFound,
+            AgentError::Runtime(RuntimeError::Store(_)) => ErrorCode::Internal,
             AgentError::Runtime(_) => ErrorCode::DockerError,
             AgentError::Store(_) | AgentError::Publish(_) => ErrorCode::Internal,
         }
@@ -88,6 +96,11 @@ impl AgentError {
     /// True when the command did not take durable effect because a service the manager
     /// depends on (Redis, RabbitMQ) is away: the command is retried, not answered.
     pub fn is_transient_infrastructure(&self) -> bool {
-        matches!(self, AgentError::Store(_) | AgentError::Publish(_))
+        matches!(
+            self,
+            AgentError::Store(_)
+                | AgentError::Publish(_)
+                | AgentError::Runtime(RuntimeError::Store(_))
+        )
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, EndpointSettings,
-    HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, ResourcesUlimits,
+    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, DeviceRequest,
+    EndpointSettings, HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig,
+    ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -19,7 +20,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::spec::{
-    ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY_VALUE,
+    ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, LOG_MAX_FILES, LOG_MAX_SIZE,
+    MANAGED_BY_VALUE, NOFILE_LIMIT,
 };
 use super::{Observed, Runtime};
 use crate::config::Config;
@@ -51,7 +53,8 @@ impl DockerRuntime {
         &self.docker
     }
 
-    async fn call<T>(
+    /// Runs one Docker call bounded by the configured timeout plus `extra`.
+    pub(crate) async fn call<T>(
         &self,
         op: &'static str,
         extra: Duration,
@@ -121,9 +124,12 @@ fn docker_error(op: &'static str, e: BollardError) -> RuntimeError {
 }
 
 /// True when `r` failed with Docker's HTTP `status` (304 not modified, 409 conflict).
-fn is_status<T>(r: &Result<T, RuntimeError>, status: u16) -> bool {
+pub(crate) fn is_status<T>(r: &Result<T, RuntimeError>, status: u16) -> bool {
     matches!(r, Err(RuntimeError::Docker { status: Some(s), .. }) if *s == status)
 }
+
+/// The device-request driver of GPU mode.
+pub const GPU_DRIVER: &str = "nvidia";
 
 /// The Docker create body for `spec`: contract section 4's limits and security settings.
 pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
@@ -150,15 +156,24 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         binds: (!binds.is_empty()).then_some(binds),
         ulimits: Some(vec![ResourcesUlimits {
             name: Some("nofile".into()),
-            soft: Some(4096),
-            hard: Some(4096),
+            soft: Some(NOFILE_LIMIT),
+            hard: Some(NOFILE_LIMIT),
         }]),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
             config: Some(HashMap::from([
-                ("max-size".to_string(), "10m".to_string()),
-                ("max-file".to_string(), "3".to_string()),
+                ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                ("max-file".to_string(), LOG_MAX_FILES.to_string()),
             ])),
+        }),
+        // GPU mode only: these devices and no others (docker mode never sets any).
+        device_requests: (!spec.gpu_devices.is_empty()).then(|| {
+            vec![DeviceRequest {
+                driver: Some(GPU_DRIVER.into()),
+                device_ids: Some(spec.gpu_devices.clone()),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]
         }),
         ..Default::default()
     };
@@ -209,6 +224,13 @@ pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
         restart_count: inspect.restart_count.unwrap_or(0),
         memory_bytes: host.memory.unwrap_or(0),
         nano_cpus: host.nano_cpus.unwrap_or(0),
+        gpu_devices: host
+            .device_requests
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|r| r.device_ids.unwrap_or_default())
+            .collect(),
+        task_container_id: None,
     }
 }
 

@@ -1,8 +1,17 @@
-//! Where agents run. The [`Runtime`] trait is all the actors know; `docker` implements
-//! it with plain containers. `spec` turns an agent record into the runtime-neutral
-//! [`ContainerSpec`]: the one place that knows the contract's labels and environment.
+//! Where agents run. The [`Runtime`] trait is all the actors know, whatever the
+//! deployment mode:
+//!
+//! - `docker` mode: [`docker::DockerRuntime`], one plain container per agent;
+//! - `gpu` mode: [`gpu::GpuRuntime`], the Docker runtime plus GPU allocation (device
+//!   requests, with the allocations kept in Redis);
+//! - `swarm` mode: one single-replica Swarm service per agent.
+//!
+//! `spec` turns an agent record into the runtime-neutral [`ContainerSpec`]: the one
+//! place that knows the contract's labels and environment. In swarm mode the "container
+//! id" the actors hold is the service id: the stable handle of the agent.
 
 pub mod docker;
+pub mod gpu;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -34,6 +43,11 @@ pub struct Observed {
     pub restart_count: i64,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
+    /// GPU devices the container was created with (its device requests); empty without.
+    pub gpu_devices: Vec<String>,
+    /// Swarm mode: the container of the service's current task (it changes with every
+    /// task); `None` in docker mode, where `id` is the container.
+    pub task_container_id: Option<String>,
 }
 
 impl Observed {
@@ -57,9 +71,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Creates the container (not started) and returns its id. Idempotent: a container
     /// of the same name and spec left by an earlier attempt is returned instead.
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+    /// Starts the container. `NotFound` when it is gone, including when the runtime had
+    /// to remove it because it can no longer start as created (gpu mode: its GPUs went
+    /// to another agent while it was stopped); the caller then creates a new one, which
+    /// gets what is allocated now.
     async fn start(&self, id: &str) -> Result<(), RuntimeError>;
     /// SIGTERM, then SIGKILL after `timeout_s`. Stopping a stopped container succeeds.
     async fn stop(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError>;
+    /// Stops (with grace) and starts again; starts a stopped one. `NotFound` as for
+    /// [`Runtime::start`].
     async fn restart(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError>;
     /// Stops (with grace) and removes. Removing a missing container succeeds.
     async fn remove(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError>;

@@ -30,6 +30,17 @@ pub const ENV_CONFIG: &str = "CONFIG";
 pub const ENV_AUTOGEN_CONFIG: &str = "AUTOGEN_CONFIG";
 pub const ENV_RABBITMQ_URL: &str = "RABBITMQ_URL";
 pub const ENV_REDIS_URL: &str = "REDIS_URL";
+/// GPU mode: the devices the NVIDIA runtime exposes to the agent.
+pub const ENV_NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
+/// GPU mode: the driver libraries the NVIDIA runtime mounts (compute and nvidia-smi).
+pub const ENV_NVIDIA_DRIVER_CAPABILITIES: &str = "NVIDIA_DRIVER_CAPABILITIES";
+pub const NVIDIA_DRIVER_CAPABILITIES: &str = "compute,utility";
+
+/// Open files per agent (soft and hard limit), in every mode.
+pub const NOFILE_LIMIT: i64 = 4096;
+/// json-file log rotation in every mode: size of one file, and files kept.
+pub const LOG_MAX_SIZE: &str = "10m";
+pub const LOG_MAX_FILES: &str = "3";
 
 /// Runtime-neutral description of one agent's container.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +59,40 @@ pub struct ContainerSpec {
     /// `host:target` pairs, mounted read-only.
     pub module_mounts: Vec<String>,
     pub spec_hash: String,
+    /// Grace period between SIGTERM and SIGKILL when the runtime stops the agent by
+    /// itself (swarm: the task's `StopGracePeriod`); a stop command gives its own.
+    pub stop_timeout_s: u32,
+    /// GPU mode: the specific devices (indexes or UUIDs) given to the agent. Empty in
+    /// the spec built here; the GPU runtime fills it from its allocation.
+    pub gpu_devices: Vec<String>,
+}
+
+impl ContainerSpec {
+    /// The agent this container is for.
+    pub fn agent_id(&self) -> Option<&str> {
+        self.labels.get(LABEL_AGENT_ID).map(String::as_str)
+    }
+
+    /// The same container with `devices` as its GPUs: the device list, and the NVIDIA
+    /// environment that makes exactly those devices visible inside it.
+    pub fn with_gpu_devices(mut self, devices: Vec<String>) -> ContainerSpec {
+        let owned = |kv: &String| {
+            kv.starts_with(&format!("{ENV_NVIDIA_VISIBLE_DEVICES}="))
+                || kv.starts_with(&format!("{ENV_NVIDIA_DRIVER_CAPABILITIES}="))
+        };
+        self.env.retain(|kv| !owned(kv));
+        if !devices.is_empty() {
+            self.env.push(format!(
+                "{ENV_NVIDIA_VISIBLE_DEVICES}={}",
+                devices.join(",")
+            ));
+            self.env.push(format!(
+                "{ENV_NVIDIA_DRIVER_CAPABILITIES}={NVIDIA_DRIVER_CAPABILITIES}"
+            ));
+        }
+        self.gpu_devices = devices;
+        self
+    }
 }
 
 /// The container name of an agent.
@@ -115,6 +160,8 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         network: config.docker.network.clone(),
         module_mounts: config.agents.module_mounts.clone(),
         spec_hash: hash,
+        stop_timeout_s: config.agents.stop_timeout_s,
+        gpu_devices: Vec::new(),
     }
 }
 
@@ -197,6 +244,33 @@ mod tests {
         assert_eq!(c.memory_bytes, 256 * 1024 * 1024);
         assert_eq!(c.nano_cpus, 500_000_000);
         assert_eq!(c.network, "autogen-network");
+    }
+
+    #[test]
+    fn gpu_devices_come_with_their_environment() {
+        let c = build(&record(), &Config::defaults());
+        assert!(c.gpu_devices.is_empty());
+        assert!(!c.env.iter().any(|e| e.starts_with("NVIDIA_")));
+        let g = c
+            .clone()
+            .with_gpu_devices(vec!["0".into(), "GPU-abc".into()]);
+        assert_eq!(g.gpu_devices, vec!["0", "GPU-abc"]);
+        assert!(g
+            .env
+            .contains(&"NVIDIA_VISIBLE_DEVICES=0,GPU-abc".to_string()));
+        assert!(g
+            .env
+            .contains(&"NVIDIA_DRIVER_CAPABILITIES=compute,utility".to_string()));
+        // Re-allocating replaces the variables instead of adding more.
+        let g = g.with_gpu_devices(vec!["1".into()]);
+        let visible: Vec<_> = g
+            .env
+            .iter()
+            .filter(|e| e.starts_with("NVIDIA_VISIBLE_DEVICES="))
+            .collect();
+        assert_eq!(visible, vec!["NVIDIA_VISIBLE_DEVICES=1"]);
+        assert_eq!(g.clone().with_gpu_devices(vec![]).env, c.env);
+        assert_eq!(g.agent_id(), Some("a1"));
     }
 
     #[test]

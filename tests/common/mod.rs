@@ -410,6 +410,12 @@ impl TestEnv {
         cmd.query_async(&mut c).await.expect("redis")
     }
 
+    /// A hash in Redis (under the test's prefix).
+    pub async fn hash(&self, suffix: &str) -> HashMap<String, String> {
+        self.redis_query(redis::cmd("HGETALL").arg(self.key(suffix)))
+            .await
+    }
+
     /// Docker's view of the agent's container (`None` when there is none).
     pub async fn inspect(&self, agent_id: &str) -> Option<ContainerInspectResponse> {
         self.docker
