@@ -16,6 +16,7 @@ use crate::lifecycle::Deps;
 use crate::reconcile;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::gpu::GpuRuntime;
+use crate::runtime::swarm::SwarmRuntime;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -78,12 +79,7 @@ impl Manager {
         // One trait, one backend per mode: the actors never know which.
         let runtime: Arc<dyn Runtime> = match config.deployment_mode {
             DeploymentMode::Docker => Arc::new(docker),
-            DeploymentMode::Swarm => {
-                return Err(StartError::Mode {
-                    mode: config.deployment_mode,
-                    message: "not available in this build yet".into(),
-                })
-            }
+            DeploymentMode::Swarm => Arc::new(SwarmRuntime::new(docker, &config)),
             DeploymentMode::Gpu => Arc::new(GpuRuntime::new(docker, store.clone(), &config).await),
         };
         runtime.prepare().await.map_err(|e| match e {

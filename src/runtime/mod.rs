@@ -4,7 +4,7 @@
 //! - `docker` mode: [`docker::DockerRuntime`], one plain container per agent;
 //! - `gpu` mode: [`gpu::GpuRuntime`], the Docker runtime plus GPU allocation (device
 //!   requests, with the allocations kept in Redis);
-//! - `swarm` mode: one single-replica Swarm service per agent.
+//! - `swarm` mode: [`swarm::SwarmRuntime`], one single-replica Swarm service per agent.
 //!
 //! `spec` turns an agent record into the runtime-neutral [`ContainerSpec`]: the one
 //! place that knows the contract's labels and environment. In swarm mode the "container
@@ -13,6 +13,7 @@
 pub mod docker;
 pub mod gpu;
 pub mod spec;
+pub mod swarm;
 
 use std::collections::HashMap;
 

@@ -519,6 +519,29 @@ impl Drop for TestEnv {
         let rabbit = self.config.rabbitmq.clone();
         // Async clients belong to the test's runtime; clean up from a thread of our own.
         let cleanup = std::thread::spawn(move || {
+            // Swarm mode: services first (Swarm would replace their containers). Fails
+            // harmlessly when the node is in no swarm.
+            let out = std::process::Command::new("docker")
+                .args([
+                    "service",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &format!("label=autogen.manager-instance={instance}"),
+                ])
+                .output();
+            if let Ok(out) = out {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = std::process::Command::new("docker")
+                        .args(["service", "rm"])
+                        .args(&ids)
+                        .output();
+                }
+            }
             let out = std::process::Command::new("docker")
                 .args([
                     "ps",

@@ -1,0 +1,1113 @@
+//! Swarm mode: each agent is a Docker Swarm service `agent-<agent_id>` with one replica
+//! on an overlay network. The handle the actors hold (the record's `container_id`) is
+//! the service id; the container of the current task is in
+//! [`Observed::task_container_id`].
+//!
+//! | operation | on the service |
+//! | --- | --- |
+//! | create | service with 0 replicas (labels, env, limits, security from [`ContainerSpec`]) |
+//! | start | scale to 1, wait for a running task |
+//! | stop | scale to 0 with `StopGracePeriod` = timeout, wait for the task to end |
+//! | restart | bump `TaskTemplate.ForceUpdate` (and scale to 1), wait for a new running task |
+//! | update (resources) | new limits in the task template: Swarm replaces the task |
+//! | delete | stop, then remove the service |
+//!
+//! What dockerd 20.10 (API 1.41) does not take, and how it is handled:
+//! - no swap setting for services: Docker's default applies (swap up to the memory
+//!   limit again, where the host has swap at all);
+//! - no per-service `no-new-privileges` (`Privileges.NoNewPrivileges` needs API 1.46): the
+//!   field is sent (newer engines honour it, 20.10 drops it), every capability is
+//!   dropped (so a set-uid binary gains nothing), and at start the manager warns unless
+//!   the daemon sets `no-new-privileges` for every container;
+//! - no tmpfs mount flags (API 1.46): Docker mounts a service's tmpfs
+//!   `nosuid,nodev,noexec` by default, which is what docker mode asks for;
+//! - a task keeps the `StopGracePeriod` it was created with, so a stop's timeout only
+//!   reaches the next task through the spec: for a task on this node the manager also
+//!   stops its container itself with the command's timeout;
+//! - no device requests (GPUs): agents asking for GPUs are refused (`gpu_unavailable`).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::{
+    ContainerSummary, Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig,
+    NetworkCreateRequest, ResourcesUlimits, Service, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigOrderEnum, Task,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges, TaskSpecLogDriver,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
+    UpdateServiceOptionsBuilder,
+};
+
+use super::docker::{is_status, DockerRuntime};
+use super::spec::{
+    ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, LOG_MAX_FILES, LOG_MAX_SIZE,
+    MANAGED_BY_VALUE, NOFILE_LIMIT,
+};
+use super::{Observed, Runtime};
+use crate::config::{Config, SwarmConfig};
+use crate::error::RuntimeError;
+
+/// How often a wait for tasks looks again.
+const POLL: Duration = Duration::from_millis(250);
+/// Swarm's label on a task's container naming its service.
+const LABEL_SWARM_SERVICE_ID: &str = "com.docker.swarm.service.id";
+/// The first API version whose services take `Privileges.NoNewPrivileges`.
+const NO_NEW_PRIVILEGES_API: (u32, u32) = (1, 46);
+
+const SECOND_NS: i64 = 1_000_000_000;
+
+/// Task states before the task ends (Docker's `TaskState`, as strings).
+fn is_live(state: &str) -> bool {
+    matches!(
+        state,
+        "new"
+            | "allocated"
+            | "pending"
+            | "assigned"
+            | "accepted"
+            | "preparing"
+            | "ready"
+            | "starting"
+            | "running"
+    )
+}
+
+fn task_state(t: &Task) -> String {
+    t.status
+        .as_ref()
+        .and_then(|s| s.state)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+fn desired_state(t: &Task) -> String {
+    t.desired_state.map(|s| s.to_string()).unwrap_or_default()
+}
+
+fn task_id(t: &Task) -> String {
+    t.id.clone().unwrap_or_default()
+}
+
+fn task_container(t: &Task) -> Option<String> {
+    t.status
+        .as_ref()
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.container_id.clone())
+        .filter(|c| !c.is_empty())
+}
+
+fn task_grace_s(t: &Task) -> Option<i64> {
+    t.spec
+        .as_ref()
+        .and_then(|s| s.container_spec.as_ref())
+        .and_then(|c| c.stop_grace_period)
+        .map(|ns| ns / SECOND_NS)
+}
+
+/// Why a task failed, for a person.
+fn task_error(t: &Task) -> String {
+    let status = t.status.as_ref();
+    let err = status.and_then(|s| s.err.clone()).unwrap_or_default();
+    let message = status.and_then(|s| s.message.clone()).unwrap_or_default();
+    match (err.is_empty(), message.is_empty()) {
+        (false, _) => format!("task {} {}: {err}", task_id(t), task_state(t)),
+        (true, false) => format!("task {} {}: {message}", task_id(t), task_state(t)),
+        (true, true) => format!("task {} {}", task_id(t), task_state(t)),
+    }
+}
+
+/// Running and meant to run.
+fn is_up(t: &Task) -> bool {
+    task_state(t) == "running" && desired_state(t) == "running"
+}
+
+/// Ended by failing (the task's container exited non-zero, or was refused).
+fn has_failed(t: &Task) -> bool {
+    matches!(task_state(t).as_str(), "failed" | "rejected")
+}
+
+/// The task that stands for the agent now: the newest one meant to run, else the newest.
+pub fn current_task(tasks: &[Task]) -> Option<&Task> {
+    let index = |t: &Task| t.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+    tasks
+        .iter()
+        .max_by_key(|t| (desired_state(t) == "running", index(t)))
+}
+
+/// Replicas the service asks for.
+pub fn replicas(spec: &ServiceSpec) -> u64 {
+    spec.mode
+        .as_ref()
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .unwrap_or(0) as u64
+}
+
+fn set_replicas(spec: &mut ServiceSpec, n: i64) {
+    spec.mode = Some(ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated { replicas: Some(n) }),
+        ..Default::default()
+    });
+}
+
+fn set_grace(spec: &mut ServiceSpec, timeout_s: u32) {
+    let template = spec.task_template.get_or_insert_with(Default::default);
+    let container = template.container_spec.get_or_insert_with(Default::default);
+    container.stop_grace_period = Some(i64::from(timeout_s) * SECOND_NS);
+}
+
+fn limits(spec: &ServiceSpec) -> Option<&Limit> {
+    spec.task_template
+        .as_ref()
+        .and_then(|t| t.resources.as_ref())
+        .and_then(|r| r.limits.as_ref())
+}
+
+/// The service for `spec` (contract section 4, as far as Swarm can express it).
+pub fn service_spec(
+    spec: &ContainerSpec,
+    replicas: i64,
+    grace_s: u32,
+    force_update: u64,
+    policy: &SwarmConfig,
+) -> ServiceSpec {
+    let mut mounts = vec![Mount {
+        target: Some("/tmp".into()),
+        typ: Some(MountType::TMPFS),
+        tmpfs_options: Some(MountTmpfsOptions {
+            size_bytes: Some((spec.tmpfs_mb * 1024 * 1024) as i64),
+            mode: Some(0o1777),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    for m in &spec.module_mounts {
+        if let Some((source, target)) = m.split_once(':') {
+            mounts.push(Mount {
+                source: Some(source.into()),
+                target: Some(target.into()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+    }
+    let condition = match policy.restart_condition.as_str() {
+        "any" => TaskSpecRestartPolicyConditionEnum::ANY,
+        "none" => TaskSpecRestartPolicyConditionEnum::NONE,
+        _ => TaskSpecRestartPolicyConditionEnum::ON_FAILURE,
+    };
+    let container = TaskSpecContainerSpec {
+        image: Some(spec.image.clone()),
+        labels: Some(spec.labels.clone()),
+        env: Some(spec.env.clone()),
+        read_only: Some(true),
+        init: Some(true),
+        mounts: Some(mounts),
+        stop_grace_period: Some(i64::from(grace_s) * SECOND_NS),
+        capability_drop: Some(vec!["ALL".into()]),
+        // Honoured from API 1.46 on; dockerd 20.10 drops it (see the module notes).
+        privileges: Some(TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(true),
+            ..Default::default()
+        }),
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(NOFILE_LIMIT),
+            hard: Some(NOFILE_LIMIT),
+        }]),
+        ..Default::default()
+    };
+    ServiceSpec {
+        name: Some(spec.name.clone()),
+        labels: Some(spec.labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(container),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    nano_cpus: Some(spec.nano_cpus),
+                    memory_bytes: Some(spec.memory_bytes),
+                    pids: Some(spec.pids_limit),
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(condition),
+                delay: Some(policy.restart_delay_s as i64 * SECOND_NS),
+                max_attempts: Some(policy.restart_max_attempts as i64),
+                window: Some(policy.restart_window_s as i64 * SECOND_NS),
+            }),
+            force_update: Some(force_update),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(spec.network.clone()),
+                ..Default::default()
+            }]),
+            log_driver: Some(TaskSpecLogDriver {
+                name: Some("json-file".into()),
+                options: Some(HashMap::from([
+                    ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                    ("max-file".to_string(), LOG_MAX_FILES.to_string()),
+                ])),
+            }),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(replicas),
+            }),
+            ..Default::default()
+        }),
+        // One agent never runs twice: the old task stops before the new one starts.
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What the manager sees of an agent's service and its tasks.
+pub fn observed_from(service: &Service, tasks: &[Task]) -> Observed {
+    let spec = service.spec.clone().unwrap_or_default();
+    let container = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.clone())
+        .unwrap_or_default();
+    let current = current_task(tasks);
+    let state = match current.map(task_state) {
+        Some(s) if s == "running" => "running",
+        Some(s) if is_live(&s) => "created",
+        Some(_) => "exited",
+        None if replicas(&spec) == 0 => "exited",
+        None => "created",
+    };
+    let image = container.image.clone().unwrap_or_default();
+    // Swarm may pin the image by digest (`image@sha256:…`); the agent's image is the name.
+    let image = image.split('@').next().unwrap_or_default().to_string();
+    let status = current.and_then(|t| t.status.as_ref());
+    let limit = limits(&spec);
+    Observed {
+        id: service.id.clone().unwrap_or_default(),
+        name: spec.name.clone().unwrap_or_default(),
+        image,
+        labels: spec.labels.clone().unwrap_or_default(),
+        env: container.env.clone().unwrap_or_default(),
+        state: state.to_string(),
+        running: current.is_some_and(is_up),
+        exit_code: (state == "exited")
+            .then(|| {
+                status
+                    .and_then(|s| s.container_status.as_ref())
+                    .and_then(|c| c.exit_code)
+            })
+            .flatten(),
+        oom_killed: false,
+        health: if current.is_some_and(|t| task_state(t) == "starting") {
+            "starting".into()
+        } else {
+            "none".into()
+        },
+        started_at: (state == "running")
+            .then(|| status.and_then(|s| s.timestamp.clone()))
+            .flatten(),
+        restart_count: tasks.iter().filter(|t| has_failed(t)).count() as i64,
+        memory_bytes: limit.and_then(|l| l.memory_bytes).unwrap_or(0),
+        nano_cpus: limit.and_then(|l| l.nano_cpus).unwrap_or(0),
+        gpu_devices: Vec::new(),
+        task_container_id: current.and_then(task_container),
+    }
+}
+
+/// `"1.41"` → `(1, 41)`.
+fn api_version(s: &str) -> Option<(u32, u32)> {
+    let (major, minor) = s.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Agents as single-replica Swarm services (swarm mode).
+pub struct SwarmRuntime {
+    /// The Docker client, its bounded calls, and containers of tasks on this node.
+    docker: DockerRuntime,
+    network: String,
+    instance: String,
+    policy: SwarmConfig,
+    /// Bound on waiting for a task to run or end (a stop adds its grace period).
+    task_timeout: Duration,
+}
+
+impl SwarmRuntime {
+    pub fn new(docker: DockerRuntime, config: &Config) -> Self {
+        SwarmRuntime {
+            docker,
+            network: config.docker.network.clone(),
+            instance: config.instance.clone(),
+            policy: config.swarm.clone(),
+            task_timeout: Duration::from_secs(config.swarm.task_timeout_s),
+        }
+    }
+
+    async fn inspect_service(&self, id: &str) -> Result<Option<Service>, RuntimeError> {
+        let docker = self.docker.client().clone();
+        let id = id.to_string();
+        let r = self
+            .docker
+            .call("inspect service", Duration::ZERO, async move {
+                docker
+                    .inspect_service(
+                        &id,
+                        None::<bollard::query_parameters::InspectServiceOptions>,
+                    )
+                    .await
+            })
+            .await;
+        match r {
+            Ok(s) => Ok(Some(s)),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn require_service(&self, id: &str) -> Result<Service, RuntimeError> {
+        self.inspect_service(id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(format!("service {id}")))
+    }
+
+    async fn tasks(&self, service_id: &str) -> Result<Vec<Task>, RuntimeError> {
+        let filters = HashMap::from([("service", vec![service_id.to_string()])]);
+        let options = ListTasksOptionsBuilder::new().filters(&filters).build();
+        let docker = self.docker.client().clone();
+        let tasks = self
+            .docker
+            .call("list tasks", Duration::ZERO, async move {
+                docker.list_tasks(Some(options)).await
+            })
+            .await?;
+        // The filter matches service names by prefix too: keep this service's own.
+        Ok(tasks
+            .into_iter()
+            .filter(|t| t.service_id.as_deref() == Some(service_id))
+            .collect())
+    }
+
+    /// Changes the service's spec with `change` (inspect, change, update at that version;
+    /// again when another writer got in between). Returns the service as it was.
+    async fn update(
+        &self,
+        id: &str,
+        op: &'static str,
+        change: impl Fn(&mut ServiceSpec),
+    ) -> Result<Service, RuntimeError> {
+        let mut attempt = 0;
+        loop {
+            let service = self.require_service(id).await?;
+            let version = service.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+            let mut spec = service.spec.clone().unwrap_or_default();
+            change(&mut spec);
+            let options = UpdateServiceOptionsBuilder::new()
+                .version(i32::try_from(version).unwrap_or(i32::MAX))
+                .build();
+            let docker = self.docker.client().clone();
+            let sid = service.id.clone().unwrap_or_else(|| id.to_string());
+            let r = self
+                .docker
+                .call(op, Duration::ZERO, async move {
+                    docker.update_service(&sid, spec, options, None).await
+                })
+                .await;
+            match r {
+                Ok(_) => return Ok(service),
+                Err(RuntimeError::Docker { message, .. })
+                    if message.contains("out of sequence") && attempt < 3 =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Polls the service's tasks until `done` says so (or fails), within `limit`.
+    async fn wait_tasks(
+        &self,
+        service_id: &str,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&[Task]) -> Result<bool, RuntimeError>,
+    ) -> Result<Vec<Task>, RuntimeError> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let tasks = self.tasks(service_id).await?;
+            if done(&tasks)? {
+                return Ok(tasks);
+            }
+            if tokio::time::Instant::now() >= until {
+                let states: Vec<String> = tasks.iter().map(task_error).collect();
+                tracing::warn!(service = service_id, what, tasks = ?states, "swarm task did not converge");
+                return Err(RuntimeError::Timeout {
+                    op: "wait for swarm task",
+                    after_s: limit.as_secs(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A task keeps the grace period it was created with; for the live tasks on this
+    /// node whose grace differs from `timeout_s`, stop their containers with it.
+    async fn stop_local(&self, tasks: &[Task], timeout_s: u32) {
+        for t in tasks.iter().filter(|t| is_live(&task_state(t))) {
+            if task_grace_s(t) == Some(i64::from(timeout_s)) {
+                continue;
+            }
+            let Some(container) = task_container(t) else {
+                continue;
+            };
+            match self.docker.stop(&container, timeout_s).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(task = %task_id(t), %container, error = %e, "could not stop the task's container directly; Swarm stops it with the task's own grace period")
+                }
+            }
+        }
+    }
+
+    /// Waits until a task runs: with `fresh`, one not in `before`, and no task of
+    /// `before` still live (a restart or an update replaced it); without, any task (a
+    /// start may find one Swarm is already bringing up). Fails fast when a task that is
+    /// not in `before` failed.
+    async fn wait_task_up(
+        &self,
+        service_id: &str,
+        before: &HashSet<String>,
+        fresh: bool,
+        limit: Duration,
+    ) -> Result<(), RuntimeError> {
+        let what = if fresh {
+            "a new running task"
+        } else {
+            "a running task"
+        };
+        self.wait_tasks(service_id, what, limit, |tasks| {
+            let is_old = |t: &Task| before.contains(&task_id(t));
+            if !fresh && tasks.iter().any(is_up) {
+                return Ok(true);
+            }
+            if fresh && tasks.iter().any(|t| !is_old(t) && is_up(t)) {
+                // stop-first: the old task is gone before the new one runs.
+                return Ok(!tasks.iter().any(|t| is_old(t) && is_live(&task_state(t))));
+            }
+            if let Some(failed) = tasks.iter().find(|t| !is_old(t) && has_failed(t)) {
+                return Err(RuntimeError::Docker {
+                    op: "start service",
+                    status: None,
+                    message: task_error(failed),
+                });
+            }
+            Ok(false)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn wait_no_live_task(
+        &self,
+        service_id: &str,
+        limit: Duration,
+    ) -> Result<(), RuntimeError> {
+        self.wait_tasks(service_id, "tasks to end", limit, |tasks| {
+            Ok(!tasks.iter().any(|t| is_live(&task_state(t))))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn observe(&self, service: Service) -> Result<Observed, RuntimeError> {
+        let id = service.id.clone().unwrap_or_default();
+        let tasks = self.tasks(&id).await?;
+        let mut observed = observed_from(&service, &tasks);
+        // Health and out-of-memory are known to the node running the task: ask when it
+        // is this one (a single-node swarm, or an agent placed on the manager's node).
+        if let Some(container) = observed.task_container_id.clone() {
+            match self.docker.inspect(&container).await {
+                Ok(Some(local)) => {
+                    observed.health = local.health;
+                    observed.oom_killed = local.oom_killed;
+                    if observed.running {
+                        observed.started_at = local.started_at.or(observed.started_at);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(%container, error = %e, "task container not inspectable here")
+                }
+            }
+        }
+        Ok(observed)
+    }
+
+    /// Local containers of the service's tasks (they outlive the service briefly).
+    async fn local_task_containers(
+        &self,
+        service_id: &str,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{LABEL_SWARM_SERVICE_ID}={service_id}")],
+        )]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let docker = self.docker.client().clone();
+        self.docker
+            .call("list containers", Duration::ZERO, async move {
+                docker.list_containers(Some(options)).await
+            })
+            .await
+    }
+
+    async fn delete_service(&self, id: &str) -> Result<(), RuntimeError> {
+        let docker = self.docker.client().clone();
+        let sid = id.to_string();
+        let r = self
+            .docker
+            .call("remove service", Duration::ZERO, async move {
+                docker.delete_service(&sid).await
+            })
+            .await;
+        match r {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The service named like `spec`: its id when it is this spec's (an earlier attempt
+    /// of the same create), `None` when there is none or a stale one of this manager was
+    /// removed; an error when another owner's service has the name.
+    async fn existing(&self, spec: &ContainerSpec) -> Result<Option<String>, RuntimeError> {
+        let Some(found) = self.inspect_service(&spec.name).await? else {
+            return Ok(None);
+        };
+        let labels = found
+            .spec
+            .as_ref()
+            .and_then(|s| s.labels.clone())
+            .unwrap_or_default();
+        let id = found.id.clone().unwrap_or_default();
+        if labels.get(LABEL_INSTANCE) != spec.labels.get(LABEL_INSTANCE) {
+            return Err(RuntimeError::Docker {
+                op: "create service",
+                status: Some(409),
+                message: format!(
+                    "the name {} is taken by service {id} that this manager does not own",
+                    spec.name
+                ),
+            });
+        }
+        if labels.get(LABEL_SPEC_HASH) == Some(&spec.spec_hash) {
+            return Ok(Some(id));
+        }
+        tracing::warn!(service = %id, "removing stale service of an earlier spec");
+        self.remove(&id, 0).await?;
+        Ok(None)
+    }
+
+    async fn prepare_network(&self) -> Result<(), RuntimeError> {
+        let docker = self.docker.client().clone();
+        let name = self.network.clone();
+        let found = self
+            .docker
+            .call("inspect network", Duration::ZERO, async move {
+                docker
+                    .inspect_network(
+                        &name,
+                        None::<bollard::query_parameters::InspectNetworkOptions>,
+                    )
+                    .await
+            })
+            .await;
+        match found {
+            Ok(n) => {
+                let driver = n.driver.unwrap_or_default();
+                let scope = n.scope.unwrap_or_default();
+                if driver != "overlay" || scope != "swarm" {
+                    return Err(RuntimeError::Setup(format!(
+                        "network {} is a {driver} network (scope {scope}), but Swarm services \
+                         need an overlay network; set DOCKER_NETWORK to another name (the \
+                         manager creates it as an attachable overlay network) or remove this \
+                         network (docker network rm {})",
+                        self.network, self.network
+                    )));
+                }
+                return Ok(());
+            }
+            Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let request = NetworkCreateRequest {
+            name: self.network.clone(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(HashMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                MANAGED_BY_VALUE.to_string(),
+            )])),
+            ..Default::default()
+        };
+        let docker = self.docker.client().clone();
+        let created = self
+            .docker
+            .call("create network", Duration::ZERO, async move {
+                docker.create_network(request).await
+            })
+            .await;
+        if is_status(&created, 409) {
+            return Ok(());
+        }
+        tracing::info!(network = %self.network, "created the attachable overlay network for the agents");
+        created.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl Runtime for SwarmRuntime {
+    async fn prepare(&self) -> Result<(), RuntimeError> {
+        let docker = self.docker.client().clone();
+        let info = self
+            .docker
+            .call("info", Duration::ZERO, async move { docker.info().await })
+            .await?;
+        let swarm = info.swarm.clone().unwrap_or_default();
+        let state = swarm
+            .local_node_state
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        if state != "active" || swarm.control_available != Some(true) {
+            return Err(RuntimeError::Setup(format!(
+                "swarm mode needs the Docker endpoint to be a swarm manager, but this node's \
+                 swarm state is '{}'{}; run `docker swarm init` (or join the swarm as a \
+                 manager), or use DEPLOYMENT_MODE=docker",
+                if state.is_empty() { "unknown" } else { &state },
+                if state == "active" {
+                    " and it is not a manager"
+                } else {
+                    ""
+                }
+            )));
+        }
+        self.prepare_network().await?;
+        let docker = self.docker.client().clone();
+        let version = self
+            .docker
+            .call(
+                "version",
+                Duration::ZERO,
+                async move { docker.version().await },
+            )
+            .await?;
+        let api = version
+            .api_version
+            .as_deref()
+            .and_then(api_version)
+            .unwrap_or((0, 0));
+        let daemon_wide = info
+            .security_options
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.contains("no-new-privileges"));
+        if api < NO_NEW_PRIVILEGES_API && !daemon_wide {
+            tracing::warn!(
+                api = ?version.api_version,
+                "this Docker engine cannot set no-new-privileges per Swarm service (needs API 1.46); \
+                 agents run with every capability dropped, and setting \"no-new-privileges\": true \
+                 in /etc/docker/daemon.json on every swarm node restores it"
+            );
+        }
+        Ok(())
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.docker.ensure_image(image).await
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        if spec.gpus > 0 {
+            return Err(RuntimeError::GpuUnavailable(
+                "Swarm services cannot be given GPUs (Swarm has no device requests); use \
+                 DEPLOYMENT_MODE=gpu"
+                    .into(),
+            ));
+        }
+        // The node running the task needs the image too; here it is at least checked.
+        self.docker.ensure_image(&spec.image).await?;
+        for _ in 0..3 {
+            let body = service_spec(spec, 0, spec.stop_timeout_s, 0, &self.policy);
+            let docker = self.docker.client().clone();
+            let r = self
+                .docker
+                .call("create service", Duration::ZERO, async move {
+                    docker.create_service(body, None).await
+                })
+                .await;
+            match r {
+                Ok(created) => {
+                    return created.id.ok_or_else(|| RuntimeError::Docker {
+                        op: "create service",
+                        status: None,
+                        message: "Docker returned no service id".into(),
+                    })
+                }
+                Err(RuntimeError::Docker {
+                    status: Some(409), ..
+                }) => {
+                    // The name is taken: by our own earlier attempt, or by a stale one.
+                    if let Some(id) = self.existing(spec).await? {
+                        return Ok(id);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RuntimeError::Docker {
+            op: "create service",
+            status: None,
+            message: format!("could not create {} after 3 attempts", spec.name),
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let service = self.require_service(id).await?;
+        let sid = service.id.clone().unwrap_or_else(|| id.to_string());
+        let spec = service.spec.clone().unwrap_or_default();
+        let tasks = self.tasks(&sid).await?;
+        if replicas(&spec) == 1 && tasks.iter().any(is_up) {
+            return Ok(());
+        }
+        let before: HashSet<String> = tasks.iter().map(task_id).collect();
+        // Scaled up already but nothing on its way (Swarm gave up restarting it): a
+        // forced update makes a fresh task, as `docker start` would.
+        let pending = tasks
+            .iter()
+            .any(|t| desired_state(t) == "running" && is_live(&task_state(t)));
+        let force = replicas(&spec) == 1 && !pending;
+        self.update(&sid, "scale service", |s| {
+            set_replicas(s, 1);
+            if force {
+                let t = s.task_template.get_or_insert_with(Default::default);
+                t.force_update = Some(t.force_update.unwrap_or(0) + 1);
+            }
+        })
+        .await?;
+        self.wait_task_up(&sid, &before, false, self.task_timeout)
+            .await
+    }
+
+    async fn stop(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
+        let service = self.require_service(id).await?;
+        let sid = service.id.clone().unwrap_or_else(|| id.to_string());
+        let spec = service.spec.clone().unwrap_or_default();
+        let grace = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.stop_grace_period);
+        if replicas(&spec) != 0 || grace != Some(i64::from(timeout_s) * SECOND_NS) {
+            self.update(&sid, "scale service", |s| {
+                set_replicas(s, 0);
+                set_grace(s, timeout_s);
+            })
+            .await?;
+        }
+        let tasks = self.tasks(&sid).await?;
+        self.stop_local(&tasks, timeout_s).await;
+        let longest = tasks
+            .iter()
+            .filter_map(task_grace_s)
+            .max()
+            .unwrap_or(0)
+            .max(i64::from(timeout_s));
+        let limit = self.task_timeout + Duration::from_secs(longest as u64);
+        self.wait_no_live_task(&sid, limit).await
+    }
+
+    async fn restart(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
+        let service = self.require_service(id).await?;
+        let sid = service.id.clone().unwrap_or_else(|| id.to_string());
+        let tasks = self.tasks(&sid).await?;
+        let before: HashSet<String> = tasks.iter().map(task_id).collect();
+        self.update(&sid, "force-update service", |s| {
+            set_replicas(s, 1);
+            set_grace(s, timeout_s);
+            let t = s.task_template.get_or_insert_with(Default::default);
+            t.force_update = Some(t.force_update.unwrap_or(0) + 1);
+        })
+        .await?;
+        self.stop_local(&tasks, timeout_s).await;
+        let limit = self.task_timeout + Duration::from_secs(u64::from(timeout_s));
+        self.wait_task_up(&sid, &before, true, limit).await
+    }
+
+    async fn remove(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
+        let Some(service) = self.inspect_service(id).await? else {
+            return Ok(());
+        };
+        let sid = service.id.clone().unwrap_or_else(|| id.to_string());
+        match self.stop(&sid, timeout_s).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.delete_service(&sid).await?;
+        // Swarm removes the tasks' containers right after; wait for it here so that the
+        // network and the name are free when the delete is reported.
+        let until = tokio::time::Instant::now() + self.task_timeout;
+        loop {
+            if self.local_task_containers(&sid).await?.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= until {
+                tracing::warn!(service = %sid, "the service's task containers outlived it; Swarm removes them later");
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn update_resources(&self, id: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let service = self.require_service(id).await?;
+        let sid = service.id.clone().unwrap_or_else(|| id.to_string());
+        let current = service.spec.clone().unwrap_or_default();
+        let unchanged = limits(&current).is_some_and(|l| {
+            l.memory_bytes == Some(spec.memory_bytes)
+                && l.nano_cpus == Some(spec.nano_cpus)
+                && l.pids == Some(spec.pids_limit)
+        });
+        if unchanged {
+            return Ok(());
+        }
+        let tasks = self.tasks(&sid).await?;
+        let before: HashSet<String> = tasks.iter().map(task_id).collect();
+        let running = replicas(&current) > 0;
+        let policy = self.policy.clone();
+        // Swarm has no in-place update: a new task template replaces the task.
+        self.update(&sid, "update service", |s| {
+            let template = s.task_template.clone().unwrap_or_default();
+            let grace = template
+                .container_spec
+                .as_ref()
+                .and_then(|c| c.stop_grace_period)
+                .map(|ns| (ns / SECOND_NS) as u32)
+                .unwrap_or(spec.stop_timeout_s);
+            let force = template.force_update.unwrap_or(0);
+            let n = replicas(s) as i64;
+            *s = service_spec(spec, n, grace, force, &policy);
+        })
+        .await?;
+        if running {
+            self.wait_task_up(&sid, &before, true, self.task_timeout)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {
+        match self.inspect_service(id_or_name).await? {
+            Some(service) => self.observe(service).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"),
+                format!("{LABEL_INSTANCE}={}", self.instance),
+            ],
+        )]);
+        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+        let docker = self.docker.client().clone();
+        let services = self
+            .docker
+            .call("list services", Duration::ZERO, async move {
+                docker.list_services(Some(options)).await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(services.len());
+        for service in services {
+            out.push(self.observe(service).await?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{AgentSpec, AgentType, DesiredState, Resources};
+    use crate::runtime::spec;
+    use crate::store::AgentRecord;
+    use bollard::models::{ContainerStatus, ObjectVersion, TaskState, TaskStatus};
+    use serde_json::json;
+
+    fn container_spec() -> ContainerSpec {
+        let record = AgentRecord::new(
+            "a1",
+            AgentSpec {
+                customer_id: "c1".into(),
+                agent_type: AgentType::Trading,
+                name: "Alpha".into(),
+                config: json!({}),
+                autogen_config: json!({}),
+                resources: Resources {
+                    memory_mb: 256,
+                    cpus: 0.5,
+                    gpus: 0,
+                },
+                image: "autogen-agent:latest".into(),
+            },
+            DesiredState::Running,
+        );
+        let mut config = Config::defaults();
+        config.agents.module_mounts = vec!["/opt/modules:/modules".into()];
+        spec::build(&record, &config)
+    }
+
+    #[test]
+    fn service_carries_the_containers_labels_env_limits_and_security() {
+        let c = container_spec();
+        let s = service_spec(&c, 0, 10, 0, &Config::defaults().swarm);
+        assert_eq!(s.name.as_deref(), Some("agent-a1"));
+        assert_eq!(s.labels.as_ref(), Some(&c.labels));
+        assert_eq!(replicas(&s), 0);
+        let t = s.task_template.as_ref().unwrap();
+        let cs = t.container_spec.as_ref().unwrap();
+        assert_eq!(cs.labels.as_ref(), Some(&c.labels));
+        assert_eq!(cs.env.as_ref(), Some(&c.env));
+        assert_eq!(cs.read_only, Some(true));
+        assert_eq!(cs.init, Some(true));
+        assert_eq!(cs.capability_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            cs.privileges.as_ref().and_then(|p| p.no_new_privileges),
+            Some(true)
+        );
+        assert_eq!(cs.stop_grace_period, Some(10 * SECOND_NS));
+        let mounts = cs.mounts.as_ref().unwrap();
+        assert_eq!(mounts[0].target.as_deref(), Some("/tmp"));
+        assert_eq!(mounts[0].typ, Some(MountType::TMPFS));
+        assert_eq!(mounts[1].source.as_deref(), Some("/opt/modules"));
+        assert_eq!(mounts[1].read_only, Some(true));
+        let l = limits(&s).unwrap();
+        assert_eq!(l.memory_bytes, Some(256 * 1024 * 1024));
+        assert_eq!(l.nano_cpus, Some(500_000_000));
+        assert_eq!(l.pids, Some(256));
+        let rp = t.restart_policy.as_ref().unwrap();
+        assert_eq!(
+            rp.condition,
+            Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE)
+        );
+        assert_eq!(rp.max_attempts, Some(3));
+        assert_eq!(
+            t.networks.as_ref().unwrap()[0].target.as_deref(),
+            Some("autogen-network")
+        );
+        assert_eq!(
+            s.update_config.as_ref().unwrap().order,
+            Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST)
+        );
+    }
+
+    fn task(id: &str, index: u64, state: TaskState, desired: TaskState) -> Task {
+        Task {
+            id: Some(id.into()),
+            service_id: Some("s1".into()),
+            version: Some(ObjectVersion { index: Some(index) }),
+            desired_state: Some(desired),
+            status: Some(TaskStatus {
+                state: Some(state),
+                container_status: Some(ContainerStatus {
+                    container_id: Some(format!("c-{id}")),
+                    exit_code: Some(if state == TaskState::FAILED { 3 } else { 0 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn service(replicas: i64) -> Service {
+        let c = container_spec();
+        Service {
+            id: Some("s1".into()),
+            spec: Some(service_spec(&c, replicas, 10, 0, &Config::defaults().swarm)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_current_task_is_the_newest_meant_to_run() {
+        let tasks = vec![
+            task("old", 9, TaskState::FAILED, TaskState::SHUTDOWN),
+            task("new", 5, TaskState::RUNNING, TaskState::RUNNING),
+        ];
+        assert_eq!(
+            current_task(&tasks).and_then(|t| t.id.as_deref()),
+            Some("new")
+        );
+        let o = observed_from(&service(1), &tasks);
+        assert!(o.running);
+        assert_eq!(o.state, "running");
+        assert_eq!(o.id, "s1");
+        assert_eq!(o.name, "agent-a1");
+        assert_eq!(o.task_container_id.as_deref(), Some("c-new"));
+        assert_eq!(o.restart_count, 1);
+        assert_eq!(o.memory_bytes, 256 * 1024 * 1024);
+        assert_eq!(o.exit_code, None);
+        assert_eq!(
+            o.labels.get("autogen.agent-id").map(String::as_str),
+            Some("a1")
+        );
+    }
+
+    #[test]
+    fn ended_and_absent_tasks_are_not_running() {
+        let tasks = vec![task("t", 3, TaskState::FAILED, TaskState::SHUTDOWN)];
+        let o = observed_from(&service(1), &tasks);
+        assert!(!o.running);
+        assert_eq!(o.state, "exited");
+        assert_eq!(o.exit_code, Some(3));
+        let o = observed_from(&service(0), &[]);
+        assert_eq!((o.state.as_str(), o.running), ("exited", false));
+        let o = observed_from(&service(1), &[]);
+        assert_eq!((o.state.as_str(), o.running), ("created", false));
+        let tasks = vec![task("t", 3, TaskState::STARTING, TaskState::RUNNING)];
+        let o = observed_from(&service(1), &tasks);
+        assert_eq!(
+            (o.state.as_str(), o.health.as_str()),
+            ("created", "starting")
+        );
+    }
+
+    #[test]
+    fn an_image_pinned_by_digest_reads_as_its_name() {
+        let mut s = service(1);
+        let t = s.spec.as_mut().unwrap().task_template.as_mut().unwrap();
+        t.container_spec.as_mut().unwrap().image = Some("autogen-agent:latest@sha256:0123".into());
+        assert_eq!(observed_from(&s, &[]).image, "autogen-agent:latest");
+    }
+
+    #[test]
+    fn api_versions_compare() {
+        assert_eq!(api_version("1.41"), Some((1, 41)));
+        assert!(api_version("1.41").unwrap() < NO_NEW_PRIVILEGES_API);
+        assert!(api_version("1.47").unwrap() >= NO_NEW_PRIVILEGES_API);
+        assert_eq!(api_version("x"), None);
+    }
+}
