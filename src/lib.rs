@@ -7,7 +7,9 @@
 //! - [`protocol`]: commands, events, error codes and validation (contract sections 2–3).
 //! - [`store`]: the Redis records, sets, event streams and processed message ids (section 5).
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
-//!   container (labels, env, limits, section 4); [`runtime::docker`] drives Docker.
+//!   container (labels, env, limits, section 4); [`runtime::docker`] drives Docker
+//!   containers (docker mode), [`runtime::swarm`] Swarm services (swarm mode), and
+//!   [`runtime::gpu`] wraps the Docker runtime with GPU allocation (gpu mode).
 //! - [`lifecycle`]: what each command does to one agent, as plain async functions.
 //! - [`health`]: the periodic look at a container and `agent.health`.
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands.

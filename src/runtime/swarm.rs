@@ -691,9 +691,9 @@ impl Runtime for SwarmRuntime {
             .unwrap_or_default();
         if state != "active" || swarm.control_available != Some(true) {
             return Err(RuntimeError::Setup(format!(
-                "swarm mode needs the Docker endpoint to be a swarm manager, but this node's \
-                 swarm state is '{}'{}; run `docker swarm init` (or join the swarm as a \
-                 manager), or use DEPLOYMENT_MODE=docker",
+                "the Docker endpoint must be a swarm manager, but this node's swarm state \
+                 is '{}'{}; run `docker swarm init` (or join the swarm as a manager), or use \
+                 DEPLOYMENT_MODE=docker",
                 if state.is_empty() { "unknown" } else { &state },
                 if state == "active" {
                     " and it is not a manager"
