@@ -14,6 +14,7 @@ use crate::config::{redact_url, Config, DeploymentMode};
 use crate::lifecycle::Deps;
 use crate::reconcile;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::watcher::DockerWatcher;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -65,6 +66,7 @@ impl Manager {
             .prepare()
             .await
             .map_err(|e| docker_err(e.to_string()))?;
+        let docker = runtime.client().clone();
 
         let store = Store::connect(&config.redis)
             .await
@@ -101,6 +103,13 @@ impl Manager {
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let watcher = DockerWatcher::new(
+            docker,
+            config.instance.clone(),
+            Duration::from_secs(config.health.relist_interval_s),
+            supervisor.clone(),
+        );
+        actix_rt::spawn(watcher.run(shutdown_rx.clone()));
         let (ready_tx, mut ready) = watch::channel(false);
         let consumer = CommandConsumer::new(
             config.rabbitmq.clone(),

@@ -7,9 +7,12 @@
 //! - [`protocol`]: commands, events, error codes and validation (contract sections 2–3).
 //! - [`store`]: the Redis records, sets, event streams and processed message ids (section 5).
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
-//!   container (labels, env, limits, section 4); [`runtime::docker`] drives Docker.
+//!   container (labels, env, limits, section 4); [`runtime::docker`] drives Docker;
+//!   [`runtime::watcher`] follows Docker events.
 //! - [`lifecycle`]: what each command does to one agent, as plain async functions.
-//! - [`health`]: the periodic look at a container and `agent.health`.
+//! - [`health`]: looking at a container: status, stats, `agent.health`, what to heal.
+//! - [`restart`]: the self-healing policy (backoff with jitter, crash loops).
+//! - [`redact`]: removes secrets from container log lines.
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands.
 //! - [`supervisor`]: the registry of agent actors, routing commands to them.
 //! - [`reconcile`]: adopts existing agents at start.
@@ -28,6 +31,8 @@ pub mod health;
 pub mod lifecycle;
 pub mod protocol;
 pub mod reconcile;
+pub mod redact;
+pub mod restart;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

@@ -27,6 +27,8 @@ pub struct AgentRecord {
     pub memory_bytes: u64,
     pub restart_count: u64,
     pub last_error: String,
+    /// The last lines of the container's log when it last died (secrets redacted).
+    pub last_logs: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_health_at: Option<DateTime<Utc>>,
@@ -46,6 +48,7 @@ impl AgentRecord {
             memory_bytes: 0,
             restart_count: 0,
             last_error: String::new(),
+            last_logs: Vec::new(),
             created_at: now,
             updated_at: now,
             last_health_at: None,
@@ -78,6 +81,10 @@ impl AgentRecord {
             ("memory_bytes", self.memory_bytes.to_string()),
             ("restart_count", self.restart_count.to_string()),
             ("last_error", self.last_error.clone()),
+            (
+                "last_logs",
+                serde_json::to_string(&self.last_logs).unwrap_or_else(|_| "[]".into()),
+            ),
             ("created_at", rfc3339(self.created_at)),
             ("updated_at", rfc3339(self.updated_at)),
             (
@@ -148,6 +155,10 @@ impl AgentRecord {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
             last_error: f.get("last_error").cloned().unwrap_or_default(),
+            last_logs: f
+                .get("last_logs")
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
             created_at: time("created_at")?.unwrap_or(now),
             updated_at: time("updated_at")?.unwrap_or(now),
             last_health_at: time("last_health_at")?,

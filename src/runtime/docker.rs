@@ -6,14 +6,17 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, EndpointSettings,
-    HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, ResourcesUlimits,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, ContainerUpdateBody,
+    EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
+    NetworkingConfig, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -21,7 +24,7 @@ use futures_util::StreamExt;
 use super::spec::{
     ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY_VALUE,
 };
-use super::{Observed, Runtime};
+use super::{Observed, Runtime, Stats};
 use crate::config::Config;
 use crate::error::RuntimeError;
 
@@ -162,8 +165,18 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         ..Default::default()
     };
+    const NS: i64 = 1_000_000_000;
+    let healthcheck = spec.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.clone()),
+        interval: Some(h.interval_s as i64 * NS),
+        timeout: Some(h.timeout_s as i64 * NS),
+        retries: Some(h.retries as i64),
+        start_period: Some(h.start_period_s as i64 * NS),
+        start_interval: None,
+    });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
+        healthcheck,
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.clone()),
         host_config: Some(host_config),
@@ -174,6 +187,49 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             )])),
         }),
         ..Default::default()
+    }
+}
+
+/// A [`Stats`] sample from Docker's stats (cgroup v1 or v2).
+pub fn stats_from(s: ContainerStatsResponse) -> Stats {
+    let cpu = s.cpu_stats.unwrap_or_default();
+    let mem = s.memory_stats.unwrap_or_default();
+    let usage = mem.usage.unwrap_or(0);
+    // Page cache is not the agent's memory: v1 reports it as total_inactive_file (or
+    // cache), v2 as inactive_file.
+    let cache = mem
+        .stats
+        .as_ref()
+        .and_then(|st| {
+            st.get("inactive_file")
+                .or_else(|| st.get("total_inactive_file"))
+                .or_else(|| st.get("cache"))
+                .copied()
+        })
+        .unwrap_or(0);
+    let (rx, tx) = s
+        .networks
+        .unwrap_or_default()
+        .values()
+        .fold((0, 0), |(rx, tx), n| {
+            (rx + n.rx_bytes.unwrap_or(0), tx + n.tx_bytes.unwrap_or(0))
+        });
+    let online = cpu.online_cpus.unwrap_or_else(|| {
+        cpu.cpu_usage
+            .as_ref()
+            .and_then(|u| u.percpu_usage.as_ref())
+            .map(|v| v.len() as u32)
+            .unwrap_or(1)
+    });
+    Stats {
+        cpu_total_ns: cpu.cpu_usage.and_then(|u| u.total_usage).unwrap_or(0),
+        system_ns: cpu.system_cpu_usage.unwrap_or(0),
+        online_cpus: online,
+        memory_bytes: usage.saturating_sub(cache),
+        memory_limit_bytes: mem.limit.unwrap_or(0),
+        pids: s.pids_stats.and_then(|p| p.current).unwrap_or(0),
+        rx_bytes: rx,
+        tx_bytes: tx,
     }
 }
 
@@ -441,6 +497,52 @@ impl Runtime for DockerRuntime {
             Err(RuntimeError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let r = self
+            .call("container stats", Duration::ZERO, async move {
+                let mut stream = docker.stats(&id, Some(options));
+                stream.next().await.transpose()
+            })
+            .await;
+        match r {
+            Ok(Some(s)) if s.read.is_some() || s.cpu_stats.is_some() => Ok(Some(stats_from(s))),
+            Ok(_) | Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        self.call("container logs", Duration::ZERO, async move {
+            let mut stream = docker.logs(&id, Some(options));
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                match chunk? {
+                    LogOutput::StdOut { message }
+                    | LogOutput::StdErr { message }
+                    | LogOutput::Console { message } => {
+                        text.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            Ok(text.lines().map(str::to_string).collect())
+        })
+        .await
     }
 
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {

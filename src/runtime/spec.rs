@@ -48,6 +48,35 @@ pub struct ContainerSpec {
     /// `host:target` pairs, mounted read-only.
     pub module_mounts: Vec<String>,
     pub spec_hash: String,
+    /// HEALTHCHECK for the container; `None` keeps the image's.
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// Docker's HEALTHCHECK, from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Healthcheck {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    pub test: Vec<String>,
+    pub interval_s: u64,
+    pub timeout_s: u64,
+    pub retries: u64,
+    pub start_period_s: u64,
+}
+
+/// The HEALTHCHECK an agent of `agent_type` gets.
+pub fn healthcheck(config: &Config, agent_type: AgentType) -> Option<Healthcheck> {
+    let h = &config.health;
+    let test = h
+        .container_check_by_type
+        .get(agent_type.as_str())
+        .unwrap_or(&h.container_check);
+    (!test.is_empty()).then(|| Healthcheck {
+        test: test.clone(),
+        interval_s: h.container_check_interval_s,
+        timeout_s: h.container_check_timeout_s,
+        retries: h.container_check_retries,
+        start_period_s: h.container_check_start_period_s,
+    })
 }
 
 /// The container name of an agent.
@@ -115,6 +144,7 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         network: config.docker.network.clone(),
         module_mounts: config.agents.module_mounts.clone(),
         spec_hash: hash,
+        healthcheck: healthcheck(config, spec.agent_type),
     }
 }
 
@@ -197,6 +227,23 @@ mod tests {
         assert_eq!(c.memory_bytes, 256 * 1024 * 1024);
         assert_eq!(c.nano_cpus, 500_000_000);
         assert_eq!(c.network, "autogen-network");
+    }
+
+    #[test]
+    fn healthcheck_comes_from_config_with_per_type_override() {
+        let mut config = Config::defaults();
+        let c = build(&record(), &config);
+        let hc = c.healthcheck.expect("default healthcheck");
+        assert_eq!(hc.test, vec!["CMD-SHELL", "test ! -e /tmp/unhealthy"]);
+        config
+            .health
+            .container_check_by_type
+            .insert("trading".into(), vec!["CMD".into(), "/app/check".into()]);
+        let c = build(&record(), &config);
+        assert_eq!(c.healthcheck.unwrap().test, vec!["CMD", "/app/check"]);
+        config.health.container_check_by_type.clear();
+        config.health.container_check.clear();
+        assert!(build(&record(), &config).healthcheck.is_none());
     }
 
     #[test]
