@@ -31,8 +31,10 @@ pub struct Applied {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Look {
-    /// What prompted the look, for the logs.
+    /// What prompted the look: a Docker action (`die`, `oom`, ...) or `relist`.
     pub trigger: String,
+    /// The exit code of a `die` event.
+    pub exit_code: Option<i64>,
 }
 
 /// Stops the actor (sent by the supervisor once the agent is gone and idle).
@@ -50,6 +52,10 @@ pub struct AgentActor {
     watch: Watch,
     /// The scheduled automatic restart, cancelled when a command arrives.
     pending_restart: Option<SpawnHandle>,
+    /// A stats sample is being taken.
+    sampling: bool,
+    /// Docker reported an OOM kill; the `die` event that follows carries it.
+    oom_seen: bool,
     /// A command, look or restart is in progress. actix can poll a timer right after a
     /// handler started a `wait` (before it takes effect), so timers check this too.
     busy: bool,
@@ -64,12 +70,14 @@ impl AgentActor {
             deps,
             watch,
             pending_restart: None,
+            sampling: false,
+            oom_seen: false,
             busy: false,
         }
     }
 
     /// Looks at the container; runs in `wait` so no command interleaves with it.
-    fn look(&mut self, ctx: &mut Context<Self>) {
+    fn look(&mut self, ctx: &mut Context<Self>, exit: Option<health::Exit>) {
         if self.busy {
             return; // the next timer tick or event looks again
         }
@@ -79,7 +87,7 @@ impl AgentActor {
         self.busy = true;
         let deps = self.deps.clone();
         let watch = self.watch.clone();
-        let fut = async move { health::check(&deps, record, watch).await };
+        let fut = async move { health::check(&deps, record, watch, exit).await };
         ctx.wait(fut.into_actor(self).map(|(record, watch, result), act, ctx| {
             act.busy = false;
             if act.record.is_none() {
@@ -100,6 +108,38 @@ impl AgentActor {
                 }
                 Ok(Heal::RestartNow(reason)) => act.restart(ctx, reason),
                 Err(e) => tracing::warn!(agent_id = %act.agent_id, error = %e, "look at the container failed"),
+            }
+        }));
+    }
+
+    /// Samples stats beside (not inside) the agent's work; the numbers go out with the
+    /// next look.
+    fn sample_stats(&mut self, ctx: &mut Context<Self>) {
+        let running = self.record.as_ref().is_some_and(|r| {
+            matches!(
+                r.status,
+                crate::protocol::AgentStatus::Running | crate::protocol::AgentStatus::Unhealthy
+            )
+        });
+        let Some(id) = self.record.as_ref().and_then(|r| r.container_id.clone()) else {
+            return;
+        };
+        if self.sampling || !running {
+            return;
+        }
+        self.sampling = true;
+        let runtime = self.deps.runtime.clone();
+        let fut = async move { runtime.stats(&id).await };
+        ctx.spawn(fut.into_actor(self).map(|sample, act, _| {
+            act.sampling = false;
+            match (sample, act.record.as_mut()) {
+                (Ok(Some(sample)), Some(record)) => {
+                    health::apply_stats(record, &mut act.watch, Some(sample))
+                }
+                (Err(e), _) => {
+                    tracing::debug!(agent_id = %act.agent_id, error = %e, "stats failed")
+                }
+                _ => {}
             }
         }));
     }
@@ -146,10 +186,13 @@ impl Actor for AgentActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let every = Duration::from_secs(self.deps.config.health.check_interval_s);
-        ctx.run_interval(every, |act, ctx| act.look(ctx));
+        ctx.run_interval(every, |act, ctx| {
+            act.sample_stats(ctx);
+            act.look(ctx, None);
+        });
         // An adopted agent is looked at right away.
         if self.record.is_some() {
-            self.look(ctx);
+            self.look(ctx, None);
         }
     }
 }
@@ -185,7 +228,20 @@ impl Handler<Look> for AgentActor {
 
     fn handle(&mut self, msg: Look, ctx: &mut Self::Context) {
         tracing::trace!(agent_id = %self.agent_id, trigger = %msg.trigger, "looking at the container");
-        self.look(ctx);
+        match (msg.trigger.as_str(), msg.exit_code) {
+            // The die event follows with the exit code; a look now would only wait for
+            // dockerd to finish the exit.
+            ("oom", _) => self.oom_seen = true,
+            ("kill", _) | ("stop", _) => {}
+            ("die", Some(exit_code)) => {
+                let exit = health::Exit {
+                    exit_code,
+                    oom_killed: std::mem::take(&mut self.oom_seen),
+                };
+                self.look(ctx, Some(exit));
+            }
+            _ => self.look(ctx, None),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DOCKER_HOST", "docker.host"),
     ("DOCKER_NETWORK", "docker.network"),
     ("DOCKER_TIMEOUT_S", "docker.timeout_s"),
+    ("DOCKER_MAX_CONCURRENT_OPS", "docker.max_concurrent_ops"),
     ("RABBITMQ_URL", "rabbitmq.url"),
     ("RABBITMQ_EXCHANGE", "rabbitmq.exchange"),
     ("COMMAND_QUEUE", "rabbitmq.command_queue"),
@@ -127,6 +128,8 @@ pub struct DockerConfig {
     pub network: String,
     /// Bound on one Docker API call.
     pub timeout_s: u64,
+    /// State-changing Docker operations in flight at once (admission control).
+    pub max_concurrent_ops: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +397,9 @@ impl Config {
             if value == 0 {
                 return bad(key, "must be greater than 0".into());
             }
+        }
+        if self.docker.max_concurrent_ops == 0 {
+            return bad("docker.max_concurrent_ops", "must be at least 1".into());
         }
         if self.rabbitmq.prefetch == 0 {
             return bad("rabbitmq.prefetch", "must be greater than 0".into());

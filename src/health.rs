@@ -27,8 +27,8 @@ pub struct LastReport {
 #[derive(Debug, Clone)]
 pub struct Watch {
     pub last: LastReport,
-    /// The previous stats sample, for CPU %.
-    pub prev_stats: Option<Stats>,
+    /// The latest stats sample (CPU % comes from it and the one before).
+    pub stats: Option<Stats>,
     pub policy: RestartPolicy,
     /// Looks in a row that found the container unhealthy.
     pub unhealthy_streak: u32,
@@ -42,7 +42,7 @@ impl Watch {
     pub fn new(cfg: &HealthConfig) -> Self {
         Watch {
             last: LastReport::default(),
-            prev_stats: None,
+            stats: None,
             policy: RestartPolicy::new(cfg),
             unhealthy_streak: 0,
             crash_looped: false,
@@ -64,9 +64,28 @@ impl Watch {
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
     pub observed: Option<Observed>,
-    pub stats: Option<Stats>,
     /// Last log lines (redacted), read when the container has exited.
     pub logs: Vec<String>,
+}
+
+/// Takes a new stats sample into the record: memory, and CPU % since the last sample.
+/// Stats are sampled apart from looks (a first sample of a new container takes Docker
+/// up to a second), so a look is never held up by them.
+pub fn apply_stats(record: &mut AgentRecord, watch: &mut Watch, sample: Option<Stats>) {
+    match sample {
+        Some(now) => {
+            if let Some(prev) = &watch.stats {
+                record.cpu_percent = now.cpu_percent_since(prev);
+            }
+            record.memory_bytes = now.memory_bytes;
+            watch.stats = Some(now);
+        }
+        None => {
+            record.cpu_percent = 0.0;
+            record.memory_bytes = 0;
+            watch.stats = None;
+        }
+    }
 }
 
 /// Why the manager restarts an agent by itself.
@@ -94,32 +113,64 @@ pub enum Heal {
     CrashLoop { restarts: usize, window: Duration },
 }
 
-/// Reads the container's state, and its stats (running) or last logs (exited).
-pub async fn observe(deps: &Deps, record: &AgentRecord) -> Result<Observation, AgentError> {
+/// How a container ended, from Docker's `oom` and `die` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub exit_code: i64,
+    pub oom_killed: bool,
+}
+
+/// Reads the container's state (from `exit` when a die event gave it), and its last
+/// logs when it has exited.
+pub async fn observe(
+    deps: &Deps,
+    record: &AgentRecord,
+    exit: Option<Exit>,
+) -> Result<Observation, AgentError> {
     let Some(id) = &record.container_id else {
         return Ok(Observation::default());
     };
-    let observed = deps.runtime.inspect(id).await?;
+    let observed = match exit {
+        // Docker's die event already says how it ended; an inspect now would wait for
+        // dockerd to finish its exit handling (tens of ms). The next look inspects.
+        Some(exit) => Some(Observed {
+            id: id.clone(),
+            state: "exited".into(),
+            running: false,
+            exit_code: Some(exit.exit_code),
+            oom_killed: exit.oom_killed,
+            health: record.health.clone(),
+            memory_bytes: (record.spec.resources.memory_mb * 1024 * 1024) as i64,
+            ..Default::default()
+        }),
+        None => deps.runtime.inspect(id).await?,
+    };
     let mut obs = Observation {
         observed,
         ..Default::default()
     };
-    match &obs.observed {
-        Some(o) if o.running => obs.stats = deps.runtime.stats(id).await?,
-        Some(o) if o.exit_code.is_some() && o.state != "created" => {
-            let tail = deps.config.health.log_tail_lines;
-            obs.logs = deps
-                .runtime
-                .logs(id, tail)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .map(|l| redact(l))
-                .collect();
-        }
-        _ => {}
+    // After a die event the logs are read once the event is out (see `check`): Docker
+    // answers a log read only when it has finished with the exit.
+    let exited = obs
+        .observed
+        .as_ref()
+        .is_some_and(|o| !o.running && o.exit_code.is_some() && o.state != "created");
+    if exited && exit.is_none() {
+        obs.logs = last_logs(deps, id).await;
     }
     Ok(obs)
+}
+
+/// The container's last log lines, secrets redacted (empty when they cannot be read).
+async fn last_logs(deps: &Deps, id: &str) -> Vec<String> {
+    let tail = deps.config.health.log_tail_lines;
+    match deps.runtime.logs(id, tail).await {
+        Ok(lines) => lines.iter().map(|l| redact(l)).collect(),
+        Err(e) => {
+            tracing::debug!(container = %id, error = %e, "could not read the container's logs");
+            Vec::new()
+        }
+    }
 }
 
 /// The status an agent has given its container. Statuses that belong to a command in
@@ -190,16 +241,8 @@ pub fn assess(
     let running = o.is_some_and(|o| o.running);
     let mut status = observed_status(record.status, record.desired_state, o);
     record.health = o.map(|o| o.health.clone()).unwrap_or_else(|| "none".into());
-    if let Some(stats) = obs.stats {
-        if let Some(prev) = &watch.prev_stats {
-            record.cpu_percent = stats.cpu_percent_since(prev);
-        }
-        record.memory_bytes = stats.memory_bytes;
-        watch.prev_stats = Some(stats);
-    } else if !running {
-        record.cpu_percent = 0.0;
-        record.memory_bytes = 0;
-        watch.prev_stats = None;
+    if !running {
+        apply_stats(record, watch, None);
     }
 
     let mut heal = Heal::Nothing;
@@ -269,10 +312,9 @@ pub fn report_due(last: &LastReport, now: &LastReport, every: Duration, running:
 }
 
 /// The `details` of `agent.health`.
-pub fn details(record: &AgentRecord, obs: &Observation) -> Value {
+pub fn details(record: &AgentRecord, obs: &Observation, stats: Option<Stats>) -> Value {
     let o = obs.observed.as_ref();
-    let limit = obs
-        .stats
+    let limit = stats
         .map(|s| s.memory_limit_bytes as i64)
         .filter(|l| *l > 0)
         .or_else(|| o.map(|o| o.memory_bytes).filter(|m| *m > 0))
@@ -285,7 +327,7 @@ pub fn details(record: &AgentRecord, obs: &Observation) -> Value {
         "memory_limit_bytes": limit,
         "restart_count": record.restart_count,
     });
-    if let Some(s) = obs.stats {
+    if let Some(s) = stats {
         d["pids"] = json!(s.pids);
         d["network_rx_bytes"] = json!(s.rx_bytes);
         d["network_tx_bytes"] = json!(s.tx_bytes);
@@ -310,8 +352,9 @@ pub async fn check(
     deps: &Deps,
     mut record: AgentRecord,
     mut watch: Watch,
+    exit: Option<Exit>,
 ) -> (AgentRecord, Watch, Result<Heal, AgentError>) {
-    let obs = match observe(deps, &record).await {
+    let obs = match observe(deps, &record, exit).await {
         Ok(obs) => obs,
         Err(e) => return (record, watch, Err(e)),
     };
@@ -337,8 +380,9 @@ pub async fn check(
     let running = obs.observed.as_ref().is_some_and(|o| o.running);
     let every = Duration::from_secs(deps.config.health.report_interval_s);
     let mut events = Vec::new();
+    // Operators see every look in the record; events go out on change and on interval.
+    record.last_health_at = Some(chrono::Utc::now());
     if report_due(&watch.last, &now, every, running) || !matches!(heal, Heal::Nothing) {
-        record.last_health_at = Some(chrono::Utc::now());
         events.push(Event::new(
             EventKind::Health,
             &record.agent_id,
@@ -346,7 +390,7 @@ pub async fn check(
             None,
             record.status.as_str(),
             record.container_id.as_deref(),
-            details(&record, &obs),
+            details(&record, &obs, watch.stats),
         ));
     }
     if let Heal::CrashLoop { .. } = heal {
@@ -360,17 +404,29 @@ pub async fn check(
             error_details(None, ErrorCode::CrashLoop, &record.last_error),
         ));
     }
-    if events.is_empty() {
-        return (record, watch, Ok(heal));
+    if !events.is_empty() {
+        record.updated_at = chrono::Utc::now();
     }
-    record.updated_at = chrono::Utc::now();
     if let Err(e) = deps.store.save(&record, &events, None).await {
         return (record, watch, Err(e.into()));
+    }
+    if events.is_empty() {
+        return (record, watch, Ok(heal));
     }
     if let Err(e) = deps.publisher.publish(&events).await {
         return (record, watch, Err(e.into()));
     }
     watch.last = now;
+    if let (Some(_), Some(id)) = (exit, record.container_id.clone()) {
+        // The exit is reported; now its last words, for the record and the restart event.
+        let logs = last_logs(deps, &id).await;
+        if !logs.is_empty() {
+            record.last_logs = logs;
+            if let Err(e) = deps.store.save(&record, &[], None).await {
+                return (record, watch, Err(e.into()));
+            }
+        }
+    }
     (record, watch, Ok(heal))
 }
 

@@ -525,7 +525,13 @@ pub async fn self_restart(
                 None,
                 record.status.as_str(),
                 record.container_id.as_deref(),
-                json!({"reason": reason.as_str(), "restart_count": record.restart_count, "automatic": true}),
+                json!({
+                    "reason": reason.as_str(),
+                    "restart_count": record.restart_count,
+                    "automatic": true,
+                    "last_error": record.last_error,
+                    "logs": record.last_logs,
+                }),
             )]
         }
         Err(e) => {

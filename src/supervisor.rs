@@ -34,6 +34,8 @@ pub struct ContainerEvent {
     pub agent_id: String,
     /// Docker's action: die, oom, kill, health_status: ..., start, stop.
     pub action: String,
+    /// The exit code a `die` event carries.
+    pub exit_code: Option<i64>,
 }
 
 /// Every agent looks at its container (the watcher's periodic relist).
@@ -150,6 +152,7 @@ impl Handler<ContainerEvent> for Supervisor {
         match self.agents.get(&msg.agent_id) {
             Some(entry) => entry.addr.do_send(Look {
                 trigger: msg.action,
+                exit_code: msg.exit_code,
             }),
             None => {
                 tracing::debug!(agent_id = %msg.agent_id, action = %msg.action, "event for an agent this manager does not hold")
@@ -165,6 +168,7 @@ impl Handler<LookAtAll> for Supervisor {
         for entry in self.agents.values() {
             entry.addr.do_send(Look {
                 trigger: "relist".into(),
+                exit_code: None,
             });
         }
     }

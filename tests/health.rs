@@ -71,6 +71,19 @@ async fn killed_agent_is_reported_and_restarted() {
     assert_eq!(restarted.status, "running");
     assert!(restarted.correlation_id.is_none());
     assert_eq!(restarted.details["reason"], "crashed");
+    let logs = restarted.details["logs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        logs.iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("started"))),
+        "the last log lines travel with the restart: {logs:?}"
+    );
+    assert!(restarted.details["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("137"));
     let state = env.inspect(&id).await.unwrap().state.unwrap();
     assert!(state.running.unwrap());
     assert_ne!(state.started_at, first_start);

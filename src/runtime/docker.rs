@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 
 use super::spec::{
     ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY_VALUE,
@@ -36,7 +38,22 @@ pub struct DockerRuntime {
     timeout: Duration,
     network: String,
     instance: String,
+    /// Admission control: Docker operations that change state in flight at once. Tokio's
+    /// semaphore is fair, so a burst is served in the order it arrived.
+    admission: Arc<Semaphore>,
 }
+
+/// Operations that change state in Docker and go through admission control; reads
+/// (inspect, stats, logs, list) do not wait.
+const ADMITTED_OPS: [&str; 7] = [
+    "pull",
+    "create container",
+    "start container",
+    "stop container",
+    "restart container",
+    "remove container",
+    "update container",
+];
 
 impl DockerRuntime {
     /// Connects to `docker.host` (or the local socket). No I/O happens until the first call.
@@ -47,6 +64,7 @@ impl DockerRuntime {
             timeout: Duration::from_secs(config.docker.timeout_s),
             network: config.docker.network.clone(),
             instance: config.instance.clone(),
+            admission: Arc::new(Semaphore::new(config.docker.max_concurrent_ops)),
         })
     }
 
@@ -60,6 +78,21 @@ impl DockerRuntime {
         extra: Duration,
         fut: impl Future<Output = Result<T, BollardError>>,
     ) -> Result<T, RuntimeError> {
+        let _permit = if ADMITTED_OPS.contains(&op) {
+            // Waiting for a turn is not part of the call's timeout.
+            Some(
+                self.admission
+                    .acquire()
+                    .await
+                    .map_err(|_| RuntimeError::Docker {
+                        op,
+                        status: None,
+                        message: "admission control closed".into(),
+                    })?,
+            )
+        } else {
+            None
+        };
         let limit = self.timeout + extra;
         tokio::time::timeout(limit, fut)
             .await

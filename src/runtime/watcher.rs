@@ -81,13 +81,11 @@ impl DockerWatcher {
                                 since = secs.to_string();
                             }
                             let action = event.action.unwrap_or_default();
-                            let agent_id = event
-                                .actor
-                                .and_then(|a| a.attributes)
-                                .and_then(|mut attrs| attrs.remove(LABEL_AGENT_ID));
-                            if let Some(agent_id) = agent_id {
-                                tracing::debug!(%agent_id, %action, "container event");
-                                self.supervisor.do_send(ContainerEvent { agent_id, action });
+                            let mut attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+                            let exit_code = attrs.get("exitCode").and_then(|c| c.parse().ok());
+                            if let Some(agent_id) = attrs.remove(LABEL_AGENT_ID) {
+                                tracing::debug!(%agent_id, %action, ?exit_code, "container event");
+                                self.supervisor.do_send(ContainerEvent { agent_id, action, exit_code });
                             }
                         }
                         Some(Err(e)) => break e.to_string(),
