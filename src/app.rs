@@ -12,6 +12,7 @@ use crate::broker::consumer::CommandConsumer;
 use crate::broker::publisher::EventPublisher;
 use crate::config::{redact_url, Config, DeploymentMode};
 use crate::lifecycle::Deps;
+use crate::readiness;
 use crate::reconcile;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::watcher::DockerWatcher;
@@ -41,6 +42,8 @@ pub struct Manager {
     supervisor: Addr<Supervisor>,
     shutdown: watch::Sender<bool>,
     consumer: actix_rt::task::JoinHandle<()>,
+    /// Publishes the outbox; flushed last at shutdown.
+    drainer: actix_rt::task::JoinHandle<()>,
     ready: watch::Receiver<bool>,
 }
 
@@ -79,7 +82,7 @@ impl Manager {
             message: e.to_string(),
         })?;
 
-        let publisher = EventPublisher::new(config.rabbitmq.clone());
+        let publisher = EventPublisher::with_outbox(config.rabbitmq.clone(), store.clone());
         publisher
             .connect()
             .await
@@ -88,21 +91,32 @@ impl Manager {
                 message: e.to_string(),
             })?;
 
+        let runtime = Arc::new(runtime) as Arc<dyn Runtime>;
         let deps = Deps {
-            runtime: Arc::new(runtime) as Arc<dyn Runtime>,
-            store,
+            runtime: runtime.clone(),
+            store: store.clone(),
             publisher: publisher.clone(),
             config: config.clone(),
         };
-        let adopted = reconcile::adopt(&deps)
+        let adoption = reconcile::adopt(&deps)
             .await
             .map_err(|e| StartError::Reconcile(e.to_string()))?;
+        actix_rt::spawn(reconcile::reap_orphans(deps.clone(), adoption.orphans));
+        let adopted = adoption.agents;
         let supervisor = Supervisor::create(|ctx| {
             ctx.set_mailbox_capacity(crate::supervisor::MAILBOX_CAPACITY);
             Supervisor::new(deps, adopted)
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let drainer = actix_rt::spawn(publisher.clone().drain_outbox(shutdown_rx.clone()));
+        let (deps_ok_tx, deps_ok) = watch::channel(true);
+        actix_rt::spawn(readiness::watch_dependencies(
+            store,
+            runtime,
+            deps_ok_tx,
+            shutdown_rx.clone(),
+        ));
         let watcher = DockerWatcher::new(
             docker,
             config.instance.clone(),
@@ -116,6 +130,7 @@ impl Manager {
             config.agent_policy(),
             supervisor.clone(),
             publisher,
+            deps_ok,
         );
         let consumer = actix_rt::spawn(consumer.run(shutdown_rx, ready_tx));
         let limit = Duration::from_secs(config.rabbitmq.timeout_s * 2);
@@ -140,6 +155,7 @@ impl Manager {
             supervisor,
             shutdown,
             consumer,
+            drainer,
             ready,
         })
     }
@@ -162,6 +178,13 @@ impl Manager {
             .is_err()
         {
             tracing::warn!("consumer did not stop within 60 s");
+        }
+        // In-flight commands are settled; the outbox gets one last flush.
+        if tokio::time::timeout(Duration::from_secs(15), self.drainer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("events left in the Redis outbox; the next start publishes them");
         }
         tracing::info!("agent-manager stopped");
     }

@@ -19,6 +19,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DOCKER_NETWORK", "docker.network"),
     ("DOCKER_TIMEOUT_S", "docker.timeout_s"),
     ("DOCKER_MAX_CONCURRENT_OPS", "docker.max_concurrent_ops"),
+    ("ORPHAN_GRACE_S", "docker.orphan_grace_s"),
+    ("ORPHAN_DRY_RUN", "docker.orphan_dry_run"),
     ("RABBITMQ_URL", "rabbitmq.url"),
     ("RABBITMQ_EXCHANGE", "rabbitmq.exchange"),
     ("COMMAND_QUEUE", "rabbitmq.command_queue"),
@@ -130,6 +132,10 @@ pub struct DockerConfig {
     pub timeout_s: u64,
     /// State-changing Docker operations in flight at once (admission control).
     pub max_concurrent_ops: usize,
+    /// Orphan containers are removed this long after they are found.
+    pub orphan_grace_s: u64,
+    /// Only report orphans.
+    pub orphan_dry_run: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,6 +16,7 @@
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands.
 //! - [`supervisor`]: the registry of agent actors, routing commands to them.
 //! - [`reconcile`]: adopts existing agents at start.
+//! - [`readiness`]: pauses consuming while Redis or Docker is unreachable.
 //! - [`broker`]: RabbitMQ topology, the command consumer and the event publisher.
 //! - [`app`]: wires it all together and shuts it down.
 //! - [`error`]: typed errors per boundary and their `agent.error` codes.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod health;
 pub mod lifecycle;
 pub mod protocol;
+pub mod readiness;
 pub mod reconcile;
 pub mod redact;
 pub mod restart;

@@ -153,6 +153,13 @@ impl Apply<'_> {
         });
         if let Some(rec) = self.record.as_mut() {
             rec.updated_at = chrono::Utc::now();
+            if last {
+                rec.pending_command.clear();
+                rec.pending_message_id.clear();
+            } else {
+                rec.pending_command = self.cmd.kind.routing_key().to_string();
+                rec.pending_message_id = self.cmd.message_id.clone();
+            }
         }
         match &self.record {
             Some(rec) => self.deps.store.save(rec, &events, processed).await?,
@@ -470,6 +477,40 @@ impl Apply<'_> {
         self.deps.publisher.publish(&[event]).await?;
         Ok(())
     }
+}
+
+/// Finishes a delete that a manager which died left half done (the record says
+/// `deleting`): removes the container and every key, records the answer under the
+/// command's message id (so its redelivery is answered, not refused), and publishes
+/// `agent.deleted`.
+pub async fn finish_delete(deps: &Deps, record: AgentRecord) -> Result<(), AgentError> {
+    let id = record
+        .container_id
+        .clone()
+        .unwrap_or_else(|| spec::container_name(&record.agent_id));
+    deps.runtime
+        .remove(&id, deps.config.agents.stop_timeout_s)
+        .await?;
+    let correlation =
+        (!record.pending_message_id.is_empty()).then_some(record.pending_message_id.as_str());
+    let event = Event::new(
+        EventKind::Deleted,
+        &record.agent_id,
+        &record.spec.customer_id,
+        correlation,
+        AgentStatus::Deleting.as_str(),
+        record.container_id.as_deref(),
+        json!({"finished_after_restart": true}),
+    );
+    let answer = [event];
+    let processed = correlation.map(|message_id| Processed {
+        message_id,
+        answer: &answer,
+    });
+    deps.store.delete(&record, processed).await?;
+    deps.publisher.publish(&answer).await?;
+    tracing::info!(agent_id = %record.agent_id, "finished a delete left half done");
+    Ok(())
 }
 
 /// Restarts an agent by itself (it crashed, or stayed unhealthy): starts its container

@@ -55,12 +55,6 @@ async fn killed_agent_is_reported_and_restarted() {
     assert_eq!(health.details["oom_killed"], false);
     assert_eq!(health.status, "restarting");
     assert!(health.correlation_id.is_none());
-    assert!(
-        health.details["logs"]
-            .as_array()
-            .is_some_and(|l| !l.is_empty()),
-        "last log lines travel with the exit"
-    );
 
     let aid = id.clone();
     let restarted = env

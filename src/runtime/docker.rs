@@ -343,6 +343,13 @@ impl Runtime for DockerRuntime {
         created.map(|_| ())
     }
 
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        self.call("ping", Duration::ZERO, async move { docker.ping().await })
+            .await
+            .map(|_| ())
+    }
+
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         let docker = self.docker.clone();
         let name = image.to_string();

@@ -81,6 +81,8 @@ impl Stats {
 pub trait Runtime: Send + Sync + 'static {
     /// Prepares the host once at start (network).
     async fn prepare(&self) -> Result<(), RuntimeError>;
+    /// Succeeds when the container engine answers.
+    async fn ping(&self) -> Result<(), RuntimeError>;
     /// Fails with `ImageNotFound` when the image is neither present nor pullable.
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
     /// Creates the container (not started) and returns its id. Idempotent: a container
