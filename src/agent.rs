@@ -1,6 +1,8 @@
 //! The AgentActor: owns one agent. Its mailbox orders that agent's commands (each runs
-//! to completion before the next starts, so they never interleave), and its timer
-//! looks at the container between commands.
+//! to completion before the next starts, so they never interleave). Between commands it
+//! looks at its container on three triggers — its timer, a Docker event, the watcher's
+//! relist — and heals what it finds: a crashed agent is restarted with backoff, one
+//! that stays unhealthy is restarted, a crash loop is reported and left alone.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use actix::prelude::*;
 use tracing::Instrument;
 
 use crate::error::AgentError;
-use crate::health::{self, LastReport};
+use crate::health::{self, Heal, Reason, Watch};
 use crate::lifecycle::{self, Deps};
 use crate::protocol::Command;
 use crate::store::AgentRecord;
@@ -25,6 +27,16 @@ pub struct Applied {
     pub exists: bool,
 }
 
+/// Look at the container now (a Docker event or the relist).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Look {
+    /// What prompted the look: a Docker action (`die`, `oom`, ...) or `relist`.
+    pub trigger: String,
+    /// The exit code of a `die` event.
+    pub exit_code: Option<i64>,
+}
+
 /// Stops the actor (sent by the supervisor once the agent is gone and idle).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -36,38 +48,136 @@ pub struct AgentActor {
     /// The agent's record; `None` before a create and after a delete.
     record: Option<AgentRecord>,
     deps: Deps,
-    /// What the last `agent.health` said.
-    last_report: LastReport,
+    /// Health reports and self-healing state between looks.
+    watch: Watch,
+    /// The scheduled automatic restart, cancelled when a command arrives.
+    pending_restart: Option<SpawnHandle>,
+    /// A stats sample is being taken.
+    sampling: bool,
+    /// Docker reported an OOM kill; the `die` event that follows carries it.
+    oom_seen: bool,
+    /// A command, look or restart is in progress. actix can poll a timer right after a
+    /// handler started a `wait` (before it takes effect), so timers check this too.
+    busy: bool,
 }
 
 impl AgentActor {
     pub fn new(agent_id: String, record: Option<AgentRecord>, deps: Deps) -> Self {
+        let watch = Watch::new(&deps.config.health);
         AgentActor {
             agent_id,
             record,
             deps,
-            last_report: LastReport::default(),
+            watch,
+            pending_restart: None,
+            sampling: false,
+            oom_seen: false,
+            busy: false,
         }
     }
 
     /// Looks at the container; runs in `wait` so no command interleaves with it.
-    fn check_health(&mut self, ctx: &mut Context<Self>) {
+    fn look(&mut self, ctx: &mut Context<Self>, exit: Option<health::Exit>) {
+        if self.busy {
+            return; // the next timer tick or event looks again
+        }
         let Some(record) = self.record.clone() else {
             return;
         };
+        self.busy = true;
         let deps = self.deps.clone();
-        let last = self.last_report.clone();
-        let fut = async move { health::check(&deps, record, last).await };
-        ctx.wait(fut.into_actor(self).map(|(record, last, result), act, _| {
-            if let Err(e) = result {
-                tracing::warn!(agent_id = %act.agent_id, error = %e, "health check failed");
+        let watch = self.watch.clone();
+        let fut = async move { health::check(&deps, record, watch, exit).await };
+        ctx.wait(fut.into_actor(self).map(|(record, watch, result), act, ctx| {
+            act.busy = false;
+            if act.record.is_none() {
+                return;
             }
-            // A command cannot have run meanwhile (wait), so the record is current.
-            if act.record.is_some() {
-                act.record = Some(record);
-                act.last_report = last;
+            // No command can have run meanwhile (wait), so these are current.
+            act.record = Some(record);
+            act.watch = watch;
+            match result {
+                Ok(Heal::Nothing) | Ok(Heal::CrashLoop { .. }) => {}
+                Ok(Heal::RestartAfter(delay)) => {
+                    tracing::info!(agent_id = %act.agent_id, delay_ms = delay.as_millis() as u64, "agent exited; restarting it after backoff");
+                    let handle = ctx.run_later(delay, |act, ctx| {
+                        act.pending_restart = None;
+                        act.restart(ctx, Reason::Crashed);
+                    });
+                    act.pending_restart = Some(handle);
+                }
+                Ok(Heal::RestartNow(reason)) => act.restart(ctx, reason),
+                Err(e) => tracing::warn!(agent_id = %act.agent_id, error = %e, "look at the container failed"),
             }
         }));
+    }
+
+    /// Samples stats beside (not inside) the agent's work; the numbers go out with the
+    /// next look.
+    fn sample_stats(&mut self, ctx: &mut Context<Self>) {
+        let running = self.record.as_ref().is_some_and(|r| {
+            matches!(
+                r.status,
+                crate::protocol::AgentStatus::Running | crate::protocol::AgentStatus::Unhealthy
+            )
+        });
+        let Some(id) = self.record.as_ref().and_then(|r| r.container_id.clone()) else {
+            return;
+        };
+        if self.sampling || !running {
+            return;
+        }
+        self.sampling = true;
+        let runtime = self.deps.runtime.clone();
+        let fut = async move { runtime.stats(&id).await };
+        ctx.spawn(fut.into_actor(self).map(|sample, act, _| {
+            act.sampling = false;
+            match (sample, act.record.as_mut()) {
+                (Ok(Some(sample)), Some(record)) => {
+                    health::apply_stats(record, &mut act.watch, Some(sample))
+                }
+                (Err(e), _) => {
+                    tracing::debug!(agent_id = %act.agent_id, error = %e, "stats failed")
+                }
+                _ => {}
+            }
+        }));
+    }
+
+    /// Restarts the agent by itself, then looks again.
+    fn restart(&mut self, ctx: &mut Context<Self>, reason: Reason) {
+        if self.busy {
+            let handle = ctx.run_later(Duration::from_millis(50), move |act, ctx| {
+                act.pending_restart = None;
+                act.restart(ctx, reason);
+            });
+            self.pending_restart = Some(handle);
+            return;
+        }
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        self.busy = true;
+        let deps = self.deps.clone();
+        let fut = async move { lifecycle::self_restart(&deps, record, reason).await };
+        ctx.wait(fut.into_actor(self).map(|(record, result), act, _ctx| {
+            act.busy = false;
+            if act.record.is_none() {
+                return;
+            }
+            act.watch.restart_pending = false;
+            act.watch.last.status = Some(record.status);
+            act.record = Some(record);
+            if let Err(e) = result {
+                tracing::warn!(agent_id = %act.agent_id, error = %e, "automatic restart failed");
+            }
+        }));
+    }
+
+    fn cancel_pending_restart(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.pending_restart.take() {
+            ctx.cancel_future(handle);
+        }
     }
 }
 
@@ -76,14 +186,24 @@ impl Actor for AgentActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let every = Duration::from_secs(self.deps.config.health.check_interval_s);
-        ctx.run_interval(every, |act, ctx| act.check_health(ctx));
+        ctx.run_interval(every, |act, ctx| {
+            act.sample_stats(ctx);
+            act.look(ctx, None);
+        });
+        // An adopted agent is looked at right away.
+        if self.record.is_some() {
+            self.look(ctx, None);
+        }
     }
 }
 
 impl Handler<Apply> for AgentActor {
     type Result = AtomicResponse<Self, Result<Applied, AgentError>>;
 
-    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) -> Self::Result {
+        // A command takes over from self-healing.
+        self.cancel_pending_restart(ctx);
+        self.busy = true;
         let deps = self.deps.clone();
         let record = self.record.clone();
         let cmd = msg.0;
@@ -91,14 +211,37 @@ impl Handler<Apply> for AgentActor {
         let fut = async move { lifecycle::apply(&deps, record, &cmd).await }.instrument(span);
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             |(record, result), act, _| {
+                act.busy = false;
                 act.record = record;
-                // The next health check reports whatever changed.
-                act.last_report.status = act.record.as_ref().map(|r| r.status);
+                // The events of the command told everyone the new status.
+                act.watch.reset(act.record.as_ref().map(|r| r.status));
                 result.map(|()| Applied {
                     exists: act.record.is_some(),
                 })
             },
         )))
+    }
+}
+
+impl Handler<Look> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Look, ctx: &mut Self::Context) {
+        tracing::trace!(agent_id = %self.agent_id, trigger = %msg.trigger, "looking at the container");
+        match (msg.trigger.as_str(), msg.exit_code) {
+            // The die event follows with the exit code; a look now would only wait for
+            // dockerd to finish the exit.
+            ("oom", _) => self.oom_seen = true,
+            ("kill", _) | ("stop", _) => {}
+            ("die", Some(exit_code)) => {
+                let exit = health::Exit {
+                    exit_code,
+                    oom_killed: std::mem::take(&mut self.oom_seen),
+                };
+                self.look(ctx, Some(exit));
+            }
+            _ => self.look(ctx, None),
+        }
     }
 }
 

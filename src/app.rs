@@ -13,10 +13,12 @@ use crate::broker::publisher::EventPublisher;
 use crate::config::{redact_url, Config, DeploymentMode};
 use crate::error::RuntimeError;
 use crate::lifecycle::Deps;
+use crate::readiness;
 use crate::reconcile;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::gpu::GpuRuntime;
 use crate::runtime::swarm::SwarmRuntime;
+use crate::runtime::watcher::DockerWatcher;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -46,6 +48,8 @@ pub struct Manager {
     supervisor: Addr<Supervisor>,
     shutdown: watch::Sender<bool>,
     consumer: actix_rt::task::JoinHandle<()>,
+    /// Publishes the outbox; flushed last at shutdown.
+    drainer: actix_rt::task::JoinHandle<()>,
     ready: watch::Receiver<bool>,
 }
 
@@ -63,7 +67,8 @@ impl Manager {
             host: docker_host.clone(),
             message,
         };
-        let docker = DockerRuntime::connect(&config).map_err(|e| docker_err(e.to_string()))?;
+        let runtime = DockerRuntime::connect(&config).map_err(|e| docker_err(e.to_string()))?;
+        let docker = runtime.client().clone();
 
         let store = Store::connect(&config.redis)
             .await
@@ -78,9 +83,9 @@ impl Manager {
 
         // One trait, one backend per mode: the actors never know which.
         let runtime: Arc<dyn Runtime> = match config.deployment_mode {
-            DeploymentMode::Docker => Arc::new(docker),
-            DeploymentMode::Swarm => Arc::new(SwarmRuntime::new(docker, &config)),
-            DeploymentMode::Gpu => Arc::new(GpuRuntime::new(docker, store.clone(), &config).await),
+            DeploymentMode::Docker => Arc::new(runtime),
+            DeploymentMode::Swarm => Arc::new(SwarmRuntime::new(runtime, &config)),
+            DeploymentMode::Gpu => Arc::new(GpuRuntime::new(runtime, store.clone(), &config).await),
         };
         runtime.prepare().await.map_err(|e| match e {
             RuntimeError::Setup(message) => StartError::Mode {
@@ -94,7 +99,7 @@ impl Manager {
             e => docker_err(e.to_string()),
         })?;
 
-        let publisher = EventPublisher::new(config.rabbitmq.clone());
+        let publisher = EventPublisher::with_outbox(config.rabbitmq.clone(), store.clone());
         publisher
             .connect()
             .await
@@ -104,26 +109,44 @@ impl Manager {
             })?;
 
         let deps = Deps {
-            runtime,
-            store,
+            runtime: runtime.clone(),
+            store: store.clone(),
             publisher: publisher.clone(),
             config: config.clone(),
         };
-        let adopted = reconcile::adopt(&deps)
+        let adoption = reconcile::adopt(&deps)
             .await
             .map_err(|e| StartError::Reconcile(e.to_string()))?;
+        actix_rt::spawn(reconcile::reap_orphans(deps.clone(), adoption.orphans));
+        let adopted = adoption.agents;
         let supervisor = Supervisor::create(|ctx| {
             ctx.set_mailbox_capacity(crate::supervisor::MAILBOX_CAPACITY);
             Supervisor::new(deps, adopted)
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let drainer = actix_rt::spawn(publisher.clone().drain_outbox(shutdown_rx.clone()));
+        let (deps_ok_tx, deps_ok) = watch::channel(true);
+        actix_rt::spawn(readiness::watch_dependencies(
+            store,
+            runtime,
+            deps_ok_tx,
+            shutdown_rx.clone(),
+        ));
+        let watcher = DockerWatcher::new(
+            docker,
+            config.instance.clone(),
+            Duration::from_secs(config.health.relist_interval_s),
+            supervisor.clone(),
+        );
+        actix_rt::spawn(watcher.run(shutdown_rx.clone()));
         let (ready_tx, mut ready) = watch::channel(false);
         let consumer = CommandConsumer::new(
             config.rabbitmq.clone(),
             config.agent_policy(),
             supervisor.clone(),
             publisher,
+            deps_ok,
         );
         let consumer = actix_rt::spawn(consumer.run(shutdown_rx, ready_tx));
         let limit = Duration::from_secs(config.rabbitmq.timeout_s * 2);
@@ -148,6 +171,7 @@ impl Manager {
             supervisor,
             shutdown,
             consumer,
+            drainer,
             ready,
         })
     }
@@ -170,6 +194,13 @@ impl Manager {
             .is_err()
         {
             tracing::warn!("consumer did not stop within 60 s");
+        }
+        // In-flight commands are settled; the outbox gets one last flush.
+        if tokio::time::timeout(Duration::from_secs(15), self.drainer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("events left in the Redis outbox; the next start publishes them");
         }
         tracing::info!("agent-manager stopped");
     }

@@ -18,6 +18,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DOCKER_HOST", "docker.host"),
     ("DOCKER_NETWORK", "docker.network"),
     ("DOCKER_TIMEOUT_S", "docker.timeout_s"),
+    ("DOCKER_MAX_CONCURRENT_OPS", "docker.max_concurrent_ops"),
+    ("ORPHAN_GRACE_S", "docker.orphan_grace_s"),
+    ("ORPHAN_DRY_RUN", "docker.orphan_dry_run"),
     ("RABBITMQ_URL", "rabbitmq.url"),
     ("RABBITMQ_EXCHANGE", "rabbitmq.exchange"),
     ("COMMAND_QUEUE", "rabbitmq.command_queue"),
@@ -50,6 +53,28 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("AGENT_REDIS_URL", "agents.redis_url"),
     ("HEALTH_CHECK_INTERVAL_S", "health.check_interval_s"),
     ("HEALTH_REPORT_INTERVAL_S", "health.report_interval_s"),
+    ("RELIST_INTERVAL_S", "health.relist_interval_s"),
+    ("CONTAINER_HEALTHCHECK", "health.container_check"),
+    (
+        "CONTAINER_CHECK_INTERVAL_S",
+        "health.container_check_interval_s",
+    ),
+    (
+        "CONTAINER_CHECK_TIMEOUT_S",
+        "health.container_check_timeout_s",
+    ),
+    ("CONTAINER_CHECK_RETRIES", "health.container_check_retries"),
+    (
+        "CONTAINER_CHECK_START_PERIOD_S",
+        "health.container_check_start_period_s",
+    ),
+    ("UNHEALTHY_RESTART_AFTER", "health.unhealthy_restart_after"),
+    ("RESTART_BACKOFF_BASE_MS", "health.restart_backoff_base_ms"),
+    ("RESTART_BACKOFF_MAX_MS", "health.restart_backoff_max_ms"),
+    ("RESTART_STABLE_S", "health.restart_stable_s"),
+    ("CRASH_LOOP_MAX_RESTARTS", "health.crash_loop_max_restarts"),
+    ("CRASH_LOOP_WINDOW_S", "health.crash_loop_window_s"),
+    ("LOG_TAIL_LINES", "health.log_tail_lines"),
     ("SWARM_RESTART_CONDITION", "swarm.restart_condition"),
     ("SWARM_RESTART_DELAY_S", "swarm.restart_delay_s"),
     ("SWARM_RESTART_MAX_ATTEMPTS", "swarm.restart_max_attempts"),
@@ -128,6 +153,12 @@ pub struct DockerConfig {
     pub network: String,
     /// Bound on one Docker API call.
     pub timeout_s: u64,
+    /// State-changing Docker operations in flight at once (admission control).
+    pub max_concurrent_ops: usize,
+    /// Orphan containers are removed this long after they are found.
+    pub orphan_grace_s: u64,
+    /// Only report orphans.
+    pub orphan_dry_run: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,8 +215,31 @@ pub struct AgentsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
+    /// How often each agent actor looks at its container.
     pub check_interval_s: u64,
+    /// `agent.health` at least this often per running agent.
     pub report_interval_s: u64,
+    /// Every agent is looked at this often, whatever the events stream said.
+    pub relist_interval_s: u64,
+    /// HEALTHCHECK test given to agent containers; empty keeps the image's.
+    pub container_check: Vec<String>,
+    /// Per agent type (`trading`, ...), a HEALTHCHECK test replacing `container_check`.
+    pub container_check_by_type: std::collections::HashMap<String, Vec<String>>,
+    pub container_check_interval_s: u64,
+    pub container_check_timeout_s: u64,
+    pub container_check_retries: u64,
+    pub container_check_start_period_s: u64,
+    /// Unhealthy looks in a row before a restart.
+    pub unhealthy_restart_after: u32,
+    pub restart_backoff_base_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    /// Running this long resets the restart backoff.
+    pub restart_stable_s: u64,
+    /// More restarts than this within `crash_loop_window_s` is a crash loop.
+    pub crash_loop_max_restarts: u32,
+    pub crash_loop_window_s: u64,
+    /// Lines of a dead container's log kept with its exit.
+    pub log_tail_lines: u32,
 }
 
 /// Swarm mode: how the agents' services behave.
@@ -392,14 +446,73 @@ impl Config {
             ),
             ("health.check_interval_s", self.health.check_interval_s),
             ("health.report_interval_s", self.health.report_interval_s),
+            ("health.relist_interval_s", self.health.relist_interval_s),
+            (
+                "health.container_check_interval_s",
+                self.health.container_check_interval_s,
+            ),
+            (
+                "health.container_check_timeout_s",
+                self.health.container_check_timeout_s,
+            ),
+            (
+                "health.container_check_retries",
+                self.health.container_check_retries,
+            ),
+            (
+                "health.restart_backoff_base_ms",
+                self.health.restart_backoff_base_ms,
+            ),
+            (
+                "health.crash_loop_window_s",
+                self.health.crash_loop_window_s,
+            ),
             ("agents.tmpfs_mb", self.agents.tmpfs_mb),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0".into());
             }
         }
+        if self.docker.max_concurrent_ops == 0 {
+            return bad("docker.max_concurrent_ops", "must be at least 1".into());
+        }
         if self.rabbitmq.prefetch == 0 {
             return bad("rabbitmq.prefetch", "must be greater than 0".into());
+        }
+        let h = &self.health;
+        if h.restart_backoff_max_ms < h.restart_backoff_base_ms {
+            return bad(
+                "health.restart_backoff_max_ms",
+                "must be at least health.restart_backoff_base_ms".into(),
+            );
+        }
+        if h.unhealthy_restart_after == 0 || h.crash_loop_max_restarts == 0 {
+            return bad(
+                "health.unhealthy_restart_after",
+                "health.unhealthy_restart_after and health.crash_loop_max_restarts must be at least 1".into(),
+            );
+        }
+        let check_ok = |c: &Vec<String>| {
+            c.is_empty()
+                || (c.len() >= 2 && (c[0] == "CMD" || c[0] == "CMD-SHELL"))
+                || (c.len() == 1 && c[0] == "NONE")
+        };
+        if !check_ok(&h.container_check) {
+            return bad(
+                "health.container_check",
+                "must be [], [\"NONE\"], [\"CMD\", prog, args...] or [\"CMD-SHELL\", command]"
+                    .into(),
+            );
+        }
+        for (agent_type, check) in &h.container_check_by_type {
+            if crate::protocol::AgentType::parse(agent_type).is_none() || !check_ok(check) {
+                return bad(
+                    "health.container_check_by_type",
+                    format!(
+                        "entry '{agent_type}' needs a known agent type and a CMD or CMD-SHELL test"
+                    ),
+                );
+            }
         }
         let a = &self.agents;
         if a.min_memory_mb < 6 || a.min_memory_mb > a.max_memory_mb {

@@ -1,14 +1,17 @@
-//! The periodic look at one agent's container: what its status should be given what
-//! Docker reports, and when an `agent.health` event is due.
+//! Looking at one agent's container: `observe` (Docker I/O), `assess` (pure: the new
+//! status, numbers and what self-healing should do), and the `agent.health` event.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::config::HealthConfig;
 use crate::error::AgentError;
 use crate::lifecycle::Deps;
-use crate::protocol::{AgentStatus, DesiredState, Event, EventKind};
-use crate::runtime::Observed;
+use crate::protocol::{error_details, AgentStatus, DesiredState, ErrorCode, Event, EventKind};
+use crate::redact::redact;
+use crate::restart::{Decision, RestartPolicy};
+use crate::runtime::{Observed, Stats};
 use crate::store::AgentRecord;
 
 /// What the last `agent.health` said, to send the next one on change.
@@ -20,6 +23,156 @@ pub struct LastReport {
     pub at: Option<Instant>,
 }
 
+/// An agent actor's memory between looks at its container.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub last: LastReport,
+    /// The latest stats sample (CPU % comes from it and the one before).
+    pub stats: Option<Stats>,
+    pub policy: RestartPolicy,
+    /// Looks in a row that found the container unhealthy.
+    pub unhealthy_streak: u32,
+    /// Set on a crash loop: no more automatic restarts until a command arrives.
+    pub crash_looped: bool,
+    /// A restart is scheduled.
+    pub restart_pending: bool,
+}
+
+impl Watch {
+    pub fn new(cfg: &HealthConfig) -> Self {
+        Watch {
+            last: LastReport::default(),
+            stats: None,
+            policy: RestartPolicy::new(cfg),
+            unhealthy_streak: 0,
+            crash_looped: false,
+            restart_pending: false,
+        }
+    }
+
+    /// A command took over the agent: self-healing starts afresh.
+    pub fn reset(&mut self, status: Option<AgentStatus>) {
+        self.policy.reset();
+        self.unhealthy_streak = 0;
+        self.crash_looped = false;
+        self.restart_pending = false;
+        self.last.status = status;
+    }
+}
+
+/// What a look at the container found.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    pub observed: Option<Observed>,
+    /// Last log lines (redacted), read when the container has exited.
+    pub logs: Vec<String>,
+}
+
+/// Takes a new stats sample into the record: memory, and CPU % since the last sample.
+/// Stats are sampled apart from looks (a first sample of a new container takes Docker
+/// up to a second), so a look is never held up by them.
+pub fn apply_stats(record: &mut AgentRecord, watch: &mut Watch, sample: Option<Stats>) {
+    match sample {
+        Some(now) => {
+            if let Some(prev) = &watch.stats {
+                record.cpu_percent = now.cpu_percent_since(prev);
+            }
+            record.memory_bytes = now.memory_bytes;
+            watch.stats = Some(now);
+        }
+        None => {
+            record.cpu_percent = 0.0;
+            record.memory_bytes = 0;
+            watch.stats = None;
+        }
+    }
+}
+
+/// Why the manager restarts an agent by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Crashed,
+    Unhealthy,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Crashed => "crashed",
+            Reason::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// What self-healing should do after a look.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Heal {
+    Nothing,
+    RestartAfter(Duration),
+    RestartNow(Reason),
+    CrashLoop { restarts: usize, window: Duration },
+}
+
+/// How a container ended, from Docker's `oom` and `die` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub exit_code: i64,
+    pub oom_killed: bool,
+}
+
+/// Reads the container's state (from `exit` when a die event gave it), and its last
+/// logs when it has exited.
+pub async fn observe(
+    deps: &Deps,
+    record: &AgentRecord,
+    exit: Option<Exit>,
+) -> Result<Observation, AgentError> {
+    let Some(id) = &record.container_id else {
+        return Ok(Observation::default());
+    };
+    let observed = match exit {
+        // Docker's die event already says how it ended; an inspect now would wait for
+        // dockerd to finish its exit handling (tens of ms). The next look inspects.
+        Some(exit) => Some(Observed {
+            id: id.clone(),
+            state: "exited".into(),
+            running: false,
+            exit_code: Some(exit.exit_code),
+            oom_killed: exit.oom_killed,
+            health: record.health.clone(),
+            memory_bytes: (record.spec.resources.memory_mb * 1024 * 1024) as i64,
+            ..Default::default()
+        }),
+        None => deps.runtime.inspect(id).await?,
+    };
+    let mut obs = Observation {
+        observed,
+        ..Default::default()
+    };
+    // After a die event the logs are read once the event is out (see `check`): Docker
+    // answers a log read only when it has finished with the exit.
+    let exited = obs
+        .observed
+        .as_ref()
+        .is_some_and(|o| !o.running && o.exit_code.is_some() && o.state != "created");
+    if exited && exit.is_none() {
+        obs.logs = last_logs(deps, id).await;
+    }
+    Ok(obs)
+}
+
+/// The container's last log lines, secrets redacted (empty when they cannot be read).
+async fn last_logs(deps: &Deps, id: &str) -> Vec<String> {
+    let tail = deps.config.health.log_tail_lines;
+    match deps.runtime.logs(id, tail).await {
+        Ok(lines) => lines.iter().map(|l| redact(l)).collect(),
+        Err(e) => {
+            tracing::debug!(container = %id, error = %e, "could not read the container's logs");
+            Vec::new()
+        }
+    }
+}
+
 /// The status an agent has given its container. Statuses that belong to a command in
 /// progress are never touched here.
 pub fn observed_status(
@@ -28,10 +181,7 @@ pub fn observed_status(
     observed: Option<&Observed>,
 ) -> AgentStatus {
     use AgentStatus::*;
-    if matches!(
-        current,
-        Creating | Starting | Stopping | Restarting | Deleting
-    ) {
+    if matches!(current, Creating | Starting | Stopping | Deleting) {
         return current;
     }
     match observed {
@@ -47,6 +197,111 @@ pub fn observed_status(
     }
 }
 
+/// How an exit is classified for people: `oom_killed`, `signal`, `error` or `clean`.
+pub fn classify_exit(exit_code: Option<i64>, oom_killed: bool) -> (&'static str, Option<String>) {
+    let signal = exit_code
+        .filter(|c| *c > 128 && *c < 160)
+        .map(|c| signal_name(c - 128));
+    let class = if oom_killed {
+        "oom_killed"
+    } else if signal.is_some() {
+        "signal"
+    } else if exit_code == Some(0) {
+        "clean"
+    } else {
+        "error"
+    };
+    (class, signal)
+}
+
+fn signal_name(n: i64) -> String {
+    match n {
+        1 => "SIGHUP".into(),
+        2 => "SIGINT".into(),
+        3 => "SIGQUIT".into(),
+        6 => "SIGABRT".into(),
+        9 => "SIGKILL".into(),
+        11 => "SIGSEGV".into(),
+        13 => "SIGPIPE".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Updates the record from an observation and decides what self-healing does.
+pub fn assess(
+    record: &mut AgentRecord,
+    watch: &mut Watch,
+    obs: &Observation,
+    cfg: &HealthConfig,
+    now: Instant,
+    jitter: f64,
+) -> Heal {
+    let o = obs.observed.as_ref();
+    let running = o.is_some_and(|o| o.running);
+    let mut status = observed_status(record.status, record.desired_state, o);
+    record.health = o.map(|o| o.health.clone()).unwrap_or_else(|| "none".into());
+    if !running {
+        apply_stats(record, watch, None);
+    }
+
+    let mut heal = Heal::Nothing;
+    if running {
+        watch.policy.on_running(now);
+        watch.restart_pending = false;
+        if record.health == "unhealthy" {
+            watch.unhealthy_streak += 1;
+            if watch.unhealthy_streak >= cfg.unhealthy_restart_after {
+                watch.unhealthy_streak = 0;
+                heal = Heal::RestartNow(Reason::Unhealthy);
+            }
+        } else {
+            watch.unhealthy_streak = 0;
+        }
+    } else if status == AgentStatus::Failed {
+        if record.status != AgentStatus::Failed || watch.last.status != Some(AgentStatus::Failed) {
+            record.last_error = match o {
+                Some(o) => {
+                    let (class, signal) = classify_exit(o.exit_code, o.oom_killed);
+                    format!(
+                        "container exited with code {} ({class}{})",
+                        o.exit_code.unwrap_or(-1),
+                        signal.map(|s| format!(", {s}")).unwrap_or_default()
+                    )
+                }
+                None => "container is gone".into(),
+            };
+            if !obs.logs.is_empty() {
+                record.last_logs = obs.logs.clone();
+            }
+        }
+        if watch.crash_looped {
+            // Stays failed until a command arrives.
+        } else if watch.restart_pending {
+            status = AgentStatus::Restarting;
+        } else {
+            match watch.policy.on_exit(now, jitter) {
+                Decision::RestartAfter(delay) => {
+                    watch.restart_pending = true;
+                    status = AgentStatus::Restarting;
+                    heal = Heal::RestartAfter(delay);
+                }
+                Decision::CrashLoop { restarts, window } => {
+                    watch.crash_looped = true;
+                    record.last_error = format!(
+                        "crash loop: restarted {restarts} times within {} s; not restarting until a command arrives ({})",
+                        window.as_secs(),
+                        record.last_error
+                    );
+                    heal = Heal::CrashLoop { restarts, window };
+                }
+            }
+        }
+    }
+    record.status = status;
+    heal
+}
+
 /// True when an `agent.health` is due: something changed, or a running agent has not
 /// been reported for `every`.
 pub fn report_due(last: &LastReport, now: &LastReport, every: Duration, running: bool) -> bool {
@@ -57,102 +312,129 @@ pub fn report_due(last: &LastReport, now: &LastReport, every: Duration, running:
 }
 
 /// The `details` of `agent.health`.
-pub fn details(record: &AgentRecord, observed: Option<&Observed>, memory_limit: i64) -> Value {
+pub fn details(record: &AgentRecord, obs: &Observation, stats: Option<Stats>) -> Value {
+    let o = obs.observed.as_ref();
+    let limit = stats
+        .map(|s| s.memory_limit_bytes as i64)
+        .filter(|l| *l > 0)
+        .or_else(|| o.map(|o| o.memory_bytes).filter(|m| *m > 0))
+        .unwrap_or((record.spec.resources.memory_mb * 1024 * 1024) as i64);
     let mut d = json!({
         "health": record.health,
-        "state": observed.map(|o| o.state.as_str()).unwrap_or("missing"),
-        "cpu_percent": record.cpu_percent,
+        "state": o.map(|o| o.state.as_str()).unwrap_or("missing"),
+        "cpu_percent": (record.cpu_percent * 100.0).round() / 100.0,
         "memory_bytes": record.memory_bytes,
-        "memory_limit_bytes": memory_limit,
+        "memory_limit_bytes": limit,
         "restart_count": record.restart_count,
     });
-    if let Some(o) = observed.filter(|o| !o.running) {
+    if let Some(s) = stats {
+        d["pids"] = json!(s.pids);
+        d["network_rx_bytes"] = json!(s.rx_bytes);
+        d["network_tx_bytes"] = json!(s.tx_bytes);
+    }
+    if let Some(o) = o.filter(|o| !o.running && o.state != "created") {
+        let (class, signal) = classify_exit(o.exit_code, o.oom_killed);
         d["exit_code"] = json!(o.exit_code);
         d["oom_killed"] = json!(o.oom_killed);
+        d["exit_class"] = json!(class);
+        d["signal"] = json!(signal);
+        d["logs"] = json!(obs.logs);
+    }
+    if !record.last_error.is_empty() && record.status == AgentStatus::Failed {
+        d["last_error"] = json!(record.last_error);
     }
     d
 }
 
-/// Inspects the container, updates the record, and stores and publishes `agent.health`
-/// when due. Returns the record and what was reported.
+/// Looks at the container, updates the record, and stores and publishes `agent.health`
+/// (and `agent.error` for a crash loop) when due. Returns what self-healing should do.
 pub async fn check(
     deps: &Deps,
     mut record: AgentRecord,
-    mut last: LastReport,
-) -> (AgentRecord, LastReport, Result<(), AgentError>) {
-    let observed = match &record.container_id {
-        Some(id) => match deps.runtime.inspect(id).await {
-            Ok(o) => o,
-            Err(e) => return (record, last, Err(e.into())),
-        },
-        None => None,
+    mut watch: Watch,
+    exit: Option<Exit>,
+) -> (AgentRecord, Watch, Result<Heal, AgentError>) {
+    let obs = match observe(deps, &record, exit).await {
+        Ok(obs) => obs,
+        Err(e) => return (record, watch, Err(e)),
     };
-    let status = observed_status(record.status, record.desired_state, observed.as_ref());
+    let jitter = fastrand::f64();
+    let heal = assess(
+        &mut record,
+        &mut watch,
+        &obs,
+        &deps.config.health,
+        Instant::now(),
+        jitter,
+    );
     let now = LastReport {
-        health: observed
-            .as_ref()
-            .map(|o| o.health.clone())
-            .unwrap_or_else(|| "none".into()),
-        state: observed
+        health: record.health.clone(),
+        state: obs
+            .observed
             .as_ref()
             .map(|o| o.state.clone())
             .unwrap_or_else(|| "missing".into()),
-        status: Some(status),
+        status: Some(record.status),
         at: Some(Instant::now()),
     };
-    let running = observed.as_ref().is_some_and(|o| o.running);
+    let running = obs.observed.as_ref().is_some_and(|o| o.running);
     let every = Duration::from_secs(deps.config.health.report_interval_s);
-    if !report_due(&last, &now, every, running) {
-        return (record, last, Ok(()));
+    let mut events = Vec::new();
+    // Operators see every look in the record; events go out on change and on interval.
+    record.last_health_at = Some(chrono::Utc::now());
+    if report_due(&watch.last, &now, every, running) || !matches!(heal, Heal::Nothing) {
+        events.push(Event::new(
+            EventKind::Health,
+            &record.agent_id,
+            &record.spec.customer_id,
+            None,
+            record.status.as_str(),
+            record.container_id.as_deref(),
+            details(&record, &obs, watch.stats),
+        ));
     }
-    if status == AgentStatus::Failed && record.status != AgentStatus::Failed {
-        record.last_error = match &observed {
-            Some(o) => format!(
-                "container exited with code {}{}",
-                o.exit_code.unwrap_or(-1),
-                if o.oom_killed { " (out of memory)" } else { "" }
-            ),
-            None => "container is gone".into(),
-        };
+    if let Heal::CrashLoop { .. } = heal {
+        events.push(Event::new(
+            EventKind::Error,
+            &record.agent_id,
+            &record.spec.customer_id,
+            None,
+            record.status.as_str(),
+            record.container_id.as_deref(),
+            error_details(None, ErrorCode::CrashLoop, &record.last_error),
+        ));
     }
-    record.status = status;
-    record.health = now.health.clone();
-    if let Some(o) = &observed {
-        record.restart_count = record.restart_count.max(o.restart_count.max(0) as u64);
+    if !events.is_empty() {
+        record.updated_at = chrono::Utc::now();
     }
-    let now_utc = chrono::Utc::now();
-    record.last_health_at = Some(now_utc);
-    record.updated_at = now_utc;
-    let limit = observed
-        .as_ref()
-        .map(|o| o.memory_bytes)
-        .unwrap_or((record.spec.resources.memory_mb * 1024 * 1024) as i64);
-    let event = Event::new(
-        EventKind::Health,
-        &record.agent_id,
-        &record.spec.customer_id,
-        None,
-        status.as_str(),
-        record.container_id.as_deref(),
-        details(&record, observed.as_ref(), limit),
-    );
-    if let Err(e) = deps
-        .store
-        .save(&record, std::slice::from_ref(&event), None)
-        .await
-    {
-        return (record, last, Err(e.into()));
+    if let Err(e) = deps.store.save(&record, &events, None).await {
+        return (record, watch, Err(e.into()));
     }
-    if let Err(e) = deps.publisher.publish(&[event]).await {
-        return (record, last, Err(e.into()));
+    if events.is_empty() {
+        return (record, watch, Ok(heal));
     }
-    last = now;
-    (record, last, Ok(()))
+    if let Err(e) = deps.publisher.publish(&events).await {
+        return (record, watch, Err(e.into()));
+    }
+    watch.last = now;
+    if let (Some(_), Some(id)) = (exit, record.container_id.clone()) {
+        // The exit is reported; now its last words, for the record and the restart event.
+        let logs = last_logs(deps, &id).await;
+        if !logs.is_empty() {
+            record.last_logs = logs;
+            if let Err(e) = deps.store.save(&record, &[], None).await {
+                return (record, watch, Err(e.into()));
+            }
+        }
+    }
+    (record, watch, Ok(heal))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::protocol::{AgentSpec, AgentType, Resources};
     use AgentStatus::*;
 
     fn obs(running: bool, health: &str) -> Observed {
@@ -160,6 +442,44 @@ mod tests {
             running,
             health: health.into(),
             state: if running { "running" } else { "exited" }.into(),
+            exit_code: (!running).then_some(3),
+            ..Default::default()
+        }
+    }
+
+    fn record(status: AgentStatus) -> AgentRecord {
+        let mut r = AgentRecord::new(
+            "a",
+            AgentSpec {
+                customer_id: "c".into(),
+                agent_type: AgentType::Custom,
+                name: "n".into(),
+                config: json!({}),
+                autogen_config: json!({}),
+                resources: Resources {
+                    memory_mb: 64,
+                    cpus: 1.0,
+                    gpus: 0,
+                },
+                image: "i".into(),
+            },
+            DesiredState::Running,
+        );
+        r.status = status;
+        r.container_id = Some("cid".into());
+        r
+    }
+
+    fn cfg() -> HealthConfig {
+        let mut c = Config::defaults().health;
+        c.unhealthy_restart_after = 2;
+        c.crash_loop_max_restarts = 2;
+        c
+    }
+
+    fn look(o: Observed) -> Observation {
+        Observation {
+            observed: Some(o),
             ..Default::default()
         }
     }
@@ -202,9 +522,99 @@ mod tests {
     #[test]
     fn commands_in_progress_are_left_alone() {
         let o = obs(false, "none");
-        for s in [Creating, Starting, Stopping, Restarting, Deleting] {
+        for s in [Creating, Starting, Stopping, Deleting] {
             assert_eq!(observed_status(s, DesiredState::Running, Some(&o)), s);
         }
+    }
+
+    #[test]
+    fn a_crash_schedules_a_restart_then_a_crash_loop_gives_up() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        let t = Instant::now();
+        let heal = assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5);
+        assert!(matches!(heal, Heal::RestartAfter(_)));
+        assert_eq!(r.status, Restarting);
+        assert!(r.last_error.contains("code 3"), "{}", r.last_error);
+        // Seen again before the restart happened: nothing new.
+        assert_eq!(
+            assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
+            Heal::Nothing
+        );
+        // Restarted, then crashes again, twice: the second exceeds the limit of 2.
+        assess(&mut r, &mut w, &look(obs(true, "none")), &cfg, t, 0.5);
+        assert!(matches!(
+            assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
+            Heal::RestartAfter(_)
+        ));
+        assess(&mut r, &mut w, &look(obs(true, "none")), &cfg, t, 0.5);
+        let heal = assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5);
+        assert!(
+            matches!(heal, Heal::CrashLoop { restarts: 2, .. }),
+            "{heal:?}"
+        );
+        assert_eq!(r.status, Failed);
+        assert!(r.last_error.contains("crash loop"));
+        assert_eq!(
+            assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
+            Heal::Nothing
+        );
+        w.reset(Some(Running));
+        assert!(!w.crash_looped);
+    }
+
+    #[test]
+    fn a_stopped_agent_is_never_restarted() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Stopped);
+        r.desired_state = DesiredState::Stopped;
+        let heal = assess(
+            &mut r,
+            &mut w,
+            &look(obs(false, "none")),
+            &cfg,
+            Instant::now(),
+            0.5,
+        );
+        assert_eq!(heal, Heal::Nothing);
+        assert_eq!(r.status, Stopped);
+    }
+
+    #[test]
+    fn unhealthy_for_n_looks_restarts() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        let t = Instant::now();
+        assert_eq!(
+            assess(&mut r, &mut w, &look(obs(true, "unhealthy")), &cfg, t, 0.5),
+            Heal::Nothing
+        );
+        assert_eq!(r.status, Unhealthy);
+        assert_eq!(
+            assess(&mut r, &mut w, &look(obs(true, "unhealthy")), &cfg, t, 0.5),
+            Heal::RestartNow(Reason::Unhealthy)
+        );
+        // A healthy look in between resets the count.
+        assess(&mut r, &mut w, &look(obs(true, "unhealthy")), &cfg, t, 0.5);
+        assess(&mut r, &mut w, &look(obs(true, "healthy")), &cfg, t, 0.5);
+        assert_eq!(
+            assess(&mut r, &mut w, &look(obs(true, "unhealthy")), &cfg, t, 0.5),
+            Heal::Nothing
+        );
+    }
+
+    #[test]
+    fn exits_are_classified() {
+        assert_eq!(classify_exit(Some(137), true).0, "oom_killed");
+        assert_eq!(
+            classify_exit(Some(137), false),
+            ("signal", Some("SIGKILL".into()))
+        );
+        assert_eq!(classify_exit(Some(0), false).0, "clean");
+        assert_eq!(classify_exit(Some(3), false).0, "error");
     }
 
     #[test]
@@ -215,8 +625,12 @@ mod tests {
             status: Some(Running),
             at: Some(Instant::now()),
         };
-        let fresh = now.clone();
-        assert!(!report_due(&fresh, &now, Duration::from_secs(30), true));
+        assert!(!report_due(
+            &now.clone(),
+            &now,
+            Duration::from_secs(30),
+            true
+        ));
         let mut changed = now.clone();
         changed.state = "exited".into();
         assert!(report_due(&changed, &now, Duration::from_secs(30), true));

@@ -9,12 +9,16 @@
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
 //!   container (labels, env, limits, section 4); [`runtime::docker`] drives Docker
 //!   containers (docker mode), [`runtime::swarm`] Swarm services (swarm mode), and
-//!   [`runtime::gpu`] wraps the Docker runtime with GPU allocation (gpu mode).
+//!   [`runtime::gpu`] wraps the Docker runtime with GPU allocation (gpu mode);
+//!   [`runtime::watcher`] follows Docker events.
 //! - [`lifecycle`]: what each command does to one agent, as plain async functions.
-//! - [`health`]: the periodic look at a container and `agent.health`.
+//! - [`health`]: looking at a container: status, stats, `agent.health`, what to heal.
+//! - [`restart`]: the self-healing policy (backoff with jitter, crash loops).
+//! - [`redact`]: removes secrets from container log lines.
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands.
 //! - [`supervisor`]: the registry of agent actors, routing commands to them.
 //! - [`reconcile`]: adopts existing agents at start.
+//! - [`readiness`]: pauses consuming while Redis or Docker is unreachable.
 //! - [`broker`]: RabbitMQ topology, the command consumer and the event publisher.
 //! - [`app`]: wires it all together and shuts it down.
 //! - [`error`]: typed errors per boundary and their `agent.error` codes.
@@ -29,7 +33,10 @@ pub mod error;
 pub mod health;
 pub mod lifecycle;
 pub mod protocol;
+pub mod readiness;
 pub mod reconcile;
+pub mod redact;
+pub mod restart;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

@@ -153,6 +153,13 @@ impl Apply<'_> {
         });
         if let Some(rec) = self.record.as_mut() {
             rec.updated_at = chrono::Utc::now();
+            if last {
+                rec.pending_command.clear();
+                rec.pending_message_id.clear();
+            } else {
+                rec.pending_command = self.cmd.kind.routing_key().to_string();
+                rec.pending_message_id = self.cmd.message_id.clone();
+            }
         }
         match &self.record {
             Some(rec) => self.deps.store.save(rec, &events, processed).await?,
@@ -470,6 +477,127 @@ impl Apply<'_> {
         self.deps.publisher.publish(&[event]).await?;
         Ok(())
     }
+}
+
+/// Finishes a delete that a manager which died left half done (the record says
+/// `deleting`): removes the container and every key, records the answer under the
+/// command's message id (so its redelivery is answered, not refused), and publishes
+/// `agent.deleted`.
+pub async fn finish_delete(deps: &Deps, record: AgentRecord) -> Result<(), AgentError> {
+    let id = record
+        .container_id
+        .clone()
+        .unwrap_or_else(|| spec::container_name(&record.agent_id));
+    deps.runtime
+        .remove(&id, deps.config.agents.stop_timeout_s)
+        .await?;
+    let correlation =
+        (!record.pending_message_id.is_empty()).then_some(record.pending_message_id.as_str());
+    let event = Event::new(
+        EventKind::Deleted,
+        &record.agent_id,
+        &record.spec.customer_id,
+        correlation,
+        AgentStatus::Deleting.as_str(),
+        record.container_id.as_deref(),
+        json!({"finished_after_restart": true}),
+    );
+    let answer = [event];
+    let processed = correlation.map(|message_id| Processed {
+        message_id,
+        answer: &answer,
+    });
+    deps.store.delete(&record, processed).await?;
+    deps.publisher.publish(&answer).await?;
+    tracing::info!(agent_id = %record.agent_id, "finished a delete left half done");
+    Ok(())
+}
+
+/// Restarts an agent by itself (it crashed, or stayed unhealthy): starts its container
+/// again (a new one if it is gone) and reports `agent.restarted` with no correlation id.
+/// On failure the agent is marked failed and `agent.error` (`docker_error`) says why.
+pub async fn self_restart(
+    deps: &Deps,
+    mut record: AgentRecord,
+    reason: crate::health::Reason,
+) -> (AgentRecord, Result<(), AgentError>) {
+    let outcome: Result<(), AgentError> = async {
+        let id = match record.container_id.clone() {
+            Some(id) => id,
+            None => {
+                let id = deps
+                    .runtime
+                    .create(&spec::build(&record, &deps.config))
+                    .await?;
+                record.container_id = Some(id.clone());
+                id
+            }
+        };
+        let r = match reason {
+            crate::health::Reason::Unhealthy => {
+                deps.runtime
+                    .restart(&id, deps.config.agents.stop_timeout_s)
+                    .await
+            }
+            crate::health::Reason::Crashed => deps.runtime.start(&id).await,
+        };
+        if let Err(RuntimeError::NotFound(_)) = r {
+            let id = deps
+                .runtime
+                .create(&spec::build(&record, &deps.config))
+                .await?;
+            record.container_id = Some(id.clone());
+            deps.runtime.start(&id).await?;
+        } else {
+            r?;
+        }
+        Ok(())
+    }
+    .await;
+    let events = match &outcome {
+        Ok(()) => {
+            record.status = AgentStatus::Running;
+            record.restart_count += 1;
+            tracing::info!(agent_id = %record.agent_id, reason = reason.as_str(), restarts = record.restart_count, "agent restarted by the manager");
+            vec![Event::new(
+                EventKind::Restarted,
+                &record.agent_id,
+                &record.spec.customer_id,
+                None,
+                record.status.as_str(),
+                record.container_id.as_deref(),
+                json!({
+                    "reason": reason.as_str(),
+                    "restart_count": record.restart_count,
+                    "automatic": true,
+                    "last_error": record.last_error,
+                    "logs": record.last_logs,
+                }),
+            )]
+        }
+        Err(e) => {
+            record.status = AgentStatus::Failed;
+            record.last_error = format!("automatic restart failed: {e}");
+            tracing::warn!(agent_id = %record.agent_id, error = %e, "automatic restart failed");
+            vec![Event::new(
+                EventKind::Error,
+                &record.agent_id,
+                &record.spec.customer_id,
+                None,
+                record.status.as_str(),
+                record.container_id.as_deref(),
+                error_details(None, e.code(), &record.last_error),
+            )]
+        }
+    };
+    record.updated_at = chrono::Utc::now();
+    if let Err(e) = deps.store.save(&record, &events, None).await {
+        return (record, Err(e.into()));
+    }
+    if let Err(e) = deps.publisher.publish(&events).await {
+        return (record, Err(e.into()));
+    }
+    (record, outcome)
 }
 
 /// Names of the spec fields that differ, for `agent.updated`.

@@ -11,15 +11,29 @@ use crate::runtime::spec::{spec_from_container, LABEL_AGENT_ID};
 use crate::runtime::Observed;
 use crate::store::AgentRecord;
 
-/// Every agent to adopt, with records rebuilt or repaired where needed.
-pub async fn adopt(deps: &Deps) -> Result<Vec<AgentRecord>, AgentError> {
-    let containers: HashMap<String, Observed> = deps
-        .runtime
-        .list_managed()
-        .await?
-        .into_iter()
-        .filter_map(|o| o.labels.get(LABEL_AGENT_ID).cloned().map(|id| (id, o)))
-        .collect();
+/// What reconciliation found.
+pub struct Adoption {
+    /// Every agent to adopt, with records rebuilt or repaired where needed.
+    pub agents: Vec<AgentRecord>,
+    /// Containers that carry our labels but belong to no agent (ids).
+    pub orphans: Vec<String>,
+}
+
+/// Adopts this instance's agents from Redis and Docker.
+pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
+    let mut containers: HashMap<String, Observed> = HashMap::new();
+    let mut orphans = Vec::new();
+    for observed in deps.runtime.list_managed().await? {
+        match observed.labels.get(LABEL_AGENT_ID).cloned() {
+            Some(id) if !id.is_empty() => {
+                containers.insert(id, observed);
+            }
+            _ => {
+                tracing::warn!(container = %observed.id, "orphan: container carries our labels but no agent id");
+                orphans.push(observed.id);
+            }
+        }
+    }
     let mut records: HashMap<String, AgentRecord> = HashMap::new();
     for (id, loaded) in deps.store.load_all().await? {
         match loaded {
@@ -30,6 +44,22 @@ pub async fn adopt(deps: &Deps) -> Result<Vec<AgentRecord>, AgentError> {
                 tracing::warn!(agent_id = %id, error = %e, "corrupt record; rebuilding it from Docker if possible")
             }
         }
+    }
+
+    // Deletes a dead manager left half done are finished first.
+    let half_deleted: Vec<String> = records
+        .iter()
+        .filter(|(_, r)| r.status == AgentStatus::Deleting)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in half_deleted {
+        if let Some(mut record) = records.remove(&id) {
+            if let Some(observed) = containers.get(&id) {
+                record.container_id = Some(observed.id.clone());
+            }
+            crate::lifecycle::finish_delete(deps, record).await?;
+        }
+        containers.remove(&id);
     }
 
     let mut adopted = Vec::with_capacity(records.len().max(containers.len()));
@@ -46,7 +76,8 @@ pub async fn adopt(deps: &Deps) -> Result<Vec<AgentRecord>, AgentError> {
                     record
                 }
                 None => {
-                    tracing::warn!(agent_id = %id, container = %observed.id, "container carries our labels but not enough to rebuild an agent; left alone");
+                    tracing::warn!(agent_id = %id, container = %observed.id, "orphan: container carries our labels but not enough to rebuild an agent");
+                    orphans.push(observed.id.clone());
                     continue;
                 }
             },
@@ -62,9 +93,50 @@ pub async fn adopt(deps: &Deps) -> Result<Vec<AgentRecord>, AgentError> {
     tracing::info!(
         agents = adopted.len(),
         containers = containers.len(),
+        orphans = orphans.len(),
         "reconciled"
     );
-    Ok(adopted)
+    Ok(Adoption {
+        agents: adopted,
+        orphans,
+    })
+}
+
+/// Removes orphans after the grace period if they are still orphans (or, in dry-run,
+/// only reports them), as Nomad's garbage collection does.
+pub async fn reap_orphans(deps: Deps, orphans: Vec<String>) {
+    if orphans.is_empty() {
+        return;
+    }
+    let cfg = &deps.config.docker;
+    tokio::time::sleep(std::time::Duration::from_secs(cfg.orphan_grace_s)).await;
+    for id in orphans {
+        let still = match deps.runtime.inspect(&id).await {
+            Ok(Some(o)) => rebuild(&o).is_none(),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "cannot look at an orphan; left alone");
+                false
+            }
+        };
+        if !still {
+            continue;
+        }
+        if cfg.orphan_dry_run {
+            tracing::warn!(container = %id, "orphan container (dry run: not removed)");
+        } else {
+            match deps
+                .runtime
+                .remove(&id, deps.config.agents.stop_timeout_s)
+                .await
+            {
+                Ok(()) => tracing::warn!(container = %id, "removed an orphan container"),
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "could not remove an orphan container")
+                }
+            }
+        }
+    }
 }
 
 /// An agent record from a container alone.

@@ -27,6 +27,12 @@ pub struct AgentRecord {
     pub memory_bytes: u64,
     pub restart_count: u64,
     pub last_error: String,
+    /// The last lines of the container's log when it last died (secrets redacted).
+    pub last_logs: Vec<String>,
+    /// The command being applied (routing key and message id) while it is half done, so
+    /// a manager that died meanwhile can finish it at start and answer it.
+    pub pending_command: String,
+    pub pending_message_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_health_at: Option<DateTime<Utc>>,
@@ -46,6 +52,9 @@ impl AgentRecord {
             memory_bytes: 0,
             restart_count: 0,
             last_error: String::new(),
+            last_logs: Vec::new(),
+            pending_command: String::new(),
+            pending_message_id: String::new(),
             created_at: now,
             updated_at: now,
             last_health_at: None,
@@ -78,6 +87,12 @@ impl AgentRecord {
             ("memory_bytes", self.memory_bytes.to_string()),
             ("restart_count", self.restart_count.to_string()),
             ("last_error", self.last_error.clone()),
+            (
+                "last_logs",
+                serde_json::to_string(&self.last_logs).unwrap_or_else(|_| "[]".into()),
+            ),
+            ("pending_command", self.pending_command.clone()),
+            ("pending_message_id", self.pending_message_id.clone()),
             ("created_at", rfc3339(self.created_at)),
             ("updated_at", rfc3339(self.updated_at)),
             (
@@ -148,6 +163,12 @@ impl AgentRecord {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
             last_error: f.get("last_error").cloned().unwrap_or_default(),
+            last_logs: f
+                .get("last_logs")
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
+            pending_command: f.get("pending_command").cloned().unwrap_or_default(),
+            pending_message_id: f.get("pending_message_id").cloned().unwrap_or_default(),
             created_at: time("created_at")?.unwrap_or(now),
             updated_at: time("updated_at")?.unwrap_or(now),
             last_health_at: time("last_health_at")?,
@@ -191,6 +212,10 @@ impl Keys {
     /// agent id holding it).
     pub fn gpu_allocations(&self) -> String {
         format!("{}gpu:allocations", self.prefix)
+    }
+    /// `outbox`: events waiting for RabbitMQ, oldest first (list of event JSON).
+    pub fn outbox(&self) -> String {
+        format!("{}outbox", self.prefix)
     }
 }
 
@@ -493,6 +518,67 @@ impl Store {
             pipe.query_async::<()>(&mut conn).await
         })
         .await
+    }
+
+    /// Appends events to the outbox (RabbitMQ is away).
+    pub async fn outbox_push(&self, events: &[Event]) -> Result<(), StoreError> {
+        let key = self.keys.outbox();
+        let items: Vec<String> = events
+            .iter()
+            .map(|e| String::from_utf8(e.to_json()).unwrap_or_default())
+            .collect();
+        let mut conn = self.conn.clone();
+        self.run("rpush outbox", async move {
+            conn.rpush::<_, _, ()>(key, items).await
+        })
+        .await
+    }
+
+    /// The oldest `max` entries of the outbox: how many were read, and the events among
+    /// them (an unreadable entry is dropped with an error log).
+    pub async fn outbox_peek(&self, max: isize) -> Result<(usize, Vec<Event>), StoreError> {
+        let key = self.keys.outbox();
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = self
+            .run("lrange outbox", async move {
+                conn.lrange(key, 0, max - 1).await
+            })
+            .await?;
+        let events = raw
+            .iter()
+            .filter_map(|s| match serde_json::from_str(s) {
+                Ok(e) => Some(e),
+                Err(err) => {
+                    tracing::error!(error = %err, "dropping an unreadable outbox entry");
+                    None
+                }
+            })
+            .collect();
+        Ok((raw.len(), events))
+    }
+
+    /// Drops the oldest `n` events of the outbox (published); returns how many remain.
+    pub async fn outbox_pop(&self, n: usize) -> Result<usize, StoreError> {
+        let key = self.keys.outbox();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("LTRIM").arg(&key).arg(n).arg(-1).ignore();
+        pipe.cmd("LLEN").arg(&key);
+        let mut conn = self.conn.clone();
+        let (left,): (usize,) = self
+            .run(
+                "ltrim outbox",
+                async move { pipe.query_async(&mut conn).await },
+            )
+            .await?;
+        Ok(left)
+    }
+
+    pub async fn outbox_len(&self) -> Result<usize, StoreError> {
+        let key = self.keys.outbox();
+        let mut conn = self.conn.clone();
+        self.run("llen outbox", async move { conn.llen(key).await })
+            .await
     }
 
     pub async fn load(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use actix::prelude::*;
 
-use crate::agent::{AgentActor, Apply, Retire};
+use crate::agent::{AgentActor, Apply, Look, Retire};
 use crate::error::AgentError;
 use crate::lifecycle::{self, Deps};
 use crate::protocol::{Command, CommandKind, ErrorCode};
@@ -26,6 +26,22 @@ pub struct Dispatch(pub Command);
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CountAgents;
+
+/// A Docker event about an agent's container (from the DockerWatcher).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ContainerEvent {
+    pub agent_id: String,
+    /// Docker's action: die, oom, kill, health_status: ..., start, stop.
+    pub action: String,
+    /// The exit code a `die` event carries.
+    pub exit_code: Option<i64>,
+}
+
+/// Every agent looks at its container (the watcher's periodic relist).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LookAtAll;
 
 struct Entry {
     addr: Addr<AgentActor>,
@@ -126,6 +142,35 @@ impl Handler<Dispatch> for Supervisor {
                     }
                 }),
         )
+    }
+}
+
+impl Handler<ContainerEvent> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ContainerEvent, _ctx: &mut Self::Context) {
+        match self.agents.get(&msg.agent_id) {
+            Some(entry) => entry.addr.do_send(Look {
+                trigger: msg.action,
+                exit_code: msg.exit_code,
+            }),
+            None => {
+                tracing::debug!(agent_id = %msg.agent_id, action = %msg.action, "event for an agent this manager does not hold")
+            }
+        }
+    }
+}
+
+impl Handler<LookAtAll> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: LookAtAll, _ctx: &mut Self::Context) {
+        for entry in self.agents.values() {
+            entry.addr.do_send(Look {
+                trigger: "relist".into(),
+                exit_code: None,
+            });
+        }
     }
 }
 

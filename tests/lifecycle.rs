@@ -718,41 +718,6 @@ async fn event_stream_is_capped() {
 }
 
 #[actix_rt::test]
-async fn health_is_reported_and_a_crash_is_seen() {
-    let env = TestEnv::start(&[]).await;
-    let id = env.agent_id("crash");
-    let mut body = env.create_body(&id);
-    body["config"] = json!({"exit_after_ms": 1500, "exit_code": 3});
-    let mid = env.send("agent.create", body).await;
-    env.answer(&mid, "agent.started").await;
-    let aid = id.clone();
-    let e = env
-        .wait_event("agent.health with the exit", DEADLINE, move |e| {
-            e.agent_id == aid
-                && e.event.routing_key() == "agent.health"
-                && e.details["state"] == "exited"
-        })
-        .await;
-    assert_eq!(e.details["exit_code"], 3);
-    assert_eq!(e.details["oom_killed"], false);
-    assert_eq!(e.status, "failed");
-    for f in [
-        "health",
-        "cpu_percent",
-        "memory_bytes",
-        "memory_limit_bytes",
-        "restart_count",
-    ] {
-        assert!(e.details.get(f).is_some(), "health details lack {f}");
-    }
-    let r = env.record(&id).await;
-    assert_eq!(r["status"], "failed");
-    assert!(r["last_error"].contains("code 3"), "{}", r["last_error"]);
-    assert!(!r["last_health_at"].is_empty());
-    env.finish().await;
-}
-
-#[actix_rt::test]
 async fn manager_restart_adopts_agents_without_restarting_them() {
     let mut env = TestEnv::start(&[]).await;
     let id = env.agent_id("adopt");

@@ -11,6 +11,13 @@
 #     "exit_after_ms": N      exit by itself after N milliseconds ...
 #     "exit_code": N          ... with exit code N (default 0; only used
 #                             together with exit_after_ms)
+#     "oom": true             allocate memory until the kernel's OOM killer
+#                             ends it (exit 137, OOMKilled in docker inspect)
+#     "unhealthy_after_ms": N create /tmp/unhealthy after N milliseconds; the
+#                             manager's default HEALTHCHECK
+#                             (test ! -e /tmp/unhealthy) then fails
+#     "log_secret": "text"    print a log line carrying "password=<text>", to
+#                             check that the manager redacts secrets from logs
 #
 # Without ignore_sigterm, SIGTERM (and SIGINT) make the agent exit 0 at once:
 # every wait is a `sleep ... & wait $!`, which a trapped signal interrupts.
@@ -55,8 +62,30 @@ fi
 
 exit_after_ms=$(config_int exit_after_ms)
 exit_code=$(config_int exit_code)
+unhealthy_after_ms=$(config_int unhealthy_after_ms)
+log_secret=$(printf '%s\n' "$CONFIG" | tr -d '\n' |
+    sed -n 's/.*"log_secret"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
 
 log "started$ignoring"
+
+if [ -n "$log_secret" ]; then
+    log "connecting with password=$log_secret"
+fi
+
+if config_true oom; then
+    log "allocating memory until the OOM killer stops me"
+    # awk doubles a string forever; exec so the killed process is the main one.
+    exec awk 'BEGIN { s = "xxxxxxxxxxxxxxxx"; while (1) { s = s s } }'
+fi
+
+if [ -n "$unhealthy_after_ms" ]; then
+    (
+        secs=$(printf '%d.%03d' $((unhealthy_after_ms / 1000)) $((unhealthy_after_ms % 1000)))
+        sleep "$secs"
+        : > /tmp/unhealthy
+        log "now unhealthy"
+    ) &
+fi
 
 if [ -n "$exit_after_ms" ]; then
     # busybox sleep takes fractional seconds.

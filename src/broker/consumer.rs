@@ -39,6 +39,8 @@ pub struct CommandConsumer {
     publisher: EventPublisher,
     /// Deliveries received and not yet acked, rejected or requeued.
     inflight: Arc<AtomicUsize>,
+    /// False while Redis or Docker is unreachable: consuming pauses.
+    deps_ok: watch::Receiver<bool>,
 }
 
 impl CommandConsumer {
@@ -47,6 +49,7 @@ impl CommandConsumer {
         policy: AgentPolicy,
         supervisor: Addr<Supervisor>,
         publisher: EventPublisher,
+        deps_ok: watch::Receiver<bool>,
     ) -> Self {
         CommandConsumer {
             cfg,
@@ -54,6 +57,7 @@ impl CommandConsumer {
             supervisor,
             publisher,
             inflight: Arc::new(AtomicUsize::new(0)),
+            deps_ok,
         }
     }
 
@@ -125,33 +129,81 @@ impl CommandConsumer {
             channel.basic_qos(self.cfg.prefetch, BasicQosOptions::default()),
         )
         .await?;
-        let tag = format!("agent-manager-{}", uuid::Uuid::new_v4().simple());
-        let mut deliveries = bounded(
-            limit,
-            "starting to consume",
-            channel.basic_consume(
-                self.cfg.command_queue.clone().into(),
-                tag.clone().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        tracing::info!(queue = %self.cfg.command_queue, prefetch = self.cfg.prefetch, "consuming commands");
-        let _ = ready.send(true);
+        let mut deps_ok = self.deps_ok.clone();
         loop {
-            tokio::select! {
-                next = deliveries.next() => match next {
-                    Some(Ok(delivery)) => self.handle(delivery),
-                    Some(Err(e)) => return Err(format!("consumer stream: {e}")),
-                    None => return Err("consumer stream ended".into()),
-                },
-                _ = shutdown.changed() => {
-                    let _ = bounded(limit, "cancelling the consumer",
-                        channel.basic_cancel(tag.clone().into(), BasicCancelOptions::default())).await;
-                    return Ok(conn);
+            // While Redis or Docker is away, commands wait in RabbitMQ instead of failing.
+            while !*deps_ok.borrow_and_update() {
+                let _ = ready.send(false);
+                tokio::select! {
+                    changed = deps_ok.changed() => if changed.is_err() { break },
+                    _ = shutdown.changed() => return Ok(conn),
                 }
             }
+            let tag = format!("agent-manager-{}", uuid::Uuid::new_v4().simple());
+            let mut deliveries = bounded(
+                limit,
+                "starting to consume",
+                channel.basic_consume(
+                    self.cfg.command_queue.clone().into(),
+                    tag.clone().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+            tracing::info!(queue = %self.cfg.command_queue, prefetch = self.cfg.prefetch, "consuming commands");
+            let _ = ready.send(true);
+            loop {
+                tokio::select! {
+                    next = deliveries.next() => match next {
+                        Some(Ok(delivery)) => self.handle(delivery),
+                        Some(Err(e)) => return Err(format!("consumer stream: {e}")),
+                        None => return Err("consumer stream ended".into()),
+                    },
+                    changed = deps_ok.changed() => {
+                        if changed.is_ok() && !*deps_ok.borrow() {
+                            tracing::warn!("Redis or Docker is unreachable: not taking commands until both are back");
+                            let _ = ready.send(false);
+                            self.stop_consuming(&channel, &tag, &mut deliveries, limit).await;
+                            break;
+                        }
+                    }
+                    _ = shutdown.changed() => {
+                        self.stop_consuming(&channel, &tag, &mut deliveries, limit).await;
+                        return Ok(conn);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cancels the consumer and hands back to RabbitMQ what it had delivered but this
+    /// manager had not started on.
+    async fn stop_consuming(
+        &self,
+        channel: &lapin::Channel,
+        tag: &str,
+        deliveries: &mut lapin::Consumer,
+        limit: Duration,
+    ) {
+        let _ = bounded(
+            limit,
+            "cancelling the consumer",
+            channel.basic_cancel(tag.to_string().into(), BasicCancelOptions::default()),
+        )
+        .await;
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(200), deliveries.next()).await
+        {
+            let _ = bounded(
+                limit,
+                "requeueing",
+                delivery.acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
         }
     }
 

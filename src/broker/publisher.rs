@@ -1,6 +1,8 @@
 //! The EventPublisher: one connection and one channel in confirm mode. `publish`
-//! returns only when RabbitMQ has confirmed every event (persistent, so they are on
-//! disk); a broken channel is replaced with backoff until the publish deadline.
+//! returns only when every event is durable: confirmed by RabbitMQ (persistent, so on
+//! disk), or, while RabbitMQ is away, kept in the Redis outbox. The outbox is drained
+//! in order once RabbitMQ is back; while it holds anything, new events queue behind it,
+//! so each agent's events keep their order. A broken channel is replaced with backoff.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,12 +10,27 @@ use std::time::{Duration, Instant};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex, Notify};
 
 use super::{bounded, connect, Backoff};
 use crate::config::RabbitConfig;
 use crate::error::PublishError;
 use crate::protocol::Event;
+use crate::store::Store;
+
+/// Events published from the outbox per round.
+const OUTBOX_BATCH: isize = 100;
+
+/// The Redis outbox: where events wait while RabbitMQ is away.
+struct Outbox {
+    store: Store,
+    /// The outbox may hold events: new ones must queue behind them.
+    pending: std::sync::atomic::AtomicBool,
+    /// Serialises "append to the outbox" against "the outbox is empty now".
+    lock: Mutex<()>,
+    /// Wakes the drainer.
+    wake: Notify,
+}
 
 struct Link {
     /// Kept so the channel's connection lives as long as the link.
@@ -29,6 +46,8 @@ pub struct EventPublisher {
     cfg: Arc<RabbitConfig>,
     link: Arc<Mutex<Option<Link>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// `None`: no outbox (a publish fails while RabbitMQ is away).
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl EventPublisher {
@@ -37,7 +56,105 @@ impl EventPublisher {
             cfg: Arc::new(cfg),
             link: Arc::new(Mutex::new(None)),
             generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            outbox: None,
         }
+    }
+
+    /// A publisher that keeps events in `store`'s outbox while RabbitMQ is away. Run
+    /// [`EventPublisher::drain_outbox`] beside it.
+    pub fn with_outbox(cfg: RabbitConfig, store: Store) -> Self {
+        let mut publisher = Self::new(cfg);
+        publisher.outbox = Some(Arc::new(Outbox {
+            store,
+            pending: std::sync::atomic::AtomicBool::new(true),
+            lock: Mutex::new(()),
+            wake: Notify::new(),
+        }));
+        publisher
+    }
+
+    /// Events waiting in the outbox, or 0 without one.
+    pub async fn outbox_len(&self) -> usize {
+        match &self.outbox {
+            Some(ob) => ob.store.outbox_len().await.unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// Publishes the outbox in order whenever it holds events, until `shutdown` (then
+    /// one last try).
+    pub async fn drain_outbox(self, mut shutdown: watch::Receiver<bool>) {
+        let Some(ob) = self.outbox.clone() else {
+            return;
+        };
+        let mut backoff = Backoff::new(Duration::from_secs(5));
+        loop {
+            let stopping = *shutdown.borrow();
+            if ob.pending.load(std::sync::atomic::Ordering::SeqCst) {
+                match self.drain_once(&ob).await {
+                    Ok(true) => backoff.reset(),
+                    Ok(false) => continue, // more to send
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "outbox not drained yet");
+                        if stopping {
+                            return;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if stopping {
+                return;
+            }
+            tokio::select! {
+                _ = ob.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Publishes one batch of the outbox; `Ok(true)` when it is empty afterwards.
+    async fn drain_once(&self, ob: &Outbox) -> Result<bool, String> {
+        let (read, events) = ob
+            .store
+            .outbox_peek(OUTBOX_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        if read > 0 {
+            let limit = Duration::from_secs(self.cfg.timeout_s);
+            self.publish_direct(&events, limit)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let _guard = ob.lock.lock().await;
+        let left = ob.store.outbox_pop(read).await.map_err(|e| e.to_string())?;
+        if read > 0 {
+            tracing::info!(
+                published = events.len(),
+                left,
+                "published events from the outbox"
+            );
+        }
+        if left == 0 {
+            ob.pending.store(false, std::sync::atomic::Ordering::SeqCst);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn push_outbox(&self, ob: &Outbox, events: &[Event]) -> Result<(), PublishError> {
+        ob.store.outbox_push(events).await.map_err(|e| {
+            PublishError::Unavailable(format!("RabbitMQ and the Redis outbox both failed: {e}"))
+        })?;
+        ob.pending.store(true, std::sync::atomic::Ordering::SeqCst);
+        ob.wake.notify_one();
+        Ok(())
     }
 
     /// Connects now, so a start-up against an unreachable broker fails early.
@@ -85,13 +202,35 @@ impl EventPublisher {
         }
     }
 
-    /// Publishes `events` in order and waits for their confirms, retrying on a fresh
-    /// channel until the configured timeout has passed.
+    /// Makes `events` durable, in order: confirmed by RabbitMQ, or queued in the outbox
+    /// while RabbitMQ is away (or while the outbox still holds older events).
     pub async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
         if events.is_empty() {
             return Ok(());
         }
         let limit = Duration::from_secs(self.cfg.timeout_s);
+        let Some(ob) = self.outbox.clone() else {
+            return self.publish_direct(events, limit).await;
+        };
+        if ob.pending.load(std::sync::atomic::Ordering::SeqCst) {
+            let _guard = ob.lock.lock().await;
+            if ob.pending.load(std::sync::atomic::Ordering::SeqCst) {
+                return self.push_outbox(&ob, events).await;
+            }
+        }
+        match self.publish_direct(events, limit).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, events = events.len(), "RabbitMQ unavailable; keeping events in the Redis outbox");
+                let _guard = ob.lock.lock().await;
+                self.push_outbox(&ob, events).await
+            }
+        }
+    }
+
+    /// Publishes `events` in order and waits for their confirms, retrying on a fresh
+    /// channel until `limit` has passed.
+    async fn publish_direct(&self, events: &[Event], limit: Duration) -> Result<(), PublishError> {
         let deadline = Instant::now() + limit;
         let mut backoff = Backoff::new(Duration::from_secs(2));
         loop {

@@ -3,27 +3,31 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, DeviceRequest,
-    EndpointSettings, HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig,
-    ResourcesUlimits,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, ContainerUpdateBody,
+    DeviceRequest, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, NetworkingConfig, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 
 use super::spec::{
     ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, LOG_MAX_FILES, LOG_MAX_SIZE,
     MANAGED_BY_VALUE, NOFILE_LIMIT,
 };
-use super::{Observed, Runtime};
+use super::{Observed, Runtime, Stats};
 use crate::config::Config;
 use crate::error::RuntimeError;
 
@@ -35,7 +39,28 @@ pub struct DockerRuntime {
     timeout: Duration,
     network: String,
     instance: String,
+    /// Admission control: Docker operations that change state in flight at once. Tokio's
+    /// semaphore is fair, so a burst is served in the order it arrived.
+    admission: Arc<Semaphore>,
 }
+
+/// Operations that change state in Docker and go through admission control; reads
+/// (inspect, stats, logs, list) do not wait.
+const ADMITTED_OPS: [&str; 12] = [
+    "pull",
+    "create container",
+    "start container",
+    "stop container",
+    "restart container",
+    "remove container",
+    "update container",
+    // Swarm mode (runtime/swarm.rs).
+    "create service",
+    "scale service",
+    "force-update service",
+    "update service",
+    "remove service",
+];
 
 impl DockerRuntime {
     /// Connects to `docker.host` (or the local socket). No I/O happens until the first call.
@@ -46,6 +71,7 @@ impl DockerRuntime {
             timeout: Duration::from_secs(config.docker.timeout_s),
             network: config.docker.network.clone(),
             instance: config.instance.clone(),
+            admission: Arc::new(Semaphore::new(config.docker.max_concurrent_ops)),
         })
     }
 
@@ -60,6 +86,21 @@ impl DockerRuntime {
         extra: Duration,
         fut: impl Future<Output = Result<T, BollardError>>,
     ) -> Result<T, RuntimeError> {
+        let _permit = if ADMITTED_OPS.contains(&op) {
+            // Waiting for a turn is not part of the call's timeout.
+            Some(
+                self.admission
+                    .acquire()
+                    .await
+                    .map_err(|_| RuntimeError::Docker {
+                        op,
+                        status: None,
+                        message: "admission control closed".into(),
+                    })?,
+            )
+        } else {
+            None
+        };
         let limit = self.timeout + extra;
         tokio::time::timeout(limit, fut)
             .await
@@ -177,8 +218,18 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         ..Default::default()
     };
+    const NS: i64 = 1_000_000_000;
+    let healthcheck = spec.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.clone()),
+        interval: Some(h.interval_s as i64 * NS),
+        timeout: Some(h.timeout_s as i64 * NS),
+        retries: Some(h.retries as i64),
+        start_period: Some(h.start_period_s as i64 * NS),
+        start_interval: None,
+    });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
+        healthcheck,
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.clone()),
         host_config: Some(host_config),
@@ -189,6 +240,49 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             )])),
         }),
         ..Default::default()
+    }
+}
+
+/// A [`Stats`] sample from Docker's stats (cgroup v1 or v2).
+pub fn stats_from(s: ContainerStatsResponse) -> Stats {
+    let cpu = s.cpu_stats.unwrap_or_default();
+    let mem = s.memory_stats.unwrap_or_default();
+    let usage = mem.usage.unwrap_or(0);
+    // Page cache is not the agent's memory: v1 reports it as total_inactive_file (or
+    // cache), v2 as inactive_file.
+    let cache = mem
+        .stats
+        .as_ref()
+        .and_then(|st| {
+            st.get("inactive_file")
+                .or_else(|| st.get("total_inactive_file"))
+                .or_else(|| st.get("cache"))
+                .copied()
+        })
+        .unwrap_or(0);
+    let (rx, tx) = s
+        .networks
+        .unwrap_or_default()
+        .values()
+        .fold((0, 0), |(rx, tx), n| {
+            (rx + n.rx_bytes.unwrap_or(0), tx + n.tx_bytes.unwrap_or(0))
+        });
+    let online = cpu.online_cpus.unwrap_or_else(|| {
+        cpu.cpu_usage
+            .as_ref()
+            .and_then(|u| u.percpu_usage.as_ref())
+            .map(|v| v.len() as u32)
+            .unwrap_or(1)
+    });
+    Stats {
+        cpu_total_ns: cpu.cpu_usage.and_then(|u| u.total_usage).unwrap_or(0),
+        system_ns: cpu.system_cpu_usage.unwrap_or(0),
+        online_cpus: online,
+        memory_bytes: usage.saturating_sub(cache),
+        memory_limit_bytes: mem.limit.unwrap_or(0),
+        pids: s.pids_stats.and_then(|p| p.current).unwrap_or(0),
+        rx_bytes: rx,
+        tx_bytes: tx,
     }
 }
 
@@ -274,6 +368,13 @@ impl Runtime for DockerRuntime {
             return Ok(());
         }
         created.map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        self.call("ping", Duration::ZERO, async move { docker.ping().await })
+            .await
+            .map(|_| ())
     }
 
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
@@ -463,6 +564,52 @@ impl Runtime for DockerRuntime {
             Err(RuntimeError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let r = self
+            .call("container stats", Duration::ZERO, async move {
+                let mut stream = docker.stats(&id, Some(options));
+                stream.next().await.transpose()
+            })
+            .await;
+        match r {
+            Ok(Some(s)) if s.read.is_some() || s.cpu_stats.is_some() => Ok(Some(stats_from(s))),
+            Ok(_) | Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        self.call("container logs", Duration::ZERO, async move {
+            let mut stream = docker.logs(&id, Some(options));
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                match chunk? {
+                    LogOutput::StdOut { message }
+                    | LogOutput::StdErr { message }
+                    | LogOutput::Console { message } => {
+                        text.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            Ok(text.lines().map(str::to_string).collect())
+        })
+        .await
     }
 
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 
 use super::docker::DockerRuntime;
 use super::spec::{self, ContainerSpec, LABEL_AGENT_ID};
-use super::{Observed, Runtime};
+use super::{Observed, Runtime, Stats};
 use crate::config::{Config, GpuConfig};
 use crate::error::RuntimeError;
 use crate::store::Store;
@@ -392,6 +392,10 @@ impl Runtime for GpuRuntime {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.docker.ping().await
+    }
+
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         self.docker.ensure_image(image).await
     }
@@ -459,6 +463,14 @@ impl Runtime for GpuRuntime {
             self.remember_observed(o);
         }
         Ok(observed)
+    }
+
+    async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
+        self.docker.stats(id).await
+    }
+
+    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
+        self.docker.logs(id, tail).await
     }
 
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {

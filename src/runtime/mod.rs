@@ -14,6 +14,7 @@ pub mod docker;
 pub mod gpu;
 pub mod spec;
 pub mod swarm;
+pub mod watcher;
 
 use std::collections::HashMap;
 
@@ -62,11 +63,41 @@ impl Observed {
     }
 }
 
+/// One resource-usage sample of a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    /// Cumulative CPU time of the container, ns.
+    pub cpu_total_ns: u64,
+    /// Cumulative CPU time of the host, ns (Docker's `system_cpu_usage`).
+    pub system_ns: u64,
+    pub online_cpus: u32,
+    /// Memory in use, page cache excluded.
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub pids: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+impl Stats {
+    /// CPU use between `prev` and `self`, in percent of one core (Docker's formula).
+    pub fn cpu_percent_since(&self, prev: &Stats) -> f64 {
+        let cpu = self.cpu_total_ns.saturating_sub(prev.cpu_total_ns) as f64;
+        let system = self.system_ns.saturating_sub(prev.system_ns) as f64;
+        if system <= 0.0 || cpu < 0.0 {
+            return 0.0;
+        }
+        cpu / system * f64::from(self.online_cpus.max(1)) * 100.0
+    }
+}
+
 /// The operations the agent actors need, whatever runs the agents.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
     /// Prepares the host once at start (network).
     async fn prepare(&self) -> Result<(), RuntimeError>;
+    /// Succeeds when the container engine answers.
+    async fn ping(&self) -> Result<(), RuntimeError>;
     /// Fails with `ImageNotFound` when the image is neither present nor pullable.
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
     /// Creates the container (not started) and returns its id. Idempotent: a container
@@ -90,4 +121,32 @@ pub trait Runtime: Send + Sync + 'static {
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError>;
     /// Every container of this manager instance.
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError>;
+    /// One resource sample (`None` when the container is not running).
+    async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError>;
+    /// The last `tail` lines of the container's output.
+    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_percent_uses_deltas_and_cpu_count() {
+        let a = Stats {
+            cpu_total_ns: 1_000,
+            system_ns: 10_000,
+            online_cpus: 2,
+            ..Default::default()
+        };
+        let b = Stats {
+            cpu_total_ns: 1_500,
+            system_ns: 12_000,
+            online_cpus: 2,
+            ..Default::default()
+        };
+        assert!((b.cpu_percent_since(&a) - 50.0).abs() < 1e-9);
+        assert_eq!(a.cpu_percent_since(&a), 0.0);
+        assert_eq!(a.cpu_percent_since(&b), 0.0, "counters going back give 0");
+    }
 }

@@ -65,6 +65,35 @@ pub struct ContainerSpec {
     /// GPU mode: the specific devices (indexes or UUIDs) given to the agent. Empty in
     /// the spec built here; the GPU runtime fills it from its allocation.
     pub gpu_devices: Vec<String>,
+    /// HEALTHCHECK for the container; `None` keeps the image's.
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// Docker's HEALTHCHECK, from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Healthcheck {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    pub test: Vec<String>,
+    pub interval_s: u64,
+    pub timeout_s: u64,
+    pub retries: u64,
+    pub start_period_s: u64,
+}
+
+/// The HEALTHCHECK an agent of `agent_type` gets.
+pub fn healthcheck(config: &Config, agent_type: AgentType) -> Option<Healthcheck> {
+    let h = &config.health;
+    let test = h
+        .container_check_by_type
+        .get(agent_type.as_str())
+        .unwrap_or(&h.container_check);
+    (!test.is_empty()).then(|| Healthcheck {
+        test: test.clone(),
+        interval_s: h.container_check_interval_s,
+        timeout_s: h.container_check_timeout_s,
+        retries: h.container_check_retries,
+        start_period_s: h.container_check_start_period_s,
+    })
 }
 
 impl ContainerSpec {
@@ -162,6 +191,7 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         spec_hash: hash,
         stop_timeout_s: config.agents.stop_timeout_s,
         gpu_devices: Vec::new(),
+        healthcheck: healthcheck(config, spec.agent_type),
     }
 }
 
@@ -271,6 +301,23 @@ mod tests {
         assert_eq!(visible, vec!["NVIDIA_VISIBLE_DEVICES=1"]);
         assert_eq!(g.clone().with_gpu_devices(vec![]).env, c.env);
         assert_eq!(g.agent_id(), Some("a1"));
+    }
+
+    #[test]
+    fn healthcheck_comes_from_config_with_per_type_override() {
+        let mut config = Config::defaults();
+        let c = build(&record(), &config);
+        let hc = c.healthcheck.expect("default healthcheck");
+        assert_eq!(hc.test, vec!["CMD-SHELL", "test ! -e /tmp/unhealthy"]);
+        config
+            .health
+            .container_check_by_type
+            .insert("trading".into(), vec!["CMD".into(), "/app/check".into()]);
+        let c = build(&record(), &config);
+        assert_eq!(c.healthcheck.unwrap().test, vec!["CMD", "/app/check"]);
+        config.health.container_check_by_type.clear();
+        config.health.container_check.clear();
+        assert!(build(&record(), &config).healthcheck.is_none());
     }
 
     #[test]

@@ -30,24 +30,27 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerSummary, Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig,
-    NetworkCreateRequest, ResourcesUlimits, Service, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigOrderEnum, Task,
-    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges, TaskSpecLogDriver,
-    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    ContainerSummary, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType,
+    NetworkAttachmentConfig, NetworkCreateRequest, ResourcesUlimits, Service, ServiceSpec,
+    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecContainerSpecPrivileges, TaskSpecLogDriver, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
 };
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
-    UpdateServiceOptionsBuilder,
+    LogsOptionsBuilder, UpdateServiceOptionsBuilder,
 };
+use futures_util::StreamExt;
 
 use super::docker::{is_status, DockerRuntime};
 use super::spec::{
     ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, LOG_MAX_FILES, LOG_MAX_SIZE,
     MANAGED_BY_VALUE, NOFILE_LIMIT,
 };
-use super::{Observed, Runtime};
+use super::{Observed, Runtime, Stats};
 use crate::config::{Config, SwarmConfig};
 use crate::error::RuntimeError;
 
@@ -220,6 +223,16 @@ pub fn service_spec(
             soft: Some(NOFILE_LIMIT),
             hard: Some(NOFILE_LIMIT),
         }]),
+        // Swarm reports a task running only once this check passes, and replaces a task
+        // whose check fails.
+        health_check: spec.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(h.interval_s as i64 * SECOND_NS),
+            timeout: Some(h.timeout_s as i64 * SECOND_NS),
+            retries: Some(h.retries as i64),
+            start_period: Some(h.start_period_s as i64 * SECOND_NS),
+            start_interval: None,
+        }),
         ..Default::default()
     };
     ServiceSpec {
@@ -531,6 +544,7 @@ impl SwarmRuntime {
     async fn observe(&self, service: Service) -> Result<Observed, RuntimeError> {
         let id = service.id.clone().unwrap_or_default();
         let tasks = self.tasks(&id).await?;
+        tracing::trace!(service = %id, tasks = ?tasks.iter().map(|t| (task_id(t), task_state(t), desired_state(t))).collect::<Vec<_>>(), "service tasks");
         let mut observed = observed_from(&service, &tasks);
         // Health and out-of-memory are known to the node running the task: ask when it
         // is this one (a single-node swarm, or an agent placed on the manager's node).
@@ -733,6 +747,10 @@ impl Runtime for SwarmRuntime {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.docker.ping().await
+    }
+
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         self.docker.ensure_image(image).await
     }
@@ -923,6 +941,50 @@ impl Runtime for SwarmRuntime {
         }
     }
 
+    /// The running task's container, when it runs on this node (stats are per node).
+    async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
+        let Some(service) = self.inspect_service(id).await? else {
+            return Ok(None);
+        };
+        let sid = service.id.clone().unwrap_or_else(|| id.to_string());
+        let tasks = self.tasks(&sid).await?;
+        match current_task(&tasks)
+            .filter(|t| is_up(t))
+            .and_then(task_container)
+        {
+            Some(container) => self.docker.stats(&container).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The service's output (every task's, as Swarm's log broker collects it).
+    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
+        let docker = self.docker.client().clone();
+        let id = id.to_string();
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        self.docker
+            .call("service logs", Duration::ZERO, async move {
+                let mut stream = docker.service_logs(&id, Some(options));
+                let mut text = String::new();
+                while let Some(chunk) = stream.next().await {
+                    match chunk? {
+                        LogOutput::StdOut { message }
+                        | LogOutput::StdErr { message }
+                        | LogOutput::Console { message } => {
+                            text.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        LogOutput::StdIn { .. } => {}
+                    }
+                }
+                Ok(text.lines().map(str::to_string).collect())
+            })
+            .await
+    }
+
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {
         let filters = HashMap::from([(
             "label",
@@ -998,6 +1060,15 @@ mod tests {
             Some(true)
         );
         assert_eq!(cs.stop_grace_period, Some(10 * SECOND_NS));
+        let hc = cs
+            .health_check
+            .as_ref()
+            .expect("the configured HEALTHCHECK");
+        assert_eq!(
+            hc.test.as_ref(),
+            c.healthcheck.as_ref().map(|h| &h.test),
+            "same check as docker mode"
+        );
         let mounts = cs.mounts.as_ref().unwrap();
         assert_eq!(mounts[0].target.as_deref(), Some("/tmp"));
         assert_eq!(mounts[0].typ, Some(MountType::TMPFS));

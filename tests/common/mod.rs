@@ -81,11 +81,34 @@ impl TestEnv {
         Self::start_with(id, config).await
     }
 
-    async fn start_with(id: String, config: Config) -> TestEnv {
-        let (conn, redis, docker) = require_services().await;
-        let manager = Manager::start(config.clone())
+    /// Everything but the manager: for a manager run as a separate process (benches).
+    /// The topology is declared here, so commands sent before it starts are kept.
+    pub async fn client_only(overrides: &[(&str, &str)]) -> TestEnv {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let config = test_config(&id, overrides);
+        let (conn, _, _) = require_services().await;
+        agent_manager::broker::topology::declare(&conn, &config.rabbitmq)
             .await
-            .unwrap_or_else(|e| panic!("manager failed to start: {e}"));
+            .expect("declare topology");
+        let _ = conn.close(200, "declared".into()).await;
+        Self::start_inner(id, config, false).await
+    }
+
+    async fn start_with(id: String, config: Config) -> TestEnv {
+        Self::start_inner(id, config, true).await
+    }
+
+    async fn start_inner(id: String, config: Config, with_manager: bool) -> TestEnv {
+        let (conn, redis, docker) = require_services().await;
+        let manager = if with_manager {
+            Some(
+                Manager::start(config.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("manager failed to start: {e}")),
+            )
+        } else {
+            None
+        };
         let channel = conn.create_channel().await.expect("channel");
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -191,7 +214,7 @@ impl TestEnv {
         TestEnv {
             id,
             config,
-            manager: Some(manager),
+            manager,
             conn,
             channel,
             events,
@@ -380,6 +403,11 @@ impl TestEnv {
             .collect()
     }
 
+    /// Forgets the events seen so far.
+    pub fn clear_events(&self) {
+        self.events.lock().unwrap().clear();
+    }
+
     /// Every event seen so far for `agent_id`.
     pub fn events_of(&self, agent_id: &str) -> Vec<Event> {
         self.events
@@ -486,6 +514,13 @@ impl TestEnv {
 
 /// The config of a test: the defaults with this test's names and `overrides`.
 pub fn test_config(id: &str, overrides: &[(&str, &str)]) -> Config {
+    let env = test_env_vars(id, overrides);
+    Config::from_sources(None, |k| env.get(k).cloned()).expect("test config")
+}
+
+/// The environment variables that configure a manager for test `id` (also given to a
+/// manager started as a separate process).
+pub fn test_env_vars(id: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
     let mut env: HashMap<String, String> = HashMap::from([
         ("RABBITMQ_URL".into(), RABBITMQ_URL.into()),
         ("REDIS_URL".into(), REDIS_URL.into()),
@@ -509,7 +544,7 @@ pub fn test_config(id: &str, overrides: &[(&str, &str)]) -> Config {
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }
-    Config::from_sources(None, |k| env.get(k).cloned()).expect("test config")
+    env
 }
 
 impl Drop for TestEnv {

@@ -1,0 +1,108 @@
+//! The DockerWatcher: one Docker events stream for this instance's containers (die,
+//! oom, kill, health_status, start, stop), routed to the owning agent actor so a crash
+//! is seen in milliseconds. The stream is resubscribed with `since` = the last event's
+//! time after any break, so nothing is missed; a periodic relist asks every actor to
+//! look at its container anyway.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::Addr;
+use bollard::query_parameters::EventsOptionsBuilder;
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::spec::{LABEL_AGENT_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
+use crate::broker::Backoff;
+use crate::supervisor::{ContainerEvent, LookAtAll, Supervisor};
+
+/// Container events that can change an agent's state.
+pub const WATCHED_EVENTS: [&str; 6] = ["die", "oom", "kill", "health_status", "start", "stop"];
+
+pub struct DockerWatcher {
+    docker: Docker,
+    instance: String,
+    relist: Duration,
+    supervisor: Addr<Supervisor>,
+}
+
+impl DockerWatcher {
+    pub fn new(
+        docker: Docker,
+        instance: String,
+        relist: Duration,
+        supervisor: Addr<Supervisor>,
+    ) -> Self {
+        DockerWatcher {
+            docker,
+            instance,
+            relist,
+            supervisor,
+        }
+    }
+
+    /// Watches until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Events from the moment the manager started (reconciliation saw before that).
+        let mut since = chrono::Utc::now().timestamp().to_string();
+        let mut backoff = Backoff::new(Duration::from_secs(10));
+        let mut relist = tokio::time::interval(self.relist);
+        relist.tick().await;
+        loop {
+            let filters = HashMap::from([
+                ("type", vec!["container".to_string()]),
+                (
+                    "label",
+                    vec![
+                        format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"),
+                        format!("{LABEL_INSTANCE}={}", self.instance),
+                    ],
+                ),
+                (
+                    "event",
+                    WATCHED_EVENTS.iter().map(|e| e.to_string()).collect(),
+                ),
+            ]);
+            let options = EventsOptionsBuilder::new()
+                .since(&since)
+                .filters(&filters)
+                .build();
+            let mut stream = self.docker.events(Some(options));
+            tracing::debug!(%since, "watching Docker events");
+            let broke = loop {
+                tokio::select! {
+                    item = stream.next() => match item {
+                        Some(Ok(event)) => {
+                            backoff.reset();
+                            if let Some(nanos) = event.time_nano {
+                                since = format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000);
+                            } else if let Some(secs) = event.time {
+                                since = secs.to_string();
+                            }
+                            let action = event.action.unwrap_or_default();
+                            let mut attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+                            let exit_code = attrs.get("exitCode").and_then(|c| c.parse().ok());
+                            if let Some(agent_id) = attrs.remove(LABEL_AGENT_ID) {
+                                tracing::debug!(%agent_id, %action, ?exit_code, "container event");
+                                self.supervisor.do_send(ContainerEvent { agent_id, action, exit_code });
+                            }
+                        }
+                        Some(Err(e)) => break e.to_string(),
+                        None => break "the events stream ended".to_string(),
+                    },
+                    _ = relist.tick() => self.supervisor.do_send(LookAtAll),
+                    _ = shutdown.changed() => return,
+                }
+            };
+            let delay = backoff.next_delay();
+            tracing::warn!(error = %broke, retry_in_ms = delay.as_millis() as u64, "Docker events stream broke; resubscribing");
+            // Whatever happened while the stream was down is looked at now.
+            self.supervisor.do_send(LookAtAll);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
