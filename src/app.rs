@@ -195,7 +195,17 @@ impl Manager {
         {
             tracing::warn!("consumer did not stop within 60 s");
         }
-        // In-flight commands are settled; the outbox gets one last flush.
+        // In-flight commands are settled: the agent actors retire, so their health
+        // timers and self-healing stop acting on agents this manager lets go of.
+        let retired = tokio::time::timeout(
+            Duration::from_secs(15),
+            self.supervisor.send(crate::supervisor::Shutdown),
+        )
+        .await;
+        if !matches!(retired, Ok(Ok(()))) {
+            tracing::warn!("agent actors did not retire within 15 s");
+        }
+        // The outbox gets one last flush.
         if tokio::time::timeout(Duration::from_secs(15), self.drainer)
             .await
             .is_err()

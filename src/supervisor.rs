@@ -43,6 +43,13 @@ pub struct ContainerEvent {
 #[rtype(result = "()")]
 pub struct LookAtAll;
 
+/// The manager is shutting down: every agent actor retires (its timers and pending
+/// restarts with it) and so does the supervisor, so nothing keeps acting on agents a
+/// stopped manager let go of (a new manager in the same process adopts them).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
 struct Entry {
     addr: Addr<AgentActor>,
     /// Commands sent to the actor and not yet finished.
@@ -171,6 +178,22 @@ impl Handler<LookAtAll> for Supervisor {
                 exit_code: None,
             });
         }
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        let retiring: Vec<_> = self
+            .agents
+            .drain()
+            .map(|(_, entry)| entry.addr.send(Retire))
+            .collect();
+        ctx.stop();
+        Box::pin(async move {
+            futures_util::future::join_all(retiring).await;
+        })
     }
 }
 
