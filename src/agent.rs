@@ -201,6 +201,7 @@ impl Handler<Apply> for AgentActor {
     type Result = AtomicResponse<Self, Result<Applied, AgentError>>;
 
     fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) -> Self::Result {
+        tracing::debug!(agent_id = %self.agent_id, message_id = %msg.0.message_id, busy = self.busy, "applying command");
         // A command takes over from self-healing.
         self.cancel_pending_restart(ctx);
         self.busy = true;
@@ -208,7 +209,11 @@ impl Handler<Apply> for AgentActor {
         let record = self.record.clone();
         let cmd = msg.0;
         let span = tracing::info_span!("command", agent_id = %cmd.agent_id, message_id = %cmd.message_id, command = %cmd.kind);
-        let fut = async move { lifecycle::apply(&deps, record, &cmd).await }.instrument(span);
+        let fut = async move {
+            tracing::debug!("command future polled");
+            lifecycle::apply(&deps, record, &cmd).await
+        }
+        .instrument(span);
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             |(record, result), act, _| {
                 act.busy = false;

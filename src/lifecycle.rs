@@ -68,6 +68,7 @@ pub async fn apply(
     record: Option<AgentRecord>,
     cmd: &Command,
 ) -> (Option<AgentRecord>, Result<(), AgentError>) {
+    tracing::debug!(agent_id = %cmd.agent_id, "checking processed");
     if cmd.message_id_given {
         match deps.store.processed(&cmd.message_id).await {
             Ok(Some(answer)) => {
@@ -89,11 +90,13 @@ pub async fn apply(
         record,
         answer: Vec::new(),
     };
+    tracing::debug!(agent_id = %cmd.agent_id, "executing");
     let result = match run.execute().await {
         Ok(()) => Ok(()),
         Err(e) if e.is_transient_infrastructure() => Err(e),
         Err(e) => run.fail(e).await,
     };
+    tracing::debug!(agent_id = %cmd.agent_id, ok = result.is_ok(), "executed");
     (run.record, result)
 }
 
@@ -260,7 +263,11 @@ impl Apply<'_> {
             }
             // Same spec: answer again. A create cut short (no container yet, or created
             // but never started) is finished first.
-            let unfinished = matches!(existing.status, AgentStatus::Creating)
+            // The same create redelivered after a manager died in it (the record names
+            // it as pending) is finished even if the agent converged meanwhile.
+            let redelivered = existing.pending_message_id == self.cmd.message_id;
+            let unfinished = redelivered
+                || matches!(existing.status, AgentStatus::Creating)
                 || (matches!(existing.status, AgentStatus::Created)
                     && existing.desired_state == DesiredState::Running);
             if !unfinished {

@@ -227,9 +227,19 @@ impl TestEnv {
 
     /// Stops the manager (agents keep running) and starts a new one with the same config.
     pub async fn restart_manager(&mut self) {
+        self.restart_manager_with(|| async {}).await
+    }
+
+    /// Like `restart_manager`, running `between` while no manager runs.
+    pub async fn restart_manager_with<F, Fut>(&mut self, between: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         if let Some(m) = self.manager.take() {
             m.shutdown().await;
         }
+        between().await;
         self.manager = Some(
             Manager::start(self.config.clone())
                 .await
@@ -607,5 +617,72 @@ impl Drop for TestEnv {
             }
         });
         let _ = cleanup.join();
+    }
+}
+
+/// The manager binary run as a separate process (for kill -9 and signals), configured
+/// like the test's in-process one. Killed in Drop.
+pub struct ManagerProcess {
+    pub child: std::process::Child,
+}
+
+impl ManagerProcess {
+    pub fn spawn(vars: &HashMap<String, String>) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_agent-manager"))
+            .arg("run")
+            .envs(vars)
+            .env(
+                "RUST_LOG",
+                std::env::var("MANAGER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            // The manager logs to stdout; kept in MANAGER_LOG_DIR when set.
+            .stdout(match std::env::var_os("MANAGER_LOG_DIR") {
+                Some(dir) => std::fs::File::create(
+                    std::path::Path::new(&dir)
+                        .join(format!("manager-{}.log", uuid::Uuid::new_v4().simple())),
+                )
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+                None => std::process::Stdio::null(),
+            })
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn agent-manager");
+        ManagerProcess { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `deadline` for the exit status.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
     }
 }
