@@ -193,13 +193,34 @@ fn operate(command: impl std::future::Future<Output = Result<(), CliError>>) -> 
     }
 }
 
-/// Columns of the terminal, from `COLUMNS` when the shell exports it.
+/// Columns for tables: `COLUMNS` when set, else the terminal's width (`stty size`) when
+/// stdout is one, else 120.
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
+    use std::io::IsTerminal;
+    let usable = |w: usize| (w >= 40).then_some(w);
+    let from_env = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.trim().parse().ok())
-        .filter(|w: &usize| *w >= 40)
-        .unwrap_or(100)
+        .and_then(usable);
+    let from_tty = || {
+        if !std::io::stdout().is_terminal() {
+            return None;
+        }
+        let tty = std::fs::File::open("/dev/tty").ok()?;
+        let out = std::process::Command::new("stty")
+            .arg("size")
+            .stdin(tty)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+            .and_then(usable)
+    };
+    from_env.or_else(from_tty).unwrap_or(120)
 }
 
 async fn agents(config: &Config, command: AgentsCmd) -> Result<(), CliError> {

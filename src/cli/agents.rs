@@ -118,10 +118,10 @@ pub async fn list(
 
 fn list_columns() -> Vec<Column> {
     vec![
-        Column::new("AGENT ID", 12, 28, Cut::Middle),
+        Column::new("AGENT ID", 12, 36, Cut::Middle).keep(),
         Column::new("CUSTOMER", 8, 16, Cut::Middle),
-        Column::new("TYPE", 7, 14, Cut::End),
-        Column::new("NAME", 8, 24, Cut::End),
+        Column::new("TYPE", 8, 14, Cut::End),
+        Column::new("NAME", 10, 24, Cut::End),
         Column::new("STATUS", 10, 10, Cut::End),
         Column::new("CPU%", 5, 6, Cut::End).right(),
         Column::new("MEM", 7, 8, Cut::End).right(),

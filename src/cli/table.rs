@@ -23,6 +23,8 @@ pub struct Column {
     pub cut: Cut,
     /// Right-aligned (numbers).
     pub right: bool,
+    /// Narrowed only when the other columns are at their minimum (ids).
+    pub keep: bool,
 }
 
 impl Column {
@@ -33,11 +35,17 @@ impl Column {
             min: min.max(header.chars().count()),
             cut,
             right: false,
+            keep: false,
         }
     }
 
     pub fn right(mut self) -> Self {
         self.right = true;
+        self
+    }
+
+    pub fn keep(mut self) -> Self {
+        self.keep = true;
         self
     }
 }
@@ -74,7 +82,8 @@ pub fn render(columns: &[Column], rows: &[Vec<String>], width: usize) -> String 
 }
 
 /// Column widths: each column as wide as its widest value (capped), then the widest
-/// column above its minimum loses a character at a time until the line fits `width`.
+/// column above its minimum loses a character at a time until the line fits `width`;
+/// columns marked `keep` only once no other column can give way.
 pub fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> Vec<usize> {
     let mut widths: Vec<usize> = columns
         .iter()
@@ -91,12 +100,15 @@ pub fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> Vec<usize>
         .collect();
     let total = |w: &[usize]| w.iter().sum::<usize>() + GAP.len() * w.len().saturating_sub(1);
     while total(&widths) > width {
-        let widest = widths
-            .iter()
-            .enumerate()
-            .filter(|(i, w)| **w > columns[*i].min)
-            .max_by_key(|(i, w)| (**w, std::cmp::Reverse(*i)))
-            .map(|(i, _)| i);
+        let widest = |keep: bool| {
+            widths
+                .iter()
+                .enumerate()
+                .filter(|(i, w)| **w > columns[*i].min && columns[*i].keep == keep)
+                .max_by_key(|(i, w)| (**w, std::cmp::Reverse(*i)))
+                .map(|(i, _)| i)
+        };
+        let widest = widest(false).or_else(|| widest(true));
         match widest {
             Some(i) => widths[i] -= 1,
             None => break,
@@ -196,6 +208,17 @@ mod tests {
         for line in render(&cols(), &rows, 40).lines() {
             assert!(line.chars().count() <= 40, "{line}");
         }
+    }
+
+    #[test]
+    fn kept_columns_give_way_last() {
+        let cols = vec![
+            Column::new("ID", 8, 20, Cut::Middle).keep(),
+            Column::new("NAME", 6, 30, Cut::End),
+        ];
+        let rows = vec![vec!["i".repeat(20), "n".repeat(30)]];
+        assert_eq!(fit(&cols, &rows, 30), vec![20, 8]);
+        assert_eq!(fit(&cols, &rows, 20), vec![12, 6]);
     }
 
     #[test]
