@@ -5,26 +5,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_manager::Config;
-use common::{TestEnv, DEADLINE};
+use common::{run_bounded, CommandOut as Out, TestEnv, DEADLINE};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-manager");
 /// Bound on one CLI run that should end by itself.
 const CLI_DEADLINE: Duration = Duration::from_secs(30);
 const START_HINT: &str = "start the services with `bash scripts/services.sh`";
-
-/// What a finished CLI run left.
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 /// The CLI with `args`, configured for `config` plus `overrides` (and nothing from the
 /// developer's environment that would change its configuration).
@@ -54,42 +46,11 @@ fn command(config: &Config, args: &[&str], overrides: &[(&str, &str)]) -> Comman
 async fn cli(config: &Config, args: &[&str], overrides: &[(&str, &str)]) -> Out {
     let cmd = command(config, args, overrides);
     let what = args.join(" ");
-    tokio::task::spawn_blocking(move || run_to_end(cmd, &what))
-        .await
-        .expect("cli thread")
-}
-
-fn run_to_end(mut cmd: Command, what: &str) -> Out {
-    let mut child = cmd.spawn().expect("spawn agent-manager");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let until = Instant::now() + CLI_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`agent-manager {what}` did not finish within {CLI_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+    tokio::task::spawn_blocking(move || {
+        run_bounded(cmd, CLI_DEADLINE, &format!("agent-manager {what}"))
+    })
+    .await
+    .expect("cli thread")
 }
 
 /// A CLI run that keeps going (`--follow`): its stdout line by line; killed in Drop.
