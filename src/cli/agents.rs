@@ -34,11 +34,17 @@ async fn store(config: &Config) -> Result<Store, CliError> {
 fn redis_down(config: &Config, e: &StoreError) -> CliError {
     CliError::Unavailable(scrub(
         &format!(
-            "Redis at {}: {}; is it running? (`agent-manager check` tells)",
+            "Redis at {}: {} (`agent-manager check` says what to do)",
             redact_url(&config.redis.url),
             super::error_chain(e)
         ),
         &config.redis.url,
+    ))
+}
+
+fn docker_down(message: &str) -> CliError {
+    CliError::Unavailable(format!(
+        "Docker: {message} (`agent-manager check` says what to do)"
     ))
 }
 
@@ -239,8 +245,9 @@ pub async fn events(
             .await
             .map(|found| !found.is_empty())
     };
-    let last = store
-        .last_events(agent_id, count)
+    // At least one, for the position to follow on from; only `count` are printed.
+    let mut last = store
+        .last_events(agent_id, count.max(1))
         .await
         .map_err(|e| redis_down(config, &e))?;
     if last.is_empty()
@@ -253,6 +260,7 @@ pub async fn events(
     let mut cursor = last
         .last()
         .map_or_else(|| "0".to_string(), |e| e.id.clone());
+    last.drain(..last.len() - count.min(last.len()));
     for entry in &last {
         write_event(out, entry, format)?;
     }
@@ -355,7 +363,7 @@ pub async fn logs(
 ) -> Result<(), CliError> {
     check_id(agent_id)?;
     let docker = connect_docker(&config.docker.host, config.agents.max_stop_timeout_s)
-        .map_err(|e| CliError::Unavailable(format!("Docker: {e}")))?;
+        .map_err(|e| docker_down(&e.to_string()))?;
     let limit = Duration::from_secs(config.docker.timeout_s);
     let name = container_name(agent_id);
     let timed_out = || {
@@ -370,7 +378,7 @@ pub async fn logs(
         } => CliError::NotFound(format!(
             "agent {agent_id} has no container ({name}) on this Docker host"
         )),
-        other => CliError::Unavailable(format!("Docker: {}", super::error_chain(&other))),
+        other => docker_down(&super::error_chain(&other)),
     };
     tokio::time::timeout(
         limit,
