@@ -20,12 +20,15 @@
 //! - [`broker`]: RabbitMQ topology, the command consumer and the event publisher.
 //! - [`app`]: wires it all together and shuts it down.
 //! - [`error`]: typed errors per boundary and their `agent.error` codes.
+//! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`), reading
+//!   Redis and Docker; `main.rs` parses the command line and calls them.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod app;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod health;

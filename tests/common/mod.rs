@@ -686,3 +686,146 @@ impl Drop for ManagerProcess {
         }
     }
 }
+
+/// The environment variables (`config::ENV_VARS` names) that give another process —
+/// the CLI, a manager in a container — this test's names: URLs, exchange, queues,
+/// Redis prefix, instance label.
+pub fn config_env(config: &Config) -> Vec<(&'static str, String)> {
+    let r = &config.rabbitmq;
+    vec![
+        ("RABBITMQ_URL", r.url.clone()),
+        ("RABBITMQ_EXCHANGE", r.exchange.clone()),
+        ("COMMAND_QUEUE", r.command_queue.clone()),
+        ("DEAD_LETTER_EXCHANGE", r.dead_letter_exchange.clone()),
+        ("DEAD_LETTER_QUEUE", r.dead_letter_queue.clone()),
+        ("REDIS_URL", config.redis.url.clone()),
+        ("REDIS_PREFIX", config.redis.prefix.clone()),
+        ("MANAGER_INSTANCE", config.instance.clone()),
+        ("DOCKER_NETWORK", config.docker.network.clone()),
+        ("AGENT_IMAGE", config.agents.image.clone()),
+        (
+            "HEALTH_CHECK_INTERVAL_S",
+            config.health.check_interval_s.to_string(),
+        ),
+    ]
+}
+
+/// Removes what a test with `config` left behind: its containers (instance label), its
+/// Redis keys (prefix), its queues and exchanges. Blocking; for `Drop` of test fixtures
+/// that run no manager in-process.
+pub fn cleanup_test_resources(config: &Config) {
+    let instance = config.instance.clone();
+    let prefix = config.redis.prefix.clone();
+    let rabbit = config.rabbitmq.clone();
+    let cleanup = std::thread::spawn(move || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=autogen.manager-instance={instance}"),
+            ])
+            .output();
+        if let Ok(out) = out {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", "-v"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        if let Ok(client) = redis::Client::open(REDIS_URL) {
+            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(5)) {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*"))
+                    .query(&mut c)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
+                }
+            }
+        }
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(async move {
+                let connect = Connection::connect(RABBITMQ_URL, ConnectionProperties::default());
+                let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await
+                else {
+                    return;
+                };
+                let Ok(ch) = conn.create_channel().await else {
+                    return;
+                };
+                for q in [&rabbit.command_queue, &rabbit.dead_letter_queue] {
+                    let _ = ch
+                        .queue_delete(q.clone().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+                for x in [&rabbit.exchange, &rabbit.dead_letter_exchange] {
+                    let _ = ch
+                        .exchange_delete(x.clone().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = conn.close(200, "bye".into()).await;
+            });
+        }
+    });
+    let _ = cleanup.join();
+}
+
+/// What a finished process left.
+#[derive(Debug)]
+pub struct CommandOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end with its output captured; kills it and fails the test (naming
+/// `what`) when it runs longer than `limit`. Blocking: from async tests, call it in
+/// `spawn_blocking`.
+pub fn run_bounded(mut cmd: std::process::Command, limit: Duration, what: &str) -> CommandOut {
+    use std::io::Read;
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let until = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CommandOut {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
