@@ -209,11 +209,7 @@ impl Handler<Apply> for AgentActor {
         let record = self.record.clone();
         let cmd = msg.0;
         let span = tracing::info_span!("command", agent_id = %cmd.agent_id, message_id = %cmd.message_id, command = %cmd.kind);
-        let fut = async move {
-            tracing::debug!("command future polled");
-            lifecycle::apply(&deps, record, &cmd).await
-        }
-        .instrument(span);
+        let fut = async move { lifecycle::apply(&deps, record, &cmd).await }.instrument(span);
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             |(record, result), act, _| {
                 act.busy = false;

@@ -68,7 +68,6 @@ pub async fn apply(
     record: Option<AgentRecord>,
     cmd: &Command,
 ) -> (Option<AgentRecord>, Result<(), AgentError>) {
-    tracing::debug!(agent_id = %cmd.agent_id, "checking processed");
     if cmd.message_id_given {
         match deps.store.processed(&cmd.message_id).await {
             Ok(Some(answer)) => {
@@ -90,13 +89,26 @@ pub async fn apply(
         record,
         answer: Vec::new(),
     };
-    tracing::debug!(agent_id = %cmd.agent_id, "executing");
     let result = match run.execute().await {
         Ok(()) => Ok(()),
         Err(e) if e.is_transient_infrastructure() => Err(e),
         Err(e) => run.fail(e).await,
     };
-    tracing::debug!(agent_id = %cmd.agent_id, ok = result.is_ok(), "executed");
+    let outcome = match (
+        &result,
+        run.answer
+            .iter()
+            .rev()
+            .find(|e| e.event == EventKind::Error),
+    ) {
+        (Err(_), _) => "retry",
+        (Ok(()), Some(error)) => error.details["code"].as_str().unwrap_or("error"),
+        (Ok(()), None) => "ok",
+    };
+    crate::metrics::inc(
+        "agent_manager_commands_total",
+        &[("command", cmd.kind.routing_key()), ("outcome", outcome)],
+    );
     (run.record, result)
 }
 
@@ -565,6 +577,10 @@ pub async fn self_restart(
         Ok(()) => {
             record.status = AgentStatus::Running;
             record.restart_count += 1;
+            crate::metrics::inc(
+                "agent_manager_restarts_total",
+                &[("reason", reason.as_str())],
+            );
             tracing::info!(agent_id = %record.agent_id, reason = reason.as_str(), restarts = record.restart_count, "agent restarted by the manager");
             vec![Event::new(
                 EventKind::Restarted,

@@ -413,6 +413,41 @@ impl TestEnv {
             .collect()
     }
 
+    /// Where the in-process manager's admin endpoint listens.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.manager
+            .as_ref()
+            .and_then(|m| m.admin_addr())
+            .expect("the manager serves the admin endpoint")
+    }
+
+    /// GET `path` from the admin endpoint: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin_addr())
+            .await
+            .expect("connect to the admin endpoint");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+            .await
+            .expect("admin endpoint answers within 10 s")
+            .expect("read");
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     /// Forgets the events seen so far.
     pub fn clear_events(&self) {
         self.events.lock().unwrap().clear();
@@ -544,6 +579,7 @@ pub fn test_env_vars(id: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
         ("REDIS_PREFIX".into(), format!("test-{id}:")),
         ("MANAGER_INSTANCE".into(), format!("test-{id}")),
         ("HEALTH_CHECK_INTERVAL_S".into(), "1".into()),
+        ("ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
     ]);
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
