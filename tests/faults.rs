@@ -350,3 +350,42 @@ async fn sigterm_exits_cleanly_and_leaves_agents_running() {
     manager.kill9();
     env.finish().await;
 }
+
+#[actix_rt::test]
+async fn commands_wait_while_redis_is_away_then_are_applied() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start(FAST).await;
+    let id = env.agent_id("paused");
+    // Redis stops answering for 6 s (longer than the manager's probes and timeouts).
+    let client = redis::Client::open(common::REDIS_URL).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(6000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT PAUSE");
+    let paused_at = Instant::now();
+    // Let the manager notice, then send a command while Redis is away.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = env.admin_get("/readyz").await;
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < until, "readiness never went false");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mid = env.send("agent.create", small_create(&env, &id)).await;
+    assert!(paused_at.elapsed() < Duration::from_secs(6), "sent while Redis was away");
+    // Not failed: applied once Redis is back.
+    env.answer(&mid, "agent.started").await;
+    assert!(env
+        .answers(&mid)
+        .iter()
+        .all(|e| e.event.routing_key() != "agent.error"));
+    let (status, _) = env.admin_get("/readyz").await;
+    assert_eq!(status, 200);
+    env.finish().await;
+}
