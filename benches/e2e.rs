@@ -16,7 +16,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::TestEnv;
@@ -220,29 +220,6 @@ fn pid_of(name: &str) -> Option<u32> {
         .ok()
 }
 
-struct ManagerProcess(Child);
-
-impl ManagerProcess {
-    fn spawn(vars: &std::collections::HashMap<String, String>) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_agent-manager"))
-            .arg("run")
-            .envs(vars)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn agent-manager");
-        ManagerProcess(child)
-    }
-}
-
-impl Drop for ManagerProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
 /// A manager process monitoring running agents at a 5 s interval.
 async fn monitor(s: &Sizes) {
     let overrides = [
@@ -251,8 +228,8 @@ async fn monitor(s: &Sizes) {
     ];
     let env = TestEnv::client_only(&overrides).await;
     let vars = common::test_env_vars(&env.id, &overrides);
-    let manager = ManagerProcess::spawn(&vars);
-    let pid = manager.0.id();
+    let manager = common::ManagerProcess::spawn(&vars);
+    let pid = manager.pid();
     let t0 = Instant::now();
     let mut mids = Vec::new();
     for i in 0..s.monitor_agents {

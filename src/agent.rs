@@ -201,6 +201,7 @@ impl Handler<Apply> for AgentActor {
     type Result = AtomicResponse<Self, Result<Applied, AgentError>>;
 
     fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) -> Self::Result {
+        tracing::debug!(agent_id = %self.agent_id, message_id = %msg.0.message_id, busy = self.busy, "applying command");
         // A command takes over from self-healing.
         self.cancel_pending_restart(ctx);
         self.busy = true;

@@ -36,6 +36,8 @@ pub enum StartError {
     RabbitMq { url: String, message: String },
     #[error("reconciliation failed: {0}")]
     Reconcile(String),
+    #[error("admin endpoint cannot listen on {listen}: {message} (set ADMIN_LISTEN)")]
+    Admin { listen: String, message: String },
     #[error("{} mode cannot start: {message}", mode.as_str())]
     Mode {
         mode: DeploymentMode,
@@ -50,6 +52,8 @@ pub struct Manager {
     consumer: actix_rt::task::JoinHandle<()>,
     /// Publishes the outbox; flushed last at shutdown.
     drainer: actix_rt::task::JoinHandle<()>,
+    /// The admin HTTP server and the address it listens on.
+    admin: Option<(actix_web::dev::ServerHandle, std::net::SocketAddr)>,
     ready: watch::Receiver<bool>,
 }
 
@@ -127,6 +131,7 @@ impl Manager {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let drainer = actix_rt::spawn(publisher.clone().drain_outbox(shutdown_rx.clone()));
         let (deps_ok_tx, deps_ok) = watch::channel(true);
+        let store_for_admin = store.clone();
         actix_rt::spawn(readiness::watch_dependencies(
             store,
             runtime,
@@ -141,6 +146,7 @@ impl Manager {
         );
         actix_rt::spawn(watcher.run(shutdown_rx.clone()));
         let (ready_tx, mut ready) = watch::channel(false);
+        let deps_ok_rx = deps_ok.clone();
         let consumer = CommandConsumer::new(
             config.rabbitmq.clone(),
             config.agent_policy(),
@@ -160,6 +166,25 @@ impl Manager {
                 message: "could not start consuming the command queue".into(),
             });
         }
+        let admin = if config.admin_listen.is_empty() {
+            None
+        } else {
+            let readiness = crate::admin::Readiness {
+                consuming: ready.clone(),
+                dependencies: deps_ok_rx,
+            };
+            let (server, addr) =
+                crate::admin::serve(&config.admin_listen, readiness, store_for_admin).map_err(
+                    |e| StartError::Admin {
+                        listen: config.admin_listen.clone(),
+                        message: e.to_string(),
+                    },
+                )?;
+            let handle = server.handle();
+            actix_rt::spawn(server);
+            tracing::info!(%addr, "admin endpoint: /healthz /readyz /metrics");
+            Some((handle, addr))
+        };
         tracing::info!(
             mode = ?config.deployment_mode,
             instance = %config.instance,
@@ -173,11 +198,17 @@ impl Manager {
             consumer,
             drainer,
             ready,
+            admin,
         })
     }
 
     pub fn supervisor(&self) -> &Addr<Supervisor> {
         &self.supervisor
+    }
+
+    /// Where the admin endpoint listens (when on).
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
     /// True while the consumer holds a live channel.
@@ -189,6 +220,9 @@ impl Manager {
     /// containers keep running.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        if let Some((admin, _)) = &self.admin {
+            admin.stop(true).await;
+        }
         if tokio::time::timeout(Duration::from_secs(60), self.consumer)
             .await
             .is_err()

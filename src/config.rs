@@ -15,6 +15,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPLOYMENT_MODE", "deployment_mode"),
     ("MANAGER_INSTANCE", "instance"),
+    ("ADMIN_LISTEN", "admin_listen"),
     ("DOCKER_HOST", "docker.host"),
     ("DOCKER_NETWORK", "docker.network"),
     ("DOCKER_TIMEOUT_S", "docker.timeout_s"),
@@ -135,6 +136,8 @@ pub struct Config {
     pub deployment_mode: DeploymentMode,
     /// Scopes adoption to this installation's containers (label `autogen.manager-instance`).
     pub instance: String,
+    /// Admin HTTP endpoint address; empty: off.
+    pub admin_listen: String,
     pub docker: DockerConfig,
     pub rabbitmq: RabbitConfig,
     pub redis: RedisConfig,
@@ -472,6 +475,14 @@ impl Config {
             if value == 0 {
                 return bad(key, "must be greater than 0".into());
             }
+        }
+        if !self.admin_listen.is_empty()
+            && self.admin_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(
+                "admin_listen",
+                format!("'{}' is not host:port", self.admin_listen),
+            );
         }
         if self.docker.max_concurrent_ops == 0 {
             return bad("docker.max_concurrent_ops", "must be at least 1".into());

@@ -21,17 +21,23 @@
 //! - [`readiness`]: pauses consuming while Redis or Docker is unreachable.
 //! - [`broker`]: RabbitMQ topology, the command consumer and the event publisher.
 //! - [`app`]: wires it all together and shuts it down.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` over HTTP; [`metrics`] holds the numbers.
 //! - [`error`]: typed errors per boundary and their `agent.error` codes.
+//! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`), reading
+//!   Redis and Docker; `main.rs` parses the command line and calls them.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub mod app;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod lifecycle;
+pub mod metrics;
 pub mod protocol;
 pub mod readiness;
 pub mod reconcile;

@@ -94,6 +94,21 @@ pub async fn apply(
         Err(e) if e.is_transient_infrastructure() => Err(e),
         Err(e) => run.fail(e).await,
     };
+    let outcome = match (
+        &result,
+        run.answer
+            .iter()
+            .rev()
+            .find(|e| e.event == EventKind::Error),
+    ) {
+        (Err(_), _) => "retry",
+        (Ok(()), Some(error)) => error.details["code"].as_str().unwrap_or("error"),
+        (Ok(()), None) => "ok",
+    };
+    crate::metrics::inc(
+        "agent_manager_commands_total",
+        &[("command", cmd.kind.routing_key()), ("outcome", outcome)],
+    );
     (run.record, result)
 }
 
@@ -260,7 +275,11 @@ impl Apply<'_> {
             }
             // Same spec: answer again. A create cut short (no container yet, or created
             // but never started) is finished first.
-            let unfinished = matches!(existing.status, AgentStatus::Creating)
+            // The same create redelivered after a manager died in it (the record names
+            // it as pending) is finished even if the agent converged meanwhile.
+            let redelivered = existing.pending_message_id == self.cmd.message_id;
+            let unfinished = redelivered
+                || matches!(existing.status, AgentStatus::Creating)
                 || (matches!(existing.status, AgentStatus::Created)
                     && existing.desired_state == DesiredState::Running);
             if !unfinished {
@@ -558,6 +577,10 @@ pub async fn self_restart(
         Ok(()) => {
             record.status = AgentStatus::Running;
             record.restart_count += 1;
+            crate::metrics::inc(
+                "agent_manager_restarts_total",
+                &[("reason", reason.as_str())],
+            );
             tracing::info!(agent_id = %record.agent_id, reason = reason.as_str(), restarts = record.restart_count, "agent restarted by the manager");
             vec![Event::new(
                 EventKind::Restarted,

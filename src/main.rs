@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agent_manager::cli::{self, CliError, Format};
 use agent_manager::{Config, Manager};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -30,22 +31,119 @@ enum Cmd {
     Run,
     /// Print the effective configuration (secrets redacted) and exit.
     Config,
+    /// Look at the agents: their records and events (Redis), their logs (Docker).
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCmd,
+    },
+    /// Preflight: Docker (and its socket's permission), the agent image and network,
+    /// RabbitMQ, Redis. Exit 0 when all pass, 1 when one fails (each failure says what
+    /// to do), 2 for a configuration error.
+    Check(CheckArgs),
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
+#[derive(Subcommand)]
+enum AgentsCmd {
+    /// List the agents (all, or one customer's), optionally of one status.
+    List {
+        /// Only this customer's agents.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only agents in this status (running, stopped, failed, ...).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one agent's whole record. Exit 1 when there is no such agent.
+    Show {
+        agent_id: String,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Print the agent's recent events (its Redis stream); with --follow, new ones as they come.
+    Events {
+        agent_id: String,
+        /// Keep printing new events (until the agent is deleted or Ctrl-C).
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the latest events to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        count: usize,
+        /// json: one event per line, as published.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Print the agent container's output (Docker logs of agent-<id>).
+    Logs {
+        agent_id: String,
+        /// Keep printing new output (until the container stops or Ctrl-C).
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(short = 'n', long)]
+        tail: Option<usize>,
+        /// Prefix each line with Docker's timestamp.
+        #[arg(short, long)]
+        timestamps: bool,
+    },
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Print only failures (nothing when all pass), e.g. for a health check.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Check only Docker, RabbitMQ and Redis (not the agent image and network): what the
+    /// container's HEALTHCHECK runs.
+    #[arg(long)]
+    services_only: bool,
+    /// Seconds to wait for each service.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    timeout_s: u64,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// `-o`: for people or for scripts.
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+impl From<Output> for Format {
+    fn from(o: Output) -> Format {
+        match o {
+            Output::Table => Format::Table,
+            Output::Json => Format::Json,
+        }
+    }
+}
+
+/// The daemon logs to stdout (`info` by default); the operator's commands log to stderr
+/// and only warnings by default, so their output stays clean. `RUST_LOG` overrides both.
+fn init_logging(json: bool, daemon: bool) {
+    let default = if daemon {
+        "info,lapin=warn"
     } else {
-        builder.init();
+        "warn,lapin=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (json, daemon) {
+        (true, true) => builder.json().init(),
+        (false, true) => builder.init(),
+        (true, false) => builder.json().with_writer(std::io::stderr).init(),
+        (false, false) => builder.with_writer(std::io::stderr).init(),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    init_logging(cli.log_json, matches!(cli.command, Cmd::Run));
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -65,6 +163,128 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Run => actix_rt::System::new().block_on(run(config)),
+        Cmd::Agents { command } => operate(agents(&config, command)),
+        Cmd::Check(args) => operate(check(&config, args)),
+    }
+}
+
+/// Runs an operator's command on a small runtime of its own and turns its outcome into
+/// the exit code (README "Operate").
+fn operate(command: impl std::future::Future<Output = Result<(), CliError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agent-manager: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        // The failed checks are in the output already.
+        Err(e @ CliError::ChecksFailed { .. }) => ExitCode::from(e.exit_code()),
+        Err(e) => {
+            eprintln!("agent-manager: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Columns for tables: `COLUMNS` when set, else the terminal's width (`stty size`) when
+/// stdout is one, else 120.
+fn terminal_width() -> usize {
+    use std::io::IsTerminal;
+    let usable = |w: usize| (w >= 40).then_some(w);
+    let from_env = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .and_then(usable);
+    let from_tty = || {
+        if !std::io::stdout().is_terminal() {
+            return None;
+        }
+        let tty = std::fs::File::open("/dev/tty").ok()?;
+        let out = std::process::Command::new("stty")
+            .arg("size")
+            .stdin(tty)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+            .and_then(usable)
+    };
+    from_env.or_else(from_tty).unwrap_or(120)
+}
+
+async fn agents(config: &Config, command: AgentsCmd) -> Result<(), CliError> {
+    let out = &mut std::io::stdout();
+    match command {
+        AgentsCmd::List {
+            customer,
+            status,
+            output,
+        } => {
+            cli::agents::list(
+                config,
+                customer.as_deref(),
+                status.as_deref(),
+                output.into(),
+                terminal_width(),
+                out,
+            )
+            .await
+        }
+        AgentsCmd::Show { agent_id, output } => {
+            cli::agents::show(config, &agent_id, output.into(), out).await
+        }
+        AgentsCmd::Events {
+            agent_id,
+            follow,
+            count,
+            output,
+        } => cli::agents::events(config, &agent_id, count, follow, output.into(), out).await,
+        AgentsCmd::Logs {
+            agent_id,
+            follow,
+            tail,
+            timestamps,
+        } => {
+            let mut err = std::io::stderr();
+            cli::agents::logs(config, &agent_id, tail, follow, timestamps, out, &mut err).await
+        }
+    }
+}
+
+async fn check(config: &Config, args: CheckArgs) -> Result<(), CliError> {
+    use std::io::Write;
+    let out = &mut std::io::stdout();
+    let opts = cli::check::CheckOptions {
+        services_only: args.services_only,
+        timeout: std::time::Duration::from_secs(args.timeout_s),
+    };
+    let results = cli::check::run(config, &opts).await;
+    match Format::from(args.output) {
+        Format::Table => out.write_all(cli::check::render(&results, args.quiet).as_bytes())?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &results).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    match results
+        .iter()
+        .filter(|r| r.status == cli::check::Status::Fail)
+        .count()
+    {
+        0 => Ok(()),
+        failed => Err(CliError::ChecksFailed { failed }),
     }
 }
 

@@ -627,6 +627,157 @@ impl Store {
         }
         Ok(out)
     }
+
+    // ---- Reads for operators' tools (the `agent-manager agents` CLI) ----
+
+    /// Agent ids, sorted: every agent (`agents`), or one customer's
+    /// (`customer:<customer_id>:agents`).
+    pub async fn list_ids(&self, customer_id: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let set = match customer_id {
+            Some(c) => self.keys.customer_agents(c),
+            None => self.keys.agents(),
+        };
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = self
+            .run("smembers", async move { conn.smembers(set).await })
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The hash of each agent in `ids`, as stored (every field, including ones this
+    /// build does not know), in the order given; ids whose record is gone are left out.
+    pub async fn load_fields(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, HashMap<String, String>)>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.hgetall(self.keys.agent(id));
+            }
+            let mut conn = self.conn.clone();
+            let rows: Vec<HashMap<String, String>> = self
+                .run(
+                    "hgetall many",
+                    async move { pipe.query_async(&mut conn).await },
+                )
+                .await?;
+            out.extend(
+                chunk
+                    .iter()
+                    .cloned()
+                    .zip(rows)
+                    .filter(|(_, fields)| !fields.is_empty()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The last `count` entries of the agent's event stream, oldest first.
+    pub async fn last_events(
+        &self,
+        agent_id: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let key = self.keys.events(agent_id);
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = self
+            .run("xrevrange", async move {
+                conn.xrevrange_count(key, "+", "-", count).await
+            })
+            .await?;
+        let mut entries: Vec<StreamEntry> = reply.ids.into_iter().map(StreamEntry::from).collect();
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// Entries of the agent's event stream after stream id `after` ("0" for all),
+    /// waiting up to `block` (XREAD BLOCK) when there are none yet. `block` is capped
+    /// at half the Redis timeout so that the call itself stays bounded; an empty answer
+    /// means "nothing new yet". Blocks this store's connection meanwhile: for tools,
+    /// not for the daemon.
+    pub async fn events_after(
+        &self,
+        agent_id: &str,
+        after: &str,
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let block_ms = block.min(self.timeout / 2).as_millis().max(1);
+        let opts = redis::streams::StreamReadOptions::default()
+            .block(usize::try_from(block_ms).unwrap_or(1))
+            .count(count.max(1));
+        let key = self.keys.events(agent_id);
+        let after = after.to_string();
+        let mut conn = self.conn.clone();
+        let reply: Option<redis::streams::StreamReadReply> = self
+            .run("xread", async move {
+                conn.xread_options(&[key], &[after], &opts).await
+            })
+            .await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(StreamEntry::from)
+            .collect())
+    }
+}
+
+/// One entry of an agent's event stream (`agent:<id>:events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEntry {
+    /// The stream id (`<ms>-<seq>`), for reading on after it.
+    pub id: String,
+    /// Field `event`: the routing key.
+    pub event: String,
+    /// Field `event_id`.
+    pub event_id: String,
+    /// Field `data`: the event as published (JSON).
+    pub data: String,
+}
+
+impl From<redis::streams::StreamId> for StreamEntry {
+    fn from(s: redis::streams::StreamId) -> Self {
+        let field = |name: &str| -> String {
+            s.map
+                .get(name)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .unwrap_or_default()
+        };
+        StreamEntry {
+            event: field("event"),
+            event_id: field("event_id"),
+            data: field("data"),
+            id: s.id.clone(),
+        }
+    }
+}
+
+/// A stored record as a JSON object for scripts: every field as stored, with the
+/// JSON-valued fields (`config`, `autogen_config`, `resources`) decoded and the numeric
+/// ones (`cpu_percent`, `memory_bytes`, `restart_count`) as numbers. A value that does
+/// not decode stays a string.
+pub fn record_json(fields: &HashMap<String, String>) -> serde_json::Value {
+    use serde_json::Value;
+    let map = fields
+        .iter()
+        .map(|(name, raw)| {
+            let decoded = match name.as_str() {
+                "config" | "autogen_config" | "resources" => serde_json::from_str(raw).ok(),
+                "memory_bytes" | "restart_count" => raw.parse::<u64>().ok().map(Value::from),
+                "cpu_percent" => raw.parse::<f64>().ok().map(Value::from),
+                _ => None,
+            };
+            (
+                name.clone(),
+                decoded.unwrap_or_else(|| Value::String(raw.clone())),
+            )
+        })
+        .collect();
+    Value::Object(map)
 }
 
 #[cfg(test)]

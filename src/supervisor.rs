@@ -115,6 +115,7 @@ impl Handler<Dispatch> for Supervisor {
     fn handle(&mut self, msg: Dispatch, _ctx: &mut Self::Context) -> Self::Result {
         let cmd = msg.0;
         let agent_id = cmd.agent_id.clone();
+        tracing::debug!(%agent_id, message_id = %cmd.message_id, command = %cmd.kind, "routing command");
         if !self.agents.contains_key(&agent_id) && cmd.kind != CommandKind::Create {
             // Unknown agent: answered here (not_found, or a replay of a delete that
             // already happened) without spawning an actor.

@@ -86,6 +86,10 @@ impl CommandConsumer {
                 }
                 Err(e) => {
                     let _ = ready.send(false);
+                    crate::metrics::inc(
+                        "agent_manager_reconnects_total",
+                        &[("service", "rabbitmq_consumer")],
+                    );
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "command consumer lost RabbitMQ; reconnecting");
                     tokio::select! {
@@ -208,6 +212,7 @@ impl CommandConsumer {
     }
 
     fn handle(&self, delivery: Delivery) {
+        let received = std::time::Instant::now();
         self.inflight.fetch_add(1, Ordering::SeqCst);
         let guard = InflightGuard(self.inflight.clone());
         let routing_key = delivery.routing_key.as_str().to_string();
@@ -226,6 +231,10 @@ impl CommandConsumer {
         ) {
             Err(Rejection::NotAnObject(reason)) => {
                 tracing::warn!(%routing_key, bytes = delivery.data.len(), %reason, "dead-lettering a delivery that is not a JSON object");
+                crate::metrics::inc(
+                    "agent_manager_commands_total",
+                    &[("command", "unknown"), ("outcome", "dead_lettered")],
+                );
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let _ = bounded(
@@ -238,6 +247,20 @@ impl CommandConsumer {
             }
             Err(Rejection::Invalid(invalid)) => {
                 tracing::info!(message_id = %invalid.message_id, agent_id = %invalid.agent_id, code = invalid.code.as_str(), message = %invalid.message, "refusing an invalid command");
+                crate::metrics::inc(
+                    "agent_manager_commands_total",
+                    &[
+                        (
+                            "command",
+                            invalid
+                                .command
+                                .as_deref()
+                                .filter(|c| c.starts_with("agent.") && c.len() < 20)
+                                .unwrap_or("unknown"),
+                        ),
+                        ("outcome", invalid.code.as_str()),
+                    ],
+                );
                 let publisher = self.publisher.clone();
                 actix_rt::spawn(async move {
                     let _guard = guard;
@@ -249,6 +272,7 @@ impl CommandConsumer {
             Ok(cmd) => {
                 // Sent now (in delivery order); awaited in a task so other agents'
                 // commands go on meanwhile.
+                let command = cmd.kind.routing_key();
                 let request = self.supervisor.send(Dispatch(cmd));
                 actix_rt::spawn(async move {
                     let _guard = guard;
@@ -256,6 +280,13 @@ impl CommandConsumer {
                         Ok(r) => r.map_err(|e| e.to_string()),
                         Err(e) => Err(format!("supervisor unavailable: {e}")),
                     };
+                    if done.is_ok() {
+                        crate::metrics::observe(
+                            "agent_manager_command_duration_seconds",
+                            &[("command", command)],
+                            received.elapsed(),
+                        );
+                    }
                     settle(&acker, done, limit).await;
                 });
             }

@@ -134,6 +134,7 @@ impl EventPublisher {
         }
         let _guard = ob.lock.lock().await;
         let left = ob.store.outbox_pop(read).await.map_err(|e| e.to_string())?;
+        crate::metrics::set("agent_manager_outbox_events", &[], left as f64);
         if read > 0 {
             tracing::info!(
                 published = events.len(),
@@ -154,6 +155,9 @@ impl EventPublisher {
         })?;
         ob.pending.store(true, std::sync::atomic::Ordering::SeqCst);
         ob.wake.notify_one();
+        if let Ok(len) = ob.store.outbox_len().await {
+            crate::metrics::set("agent_manager_outbox_events", &[], len as f64);
+        }
         Ok(())
     }
 
@@ -187,6 +191,12 @@ impl EventPublisher {
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
+        if generation > 1 {
+            crate::metrics::inc(
+                "agent_manager_reconnects_total",
+                &[("service", "rabbitmq_publisher")],
+            );
+        }
         *guard = Some(Link {
             _conn: conn,
             channel: channel.clone(),
@@ -208,6 +218,19 @@ impl EventPublisher {
         if events.is_empty() {
             return Ok(());
         }
+        let result = self.publish_durably(events).await;
+        if result.is_ok() {
+            for e in events {
+                crate::metrics::inc(
+                    "agent_manager_events_published_total",
+                    &[("event", e.routing_key())],
+                );
+            }
+        }
+        result
+    }
+
+    async fn publish_durably(&self, events: &[Event]) -> Result<(), PublishError> {
         let limit = Duration::from_secs(self.cfg.timeout_s);
         let Some(ob) = self.outbox.clone() else {
             return self.publish_direct(events, limit).await;

@@ -102,8 +102,14 @@ impl DockerRuntime {
             None
         };
         let limit = self.timeout + extra;
-        tokio::time::timeout(limit, fut)
-            .await
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(limit, fut).await;
+        crate::metrics::observe(
+            "agent_manager_docker_call_duration_seconds",
+            &[("op", op)],
+            started.elapsed(),
+        );
+        result
             .map_err(|_| RuntimeError::Timeout {
                 op,
                 after_s: limit.as_secs(),

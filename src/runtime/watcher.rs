@@ -95,6 +95,10 @@ impl DockerWatcher {
                     _ = shutdown.changed() => return,
                 }
             };
+            crate::metrics::inc(
+                "agent_manager_reconnects_total",
+                &[("service", "docker_events")],
+            );
             let delay = backoff.next_delay();
             tracing::warn!(error = %broke, retry_in_ms = delay.as_millis() as u64, "Docker events stream broke; resubscribing");
             // Whatever happened while the stream was down is looked at now.

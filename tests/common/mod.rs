@@ -227,9 +227,19 @@ impl TestEnv {
 
     /// Stops the manager (agents keep running) and starts a new one with the same config.
     pub async fn restart_manager(&mut self) {
+        self.restart_manager_with(|| async {}).await
+    }
+
+    /// Like `restart_manager`, running `between` while no manager runs.
+    pub async fn restart_manager_with<F, Fut>(&mut self, between: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         if let Some(m) = self.manager.take() {
             m.shutdown().await;
         }
+        between().await;
         self.manager = Some(
             Manager::start(self.config.clone())
                 .await
@@ -403,6 +413,41 @@ impl TestEnv {
             .collect()
     }
 
+    /// Where the in-process manager's admin endpoint listens.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.manager
+            .as_ref()
+            .and_then(|m| m.admin_addr())
+            .expect("the manager serves the admin endpoint")
+    }
+
+    /// GET `path` from the admin endpoint: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin_addr())
+            .await
+            .expect("connect to the admin endpoint");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+            .await
+            .expect("admin endpoint answers within 10 s")
+            .expect("read");
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     /// Forgets the events seen so far.
     pub fn clear_events(&self) {
         self.events.lock().unwrap().clear();
@@ -540,6 +585,7 @@ pub fn test_env_vars(id: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
         ("REDIS_PREFIX".into(), format!("test-{id}:")),
         ("MANAGER_INSTANCE".into(), format!("test-{id}")),
         ("HEALTH_CHECK_INTERVAL_S".into(), "1".into()),
+        ("ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
     ]);
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
@@ -636,5 +682,215 @@ impl Drop for TestEnv {
             }
         });
         let _ = cleanup.join();
+    }
+}
+
+/// The manager binary run as a separate process (for kill -9 and signals), configured
+/// like the test's in-process one. Killed in Drop.
+pub struct ManagerProcess {
+    pub child: std::process::Child,
+}
+
+impl ManagerProcess {
+    pub fn spawn(vars: &HashMap<String, String>) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_agent-manager"))
+            .arg("run")
+            .envs(vars)
+            .env(
+                "RUST_LOG",
+                std::env::var("MANAGER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            // The manager logs to stdout; kept in MANAGER_LOG_DIR when set.
+            .stdout(match std::env::var_os("MANAGER_LOG_DIR") {
+                Some(dir) => std::fs::File::create(
+                    std::path::Path::new(&dir)
+                        .join(format!("manager-{}.log", uuid::Uuid::new_v4().simple())),
+                )
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+                None => std::process::Stdio::null(),
+            })
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn agent-manager");
+        ManagerProcess { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `deadline` for the exit status.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// The environment variables (`config::ENV_VARS` names) that give another process —
+/// the CLI, a manager in a container — this test's names: URLs, exchange, queues,
+/// Redis prefix, instance label.
+pub fn config_env(config: &Config) -> Vec<(&'static str, String)> {
+    let r = &config.rabbitmq;
+    vec![
+        ("RABBITMQ_URL", r.url.clone()),
+        ("RABBITMQ_EXCHANGE", r.exchange.clone()),
+        ("COMMAND_QUEUE", r.command_queue.clone()),
+        ("DEAD_LETTER_EXCHANGE", r.dead_letter_exchange.clone()),
+        ("DEAD_LETTER_QUEUE", r.dead_letter_queue.clone()),
+        ("REDIS_URL", config.redis.url.clone()),
+        ("REDIS_PREFIX", config.redis.prefix.clone()),
+        ("MANAGER_INSTANCE", config.instance.clone()),
+        ("DOCKER_NETWORK", config.docker.network.clone()),
+        ("AGENT_IMAGE", config.agents.image.clone()),
+        (
+            "HEALTH_CHECK_INTERVAL_S",
+            config.health.check_interval_s.to_string(),
+        ),
+    ]
+}
+
+/// Removes what a test with `config` left behind: its containers (instance label), its
+/// Redis keys (prefix), its queues and exchanges. Blocking; for `Drop` of test fixtures
+/// that run no manager in-process.
+pub fn cleanup_test_resources(config: &Config) {
+    let instance = config.instance.clone();
+    let prefix = config.redis.prefix.clone();
+    let rabbit = config.rabbitmq.clone();
+    let cleanup = std::thread::spawn(move || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=autogen.manager-instance={instance}"),
+            ])
+            .output();
+        if let Ok(out) = out {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", "-v"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        if let Ok(client) = redis::Client::open(REDIS_URL) {
+            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(5)) {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*"))
+                    .query(&mut c)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
+                }
+            }
+        }
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(async move {
+                let connect = Connection::connect(RABBITMQ_URL, ConnectionProperties::default());
+                let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await
+                else {
+                    return;
+                };
+                let Ok(ch) = conn.create_channel().await else {
+                    return;
+                };
+                for q in [&rabbit.command_queue, &rabbit.dead_letter_queue] {
+                    let _ = ch
+                        .queue_delete(q.clone().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+                for x in [&rabbit.exchange, &rabbit.dead_letter_exchange] {
+                    let _ = ch
+                        .exchange_delete(x.clone().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = conn.close(200, "bye".into()).await;
+            });
+        }
+    });
+    let _ = cleanup.join();
+}
+
+/// What a finished process left.
+#[derive(Debug)]
+pub struct CommandOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end with its output captured; kills it and fails the test (naming
+/// `what`) when it runs longer than `limit`. Blocking: from async tests, call it in
+/// `spawn_blocking`.
+pub fn run_bounded(mut cmd: std::process::Command, limit: Duration, what: &str) -> CommandOut {
+    use std::io::Read;
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let until = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CommandOut {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
     }
 }

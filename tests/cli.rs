@@ -1,0 +1,523 @@
+//! The operator's CLI as a user runs it: the built binary, its configuration from the
+//! environment (`config::ENV_VARS` names), against Redis records, event streams and
+//! containers made by a real manager (the harness's, in-process) from commands sent
+//! through RabbitMQ.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_manager::Config;
+use common::{run_bounded, CommandOut as Out, TestEnv, DEADLINE};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-manager");
+/// Bound on one CLI run that should end by itself.
+const CLI_DEADLINE: Duration = Duration::from_secs(30);
+const START_HINT: &str = "start the services with `bash scripts/services.sh`";
+
+/// The CLI with `args`, configured for `config` plus `overrides` (and nothing from the
+/// developer's environment that would change its configuration).
+fn command(config: &Config, args: &[&str], overrides: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (var, _) in agent_manager::config::ENV_VARS {
+        cmd.env_remove(var);
+    }
+    for var in ["AGENT_MANAGER_CONFIG", "RUST_LOG", "COLUMNS", "LOG_JSON"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in common::config_env(config) {
+        cmd.env(k, v);
+    }
+    for (k, v) in overrides {
+        cmd.env(k, v);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs the CLI to its end (bounded), off the test's async thread so that the manager
+/// keeps working meanwhile.
+async fn cli(config: &Config, args: &[&str], overrides: &[(&str, &str)]) -> Out {
+    let cmd = command(config, args, overrides);
+    let what = args.join(" ");
+    tokio::task::spawn_blocking(move || {
+        run_bounded(cmd, CLI_DEADLINE, &format!("agent-manager {what}"))
+    })
+    .await
+    .expect("cli thread")
+}
+
+/// A CLI run that keeps going (`--follow`): its stdout line by line; killed in Drop.
+struct Follow {
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follow {
+    fn spawn(config: &Config, args: &[&str]) -> Follow {
+        let mut child = command(config, args, &[])
+            .spawn()
+            .expect("spawn agent-manager");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follow {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    async fn line_with(&mut self, needle: &str) -> String {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(until, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!(
+                    "output ended before a line with {needle:?}: {:#?}",
+                    self.seen
+                ),
+                Err(_) => panic!(
+                    "no line with {needle:?} within {DEADLINE:?}: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to end by itself; its exit code.
+    async fn exit_code(&mut self) -> i32 {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < until,
+                "still running after {DEADLINE:?}; output: {:#?}",
+                self.seen
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_of(out: &Out) -> Value {
+    assert_eq!(out.code, 0, "{out:#?}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:#?}"))
+}
+
+fn ids_of(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = list
+        .as_array()
+        .expect("an array of records")
+        .iter()
+        .map(|r| r["agent_id"].as_str().expect("agent_id").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[actix_rt::test]
+async fn agents_list_show_events_and_logs_read_the_real_state() {
+    let env = TestEnv::start(&[]).await;
+    let cfg = env.config.clone();
+    let running = env.agent_id("cli-run");
+    let idle = env.agent_id("cli-idle");
+    let foreign = env.agent_id("cli-other");
+    let other_customer = format!("other-{}", env.id);
+
+    env.create_running(&running).await;
+    let mut body = env.create_body(&idle);
+    body["auto_start"] = json!(false);
+    let mid = env.send("agent.create", body).await;
+    env.answer(&mid, "agent.created").await;
+    let mut body = env.create_body(&foreign);
+    body["customer_id"] = json!(other_customer);
+    body["auto_start"] = json!(false);
+    let mid = env.send("agent.create", body).await;
+    env.answer(&mid, "agent.created").await;
+
+    // list: every agent of this prefix; filters by customer and status.
+    let all = json_of(&cli(&cfg, &["agents", "list", "-o", "json"], &[]).await);
+    let mut expected = vec![running.clone(), idle.clone(), foreign.clone()];
+    expected.sort();
+    assert_eq!(ids_of(&all), expected);
+    let record = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["agent_id"] == running.as_str())
+        .unwrap();
+    assert_eq!(record["status"], "running");
+    assert_eq!(record["customer_id"], env.customer());
+    assert_eq!(record["resources"]["memory_mb"], 64, "resources decoded");
+    assert_eq!(record["config"]["symbol"], "BTC-USD", "config decoded");
+    assert!(record["restart_count"].is_u64(), "numbers are numbers");
+
+    let mine = json_of(
+        &cli(
+            &cfg,
+            &[
+                "agents",
+                "list",
+                "--customer",
+                &env.customer(),
+                "-o",
+                "json",
+            ],
+            &[],
+        )
+        .await,
+    );
+    let mut expected = vec![running.clone(), idle.clone()];
+    expected.sort();
+    assert_eq!(ids_of(&mine), expected);
+    let theirs = json_of(
+        &cli(
+            &cfg,
+            &[
+                "agents",
+                "list",
+                "--customer",
+                &other_customer,
+                "-o",
+                "json",
+            ],
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(ids_of(&theirs), vec![foreign.clone()]);
+    let up = json_of(
+        &cli(
+            &cfg,
+            &["agents", "list", "--status", "running", "-o", "json"],
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(ids_of(&up), vec![running.clone()]);
+    let created = json_of(
+        &cli(
+            &cfg,
+            &["agents", "list", "--status", "created", "-o", "json"],
+            &[],
+        )
+        .await,
+    );
+    let mut expected = vec![idle.clone(), foreign.clone()];
+    expected.sort();
+    assert_eq!(ids_of(&created), expected);
+    let nobody = json_of(
+        &cli(
+            &cfg,
+            &[
+                "agents",
+                "list",
+                "--customer",
+                "nobody-at-all",
+                "-o",
+                "json",
+            ],
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(nobody, json!([]));
+
+    // The table: a header and one line per agent, within 120 columns (not a terminal,
+    // no COLUMNS), or what COLUMNS says.
+    let table = cli(&cfg, &["agents", "list"], &[]).await;
+    assert_eq!(table.code, 0, "{table:#?}");
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("AGENT ID"), "{}", table.stdout);
+    assert_eq!(lines.len(), 4, "{}", table.stdout);
+    assert!(
+        lines.iter().all(|l| l.chars().count() <= 120),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("running") && l.contains("trading")),
+        "{}",
+        table.stdout
+    );
+    let narrow = cli(&cfg, &["agents", "list"], &[("COLUMNS", "80")]).await;
+    assert!(
+        narrow.stdout.lines().all(|l| l.chars().count() <= 80),
+        "{}",
+        narrow.stdout
+    );
+    let bad = cli(&cfg, &["agents", "list", "--status", "sleepy"], &[]).await;
+    assert_eq!(bad.code, 2, "unknown status is a usage error: {bad:#?}");
+    assert!(bad.stderr.contains("running"), "{bad:#?}");
+
+    // show: the whole record, as JSON and for people.
+    let shown = json_of(&cli(&cfg, &["agents", "show", &running, "-o", "json"], &[]).await);
+    for field in [
+        "agent_id",
+        "customer_id",
+        "agent_type",
+        "name",
+        "status",
+        "desired_state",
+        "container_id",
+        "image",
+        "config",
+        "autogen_config",
+        "resources",
+        "health",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(shown.get(field).is_some(), "show lacks {field}: {shown}");
+    }
+    assert_eq!(shown["desired_state"], "running");
+    let text = cli(&cfg, &["agents", "show", &running], &[]).await;
+    assert_eq!(text.code, 0, "{text:#?}");
+    assert!(text.stdout.lines().next().unwrap().starts_with("agent_id "));
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("status") && l.ends_with("running")),
+        "{}",
+        text.stdout
+    );
+
+    // events: the stream holds the create's answers, oldest first.
+    let events = cli(&cfg, &["agents", "events", &running, "-o", "json"], &[]).await;
+    assert_eq!(events.code, 0, "{events:#?}");
+    let kinds: Vec<String> = events
+        .stdout
+        .lines()
+        .map(|l| {
+            let e: Value = serde_json::from_str(l).expect("one event per line");
+            assert_eq!(e["agent_id"], running.as_str());
+            e["event"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let created_at = kinds.iter().position(|k| k == "agent.created");
+    let started_at = kinds.iter().position(|k| k == "agent.started");
+    assert!(
+        matches!((created_at, started_at), (Some(c), Some(s)) if c < s),
+        "{kinds:?}"
+    );
+    let last_one = cli(
+        &cfg,
+        &["agents", "events", &running, "--count", "1", "-o", "json"],
+        &[],
+    )
+    .await;
+    assert_eq!(last_one.stdout.lines().count(), 1, "{last_one:#?}");
+    let table = cli(&cfg, &["agents", "events", &running], &[]).await;
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains("agent.started") && l.contains("running")),
+        "{table:#?}"
+    );
+
+    // logs: the agent's own output, through Docker (it prints as it starts, so wait).
+    let needle = format!("agent {running}: started");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let logs = cli(&cfg, &["agents", "logs", &running, "--tail", "5"], &[]).await;
+        assert_eq!(logs.code, 0, "{logs:#?}");
+        assert!(logs.stdout.lines().count() <= 5, "{logs:#?}");
+        if logs.stdout.contains(&needle) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no {needle:?} in the logs: {logs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // An unknown agent: exit 1 with a message, for every command that takes an id.
+    let ghost = env.agent_id("ghost");
+    for args in [
+        vec!["agents", "show", ghost.as_str()],
+        vec!["agents", "events", ghost.as_str()],
+        vec!["agents", "logs", ghost.as_str()],
+    ] {
+        let out = cli(&cfg, &args, &[]).await;
+        assert_eq!(out.code, 1, "{args:?}: {out:#?}");
+        assert!(out.stderr.contains("not found") || out.stderr.contains("no container"));
+        assert!(out.stdout.is_empty(), "{out:#?}");
+    }
+    let bad_id = cli(&cfg, &["agents", "show", "../etc"], &[]).await;
+    assert_eq!(bad_id.code, 2, "{bad_id:#?}");
+    env.finish().await;
+}
+
+#[actix_rt::test]
+async fn events_and_logs_follow_until_the_agent_goes() {
+    let env = TestEnv::start(&[]).await;
+    let cfg = env.config.clone();
+    let id = env.agent_id("cli-follow");
+    env.create_running(&id).await;
+
+    let mut events = Follow::spawn(&cfg, &["agents", "events", &id, "--follow"]);
+    events.line_with("agent.started").await;
+    let mut logs = Follow::spawn(&cfg, &["agents", "logs", &id, "--follow"]);
+    logs.line_with(&format!("agent {id}: started")).await;
+
+    // A stop shows up in the event stream, and ends the log stream with the container.
+    let mid = env.command("agent.stop", &id, json!({})).await;
+    env.answer(&mid, "agent.stopped").await;
+    events.line_with("agent.stopped").await;
+    logs.line_with("received SIGTERM").await;
+    assert_eq!(
+        logs.exit_code().await,
+        0,
+        "logs --follow ends with the container"
+    );
+
+    // A delete removes the stream: the follower notices and ends by itself.
+    let mid = env.command("agent.delete", &id, json!({})).await;
+    env.answer(&mid, "agent.deleted").await;
+    assert_eq!(
+        events.exit_code().await,
+        0,
+        "events --follow ends at delete"
+    );
+    env.finish().await;
+}
+
+#[actix_rt::test]
+async fn check_passes_with_everything_up_and_names_the_fix_otherwise() {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let cfg = common::test_config(&id, &[]);
+
+    let ok = cli(&cfg, &["check"], &[]).await;
+    assert_eq!(
+        ok.code, 0,
+        "check failed with the services up? {START_HINT}\n{}{}",
+        ok.stdout, ok.stderr
+    );
+    for name in ["docker", "image", "network", "rabbitmq", "redis"] {
+        assert!(
+            ok.stdout
+                .lines()
+                .any(|l| l.starts_with("OK") && l.contains(name)),
+            "{name}: {}",
+            ok.stdout
+        );
+    }
+    let quiet = cli(&cfg, &["check", "--quiet"], &[]).await;
+    assert_eq!((quiet.code, quiet.stdout.as_str()), (0, ""), "{quiet:#?}");
+
+    // Redis on a closed port: exit 1, the failing check named, with its fix.
+    let started = Instant::now();
+    let down = cli(
+        &cfg,
+        &["check", "--services-only"],
+        &[("REDIS_URL", "redis://127.0.0.1:1/0")],
+    )
+    .await;
+    assert_eq!(down.code, 1, "{down:#?}");
+    let fail = down
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("no FAIL line: {down:#?}"));
+    assert!(
+        fail.contains("redis") && fail.contains("127.0.0.1:1"),
+        "{fail}"
+    );
+    assert!(
+        down.stdout.contains("fix: Redis is down or REDIS_URL"),
+        "{down:#?}"
+    );
+    assert!(down.stdout.contains("1 of 3 checks failed"), "{down:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a closed port fails fast"
+    );
+
+    // A wrong password: refused, and the password printed nowhere.
+    let secret = format!("s3cret-{id}");
+    let refused = cli(
+        &cfg,
+        &["check", "--services-only", "-o", "json"],
+        &[(
+            "RABBITMQ_URL",
+            &format!("amqp://guest:{secret}@127.0.0.1:5672/%2f"),
+        )],
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{refused:#?}");
+    assert!(!refused.stdout.contains(&secret) && !refused.stderr.contains(&secret));
+    let results: Value = serde_json::from_str(&refused.stdout).expect("JSON results");
+    let rabbit = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["check"] == "rabbitmq")
+        .expect("rabbitmq result");
+    assert_eq!(rabbit["status"], "fail");
+    assert!(
+        rabbit["fix"].as_str().unwrap().contains("user or password"),
+        "{rabbit}"
+    );
+
+    // Missing image and network: their own fixes.
+    let missing = cli(
+        &cfg,
+        &["check"],
+        &[
+            ("AGENT_IMAGE", &format!("autogen-agent:absent-{id}")),
+            ("DOCKER_NETWORK", &format!("absent-{id}")),
+        ],
+    )
+    .await;
+    assert_eq!(missing.code, 1, "{missing:#?}");
+    assert!(
+        missing
+            .stdout
+            .contains(&format!("fix: `docker network create absent-{id}`")),
+        "{}",
+        missing.stdout
+    );
+    assert!(
+        missing.stdout.contains("scripts/services.sh"),
+        "{}",
+        missing.stdout
+    );
+
+    // A configuration error is exit 2.
+    let bad = cli(&cfg, &["check"], &[("REDIS_TIMEOUT_MS", "soon")]).await;
+    assert_eq!(bad.code, 2, "{bad:#?}");
+    assert!(bad.stderr.contains("REDIS_TIMEOUT_MS"), "{bad:#?}");
+}
