@@ -83,6 +83,10 @@ pub async fn apply(
             Err(e) => return (record, Err(e.into())),
         }
     }
+    let mut record = record;
+    if let Some(r) = record.as_mut() {
+        r.generation += 1;
+    }
     let mut run = Apply {
         deps,
         cmd,

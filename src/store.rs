@@ -33,6 +33,9 @@ pub struct AgentRecord {
     /// a manager that died meanwhile can finish it at start and answer it.
     pub pending_command: String,
     pub pending_message_id: String,
+    /// Counts the commands applied to the agent; work scheduled under an older
+    /// generation (an automatic restart) is fenced off.
+    pub generation: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_health_at: Option<DateTime<Utc>>,
@@ -55,6 +58,7 @@ impl AgentRecord {
             last_logs: Vec::new(),
             pending_command: String::new(),
             pending_message_id: String::new(),
+            generation: 0,
             created_at: now,
             updated_at: now,
             last_health_at: None,
@@ -93,6 +97,7 @@ impl AgentRecord {
             ),
             ("pending_command", self.pending_command.clone()),
             ("pending_message_id", self.pending_message_id.clone()),
+            ("generation", self.generation.to_string()),
             ("created_at", rfc3339(self.created_at)),
             ("updated_at", rfc3339(self.updated_at)),
             (
@@ -169,6 +174,10 @@ impl AgentRecord {
                 .unwrap_or_default(),
             pending_command: f.get("pending_command").cloned().unwrap_or_default(),
             pending_message_id: f.get("pending_message_id").cloned().unwrap_or_default(),
+            generation: f
+                .get("generation")
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0),
             created_at: time("created_at")?.unwrap_or(now),
             updated_at: time("updated_at")?.unwrap_or(now),
             last_health_at: time("last_health_at")?,
@@ -697,6 +706,8 @@ mod tests {
         r.container_id = Some("abc".into());
         r.status = AgentStatus::Running;
         r.last_health_at = Some(Utc::now());
+        r.generation = 7;
+        r.pending_message_id = "m-1".into();
         let fields: HashMap<String, String> = r
             .to_fields()
             .into_iter()
@@ -707,6 +718,8 @@ mod tests {
         assert_eq!(back.status, r.status);
         assert_eq!(back.container_id, r.container_id);
         assert_eq!(back.desired_state, r.desired_state);
+        assert_eq!(back.generation, 7);
+        assert_eq!(back.pending_message_id, "m-1");
     }
 
     #[test]
