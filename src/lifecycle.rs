@@ -651,23 +651,7 @@ fn changed_fields(old: &AgentSpec, new: &AgentSpec) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{AgentType, Resources};
-
-    fn spec() -> AgentSpec {
-        AgentSpec {
-            customer_id: "c".into(),
-            agent_type: AgentType::Analysis,
-            name: "n".into(),
-            config: json!({}),
-            autogen_config: json!({}),
-            resources: Resources {
-                memory_mb: 256,
-                cpus: 1.0,
-                gpus: 0,
-            },
-            image: "autogen-agent:latest".into(),
-        }
-    }
+    use crate::protocol::sample_spec as spec;
 
     #[test]
     fn update_plans() {

@@ -848,6 +848,24 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A valid spec for unit tests across modules.
+#[cfg(test)]
+pub fn sample_spec() -> AgentSpec {
+    AgentSpec {
+        customer_id: "c1".into(),
+        agent_type: AgentType::Trading,
+        name: "Alpha".into(),
+        config: serde_json::json!({"symbol": "BTC"}),
+        autogen_config: serde_json::json!({"model": "x"}),
+        resources: Resources {
+            memory_mb: 256,
+            cpus: 0.5,
+            gpus: 0,
+        },
+        image: "autogen-agent:latest".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

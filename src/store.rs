@@ -494,33 +494,16 @@ impl Store {
     pub async fn load_all(
         &self,
     ) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError> {
-        let set = self.keys.agents();
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = self
-            .run("smembers", async move { conn.smembers(set).await })
-            .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(200) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.hgetall(self.keys.agent(id));
-            }
-            let mut conn = self.conn.clone();
-            let rows: Vec<HashMap<String, String>> = self
-                .run(
-                    "hgetall many",
-                    async move { pipe.query_async(&mut conn).await },
-                )
-                .await?;
-            for (id, fields) in chunk.iter().zip(rows) {
-                if fields.is_empty() {
-                    continue;
-                }
-                let key = self.keys.agent(id);
-                out.push((id.clone(), AgentRecord::from_fields(&key, &fields)));
-            }
-        }
-        Ok(out)
+        let ids = self.list_ids(None).await?;
+        Ok(self
+            .load_fields(&ids)
+            .await?
+            .into_iter()
+            .map(|(id, fields)| {
+                let record = AgentRecord::from_fields(&self.keys.agent(&id), &fields);
+                (id, record)
+            })
+            .collect())
     }
 
     // ---- Reads for operators' tools (the `agent-manager agents` CLI) ----
@@ -678,26 +661,9 @@ pub fn record_json(fields: &HashMap<String, String>) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn record() -> AgentRecord {
-        AgentRecord::new(
-            "a1",
-            AgentSpec {
-                customer_id: "c1".into(),
-                agent_type: AgentType::RiskManagement,
-                name: "Risk".into(),
-                config: json!({"k": [1, 2]}),
-                autogen_config: json!({}),
-                resources: Resources {
-                    memory_mb: 512,
-                    cpus: 0.5,
-                    gpus: 0,
-                },
-                image: "autogen-agent:latest".into(),
-            },
-            DesiredState::Running,
-        )
+        AgentRecord::new("a1", crate::protocol::sample_spec(), DesiredState::Running)
     }
 
     #[test]

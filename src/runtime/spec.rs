@@ -184,23 +184,7 @@ mod tests {
     use serde_json::json;
 
     fn record() -> AgentRecord {
-        AgentRecord::new(
-            "a1",
-            AgentSpec {
-                customer_id: "c1".into(),
-                agent_type: AgentType::Trading,
-                name: "Alpha".into(),
-                config: json!({"symbol": "BTC"}),
-                autogen_config: json!({"model": "x"}),
-                resources: Resources {
-                    memory_mb: 256,
-                    cpus: 0.5,
-                    gpus: 0,
-                },
-                image: "autogen-agent:latest".into(),
-            },
-            DesiredState::Running,
-        )
+        AgentRecord::new("a1", crate::protocol::sample_spec(), DesiredState::Running)
     }
 
     #[test]
