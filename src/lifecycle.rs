@@ -212,7 +212,12 @@ impl Apply<'_> {
             Action::Update { patch } => {
                 self.require_owned()?;
                 let next = patch.apply(&self.rec()?.spec);
-                self.update(next).await
+                crate::quota::reserve(self.deps, &self.cmd.agent_id, &next).await?;
+                let result = self.update(next).await;
+                if result.is_err() {
+                    crate::quota::resync(self.deps, self.record.as_ref()).await;
+                }
+                result
             }
             Action::Start => {
                 self.require_owned()?;
@@ -262,6 +267,7 @@ impl Apply<'_> {
                     .await;
             }
         } else {
+            crate::quota::reserve(self.deps, &self.cmd.agent_id, &spec).await?;
             let desired = if auto_start {
                 DesiredState::Running
             } else {
@@ -280,6 +286,7 @@ impl Apply<'_> {
                     .remove(&spec::container_name(&rec.agent_id), 0)
                     .await;
                 self.deps.store.delete(&rec, None).await?;
+                crate::quota::release(self.deps, &rec.agent_id, &rec.spec.customer_id).await?;
             }
             return Err(e);
         }
@@ -458,6 +465,8 @@ impl Apply<'_> {
             .unwrap_or_else(|| spec::container_name(&rec.agent_id));
         self.report(None, Value::Null, false).await?;
         self.deps.runtime.remove(&id, timeout_s).await?;
+        let customer = self.rec()?.spec.customer_id.clone();
+        crate::quota::release(self.deps, &self.cmd.agent_id, &customer).await?;
         let event = self.event(EventKind::Deleted, json!({"timeout_s": timeout_s}));
         self.answer.push(event.clone());
         let rec = self.rec()?.clone();

@@ -64,6 +64,7 @@ pub async fn adopt(deps: &Deps) -> Result<Vec<AgentRecord>, AgentError> {
         containers = containers.len(),
         "reconciled"
     );
+    crate::quota::rebuild(deps, &adopted).await?;
     Ok(adopted)
 }
 
