@@ -882,6 +882,69 @@ mod tests {
     }
 
     #[test]
+    fn hardening_settings_are_checked() {
+        let c = Config::defaults();
+        assert_eq!(c.agents.user, "65534:65534");
+        assert!(c.agents.cap_add.is_empty() && c.agents.security_opt.is_empty());
+        assert!(!c.docker.network_per_customer);
+        assert_eq!(c.rabbitmq.max_body_bytes, 1 << 20);
+        assert_eq!(c.quotas.max_agents, 0);
+        for (var, value) in [
+            ("AGENT_USER", "0:0"),
+            ("AGENT_USER", "root"),
+            ("AGENT_CAP_ADD", "SYS_ADMIN"),
+            ("AGENT_CAP_ADD", "NET_BIND_SERVICE,ALL"),
+            ("AGENT_SECURITY_OPT", "seccomp=unconfined"),
+            ("AGENT_SECURITY_OPT", "apparmor=unconfined"),
+            ("AGENT_SECURITY_OPT", "label=disable"),
+            ("MODULE_MOUNTS", "/etc:/modules"),
+            ("MODULE_MOUNTS", "/proc/self:/m"),
+            ("MODULE_MOUNTS", "/run/containerd/containerd.sock:/m"),
+            ("MODULE_MOUNTS", "/:/host"),
+            ("MODULE_MOUNTS", "/opt/m:/usr/bin"),
+            ("MODULE_MOUNTS", "/opt/a:/m,/opt/b:/m"),
+            ("AGENT_IMAGE", "Not A Reference"),
+            ("ALLOWED_IMAGES", "bad pattern"),
+            ("MAX_BODY_BYTES", "10"),
+            ("QUOTA_MAX_CPUS", "-1"),
+            ("AGENT_NOFILE", "1"),
+        ] {
+            let e = with_env(&[(var, value)])
+                .expect_err(&format!("{var}={value} accepted"))
+                .to_string();
+            assert!(e.contains(var), "{var}={value}: {e}");
+        }
+        let c = with_env(&[
+            ("AGENT_USER", ""),
+            ("AGENT_CAP_ADD", "net_bind_service"),
+            ("AGENT_SECURITY_OPT", "apparmor=autogen"),
+            ("MODULE_MOUNTS", "/opt/modules:/opt/modules"),
+            ("NETWORK_PER_CUSTOMER", "true"),
+            ("QUOTA_MAX_AGENTS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(c.agents.user, "");
+        assert!(c.docker.network_per_customer);
+        assert_eq!(c.quotas.max_agents, 5);
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let c = with_env(&[
+            ("RABBITMQ_URL", "amqp://u:rabbit-secret@127.0.0.1:5672/%2f"),
+            ("REDIS_URL", "redis://:redis-secret@127.0.0.1:6379/0"),
+            ("AGENT_RABBITMQ_URL", "amqp://a:agent-secret@mq/%2f"),
+            ("AGENT_REDIS_URL", "redis://a:agent-redis-secret@r/0"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["rabbit-secret", "redis-secret", "agent-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("amqp://u:***@127.0.0.1:5672/%2f"));
+    }
+
+    #[test]
     fn urls_are_redacted() {
         assert_eq!(
             redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),

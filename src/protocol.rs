@@ -1213,6 +1213,138 @@ mod tests {
     }
 
     #[test]
+    fn bodies_that_are_not_utf8_are_dead_lettered() {
+        for body in [
+            &b"\xff\xfe{}"[..],
+            b"{\"agent_id\": \"a\xc3\x28\", \"customer_id\": \"c\"}",
+            b"{\"customer_id\": \"\xed\xa0\x80\"}",
+        ] {
+            let r = decode_command("agent.start", Some("m"), body, &policy());
+            assert!(
+                matches!(r, Err(Rejection::NotAnObject(_))),
+                "{body:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_answered_when_their_envelope_reads_else_dead_lettered() {
+        let mut p = policy();
+        p.max_body_bytes = 4096;
+        let mut body = create_body();
+        body["config"] = json!({"blob": "x".repeat(10_000)});
+        let r = decode_command("agent.create", None, body.to_string().as_bytes(), &p);
+        let e = invalid(r);
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
+        assert!(e.message.contains("body"), "{}", e.message);
+        assert_eq!(e.message_id, "m1");
+        assert_eq!(e.agent_id, "a1");
+        assert_eq!(e.command.as_deref(), Some("agent.create"));
+        // Not an object, or broken JSON: dead-lettered without being built.
+        for big in [
+            format!("[{}]", "1,".repeat(5000) + "1"),
+            format!("{{\"a\": \"{}", "x".repeat(5000)),
+            "x".repeat(5000),
+        ] {
+            let r = decode_command("agent.create", None, big.as_bytes(), &p);
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_beyond_the_parser_limit_is_answered_not_crashed() {
+        for depth in [129, 1_000, 100_000] {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let body = format!(
+                r#"{{"message_id": "deep", "agent_id": "a", "customer_id": "c", "config": {deep}}}"#
+            );
+            let e = invalid(decode_command(
+                "agent.update",
+                None,
+                body.as_bytes(),
+                &policy(),
+            ));
+            assert_eq!(e.code, ErrorCode::ValidationFailed);
+            assert_eq!(e.message_id, "deep");
+            // Deep nesting that is not a JSON object (or not JSON) is dead-lettered.
+            let r = decode_command("agent.update", None, deep.as_bytes(), &policy());
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))));
+            let r = decode_command("agent.update", None, &deep.as_bytes()[..depth], &policy());
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))));
+        }
+    }
+
+    #[test]
+    fn message_ids_must_be_short_printable_strings() {
+        for bad in [
+            json!(5),
+            json!("x".repeat(256)),
+            json!("a\nb"),
+            json!(""),
+            json!({}),
+        ] {
+            let body = json!({"message_id": bad, "agent_id": "a", "customer_id": "c"});
+            let r = decode_command(
+                "agent.start",
+                Some("amqp-1"),
+                body.to_string().as_bytes(),
+                &policy(),
+            );
+            let e = invalid(r);
+            assert_eq!(e.code, ErrorCode::ValidationFailed, "{bad}");
+            assert!(e.message.contains("message_id"), "{}", e.message);
+            assert_eq!(e.message_id, "amqp-1", "answered under the AMQP message id");
+        }
+        // Multi-byte characters count as bytes: 128 'é' are 256 bytes.
+        let body = json!({"message_id": "é".repeat(128), "agent_id": "a", "customer_id": "c"});
+        assert!(
+            decode_command("agent.start", None, body.to_string().as_bytes(), &policy()).is_err()
+        );
+        let body = json!({"message_id": "é".repeat(127), "agent_id": "a", "customer_id": "c"});
+        assert!(
+            decode_command("agent.start", None, body.to_string().as_bytes(), &policy()).is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_ignored_but_not_inside_resources() {
+        let mut body = create_body();
+        body["x_future_field"] = json!({"anything": [1, 2]});
+        assert!(decode("agent.create", body.clone()).is_ok());
+        body["resources"] = json!({"memory_mb": 256, "swap_mb": 0});
+        assert!(invalid(decode("agent.create", body))
+            .message
+            .contains("resources.swap_mb"));
+    }
+
+    #[test]
+    fn digest_pinned_images_of_allowed_repositories_are_accepted() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let mut body = create_body();
+        body["image"] = json!(format!("autogen-agent@{digest}"));
+        let Action::Create { spec, .. } = decode("agent.create", body).unwrap().action else {
+            panic!()
+        };
+        assert_eq!(spec.image, format!("autogen-agent@{digest}"));
+        for bad in [
+            "autogen-agent@sha256:short",
+            "AUTOGEN-AGENT:latest",
+            "autogen-agent:lat est",
+            "autogen-agent:latest\u{0}",
+            "autogen-agent:../../etc",
+        ] {
+            let mut body = create_body();
+            body["image"] = json!(bad);
+            assert!(
+                invalid(decode("agent.create", body))
+                    .message
+                    .contains("image"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn create_without_agent_id_gets_a_v4_uuid_stable_per_message_id() {
         let mut body = create_body();
         body.as_object_mut().unwrap().remove("agent_id");
