@@ -171,10 +171,18 @@ impl Apply<'_> {
         let code = err.code();
         let message = err.to_string();
         tracing::warn!(agent_id = %self.cmd.agent_id, message_id = %self.cmd.message_id, command = %self.cmd.kind, code = code.as_str(), %message, "command failed");
+        let details = error_details(Some(self.cmd.kind.routing_key()), code, &message);
+        if code == ErrorCode::Forbidden {
+            // Another customer's command leaves no trace on the owner's agent (record,
+            // event stream) and its answer tells nothing about it (docs/SECURITY.md).
+            let owner = self.record.take();
+            let result = self.report(Some(EventKind::Error), details, true).await;
+            self.record = owner;
+            return result;
+        }
         if let Some(rec) = self.record.as_mut() {
             rec.last_error = message.clone();
         }
-        let details = error_details(Some(self.cmd.kind.routing_key()), code, &message);
         self.report(Some(EventKind::Error), details, true).await
     }
 
