@@ -403,6 +403,11 @@ impl TestEnv {
             .collect()
     }
 
+    /// Every event seen so far.
+    pub fn all_events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
     /// Forgets the events seen so far.
     pub fn clear_events(&self) {
         self.events.lock().unwrap().clear();
