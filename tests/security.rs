@@ -49,37 +49,45 @@ async fn exec(env: &TestEnv, agent_id: &str, cmd: &[&str]) -> (i64, String) {
             .await
             .expect("exec output timed out");
     }
-    let inspect = env
-        .docker
-        .inspect_exec(&created.id)
-        .await
-        .expect("inspect exec");
+    let inspect = tokio::time::timeout(
+        Duration::from_secs(10),
+        env.docker.inspect_exec(&created.id),
+    )
+    .await
+    .expect("inspect exec timed out")
+    .expect("inspect exec");
     (inspect.exit_code.unwrap_or(-1), text)
 }
 
 /// Starts `cmd` in the agent's container and returns at once.
 async fn exec_detached(env: &TestEnv, agent_id: &str, cmd: &[&str]) {
-    let created = env
-        .docker
-        .create_exec(
+    let limit = Duration::from_secs(10);
+    let created = tokio::time::timeout(
+        limit,
+        env.docker.create_exec(
             &format!("agent-{agent_id}"),
             CreateExecOptions {
                 cmd: Some(cmd.to_vec()),
                 ..Default::default()
             },
-        )
-        .await
-        .expect("create exec");
-    env.docker
-        .start_exec(
+        ),
+    )
+    .await
+    .expect("create exec timed out")
+    .expect("create exec");
+    tokio::time::timeout(
+        limit,
+        env.docker.start_exec(
             &created.id,
             Some(StartExecOptions {
                 detach: true,
                 ..Default::default()
             }),
-        )
-        .await
-        .expect("start exec");
+        ),
+    )
+    .await
+    .expect("start exec timed out")
+    .expect("start exec");
 }
 
 /// Removes Docker networks made for a test, after the containers of its manager
