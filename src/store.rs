@@ -658,6 +658,90 @@ pub fn record_json(fields: &HashMap<String, String>) -> serde_json::Value {
     Value::Object(map)
 }
 
+/// Keys of the per-customer quota accounting ([`crate::quota`]).
+impl Keys {
+    /// `customer:<customer_id>:usage`: the customer's totals (hash: `agents`,
+    /// `memory_mb`, `cpus_milli`, `gpus`).
+    pub fn customer_usage(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:usage", self.prefix)
+    }
+    /// `customer:<customer_id>:reservations`: what each agent of the customer holds
+    /// (hash: agent id → `"<memory_mb> <cpus_milli> <gpus>"`).
+    pub fn customer_reservations(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:reservations", self.prefix)
+    }
+    /// A SCAN pattern matching every `customer:*:reservations` key of this prefix.
+    pub fn customer_reservations_pattern(&self) -> String {
+        let escaped: String = self
+            .prefix
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\');
+                escape.then_some('\\').into_iter().chain(std::iter::once(c))
+            })
+            .collect();
+        format!("{escaped}customer:*:reservations")
+    }
+    /// The customer id of a `customer:<customer_id>:reservations` key.
+    pub fn customer_of_reservations<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.prefix)?
+            .strip_prefix("customer:")?
+            .strip_suffix(":reservations")
+    }
+}
+
+/// Scripts and scans for modules whose updates must be atomic across agents (quotas).
+impl Store {
+    /// Runs a Lua script atomically, bounded by the Redis timeout.
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn.clone();
+        self.run(op, async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Every key matching `pattern` (SCAN, each step bounded by the Redis timeout).
+    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let mut conn = self.conn.clone();
+            let (next, batch): (u64, Vec<String>) = self
+                .run("scan", async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,5 +808,15 @@ mod tests {
         assert_eq!(k.agents(), "t1:agents");
         assert_eq!(k.customer_agents("c"), "t1:customer:c:agents");
         assert_eq!(Keys::new("").agent("a"), "agent:a");
+        assert_eq!(k.customer_usage("c"), "t1:customer:c:usage");
+        assert_eq!(k.customer_reservations("c"), "t1:customer:c:reservations");
+        assert_eq!(
+            k.customer_of_reservations("t1:customer:a:b:reservations"),
+            Some("a:b")
+        );
+        assert_eq!(
+            Keys::new("p*[x]:").customer_reservations_pattern(),
+            "p\\*\\[x\\]:customer:*:reservations"
+        );
     }
 }

@@ -448,6 +448,11 @@ impl TestEnv {
         (status, body)
     }
 
+    /// Every event seen so far.
+    pub fn all_events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
     /// Forgets the events seen so far.
     pub fn clear_events(&self) {
         self.events.lock().unwrap().clear();
