@@ -100,9 +100,13 @@ impl AgentActor {
                 Ok(Heal::Nothing) | Ok(Heal::CrashLoop { .. }) => {}
                 Ok(Heal::RestartAfter(delay)) => {
                     tracing::info!(agent_id = %act.agent_id, delay_ms = delay.as_millis() as u64, "agent exited; restarting it after backoff");
-                    let handle = ctx.run_later(delay, |act, ctx| {
+                    let generation = act.record.as_ref().map(|r| r.generation);
+                    let handle = ctx.run_later(delay, move |act, ctx| {
                         act.pending_restart = None;
-                        act.restart(ctx, Reason::Crashed);
+                        // A command since then owns the agent: this restart is stale.
+                        if act.record.as_ref().map(|r| r.generation) == generation {
+                            act.restart(ctx, Reason::Crashed);
+                        }
                     });
                     act.pending_restart = Some(handle);
                 }

@@ -22,6 +22,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DOCKER_MAX_CONCURRENT_OPS", "docker.max_concurrent_ops"),
     ("ORPHAN_GRACE_S", "docker.orphan_grace_s"),
     ("ORPHAN_DRY_RUN", "docker.orphan_dry_run"),
+    ("NETWORK_PER_CUSTOMER", "docker.network_per_customer"),
+    ("NETWORK_INTERNAL", "docker.network_internal"),
     ("RABBITMQ_URL", "rabbitmq.url"),
     ("RABBITMQ_EXCHANGE", "rabbitmq.exchange"),
     ("COMMAND_QUEUE", "rabbitmq.command_queue"),
@@ -29,6 +31,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEAD_LETTER_QUEUE", "rabbitmq.dead_letter_queue"),
     ("RABBITMQ_PREFETCH", "rabbitmq.prefetch"),
     ("RABBITMQ_TIMEOUT_S", "rabbitmq.timeout_s"),
+    ("MAX_BODY_BYTES", "rabbitmq.max_body_bytes"),
     ("REDIS_URL", "redis.url"),
     ("REDIS_PREFIX", "redis.prefix"),
     ("REDIS_TIMEOUT_MS", "redis.timeout_ms"),
@@ -52,6 +55,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("MODULE_MOUNTS", "agents.module_mounts"),
     ("AGENT_RABBITMQ_URL", "agents.rabbitmq_url"),
     ("AGENT_REDIS_URL", "agents.redis_url"),
+    ("AGENT_USER", "agents.user"),
+    ("AGENT_CAP_ADD", "agents.cap_add"),
+    ("AGENT_SECURITY_OPT", "agents.security_opt"),
+    ("AGENT_NOFILE", "agents.nofile"),
+    ("QUOTA_MAX_AGENTS", "quotas.max_agents"),
+    ("QUOTA_MAX_MEMORY_MB", "quotas.max_memory_mb"),
+    ("QUOTA_MAX_CPUS", "quotas.max_cpus"),
+    ("QUOTA_MAX_GPUS", "quotas.max_gpus"),
     ("HEALTH_CHECK_INTERVAL_S", "health.check_interval_s"),
     ("HEALTH_REPORT_INTERVAL_S", "health.report_interval_s"),
     ("RELIST_INTERVAL_S", "health.relist_interval_s"),
@@ -145,6 +156,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub swarm: SwarmConfig,
     pub gpu: GpuConfig,
+    /// Per-customer limits (see [`crate::quota`]).
+    pub quotas: QuotaConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,9 +175,15 @@ pub struct DockerConfig {
     pub orphan_grace_s: u64,
     /// Only report orphans.
     pub orphan_dry_run: bool,
+    /// Each customer's agents get a network of their own, `<network>-<customer>`, so one
+    /// customer's agents cannot reach another's.
+    pub network_per_customer: bool,
+    /// Per-customer networks are created `internal` (no traffic beyond the network).
+    pub network_internal: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Debug output never shows the credentials in `url` (see [`redact_url`]).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitConfig {
     pub url: String,
@@ -175,9 +194,12 @@ pub struct RabbitConfig {
     /// Unacknowledged commands in flight; bounds the consumer's memory.
     pub prefetch: u16,
     pub timeout_s: u64,
+    /// Largest command body decoded; a larger one is refused before it is parsed.
+    pub max_body_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Debug output never shows the credentials in `url`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     pub url: String,
@@ -189,7 +211,8 @@ pub struct RedisConfig {
     pub processed_ttl_s: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Debug output never shows the credentials in the agents' URLs.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
     pub image: String,
@@ -213,6 +236,29 @@ pub struct AgentsConfig {
     pub rabbitmq_url: String,
     /// URL given to agents as REDIS_URL; empty for the manager's.
     pub redis_url: String,
+    /// `UID[:GID]` agents run as (never root); empty keeps the image's user.
+    pub user: String,
+    /// Capabilities added back after `cap_drop: ALL`; only Docker's default set
+    /// ([`crate::security::ADDABLE_CAPABILITIES`]).
+    pub cap_add: Vec<String>,
+    /// Extra security options (AppArmor profile, SELinux label); never `unconfined`.
+    pub security_opt: Vec<String>,
+    /// Open files per agent process (`nofile` ulimit, soft = hard).
+    pub nofile: u64,
+}
+
+/// Per-customer limits; 0 means unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Agents one customer may have (running or stopped).
+    pub max_agents: u64,
+    /// Sum of `memory_mb` over a customer's agents.
+    pub max_memory_mb: u64,
+    /// Sum of `cpus` over a customer's agents.
+    pub max_cpus: f64,
+    /// Sum of `gpus` over a customer's agents.
+    pub max_gpus: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,6 +341,8 @@ pub struct AgentPolicy {
     pub max_stop_timeout_s: u32,
     pub max_config_bytes: usize,
     pub max_config_depth: usize,
+    /// Largest command body decoded at all.
+    pub max_body_bytes: usize,
     /// Image of a GPU agent whose create names none; empty: `image`.
     pub gpu_image: String,
 }
@@ -309,21 +357,12 @@ impl AgentPolicy {
         }
     }
 
-    /// True when `image` is the default image or matches an allowlist pattern. A pattern
-    /// ending in `*` matches any suffix; otherwise the reference must be equal.
+    /// True when `image` is a valid Docker reference and is the default image (or the GPU
+    /// image) or matches an allowlist pattern (rules: [`crate::security::image_allowed`]).
     pub fn image_allowed(&self, image: &str) -> bool {
-        if image.is_empty() || image.len() > 255 || image.chars().any(char::is_control) {
-            return false;
-        }
-        image == self.image
-            || (!self.gpu_image.is_empty() && image == self.gpu_image)
-            || self
-                .allowed_images
-                .iter()
-                .any(|p| match p.strip_suffix('*') {
-                    Some(prefix) => image.starts_with(prefix),
-                    None => image == p,
-                })
+        crate::security::image_allowed(image, &self.image, &self.allowed_images)
+            || (!self.gpu_image.is_empty()
+                && crate::security::image_allowed(image, &self.gpu_image, &[]))
     }
 }
 
@@ -562,27 +601,63 @@ impl Config {
                 "must not exceed agents.max_stop_timeout_s".into(),
             );
         }
+        let mut targets = std::collections::HashSet::new();
         for mount in &a.module_mounts {
-            match mount.split_once(':') {
-                Some((host, target))
-                    if host.starts_with('/')
-                        && target.starts_with('/')
-                        && !target.contains(':') =>
-                {
-                    if host == "/var/run/docker.sock" || host == "/run/docker.sock" || host == "/" {
+            match crate::security::check_module_mount(mount) {
+                Ok((_, target)) => {
+                    if !targets.insert(target) {
                         return bad(
                             "agents.module_mounts",
-                            format!("'{mount}' would expose the host; refused"),
+                            format!("'{mount}' mounts onto a container path already used"),
                         );
                     }
                 }
-                _ => {
-                    return bad(
-                        "agents.module_mounts",
-                        format!("'{mount}' must be /host/path:/container/path"),
-                    )
-                }
+                Err(message) => return bad("agents.module_mounts", message),
             }
+        }
+        if let Err(message) = crate::security::check_user(&a.user) {
+            return bad("agents.user", message);
+        }
+        for cap in &a.cap_add {
+            if let Err(message) = crate::security::addable_capability(cap) {
+                return bad("agents.cap_add", message);
+            }
+        }
+        for opt in &a.security_opt {
+            if let Err(message) = crate::security::check_security_opt(opt) {
+                return bad("agents.security_opt", message);
+            }
+        }
+        if a.nofile < 64 || a.nofile > 1 << 20 {
+            return bad("agents.nofile", "must be between 64 and 1048576".into());
+        }
+        if crate::security::parse_image_ref(&a.image).is_none() {
+            return bad(
+                "agents.image",
+                format!("'{}' is not a valid image reference", a.image),
+            );
+        }
+        for pattern in &a.allowed_images {
+            if let Err(message) = crate::security::check_image_pattern(pattern) {
+                return bad("agents.allowed_images", message);
+            }
+        }
+        if self.rabbitmq.max_body_bytes < 1024 {
+            return bad("rabbitmq.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.docker.network_per_customer
+            && !crate::protocol::valid_agent_id(&self.docker.network)
+        {
+            return bad(
+                "docker.network",
+                "must be letters, digits, '_', '.' or '-' (at most 63) when docker.network_per_customer is on".into(),
+            );
+        }
+        if !(self.quotas.max_cpus >= 0.0 && self.quotas.max_cpus.is_finite()) {
+            return bad(
+                "quotas.max_cpus",
+                "must be 0 (unlimited) or a positive number".into(),
+            );
         }
         for (key, url) in [
             ("agents.rabbitmq_url", &a.rabbitmq_url),
@@ -644,6 +719,7 @@ impl Config {
             max_stop_timeout_s: a.max_stop_timeout_s,
             max_config_bytes: a.max_config_bytes,
             max_config_depth: a.max_config_depth,
+            max_body_bytes: self.rabbitmq.max_body_bytes,
             gpu_image: self.gpu.image.clone(),
         }
     }
@@ -664,6 +740,104 @@ impl Config {
         } else {
             &self.agents.redis_url
         }
+    }
+}
+
+impl std::fmt::Debug for RabbitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RabbitConfig {
+            url,
+            exchange,
+            command_queue,
+            dead_letter_exchange,
+            dead_letter_queue,
+            prefetch,
+            timeout_s,
+            max_body_bytes,
+        } = self;
+        f.debug_struct("RabbitConfig")
+            .field("url", &redact_url(url))
+            .field("exchange", exchange)
+            .field("command_queue", command_queue)
+            .field("dead_letter_exchange", dead_letter_exchange)
+            .field("dead_letter_queue", dead_letter_queue)
+            .field("prefetch", prefetch)
+            .field("timeout_s", timeout_s)
+            .field("max_body_bytes", max_body_bytes)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RedisConfig {
+            url,
+            prefix,
+            timeout_ms,
+            event_stream_max_len,
+            processed_ttl_s,
+        } = self;
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(url))
+            .field("prefix", prefix)
+            .field("timeout_ms", timeout_ms)
+            .field("event_stream_max_len", event_stream_max_len)
+            .field("processed_ttl_s", processed_ttl_s)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AgentsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let AgentsConfig {
+            image,
+            allowed_images,
+            memory_mb,
+            cpus,
+            min_memory_mb,
+            max_memory_mb,
+            min_cpus,
+            max_cpus,
+            max_gpus,
+            pids_limit,
+            tmpfs_mb,
+            stop_timeout_s,
+            max_stop_timeout_s,
+            max_config_bytes,
+            max_config_depth,
+            module_mounts,
+            rabbitmq_url,
+            redis_url,
+            user,
+            cap_add,
+            security_opt,
+            nofile,
+        } = self;
+        f.debug_struct("AgentsConfig")
+            .field("image", image)
+            .field("allowed_images", allowed_images)
+            .field("memory_mb", memory_mb)
+            .field("cpus", cpus)
+            .field("min_memory_mb", min_memory_mb)
+            .field("max_memory_mb", max_memory_mb)
+            .field("min_cpus", min_cpus)
+            .field("max_cpus", max_cpus)
+            .field("max_gpus", max_gpus)
+            .field("pids_limit", pids_limit)
+            .field("tmpfs_mb", tmpfs_mb)
+            .field("stop_timeout_s", stop_timeout_s)
+            .field("max_stop_timeout_s", max_stop_timeout_s)
+            .field("max_config_bytes", max_config_bytes)
+            .field("max_config_depth", max_config_depth)
+            .field("module_mounts", module_mounts)
+            .field("rabbitmq_url", &redact_url(rabbitmq_url))
+            .field("redis_url", &redact_url(redis_url))
+            .field("user", user)
+            .field("cap_add", cap_add)
+            .field("security_opt", security_opt)
+            .field("nofile", nofile)
+            .finish()
     }
 }
 
@@ -857,6 +1031,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SWARM_RESTART_CONDITION"), "{e}");
+    }
+
+    #[test]
+    fn hardening_settings_are_checked() {
+        let c = Config::defaults();
+        assert_eq!(c.agents.user, "65534:65534");
+        assert!(c.agents.cap_add.is_empty() && c.agents.security_opt.is_empty());
+        assert!(!c.docker.network_per_customer);
+        assert_eq!(c.rabbitmq.max_body_bytes, 1 << 20);
+        assert_eq!(c.quotas.max_agents, 0);
+        for (var, value) in [
+            ("AGENT_USER", "0:0"),
+            ("AGENT_USER", "root"),
+            ("AGENT_CAP_ADD", "SYS_ADMIN"),
+            ("AGENT_CAP_ADD", "NET_BIND_SERVICE,ALL"),
+            ("AGENT_SECURITY_OPT", "seccomp=unconfined"),
+            ("AGENT_SECURITY_OPT", "apparmor=unconfined"),
+            ("AGENT_SECURITY_OPT", "label=disable"),
+            ("MODULE_MOUNTS", "/etc:/modules"),
+            ("MODULE_MOUNTS", "/proc/self:/m"),
+            ("MODULE_MOUNTS", "/run/containerd/containerd.sock:/m"),
+            ("MODULE_MOUNTS", "/:/host"),
+            ("MODULE_MOUNTS", "/opt/m:/usr/bin"),
+            ("MODULE_MOUNTS", "/opt/a:/m,/opt/b:/m"),
+            ("AGENT_IMAGE", "Not A Reference"),
+            ("ALLOWED_IMAGES", "bad pattern"),
+            ("MAX_BODY_BYTES", "10"),
+            ("QUOTA_MAX_CPUS", "-1"),
+            ("AGENT_NOFILE", "1"),
+        ] {
+            let e = with_env(&[(var, value)])
+                .expect_err(&format!("{var}={value} accepted"))
+                .to_string();
+            assert!(e.contains(var), "{var}={value}: {e}");
+        }
+        let c = with_env(&[
+            ("AGENT_USER", ""),
+            ("AGENT_CAP_ADD", "net_bind_service"),
+            ("AGENT_SECURITY_OPT", "apparmor=autogen"),
+            ("MODULE_MOUNTS", "/opt/modules:/opt/modules"),
+            ("NETWORK_PER_CUSTOMER", "true"),
+            ("QUOTA_MAX_AGENTS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(c.agents.user, "");
+        assert!(c.docker.network_per_customer);
+        assert_eq!(c.quotas.max_agents, 5);
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let c = with_env(&[
+            ("RABBITMQ_URL", "amqp://u:rabbit-secret@127.0.0.1:5672/%2f"),
+            ("REDIS_URL", "redis://:redis-secret@127.0.0.1:6379/0"),
+            ("AGENT_RABBITMQ_URL", "amqp://a:agent-secret@mq/%2f"),
+            ("AGENT_REDIS_URL", "redis://a:agent-redis-secret@r/0"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["rabbit-secret", "redis-secret", "agent-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("amqp://u:***@127.0.0.1:5672/%2f"));
     }
 
     #[test]

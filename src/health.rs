@@ -434,7 +434,7 @@ pub async fn check(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::protocol::{AgentSpec, AgentType, Resources};
+    use crate::protocol::DesiredState;
     use AgentStatus::*;
 
     fn obs(running: bool, health: &str) -> Observed {
@@ -448,23 +448,7 @@ mod tests {
     }
 
     fn record(status: AgentStatus) -> AgentRecord {
-        let mut r = AgentRecord::new(
-            "a",
-            AgentSpec {
-                customer_id: "c".into(),
-                agent_type: AgentType::Custom,
-                name: "n".into(),
-                config: json!({}),
-                autogen_config: json!({}),
-                resources: Resources {
-                    memory_mb: 64,
-                    cpus: 1.0,
-                    gpus: 0,
-                },
-                image: "i".into(),
-            },
-            DesiredState::Running,
-        );
+        let mut r = AgentRecord::new("a", crate::protocol::sample_spec(), DesiredState::Running);
         r.status = status;
         r.container_id = Some("cid".into());
         r

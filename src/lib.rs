@@ -14,6 +14,9 @@
 //! - [`lifecycle`]: what each command does to one agent, as plain async functions.
 //! - [`health`]: looking at a container: status, stats, `agent.health`, what to heal.
 //! - [`restart`]: the self-healing policy (backoff with jitter, crash loops).
+//! - [`security`]: the hardening rules (capabilities, security options, mounts, users,
+//!   image references and the allowlist, per-customer networks); docs/SECURITY.md.
+//! - [`quota`]: per-customer quotas, checked and reserved atomically in Redis.
 //! - [`redact`]: removes secrets from container log lines.
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands.
 //! - [`supervisor`]: the registry of agent actors, routing commands to them.
@@ -39,11 +42,13 @@ pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod protocol;
+pub mod quota;
 pub mod readiness;
 pub mod reconcile;
 pub mod redact;
 pub mod restart;
 pub mod runtime;
+pub mod security;
 pub mod store;
 pub mod supervisor;
 

@@ -83,6 +83,10 @@ pub async fn apply(
             Err(e) => return (record, Err(e.into())),
         }
     }
+    let mut record = record;
+    if let Some(r) = record.as_mut() {
+        r.generation += 1;
+    }
     let mut run = Apply {
         deps,
         cmd,
@@ -193,10 +197,18 @@ impl Apply<'_> {
         let code = err.code();
         let message = err.to_string();
         tracing::warn!(agent_id = %self.cmd.agent_id, message_id = %self.cmd.message_id, command = %self.cmd.kind, code = code.as_str(), %message, "command failed");
+        let details = error_details(Some(self.cmd.kind.routing_key()), code, &message);
+        if code == ErrorCode::Forbidden {
+            // Another customer's command leaves no trace on the owner's agent (record,
+            // event stream) and its answer tells nothing about it (docs/SECURITY.md).
+            let owner = self.record.take();
+            let result = self.report(Some(EventKind::Error), details, true).await;
+            self.record = owner;
+            return result;
+        }
         if let Some(rec) = self.record.as_mut() {
             rec.last_error = message.clone();
         }
-        let details = error_details(Some(self.cmd.kind.routing_key()), code, &message);
         self.report(Some(EventKind::Error), details, true).await
     }
 
@@ -234,7 +246,12 @@ impl Apply<'_> {
             Action::Update { patch } => {
                 self.require_owned()?;
                 let next = patch.apply(&self.rec()?.spec);
-                self.update(next).await
+                crate::quota::reserve(self.deps, &self.cmd.agent_id, &next).await?;
+                let result = self.update(next).await;
+                if result.is_err() {
+                    crate::quota::resync(self.deps, self.record.as_ref()).await;
+                }
+                result
             }
             Action::Start => {
                 self.require_owned()?;
@@ -288,6 +305,7 @@ impl Apply<'_> {
                     .await;
             }
         } else {
+            crate::quota::reserve(self.deps, &self.cmd.agent_id, &spec).await?;
             let desired = if auto_start {
                 DesiredState::Running
             } else {
@@ -306,6 +324,7 @@ impl Apply<'_> {
                     .remove(&spec::container_name(&rec.agent_id), 0)
                     .await;
                 self.deps.store.delete(&rec, None).await?;
+                crate::quota::release(self.deps, &rec.agent_id, &rec.spec.customer_id).await?;
             }
             return Err(e);
         }
@@ -484,6 +503,8 @@ impl Apply<'_> {
             .unwrap_or_else(|| spec::container_name(&rec.agent_id));
         self.report(None, Value::Null, false).await?;
         self.deps.runtime.remove(&id, timeout_s).await?;
+        let customer = self.rec()?.spec.customer_id.clone();
+        crate::quota::release(self.deps, &self.cmd.agent_id, &customer).await?;
         let event = self.event(EventKind::Deleted, json!({"timeout_s": timeout_s}));
         self.answer.push(event.clone());
         let rec = self.rec()?.clone();
@@ -647,23 +668,7 @@ fn changed_fields(old: &AgentSpec, new: &AgentSpec) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{AgentType, Resources};
-
-    fn spec() -> AgentSpec {
-        AgentSpec {
-            customer_id: "c".into(),
-            agent_type: AgentType::Analysis,
-            name: "n".into(),
-            config: json!({}),
-            autogen_config: json!({}),
-            resources: Resources {
-                memory_mb: 256,
-                cpus: 1.0,
-                gpus: 0,
-            },
-            image: "autogen-agent:latest".into(),
-        }
-    }
+    use crate::protocol::sample_spec as spec;
 
     #[test]
     fn update_plans() {

@@ -381,8 +381,35 @@ pub fn decode_command(
     body: &[u8],
     policy: &AgentPolicy,
 ) -> Result<Command, Rejection> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Rejection::NotAnObject(format!("body is not JSON: {e}")))?;
+    // JSON is UTF-8 (RFC 8259 section 8.1): anything else is not JSON at all.
+    if std::str::from_utf8(body).is_err() {
+        return Err(Rejection::NotAnObject(
+            "body is not UTF-8, so not JSON".into(),
+        ));
+    }
+    // Never build a value from an oversized body: only its envelope is scanned.
+    if body.len() > policy.max_body_bytes {
+        let problem = format!(
+            "the body is {} bytes, more than the limit of {} bytes (MAX_BODY_BYTES)",
+            body.len(),
+            policy.max_body_bytes
+        );
+        return Err(refuse_unbuilt(routing_key, amqp_message_id, body, problem));
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        // Either not JSON (dead-lettered) or JSON that serde_json will not build, such as
+        // nesting deeper than its recursion limit (128) or a number out of range: that is
+        // still a JSON object, answered when its envelope can be read.
+        Err(e) => {
+            return Err(refuse_unbuilt(
+                routing_key,
+                amqp_message_id,
+                body,
+                format!("the body could not be decoded: {e}"),
+            ))
+        }
+    };
     let Value::Object(obj) = value else {
         return Err(Rejection::NotAnObject(format!(
             "body is JSON but not an object ({})",
@@ -390,22 +417,15 @@ pub fn decode_command(
         )));
     };
 
-    let body_message_id = obj.get("message_id").and_then(Value::as_str);
-    let (message_id, message_id_given) = match body_message_id.or(amqp_message_id) {
-        Some(id) if !id.is_empty() && id.len() <= 255 => (id.to_string(), true),
-        _ => (Uuid::new_v4().to_string(), false),
-    };
-    let agent_id_raw = obj.get("agent_id").and_then(Value::as_str).unwrap_or("");
-    let customer_raw = obj.get("customer_id").and_then(Value::as_str).unwrap_or("");
+    let envelope = Envelope::of(&obj);
+    let (message_id, message_id_given) = envelope.message_id(amqp_message_id);
     let invalid = |code: ErrorCode, command: Option<String>, message: String| {
-        Rejection::Invalid(Box::new(InvalidCommand {
-            message_id: message_id.clone(),
+        Rejection::Invalid(Box::new(envelope.invalid(
+            message_id.clone(),
             command,
-            agent_id: printable_prefix(agent_id_raw, 63),
-            customer_id: printable_prefix(customer_raw, 128),
             code,
             message,
-        }))
+        )))
     };
 
     let kind = match CommandKind::from_routing_key(routing_key) {
@@ -452,6 +472,16 @@ pub fn decode_command(
         )
     };
 
+    let body_message_id_invalid = match &envelope.message_id {
+        Field::Absent => false,
+        Field::Str(id) => !valid_message_id(id),
+        Field::Other => true,
+    };
+    if body_message_id_invalid {
+        return Err(fail(
+            "field 'message_id' must be a string of 1-255 bytes without control characters".into(),
+        ));
+    }
     let customer_id = required_string(&obj, "customer_id").map_err(&fail)?;
     if customer_id.is_empty() || customer_id.len() > 128 || !is_printable(&customer_id) {
         return Err(fail(
@@ -569,6 +599,216 @@ pub fn decode_command(
         customer_id,
         action,
     })
+}
+
+/// A top-level field of the envelope as far as answering needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+enum Field {
+    /// Absent or null.
+    #[default]
+    Absent,
+    Str(String),
+    /// Any other JSON value (never built when scanned).
+    Other,
+}
+
+impl Field {
+    fn of(v: Option<&Value>) -> Field {
+        match v {
+            None | Some(Value::Null) => Field::Absent,
+            Some(Value::String(s)) => Field::Str(s.clone()),
+            Some(_) => Field::Other,
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// What is needed to answer a command, even one whose body is refused: its ids and
+/// command.
+#[derive(Debug, Clone, Default)]
+struct Envelope {
+    message_id: Field,
+    command: Field,
+    agent_id: Field,
+    customer_id: Field,
+}
+
+/// True for a message id that can be echoed as an AMQP `correlation_id` (a short string
+/// of at most 255 bytes) and used in a Redis key.
+fn valid_message_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 255 && !id.chars().any(char::is_control)
+}
+
+impl Envelope {
+    fn of(obj: &Map<String, Value>) -> Envelope {
+        Envelope {
+            message_id: Field::of(obj.get("message_id")),
+            command: Field::of(obj.get("command")),
+            agent_id: Field::of(obj.get("agent_id")),
+            customer_id: Field::of(obj.get("customer_id")),
+        }
+    }
+
+    /// The message id (body, else AMQP property, else generated) and whether the sender
+    /// gave it. A body `message_id` that is not valid is not used (the command is then
+    /// refused for it).
+    fn message_id(&self, amqp_message_id: Option<&str>) -> (String, bool) {
+        let given = match &self.message_id {
+            Field::Absent => amqp_message_id.filter(|id| valid_message_id(id)),
+            Field::Str(id) if valid_message_id(id) => Some(id.as_str()),
+            _ => amqp_message_id.filter(|id| valid_message_id(id)),
+        };
+        match given {
+            Some(id) => (id.to_string(), true),
+            None => (Uuid::new_v4().to_string(), false),
+        }
+    }
+
+    fn invalid(
+        &self,
+        message_id: String,
+        command: Option<String>,
+        code: ErrorCode,
+        message: String,
+    ) -> InvalidCommand {
+        InvalidCommand {
+            message_id,
+            command,
+            agent_id: printable_prefix(self.agent_id.as_str().unwrap_or(""), 63),
+            customer_id: printable_prefix(self.customer_id.as_str().unwrap_or(""), 128),
+            code,
+            message,
+        }
+    }
+
+    /// Reads the envelope of a JSON object without building any value: every other field
+    /// is skipped by serde's `IgnoredAny`, which serde_json walks without recursion, so
+    /// neither size nor nesting can exhaust memory or the stack. `None` when `body` is not
+    /// one JSON object.
+    fn scan(body: &[u8]) -> Option<Envelope> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let envelope = serde::Deserialize::deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(envelope)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> serde::de::Visitor<'de> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(Field::Str(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Field, E> {
+                Ok(Field::Str(v))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Field, E> {
+                Ok(Field::Absent)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Field, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Field, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> serde::de::Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Envelope, A::Error> {
+                let mut env = Envelope::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    // Later duplicates win, as when the body is built into a value.
+                    match key.as_ref() {
+                        "message_id" => env.message_id = map.next_value()?,
+                        "command" => env.command = map.next_value()?,
+                        "agent_id" => env.agent_id = map.next_value()?,
+                        "customer_id" => env.customer_id = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+/// The refusal of a body that is never built into a value (`problem` says why): an
+/// `agent.error` `validation_failed` when it is a JSON object whose envelope can be read,
+/// else the dead-letter queue.
+fn refuse_unbuilt(
+    routing_key: &str,
+    amqp_message_id: Option<&str>,
+    body: &[u8],
+    problem: String,
+) -> Rejection {
+    let Some(envelope) = Envelope::scan(body) else {
+        return Rejection::NotAnObject(problem);
+    };
+    let (message_id, _) = envelope.message_id(amqp_message_id);
+    let command = CommandKind::from_routing_key(routing_key)
+        .or_else(|| {
+            envelope
+                .command
+                .as_str()
+                .and_then(CommandKind::from_routing_key)
+        })
+        .map(|k| k.routing_key().to_string());
+    Rejection::Invalid(Box::new(envelope.invalid(
+        message_id,
+        command,
+        ErrorCode::ValidationFailed,
+        problem,
+    )))
 }
 
 /// The id of an agent created without one: a UUID v4. When the sender named the message
@@ -848,6 +1088,24 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A valid spec for unit tests across modules.
+#[cfg(test)]
+pub fn sample_spec() -> AgentSpec {
+    AgentSpec {
+        customer_id: "c1".into(),
+        agent_type: AgentType::Trading,
+        name: "Alpha".into(),
+        config: serde_json::json!({"symbol": "BTC"}),
+        autogen_config: serde_json::json!({"model": "x"}),
+        resources: Resources {
+            memory_mb: 256,
+            cpus: 0.5,
+            gpus: 0,
+        },
+        image: "autogen-agent:latest".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -970,6 +1228,138 @@ mod tests {
         assert!(invalid(decode("agent.create", body))
             .message
             .contains("bytes"));
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8_are_dead_lettered() {
+        for body in [
+            &b"\xff\xfe{}"[..],
+            b"{\"agent_id\": \"a\xc3\x28\", \"customer_id\": \"c\"}",
+            b"{\"customer_id\": \"\xed\xa0\x80\"}",
+        ] {
+            let r = decode_command("agent.start", Some("m"), body, &policy());
+            assert!(
+                matches!(r, Err(Rejection::NotAnObject(_))),
+                "{body:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_answered_when_their_envelope_reads_else_dead_lettered() {
+        let mut p = policy();
+        p.max_body_bytes = 4096;
+        let mut body = create_body();
+        body["config"] = json!({"blob": "x".repeat(10_000)});
+        let r = decode_command("agent.create", None, body.to_string().as_bytes(), &p);
+        let e = invalid(r);
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
+        assert!(e.message.contains("body"), "{}", e.message);
+        assert_eq!(e.message_id, "m1");
+        assert_eq!(e.agent_id, "a1");
+        assert_eq!(e.command.as_deref(), Some("agent.create"));
+        // Not an object, or broken JSON: dead-lettered without being built.
+        for big in [
+            format!("[{}]", "1,".repeat(5000) + "1"),
+            format!("{{\"a\": \"{}", "x".repeat(5000)),
+            "x".repeat(5000),
+        ] {
+            let r = decode_command("agent.create", None, big.as_bytes(), &p);
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_beyond_the_parser_limit_is_answered_not_crashed() {
+        for depth in [129, 1_000, 100_000] {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let body = format!(
+                r#"{{"message_id": "deep", "agent_id": "a", "customer_id": "c", "config": {deep}}}"#
+            );
+            let e = invalid(decode_command(
+                "agent.update",
+                None,
+                body.as_bytes(),
+                &policy(),
+            ));
+            assert_eq!(e.code, ErrorCode::ValidationFailed);
+            assert_eq!(e.message_id, "deep");
+            // Deep nesting that is not a JSON object (or not JSON) is dead-lettered.
+            let r = decode_command("agent.update", None, deep.as_bytes(), &policy());
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))));
+            let r = decode_command("agent.update", None, &deep.as_bytes()[..depth], &policy());
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))));
+        }
+    }
+
+    #[test]
+    fn message_ids_must_be_short_printable_strings() {
+        for bad in [
+            json!(5),
+            json!("x".repeat(256)),
+            json!("a\nb"),
+            json!(""),
+            json!({}),
+        ] {
+            let body = json!({"message_id": bad, "agent_id": "a", "customer_id": "c"});
+            let r = decode_command(
+                "agent.start",
+                Some("amqp-1"),
+                body.to_string().as_bytes(),
+                &policy(),
+            );
+            let e = invalid(r);
+            assert_eq!(e.code, ErrorCode::ValidationFailed, "{bad}");
+            assert!(e.message.contains("message_id"), "{}", e.message);
+            assert_eq!(e.message_id, "amqp-1", "answered under the AMQP message id");
+        }
+        // Multi-byte characters count as bytes: 128 'é' are 256 bytes.
+        let body = json!({"message_id": "é".repeat(128), "agent_id": "a", "customer_id": "c"});
+        assert!(
+            decode_command("agent.start", None, body.to_string().as_bytes(), &policy()).is_err()
+        );
+        let body = json!({"message_id": "é".repeat(127), "agent_id": "a", "customer_id": "c"});
+        assert!(
+            decode_command("agent.start", None, body.to_string().as_bytes(), &policy()).is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_ignored_but_not_inside_resources() {
+        let mut body = create_body();
+        body["x_future_field"] = json!({"anything": [1, 2]});
+        assert!(decode("agent.create", body.clone()).is_ok());
+        body["resources"] = json!({"memory_mb": 256, "swap_mb": 0});
+        assert!(invalid(decode("agent.create", body))
+            .message
+            .contains("resources.swap_mb"));
+    }
+
+    #[test]
+    fn digest_pinned_images_of_allowed_repositories_are_accepted() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let mut body = create_body();
+        body["image"] = json!(format!("autogen-agent@{digest}"));
+        let Action::Create { spec, .. } = decode("agent.create", body).unwrap().action else {
+            panic!()
+        };
+        assert_eq!(spec.image, format!("autogen-agent@{digest}"));
+        for bad in [
+            "autogen-agent@sha256:short",
+            "AUTOGEN-AGENT:latest",
+            "autogen-agent:lat est",
+            "autogen-agent:latest\u{0}",
+            "autogen-agent:../../etc",
+        ] {
+            let mut body = create_body();
+            body["image"] = json!(bad);
+            assert!(
+                invalid(decode("agent.create", body))
+                    .message
+                    .contains("image"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         orphans = orphans.len(),
         "reconciled"
     );
+    crate::quota::rebuild(deps, &adopted).await?;
     Ok(Adoption {
         agents: adopted,
         orphans,

@@ -33,6 +33,9 @@ pub struct AgentRecord {
     /// a manager that died meanwhile can finish it at start and answer it.
     pub pending_command: String,
     pub pending_message_id: String,
+    /// Counts the commands applied to the agent; work scheduled under an older
+    /// generation (an automatic restart) is fenced off.
+    pub generation: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_health_at: Option<DateTime<Utc>>,
@@ -55,6 +58,7 @@ impl AgentRecord {
             last_logs: Vec::new(),
             pending_command: String::new(),
             pending_message_id: String::new(),
+            generation: 0,
             created_at: now,
             updated_at: now,
             last_health_at: None,
@@ -93,6 +97,7 @@ impl AgentRecord {
             ),
             ("pending_command", self.pending_command.clone()),
             ("pending_message_id", self.pending_message_id.clone()),
+            ("generation", self.generation.to_string()),
             ("created_at", rfc3339(self.created_at)),
             ("updated_at", rfc3339(self.updated_at)),
             (
@@ -169,6 +174,10 @@ impl AgentRecord {
                 .unwrap_or_default(),
             pending_command: f.get("pending_command").cloned().unwrap_or_default(),
             pending_message_id: f.get("pending_message_id").cloned().unwrap_or_default(),
+            generation: f
+                .get("generation")
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0),
             created_at: time("created_at")?.unwrap_or(now),
             updated_at: time("updated_at")?.unwrap_or(now),
             last_health_at: time("last_health_at")?,
@@ -599,33 +608,16 @@ impl Store {
     pub async fn load_all(
         &self,
     ) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError> {
-        let set = self.keys.agents();
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = self
-            .run("smembers", async move { conn.smembers(set).await })
-            .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(200) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.hgetall(self.keys.agent(id));
-            }
-            let mut conn = self.conn.clone();
-            let rows: Vec<HashMap<String, String>> = self
-                .run(
-                    "hgetall many",
-                    async move { pipe.query_async(&mut conn).await },
-                )
-                .await?;
-            for (id, fields) in chunk.iter().zip(rows) {
-                if fields.is_empty() {
-                    continue;
-                }
-                let key = self.keys.agent(id);
-                out.push((id.clone(), AgentRecord::from_fields(&key, &fields)));
-            }
-        }
-        Ok(out)
+        let ids = self.list_ids(None).await?;
+        Ok(self
+            .load_fields(&ids)
+            .await?
+            .into_iter()
+            .map(|(id, fields)| {
+                let record = AgentRecord::from_fields(&self.keys.agent(&id), &fields);
+                (id, record)
+            })
+            .collect())
     }
 
     // ---- Reads for operators' tools (the `agent-manager agents` CLI) ----
@@ -780,29 +772,96 @@ pub fn record_json(fields: &HashMap<String, String>) -> serde_json::Value {
     Value::Object(map)
 }
 
+/// Keys of the per-customer quota accounting ([`crate::quota`]).
+impl Keys {
+    /// `customer:<customer_id>:usage`: the customer's totals (hash: `agents`,
+    /// `memory_mb`, `cpus_milli`, `gpus`).
+    pub fn customer_usage(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:usage", self.prefix)
+    }
+    /// `customer:<customer_id>:reservations`: what each agent of the customer holds
+    /// (hash: agent id → `"<memory_mb> <cpus_milli> <gpus>"`).
+    pub fn customer_reservations(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:reservations", self.prefix)
+    }
+    /// A SCAN pattern matching every `customer:*:reservations` key of this prefix.
+    pub fn customer_reservations_pattern(&self) -> String {
+        let escaped: String = self
+            .prefix
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\');
+                escape.then_some('\\').into_iter().chain(std::iter::once(c))
+            })
+            .collect();
+        format!("{escaped}customer:*:reservations")
+    }
+    /// The customer id of a `customer:<customer_id>:reservations` key.
+    pub fn customer_of_reservations<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.prefix)?
+            .strip_prefix("customer:")?
+            .strip_suffix(":reservations")
+    }
+}
+
+/// Scripts and scans for modules whose updates must be atomic across agents (quotas).
+impl Store {
+    /// Runs a Lua script atomically, bounded by the Redis timeout.
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn.clone();
+        self.run(op, async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Every key matching `pattern` (SCAN, each step bounded by the Redis timeout).
+    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let mut conn = self.conn.clone();
+            let (next, batch): (u64, Vec<String>) = self
+                .run("scan", async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn record() -> AgentRecord {
-        AgentRecord::new(
-            "a1",
-            AgentSpec {
-                customer_id: "c1".into(),
-                agent_type: AgentType::RiskManagement,
-                name: "Risk".into(),
-                config: json!({"k": [1, 2]}),
-                autogen_config: json!({}),
-                resources: Resources {
-                    memory_mb: 512,
-                    cpus: 0.5,
-                    gpus: 0,
-                },
-                image: "autogen-agent:latest".into(),
-            },
-            DesiredState::Running,
-        )
+        AgentRecord::new("a1", crate::protocol::sample_spec(), DesiredState::Running)
     }
 
     #[test]
@@ -811,6 +870,8 @@ mod tests {
         r.container_id = Some("abc".into());
         r.status = AgentStatus::Running;
         r.last_health_at = Some(Utc::now());
+        r.generation = 7;
+        r.pending_message_id = "m-1".into();
         let fields: HashMap<String, String> = r
             .to_fields()
             .into_iter()
@@ -821,6 +882,8 @@ mod tests {
         assert_eq!(back.status, r.status);
         assert_eq!(back.container_id, r.container_id);
         assert_eq!(back.desired_state, r.desired_state);
+        assert_eq!(back.generation, 7);
+        assert_eq!(back.pending_message_id, "m-1");
     }
 
     #[test]
@@ -860,5 +923,15 @@ mod tests {
         assert_eq!(k.customer_agents("c"), "t1:customer:c:agents");
         assert_eq!(k.gpu_allocations(), "t1:gpu:allocations");
         assert_eq!(Keys::new("").agent("a"), "agent:a");
+        assert_eq!(k.customer_usage("c"), "t1:customer:c:usage");
+        assert_eq!(k.customer_reservations("c"), "t1:customer:c:reservations");
+        assert_eq!(
+            k.customer_of_reservations("t1:customer:a:b:reservations"),
+            Some("a:b")
+        );
+        assert_eq!(
+            Keys::new("p*[x]:").customer_reservations_pattern(),
+            "p\\*\\[x\\]:customer:*:reservations"
+        );
     }
 }

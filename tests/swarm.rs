@@ -108,15 +108,29 @@ impl Swarm {
 
 impl Drop for Swarm {
     fn drop(&mut self) {
-        // The network stays busy until Swarm has removed the tasks' containers.
+        // The test's network and the per-customer ones named after it. A network stays
+        // busy until Swarm has removed the tasks' containers.
+        let listed = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={}", self.network),
+        ]);
+        let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = docker(&["network", "rm", &self.network]);
-            let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
-            if out.status.success() || stderr.contains("not found") || Instant::now() > until {
-                break;
+        for id in ids {
+            loop {
+                let out = docker(&["network", "rm", &id]);
+                let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+                if out.status.success() || stderr.contains("not found") || Instant::now() > until {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
             }
-            std::thread::sleep(Duration::from_millis(250));
         }
         if self.initialized {
             let _ = docker(&["swarm", "leave", "--force"]);
@@ -543,6 +557,23 @@ async fn swarm_mode_refuses_what_swarm_cannot_do() {
         "{e}"
     );
 
+    // Security options a Swarm service cannot take are refused, not dropped.
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let config = common::test_config(
+        &id,
+        &[
+            ("DEPLOYMENT_MODE", "swarm"),
+            ("DOCKER_NETWORK", &swarm.network),
+            ("AGENT_SECURITY_OPT", "apparmor=autogen"),
+        ],
+    );
+    let e = Manager::start(config)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("AGENT_SECURITY_OPT"), "{e}");
+
     // GPUs cannot be given to Swarm services.
     let env = TestEnv::start(&[
         ("DEPLOYMENT_MODE", "swarm"),
@@ -563,5 +594,50 @@ async fn swarm_mode_refuses_what_swarm_cannot_do() {
     let mid = env.send("agent.create", body).await;
     assert_eq!(env.error_code(&mid).await.0, "image_not_found");
     assert!(service(&env, &id).await.is_none());
+    env.finish().await;
+
+    // Per-customer networks are overlay networks in swarm mode.
+    let env = TestEnv::start(&[
+        ("DEPLOYMENT_MODE", "swarm"),
+        ("DOCKER_NETWORK", &swarm.network),
+        ("NETWORK_PER_CUSTOMER", "true"),
+    ])
+    .await;
+    let id = env.agent_id("own-net");
+    let started = env.create_running(&id).await;
+    assert_eq!(started.status, "running");
+    let own = format!("{}-{}", swarm.network, env.customer());
+    let network = env
+        .docker
+        .inspect_network(
+            &own,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("customer network {own}: {e}"));
+    assert_eq!(network.driver.as_deref(), Some("overlay"));
+    assert_eq!(
+        network
+            .labels
+            .unwrap_or_default()
+            .get("autogen.customer-id"),
+        Some(&env.customer())
+    );
+    let svc = service(&env, &id).await.unwrap();
+    let targets: Vec<String> = svc
+        .spec
+        .and_then(|s| s.task_template)
+        .and_then(|t| t.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.target)
+        .collect();
+    assert_eq!(
+        targets,
+        vec![network.id.unwrap()],
+        "the agent is on its customer's network"
+    );
+    let mid = env.command("agent.delete", &id, json!({})).await;
+    env.answer(&mid, "agent.deleted").await;
     env.finish().await;
 }

@@ -24,8 +24,8 @@ use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::spec::{
-    ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, LOG_MAX_FILES, LOG_MAX_SIZE,
-    MANAGED_BY_VALUE, NOFILE_LIMIT,
+    ContainerSpec, LABEL_CUSTOMER_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH,
+    LOG_MAX_FILES, LOG_MAX_SIZE, MANAGED_BY_VALUE,
 };
 use super::{Observed, Runtime, Stats};
 use crate::config::Config;
@@ -42,6 +42,8 @@ pub struct DockerRuntime {
     /// Admission control: Docker operations that change state in flight at once. Tokio's
     /// semaphore is fair, so a burst is served in the order it arrived.
     admission: Arc<Semaphore>,
+    /// Per-customer networks are created `internal` (`docker.network_internal`).
+    network_internal: bool,
 }
 
 /// Operations that change state in Docker and go through admission control; reads
@@ -72,6 +74,7 @@ impl DockerRuntime {
             network: config.docker.network.clone(),
             instance: config.instance.clone(),
             admission: Arc::new(Semaphore::new(config.docker.max_concurrent_ops)),
+            network_internal: config.docker.network_internal,
         })
     }
 
@@ -136,6 +139,65 @@ impl DockerRuntime {
     }
 }
 
+impl DockerRuntime {
+    /// Creates the bridge network `name` with `labels` unless it exists.
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        internal: bool,
+    ) -> Result<(), RuntimeError> {
+        let docker = self.docker.clone();
+        let owned = name.to_string();
+        match self
+            .call("inspect network", Duration::ZERO, async move {
+                docker
+                    .inspect_network(
+                        &owned,
+                        None::<bollard::query_parameters::InspectNetworkOptions>,
+                    )
+                    .await
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let docker = self.docker.clone();
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            internal: internal.then_some(true),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let created = self
+            .call("create network", Duration::ZERO, async move {
+                docker.create_network(request).await
+            })
+            .await;
+        // 409: another process created it in between, which is fine.
+        if is_status(&created, 409) {
+            return Ok(());
+        }
+        tracing::info!(network = name, internal, "created a network for agents");
+        created.map(|_| ())
+    }
+
+    /// The customer's own network (`docker.network_per_customer`), labelled with the
+    /// customer so operators can find and prune it.
+    async fn ensure_customer_network(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let mut labels =
+            HashMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())]);
+        if let Some(customer) = spec.labels.get(LABEL_CUSTOMER_ID) {
+            labels.insert(LABEL_CUSTOMER_ID.to_string(), customer.clone());
+        }
+        self.ensure_network(&spec.network, labels, self.network_internal)
+            .await
+    }
+}
+
 /// A bollard client for `host` ("" = local socket). Its own timeout is set above the
 /// longest stop grace period so that only our per-call timeouts apply.
 pub fn connect_docker(host: &str, max_stop_timeout_s: u32) -> Result<Docker, RuntimeError> {
@@ -196,15 +258,20 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             format!("rw,noexec,nosuid,nodev,size={}m", spec.tmpfs_mb),
         )])),
         cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+        security_opt: Some(spec.security_opt.clone()),
         privileged: Some(false),
         init: Some(true),
         network_mode: Some(spec.network.clone()),
+        // Private namespaces, never the host's (CIS 5.9, 5.15, 5.16, 5.20, 5.30); Docker's
+        // defaults already are, IPC is named so `inspect` says so.
+        ipc_mode: Some("private".into()),
+        publish_all_ports: Some(false),
         binds: (!binds.is_empty()).then_some(binds),
         ulimits: Some(vec![ResourcesUlimits {
             name: Some("nofile".into()),
-            soft: Some(NOFILE_LIMIT),
-            hard: Some(NOFILE_LIMIT),
+            soft: Some(spec.nofile as i64),
+            hard: Some(spec.nofile as i64),
         }]),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
@@ -235,6 +302,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
+        user: (!spec.user.is_empty()).then(|| spec.user.clone()),
         healthcheck,
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.clone()),
@@ -337,43 +405,8 @@ pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
 #[async_trait]
 impl Runtime for DockerRuntime {
     async fn prepare(&self) -> Result<(), RuntimeError> {
-        let docker = self.docker.clone();
-        let name = self.network.clone();
-        match self
-            .call("inspect network", Duration::ZERO, async move {
-                docker
-                    .inspect_network(
-                        &name,
-                        None::<bollard::query_parameters::InspectNetworkOptions>,
-                    )
-                    .await
-            })
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(RuntimeError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        let docker = self.docker.clone();
-        let request = NetworkCreateRequest {
-            name: self.network.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(
-                LABEL_MANAGED_BY.to_string(),
-                MANAGED_BY_VALUE.to_string(),
-            )])),
-            ..Default::default()
-        };
-        let created = self
-            .call("create network", Duration::ZERO, async move {
-                docker.create_network(request).await
-            })
-            .await;
-        // 409: another process created it in between, which is fine.
-        if is_status(&created, 409) {
-            return Ok(());
-        }
-        created.map(|_| ())
+        let labels = HashMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())]);
+        self.ensure_network(&self.network, labels, false).await
     }
 
     async fn ping(&self) -> Result<(), RuntimeError> {
@@ -399,6 +432,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        if spec.customer_network {
+            self.ensure_customer_network(spec).await?;
+        }
         for attempt in 0..3 {
             let docker = self.docker.clone();
             let options = CreateContainerOptionsBuilder::new()
@@ -412,6 +448,12 @@ impl Runtime for DockerRuntime {
                 .await;
             match result {
                 Ok(created) => return Ok(created.id),
+                Err(RuntimeError::NotFound(message))
+                    if spec.customer_network && message.contains("network") && attempt < 2 =>
+                {
+                    // Removed behind our back (an operator's prune): make it again.
+                    self.ensure_customer_network(spec).await?;
+                }
                 Err(RuntimeError::NotFound(message)) if message.contains("image") => {
                     if attempt > 0 {
                         return Err(RuntimeError::ImageNotFound(spec.image.clone()));

@@ -36,8 +36,6 @@ pub const ENV_NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
 pub const ENV_NVIDIA_DRIVER_CAPABILITIES: &str = "NVIDIA_DRIVER_CAPABILITIES";
 pub const NVIDIA_DRIVER_CAPABILITIES: &str = "compute,utility";
 
-/// Open files per agent (soft and hard limit), in every mode.
-pub const NOFILE_LIMIT: i64 = 4096;
 /// json-file log rotation in every mode: size of one file, and files kept.
 pub const LOG_MAX_SIZE: &str = "10m";
 pub const LOG_MAX_FILES: &str = "3";
@@ -55,7 +53,10 @@ pub struct ContainerSpec {
     pub gpus: u32,
     pub pids_limit: i64,
     pub tmpfs_mb: u64,
+    /// The agents' network, or the customer's own one (`docker.network_per_customer`).
     pub network: String,
+    /// True when `network` is a per-customer network (created on demand).
+    pub customer_network: bool,
     /// `host:target` pairs, mounted read-only.
     pub module_mounts: Vec<String>,
     pub spec_hash: String,
@@ -67,6 +68,14 @@ pub struct ContainerSpec {
     pub gpu_devices: Vec<String>,
     /// HEALTHCHECK for the container; `None` keeps the image's.
     pub healthcheck: Option<Healthcheck>,
+    /// `UID[:GID]` the agent runs as; empty keeps the image's user.
+    pub user: String,
+    /// Capabilities added back after dropping all (checked by [`crate::security`]).
+    pub cap_add: Vec<String>,
+    /// Security options: `no-new-privileges` plus the configured extras.
+    pub security_opt: Vec<String>,
+    /// The `nofile` ulimit (soft = hard).
+    pub nofile: u64,
 }
 
 /// Docker's HEALTHCHECK, from the configuration.
@@ -186,12 +195,26 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         gpus: spec.resources.gpus,
         pids_limit: config.agents.pids_limit,
         tmpfs_mb: config.agents.tmpfs_mb,
-        network: config.docker.network.clone(),
+        network: if config.docker.network_per_customer {
+            crate::security::customer_network(&config.docker.network, &spec.customer_id)
+        } else {
+            config.docker.network.clone()
+        },
+        customer_network: config.docker.network_per_customer,
         module_mounts: config.agents.module_mounts.clone(),
         spec_hash: hash,
         stop_timeout_s: config.agents.stop_timeout_s,
         gpu_devices: Vec::new(),
         healthcheck: healthcheck(config, spec.agent_type),
+        user: config.agents.user.clone(),
+        cap_add: config
+            .agents
+            .cap_add
+            .iter()
+            .filter_map(|c| crate::security::addable_capability(c).ok())
+            .collect(),
+        security_opt: crate::security::security_opts(&config.agents.security_opt),
+        nofile: config.agents.nofile,
     }
 }
 
@@ -231,23 +254,7 @@ mod tests {
     use serde_json::json;
 
     fn record() -> AgentRecord {
-        AgentRecord::new(
-            "a1",
-            AgentSpec {
-                customer_id: "c1".into(),
-                agent_type: AgentType::Trading,
-                name: "Alpha".into(),
-                config: json!({"symbol": "BTC"}),
-                autogen_config: json!({"model": "x"}),
-                resources: Resources {
-                    memory_mb: 256,
-                    cpus: 0.5,
-                    gpus: 0,
-                },
-                image: "autogen-agent:latest".into(),
-            },
-            DesiredState::Running,
-        )
+        AgentRecord::new("a1", crate::protocol::sample_spec(), DesiredState::Running)
     }
 
     #[test]
@@ -274,6 +281,19 @@ mod tests {
         assert_eq!(c.memory_bytes, 256 * 1024 * 1024);
         assert_eq!(c.nano_cpus, 500_000_000);
         assert_eq!(c.network, "autogen-network");
+        assert!(!c.customer_network);
+        assert_eq!(c.user, "65534:65534");
+        assert!(c.cap_add.is_empty());
+        assert_eq!(c.security_opt, vec!["no-new-privileges:true"]);
+    }
+
+    #[test]
+    fn per_customer_network_is_named_after_the_customer() {
+        let mut config = Config::defaults();
+        config.docker.network_per_customer = true;
+        let c = build(&record(), &config);
+        assert_eq!(c.network, "autogen-network-c1");
+        assert!(c.customer_network);
     }
 
     #[test]

@@ -47,8 +47,8 @@ use futures_util::StreamExt;
 
 use super::docker::{is_status, DockerRuntime};
 use super::spec::{
-    ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH, LOG_MAX_FILES, LOG_MAX_SIZE,
-    MANAGED_BY_VALUE, NOFILE_LIMIT,
+    ContainerSpec, LABEL_CUSTOMER_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH,
+    LOG_MAX_FILES, LOG_MAX_SIZE, MANAGED_BY_VALUE,
 };
 use super::{Observed, Runtime, Stats};
 use crate::config::{Config, SwarmConfig};
@@ -213,6 +213,9 @@ pub fn service_spec(
         mounts: Some(mounts),
         stop_grace_period: Some(i64::from(grace_s) * SECOND_NS),
         capability_drop: Some(vec!["ALL".into()]),
+        // Only what the config adds back (checked by crate::security at load).
+        capability_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+        user: (!spec.user.is_empty()).then(|| spec.user.clone()),
         // Honoured from API 1.46 on; dockerd 20.10 drops it (see the module notes).
         privileges: Some(TaskSpecContainerSpecPrivileges {
             no_new_privileges: Some(true),
@@ -220,8 +223,8 @@ pub fn service_spec(
         }),
         ulimits: Some(vec![ResourcesUlimits {
             name: Some("nofile".into()),
-            soft: Some(NOFILE_LIMIT),
-            hard: Some(NOFILE_LIMIT),
+            soft: Some(spec.nofile as i64),
+            hard: Some(spec.nofile as i64),
         }]),
         // Swarm reports a task running only once this check passes, and replaces a task
         // whose check fails.
@@ -352,6 +355,10 @@ pub struct SwarmRuntime {
     policy: SwarmConfig,
     /// Bound on waiting for a task to run or end (a stop adds its grace period).
     task_timeout: Duration,
+    /// Per-customer networks are created `internal` (`docker.network_internal`).
+    network_internal: bool,
+    /// Extra security options from the config, which Swarm services cannot take.
+    security_opt: Vec<String>,
 }
 
 impl SwarmRuntime {
@@ -362,6 +369,8 @@ impl SwarmRuntime {
             instance: config.instance.clone(),
             policy: config.swarm.clone(),
             task_timeout: Duration::from_secs(config.swarm.task_timeout_s),
+            network_internal: config.docker.network_internal,
+            security_opt: config.agents.security_opt.clone(),
         }
     }
 
@@ -633,15 +642,22 @@ impl SwarmRuntime {
         Ok(None)
     }
 
-    async fn prepare_network(&self) -> Result<(), RuntimeError> {
+    /// Makes sure the overlay network `name` exists (attachable, `internal` when asked);
+    /// a non-overlay network of that name is refused with a message for the operator.
+    async fn ensure_overlay(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        internal: bool,
+    ) -> Result<(), RuntimeError> {
         let docker = self.docker.client().clone();
-        let name = self.network.clone();
+        let wanted = name.to_string();
         let found = self
             .docker
             .call("inspect network", Duration::ZERO, async move {
                 docker
                     .inspect_network(
-                        &name,
+                        &wanted,
                         None::<bollard::query_parameters::InspectNetworkOptions>,
                     )
                     .await
@@ -653,11 +669,10 @@ impl SwarmRuntime {
                 let scope = n.scope.unwrap_or_default();
                 if driver != "overlay" || scope != "swarm" {
                     return Err(RuntimeError::Setup(format!(
-                        "network {} is a {driver} network (scope {scope}), but Swarm services \
-                         need an overlay network; set DOCKER_NETWORK to another name (the \
-                         manager creates it as an attachable overlay network) or remove this \
-                         network (docker network rm {})",
-                        self.network, self.network
+                        "network {name} is a {driver} network (scope {scope}), but Swarm \
+                         services need an overlay network; set DOCKER_NETWORK to another name \
+                         (the manager creates it as an attachable overlay network) or remove \
+                         this network (docker network rm {name})"
                     )));
                 }
                 return Ok(());
@@ -666,13 +681,11 @@ impl SwarmRuntime {
             Err(e) => return Err(e),
         }
         let request = NetworkCreateRequest {
-            name: self.network.clone(),
+            name: name.to_string(),
             driver: Some("overlay".into()),
             attachable: Some(true),
-            labels: Some(HashMap::from([(
-                LABEL_MANAGED_BY.to_string(),
-                MANAGED_BY_VALUE.to_string(),
-            )])),
+            internal: internal.then_some(true),
+            labels: Some(labels),
             ..Default::default()
         };
         let docker = self.docker.client().clone();
@@ -685,8 +698,27 @@ impl SwarmRuntime {
         if is_status(&created, 409) {
             return Ok(());
         }
-        tracing::info!(network = %self.network, "created the attachable overlay network for the agents");
+        tracing::info!(
+            network = name,
+            internal,
+            "created an attachable overlay network for agents"
+        );
         created.map(|_| ())
+    }
+
+    fn managed_labels() -> HashMap<String, String> {
+        HashMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())])
+    }
+
+    /// The customer's own overlay network (`docker.network_per_customer`), labelled with
+    /// the customer as in docker mode.
+    async fn ensure_customer_network(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let mut labels = Self::managed_labels();
+        if let Some(customer) = spec.labels.get(LABEL_CUSTOMER_ID) {
+            labels.insert(LABEL_CUSTOMER_ID.to_string(), customer.clone());
+        }
+        self.ensure_overlay(&spec.network, labels, self.network_internal)
+            .await
     }
 }
 
@@ -716,7 +748,16 @@ impl Runtime for SwarmRuntime {
                 }
             )));
         }
-        self.prepare_network().await?;
+        if !self.security_opt.is_empty() {
+            // Fail closed: a hardening option the operator asked for would be missing.
+            return Err(RuntimeError::Setup(format!(
+                "AGENT_SECURITY_OPT ({}) cannot be applied to Swarm services (API 1.41 has no \
+                 per-service security options); unset it for swarm mode, or use docker mode",
+                self.security_opt.join(", ")
+            )));
+        }
+        self.ensure_overlay(&self.network, Self::managed_labels(), false)
+            .await?;
         let docker = self.docker.client().clone();
         let version = self
             .docker
@@ -765,6 +806,9 @@ impl Runtime for SwarmRuntime {
         }
         // The node running the task needs the image too; here it is at least checked.
         self.docker.ensure_image(&spec.image).await?;
+        if spec.customer_network {
+            self.ensure_customer_network(spec).await?;
+        }
         for _ in 0..3 {
             let body = service_spec(spec, 0, spec.stop_timeout_s, 0, &self.policy);
             let docker = self.docker.client().clone();
@@ -1055,6 +1099,13 @@ mod tests {
         assert_eq!(cs.read_only, Some(true));
         assert_eq!(cs.init, Some(true));
         assert_eq!(cs.capability_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(cs.capability_add, None, "nothing added back by default");
+        assert_eq!(cs.user.as_deref(), Some(c.user.as_str()));
+        assert_eq!(
+            cs.ulimits.as_ref().unwrap()[0].soft,
+            Some(c.nofile as i64),
+            "nofile as in docker mode"
+        );
         assert_eq!(
             cs.privileges.as_ref().and_then(|p| p.no_new_privileges),
             Some(true)

@@ -448,6 +448,11 @@ impl TestEnv {
         (status, body)
     }
 
+    /// Every event seen so far.
+    pub fn all_events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
     /// Forgets the events seen so far.
     pub fn clear_events(&self) {
         self.events.lock().unwrap().clear();
@@ -595,93 +600,7 @@ pub fn test_env_vars(id: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let instance = self.config.instance.clone();
-        let prefix = self.config.redis.prefix.clone();
-        let rabbit = self.config.rabbitmq.clone();
-        // Async clients belong to the test's runtime; clean up from a thread of our own.
-        let cleanup = std::thread::spawn(move || {
-            // Swarm mode: services first (Swarm would replace their containers). Fails
-            // harmlessly when the node is in no swarm.
-            let out = std::process::Command::new("docker")
-                .args([
-                    "service",
-                    "ls",
-                    "-q",
-                    "--filter",
-                    &format!("label=autogen.manager-instance={instance}"),
-                ])
-                .output();
-            if let Ok(out) = out {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect();
-                if !ids.is_empty() {
-                    let _ = std::process::Command::new("docker")
-                        .args(["service", "rm"])
-                        .args(&ids)
-                        .output();
-                }
-            }
-            let out = std::process::Command::new("docker")
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=autogen.manager-instance={instance}"),
-                ])
-                .output();
-            if let Ok(out) = out {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect();
-                if !ids.is_empty() {
-                    let _ = std::process::Command::new("docker")
-                        .args(["rm", "-f", "-v"])
-                        .args(&ids)
-                        .output();
-                }
-            }
-            if let Ok(client) = redis::Client::open(REDIS_URL) {
-                if let Ok(mut c) = client.get_connection() {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}*"))
-                        .query(&mut c)
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
-                    }
-                }
-            }
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async move {
-                    let Ok(conn) =
-                        Connection::connect(RABBITMQ_URL, ConnectionProperties::default()).await
-                    else {
-                        return;
-                    };
-                    let Ok(ch) = conn.create_channel().await else {
-                        return;
-                    };
-                    for q in [&rabbit.command_queue, &rabbit.dead_letter_queue] {
-                        let _ = ch
-                            .queue_delete(q.clone().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    for x in [&rabbit.exchange, &rabbit.dead_letter_exchange] {
-                        let _ = ch
-                            .exchange_delete(x.clone().into(), ExchangeDeleteOptions::default())
-                            .await;
-                    }
-                    let _ = conn.close(200, "bye".into()).await;
-                });
-            }
-        });
-        let _ = cleanup.join();
+        cleanup_test_resources(&self.config);
     }
 }
 
@@ -783,6 +702,29 @@ pub fn cleanup_test_resources(config: &Config) {
     let prefix = config.redis.prefix.clone();
     let rabbit = config.rabbitmq.clone();
     let cleanup = std::thread::spawn(move || {
+        // Swarm mode: services first (Swarm would replace their containers). Fails
+        // harmlessly when the node is in no swarm.
+        let out = std::process::Command::new("docker")
+            .args([
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=autogen.manager-instance={instance}"),
+            ])
+            .output();
+        if let Ok(out) = out {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["service", "rm"])
+                    .args(&ids)
+                    .output();
+            }
+        }
         let out = std::process::Command::new("docker")
             .args([
                 "ps",

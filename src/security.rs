@@ -1,0 +1,583 @@
+//! The security rules the manager enforces, in one place (docs/SECURITY.md explains
+//! them): which capabilities an operator may add back, which extra security options and
+//! host mounts the configuration may name, what an image reference must look like and
+//! which ones the allowlist admits, which user agents run as, and the name of a
+//! customer's own network. Pure functions: config validation and the container spec call
+//! them; unit tests cover each rule.
+
+use std::path::{Component, Path};
+use std::sync::OnceLock;
+
+use regex::Regex;
+use uuid::Uuid;
+
+/// The capabilities `agents.cap_add` may name: Docker's default set, which Docker itself
+/// considers safe to grant. Everything else (SYS_ADMIN, NET_ADMIN, SYS_PTRACE, ...) breaks
+/// the container boundary and is refused. Containers start with `cap_drop: ALL`, so a
+/// capability is only present when an operator lists it here.
+pub const ADDABLE_CAPABILITIES: [&str; 14] = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// The security option every agent container gets (CIS 5.25).
+pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges:true";
+
+/// Host paths that are never mounted into an agent, nor any path below or above them:
+/// the Docker and containerd sockets and state (root on the host), kernel interfaces,
+/// host configuration and credentials (CIS 5.5, 5.31).
+pub const FORBIDDEN_HOST_PATHS: [&str; 12] = [
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/run",
+    "/var/run",
+    "/boot",
+    "/root",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/lib/kubelet",
+    "/var/lib/rabbitmq",
+];
+
+/// Paths inside the container a module mount may not shadow (nor sit below or above):
+/// the system's own files, kernel interfaces and the writable `/tmp`.
+pub const PROTECTED_TARGETS: [&str; 14] = [
+    "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+    "/usr", "/run", "/var/run", "/tmp",
+];
+
+/// `cap` as Docker wants it (upper case, no `CAP_` prefix), if it may be added.
+pub fn addable_capability(cap: &str) -> Result<String, String> {
+    let upper = cap.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if ADDABLE_CAPABILITIES.contains(&name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "capability '{cap}' may not be added; allowed: {}",
+            ADDABLE_CAPABILITIES.join(", ")
+        ))
+    }
+}
+
+/// Checks one extra security option from the configuration. AppArmor profiles and SELinux
+/// labels may be chosen; nothing may switch confinement off (`unconfined`,
+/// `label=disable`, `systempaths=unconfined`), and `no-new-privileges` and seccomp are not
+/// configurable: the first is always on and Docker's default seccomp profile always
+/// applies.
+pub fn check_security_opt(opt: &str) -> Result<(), String> {
+    if opt.is_empty() || opt.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "'{opt}' must be one word without spaces or control characters"
+        ));
+    }
+    let lower = opt.to_ascii_lowercase();
+    if lower.contains("unconfined") || lower.contains("disable") {
+        return Err(format!(
+            "'{opt}' would switch confinement off (seccomp, AppArmor, SELinux and system paths always stay confined)"
+        ));
+    }
+    // Docker accepts both `key=value` and the older `key:value`.
+    let (key, value) = opt
+        .split_once('=')
+        .or_else(|| opt.split_once(':'))
+        .unwrap_or((opt, ""));
+    match key.to_ascii_lowercase().as_str() {
+        "apparmor" if !value.is_empty() => Ok(()),
+        "label"
+            if ["user:", "role:", "type:", "level:"]
+                .iter()
+                .any(|p| value.starts_with(p) && value.len() > p.len()) =>
+        {
+            Ok(())
+        }
+        "seccomp" => Err(format!(
+            "'{opt}': custom seccomp profiles are not supported; Docker's default profile always applies"
+        )),
+        "no-new-privileges" => Err(format!(
+            "'{opt}': no-new-privileges is always set and cannot be configured"
+        )),
+        _ => Err(format!(
+            "'{opt}' is not an allowed security option: use apparmor=<profile> or label=<user|role|type|level>:<value>"
+        )),
+    }
+}
+
+/// The security options of an agent container: `no-new-privileges` and the configured
+/// extras (already checked by [`check_security_opt`]).
+pub fn security_opts(extra: &[String]) -> Vec<String> {
+    std::iter::once(NO_NEW_PRIVILEGES.to_string())
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+/// Checks `agents.user`: empty (the image's own user), or a numeric `UID` or `UID:GID`
+/// that is not root. Names are refused: the agent image need not have /etc/passwd, and a
+/// number cannot be redefined by the image.
+pub fn check_user(user: &str) -> Result<(), String> {
+    if user.is_empty() {
+        return Ok(());
+    }
+    let (uid, gid) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let number = |s: &str| -> Option<u32> {
+        (!s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (number(uid), gid.map(number)) {
+        (Some(0), _) | (_, Some(Some(0))) => {
+            Err(format!("'{user}' is root; agents never run as root"))
+        }
+        (Some(_), None) | (Some(_), Some(Some(_))) => Ok(()),
+        _ => Err(format!(
+            "'{user}' must be a numeric UID or UID:GID (e.g. 65534:65534), or empty for the image's user"
+        )),
+    }
+}
+
+/// `path` with `.`/`..` refused, repeated and trailing slashes removed. `None` when it is
+/// not absolute or not clean.
+fn clean_absolute(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.chars().any(char::is_control) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(p) => parts.push(p.to_str()?.to_string()),
+            // `..` could climb out of an allowed directory; `.` is refused to keep the
+            // rule simple.
+            Component::CurDir | Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    // `Path::components` drops `.` silently; look for it in the text.
+    if path.split('/').any(|p| p == "." || p == "..") {
+        return None;
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// True when `a` is `b`, lies below it, or lies above it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| y == "/" || x == y || x.starts_with(&format!("{y}/"));
+    under(a, b) || under(b, a)
+}
+
+/// Checks one `agents.module_mounts` entry, `host_path:container_path`, and returns the
+/// cleaned pair. Host paths must stay clear of [`FORBIDDEN_HOST_PATHS`] (and of `/`),
+/// also after following symbolic links where the path exists on this machine; targets
+/// must stay clear of [`PROTECTED_TARGETS`]. Every module mount is read-only.
+pub fn check_module_mount(mount: &str) -> Result<(String, String), String> {
+    let shape = || format!("'{mount}' must be /host/path:/container/path");
+    let (host, target) = mount.split_once(':').ok_or_else(shape)?;
+    if target.contains(':') {
+        return Err(shape());
+    }
+    let host = clean_absolute(host)
+        .ok_or_else(|| format!("'{mount}': the host path must be absolute, without '.' or '..'"))?;
+    let target = clean_absolute(target).ok_or_else(|| {
+        format!("'{mount}': the container path must be absolute, without '.' or '..'")
+    })?;
+    let exposes = |p: &str| {
+        p == "/"
+            || p.contains("docker.sock")
+            || p.contains("containerd.sock")
+            || p.ends_with(".sock")
+            || FORBIDDEN_HOST_PATHS.iter().any(|f| overlaps(p, f))
+    };
+    if exposes(&host) {
+        return Err(format!(
+            "'{mount}' would expose the host (sockets, /, {}); refused",
+            FORBIDDEN_HOST_PATHS.join(", ")
+        ));
+    }
+    // A symbolic link may point somewhere forbidden. Only checkable where the path exists
+    // on this machine (with a remote DOCKER_HOST the daemon's file system is elsewhere).
+    if let Ok(real) = std::fs::canonicalize(&host) {
+        let real = real.to_string_lossy().to_string();
+        if exposes(&real) {
+            return Err(format!(
+                "'{mount}': the host path resolves to {real}, which would expose the host; refused"
+            ));
+        }
+    }
+    if target == "/" || PROTECTED_TARGETS.iter().any(|p| overlaps(&target, p)) {
+        return Err(format!(
+            "'{mount}': the container path would shadow a system path ({}); refused",
+            PROTECTED_TARGETS.join(", ")
+        ));
+    }
+    Ok((host, target))
+}
+
+/// A parsed image reference: `repository[:tag][@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `[domain/]path`, exactly as written (no docker.io normalisation).
+    pub repository: String,
+    pub tag: Option<String>,
+    /// `sha256:<64 lowercase hex>`.
+    pub digest: Option<String>,
+}
+
+fn reference_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        // Docker's reference grammar (distribution/reference): domain components may use
+        // upper case, path components may not; tags are [\w][\w.-]{0,127}; digests here
+        // are sha256 only.
+        let domain_component = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+        let domain = format!(r"{domain_component}(?:\.{domain_component})*(?::[0-9]+)?");
+        let path_component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+        let name = format!(r"(?:{domain}/)?{path_component}(?:/{path_component})*");
+        let pattern = format!(
+            r"^({name})(?::([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?(?:@(sha256:[a-f0-9]{{64}}))?$"
+        );
+        Regex::new(&pattern).unwrap_or_else(|e| panic!("image reference grammar: {e}"))
+    })
+}
+
+/// Parses `image` by Docker's reference grammar. `None` for anything else: whitespace,
+/// control characters, upper-case repository paths, empty parts, bad digests, or more
+/// than 255 characters of name.
+pub fn parse_image_ref(image: &str) -> Option<ImageRef> {
+    if image.len() > 512 {
+        return None;
+    }
+    let caps = reference_regex().captures(image)?;
+    let repository = caps.get(1)?.as_str().to_string();
+    if repository.len() > 255 {
+        return None;
+    }
+    Some(ImageRef {
+        repository,
+        tag: caps.get(2).map(|m| m.as_str().to_string()),
+        digest: caps.get(3).map(|m| m.as_str().to_string()),
+    })
+}
+
+/// Checks one `agents.allowed_images` pattern: a reference, `repository:*`,
+/// `prefix/*`, or (older form) any prefix followed by `*`.
+pub fn check_image_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() || pattern.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "'{pattern}' must not be empty or contain spaces or control characters"
+        ));
+    }
+    if let Some(repo) = pattern.strip_suffix(":*") {
+        if parse_image_ref(repo).is_some_and(|r| r.tag.is_none() && r.digest.is_none()) {
+            return Ok(());
+        }
+        return Err(format!("'{pattern}': '{repo}' is not a repository name"));
+    }
+    if pattern.ends_with('*') {
+        return Ok(());
+    }
+    parse_image_ref(pattern)
+        .map(|_| ())
+        .ok_or_else(|| format!("'{pattern}' is not an image reference"))
+}
+
+/// True when the allowlist admits `image`. `image` must first be a valid reference.
+/// Patterns:
+/// - `repo:*`: any tag or digest of that repository (`repo:tag`, `repo@sha256:…`,
+///   `repo:tag@sha256:…`);
+/// - `prefix/*`: any repository below `prefix/`, with any tag or digest;
+/// - `text*`: any reference starting with `text` (kept for older configurations);
+/// - `repo:tag`: that reference, also pinned by digest (`repo:tag@sha256:…`);
+/// - anything else: that exact reference.
+///
+/// `default_image` (the configured `agents.image`) is always admitted.
+pub fn image_allowed(image: &str, default_image: &str, patterns: &[String]) -> bool {
+    let Some(r) = parse_image_ref(image) else {
+        return false;
+    };
+    if image == default_image {
+        return true;
+    }
+    patterns.iter().any(|p| {
+        if let Some(repo) = p.strip_suffix(":*") {
+            r.repository == repo
+        } else if let Some(prefix) = p.strip_suffix("/*") {
+            r.repository.starts_with(&format!("{prefix}/"))
+        } else if let Some(prefix) = p.strip_suffix('*') {
+            image.starts_with(prefix)
+        } else {
+            image == p
+                || r.digest.as_ref().is_some_and(|d| {
+                    r.tag.is_some() && image.strip_suffix(&format!("@{d}")) == Some(p)
+                })
+        }
+    })
+}
+
+/// The network of `customer_id`'s agents when each customer gets its own:
+/// `<base>-<customer_id>`. A customer id that is not already a safe Docker name
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}`) is sanitised (other characters become `-`,
+/// at most 40 kept) and a 16-hex digest of the exact id is appended, so two customers
+/// never share a network.
+pub fn customer_network(base: &str, customer_id: &str) -> String {
+    if crate::protocol::valid_agent_id(customer_id) {
+        return format!("{base}-{customer_id}");
+    }
+    let sanitized: String = customer_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let digest = Uuid::new_v5(&Uuid::NAMESPACE_OID, customer_id.as_bytes()).simple();
+    format!("{base}-{sanitized}-{}", &digest.to_string()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_docker_default_capabilities_may_be_added() {
+        assert_eq!(
+            addable_capability("net_bind_service").unwrap(),
+            "NET_BIND_SERVICE"
+        );
+        assert_eq!(addable_capability("CAP_CHOWN").unwrap(), "CHOWN");
+        for cap in [
+            "SYS_ADMIN",
+            "NET_ADMIN",
+            "SYS_PTRACE",
+            "ALL",
+            "SYS_MODULE",
+            "",
+            "BPF",
+        ] {
+            assert!(addable_capability(cap).is_err(), "{cap}");
+        }
+    }
+
+    #[test]
+    fn security_opts_never_switch_confinement_off() {
+        for bad in [
+            "seccomp=unconfined",
+            "seccomp:unconfined",
+            "apparmor=unconfined",
+            "apparmor:unconfined",
+            "label=disable",
+            "label:disable",
+            "systempaths=unconfined",
+            "no-new-privileges=false",
+            "no-new-privileges",
+            "seccomp={}",
+            "apparmor=",
+            "privileged",
+            "apparmor=x y",
+            "",
+        ] {
+            assert!(check_security_opt(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "apparmor=autogen-agent",
+            "label=type:agent_t",
+            "label:level:s0:c1",
+        ] {
+            assert!(check_security_opt(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            security_opts(&["apparmor=p".into()]),
+            vec![NO_NEW_PRIVILEGES.to_string(), "apparmor=p".into()]
+        );
+    }
+
+    #[test]
+    fn users_are_numeric_and_never_root() {
+        for good in ["", "65534:65534", "1000", "1000:1000"] {
+            assert!(check_user(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "0",
+            "0:0",
+            "root",
+            "1000:0",
+            "nobody",
+            ":1",
+            "1:",
+            "-1",
+            "1 ",
+            "99999999999",
+        ] {
+            assert!(check_user(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn module_mounts_stay_clear_of_the_host() {
+        assert_eq!(
+            check_module_mount("/opt/modules//x/:/opt/agent-modules").unwrap(),
+            (
+                "/opt/modules/x".to_string(),
+                "/opt/agent-modules".to_string()
+            )
+        );
+        for bad in [
+            "/var/run/docker.sock:/s",
+            "/run/docker.sock:/s",
+            "/run/containerd/containerd.sock:/s",
+            "/var/run:/x",
+            "/run/user/0:/x",
+            "/:/host",
+            "/proc:/x",
+            "/sys/fs/cgroup:/x",
+            "/etc:/x",
+            "/etc/shadow:/x",
+            "/var:/x",
+            "/var/lib:/x",
+            "/var/lib/docker/volumes:/x",
+            "/dev/sda:/x",
+            "/root/.ssh:/x",
+            "/opt/x/../../etc:/x",
+            "/opt/./x:/y",
+            "relative:/x",
+            "/opt/m:relative",
+            "/opt/m:/etc",
+            "/opt/m:/usr/lib/python3",
+            "/opt/m:/",
+            "/opt/m:/tmp",
+            "/opt/m:/var",
+            "/opt/m:/proc/x",
+            "/opt/m:/bin",
+            "/opt/m",
+            "/opt/m:/a:/b",
+            "/home/app/agent.sock:/x",
+        ] {
+            assert!(check_module_mount(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn symlinks_to_forbidden_paths_are_refused() {
+        let dir = std::env::temp_dir().join(format!("sec-test-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("innocent");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let r = check_module_mount(&format!("{}:/opt/m", link.display()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(r.unwrap_err().contains("resolves to /etc"));
+    }
+
+    #[test]
+    fn image_references_follow_dockers_grammar() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let ok = [
+            "autogen-agent:latest".to_string(),
+            "autogen-agent".to_string(),
+            "registry.example:5000/agents/trader:v1.2".to_string(),
+            "localhost/agents/x".to_string(),
+            "Registry.Example/agents/x:TAG_1".to_string(),
+            format!("autogen-agent@{digest}"),
+            format!("autogen-agent:v1@{digest}"),
+            "a__b/c-d/e.f:1".to_string(),
+        ];
+        for image in &ok {
+            assert!(parse_image_ref(image).is_some(), "{image}");
+        }
+        let r = parse_image_ref(&format!("reg.io/a/b:t@{digest}")).unwrap();
+        assert_eq!(r.repository, "reg.io/a/b");
+        assert_eq!(r.tag.as_deref(), Some("t"));
+        assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
+        let bad = [
+            "".to_string(),
+            "Autogen-Agent:latest".to_string(),
+            "UPPER".to_string(),
+            "autogen-agent :latest".to_string(),
+            "autogen-agent:lat est".to_string(),
+            "autogen-agent:latest\n".to_string(),
+            "autogen-agent:\u{0}".to_string(),
+            "autogen-agent@sha256:abc".to_string(),
+            format!("autogen-agent@sha256:{}", "A".repeat(64)),
+            format!("autogen-agent@md5:{}", "a".repeat(64)),
+            "../../etc/passwd".to_string(),
+            "autogen-agent/../x".to_string(),
+            "-x".to_string(),
+            "x:".to_string(),
+            ":tag".to_string(),
+            "x::y".to_string(),
+            "a//b".to_string(),
+            format!("x:{}", "t".repeat(129)),
+            "a".repeat(256),
+        ];
+        for image in &bad {
+            assert!(parse_image_ref(image).is_none(), "{image:?}");
+        }
+    }
+
+    #[test]
+    fn allowlist_admits_repositories_tags_and_digests() {
+        let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        let patterns: Vec<String> = ["autogen-agent:*", "reg.io/team/*", "pinned:v1", "old*"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let allowed = |i: &str| image_allowed(i, "autogen-agent:latest", &patterns);
+        assert!(allowed("autogen-agent:latest"));
+        assert!(allowed("autogen-agent:v2"));
+        assert!(allowed(&format!("autogen-agent@{digest}")));
+        assert!(allowed(&format!("autogen-agent:v2@{digest}")));
+        assert!(allowed("reg.io/team/x:1"));
+        assert!(allowed(&format!("reg.io/team/deep/x@{digest}")));
+        assert!(allowed("pinned:v1"));
+        assert!(allowed(&format!("pinned:v1@{digest}")));
+        assert!(allowed("oldthing:1"));
+        assert!(!allowed("pinned:v2"));
+        assert!(!allowed(&format!("pinned@{digest}")));
+        assert!(!allowed("autogen-agent-evil:latest"));
+        assert!(!allowed("reg.io/team:1"));
+        assert!(!allowed("reg.io/teamx/y:1"));
+        assert!(!allowed("evil/miner:latest"));
+        assert!(!allowed("autogen-agent:latest "));
+        assert!(!allowed("Autogen-agent:latest"));
+        assert!(!allowed(""));
+        for p in ["autogen-agent:*", "reg.io/team/*", "pinned:v1", "x*"] {
+            assert!(check_image_pattern(p).is_ok(), "{p}");
+        }
+        for p in ["", "a b", "Bad:*", "bad pattern:*", "x:y:z"] {
+            assert!(check_image_pattern(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn customer_networks_are_distinct_and_docker_safe() {
+        assert_eq!(customer_network("net", "cust-1"), "net-cust-1");
+        let a = customer_network("net", "a/b");
+        let b = customer_network("net", "a:b");
+        assert_ne!(a, b);
+        assert!(a.starts_with("net-a-b-"));
+        let long = customer_network("net", &"x".repeat(128));
+        assert!(long.len() <= "net-".len() + 40 + 1 + 16);
+        let odd = customer_network("net", "../../etc ünï");
+        assert!(odd
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')));
+    }
+}
