@@ -162,7 +162,7 @@ pub async fn observe(
 }
 
 /// The container's last log lines, secrets redacted (empty when they cannot be read).
-async fn last_logs(deps: &Deps, id: &str) -> Vec<String> {
+pub async fn last_logs(deps: &Deps, id: &str) -> Vec<String> {
     let tail = deps.config.health.log_tail_lines;
     match deps.runtime.logs(id, tail).await {
         Ok(lines) => lines.iter().map(|l| redact(l)).collect(),

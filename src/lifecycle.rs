@@ -561,6 +561,13 @@ pub async fn self_restart(
     mut record: AgentRecord,
     reason: crate::health::Reason,
 ) -> (AgentRecord, Result<(), AgentError>) {
+    // The exit's last words travel with agent.restarted; read them now if the look
+    // that saw the exit could not.
+    if record.last_logs.is_empty() {
+        if let Some(id) = record.container_id.clone() {
+            record.last_logs = crate::health::last_logs(deps, &id).await;
+        }
+    }
     let outcome: Result<(), AgentError> = async {
         let id = match record.container_id.clone() {
             Some(id) => id,
