@@ -378,7 +378,10 @@ async fn commands_wait_while_redis_is_away_then_are_applied() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mid = env.send("agent.create", small_create(&env, &id)).await;
-    assert!(paused_at.elapsed() < Duration::from_secs(6), "sent while Redis was away");
+    assert!(
+        paused_at.elapsed() < Duration::from_secs(6),
+        "sent while Redis was away"
+    );
     // Not failed: applied once Redis is back.
     env.answer(&mid, "agent.started").await;
     assert!(env
