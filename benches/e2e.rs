@@ -335,9 +335,10 @@ struct CpuProbe {
 }
 
 impl CpuProbe {
-    /// `manager` plus dockerd, RabbitMQ (beam.smp) and Redis when found.
+    /// This bench process, `manager`, and dockerd, RabbitMQ (beam.smp) and Redis when
+    /// found.
     fn start(manager: Option<u32>) -> CpuProbe {
-        let mut procs: Vec<(String, u32)> = Vec::new();
+        let mut procs: Vec<(String, u32)> = vec![("bench".into(), std::process::id())];
         if let Some(pid) = manager {
             procs.push(("manager".into(), pid));
         }
@@ -407,8 +408,8 @@ async fn wait_ready(
     }
 }
 
-/// `sum / count` of a Prometheus histogram series of the manager's `/metrics`, in ms.
-async fn metric_mean_ms(admin: std::net::SocketAddr, series: &str) -> Option<f64> {
+/// `(sum, count)` of a Prometheus histogram series of the manager's `/metrics`.
+async fn metric_sum_count(admin: std::net::SocketAddr, series: &str) -> Option<(f64, f64)> {
     let (_, text) = common::http_get(admin, "/metrics", Duration::from_secs(10))
         .await
         .ok()?;
@@ -426,8 +427,14 @@ async fn metric_mean_ms(admin: std::net::SocketAddr, series: &str) -> Option<f64
             .parse()
             .ok()
     };
-    let (sum, count) = (value("_sum")?, value("_count")?);
-    (count > 0.0).then(|| sum / count * 1000.0)
+    Some((value("_sum")?, value("_count")?))
+}
+
+/// Mean of a histogram series in ms, over everything it saw (or since `before`).
+fn mean_ms(now: Option<(f64, f64)>, before: Option<(f64, f64)>) -> Option<f64> {
+    let (sum, count) = now?;
+    let (s0, c0) = before.unwrap_or((0.0, 0.0));
+    (count > c0).then(|| (sum - s0) / (count - c0) * 1000.0)
 }
 
 /// A small agent: 32 MB, 0.1 CPU.
@@ -598,6 +605,7 @@ async fn lifecycle(s: &Sizes) {
         let (mut manager, admin, _) = spawn_manager(&env, &PRODUCTION_LOOKS);
         wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
         let tap = env.tap().await;
+        env.mute_events().await;
         let workers = env.config.docker.max_concurrent_ops;
         concurrency = workers;
         let tag = round.to_string();
@@ -614,7 +622,8 @@ async fn lifecycle(s: &Sizes) {
         let mut op_ms = serde_json::Map::new();
         for op in ["create container", "start container"] {
             let series = format!("agent_manager_docker_call_duration_seconds{{op=\"{op}\"}}");
-            op_ms.insert(op.into(), json!(metric_mean_ms(admin, &series).await));
+            let mean = mean_ms(metric_sum_count(admin, &series).await, None);
+            op_ms.insert(op.into(), json!(mean));
         }
         direct_total += d.total;
         manager_total += m.total;
@@ -664,6 +673,7 @@ async fn burst(s: &Sizes) {
     let (mut manager, admin, _) = spawn_manager(&env, &PRODUCTION_LOOKS);
     wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
     let tap = env.tap().await;
+    env.mute_events().await;
     let ids: Vec<String> = (0..s.burst_agents)
         .map(|i| env.agent_id(&format!("b{i}")))
         .collect();
@@ -679,6 +689,21 @@ async fn burst(s: &Sizes) {
             )
         })
         .collect();
+    // Docker itself: as many start calls on the running containers (each answered 304)
+    // at the manager's concurrency, straight through bollard.
+    let workers = env.config.docker.max_concurrent_ops;
+    let names: Vec<String> = (0..s.burst_commands)
+        .map(|i| format!("agent-{}", ids[i % ids.len()]))
+        .collect();
+    let direct_probe = CpuProbe::start(None);
+    let (direct_total, mut direct_calls) = direct_starts(&env, names, workers).await;
+    let direct_cpu = direct_probe.percent();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let start_series = "agent_manager_docker_call_duration_seconds{op=\"start container\"}";
+    let command_series = "agent_manager_command_duration_seconds{command=\"agent.start\"}";
+    let start_before = metric_sum_count(admin, start_series).await;
+    let command_before = metric_sum_count(admin, command_series).await;
     let started_before = tap.count("agent.started");
     let probe = CpuProbe::start(Some(manager.pid()));
     let t0 = Instant::now();
@@ -706,16 +731,13 @@ async fn burst(s: &Sizes) {
         }
     }
     let total = last - t0;
-    let command_mean = metric_mean_ms(
-        admin,
-        "agent_manager_command_duration_seconds{command=\"agent.start\"}",
-    )
-    .await;
-    let start_call_mean = metric_mean_ms(
-        admin,
-        "agent_manager_docker_call_duration_seconds{op=\"start container\"}",
-    )
-    .await;
+    let command_mean = mean_ms(
+        metric_sum_count(admin, command_series).await,
+        command_before,
+    );
+    let start_call_mean = mean_ms(metric_sum_count(admin, start_series).await, start_before);
+    let manager_rate = s.burst_commands as f64 / total.as_secs_f64();
+    let direct_rate = s.burst_commands as f64 / direct_total.as_secs_f64();
     // Acked: a graceful stop settles what is in flight; anything not acked would be
     // back in the queue, ready, once the manager's channel closes.
     let exit = manager.terminate(Duration::from_secs(90));
@@ -727,8 +749,13 @@ async fn burst(s: &Sizes) {
         "manager": "process (the binary cargo built for this bench)",
         "published_in_s": published_in.as_secs_f64(),
         "first_publish_to_last_answer_s": total.as_secs_f64(),
-        "commands_per_s": s.burst_commands as f64 / total.as_secs_f64(),
+        "commands_per_s": manager_rate,
         "latency_ms": dist(&mut latency),
+        "docker_direct_start_calls_per_s": direct_rate,
+        "docker_direct_start_call_ms": dist(&mut direct_calls),
+        "docker_direct_concurrency": workers,
+        "docker_direct_cpu_percent_of_one_core": direct_cpu,
+        "ratio_manager_over_docker_direct": manager_rate / direct_rate,
         "answered_once": once,
         "missing": missing,
         "answered_otherwise": wrong,
@@ -751,6 +778,48 @@ async fn burst(s: &Sizes) {
     env.finish().await;
 }
 
+/// `docker start` of each of `names` (running containers: Docker answers 304) by
+/// `workers` workers: the whole time, and each call's duration in ms.
+async fn direct_starts(env: &TestEnv, names: Vec<String>, workers: usize) -> (Duration, Vec<f64>) {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(
+        names.into_iter().collect::<std::collections::VecDeque<_>>(),
+    ));
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (queue, docker) = (queue.clone(), env.docker.clone());
+        handles.push(actix_rt::spawn(async move {
+            let mut calls = Vec::new();
+            loop {
+                let Some(name) = queue.lock().unwrap().pop_front() else {
+                    return calls;
+                };
+                let t = Instant::now();
+                match docker
+                    .start_container(
+                        &name,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                    .await
+                {
+                    Ok(())
+                    | Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 304,
+                        ..
+                    }) => {}
+                    Err(e) => panic!("direct start of {name}: {e}"),
+                }
+                calls.push(ms(t.elapsed()));
+            }
+        }));
+    }
+    let mut calls = Vec::new();
+    for h in handles {
+        calls.extend(h.await.expect("direct worker"));
+    }
+    (t0.elapsed(), calls)
+}
+
 /// Monitoring cost at scale, and the memory each created-but-stopped agent costs.
 async fn scale(s: &Sizes) {
     let load_before = load();
@@ -763,6 +832,7 @@ async fn scale(s: &Sizes) {
     wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
     let pid = manager.pid();
     let tap = env.tap().await;
+    env.mute_events().await;
     let rss_empty = rss_kb(pid);
     let running: Vec<String> = (0..s.scale_running)
         .map(|i| env.agent_id(&format!("r{i}")))
@@ -866,6 +936,7 @@ async fn recovery(s: &Sizes) {
     let load_before = load();
     let env = TestEnv::client_only(&PRODUCTION_LOOKS).await;
     let tap = env.tap().await;
+    env.mute_events().await;
     let ids: Vec<String> = (0..s.recovery_agents)
         .map(|i| env.agent_id(&format!("rec{i}")))
         .collect();

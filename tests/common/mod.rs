@@ -1086,6 +1086,20 @@ impl TestEnv {
         sent
     }
 
+    /// Stops the test's own event queue (its consumer ends): for benches that read
+    /// events through [`TestEnv::tap`] alone, so RabbitMQ routes each event once.
+    /// `wait_event`, `answer` and friends see nothing afterwards.
+    pub async fn mute_events(&self) {
+        let ch = self.conn.create_channel().await.expect("channel");
+        ch.queue_delete(
+            format!("test-{}.events", self.id).into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the test's event queue");
+        let _ = ch.close(200, "done".into()).await;
+    }
+
     /// Messages ready in the command queue (not counting deliveries not yet acked).
     pub async fn command_queue_ready(&self) -> u32 {
         let ch = self.conn.create_channel().await.expect("channel");
