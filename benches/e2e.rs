@@ -13,8 +13,8 @@
 //! - `lifecycle`: LIFECYCLE_AGENTS agents created and started through RabbitMQ by a
 //!   manager process (release build under `cargo bench`) against as many containers
 //!   created and started straight through bollard, same create body, same concurrency
-//!   (`DOCKER_MAX_CONCURRENT_OPS` workers); LIFECYCLE_ROUNDS rounds, alternating which
-//!   path goes first. Throughput, ratio, latency distributions.
+//!   (`DOCKER_MAX_CONCURRENT_OPS` workers), in batches of LIFECYCLE_BATCH alternating
+//!   which path goes first. Throughput, ratio, latency distributions.
 //! - `burst`: BURST_COMMANDS `agent.start` commands spread over BURST_AGENTS running
 //!   agents: command-to-answer latency, commands/s, every command answered once and acked.
 //! - `scale`: SCALE_RUNNING running agents monitored at a 5 s interval (manager CPU and
@@ -43,7 +43,7 @@ struct Sizes {
     monitor_agents: usize,
     window: Duration,
     lifecycle_agents: usize,
-    lifecycle_rounds: usize,
+    lifecycle_batch: usize,
     burst_agents: usize,
     burst_commands: usize,
     scale_running: usize,
@@ -68,7 +68,7 @@ fn sizes() -> Sizes {
         monitor_agents: n("AGENTS", 100, 3),
         window: Duration::from_secs(n("WINDOW_S", 60, 6) as u64),
         lifecycle_agents: n("LIFECYCLE_AGENTS", 100, 5),
-        lifecycle_rounds: n("LIFECYCLE_ROUNDS", 2, 1),
+        lifecycle_batch: n("LIFECYCLE_BATCH", 25, 5),
         burst_agents: n("BURST_AGENTS", 50, 5),
         burst_commands: n("BURST_COMMANDS", 5000, 200),
         scale_running: n("SCALE_RUNNING", 200, 5),
@@ -482,16 +482,6 @@ struct PathResult {
     latency: Vec<f64>,
 }
 
-impl PathResult {
-    fn json(&mut self, n: usize) -> serde_json::Value {
-        json!({
-            "total_s": self.total.as_secs_f64(),
-            "agents_per_s": n as f64 / self.total.as_secs_f64(),
-            "latency_ms": dist(&mut self.latency),
-        })
-    }
-}
-
 /// N containers created and started straight through bollard by `workers` workers, with
 /// exactly the create body the manager would send. Latency counts from the burst's start
 /// (every container is asked for at once, as the manager's commands are).
@@ -591,78 +581,105 @@ async fn manager_path(env: &TestEnv, tap: &common::EventTap, n: usize, tag: &str
     }
 }
 
-/// Manager vs Docker itself: create + start throughput at the same concurrency.
+/// The lifecycle comparison's settings, for the manager and the direct path alike:
+/// production's check interval, and no Docker HEALTHCHECK (its execs, on every running
+/// container of both paths, would load dockerd more and more as the run goes on).
+const LIFECYCLE_OVERRIDES: [(&str, &str); 2] = [
+    ("HEALTH_CHECK_INTERVAL_S", "10"),
+    ("CONTAINER_HEALTHCHECK", "NONE"),
+];
+
+/// Manager vs Docker itself: create + start throughput at the same concurrency. The
+/// agents go in batches, alternating which path goes first (D M, M D, D M, ...), so
+/// both see the same Docker state (containers already running) and the same drift in
+/// the machine's load.
 async fn lifecycle(s: &Sizes) {
     let load_before = load();
     let n = s.lifecycle_agents;
-    let mut rounds = Vec::new();
-    let (mut all_direct, mut all_manager) = (Vec::new(), Vec::new());
+    let env = TestEnv::client_only(&LIFECYCLE_OVERRIDES).await;
+    let (mut manager, admin, _) = spawn_manager(&env, &LIFECYCLE_OVERRIDES);
+    wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
+    let tap = env.tap().await;
+    env.mute_events().await;
+    let workers = env.config.docker.max_concurrent_ops;
+    let batch = s.lifecycle_batch.clamp(1, n.max(1));
     let (mut direct_total, mut manager_total) = (Duration::ZERO, Duration::ZERO);
-    let mut concurrency = 0;
-    for round in 0..s.lifecycle_rounds {
-        // A fresh manager, instance and Docker state per round.
-        let env = TestEnv::client_only(&PRODUCTION_LOOKS).await;
-        let (mut manager, admin, _) = spawn_manager(&env, &PRODUCTION_LOOKS);
-        wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
-        let tap = env.tap().await;
-        env.mute_events().await;
-        let workers = env.config.docker.max_concurrent_ops;
-        concurrency = workers;
-        let tag = round.to_string();
-        let direct_first = round % 2 == 0;
-        let probe = CpuProbe::start(Some(manager.pid()));
-        let ((mut d, mut service), mut m) = if direct_first {
-            let d = direct_path(&env, n, workers, &tag).await;
-            (d, manager_path(&env, &tap, n, &tag).await)
-        } else {
-            let m = manager_path(&env, &tap, n, &tag).await;
-            (direct_path(&env, n, workers, &tag).await, m)
-        };
-        let cpu = probe.percent();
-        let mut op_ms = serde_json::Map::new();
-        for op in ["create container", "start container"] {
-            let series = format!("agent_manager_docker_call_duration_seconds{{op=\"{op}\"}}");
-            let mean = mean_ms(metric_sum_count(admin, &series).await, None);
-            op_ms.insert(op.into(), json!(mean));
+    let (mut direct_latency, mut manager_latency, mut direct_service) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut batches = Vec::new();
+    let probe = CpuProbe::start(Some(manager.pid()));
+    let mut done = 0;
+    let mut b = 0;
+    while done < n {
+        let size = batch.min(n - done);
+        let tag = b.to_string();
+        let direct_first = b % 2 == 0;
+        let mut d_total = Duration::ZERO;
+        let mut m_total = Duration::ZERO;
+        for step in 0..2 {
+            if step == 1 && !s.quick {
+                // The other path's tail (stats, looks after a start) settles first.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            if (step == 0) == direct_first {
+                let (d, service) = direct_path(&env, size, workers, &tag).await;
+                d_total = d.total;
+                direct_latency.extend(d.latency);
+                direct_service.extend(service);
+            } else {
+                let m = manager_path(&env, &tap, size, &tag).await;
+                m_total = m.total;
+                manager_latency.extend(m.latency);
+            }
         }
-        direct_total += d.total;
-        manager_total += m.total;
-        all_direct.extend(d.latency.iter().copied());
-        all_manager.extend(m.latency.iter().copied());
-        rounds.push(json!({
+        direct_total += d_total;
+        manager_total += m_total;
+        batches.push(json!({
+            "agents": size,
             "first": if direct_first { "direct" } else { "manager" },
-            "direct": d.json(n),
-            "manager": m.json(n),
-            "ratio": d.total.as_secs_f64() / m.total.as_secs_f64(),
-            "direct_create_plus_start_ms": dist(&mut service),
-            "manager_docker_call_mean_ms": op_ms,
-            "cpu_percent_of_one_core": cpu,
+            "direct_s": d_total.as_secs_f64(),
+            "manager_s": m_total.as_secs_f64(),
+            "load": load(),
         }));
-        drop(manager);
-        env.finish().await;
+        done += size;
+        b += 1;
+        if done < n && !s.quick {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
-    let agents = (n * s.lifecycle_rounds) as f64;
-    let direct_rate = agents / direct_total.as_secs_f64();
-    let manager_rate = agents / manager_total.as_secs_f64();
+    let cpu = probe.percent();
+    let mut op_ms = serde_json::Map::new();
+    for op in ["create container", "start container"] {
+        let series = format!("agent_manager_docker_call_duration_seconds{{op=\"{op}\"}}");
+        let mean = mean_ms(metric_sum_count(admin, &series).await, None);
+        op_ms.insert(op.into(), json!(mean));
+    }
+    let direct_rate = n as f64 / direct_total.as_secs_f64();
+    let manager_rate = n as f64 / manager_total.as_secs_f64();
     write_result(
         "lifecycle",
         &json!({
-            "agents_per_path_per_round": n,
-            "rounds": s.lifecycle_rounds,
-            "concurrency": concurrency,
+            "agents_per_path": n,
+            "batch": batch,
+            "concurrency": workers,
             "manager": "process (the binary cargo built for this bench)",
-            "healthcheck": "the default CONTAINER_HEALTHCHECK on both paths (same create body)",
+            "settings_both_paths": "HEALTH_CHECK_INTERVAL_S=10, CONTAINER_HEALTHCHECK=NONE, memory 32 MB, 0.1 CPU",
             "quick": s.quick,
             "direct_agents_per_s": direct_rate,
             "manager_agents_per_s": manager_rate,
             "ratio_manager_over_direct": manager_rate / direct_rate,
-            "direct_latency_ms": dist(&mut all_direct),
-            "manager_latency_ms": dist(&mut all_manager),
-            "per_round": rounds,
+            "direct_latency_ms": dist(&mut direct_latency),
+            "manager_latency_ms": dist(&mut manager_latency),
+            "direct_create_plus_start_call_ms": dist(&mut direct_service),
+            "manager_docker_call_mean_ms": op_ms,
+            "cpu_percent_of_one_core": cpu,
+            "batches": batches,
             "load_before": load_before,
             "load_after": load(),
         }),
     );
+    drop(manager);
+    env.finish().await;
 }
 
 /// A burst of `agent.start` commands for agents that already run: the manager's own
