@@ -10,8 +10,22 @@
 //!   KILLS kills spread over a few agents (each restarted by the manager in between).
 //! - `monitor`: a manager process monitoring AGENTS running agents at a 5 s interval:
 //!   its CPU % of one core and RSS over WINDOW seconds, with dockerd's CPU beside it.
+//! - `lifecycle`: LIFECYCLE_AGENTS agents created and started through RabbitMQ by a
+//!   manager process (release build under `cargo bench`) against as many containers
+//!   created and started straight through bollard, same create body, same concurrency
+//!   (`DOCKER_MAX_CONCURRENT_OPS` workers), in batches of LIFECYCLE_BATCH alternating
+//!   which path goes first. Throughput, ratio, latency distributions.
+//! - `burst`: BURST_COMMANDS `agent.start` commands spread over BURST_AGENTS running
+//!   agents: command-to-answer latency, commands/s, every command answered once and acked.
+//! - `scale`: SCALE_RUNNING running agents monitored at a 5 s interval (manager CPU and
+//!   RSS, dockerd CPU), then SCALE_STOPPED created-but-stopped agents (RSS per agent).
+//! - `recovery`: a manager restart (SIGTERM, start again) with RECOVERY_AGENTS running
+//!   agents, RESTARTS times, beside the start with no agents: time to `/readyz` 200 and
+//!   to the answer of a command published right at the process start.
 //!
-//! Results are printed and written to `target/bench-results/<scenario>.json`.
+//! Results are printed and written to `target/bench-results/<scenario>.json`, with the
+//! load average before and after each scenario (the figures are only comparable side
+//! by side within one run).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -28,6 +42,15 @@ struct Sizes {
     kills: usize,
     monitor_agents: usize,
     window: Duration,
+    lifecycle_agents: usize,
+    lifecycle_batch: usize,
+    burst_agents: usize,
+    burst_commands: usize,
+    scale_running: usize,
+    scale_stopped: usize,
+    scale_window: Duration,
+    recovery_agents: usize,
+    restarts: usize,
 }
 
 fn sizes() -> Sizes {
@@ -44,6 +67,15 @@ fn sizes() -> Sizes {
         kills: n("KILLS", 60, 4),
         monitor_agents: n("AGENTS", 100, 3),
         window: Duration::from_secs(n("WINDOW_S", 60, 6) as u64),
+        lifecycle_agents: n("LIFECYCLE_AGENTS", 100, 5),
+        lifecycle_batch: n("LIFECYCLE_BATCH", 25, 5),
+        burst_agents: n("BURST_AGENTS", 50, 5),
+        burst_commands: n("BURST_COMMANDS", 5000, 200),
+        scale_running: n("SCALE_RUNNING", 200, 5),
+        scale_stopped: n("SCALE_STOPPED", 1000, 10),
+        scale_window: Duration::from_secs(n("SCALE_WINDOW_S", 60, 3) as u64),
+        recovery_agents: n("RECOVERY_AGENTS", 200, 5),
+        restarts: n("RESTARTS", 5, 1),
     }
 }
 
@@ -272,6 +304,736 @@ async fn monitor(s: &Sizes) {
     env.finish().await;
 }
 
+/// The load average (1, 5, 15 min), as /proc/loadavg says.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// p50, p99, max and mean of `ms` (sorted here).
+fn dist(ms: &mut [f64]) -> serde_json::Value {
+    ms.sort_by(f64::total_cmp);
+    let mean = ms.iter().sum::<f64>() / ms.len().max(1) as f64;
+    json!({
+        "n": ms.len(),
+        "p50": percentile(ms, 50.0),
+        "p99": percentile(ms, 99.0),
+        "max": ms.last(),
+        "mean": mean,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// CPU time of a few processes over a window, as % of one core.
+struct CpuProbe {
+    start: Instant,
+    procs: Vec<(String, u32, Option<u64>)>,
+}
+
+impl CpuProbe {
+    /// This bench process, `manager`, and dockerd, RabbitMQ (beam.smp) and Redis when
+    /// found.
+    fn start(manager: Option<u32>) -> CpuProbe {
+        let mut procs: Vec<(String, u32)> = vec![("bench".into(), std::process::id())];
+        if let Some(pid) = manager {
+            procs.push(("manager".into(), pid));
+        }
+        for (name, exe) in [
+            ("dockerd", "dockerd"),
+            ("rabbitmq", "beam.smp"),
+            ("redis", "redis-server"),
+        ] {
+            if let Some(pid) = pid_of(exe) {
+                procs.push((name.into(), pid));
+            }
+        }
+        CpuProbe {
+            start: Instant::now(),
+            procs: procs
+                .into_iter()
+                .map(|(n, p)| (n, p, cpu_ticks(p)))
+                .collect(),
+        }
+    }
+
+    /// name → % of one core since `start`.
+    fn percent(&self) -> serde_json::Value {
+        let secs = self.start.elapsed().as_secs_f64();
+        let mut out = serde_json::Map::new();
+        for (name, pid, t0) in &self.procs {
+            if let (Some(a), Some(b)) = (*t0, cpu_ticks(*pid)) {
+                let pct = (b.saturating_sub(a)) as f64 / 100.0 / secs * 100.0;
+                out.insert(name.clone(), json!((pct * 10.0).round() / 10.0));
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+/// A manager process for `env` whose admin endpoint listens on a port of its own.
+fn spawn_manager(
+    env: &TestEnv,
+    overrides: &[(&str, &str)],
+) -> (common::ManagerProcess, std::net::SocketAddr, Instant) {
+    let mut vars = common::test_env_vars(&env.id, overrides);
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+    vars.insert("ADMIN_LISTEN".into(), admin.to_string());
+    let spawned = Instant::now();
+    (common::ManagerProcess::spawn(&vars), admin, spawned)
+}
+
+/// Polls `/readyz` until it answers 200; the instant it did.
+async fn wait_ready(
+    manager: &mut common::ManagerProcess,
+    admin: std::net::SocketAddr,
+    deadline: Duration,
+) -> Instant {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Ok((200, _)) = common::http_get(admin, "/readyz", Duration::from_secs(2)).await {
+            return Instant::now();
+        }
+        if let Ok(Some(status)) = manager.child.try_wait() {
+            panic!("the manager exited before it was ready: {status}");
+        }
+        assert!(
+            Instant::now() < until,
+            "the manager was not ready within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `(sum, count)` of a Prometheus histogram series of the manager's `/metrics`.
+async fn metric_sum_count(admin: std::net::SocketAddr, series: &str) -> Option<(f64, f64)> {
+    let (_, text) = common::http_get(admin, "/metrics", Duration::from_secs(10))
+        .await
+        .ok()?;
+    let value = |suffix: &str| -> Option<f64> {
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let key = if labels.is_empty() {
+            format!("{name}{suffix}")
+        } else {
+            format!("{name}{suffix}{{{labels}")
+        };
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((value("_sum")?, value("_count")?))
+}
+
+/// Mean of a histogram series in ms, over everything it saw (or since `before`).
+fn mean_ms(now: Option<(f64, f64)>, before: Option<(f64, f64)>) -> Option<f64> {
+    let (sum, count) = now?;
+    let (s0, c0) = before.unwrap_or((0.0, 0.0));
+    (count > c0).then(|| (sum - s0) / (count - c0) * 1000.0)
+}
+
+/// A small agent: 32 MB, 0.1 CPU.
+fn small_agent(env: &TestEnv, agent_id: &str) -> serde_json::Value {
+    let mut body = env.create_body(agent_id);
+    body["resources"] = json!({"memory_mb": 32, "cpus": 0.1});
+    body
+}
+
+/// Creates (and, with `start`, starts) `ids` through the manager, all published at once;
+/// panics unless every one is answered in time.
+async fn create_all(env: &TestEnv, tap: &common::EventTap, ids: &[String], start: bool) {
+    let commands = ids
+        .iter()
+        .map(|id| {
+            let mut body = small_agent(env, id);
+            if !start {
+                body["auto_start"] = json!(false);
+            }
+            ("agent.create", body)
+        })
+        .collect();
+    let sent = env.send_many(commands).await;
+    let deadline = Duration::from_secs(120 + 2 * ids.len() as u64);
+    let answer = if start {
+        "agent.started"
+    } else {
+        "agent.created"
+    };
+    for (mid, _) in &sent {
+        tap.wait_answer(mid, answer, deadline)
+            .await
+            .unwrap_or_else(|| panic!("{mid} not answered with {answer} within {deadline:?}"));
+    }
+}
+
+/// Workload settings shared by the scenarios that run a manager process: production's
+/// check interval, so monitoring does not dominate.
+const PRODUCTION_LOOKS: [(&str, &str); 1] = [("HEALTH_CHECK_INTERVAL_S", "10")];
+
+/// What one path of the lifecycle comparison measured.
+struct PathResult {
+    total: Duration,
+    /// Submission → started, per agent, ms.
+    latency: Vec<f64>,
+}
+
+/// N containers created and started straight through bollard by `workers` workers, with
+/// exactly the create body the manager would send. Latency counts from the burst's start
+/// (every container is asked for at once, as the manager's commands are).
+async fn direct_path(env: &TestEnv, n: usize, workers: usize, tag: &str) -> (PathResult, Vec<f64>) {
+    use agent_manager::protocol::{decode_command, Action, DesiredState};
+    let policy = env.config.agent_policy();
+    let mut queue = std::collections::VecDeque::new();
+    for i in 0..n {
+        let id = env.agent_id(&format!("d{tag}x{i}"));
+        let body = small_agent(env, &id).to_string();
+        let Ok(cmd) = decode_command("agent.create", None, body.as_bytes(), &policy) else {
+            panic!("the bench's create body must be valid")
+        };
+        let Action::Create { spec, .. } = cmd.action else {
+            panic!("a create")
+        };
+        let record = agent_manager::store::AgentRecord::new(&id, spec, DesiredState::Running);
+        queue.push_back(agent_manager::runtime::spec::build(&record, &env.config));
+    }
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (queue, docker) = (queue.clone(), env.docker.clone());
+        handles.push(actix_rt::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let Some(spec) = queue.lock().unwrap().pop_front() else {
+                    return done;
+                };
+                let picked = Instant::now();
+                let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+                    .name(&spec.name)
+                    .build();
+                let created = docker
+                    .create_container(
+                        Some(options),
+                        agent_manager::runtime::docker::create_body(&spec),
+                    )
+                    .await
+                    .expect("direct create");
+                docker
+                    .start_container(
+                        &created.id,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                    .await
+                    .expect("direct start");
+                done.push((picked, Instant::now()));
+            }
+        }));
+    }
+    let mut latency = Vec::new();
+    let mut service = Vec::new();
+    let mut last = t0;
+    for h in handles {
+        for (picked, at) in h.await.expect("direct worker") {
+            latency.push(ms(at - t0));
+            service.push(ms(at - picked));
+            last = last.max(at);
+        }
+    }
+    (
+        PathResult {
+            total: last - t0,
+            latency,
+        },
+        service,
+    )
+}
+
+/// N agents created and started through RabbitMQ, every command published at once:
+/// command published → `agent.started` received.
+async fn manager_path(env: &TestEnv, tap: &common::EventTap, n: usize, tag: &str) -> PathResult {
+    let commands = (0..n)
+        .map(|i| {
+            let id = env.agent_id(&format!("m{tag}x{i}"));
+            ("agent.create", small_agent(env, &id))
+        })
+        .collect();
+    let t0 = Instant::now();
+    let sent = env.send_many(commands).await;
+    let deadline = Duration::from_secs(120 + 2 * n as u64);
+    let mut latency = Vec::new();
+    let mut last = t0;
+    for (mid, published) in &sent {
+        let at = tap
+            .wait_answer(mid, "agent.started", deadline)
+            .await
+            .unwrap_or_else(|| panic!("{mid} not started within {deadline:?}"));
+        latency.push(ms(at - *published));
+        last = last.max(at);
+    }
+    PathResult {
+        total: last - t0,
+        latency,
+    }
+}
+
+/// The lifecycle comparison's settings, for the manager and the direct path alike:
+/// production's check interval, and no Docker HEALTHCHECK (its execs, on every running
+/// container of both paths, would load dockerd more and more as the run goes on).
+const LIFECYCLE_OVERRIDES: [(&str, &str); 2] = [
+    ("HEALTH_CHECK_INTERVAL_S", "10"),
+    ("CONTAINER_HEALTHCHECK", "NONE"),
+];
+
+/// Manager vs Docker itself: create + start throughput at the same concurrency. The
+/// agents go in batches, alternating which path goes first (D M, M D, D M, ...), so
+/// both see the same Docker state (containers already running) and the same drift in
+/// the machine's load.
+async fn lifecycle(s: &Sizes) {
+    let load_before = load();
+    let n = s.lifecycle_agents;
+    let env = TestEnv::client_only(&LIFECYCLE_OVERRIDES).await;
+    let (mut manager, admin, _) = spawn_manager(&env, &LIFECYCLE_OVERRIDES);
+    wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
+    let tap = env.tap().await;
+    env.mute_events().await;
+    let workers = env.config.docker.max_concurrent_ops;
+    let batch = s.lifecycle_batch.clamp(1, n.max(1));
+    let (mut direct_total, mut manager_total) = (Duration::ZERO, Duration::ZERO);
+    let (mut direct_latency, mut manager_latency, mut direct_service) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut batches = Vec::new();
+    let probe = CpuProbe::start(Some(manager.pid()));
+    let mut done = 0;
+    let mut b = 0;
+    while done < n {
+        let size = batch.min(n - done);
+        let tag = b.to_string();
+        let direct_first = b % 2 == 0;
+        let mut d_total = Duration::ZERO;
+        let mut m_total = Duration::ZERO;
+        for step in 0..2 {
+            if step == 1 && !s.quick {
+                // The other path's tail (stats, looks after a start) settles first.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            if (step == 0) == direct_first {
+                let (d, service) = direct_path(&env, size, workers, &tag).await;
+                d_total = d.total;
+                direct_latency.extend(d.latency);
+                direct_service.extend(service);
+            } else {
+                let m = manager_path(&env, &tap, size, &tag).await;
+                m_total = m.total;
+                manager_latency.extend(m.latency);
+            }
+        }
+        direct_total += d_total;
+        manager_total += m_total;
+        batches.push(json!({
+            "agents": size,
+            "first": if direct_first { "direct" } else { "manager" },
+            "direct_s": d_total.as_secs_f64(),
+            "manager_s": m_total.as_secs_f64(),
+            "load": load(),
+        }));
+        done += size;
+        b += 1;
+        if done < n && !s.quick {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    let cpu = probe.percent();
+    let mut op_ms = serde_json::Map::new();
+    for op in ["create container", "start container"] {
+        let series = format!("agent_manager_docker_call_duration_seconds{{op=\"{op}\"}}");
+        let mean = mean_ms(metric_sum_count(admin, &series).await, None);
+        op_ms.insert(op.into(), json!(mean));
+    }
+    let direct_rate = n as f64 / direct_total.as_secs_f64();
+    let manager_rate = n as f64 / manager_total.as_secs_f64();
+    write_result(
+        "lifecycle",
+        &json!({
+            "agents_per_path": n,
+            "batch": batch,
+            "concurrency": workers,
+            "manager": "process (the binary cargo built for this bench)",
+            "settings_both_paths": "HEALTH_CHECK_INTERVAL_S=10, CONTAINER_HEALTHCHECK=NONE, memory 32 MB, 0.1 CPU",
+            "quick": s.quick,
+            "direct_agents_per_s": direct_rate,
+            "manager_agents_per_s": manager_rate,
+            "ratio_manager_over_direct": manager_rate / direct_rate,
+            "direct_latency_ms": dist(&mut direct_latency),
+            "manager_latency_ms": dist(&mut manager_latency),
+            "direct_create_plus_start_call_ms": dist(&mut direct_service),
+            "manager_docker_call_mean_ms": op_ms,
+            "cpu_percent_of_one_core": cpu,
+            "batches": batches,
+            "load_before": load_before,
+            "load_after": load(),
+        }),
+    );
+    drop(manager);
+    env.finish().await;
+}
+
+/// A burst of `agent.start` commands for agents that already run: the manager's own
+/// cost per command (Docker answers 304 to each start).
+async fn burst(s: &Sizes) {
+    let load_before = load();
+    let env = TestEnv::client_only(&PRODUCTION_LOOKS).await;
+    let (mut manager, admin, _) = spawn_manager(&env, &PRODUCTION_LOOKS);
+    wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
+    let tap = env.tap().await;
+    env.mute_events().await;
+    let ids: Vec<String> = (0..s.burst_agents)
+        .map(|i| env.agent_id(&format!("b{i}")))
+        .collect();
+    create_all(&env, &tap, &ids, true).await;
+    // Let the creates' own looks and first stats settle.
+    tokio::time::sleep(Duration::from_secs(if s.quick { 1 } else { 5 })).await;
+    let commands = (0..s.burst_commands)
+        .map(|i| {
+            let id = &ids[i % ids.len()];
+            (
+                "agent.start",
+                json!({"agent_id": id, "customer_id": env.customer()}),
+            )
+        })
+        .collect();
+    // Docker itself: as many start calls on the running containers (each answered 304)
+    // at the manager's concurrency, straight through bollard.
+    let workers = env.config.docker.max_concurrent_ops;
+    let names: Vec<String> = (0..s.burst_commands)
+        .map(|i| format!("agent-{}", ids[i % ids.len()]))
+        .collect();
+    let direct_probe = CpuProbe::start(None);
+    let (direct_total, mut direct_calls) = direct_starts(&env, names, workers).await;
+    let direct_cpu = direct_probe.percent();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let start_series = "agent_manager_docker_call_duration_seconds{op=\"start container\"}";
+    let command_series = "agent_manager_command_duration_seconds{command=\"agent.start\"}";
+    let start_before = metric_sum_count(admin, start_series).await;
+    let command_before = metric_sum_count(admin, command_series).await;
+    let started_before = tap.count("agent.started");
+    let probe = CpuProbe::start(Some(manager.pid()));
+    let t0 = Instant::now();
+    let sent = env.send_many(commands).await;
+    let published_in = t0.elapsed();
+    let deadline = Duration::from_secs(60 + s.burst_commands as u64 / 20);
+    let all = tap
+        .wait_count("agent.started", started_before + s.burst_commands, deadline)
+        .await;
+    let cpu = probe.percent();
+    // Every command answered exactly once, with agent.started.
+    let mut latency = Vec::new();
+    let (mut once, mut missing, mut wrong) = (0, 0, 0);
+    let mut last = t0;
+    for (mid, published) in &sent {
+        let answers = tap.answers(mid);
+        match answers.as_slice() {
+            [] => missing += 1,
+            [one] if one == "agent.started" => once += 1,
+            _ => wrong += 1,
+        }
+        if let Some(at) = tap.answered_at(mid, "agent.started") {
+            latency.push(ms(at - *published));
+            last = last.max(at);
+        }
+    }
+    let total = last - t0;
+    let command_mean = mean_ms(
+        metric_sum_count(admin, command_series).await,
+        command_before,
+    );
+    let start_call_mean = mean_ms(metric_sum_count(admin, start_series).await, start_before);
+    let manager_rate = s.burst_commands as f64 / total.as_secs_f64();
+    let direct_rate = s.burst_commands as f64 / direct_total.as_secs_f64();
+    // Acked: a graceful stop settles what is in flight; anything not acked would be
+    // back in the queue, ready, once the manager's channel closes.
+    let exit = manager.terminate(Duration::from_secs(90));
+    let left_in_queue = env.command_queue_ready().await;
+    let result = json!({
+        "agents": s.burst_agents,
+        "commands": s.burst_commands,
+        "quick": s.quick,
+        "manager": "process (the binary cargo built for this bench)",
+        "published_in_s": published_in.as_secs_f64(),
+        "first_publish_to_last_answer_s": total.as_secs_f64(),
+        "commands_per_s": manager_rate,
+        "latency_ms": dist(&mut latency),
+        "docker_direct_start_calls_per_s": direct_rate,
+        "docker_direct_start_call_ms": dist(&mut direct_calls),
+        "docker_direct_concurrency": workers,
+        "docker_direct_cpu_percent_of_one_core": direct_cpu,
+        "ratio_manager_over_docker_direct": manager_rate / direct_rate,
+        "answered_once": once,
+        "missing": missing,
+        "answered_otherwise": wrong,
+        "left_in_queue_after_stop": left_in_queue,
+        "manager_exit": exit.map(|e| e.to_string()),
+        "manager_command_duration_mean_ms": command_mean,
+        "manager_docker_start_call_mean_ms": start_call_mean,
+        "cpu_percent_of_one_core": cpu,
+        "load_before": load_before,
+        "load_after": load(),
+    });
+    write_result("burst", &result);
+    assert!(all, "not every command was answered within {deadline:?}");
+    assert_eq!(
+        once, s.burst_commands,
+        "every command answered exactly once"
+    );
+    assert_eq!(left_in_queue, 0, "every command acked");
+    drop(manager);
+    env.finish().await;
+}
+
+/// `docker start` of each of `names` (running containers: Docker answers 304) by
+/// `workers` workers: the whole time, and each call's duration in ms.
+async fn direct_starts(env: &TestEnv, names: Vec<String>, workers: usize) -> (Duration, Vec<f64>) {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(
+        names.into_iter().collect::<std::collections::VecDeque<_>>(),
+    ));
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (queue, docker) = (queue.clone(), env.docker.clone());
+        handles.push(actix_rt::spawn(async move {
+            let mut calls = Vec::new();
+            loop {
+                let Some(name) = queue.lock().unwrap().pop_front() else {
+                    return calls;
+                };
+                let t = Instant::now();
+                match docker
+                    .start_container(
+                        &name,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                    .await
+                {
+                    Ok(())
+                    | Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 304,
+                        ..
+                    }) => {}
+                    Err(e) => panic!("direct start of {name}: {e}"),
+                }
+                calls.push(ms(t.elapsed()));
+            }
+        }));
+    }
+    let mut calls = Vec::new();
+    for h in handles {
+        calls.extend(h.await.expect("direct worker"));
+    }
+    (t0.elapsed(), calls)
+}
+
+/// Monitoring cost at scale, and the memory each created-but-stopped agent costs.
+async fn scale(s: &Sizes) {
+    let load_before = load();
+    let overrides = [
+        ("HEALTH_CHECK_INTERVAL_S", "5"),
+        ("HEALTH_REPORT_INTERVAL_S", "30"),
+    ];
+    let env = TestEnv::client_only(&overrides).await;
+    let (mut manager, admin, _) = spawn_manager(&env, &overrides);
+    wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
+    let pid = manager.pid();
+    let tap = env.tap().await;
+    env.mute_events().await;
+    let rss_empty = rss_kb(pid);
+    let running: Vec<String> = (0..s.scale_running)
+        .map(|i| env.agent_id(&format!("r{i}")))
+        .collect();
+    let t0 = Instant::now();
+    create_all(&env, &tap, &running, true).await;
+    let started_in = t0.elapsed();
+    // Let the start-up burst settle into steady monitoring, then measure a window.
+    tokio::time::sleep(Duration::from_secs(if s.quick { 1 } else { 10 })).await;
+    let probe = CpuProbe::start(Some(pid));
+    tokio::time::sleep(s.scale_window).await;
+    let cpu_running = probe.percent();
+    let rss_running = rss_kb(pid);
+
+    let stopped: Vec<String> = (0..s.scale_stopped)
+        .map(|i| env.agent_id(&format!("s{i}")))
+        .collect();
+    let t1 = Instant::now();
+    create_all(&env, &tap, &stopped, false).await;
+    let created_in = t1.elapsed();
+    // Every stopped agent's actor has looked at its container at least once.
+    tokio::time::sleep(Duration::from_secs(if s.quick { 1 } else { 15 })).await;
+    let probe = CpuProbe::start(Some(pid));
+    tokio::time::sleep(s.scale_window).await;
+    let cpu_with_stopped = probe.percent();
+    let rss_with_stopped = rss_kb(pid);
+    let mb = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
+    let per_agent_kb = match (rss_running, rss_with_stopped) {
+        (Some(a), Some(b)) => Some((b as f64 - a as f64) / s.scale_stopped as f64),
+        _ => None,
+    };
+    write_result(
+        "scale",
+        &json!({
+            "running": s.scale_running,
+            "stopped": s.scale_stopped,
+            "check_interval_s": 5,
+            "window_s": s.scale_window.as_secs_f64(),
+            "quick": s.quick,
+            "manager": "process (the binary cargo built for this bench)",
+            "running_all_started_in_s": started_in.as_secs_f64(),
+            "stopped_all_created_in_s": created_in.as_secs_f64(),
+            "rss_mb_no_agents": mb(rss_empty),
+            "rss_mb_running": mb(rss_running),
+            "rss_mb_running_and_stopped": mb(rss_with_stopped),
+            "rss_kb_per_stopped_agent": per_agent_kb,
+            "cpu_percent_of_one_core_running": cpu_running,
+            "cpu_percent_of_one_core_running_and_stopped": cpu_with_stopped,
+            "load_before": load_before,
+            "load_after": load(),
+        }),
+    );
+    drop(manager);
+    env.finish().await;
+}
+
+/// Wall-clock time of a record's `last_health_at`, if it has one.
+fn last_health_at(record: &std::collections::HashMap<String, String>) -> Option<DateTime> {
+    chrono::DateTime::parse_from_rfc3339(record.get("last_health_at")?)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+type DateTime = chrono::DateTime<chrono::Utc>;
+
+/// One manager start, timed from the process spawn.
+struct TimedStart {
+    manager: common::ManagerProcess,
+    spawned: Instant,
+    /// → `/readyz` 200.
+    ready_ms: f64,
+    /// → the answer of a command published right after the spawn.
+    answered_ms: f64,
+    answer: String,
+}
+
+async fn timed_start(env: &TestEnv, tap: &common::EventTap, agent_id: &str) -> TimedStart {
+    let (mut manager, admin, spawned) = spawn_manager(env, &PRODUCTION_LOOKS);
+    let sent = env
+        .send_many(vec![(
+            "agent.start",
+            json!({"agent_id": agent_id, "customer_id": env.customer()}),
+        )])
+        .await;
+    let ready = wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
+    let (answer, at) = tap
+        .wait_any_answer(&sent[0].0, Duration::from_secs(60))
+        .await
+        .expect("the command sent at start is answered");
+    TimedStart {
+        manager,
+        spawned,
+        ready_ms: ms(ready - spawned),
+        answered_ms: ms(at - spawned),
+        answer,
+    }
+}
+
+/// Manager restart with running agents: adoption, readiness, first answer.
+async fn recovery(s: &Sizes) {
+    let load_before = load();
+    let env = TestEnv::client_only(&PRODUCTION_LOOKS).await;
+    let tap = env.tap().await;
+    env.mute_events().await;
+    let ids: Vec<String> = (0..s.recovery_agents)
+        .map(|i| env.agent_id(&format!("rec{i}")))
+        .collect();
+    // Baseline: a start with no agents (the command is answered not_found).
+    let empty = timed_start(&env, &tap, &ids[0]).await;
+    let mut manager = empty.manager;
+    create_all(&env, &tap, &ids, true).await;
+    let mut restarts = Vec::new();
+    let (mut ready_ms, mut answer_ms, mut looked_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..s.restarts {
+        // Let the agents settle between restarts.
+        tokio::time::sleep(Duration::from_secs(if s.quick { 1 } else { 5 })).await;
+        let exit = manager.terminate(Duration::from_secs(90));
+        assert!(
+            exit.is_some_and(|e| e.success()),
+            "the manager stops cleanly on SIGTERM: {exit:?}"
+        );
+        let wall = chrono::Utc::now();
+        let start = timed_start(&env, &tap, &ids[r % ids.len()]).await;
+        manager = start.manager;
+        let (ready, answered) = (start.ready_ms, start.answered_ms);
+        assert_eq!(
+            start.answer, "agent.started",
+            "the command at start is served"
+        );
+        // Until every adopted agent has been looked at (its record's last look is
+        // after the restart).
+        let until = Instant::now() + Duration::from_secs(120);
+        let looked = loop {
+            let mut all = true;
+            for id in &ids {
+                if last_health_at(&env.record(id).await).is_none_or(|t| t < wall) {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                break Some(ms(start.spawned.elapsed()));
+            }
+            if Instant::now() > until {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        ready_ms.push(ready);
+        answer_ms.push(answered);
+        if let Some(l) = looked {
+            looked_ms.push(l);
+        }
+        restarts.push(json!({
+            "restart": r,
+            "ready_ms": ready,
+            "command_answered_ms": answered,
+            "all_agents_looked_at_ms": looked,
+        }));
+    }
+    write_result(
+        "recovery",
+        &json!({
+            "agents": s.recovery_agents,
+            "restarts": s.restarts,
+            "quick": s.quick,
+            "manager": "process (the binary cargo built for this bench); SIGTERM, then started again",
+            "no_agents": {
+                "ready_ms": empty.ready_ms,
+                "command_answered_ms": empty.answered_ms,
+                "answer": empty.answer,
+            },
+            "with_agents_ready_ms": dist(&mut ready_ms),
+            "with_agents_command_answered_ms": dist(&mut answer_ms),
+            "with_agents_all_looked_at_ms": dist(&mut looked_ms),
+            "per_restart": restarts,
+            "load_before": load_before,
+            "load_after": load(),
+        }),
+    );
+    drop(manager);
+    env.finish().await;
+}
+
 fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -287,6 +1049,18 @@ fn main() {
         }
         if wanted("monitor") {
             monitor(&s).await;
+        }
+        if wanted("lifecycle") {
+            lifecycle(&s).await;
+        }
+        if wanted("burst") {
+            burst(&s).await;
+        }
+        if wanted("scale") {
+            scale(&s).await;
+        }
+        if wanted("recovery") {
+            recovery(&s).await;
         }
     });
 }

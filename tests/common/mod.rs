@@ -836,3 +836,306 @@ pub fn run_bounded(mut cmd: std::process::Command, limit: Duration, what: &str) 
         stderr: err.join().expect("stderr reader"),
     }
 }
+
+/// Events as a second consumer of the test's exchange sees them, with the instant each
+/// arrived, indexed by correlation id (for benches: thousands of events, no scans).
+#[derive(Default)]
+pub struct TapState {
+    /// correlation id → (routing key, arrival) of every event answering it.
+    pub answers: HashMap<String, Vec<(String, std::time::Instant)>>,
+    /// routing key → events seen.
+    pub counts: HashMap<String, usize>,
+}
+
+#[derive(Clone)]
+pub struct EventTap {
+    pub state: Arc<Mutex<TapState>>,
+    arrived: Arc<Notify>,
+}
+
+impl EventTap {
+    /// Events with `routing_key` seen so far.
+    pub fn count(&self, routing_key: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .counts
+            .get(routing_key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` events with `routing_key` have arrived; false after `deadline`.
+    pub async fn wait_count(&self, routing_key: &str, n: usize, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.arrived.notified();
+            if self.count(routing_key) >= n {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.count(routing_key) >= n;
+            }
+        }
+    }
+
+    /// When the first `routing_key` event answering `message_id` arrived.
+    pub fn answered_at(&self, message_id: &str, routing_key: &str) -> Option<std::time::Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .get(message_id)?
+            .iter()
+            .find(|(k, _)| k == routing_key)
+            .map(|(_, t)| *t)
+    }
+
+    /// Every event (routing keys) answering `message_id`.
+    pub fn answers(&self, message_id: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .get(message_id)
+            .map(|v| v.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits for the first event answering `message_id`: (routing key, arrival).
+    pub async fn wait_any_answer(
+        &self,
+        message_id: &str,
+        deadline: Duration,
+    ) -> Option<(String, std::time::Instant)> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.arrived.notified();
+            let first = self
+                .state
+                .lock()
+                .unwrap()
+                .answers
+                .get(message_id)
+                .and_then(|v| v.first().cloned());
+            if first.is_some() {
+                return first;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Waits until `message_id` is answered with `routing_key`; panics on `agent.error`.
+    pub async fn wait_answer(
+        &self,
+        message_id: &str,
+        routing_key: &str,
+        deadline: Duration,
+    ) -> Option<std::time::Instant> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.arrived.notified();
+            if let Some(t) = self.answered_at(message_id, routing_key) {
+                return Some(t);
+            }
+            if self.answered_at(message_id, "agent.error").is_some() {
+                panic!(
+                    "{message_id} was answered with agent.error: {:?}",
+                    self.answers(message_id)
+                );
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+impl TestEnv {
+    /// A second consumer of every event on the test's exchange, timestamping arrivals.
+    pub async fn tap(&self) -> EventTap {
+        let channel = self.conn.create_channel().await.expect("channel");
+        let queue = format!("test-{}.tap-{}", self.id, uuid::Uuid::new_v4().simple());
+        channel
+            .queue_declare(
+                queue.clone().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare tap queue");
+        for kind in agent_manager::protocol::EventKind::ALL {
+            channel
+                .queue_bind(
+                    queue.clone().into(),
+                    self.config.rabbitmq.exchange.clone().into(),
+                    kind.routing_key().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind tap queue");
+        }
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "test-tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume tap");
+        let tap = EventTap {
+            state: Default::default(),
+            arrived: Arc::new(Notify::new()),
+        };
+        let (state, arrived) = (tap.state.clone(), tap.arrived.clone());
+        actix_rt::spawn(async move {
+            let _keep = channel;
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let at = std::time::Instant::now();
+                let key = delivery.routing_key.as_str().to_string();
+                let correlation = delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|s| s.to_string());
+                {
+                    let mut s = state.lock().unwrap();
+                    *s.counts.entry(key.clone()).or_default() += 1;
+                    if let Some(c) = correlation {
+                        s.answers.entry(c).or_default().push((key, at));
+                    }
+                }
+                arrived.notify_waiters();
+            }
+        });
+        tap
+    }
+
+    /// Publishes every `(routing key, body)` without waiting for each confirm (a fresh
+    /// `message_id` unless the body has one), then waits for all confirms. Returns each
+    /// command's message id and the instant it was handed to the broker.
+    pub async fn send_many(
+        &self,
+        commands: Vec<(&str, Value)>,
+    ) -> Vec<(String, std::time::Instant)> {
+        let mut sent = Vec::with_capacity(commands.len());
+        let mut confirms = Vec::with_capacity(commands.len());
+        for (routing_key, mut body) in commands {
+            if body.get("message_id").is_none() {
+                body["message_id"] = json!(uuid::Uuid::new_v4().to_string());
+            }
+            let id = body["message_id"].as_str().unwrap_or_default().to_string();
+            let at = std::time::Instant::now();
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.config.rabbitmq.exchange.clone().into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body.to_string().as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+            sent.push((id, at));
+        }
+        for confirm in confirms {
+            confirm.await.expect("confirm");
+        }
+        sent
+    }
+
+    /// Stops the test's own event queue (its consumer ends): for benches that read
+    /// events through [`TestEnv::tap`] alone, so RabbitMQ routes each event once.
+    /// `wait_event`, `answer` and friends see nothing afterwards.
+    pub async fn mute_events(&self) {
+        let ch = self.conn.create_channel().await.expect("channel");
+        ch.queue_delete(
+            format!("test-{}.events", self.id).into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the test's event queue");
+        let _ = ch.close(200, "done".into()).await;
+    }
+
+    /// Messages ready in the command queue (not counting deliveries not yet acked).
+    pub async fn command_queue_ready(&self) -> u32 {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let q = ch
+            .queue_declare(
+                self.config.rabbitmq.command_queue.clone().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare of the command queue");
+        let n = q.message_count();
+        let _ = ch.close(200, "done".into()).await;
+        n
+    }
+}
+
+/// A TCP port on loopback that was free a moment ago (for `ADMIN_LISTEN` of a manager
+/// process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// GET `path` from `addr`: (status, body); `Err` when nothing answers (yet).
+pub async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(raw)
+    };
+    let raw = tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| format!("no answer within {limit:?}"))??;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
