@@ -39,6 +39,13 @@ pub enum UpdatePlan {
     Replace,
 }
 
+/// The agent runs as it should: a start has nothing to ask of the runtime.
+fn already_running(rec: &AgentRecord) -> bool {
+    rec.status == AgentStatus::Running
+        && rec.desired_state == DesiredState::Running
+        && rec.container_id.is_some()
+}
+
 /// Decides how to go from `old` to `new`.
 pub fn plan_update(old: &AgentSpec, new: &AgentSpec) -> UpdatePlan {
     if old == new {
@@ -358,6 +365,13 @@ impl Apply<'_> {
     /// Starts the container (creating it if it is gone) and reports `kind`.
     async fn start(&mut self, kind: EventKind) -> Result<(), AgentError> {
         let rec = self.rec()?;
+        if already_running(rec) {
+            // Nothing for Docker to do (it would answer 304). The actor's record follows
+            // every die/oom event and look, which reach its mailbox ahead of any later
+            // command; an exit that races this answer is healed like any other crash.
+            rec.last_error.clear();
+            return self.report(Some(kind), json!({}), true).await;
+        }
         rec.desired_state = DesiredState::Running;
         let id = self.ensure_container().await?;
         match self.deps.runtime.start(&id).await {
