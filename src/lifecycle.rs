@@ -708,4 +708,28 @@ mod tests {
         d.image = "autogen-agent:v2".into();
         assert_eq!(plan_update(&a, &d), UpdatePlan::Replace);
     }
+
+    #[test]
+    fn only_a_running_agent_with_its_container_skips_the_start_call() {
+        let mut rec = AgentRecord::new("a-1", spec(), DesiredState::Running);
+        rec.container_id = Some("c".into());
+        rec.status = AgentStatus::Running;
+        assert!(already_running(&rec));
+        for status in [
+            AgentStatus::Created,
+            AgentStatus::Unhealthy,
+            AgentStatus::Restarting,
+            AgentStatus::Stopped,
+            AgentStatus::Failed,
+        ] {
+            rec.status = status;
+            assert!(!already_running(&rec), "{status:?}");
+        }
+        rec.status = AgentStatus::Running;
+        rec.desired_state = DesiredState::Stopped;
+        assert!(!already_running(&rec));
+        rec.desired_state = DesiredState::Running;
+        rec.container_id = None;
+        assert!(!already_running(&rec));
+    }
 }
