@@ -59,6 +59,8 @@ pub struct AgentActor {
     /// A command, look or restart is in progress. actix can poll a timer right after a
     /// handler started a `wait` (before it takes effect), so timers check this too.
     busy: bool,
+    /// When an adopted agent's first look is due after the actor starts.
+    first_look_after: Duration,
 }
 
 impl AgentActor {
@@ -73,7 +75,15 @@ impl AgentActor {
             sampling: false,
             oom_seen: false,
             busy: false,
+            first_look_after: Duration::ZERO,
         }
+    }
+
+    /// Delays an adopted agent's first look, so that a manager adopting hundreds of
+    /// agents spreads their inspections instead of asking Docker for all at once.
+    pub fn first_look_after(mut self, delay: Duration) -> Self {
+        self.first_look_after = delay;
+        self
     }
 
     /// Looks at the container; runs in `wait` so no command interleaves with it.
@@ -194,9 +204,13 @@ impl Actor for AgentActor {
             act.sample_stats(ctx);
             act.look(ctx, None);
         });
-        // An adopted agent is looked at right away.
+        // An adopted agent is looked at right away (or at its turn in the spread).
         if self.record.is_some() {
-            self.look(ctx, None);
+            if self.first_look_after.is_zero() {
+                self.look(ctx, None);
+            } else {
+                ctx.run_later(self.first_look_after, |act, ctx| act.look(ctx, None));
+            }
         }
     }
 }

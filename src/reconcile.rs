@@ -23,7 +23,7 @@ pub struct Adoption {
 pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
     let mut containers: HashMap<String, Observed> = HashMap::new();
     let mut orphans = Vec::new();
-    for observed in deps.runtime.list_managed().await? {
+    for observed in deps.runtime.list_managed_brief().await? {
         match observed.labels.get(LABEL_AGENT_ID).cloned() {
             Some(id) if !id.is_empty() => {
                 containers.insert(id, observed);
@@ -69,7 +69,13 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
                 record.container_id = Some(observed.id.clone());
                 record
             }
-            None => match rebuild(observed) {
+            // The listing has no env: the container is inspected to rebuild from it.
+            None => match deps
+                .runtime
+                .inspect(&observed.id)
+                .await?
+                .and_then(|o| rebuild(&o))
+            {
                 Some(record) => {
                     tracing::info!(agent_id = %id, "rebuilt the agent's record from its container");
                     deps.store.save(&record, &[], None).await?;

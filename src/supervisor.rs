@@ -3,6 +3,7 @@
 //! retires an actor once its agent is deleted and it has nothing left to do.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -16,6 +17,9 @@ use crate::store::AgentRecord;
 /// already bounded by the RabbitMQ prefetch; a full actix mailbox would instead defer
 /// a `send` and could reorder one agent's commands, so the bound is never reached.
 pub const MAILBOX_CAPACITY: usize = 1 << 20;
+
+/// The time over which the first looks of the agents adopted at start are spread.
+const ADOPTION_LOOK_SPREAD: Duration = Duration::from_secs(1);
 
 /// Routes one command; resolves when it is done (durable and answered).
 #[derive(Message)]
@@ -72,13 +76,18 @@ impl Supervisor {
         }
     }
 
-    fn spawn_agent(&mut self, agent_id: &str, record: Option<AgentRecord>) -> &mut Entry {
+    fn spawn_agent(
+        &mut self,
+        agent_id: &str,
+        record: Option<AgentRecord>,
+        first_look_after: Duration,
+    ) -> &mut Entry {
         let deps = self.deps.clone();
         let id = agent_id.to_string();
         self.agents.entry(id.clone()).or_insert_with(|| Entry {
             addr: AgentActor::create(|ctx| {
                 ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-                AgentActor::new(id, record, deps)
+                AgentActor::new(id, record, deps).first_look_after(first_look_after)
             }),
             inflight: 0,
         })
@@ -101,9 +110,14 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        for record in std::mem::take(&mut self.adopted) {
+        // Adopted agents' first looks are spread evenly over ADOPTION_LOOK_SPREAD (or
+        // the check interval, if shorter).
+        let adopted = std::mem::take(&mut self.adopted);
+        let interval = Duration::from_secs(self.deps.config.health.check_interval_s);
+        let step = ADOPTION_LOOK_SPREAD.min(interval) / (adopted.len().max(1) as u32);
+        for (i, record) in adopted.into_iter().enumerate() {
             let id = record.agent_id.clone();
-            self.spawn_agent(&id, Some(record));
+            self.spawn_agent(&id, Some(record), step * i as u32);
         }
         tracing::info!(agents = self.agents.len(), "supervisor started");
     }
@@ -124,7 +138,7 @@ impl Handler<Dispatch> for Supervisor {
                 async move { lifecycle::answer_unknown(&deps, &cmd).await }.into_actor(self),
             );
         }
-        let entry = self.spawn_agent(&agent_id, None);
+        let entry = self.spawn_agent(&agent_id, None, Duration::ZERO);
         entry.inflight += 1;
         // `send` enqueues now, so commands reach the actor in the order received.
         let request = entry.addr.send(Apply(cmd));

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, ContainerUpdateBody,
-    DeviceRequest, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
-    NetworkCreateRequest, NetworkingConfig, ResourcesUlimits,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, ContainerSummary,
+    ContainerUpdateBody, DeviceRequest, EndpointSettings, HealthConfig, HostConfig,
+    HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -360,6 +360,29 @@ pub fn stats_from(s: ContainerStatsResponse) -> Stats {
     }
 }
 
+/// What a container listing tells of one container (no env, limits or health).
+fn brief_from(summary: ContainerSummary) -> Option<Observed> {
+    let state = summary
+        .state
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    Some(Observed {
+        id: summary.id?,
+        name: summary
+            .names
+            .unwrap_or_default()
+            .first()
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default(),
+        image: summary.image.unwrap_or_default(),
+        labels: summary.labels.unwrap_or_default(),
+        running: state == "running",
+        state,
+        health: "none".into(),
+        ..Observed::default()
+    })
+}
+
 /// The interesting part of a Docker inspect.
 pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
     let state = inspect.state.unwrap_or_default();
@@ -661,6 +684,16 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let mut out = Vec::new();
+        for brief in self.list_managed_brief().await? {
+            if let Some(observed) = self.inspect(&brief.id).await? {
+                out.push(observed);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
         let filters = HashMap::from([(
             "label",
             vec![
@@ -678,13 +711,40 @@ impl Runtime for DockerRuntime {
                 docker.list_containers(Some(options)).await
             })
             .await?;
-        let mut out = Vec::with_capacity(summaries.len());
-        for summary in summaries {
-            let Some(id) = summary.id else { continue };
-            if let Some(observed) = self.inspect(&id).await? {
-                out.push(observed);
-            }
-        }
-        Ok(out)
+        Ok(summaries.into_iter().filter_map(brief_from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ContainerSummaryStateEnum;
+
+    #[test]
+    fn a_listing_gives_id_name_labels_and_state() {
+        let summary = ContainerSummary {
+            id: Some("c1".into()),
+            names: Some(vec!["/agent-a-1".into()]),
+            image: Some("autogen-agent:latest".into()),
+            labels: Some(HashMap::from([("autogen.agent-id".into(), "a-1".into())])),
+            state: Some(ContainerSummaryStateEnum::RUNNING),
+            ..Default::default()
+        };
+        let o = brief_from(summary).expect("has an id");
+        assert_eq!((o.id.as_str(), o.name.as_str()), ("c1", "agent-a-1"));
+        assert_eq!(o.image, "autogen-agent:latest");
+        assert_eq!(o.labels["autogen.agent-id"], "a-1");
+        assert!(o.running);
+        assert_eq!(o.state, "running");
+
+        let exited = ContainerSummary {
+            id: Some("c2".into()),
+            state: Some(ContainerSummaryStateEnum::EXITED),
+            ..Default::default()
+        };
+        let o = brief_from(exited).expect("has an id");
+        assert!(!o.running);
+        assert_eq!(o.state, "exited");
+        assert!(brief_from(ContainerSummary::default()).is_none());
     }
 }

@@ -121,6 +121,14 @@ pub trait Runtime: Send + Sync + 'static {
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError>;
     /// Every container of this manager instance.
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError>;
+    /// Every container of this manager instance from one listing, without inspecting
+    /// each: id, name, image, labels, state and `running` are filled; `env`, limits,
+    /// health, exit details and GPU devices may be empty (inspect the ones that need
+    /// them). Reconciliation uses it so that a restart with hundreds of agents costs one
+    /// Docker call, not one per container.
+    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
+        self.list_managed().await
+    }
     /// One resource sample (`None` when the container is not running).
     async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError>;
     /// The last `tail` lines of the container's output.
