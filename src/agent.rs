@@ -35,6 +35,35 @@ pub struct Look {
     pub trigger: String,
     /// The exit code of a `die` event.
     pub exit_code: Option<i64>,
+    /// The relist's one listing of every container saw this of the agent's; the actor
+    /// looks only when it disagrees with its record. `None`: look regardless.
+    pub listed: Option<Listed>,
+}
+
+/// What a container listing says about one agent's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// No container of the agent is listed.
+    Missing,
+    /// The agent's container, by id, and whether it runs.
+    Present { id: String, running: bool },
+}
+
+/// Whether `listed` is what `record` expects, so the relist needs no closer look.
+pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
+    use crate::protocol::AgentStatus as S;
+    match listed {
+        Listed::Missing => record.container_id.is_none(),
+        Listed::Present { id, running } => {
+            let expected_running = match record.status {
+                S::Running | S::Unhealthy => true,
+                S::Created | S::Stopped | S::Failed => false,
+                // In between: a closer look settles it.
+                _ => return false,
+            };
+            record.container_id.as_deref() == Some(id.as_str()) && *running == expected_running
+        }
+    }
 }
 
 /// Stops the actor (sent by the supervisor once the agent is gone and idle).
@@ -247,6 +276,12 @@ impl Handler<Look> for AgentActor {
 
     fn handle(&mut self, msg: Look, ctx: &mut Self::Context) {
         tracing::trace!(agent_id = %self.agent_id, trigger = %msg.trigger, "looking at the container");
+        if let (Some(listed), Some(record)) = (&msg.listed, &self.record) {
+            if listing_agrees(record, listed) {
+                return;
+            }
+            tracing::debug!(agent_id = %self.agent_id, ?listed, status = record.status.as_str(), "the relist disagrees with the record; looking");
+        }
         match (msg.trigger.as_str(), msg.exit_code) {
             // The die event follows with the exit code; a look now would only wait for
             // dockerd to finish the exit.
@@ -269,5 +304,50 @@ impl Handler<Retire> for AgentActor {
 
     fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{sample_spec, AgentStatus, DesiredState};
+
+    fn record(status: AgentStatus, container: Option<&str>) -> AgentRecord {
+        let mut r = AgentRecord::new("a-1", sample_spec(), DesiredState::Running);
+        r.status = status;
+        r.container_id = container.map(str::to_string);
+        r
+    }
+
+    fn present(id: &str, running: bool) -> Listed {
+        Listed::Present {
+            id: id.into(),
+            running,
+        }
+    }
+
+    #[test]
+    fn the_relist_looks_closer_only_where_the_listing_disagrees() {
+        let running = record(AgentStatus::Running, Some("c1"));
+        assert!(listing_agrees(&running, &present("c1", true)));
+        assert!(!listing_agrees(&running, &present("c1", false)), "died");
+        assert!(!listing_agrees(&running, &present("c2", true)), "replaced");
+        assert!(!listing_agrees(&running, &Listed::Missing), "removed");
+
+        let stopped = record(AgentStatus::Stopped, Some("c1"));
+        assert!(listing_agrees(&stopped, &present("c1", false)));
+        assert!(
+            !listing_agrees(&stopped, &present("c1", true)),
+            "started behind our back"
+        );
+
+        let unhealthy = record(AgentStatus::Unhealthy, Some("c1"));
+        assert!(listing_agrees(&unhealthy, &present("c1", true)));
+        let restarting = record(AgentStatus::Restarting, Some("c1"));
+        assert!(!listing_agrees(&restarting, &present("c1", true)));
+
+        let gone = record(AgentStatus::Failed, None);
+        assert!(listing_agrees(&gone, &Listed::Missing));
+        assert!(!listing_agrees(&gone, &present("c9", false)));
     }
 }

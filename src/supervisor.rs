@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::agent::{AgentActor, Apply, Look, Retire};
+use crate::agent::{AgentActor, Apply, Listed, Look, Retire};
 use crate::error::AgentError;
 use crate::lifecycle::{self, Deps};
 use crate::protocol::{Command, CommandKind, ErrorCode};
+use crate::runtime::spec::LABEL_AGENT_ID;
 use crate::store::AgentRecord;
 
 /// Mailbox bound of the supervisor and the agent actors. Deliveries in flight are
@@ -175,6 +176,7 @@ impl Handler<ContainerEvent> for Supervisor {
             Some(entry) => entry.addr.do_send(Look {
                 trigger: msg.action,
                 exit_code: msg.exit_code,
+                listed: None,
             }),
             None => {
                 tracing::debug!(agent_id = %msg.agent_id, action = %msg.action, "event for an agent this manager does not hold")
@@ -186,13 +188,45 @@ impl Handler<ContainerEvent> for Supervisor {
 impl Handler<LookAtAll> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, _: LookAtAll, _ctx: &mut Self::Context) {
-        for entry in self.agents.values() {
-            entry.addr.do_send(Look {
-                trigger: "relist".into(),
-                exit_code: None,
-            });
-        }
+    /// One listing of every container (as kubelet's relist), compared by each actor with
+    /// its record: only the agents whose container is not as recorded are inspected,
+    /// instead of hundreds of inspections at once every relist.
+    fn handle(&mut self, _: LookAtAll, ctx: &mut Self::Context) {
+        let runtime = self.deps.runtime.clone();
+        let listing = async move { runtime.list_managed_brief().await };
+        ctx.spawn(listing.into_actor(self).map(|listing, act, _| {
+            let mut listed: HashMap<String, Listed> = match listing {
+                Ok(all) => all
+                    .into_iter()
+                    .filter_map(|o| {
+                        let id = o.labels.get(LABEL_AGENT_ID)?.clone();
+                        let present = Listed::Present {
+                            id: o.id,
+                            running: o.running,
+                        };
+                        Some((id, present))
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "relist: listing the containers failed; every agent looks for itself");
+                    for entry in act.agents.values() {
+                        entry.addr.do_send(Look {
+                            trigger: "relist".into(),
+                            exit_code: None,
+                            listed: None,
+                        });
+                    }
+                    return;
+                }
+            };
+            for (agent_id, entry) in &act.agents {
+                entry.addr.do_send(Look {
+                    trigger: "relist".into(),
+                    exit_code: None,
+                    listed: Some(listed.remove(agent_id).unwrap_or(Listed::Missing)),
+                });
+            }
+        }));
     }
 }
 

@@ -246,3 +246,81 @@ async fn stats_are_plausible() {
     assert!(!r["last_health_at"].is_empty());
     env.finish().await;
 }
+
+/// The relist is the safety net under the events stream: one listing of every
+/// container, and an agent whose container is not as its record says is looked at and
+/// healed. Here no events watcher and no periodic look run, so only the relist can see
+/// a container stopped behind the manager's back.
+#[actix_rt::test]
+async fn the_relist_finds_what_the_events_stream_missed() {
+    use actix::Actor;
+    use agent_manager::lifecycle::Deps;
+    use agent_manager::protocol::{decode_command, Action, AgentStatus, DesiredState};
+    use agent_manager::runtime::{docker::DockerRuntime, spec, Runtime};
+    use agent_manager::store::{AgentRecord, Store};
+    use agent_manager::supervisor::{LookAtAll, Supervisor};
+    use std::sync::Arc;
+
+    let mut overrides = FAST.to_vec();
+    overrides.push(("HEALTH_CHECK_INTERVAL_S", "3600"));
+    let env = TestEnv::client_only(&overrides).await;
+    let config = Arc::new(env.config.clone());
+    let runtime: Arc<dyn Runtime> =
+        Arc::new(DockerRuntime::connect(&config).expect("docker runtime"));
+    runtime.prepare().await.expect("network");
+    let store = Store::connect(&config.redis).await.expect("redis");
+    let publisher = agent_manager::broker::publisher::EventPublisher::new(config.rabbitmq.clone());
+
+    // An agent running as its record says.
+    let id = env.agent_id("relist");
+    let body = env.create_body(&id).to_string();
+    let cmd = decode_command(
+        "agent.create",
+        None,
+        body.as_bytes(),
+        &config.agent_policy(),
+    )
+    .expect("a valid create");
+    let Action::Create { spec: agent, .. } = cmd.action else {
+        panic!("a create")
+    };
+    let mut record = AgentRecord::new(&id, agent, DesiredState::Running);
+    let container = runtime
+        .create(&spec::build(&record, &config))
+        .await
+        .expect("create");
+    runtime.start(&container).await.expect("start");
+    record.container_id = Some(container.clone());
+    record.status = AgentStatus::Running;
+    store.save(&record, &[], None).await.expect("save");
+    let deps = Deps {
+        runtime: runtime.clone(),
+        store,
+        publisher,
+        config: config.clone(),
+    };
+    let supervisor = Supervisor::new(deps, vec![record]).start();
+
+    // Its first look (at adoption) is done once the record carries a health time.
+    common::wait_until("the adopted agent's first look", DEADLINE, || async {
+        env.record(&id).await.contains_key("last_health_at")
+    })
+    .await;
+    // Stopped behind the manager's back, with nobody watching Docker's events.
+    runtime.stop(&container, 0).await.expect("stop");
+    assert!(!env.running(&id).await);
+    supervisor.send(LookAtAll).await.expect("supervisor");
+    common::wait_until("the relist restarts the agent", DEADLINE, || async {
+        env.running(&id).await
+    })
+    .await;
+    let restarts: u64 = env.record(&id).await["restart_count"]
+        .parse()
+        .expect("a count");
+    assert!(restarts >= 1, "the record counts the restart");
+    supervisor
+        .send(agent_manager::supervisor::Shutdown)
+        .await
+        .ok();
+    env.finish().await;
+}

@@ -25,13 +25,31 @@ pub async fn bounded<T>(
     }
 }
 
+/// The AMQP frame size asked for unless the URL names one (`?frame_max=`). lapin keeps
+/// 2 x 32 frames of buffer per connection, so RabbitMQ's default of 128 KiB would cost
+/// 8 MiB of resident memory per connection; commands and events are a few KiB, and a
+/// larger message is simply split over several frames.
+pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+
+/// The broker URL as lapin takes it, with the frame size defaulted.
+fn amqp_uri(url: &str) -> Result<lapin::uri::AMQPUri, String> {
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| format!("RABBITMQ_URL {} is not an AMQP URL: {e}", redact_url(url)))?;
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(DEFAULT_FRAME_MAX);
+    }
+    Ok(uri)
+}
+
 /// Opens a connection named `name` (visible in the management UI).
 pub async fn connect(cfg: &RabbitConfig, name: &str) -> Result<Connection, String> {
     let props = ConnectionProperties::default().with_connection_name(name.to_string().into());
+    let uri = amqp_uri(&cfg.url)?;
     bounded(
         Duration::from_secs(cfg.timeout_s),
         &format!("connecting to {}", redact_url(&cfg.url)),
-        Connection::connect(&cfg.url, props),
+        Connection::connect_uri(uri, props),
     )
     .await
 }
@@ -74,5 +92,15 @@ mod tests {
         assert_eq!(seen, vec![100, 200, 400, 500, 500]);
         b.reset();
         assert_eq!(b.next_delay().as_millis(), 100);
+    }
+
+    #[test]
+    fn the_frame_size_is_small_unless_the_url_names_one() {
+        let uri = amqp_uri("amqp://u:p@127.0.0.1:5672/%2f").expect("valid");
+        assert_eq!(uri.query.frame_max, Some(DEFAULT_FRAME_MAX));
+        let uri = amqp_uri("amqp://127.0.0.1:5672/%2f?frame_max=131072").expect("valid");
+        assert_eq!(uri.query.frame_max, Some(131072));
+        let err = amqp_uri("http//secret@nowhere").expect_err("not a URL");
+        assert!(err.contains("RABBITMQ_URL"), "{err}");
     }
 }

@@ -604,6 +604,22 @@ impl Drop for TestEnv {
     }
 }
 
+/// Polls `check` every 20 ms until it holds; panics naming `what` after `deadline`.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + deadline;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The manager binary run as a separate process (for kill -9 and signals), configured
 /// like the test's in-process one. Killed in Drop.
 pub struct ManagerProcess {
@@ -611,8 +627,21 @@ pub struct ManagerProcess {
 }
 
 impl ManagerProcess {
+    /// With `MANAGER_WRAPPER` set (e.g. `heaptrack -o /tmp/ht`), the manager runs under
+    /// that command for profiling; pid-based figures then describe the wrapper.
     pub fn spawn(vars: &HashMap<String, String>) -> Self {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_agent-manager"))
+        let bin = env!("CARGO_BIN_EXE_agent-manager");
+        let wrapper = std::env::var("MANAGER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = std::process::Command::new(program);
+                c.args(words).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
+        let child = command
             .arg("run")
             .envs(vars)
             .env(
