@@ -49,6 +49,13 @@ pub enum Listed {
     Present { id: String, running: bool },
 }
 
+/// An agent that is meant to be stopped and is: the periodic look skips it.
+pub fn resting(record: &AgentRecord) -> bool {
+    use crate::protocol::AgentStatus as S;
+    record.desired_state == crate::protocol::DesiredState::Stopped
+        && matches!(record.status, S::Created | S::Stopped)
+}
+
 /// Whether `listed` is what `record` expects, so the relist needs no closer look.
 pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
     use crate::protocol::AgentStatus as S;
@@ -230,6 +237,11 @@ impl Actor for AgentActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let every = Duration::from_secs(self.deps.config.health.check_interval_s);
         ctx.run_interval(every, |act, ctx| {
+            // An agent stopped on purpose has nothing to report; a start behind our back
+            // comes as a Docker event, and the relist's listing catches a missed one.
+            if act.record.as_ref().is_some_and(resting) {
+                return;
+            }
             act.sample_stats(ctx);
             act.look(ctx, None);
         });
@@ -345,6 +357,13 @@ mod tests {
         assert!(listing_agrees(&unhealthy, &present("c1", true)));
         let restarting = record(AgentStatus::Restarting, Some("c1"));
         assert!(!listing_agrees(&restarting, &present("c1", true)));
+
+        let mut stopped = record(AgentStatus::Stopped, Some("c1"));
+        assert!(!resting(&stopped), "desired running: a look is due");
+        stopped.desired_state = DesiredState::Stopped;
+        assert!(resting(&stopped));
+        stopped.status = AgentStatus::Running;
+        assert!(!resting(&stopped));
 
         let gone = record(AgentStatus::Failed, None);
         assert!(listing_agrees(&gone, &Listed::Missing));
