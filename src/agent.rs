@@ -162,6 +162,26 @@ impl AgentActor {
         }));
     }
 
+    /// Writes the record as it stands (no Docker call); runs in `wait` so no command's
+    /// newer record can be overwritten by this copy.
+    fn rewrite_record(&mut self, ctx: &mut Context<Self>) {
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let store = self.deps.store.clone();
+        let fut = async move { store.save(&record, &[], None).await };
+        ctx.wait(fut.into_actor(self).map(|result, act, _| {
+            act.busy = false;
+            if let Err(e) = result {
+                tracing::debug!(agent_id = %act.agent_id, error = %e, "rewriting the record failed");
+            }
+        }));
+    }
+
     /// Samples stats beside (not inside) the agent's work; the numbers go out with the
     /// next look.
     fn sample_stats(&mut self, ctx: &mut Context<Self>) {
@@ -237,9 +257,11 @@ impl Actor for AgentActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let every = Duration::from_secs(self.deps.config.health.check_interval_s);
         ctx.run_interval(every, |act, ctx| {
-            // An agent stopped on purpose has nothing to report; a start behind our back
-            // comes as a Docker event, and the relist's listing catches a missed one.
+            // An agent stopped on purpose has nothing for Docker to report: a start behind
+            // our back comes as a Docker event, and the relist's listing catches a missed
+            // one. Its record is still written, so a Redis that lost it has it back.
             if act.record.as_ref().is_some_and(resting) {
+                act.rewrite_record(ctx);
                 return;
             }
             act.sample_stats(ctx);

@@ -36,6 +36,11 @@ fn small_create(env: &TestEnv, id: &str) -> serde_json::Value {
 
 /// Waits until every agent runs in exactly one container and its record says so.
 async fn assert_all_running(env: &TestEnv, ids: &[String]) {
+    assert_running_beside(env, ids, 0).await
+}
+
+/// As [`assert_all_running`], with `stopped` more agents' containers (not running) beside.
+async fn assert_running_beside(env: &TestEnv, ids: &[String], stopped: usize) {
     let until = Instant::now() + DEADLINE;
     for id in ids {
         loop {
@@ -60,7 +65,7 @@ async fn assert_all_running(env: &TestEnv, ids: &[String]) {
     let containers = env.containers().await;
     assert_eq!(
         containers.len(),
-        ids.len(),
+        ids.len() + stopped,
         "one container per agent, no strays"
     );
 }
@@ -223,6 +228,12 @@ async fn lost_redis_keys_are_rebuilt_live_and_at_start() {
     for id in &ids {
         env.create_running(id).await;
     }
+    // One agent stopped on purpose: no periodic Docker look, its record still comes back.
+    let resting = env.agent_id("rd-stopped");
+    let mut body = env.create_body(&resting);
+    body["auto_start"] = serde_json::json!(false);
+    let mid = env.send("agent.create", body).await;
+    env.answer(&mid, "agent.created").await;
     let prefix = env.config.redis.prefix.clone();
     let wipe = move || {
         let prefix = prefix.clone();
@@ -245,11 +256,15 @@ async fn lost_redis_keys_are_rebuilt_live_and_at_start() {
     };
     // Live: the agent actors write their records back at their next look.
     wipe().await;
-    assert_all_running(&env, &ids).await;
+    assert_running_beside(&env, &ids, 1).await;
+    common::wait_until("the stopped agent's record back", DEADLINE, || async {
+        env.record(&resting).await.get("status").map(String::as_str) == Some("created")
+    })
+    .await;
     let members: Vec<String> = env
         .redis_query(redis::cmd("SMEMBERS").arg(env.key("agents")))
         .await;
-    assert_eq!(members.len(), 3);
+    assert_eq!(members.len(), 4);
     // At start: rebuilt from the containers' labels and environment.
     env.restart_manager_with(wipe).await;
     for id in &ids {
@@ -263,12 +278,17 @@ async fn lost_redis_keys_are_rebuilt_live_and_at_start() {
             64
         );
     }
+    let r = env.record(&resting).await;
+    assert_eq!(
+        (r["status"].as_str(), r["desired_state"].as_str()),
+        ("stopped", "stopped")
+    );
     let members: Vec<String> = env
         .redis_query(
             redis::cmd("SMEMBERS").arg(env.key(&format!("customer:{}:agents", env.customer()))),
         )
         .await;
-    assert_eq!(members.len(), 3);
+    assert_eq!(members.len(), 4);
     env.finish().await;
 }
 
