@@ -859,31 +859,26 @@ async fn scale(s: &Sizes) {
     let tap = env.tap().await;
     env.mute_events().await;
     let rss_empty = rss_kb(pid);
-    let running: Vec<String> = (0..s.scale_running)
-        .map(|i| env.agent_id(&format!("r{i}")))
-        .collect();
-    let t0 = Instant::now();
-    create_all(&env, &tap, &running, true).await;
-    let started_in = t0.elapsed();
-    // Let the start-up burst settle into steady monitoring, then measure a window.
-    tokio::time::sleep(Duration::from_secs(if s.quick { 1 } else { 10 })).await;
-    let probe = CpuProbe::start(Some(pid));
-    tokio::time::sleep(s.scale_window).await;
-    let cpu_running = probe.percent();
-    let rss_running = rss_kb(pid);
-
-    let stopped: Vec<String> = (0..s.scale_stopped)
-        .map(|i| env.agent_id(&format!("s{i}")))
-        .collect();
-    let t1 = Instant::now();
-    create_all(&env, &tap, &stopped, false).await;
-    let created_in = t1.elapsed();
-    // Every stopped agent's actor has looked at its container at least once.
-    tokio::time::sleep(Duration::from_secs(if s.quick { 1 } else { 15 })).await;
-    let probe = CpuProbe::start(Some(pid));
-    tokio::time::sleep(s.scale_window).await;
-    let cpu_with_stopped = probe.percent();
-    let rss_with_stopped = rss_kb(pid);
+    // Settling times: the start-up burst turns into steady monitoring.
+    let (settle_running, settle_stopped) = if s.quick { (1, 1) } else { (10, 15) };
+    let (started_in, cpu_running, rss_running) = scale_phase(
+        &env,
+        &tap,
+        pid,
+        ("r", s.scale_running, true),
+        settle_running,
+        s,
+    )
+    .await;
+    let (created_in, cpu_with_stopped, rss_with_stopped) = scale_phase(
+        &env,
+        &tap,
+        pid,
+        ("s", s.scale_stopped, false),
+        settle_stopped,
+        s,
+    )
+    .await;
     let mb = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
     let per_agent_kb = match (rss_running, rss_with_stopped) {
         (Some(a), Some(b)) => Some((b as f64 - a as f64) / s.scale_stopped as f64),
@@ -912,6 +907,29 @@ async fn scale(s: &Sizes) {
     );
     drop(manager);
     env.finish().await;
+}
+
+/// Creates `n` agents named `<prefix><i>` (started or not), lets them settle for
+/// `settle_s`, then measures the manager over the scale window: (time to create them all,
+/// CPU probe, RSS at the end).
+async fn scale_phase(
+    env: &TestEnv,
+    tap: &common::EventTap,
+    pid: u32,
+    (prefix, n, start): (&str, usize, bool),
+    settle_s: u64,
+    s: &Sizes,
+) -> (Duration, serde_json::Value, Option<u64>) {
+    let ids: Vec<String> = (0..n)
+        .map(|i| env.agent_id(&format!("{prefix}{i}")))
+        .collect();
+    let t0 = Instant::now();
+    create_all(env, tap, &ids, start).await;
+    let created_in = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(settle_s)).await;
+    let probe = CpuProbe::start(Some(pid));
+    tokio::time::sleep(s.scale_window).await;
+    (created_in, probe.percent(), rss_kb(pid))
 }
 
 /// Wall-clock time of a record's `last_health_at`, if it has one.

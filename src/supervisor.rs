@@ -195,35 +195,32 @@ impl Handler<LookAtAll> for Supervisor {
         let runtime = self.deps.runtime.clone();
         let listing = async move { runtime.list_managed_brief().await };
         ctx.spawn(listing.into_actor(self).map(|listing, act, _| {
-            let mut listed: HashMap<String, Listed> = match listing {
-                Ok(all) => all
-                    .into_iter()
-                    .filter_map(|o| {
-                        let id = o.labels.get(LABEL_AGENT_ID)?.clone();
-                        let present = Listed::Present {
-                            id: o.id,
-                            running: o.running,
-                        };
-                        Some((id, present))
-                    })
-                    .collect(),
+            // `None`: the listing failed and every agent looks for itself.
+            let mut listed: Option<HashMap<String, Listed>> = match listing {
+                Ok(all) => Some(
+                    all.into_iter()
+                        .filter_map(|o| {
+                            let id = o.labels.get(LABEL_AGENT_ID)?.clone();
+                            let present = Listed::Present {
+                                id: o.id,
+                                running: o.running,
+                            };
+                            Some((id, present))
+                        })
+                        .collect(),
+                ),
                 Err(e) => {
                     tracing::warn!(error = %e, "relist: listing the containers failed; every agent looks for itself");
-                    for entry in act.agents.values() {
-                        entry.addr.do_send(Look {
-                            trigger: "relist".into(),
-                            exit_code: None,
-                            listed: None,
-                        });
-                    }
-                    return;
+                    None
                 }
             };
             for (agent_id, entry) in &act.agents {
                 entry.addr.do_send(Look {
                     trigger: "relist".into(),
                     exit_code: None,
-                    listed: Some(listed.remove(agent_id).unwrap_or(Listed::Missing)),
+                    listed: listed
+                        .as_mut()
+                        .map(|l| l.remove(agent_id).unwrap_or(Listed::Missing)),
                 });
             }
         }));

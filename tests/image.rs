@@ -16,7 +16,6 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_manager::protocol::EventKind;
 use agent_manager::Config;
 use common::{run_bounded, CommandOut};
 use futures_util::StreamExt;
@@ -339,41 +338,13 @@ async fn the_image_serves_commands_as_a_non_root_container() {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirms");
-    let events_q = format!("test-{id}.image-events");
-    ch.queue_declare(
-        events_q.clone().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
+    let (_events_ch, mut consumer) = common::consume_all_events(
+        &conn,
+        &format!("test-{id}.image-events"),
+        &config.rabbitmq.exchange,
+        "image-test",
     )
-    .await
-    .expect("declare event queue");
-    for kind in EventKind::ALL {
-        ch.queue_bind(
-            events_q.clone().into(),
-            config.rabbitmq.exchange.clone().into(),
-            kind.routing_key().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind event queue");
-    }
-    let mut consumer = ch
-        .basic_consume(
-            events_q.into(),
-            "image-test".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    .await;
 
     // agent.create through RabbitMQ → agent.started, and the agent's container runs.
     let agent_id = format!("img-{id}");

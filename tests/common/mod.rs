@@ -115,46 +115,15 @@ impl TestEnv {
             .await
             .expect("confirms");
         // Our own queue for the events, bound to every event routing key.
-        let queue = format!("test-{id}.events");
-        channel
-            .queue_declare(
-                queue.clone().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare event queue");
-        for kind in agent_manager::protocol::EventKind::ALL {
-            channel
-                .queue_bind(
-                    queue.clone().into(),
-                    config.rabbitmq.exchange.clone().into(),
-                    kind.routing_key().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind event queue");
-        }
+        let (consume_ch, mut consumer) = consume_all_events(
+            &conn,
+            &format!("test-{id}.events"),
+            &config.rabbitmq.exchange,
+            "test-events",
+        )
+        .await;
         let events = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
-        let consume_ch = conn.create_channel().await.expect("channel");
-        let mut consumer = consume_ch
-            .basic_consume(
-                queue.into(),
-                "test-events".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume events");
         let violations = Arc::new(Mutex::new(Vec::new()));
         let (ev, notify, bad) = (events.clone(), arrived.clone(), violations.clone());
         actix_rt::spawn(async move {
@@ -423,29 +392,9 @@ impl TestEnv {
 
     /// GET `path` from the admin endpoint: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.admin_addr())
+        http_get(self.admin_addr(), path, Duration::from_secs(10))
             .await
-            .expect("connect to the admin endpoint");
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-            .await
-            .expect("admin endpoint answers within 10 s")
-            .expect("read");
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+            .unwrap_or_else(|e| panic!("admin endpoint {path}: {e}"))
     }
 
     /// Every event seen so far.
@@ -602,6 +551,54 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         cleanup_test_resources(&self.config);
     }
+}
+
+/// A queue of the test's own (exclusive, auto-delete) bound to every event routing key
+/// on `exchange`, consumed without acks. Keep the channel as long as the consumer.
+pub async fn consume_all_events(
+    conn: &Connection,
+    queue: &str,
+    exchange: &str,
+    tag: &str,
+) -> (Channel, lapin::Consumer) {
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare an event queue");
+    for kind in agent_manager::protocol::EventKind::ALL {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                kind.routing_key().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind an event queue");
+    }
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume events");
+    (channel, consumer)
 }
 
 /// Polls `check` every 20 ms until it holds; panics naming `what` after `deadline`.
@@ -985,44 +982,14 @@ impl EventTap {
 impl TestEnv {
     /// A second consumer of every event on the test's exchange, timestamping arrivals.
     pub async fn tap(&self) -> EventTap {
-        let channel = self.conn.create_channel().await.expect("channel");
         let queue = format!("test-{}.tap-{}", self.id, uuid::Uuid::new_v4().simple());
-        channel
-            .queue_declare(
-                queue.clone().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare tap queue");
-        for kind in agent_manager::protocol::EventKind::ALL {
-            channel
-                .queue_bind(
-                    queue.clone().into(),
-                    self.config.rabbitmq.exchange.clone().into(),
-                    kind.routing_key().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind tap queue");
-        }
-        let mut consumer = channel
-            .basic_consume(
-                queue.into(),
-                "test-tap".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume tap");
+        let (channel, mut consumer) = consume_all_events(
+            &self.conn,
+            &queue,
+            &self.config.rabbitmq.exchange,
+            "test-tap",
+        )
+        .await;
         let tap = EventTap {
             state: Default::default(),
             arrived: Arc::new(Notify::new()),
