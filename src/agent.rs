@@ -9,9 +9,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::Instrument;
 
+use crate::context::Deps;
 use crate::error::AgentError;
 use crate::health::{self, Heal, Reason, Watch};
-use crate::lifecycle::{self, Deps};
+use crate::lifecycle;
 use crate::protocol::Command;
 use crate::store::AgentRecord;
 

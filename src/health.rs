@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::config::HealthConfig;
+use crate::context::Deps;
 use crate::error::AgentError;
-use crate::lifecycle::Deps;
 use crate::protocol::{error_details, AgentStatus, DesiredState, ErrorCode, Event, EventKind};
 use crate::redact::redact;
 use crate::restart::{Decision, RestartPolicy};

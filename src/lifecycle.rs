@@ -5,28 +5,18 @@
 //! reports it is published, and the last step also records the command's message id
 //! with its answer, so a redelivered command is answered again and applied once.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
-use crate::broker::publisher::EventPublisher;
 use crate::config::{Config, DeploymentMode};
+use crate::context::Deps;
+
 use crate::error::{AgentError, RuntimeError};
 use crate::protocol::{
     error_details, Action, AgentSpec, AgentStatus, Command, DesiredState, ErrorCode, Event,
     EventKind,
 };
-use crate::runtime::{spec, Runtime};
-use crate::store::{AgentRecord, Processed, Store};
-
-/// What every agent actor shares.
-#[derive(Clone)]
-pub struct Deps {
-    pub runtime: Arc<dyn Runtime>,
-    pub store: Store,
-    pub publisher: EventPublisher,
-    pub config: Arc<Config>,
-}
+use crate::runtime::spec;
+use crate::store::{AgentRecord, Processed};
 
 /// How an update is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,8 +22,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::QuotaConfig;
+use crate::context::Deps;
 use crate::error::AgentError;
-use crate::lifecycle::Deps;
 use crate::protocol::{AgentSpec, ErrorCode, Resources};
 use crate::store::{AgentRecord, Store};
 

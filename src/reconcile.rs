@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
+use crate::context::Deps;
 use crate::error::AgentError;
-use crate::lifecycle::Deps;
 use crate::protocol::{AgentStatus, DesiredState};
 use crate::runtime::spec::{spec_from_container, LABEL_AGENT_ID};
 use crate::runtime::Observed;

@@ -8,8 +8,9 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::agent::{AgentActor, Apply, Listed, Look, Retire};
+use crate::context::Deps;
 use crate::error::AgentError;
-use crate::lifecycle::{self, Deps};
+use crate::lifecycle;
 use crate::protocol::{Command, CommandKind, ErrorCode};
 use crate::runtime::spec::LABEL_AGENT_ID;
 use crate::store::AgentRecord;

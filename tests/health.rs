@@ -254,7 +254,7 @@ async fn stats_are_plausible() {
 #[actix_rt::test]
 async fn the_relist_finds_what_the_events_stream_missed() {
     use actix::Actor;
-    use agent_manager::lifecycle::Deps;
+    use agent_manager::context::Deps;
     use agent_manager::protocol::{decode_command, Action, AgentStatus, DesiredState};
     use agent_manager::runtime::{docker::DockerRuntime, spec, Runtime};
     use agent_manager::store::{AgentRecord, Store};
