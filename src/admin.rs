@@ -64,7 +64,7 @@ async fn metrics_text(state: web::Data<State>) -> HttpResponse {
         {
             *counts
                 .entry((
-                    record.status.as_str().into(),
+                    record.status().as_str().into(),
                     record.spec.agent_type.as_str().into(),
                 ))
                 .or_default() += 1.0;

@@ -11,10 +11,10 @@ use tracing::Instrument;
 
 use crate::context::Deps;
 use crate::error::AgentError;
-use crate::health::{self, Heal, Reason, Watch};
+use crate::health::{self, Heal, Healing, Reason, Watch};
 use crate::lifecycle;
 use crate::protocol::Command;
-use crate::store::AgentRecord;
+use crate::record::AgentRecord;
 
 /// Applies one command; answers whether the agent still exists afterwards.
 #[derive(Message)]
@@ -50,26 +50,19 @@ pub enum Listed {
     Present { id: String, running: bool },
 }
 
-/// An agent that is meant to be stopped and is: the periodic look skips it.
-pub fn resting(record: &AgentRecord) -> bool {
-    use crate::protocol::AgentStatus as S;
-    record.desired_state == crate::protocol::DesiredState::Stopped
-        && matches!(record.status, S::Created | S::Stopped)
-}
-
 /// Whether `listed` is what `record` expects, so the relist needs no closer look.
 pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
     use crate::protocol::AgentStatus as S;
     match listed {
-        Listed::Missing => record.container_id.is_none(),
+        Listed::Missing => record.workload_id.is_none(),
         Listed::Present { id, running } => {
-            let expected_running = match record.status {
+            let expected_running = match record.status() {
                 S::Running | S::Unhealthy => true,
                 S::Created | S::Stopped | S::Failed => false,
                 // In between: a closer look settles it.
                 _ => return false,
             };
-            record.container_id.as_deref() == Some(id.as_str()) && *running == expected_running
+            record.workload_id.as_deref() == Some(id.as_str()) && *running == expected_running
         }
     }
 }
@@ -152,12 +145,12 @@ impl AgentActor {
                         act.pending_restart = None;
                         // A command since then owns the agent: this restart is stale.
                         if act.record.as_ref().map(|r| r.generation) == generation {
-                            act.restart(ctx, Reason::Crashed);
+                            act.heal(ctx, Reason::Crashed);
                         }
                     });
                     act.pending_restart = Some(handle);
                 }
-                Ok(Heal::RestartNow(reason)) => act.restart(ctx, reason),
+                Ok(Heal::RestartNow(reason)) => act.heal(ctx, reason),
                 Err(e) => tracing::warn!(agent_id = %act.agent_id, error = %e, "look at the container failed"),
             }
         }));
@@ -173,8 +166,8 @@ impl AgentActor {
             return;
         }
         self.busy = true;
-        let store = self.deps.store.clone();
-        let fut = async move { store.save(&record, &[], None).await };
+        let records = self.deps.records.clone();
+        let fut = async move { records.save(&record, &[], None).await };
         ctx.wait(fut.into_actor(self).map(|result, act, _| {
             act.busy = false;
             if let Err(e) = result {
@@ -188,11 +181,11 @@ impl AgentActor {
     fn sample_stats(&mut self, ctx: &mut Context<Self>) {
         let running = self.record.as_ref().is_some_and(|r| {
             matches!(
-                r.status,
+                r.status(),
                 crate::protocol::AgentStatus::Running | crate::protocol::AgentStatus::Unhealthy
             )
         });
-        let Some(id) = self.record.as_ref().and_then(|r| r.container_id.clone()) else {
+        let Some(id) = self.record.as_ref().and_then(|r| r.workload_id.clone()) else {
             return;
         };
         if self.sampling || !running {
@@ -215,12 +208,12 @@ impl AgentActor {
         }));
     }
 
-    /// Restarts the agent by itself, then looks again.
-    fn restart(&mut self, ctx: &mut Context<Self>, reason: Reason) {
+    /// Restarts the agent by itself (self-healing).
+    fn heal(&mut self, ctx: &mut Context<Self>, reason: Reason) {
         if self.busy {
             let handle = ctx.run_later(Duration::from_millis(50), move |act, ctx| {
                 act.pending_restart = None;
-                act.restart(ctx, reason);
+                act.heal(ctx, reason);
             });
             self.pending_restart = Some(handle);
             return;
@@ -230,14 +223,14 @@ impl AgentActor {
         };
         self.busy = true;
         let deps = self.deps.clone();
-        let fut = async move { lifecycle::self_restart(&deps, record, reason).await };
+        let fut = async move { lifecycle::heal(&deps, record, reason).await };
         ctx.wait(fut.into_actor(self).map(|(record, result), act, _ctx| {
             act.busy = false;
             if act.record.is_none() {
                 return;
             }
-            act.watch.restart_pending = false;
-            act.watch.last.status = Some(record.status);
+            act.watch.healing = Healing::Watching;
+            act.watch.last.status = Some(record.status());
             act.record = Some(record);
             if let Err(e) = result {
                 tracing::warn!(agent_id = %act.agent_id, error = %e, "automatic restart failed");
@@ -261,7 +254,7 @@ impl Actor for AgentActor {
             // An agent stopped on purpose has nothing for Docker to report: a start behind
             // our back comes as a Docker event, and the relist's listing catches a missed
             // one. Its record is still written, so a Redis that lost it has it back.
-            if act.record.as_ref().is_some_and(resting) {
+            if act.record.as_ref().is_some_and(AgentRecord::is_resting) {
                 act.rewrite_record(ctx);
                 return;
             }
@@ -291,13 +284,14 @@ impl Handler<Apply> for AgentActor {
         let record = self.record.clone();
         let cmd = msg.0;
         let span = tracing::info_span!("command", agent_id = %cmd.agent_id, message_id = %cmd.message_id, command = %cmd.kind);
-        let fut = async move { lifecycle::apply(&deps, record, &cmd).await }.instrument(span);
+        let fut = async move { lifecycle::run_command(&deps, record, &cmd).await }.instrument(span);
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             |(record, result), act, _| {
                 act.busy = false;
                 act.record = record;
                 // The events of the command told everyone the new status.
-                act.watch.reset(act.record.as_ref().map(|r| r.status));
+                act.watch
+                    .reset(act.record.as_ref().map(AgentRecord::status));
                 result.map(|()| Applied {
                     exists: act.record.is_some(),
                 })
@@ -315,7 +309,7 @@ impl Handler<Look> for AgentActor {
             if listing_agrees(record, listed) {
                 return;
             }
-            tracing::debug!(agent_id = %self.agent_id, ?listed, status = record.status.as_str(), "the relist disagrees with the record; looking");
+            tracing::debug!(agent_id = %self.agent_id, ?listed, status = record.status().as_str(), "the relist disagrees with the record; looking");
         }
         match (msg.trigger.as_str(), msg.exit_code) {
             // The die event follows with the exit code; a look now would only wait for
@@ -346,11 +340,12 @@ impl Handler<Retire> for AgentActor {
 mod tests {
     use super::*;
     use crate::protocol::{sample_spec, AgentStatus, DesiredState};
+    use crate::record::status::{transition, Cause};
 
     fn record(status: AgentStatus, container: Option<&str>) -> AgentRecord {
         let mut r = AgentRecord::new("a-1", sample_spec(), DesiredState::Running);
-        r.status = status;
-        r.container_id = container.map(str::to_string);
+        transition(&mut r, Cause::Restored(status));
+        r.workload_id = container.map(str::to_string);
         r
     }
 
@@ -382,11 +377,11 @@ mod tests {
         assert!(!listing_agrees(&restarting, &present("c1", true)));
 
         let mut stopped = record(AgentStatus::Stopped, Some("c1"));
-        assert!(!resting(&stopped), "desired running: a look is due");
+        assert!(!stopped.is_resting(), "desired running: a look is due");
         stopped.desired_state = DesiredState::Stopped;
-        assert!(resting(&stopped));
-        stopped.status = AgentStatus::Running;
-        assert!(!resting(&stopped));
+        assert!(stopped.is_resting());
+        transition(&mut stopped, Cause::Restored(AgentStatus::Running));
+        assert!(!stopped.is_resting());
 
         let gone = record(AgentStatus::Failed, None);
         assert!(listing_agrees(&gone, &Listed::Missing));

@@ -112,12 +112,12 @@ impl Manager {
                 message: e.to_string(),
             })?;
 
-        let deps = Deps {
-            runtime: runtime.clone(),
-            store: store.clone(),
-            publisher: publisher.clone(),
-            config: config.clone(),
-        };
+        let deps = Deps::new(
+            runtime.clone(),
+            store.clone(),
+            publisher.clone(),
+            config.clone(),
+        );
         let adoption = reconcile::adopt(&deps)
             .await
             .map_err(|e| StartError::Reconcile(e.to_string()))?;

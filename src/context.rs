@@ -1,19 +1,91 @@
-//! What the agent actors share: the runtime, the store, the publisher and the
-//! configuration. Lives below every module that uses it, so none of them imports
-//! another to reach it.
+//! What the agent actors share: the runtime, the record store, the event sink, the
+//! quota ledger and the configuration, each behind its trait ([`crate::ports`],
+//! [`crate::runtime::Runtime`]). Lives below every module that uses it, so none of them
+//! imports another to reach it. [`Deps::new`] wires the real services; the unit tests
+//! wire in-memory fakes.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use crate::broker::publisher::EventPublisher;
 use crate::config::Config;
+use crate::error::{PublishError, StoreError};
+use crate::ports::{EventSink, Processed, QuotaLedger, RecordStore};
+use crate::protocol::Event;
+use crate::quota::Quotas;
+use crate::record::AgentRecord;
 use crate::runtime::Runtime;
 use crate::store::Store;
 
-/// What every agent actor shares.
+/// What every agent actor shares. Cheap to clone.
 #[derive(Clone)]
 pub struct Deps {
+    /// Docker containers, Swarm services or GPU containers, by deployment mode.
     pub runtime: Arc<dyn Runtime>,
-    pub store: Store,
-    pub publisher: EventPublisher,
+    /// The agents' records, event streams and processed commands.
+    pub records: Arc<dyn RecordStore>,
+    /// Where events are published.
+    pub events: Arc<dyn EventSink>,
+    /// Per-customer quotas.
+    pub quotas: Arc<dyn QuotaLedger>,
     pub config: Arc<Config>,
+}
+
+impl Deps {
+    /// The real services: Redis for records and quotas, RabbitMQ for events.
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        store: Store,
+        publisher: EventPublisher,
+        config: Arc<Config>,
+    ) -> Self {
+        let quotas = Quotas::new(store.clone(), config.quotas.clone());
+        Deps {
+            runtime,
+            records: Arc::new(store),
+            events: Arc::new(publisher),
+            quotas: Arc::new(quotas),
+            config,
+        }
+    }
+}
+
+#[async_trait]
+impl RecordStore for Store {
+    async fn save(
+        &self,
+        record: &AgentRecord,
+        events: &[Event],
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        Store::save(self, record, events, processed).await
+    }
+
+    async fn delete(
+        &self,
+        record: &AgentRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        Store::delete(self, record, processed).await
+    }
+
+    async fn save_processed(&self, processed: Processed<'_>) -> Result<(), StoreError> {
+        Store::save_processed(self, processed).await
+    }
+
+    async fn processed(&self, message_id: &str) -> Result<Option<Vec<Event>>, StoreError> {
+        Store::processed(self, message_id).await
+    }
+
+    async fn load_all(&self) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError> {
+        Store::load_all(self).await
+    }
+}
+
+#[async_trait]
+impl EventSink for EventPublisher {
+    async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
+        EventPublisher::publish(self, events).await
+    }
 }

@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 use crate::config::HealthConfig;
 use crate::context::Deps;
 use crate::error::AgentError;
-use crate::protocol::{error_details, AgentStatus, DesiredState, ErrorCode, Event, EventKind};
+use crate::protocol::{error_details, AgentStatus, ErrorCode, EventKind};
+use crate::record::status::{transition, Cause};
+use crate::record::AgentRecord;
 use crate::redact::redact;
 use crate::restart::{Decision, RestartPolicy};
 use crate::runtime::{Observed, Stats};
-use crate::store::AgentRecord;
 
 /// What the last `agent.health` said, to send the next one on change.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,10 +33,19 @@ pub struct Watch {
     pub policy: RestartPolicy,
     /// Looks in a row that found the container unhealthy.
     pub unhealthy_streak: u32,
-    /// Set on a crash loop: no more automatic restarts until a command arrives.
-    pub crash_looped: bool,
+    /// Where self-healing stands.
+    pub healing: Healing,
+}
+
+/// Where self-healing stands for one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Healing {
+    /// Nothing to heal, or a look decides.
+    Watching,
     /// A restart is scheduled.
-    pub restart_pending: bool,
+    RestartScheduled,
+    /// A crash loop: no more automatic restarts until a command arrives.
+    GaveUp,
 }
 
 impl Watch {
@@ -45,8 +55,7 @@ impl Watch {
             stats: None,
             policy: RestartPolicy::new(cfg),
             unhealthy_streak: 0,
-            crash_looped: false,
-            restart_pending: false,
+            healing: Healing::Watching,
         }
     }
 
@@ -54,8 +63,7 @@ impl Watch {
     pub fn reset(&mut self, status: Option<AgentStatus>) {
         self.policy.reset();
         self.unhealthy_streak = 0;
-        self.crash_looped = false;
-        self.restart_pending = false;
+        self.healing = Healing::Watching;
         self.last.status = status;
     }
 }
@@ -127,7 +135,7 @@ pub async fn observe(
     record: &AgentRecord,
     exit: Option<Exit>,
 ) -> Result<Observation, AgentError> {
-    let Some(id) = &record.container_id else {
+    let Some(id) = &record.workload_id else {
         return Ok(Observation::default());
     };
     let observed = match exit {
@@ -173,30 +181,6 @@ pub async fn last_logs(deps: &Deps, id: &str) -> Vec<String> {
     }
 }
 
-/// The status an agent has given its container. Statuses that belong to a command in
-/// progress are never touched here.
-pub fn observed_status(
-    current: AgentStatus,
-    desired: DesiredState,
-    observed: Option<&Observed>,
-) -> AgentStatus {
-    use AgentStatus::*;
-    if matches!(current, Creating | Starting | Stopping | Deleting) {
-        return current;
-    }
-    match observed {
-        Some(o) if o.running && o.health == "unhealthy" => Unhealthy,
-        Some(o) if o.running => Running,
-        Some(_) | None => match desired {
-            // It should run but does not: it crashed, or its container is gone.
-            DesiredState::Running if current != Created => Failed,
-            DesiredState::Running => Created,
-            DesiredState::Stopped if current == Created => Created,
-            DesiredState::Stopped => Stopped,
-        },
-    }
-}
-
 /// How an exit is classified for people: `oom_killed`, `signal`, `error` or `clean`.
 pub fn classify_exit(exit_code: Option<i64>, oom_killed: bool) -> (&'static str, Option<String>) {
     let signal = exit_code
@@ -239,8 +223,14 @@ pub fn assess(
 ) -> Heal {
     let o = obs.observed.as_ref();
     let running = o.is_some_and(|o| o.running);
-    let mut status = observed_status(record.status, record.desired_state, o);
     record.health = o.map(|o| o.health.clone()).unwrap_or_else(|| "none".into());
+    let before = transition(
+        record,
+        Cause::Observed {
+            running,
+            unhealthy: running && record.health == "unhealthy",
+        },
+    );
     if !running {
         apply_stats(record, watch, None);
     }
@@ -248,7 +238,9 @@ pub fn assess(
     let mut heal = Heal::Nothing;
     if running {
         watch.policy.on_running(now);
-        watch.restart_pending = false;
+        if watch.healing == Healing::RestartScheduled {
+            watch.healing = Healing::Watching;
+        }
         if record.health == "unhealthy" {
             watch.unhealthy_streak += 1;
             if watch.unhealthy_streak >= cfg.unhealthy_restart_after {
@@ -258,9 +250,9 @@ pub fn assess(
         } else {
             watch.unhealthy_streak = 0;
         }
-    } else if status == AgentStatus::Failed {
-        if record.status != AgentStatus::Failed || watch.last.status != Some(AgentStatus::Failed) {
-            record.last_error = match o {
+    } else if record.status() == AgentStatus::Failed {
+        if before != AgentStatus::Failed || watch.last.status != Some(AgentStatus::Failed) {
+            record.last_error = Some(match o {
                 Some(o) => {
                     let (class, signal) = classify_exit(o.exit_code, o.oom_killed);
                     format!(
@@ -270,35 +262,35 @@ pub fn assess(
                     )
                 }
                 None => "container is gone".into(),
-            };
+            });
             if !obs.logs.is_empty() {
                 record.last_logs = obs.logs.clone();
             }
         }
-        if watch.crash_looped {
+        match watch.healing {
             // Stays failed until a command arrives.
-        } else if watch.restart_pending {
-            status = AgentStatus::Restarting;
-        } else {
-            match watch.policy.on_exit(now, jitter) {
+            Healing::GaveUp => {}
+            Healing::RestartScheduled => {
+                transition(record, Cause::RestartScheduled);
+            }
+            Healing::Watching => match watch.policy.on_exit(now, jitter) {
                 Decision::RestartAfter(delay) => {
-                    watch.restart_pending = true;
-                    status = AgentStatus::Restarting;
+                    watch.healing = Healing::RestartScheduled;
+                    transition(record, Cause::RestartScheduled);
                     heal = Heal::RestartAfter(delay);
                 }
                 Decision::CrashLoop { restarts, window } => {
-                    watch.crash_looped = true;
-                    record.last_error = format!(
+                    watch.healing = Healing::GaveUp;
+                    record.last_error = Some(format!(
                         "crash loop: restarted {restarts} times within {} s; not restarting until a command arrives ({})",
                         window.as_secs(),
-                        record.last_error
-                    );
+                        record.last_error.as_deref().unwrap_or_default()
+                    ));
                     heal = Heal::CrashLoop { restarts, window };
                 }
-            }
+            },
         }
     }
-    record.status = status;
     heal
 }
 
@@ -340,8 +332,8 @@ pub fn details(record: &AgentRecord, obs: &Observation, stats: Option<Stats>) ->
         d["signal"] = json!(signal);
         d["logs"] = json!(obs.logs);
     }
-    if !record.last_error.is_empty() && record.status == AgentStatus::Failed {
-        d["last_error"] = json!(record.last_error);
+    if let (Some(error), AgentStatus::Failed) = (&record.last_error, record.status()) {
+        d["last_error"] = json!(error);
     }
     d
 }
@@ -374,7 +366,7 @@ pub async fn check(
             .as_ref()
             .map(|o| o.state.clone())
             .unwrap_or_else(|| "missing".into()),
-        status: Some(record.status),
+        status: Some(record.status()),
         at: Some(Instant::now()),
     };
     let running = obs.observed.as_ref().is_some_and(|o| o.running);
@@ -383,46 +375,33 @@ pub async fn check(
     // Operators see every look in the record; events go out on change and on interval.
     record.last_health_at = Some(chrono::Utc::now());
     if report_due(&watch.last, &now, every, running) || !matches!(heal, Heal::Nothing) {
-        events.push(Event::new(
-            EventKind::Health,
-            &record.agent_id,
-            &record.spec.customer_id,
-            None,
-            record.status.as_str(),
-            record.container_id.as_deref(),
-            details(&record, &obs, watch.stats),
-        ));
+        let details = details(&record, &obs, watch.stats);
+        events.push(record.event(EventKind::Health, None, details));
     }
     if let Heal::CrashLoop { .. } = heal {
-        events.push(Event::new(
-            EventKind::Error,
-            &record.agent_id,
-            &record.spec.customer_id,
-            None,
-            record.status.as_str(),
-            record.container_id.as_deref(),
-            error_details(None, ErrorCode::CrashLoop, &record.last_error),
-        ));
+        let message = record.last_error.as_deref().unwrap_or_default();
+        let details = error_details(None, ErrorCode::CrashLoop, message);
+        events.push(record.event(EventKind::Error, None, details));
     }
     if !events.is_empty() {
         record.updated_at = chrono::Utc::now();
     }
-    if let Err(e) = deps.store.save(&record, &events, None).await {
+    if let Err(e) = deps.records.save(&record, &events, None).await {
         return (record, watch, Err(e.into()));
     }
     if events.is_empty() {
         return (record, watch, Ok(heal));
     }
-    if let Err(e) = deps.publisher.publish(&events).await {
+    if let Err(e) = deps.events.publish(&events).await {
         return (record, watch, Err(e.into()));
     }
     watch.last = now;
-    if let (Some(_), Some(id)) = (exit, record.container_id.clone()) {
+    if let (Some(_), Some(id)) = (exit, record.workload_id.clone()) {
         // The exit is reported; now its last words, for the record and the restart event.
         let logs = last_logs(deps, &id).await;
         if !logs.is_empty() {
             record.last_logs = logs;
-            if let Err(e) = deps.store.save(&record, &[], None).await {
+            if let Err(e) = deps.records.save(&record, &[], None).await {
                 return (record, watch, Err(e.into()));
             }
         }
@@ -449,8 +428,8 @@ mod tests {
 
     fn record(status: AgentStatus) -> AgentRecord {
         let mut r = AgentRecord::new("a", crate::protocol::sample_spec(), DesiredState::Running);
-        r.status = status;
-        r.container_id = Some("cid".into());
+        transition(&mut r, Cause::Restored(status));
+        r.workload_id = Some("cid".into());
         r
     }
 
@@ -469,49 +448,6 @@ mod tests {
     }
 
     #[test]
-    fn running_container_means_running_or_unhealthy() {
-        let o = obs(true, "none");
-        assert_eq!(
-            observed_status(Failed, DesiredState::Running, Some(&o)),
-            Running
-        );
-        let o = obs(true, "unhealthy");
-        assert_eq!(
-            observed_status(Running, DesiredState::Running, Some(&o)),
-            Unhealthy
-        );
-    }
-
-    #[test]
-    fn exited_container_fails_only_when_it_should_run() {
-        let o = obs(false, "none");
-        assert_eq!(
-            observed_status(Running, DesiredState::Running, Some(&o)),
-            Failed
-        );
-        assert_eq!(
-            observed_status(Stopped, DesiredState::Stopped, Some(&o)),
-            Stopped
-        );
-        assert_eq!(
-            observed_status(Running, DesiredState::Running, None),
-            Failed
-        );
-        assert_eq!(
-            observed_status(Created, DesiredState::Stopped, Some(&o)),
-            Created
-        );
-    }
-
-    #[test]
-    fn commands_in_progress_are_left_alone() {
-        let o = obs(false, "none");
-        for s in [Creating, Starting, Stopping, Deleting] {
-            assert_eq!(observed_status(s, DesiredState::Running, Some(&o)), s);
-        }
-    }
-
-    #[test]
     fn a_crash_schedules_a_restart_then_a_crash_loop_gives_up() {
         let cfg = cfg();
         let mut w = Watch::new(&cfg);
@@ -519,8 +455,9 @@ mod tests {
         let t = Instant::now();
         let heal = assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5);
         assert!(matches!(heal, Heal::RestartAfter(_)));
-        assert_eq!(r.status, Restarting);
-        assert!(r.last_error.contains("code 3"), "{}", r.last_error);
+        assert_eq!(r.status(), Restarting);
+        let error = r.last_error.clone().unwrap_or_default();
+        assert!(error.contains("code 3"), "{error}");
         // Seen again before the restart happened: nothing new.
         assert_eq!(
             assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
@@ -538,14 +475,18 @@ mod tests {
             matches!(heal, Heal::CrashLoop { restarts: 2, .. }),
             "{heal:?}"
         );
-        assert_eq!(r.status, Failed);
-        assert!(r.last_error.contains("crash loop"));
+        assert_eq!(r.status(), Failed);
+        assert!(r
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("crash loop"));
         assert_eq!(
             assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
             Heal::Nothing
         );
         w.reset(Some(Running));
-        assert!(!w.crash_looped);
+        assert_eq!(w.healing, Healing::Watching);
     }
 
     #[test]
@@ -563,7 +504,7 @@ mod tests {
             0.5,
         );
         assert_eq!(heal, Heal::Nothing);
-        assert_eq!(r.status, Stopped);
+        assert_eq!(r.status(), Stopped);
     }
 
     #[test]
@@ -576,7 +517,7 @@ mod tests {
             assess(&mut r, &mut w, &look(obs(true, "unhealthy")), &cfg, t, 0.5),
             Heal::Nothing
         );
-        assert_eq!(r.status, Unhealthy);
+        assert_eq!(r.status(), Unhealthy);
         assert_eq!(
             assess(&mut r, &mut w, &look(obs(true, "unhealthy")), &cfg, t, 0.5),
             Heal::RestartNow(Reason::Unhealthy)

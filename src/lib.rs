@@ -39,9 +39,12 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod error;
+#[cfg(test)]
+pub mod fakes;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
+pub mod ports;
 pub mod protocol;
 pub mod quota;
 pub mod readiness;

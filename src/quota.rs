@@ -15,17 +15,21 @@
 //! [`rebuild`] recomputes both hashes from the agent records, healing anything a crash
 //! between a reservation and the record left behind.
 //!
-//! Lifecycle calls: [`reserve`] before a create or update takes effect (refused with
-//! `quota_exceeded`), [`resync`] after an update that failed, [`release`] when a delete
-//! has removed the container and on a create that failed.
+//! The lifecycle reaches it through [`Quotas`], its [`QuotaLedger`]: `reserve` before a
+//! create or update takes effect (refused with `quota_exceeded`), `resync` after an
+//! update that failed, `release` when a delete has removed the workload and on a create
+//! that failed, `rebuild` at start. Each takes only the store and the limits.
 
 use std::collections::{BTreeMap, HashMap};
 
+use async_trait::async_trait;
+
 use crate::config::QuotaConfig;
-use crate::context::Deps;
 use crate::error::AgentError;
+use crate::ports::QuotaLedger;
 use crate::protocol::{AgentSpec, ErrorCode, Resources};
-use crate::store::{AgentRecord, Store};
+use crate::record::AgentRecord;
+use crate::store::Store;
 
 /// What one agent holds of its customer's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -154,6 +158,38 @@ end
 return 1
 "#;
 
+/// The quota ledger over Redis, for the agent actors ([`QuotaLedger`]).
+#[derive(Clone)]
+pub struct Quotas {
+    store: Store,
+    limits: QuotaConfig,
+}
+
+impl Quotas {
+    pub fn new(store: Store, limits: QuotaConfig) -> Self {
+        Quotas { store, limits }
+    }
+}
+
+#[async_trait]
+impl QuotaLedger for Quotas {
+    async fn reserve(&self, agent_id: &str, spec: &AgentSpec) -> Result<(), AgentError> {
+        reserve(&self.store, &self.limits, agent_id, spec).await
+    }
+
+    async fn resync(&self, record: &AgentRecord) {
+        resync(&self.store, &self.limits, record).await
+    }
+
+    async fn release(&self, agent_id: &str, customer_id: &str) -> Result<(), AgentError> {
+        release(&self.store, agent_id, customer_id).await
+    }
+
+    async fn rebuild(&self, records: &[AgentRecord]) -> Result<(), AgentError> {
+        rebuild(&self.store, records).await
+    }
+}
+
 fn keys(store: &Store, customer_id: &str) -> [String; 2] {
     [
         store.keys().customer_usage(customer_id),
@@ -162,7 +198,8 @@ fn keys(store: &Store, customer_id: &str) -> [String; 2] {
 }
 
 async fn set(
-    deps: &Deps,
+    store: &Store,
+    quotas: &QuotaConfig,
     agent_id: &str,
     customer_id: &str,
     holding: Holding,
@@ -175,16 +212,10 @@ async fn set(
         holding.cpus_milli.to_string(),
         holding.gpus.to_string(),
     ];
-    args.extend(limits(&deps.config.quotas).map(|l| l.to_string()));
+    args.extend(limits(quotas).map(|l| l.to_string()));
     args.push(if check { "1" } else { "0" }.to_string());
-    let reply: Vec<redis::Value> = deps
-        .store
-        .run_script(
-            "reserve quota",
-            &script,
-            &keys(&deps.store, customer_id),
-            &args,
-        )
+    let reply: Vec<redis::Value> = store
+        .run_script("reserve quota", &script, &keys(store, customer_id), &args)
         .await?;
     let as_u64 = |v: Option<&redis::Value>| match v {
         Some(redis::Value::Int(n)) => *n as u64,
@@ -226,9 +257,15 @@ async fn set(
 
 /// Reserves `spec`'s resources for `agent_id` (replacing what it held), or refuses with
 /// `quota_exceeded` and changes nothing. Shrinking is never refused.
-pub async fn reserve(deps: &Deps, agent_id: &str, spec: &AgentSpec) -> Result<(), AgentError> {
+pub async fn reserve(
+    store: &Store,
+    quotas: &QuotaConfig,
+    agent_id: &str,
+    spec: &AgentSpec,
+) -> Result<(), AgentError> {
     set(
-        deps,
+        store,
+        quotas,
         agent_id,
         &spec.customer_id,
         Holding::of(&spec.resources),
@@ -240,11 +277,11 @@ pub async fn reserve(deps: &Deps, agent_id: &str, spec: &AgentSpec) -> Result<()
 /// After a command that failed part-way: makes the agent hold exactly what its record
 /// says (no check: the record is what exists). Failures are logged; the next start's
 /// [`rebuild`] heals them.
-pub async fn resync(deps: &Deps, record: Option<&AgentRecord>) {
-    let Some(record) = record else { return };
+pub async fn resync(store: &Store, quotas: &QuotaConfig, record: &AgentRecord) {
     let holding = Holding::of(&record.spec.resources);
     if let Err(e) = set(
-        deps,
+        store,
+        quotas,
         &record.agent_id,
         &record.spec.customer_id,
         holding,
@@ -257,14 +294,13 @@ pub async fn resync(deps: &Deps, record: Option<&AgentRecord>) {
 }
 
 /// Frees what `agent_id` held of `customer_id`'s quota. Harmless when it held nothing.
-pub async fn release(deps: &Deps, agent_id: &str, customer_id: &str) -> Result<(), AgentError> {
+pub async fn release(store: &Store, agent_id: &str, customer_id: &str) -> Result<(), AgentError> {
     let script = redis::Script::new(RELEASE);
-    let _: i64 = deps
-        .store
+    let _: i64 = store
         .run_script(
             "release quota",
             &script,
-            &keys(&deps.store, customer_id),
+            &keys(store, customer_id),
             &[agent_id.to_string()],
         )
         .await?;
@@ -273,7 +309,7 @@ pub async fn release(deps: &Deps, agent_id: &str, customer_id: &str) -> Result<(
 
 /// Recomputes every customer's reservations and totals from `records` (at start, before
 /// any command is consumed), and removes those of customers without agents.
-pub async fn rebuild(deps: &Deps, records: &[AgentRecord]) -> Result<(), AgentError> {
+pub async fn rebuild(store: &Store, records: &[AgentRecord]) -> Result<(), AgentError> {
     let mut by_customer: BTreeMap<&str, Vec<&AgentRecord>> = BTreeMap::new();
     for record in records {
         by_customer
@@ -281,7 +317,6 @@ pub async fn rebuild(deps: &Deps, records: &[AgentRecord]) -> Result<(), AgentEr
             .or_default()
             .push(record);
     }
-    let store = &deps.store;
     let stale: Vec<String> = store
         .scan_keys(&store.keys().customer_reservations_pattern())
         .await?

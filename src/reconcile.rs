@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use crate::context::Deps;
 use crate::error::AgentError;
 use crate::protocol::{AgentStatus, DesiredState};
+use crate::record::status::{transition, Cause};
+use crate::record::AgentRecord;
 use crate::runtime::spec::{spec_from_container, LABEL_AGENT_ID};
 use crate::runtime::Observed;
-use crate::store::AgentRecord;
 
 /// What reconciliation found.
 pub struct Adoption {
@@ -35,7 +36,7 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         }
     }
     let mut records: HashMap<String, AgentRecord> = HashMap::new();
-    for (id, loaded) in deps.store.load_all().await? {
+    for (id, loaded) in deps.records.load_all().await? {
         match loaded {
             Ok(record) => {
                 records.insert(id, record);
@@ -49,13 +50,13 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
     // Deletes a dead manager left half done are finished first.
     let half_deleted: Vec<String> = records
         .iter()
-        .filter(|(_, r)| r.status == AgentStatus::Deleting)
+        .filter(|(_, r)| r.status() == AgentStatus::Deleting)
         .map(|(id, _)| id.clone())
         .collect();
     for id in half_deleted {
         if let Some(mut record) = records.remove(&id) {
             if let Some(observed) = containers.get(&id) {
-                record.container_id = Some(observed.id.clone());
+                record.workload_id = Some(observed.id.clone());
             }
             crate::lifecycle::finish_delete(deps, record).await?;
         }
@@ -66,7 +67,7 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
     for (id, observed) in &containers {
         let record = match records.remove(id) {
             Some(mut record) => {
-                record.container_id = Some(observed.id.clone());
+                record.workload_id = Some(observed.id.clone());
                 record
             }
             // The listing has no env: the container is inspected to rebuild from it.
@@ -78,7 +79,7 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
             {
                 Some(record) => {
                     tracing::info!(agent_id = %id, "rebuilt the agent's record from its container");
-                    deps.store.save(&record, &[], None).await?;
+                    deps.records.save(&record, &[], None).await?;
                     record
                 }
                 None => {
@@ -93,7 +94,7 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
     // Records whose container is gone: the agent actor's first look marks them (and a
     // start or restart command creates a new container).
     for (_, mut record) in records {
-        record.container_id = None;
+        record.workload_id = None;
         adopted.push(record);
     }
     tracing::info!(
@@ -102,7 +103,7 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         orphans = orphans.len(),
         "reconciled"
     );
-    crate::quota::rebuild(deps, &adopted).await?;
+    deps.quotas.rebuild(&adopted).await?;
     Ok(Adoption {
         agents: adopted,
         orphans,
@@ -159,11 +160,12 @@ fn rebuild(observed: &Observed) -> Option<AgentRecord> {
         DesiredState::Stopped
     };
     let mut record = AgentRecord::new(&agent_id, spec, desired);
-    record.container_id = Some(observed.id.clone());
-    record.status = if observed.running {
-        AgentStatus::Running
-    } else {
-        AgentStatus::Stopped
-    };
+    record.workload_id = Some(observed.id.clone());
+    transition(
+        &mut record,
+        Cause::Adopted {
+            running: observed.running,
+        },
+    );
     Some(record)
 }

@@ -10,8 +10,11 @@ use redis::AsyncCommands;
 
 use crate::config::RedisConfig;
 use crate::error::StoreError;
+pub use crate::ports::Processed;
 use crate::protocol::{rfc3339, AgentSpec, AgentStatus, AgentType, DesiredState, Event, Resources};
+use crate::record::status::{transition, Cause};
 pub use crate::record::AgentRecord;
+use crate::record::PendingCommand;
 
 impl AgentRecord {
     /// The hash fields of `agent:<agent_id>`.
@@ -22,12 +25,9 @@ impl AgentRecord {
             ("customer_id", self.spec.customer_id.clone()),
             ("agent_type", self.spec.agent_type.as_str().into()),
             ("name", self.spec.name.clone()),
-            ("status", self.status.as_str().into()),
+            ("status", self.status().as_str().into()),
             ("desired_state", self.desired_state.as_str().into()),
-            (
-                "container_id",
-                self.container_id.clone().unwrap_or_default(),
-            ),
+            ("container_id", self.workload_id.clone().unwrap_or_default()),
             ("image", self.spec.image.clone()),
             ("config", json(&self.spec.config)),
             ("autogen_config", json(&self.spec.autogen_config)),
@@ -39,13 +39,25 @@ impl AgentRecord {
             ("cpu_percent", format!("{:.2}", self.cpu_percent)),
             ("memory_bytes", self.memory_bytes.to_string()),
             ("restart_count", self.restart_count.to_string()),
-            ("last_error", self.last_error.clone()),
+            ("last_error", self.last_error.clone().unwrap_or_default()),
             (
                 "last_logs",
                 serde_json::to_string(&self.last_logs).unwrap_or_else(|_| "[]".into()),
             ),
-            ("pending_command", self.pending_command.clone()),
-            ("pending_message_id", self.pending_message_id.clone()),
+            (
+                "pending_command",
+                self.pending
+                    .as_ref()
+                    .map(|p| p.command.clone())
+                    .unwrap_or_default(),
+            ),
+            (
+                "pending_message_id",
+                self.pending
+                    .as_ref()
+                    .map(|p| p.message_id.clone())
+                    .unwrap_or_default(),
+            ),
             ("generation", self.generation.to_string()),
             ("created_at", rfc3339(self.created_at)),
             ("updated_at", rfc3339(self.updated_at)),
@@ -87,51 +99,47 @@ impl AgentRecord {
             .ok_or_else(|| corrupt("field 'status' is unknown".into()))?;
         let desired_state = DesiredState::parse(&get("desired_state")?)
             .ok_or_else(|| corrupt("field 'desired_state' is unknown".into()))?;
-        let container_id = f.get("container_id").filter(|s| !s.is_empty()).cloned();
-        let now = Utc::now();
-        Ok(AgentRecord {
-            agent_id: get("agent_id")?,
-            spec: AgentSpec {
-                customer_id: get("customer_id")?,
-                agent_type,
-                name: get("name")?,
-                config: json("config")?,
-                autogen_config: json("autogen_config")?,
-                resources,
-                image: get("image")?,
-            },
-            status,
-            desired_state,
-            container_id,
-            health: f.get("health").cloned().unwrap_or_else(|| "none".into()),
-            cpu_percent: f
-                .get("cpu_percent")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0.0),
-            memory_bytes: f
-                .get("memory_bytes")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            restart_count: f
-                .get("restart_count")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            last_error: f.get("last_error").cloned().unwrap_or_default(),
-            last_logs: f
-                .get("last_logs")
-                .and_then(|s| serde_json::from_str(s).ok())
-                .unwrap_or_default(),
-            pending_command: f.get("pending_command").cloned().unwrap_or_default(),
-            pending_message_id: f.get("pending_message_id").cloned().unwrap_or_default(),
-            generation: f
-                .get("generation")
-                .and_then(|g| g.parse().ok())
-                .unwrap_or(0),
-            created_at: time("created_at")?.unwrap_or(now),
-            updated_at: time("updated_at")?.unwrap_or(now),
-            last_health_at: time("last_health_at")?,
-        })
+        let non_empty = |name: &str| f.get(name).filter(|s| !s.is_empty()).cloned();
+        let spec = AgentSpec {
+            customer_id: get("customer_id")?,
+            agent_type,
+            name: get("name")?,
+            config: json("config")?,
+            autogen_config: json("autogen_config")?,
+            resources,
+            image: get("image")?,
+        };
+        let mut record = AgentRecord::new(&get("agent_id")?, spec, desired_state);
+        transition(&mut record, Cause::Restored(status));
+        record.workload_id = non_empty("container_id");
+        record.health = f.get("health").cloned().unwrap_or_else(|| "none".into());
+        record.cpu_percent = parsed(f, "cpu_percent").unwrap_or(0.0);
+        record.memory_bytes = parsed(f, "memory_bytes").unwrap_or(0);
+        record.restart_count = parsed(f, "restart_count").unwrap_or(0);
+        record.last_error = non_empty("last_error");
+        record.last_logs = f
+            .get("last_logs")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        record.pending = non_empty("pending_message_id").map(|message_id| PendingCommand {
+            command: f.get("pending_command").cloned().unwrap_or_default(),
+            message_id,
+        });
+        record.generation = parsed(f, "generation").unwrap_or(0);
+        if let Some(at) = time("created_at")? {
+            record.created_at = at;
+        }
+        if let Some(at) = time("updated_at")? {
+            record.updated_at = at;
+        }
+        record.last_health_at = time("last_health_at")?;
+        Ok(record)
     }
+}
+
+/// Field `name` of a stored hash as a number; `None` when missing or not one.
+fn parsed<T: std::str::FromStr>(f: &HashMap<String, String>, name: &str) -> Option<T> {
+    f.get(name).and_then(|s| s.parse().ok())
 }
 
 /// Key names, all behind the configured prefix.
@@ -217,13 +225,6 @@ static GPU_CLAIM: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(GPU_CLAIM_LUA));
 static GPU_RELEASE: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(GPU_RELEASE_LUA));
-
-/// A command that has been applied, remembered so a redelivery applies nothing twice.
-pub struct Processed<'a> {
-    pub message_id: &'a str,
-    /// Every event that answered it, replayed verbatim on redelivery.
-    pub answer: &'a [Event],
-}
 
 /// The agents' state in Redis. Cheap to clone (one shared multiplexed connection).
 #[derive(Clone)]
@@ -816,11 +817,14 @@ mod tests {
     #[test]
     fn record_round_trips_through_hash_fields() {
         let mut r = record();
-        r.container_id = Some("abc".into());
-        r.status = AgentStatus::Running;
+        r.workload_id = Some("abc".into());
+        transition(&mut r, Cause::Restored(AgentStatus::Running));
         r.last_health_at = Some(Utc::now());
         r.generation = 7;
-        r.pending_message_id = "m-1".into();
+        r.pending = Some(PendingCommand {
+            command: "agent.create".into(),
+            message_id: "m-1".into(),
+        });
         let fields: HashMap<String, String> = r
             .to_fields()
             .into_iter()
@@ -828,11 +832,11 @@ mod tests {
             .collect();
         let back = AgentRecord::from_fields("agent:a1", &fields).unwrap();
         assert_eq!(back.spec, r.spec);
-        assert_eq!(back.status, r.status);
-        assert_eq!(back.container_id, r.container_id);
+        assert_eq!(back.status(), r.status());
+        assert_eq!(back.workload_id, r.workload_id);
         assert_eq!(back.desired_state, r.desired_state);
         assert_eq!(back.generation, 7);
-        assert_eq!(back.pending_message_id, "m-1");
+        assert_eq!(back.pending, r.pending);
     }
 
     #[test]

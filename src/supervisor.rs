@@ -12,8 +12,8 @@ use crate::context::Deps;
 use crate::error::AgentError;
 use crate::lifecycle;
 use crate::protocol::{Command, CommandKind, ErrorCode};
+use crate::record::AgentRecord;
 use crate::runtime::spec::LABEL_AGENT_ID;
-use crate::store::AgentRecord;
 
 /// Mailbox bound of the supervisor and the agent actors. Deliveries in flight are
 /// already bounded by the RabbitMQ prefetch; a full actix mailbox would instead defer

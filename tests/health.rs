@@ -255,7 +255,8 @@ async fn stats_are_plausible() {
 async fn the_relist_finds_what_the_events_stream_missed() {
     use actix::Actor;
     use agent_manager::context::Deps;
-    use agent_manager::protocol::{decode_command, Action, AgentStatus, DesiredState};
+    use agent_manager::protocol::{decode_command, Action, DesiredState};
+    use agent_manager::record::status::{transition, Cause};
     use agent_manager::runtime::{docker::DockerRuntime, spec, Runtime};
     use agent_manager::store::{AgentRecord, Store};
     use agent_manager::supervisor::{LookAtAll, Supervisor};
@@ -290,15 +291,10 @@ async fn the_relist_finds_what_the_events_stream_missed() {
         .await
         .expect("create");
     runtime.start(&container).await.expect("start");
-    record.container_id = Some(container.clone());
-    record.status = AgentStatus::Running;
+    record.workload_id = Some(container.clone());
+    transition(&mut record, Cause::Adopted { running: true });
     store.save(&record, &[], None).await.expect("save");
-    let deps = Deps {
-        runtime: runtime.clone(),
-        store,
-        publisher,
-        config: config.clone(),
-    };
+    let deps = Deps::new(runtime.clone(), store, publisher, config.clone());
     let supervisor = Supervisor::new(deps, vec![record]).start();
 
     // Its first look (at adoption) is done once the record carries a health time.

@@ -101,7 +101,7 @@ pub async fn list(
         .collect();
     // A corrupt record has no status to match: it is listed only when no status is asked.
     if let Some(want) = status {
-        rows.retain(|(_, r)| r.as_ref().is_ok_and(|r| r.status == want));
+        rows.retain(|(_, r)| r.as_ref().is_ok_and(|r| r.status() == want));
     }
     match format {
         Format::Json => {
@@ -146,7 +146,7 @@ fn list_row(
             r.spec.customer_id.clone(),
             r.spec.agent_type.as_str().to_string(),
             r.spec.name.clone(),
-            r.status.as_str().to_string(),
+            r.status().as_str().to_string(),
             format!("{:.1}", r.cpu_percent),
             table::bytes(r.memory_bytes),
             table::age((now - r.created_at).num_seconds()),

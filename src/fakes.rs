@@ -1,0 +1,565 @@
+//! In-memory fakes of every boundary ([`crate::runtime::Runtime`] and the
+//! [`crate::ports`]), for unit tests only: the lifecycle, the looks and self-healing
+//! run over them in milliseconds, without Docker, Redis, RabbitMQ or actix. Each fake
+//! can be told to fail, and all of them write one shared [`Journal`], so a test can
+//! check the order of effects (a status saved before the Docker call it announces, a
+//! record saved before the event that reports it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::config::Config;
+use crate::context::Deps;
+use crate::error::{AgentError, PublishError, RuntimeError, StoreError};
+use crate::ports::{EventSink, Processed, QuotaLedger, RecordStore};
+use crate::protocol::{AgentSpec, ErrorCode, Event};
+use crate::record::AgentRecord;
+use crate::runtime::{ContainerSpec, Observed, Runtime, Stats};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Every effect, in order: `runtime start c-1`, `save a-1 starting`, `publish
+/// agent.started a-1`, ...
+#[derive(Clone, Default)]
+pub struct Journal(Arc<Mutex<Vec<String>>>);
+
+impl Journal {
+    pub fn push(&self, entry: String) {
+        lock(&self.0).push(entry);
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        lock(&self.0).clone()
+    }
+
+    /// Entries that start with `prefix`.
+    pub fn matching(&self, prefix: &str) -> Vec<String> {
+        self.entries()
+            .into_iter()
+            .filter(|e| e.starts_with(prefix))
+            .collect()
+    }
+
+    /// Position of the first entry equal to `entry`.
+    pub fn position(&self, entry: &str) -> Option<usize> {
+        self.entries().iter().position(|e| e == entry)
+    }
+
+    pub fn clear(&self) {
+        lock(&self.0).clear();
+    }
+}
+
+/// A failure the fake runtime is told to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Docker answers 500.
+    Docker,
+    /// Docker answers 404.
+    NotFound,
+    /// The image is neither present nor pullable.
+    ImageNotFound,
+    /// The GPU allocations in Redis are away (transient).
+    Store,
+}
+
+impl Fault {
+    fn error(self, op: &'static str) -> RuntimeError {
+        match self {
+            Fault::Docker => RuntimeError::Docker {
+                op,
+                status: Some(500),
+                message: format!("injected failure of {op}"),
+            },
+            Fault::NotFound => RuntimeError::NotFound(format!("injected: no such workload ({op})")),
+            Fault::ImageNotFound => RuntimeError::ImageNotFound("injected".into()),
+            Fault::Store => RuntimeError::Store(StoreError::Timeout { op: "injected" }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Container {
+    id: String,
+    spec: ContainerSpec,
+    running: bool,
+}
+
+#[derive(Default)]
+struct RuntimeState {
+    containers: Vec<Container>,
+    next_id: u32,
+    faults: HashMap<&'static str, Fault>,
+}
+
+/// Containers in memory. Operation names for [`FakeRuntime::fail`]: `ensure_image`,
+/// `create`, `start`, `stop`, `restart`, `remove`, `update_resources`, `inspect`.
+#[derive(Clone, Default)]
+pub struct FakeRuntime {
+    state: Arc<Mutex<RuntimeState>>,
+    journal: Journal,
+}
+
+impl FakeRuntime {
+    pub fn new(journal: Journal) -> Self {
+        FakeRuntime {
+            state: Arc::default(),
+            journal,
+        }
+    }
+
+    /// Every later call of `op` fails with `fault` (until [`FakeRuntime::heal`]).
+    pub fn fail(&self, op: &'static str, fault: Fault) {
+        lock(&self.state).faults.insert(op, fault);
+    }
+
+    /// No more injected failures.
+    pub fn heal(&self) {
+        lock(&self.state).faults.clear();
+    }
+
+    /// A container made outside the lifecycle (adopted, or set up by a test).
+    pub fn add(&self, spec: ContainerSpec, running: bool) -> String {
+        let mut s = lock(&self.state);
+        s.next_id += 1;
+        let id = format!("c-{}", s.next_id);
+        s.containers.push(Container {
+            id: id.clone(),
+            spec,
+            running,
+        });
+        id
+    }
+
+    /// Removes a container behind the manager's back.
+    pub fn vanish(&self, id: &str) {
+        lock(&self.state).containers.retain(|c| c.id != id);
+    }
+
+    /// Whether container `id` exists and runs.
+    pub fn running(&self, id: &str) -> Option<bool> {
+        lock(&self.state)
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.running)
+    }
+
+    /// The containers, by name.
+    pub fn names(&self) -> Vec<String> {
+        lock(&self.state)
+            .containers
+            .iter()
+            .map(|c| c.spec.name.clone())
+            .collect()
+    }
+
+    /// The spec container `id` was made with.
+    pub fn spec_of(&self, id: &str) -> Option<ContainerSpec> {
+        lock(&self.state)
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.spec.clone())
+    }
+
+    /// Journals the call and gives the injected failure, if any.
+    fn enter(&self, op: &'static str, target: &str) -> Result<(), RuntimeError> {
+        self.journal.push(format!("runtime {op} {target}"));
+        match lock(&self.state).faults.get(op) {
+            Some(fault) => Err(fault.error(op)),
+            None => Ok(()),
+        }
+    }
+
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Container) -> T) -> Result<T, RuntimeError> {
+        let mut s = lock(&self.state);
+        s.containers
+            .iter_mut()
+            .find(|c| c.id == id || c.spec.name == id)
+            .map(f)
+            .ok_or_else(|| RuntimeError::NotFound(format!("no such container: {id}")))
+    }
+
+    fn observed(c: &Container) -> Observed {
+        Observed {
+            id: c.id.clone(),
+            name: c.spec.name.clone(),
+            image: c.spec.image.clone(),
+            labels: c.spec.labels.clone(),
+            env: c.spec.env.clone(),
+            state: if c.running { "running" } else { "exited" }.into(),
+            running: c.running,
+            exit_code: (!c.running).then_some(0),
+            health: "none".into(),
+            memory_bytes: c.spec.memory_bytes,
+            nano_cpus: c.spec.nano_cpus,
+            ..Default::default()
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    async fn prepare(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.enter("ensure_image", image)
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.enter("create", &spec.name)?;
+        let existing = lock(&self.state)
+            .containers
+            .iter()
+            .find(|c| c.spec.name == spec.name)
+            .map(|c| c.id.clone());
+        Ok(existing.unwrap_or_else(|| self.add(spec.clone(), false)))
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.enter("start", id)?;
+        self.with(id, |c| c.running = true)
+    }
+
+    async fn stop(&self, id: &str, _timeout_s: u32) -> Result<(), RuntimeError> {
+        self.enter("stop", id)?;
+        self.with(id, |c| c.running = false)
+    }
+
+    async fn restart(&self, id: &str, _timeout_s: u32) -> Result<(), RuntimeError> {
+        self.enter("restart", id)?;
+        self.with(id, |c| c.running = true)
+    }
+
+    async fn remove(&self, id: &str, _timeout_s: u32) -> Result<(), RuntimeError> {
+        self.enter("remove", id)?;
+        lock(&self.state)
+            .containers
+            .retain(|c| c.id != id && c.spec.name != id);
+        Ok(())
+    }
+
+    async fn update_resources(&self, id: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        self.enter("update_resources", id)?;
+        self.with(id, |c| {
+            c.spec.memory_bytes = spec.memory_bytes;
+            c.spec.nano_cpus = spec.nano_cpus;
+        })
+    }
+
+    async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {
+        self.enter("inspect", id_or_name)?;
+        Ok(self.with(id_or_name, |c| Self::observed(c)).ok())
+    }
+
+    async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {
+        Ok(lock(&self.state)
+            .containers
+            .iter()
+            .map(Self::observed)
+            .collect())
+    }
+
+    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
+        self.list_managed().await
+    }
+
+    async fn stats(&self, _id: &str) -> Result<Option<Stats>, RuntimeError> {
+        Ok(None)
+    }
+
+    async fn logs(&self, id: &str, _tail: u32) -> Result<Vec<String>, RuntimeError> {
+        Ok(vec![format!("last words of {id}")])
+    }
+}
+
+#[derive(Default)]
+struct StoreState {
+    records: HashMap<String, AgentRecord>,
+    streams: HashMap<String, Vec<Event>>,
+    processed: HashMap<String, Vec<Event>>,
+    /// The next this many writes fail (Redis away).
+    failing_writes: usize,
+}
+
+/// Records, streams and processed markers in memory.
+#[derive(Clone, Default)]
+pub struct FakeStore {
+    state: Arc<Mutex<StoreState>>,
+    journal: Journal,
+}
+
+impl FakeStore {
+    pub fn new(journal: Journal) -> Self {
+        FakeStore {
+            state: Arc::default(),
+            journal,
+        }
+    }
+
+    /// The next `n` writes fail as if Redis were away.
+    pub fn fail_writes(&self, n: usize) {
+        lock(&self.state).failing_writes = n;
+    }
+
+    pub fn record(&self, agent_id: &str) -> Option<AgentRecord> {
+        lock(&self.state).records.get(agent_id).cloned()
+    }
+
+    pub fn put(&self, record: AgentRecord) {
+        lock(&self.state)
+            .records
+            .insert(record.agent_id.clone(), record);
+    }
+
+    /// The agent's event stream.
+    pub fn stream(&self, agent_id: &str) -> Vec<Event> {
+        lock(&self.state)
+            .streams
+            .get(agent_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn processed_answer(&self, message_id: &str) -> Option<Vec<Event>> {
+        lock(&self.state).processed.get(message_id).cloned()
+    }
+
+    /// Journals a call; a write fails while [`FakeStore::fail_writes`] says so.
+    fn enter(&self, entry: String, write: bool) -> Result<MutexGuard<'_, StoreState>, StoreError> {
+        self.journal.push(entry);
+        let mut s = lock(&self.state);
+        if write && s.failing_writes > 0 {
+            s.failing_writes -= 1;
+            return Err(StoreError::Timeout { op: "injected" });
+        }
+        Ok(s)
+    }
+
+    fn remember(s: &mut StoreState, processed: Option<Processed<'_>>) {
+        if let Some(p) = processed {
+            s.processed
+                .insert(p.message_id.to_string(), p.answer.to_vec());
+        }
+    }
+}
+
+#[async_trait]
+impl RecordStore for FakeStore {
+    async fn save(
+        &self,
+        record: &AgentRecord,
+        events: &[Event],
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        let entry = format!("save {} {}", record.agent_id, record.status().as_str());
+        let mut s = self.enter(entry, true)?;
+        s.records.insert(record.agent_id.clone(), record.clone());
+        s.streams
+            .entry(record.agent_id.clone())
+            .or_default()
+            .extend(events.iter().cloned());
+        Self::remember(&mut s, processed);
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        record: &AgentRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        let mut s = self.enter(format!("delete {}", record.agent_id), true)?;
+        s.records.remove(&record.agent_id);
+        s.streams.remove(&record.agent_id);
+        Self::remember(&mut s, processed);
+        Ok(())
+    }
+
+    async fn save_processed(&self, processed: Processed<'_>) -> Result<(), StoreError> {
+        let mut s = self.enter(format!("processed {}", processed.message_id), true)?;
+        Self::remember(&mut s, Some(processed));
+        Ok(())
+    }
+
+    async fn processed(&self, message_id: &str) -> Result<Option<Vec<Event>>, StoreError> {
+        let s = self.enter(format!("lookup {message_id}"), false)?;
+        Ok(s.processed.get(message_id).cloned())
+    }
+
+    async fn load_all(&self) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError> {
+        let s = self.enter("load_all".into(), false)?;
+        Ok(s.records
+            .iter()
+            .map(|(id, r)| (id.clone(), Ok(r.clone())))
+            .collect())
+    }
+}
+
+/// Published events, in order.
+#[derive(Clone, Default)]
+pub struct FakeSink {
+    published: Arc<Mutex<Vec<Event>>>,
+    failing: Arc<Mutex<bool>>,
+    journal: Journal,
+}
+
+impl FakeSink {
+    pub fn new(journal: Journal) -> Self {
+        FakeSink {
+            journal,
+            ..Default::default()
+        }
+    }
+
+    pub fn published(&self) -> Vec<Event> {
+        lock(&self.published).clone()
+    }
+
+    /// Publishing fails (RabbitMQ away, no outbox) until told otherwise.
+    pub fn set_failing(&self, failing: bool) {
+        *lock(&self.failing) = failing;
+    }
+
+    pub fn clear(&self) {
+        lock(&self.published).clear();
+    }
+}
+
+#[async_trait]
+impl EventSink for FakeSink {
+    async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
+        for e in events {
+            self.journal
+                .push(format!("publish {} {}", e.routing_key(), e.agent_id));
+        }
+        if *lock(&self.failing) {
+            return Err(PublishError::Unavailable("injected".into()));
+        }
+        lock(&self.published).extend(events.iter().cloned());
+        Ok(())
+    }
+}
+
+/// A quota of at most `max_agents` agents per customer (0: unlimited).
+#[derive(Clone, Default)]
+pub struct FakeQuota {
+    /// customer → agent → memory MiB held.
+    held: Arc<Mutex<HashMap<String, HashMap<String, u64>>>>,
+    max_agents: usize,
+    journal: Journal,
+}
+
+impl FakeQuota {
+    pub fn new(max_agents: usize, journal: Journal) -> Self {
+        FakeQuota {
+            max_agents,
+            journal,
+            ..Default::default()
+        }
+    }
+
+    /// What `agent_id` holds of `customer_id`'s quota (memory MiB), if anything.
+    pub fn holding(&self, customer_id: &str, agent_id: &str) -> Option<u64> {
+        lock(&self.held)
+            .get(customer_id)
+            .and_then(|agents| agents.get(agent_id).copied())
+    }
+}
+
+#[async_trait]
+impl QuotaLedger for FakeQuota {
+    async fn reserve(&self, agent_id: &str, spec: &AgentSpec) -> Result<(), AgentError> {
+        self.journal.push(format!("quota reserve {agent_id}"));
+        let mut held = lock(&self.held);
+        let agents = held.entry(spec.customer_id.clone()).or_default();
+        if self.max_agents > 0 && !agents.contains_key(agent_id) && agents.len() >= self.max_agents
+        {
+            return Err(AgentError::refused(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "customer {} already has {} agent(s)",
+                    spec.customer_id,
+                    agents.len()
+                ),
+            ));
+        }
+        agents.insert(agent_id.to_string(), spec.resources.memory_mb);
+        Ok(())
+    }
+
+    async fn resync(&self, record: &AgentRecord) {
+        self.journal
+            .push(format!("quota resync {}", record.agent_id));
+        lock(&self.held)
+            .entry(record.spec.customer_id.clone())
+            .or_default()
+            .insert(record.agent_id.clone(), record.spec.resources.memory_mb);
+    }
+
+    async fn release(&self, agent_id: &str, customer_id: &str) -> Result<(), AgentError> {
+        self.journal.push(format!("quota release {agent_id}"));
+        if let Some(agents) = lock(&self.held).get_mut(customer_id) {
+            agents.remove(agent_id);
+        }
+        Ok(())
+    }
+
+    async fn rebuild(&self, records: &[AgentRecord]) -> Result<(), AgentError> {
+        let mut held = lock(&self.held);
+        held.clear();
+        for r in records {
+            held.entry(r.spec.customer_id.clone())
+                .or_default()
+                .insert(r.agent_id.clone(), r.spec.resources.memory_mb);
+        }
+        Ok(())
+    }
+}
+
+/// Every fake, wired into a [`Deps`].
+#[derive(Clone)]
+pub struct Fakes {
+    pub deps: Deps,
+    pub runtime: FakeRuntime,
+    pub store: FakeStore,
+    pub sink: FakeSink,
+    pub quota: FakeQuota,
+    pub journal: Journal,
+}
+
+impl Fakes {
+    /// Fakes under `config`, with a quota of `max_agents` per customer (0: none).
+    pub fn new(config: Config, max_agents: usize) -> Fakes {
+        let journal = Journal::default();
+        let runtime = FakeRuntime::new(journal.clone());
+        let store = FakeStore::new(journal.clone());
+        let sink = FakeSink::new(journal.clone());
+        let quota = FakeQuota::new(max_agents, journal.clone());
+        let deps = Deps {
+            runtime: Arc::new(runtime.clone()),
+            records: Arc::new(store.clone()),
+            events: Arc::new(sink.clone()),
+            quotas: Arc::new(quota.clone()),
+            config: Arc::new(config),
+        };
+        Fakes {
+            deps,
+            runtime,
+            store,
+            sink,
+            quota,
+            journal,
+        }
+    }
+}

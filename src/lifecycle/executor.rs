@@ -1,0 +1,313 @@
+//! Doing what a [`Plan`] says, over the ports in [`Deps`]: each step's effect is made
+//! durable (Docker, then Redis) before the event that reports it is published, and the
+//! last step also records the command's message id with its answer, so that a
+//! redelivered command is answered again and applied once.
+//!
+//! A failed step is handled by its plan's word ([`OnFailure`]), then answered with
+//! `agent.error`, except when Redis or RabbitMQ is away: then nothing is answered and
+//! the command is retried (requeued by the consumer).
+
+use serde_json::Value;
+
+use super::plan::{plan, OnFailure, Rules, RuntimeCall, Step};
+use super::workload;
+use crate::context::Deps;
+use crate::error::AgentError;
+use crate::ports::Processed;
+use crate::protocol::{error_details, AgentStatus, Command, ErrorCode, Event, EventKind};
+use crate::record::status::{transition, Cause};
+use crate::record::{AgentRecord, PendingCommand};
+
+/// Applies `cmd` to the agent whose current record is `record`. Returns the record
+/// afterwards (`None` when the agent does not exist) and whether the command is done:
+/// `Ok` when it took effect or was answered with `agent.error`; `Err` only when Redis or
+/// RabbitMQ is away and the command must be retried.
+pub async fn run_command(
+    deps: &Deps,
+    record: Option<AgentRecord>,
+    cmd: &Command,
+) -> (Option<AgentRecord>, Result<(), AgentError>) {
+    if cmd.message_id_given {
+        match deps.records.processed(&cmd.message_id).await {
+            Ok(Some(answer)) => {
+                tracing::info!(agent_id = %cmd.agent_id, message_id = %cmd.message_id, "command already applied; answering again");
+                let replayed = deps.events.publish(&answer).await.map_err(AgentError::from);
+                return (record, replayed);
+            }
+            Ok(None) => {}
+            Err(e) => return (record, Err(e.into())),
+        }
+    }
+    let mut record = record;
+    if let Some(r) = record.as_mut() {
+        r.generation += 1;
+    }
+    let plan = plan(cmd, record.as_ref(), &Rules::of(&deps.config));
+    let mut run = Executor {
+        deps,
+        cmd,
+        record,
+        answer: Vec::new(),
+        resync_quota: false,
+        before_begin: None,
+    };
+    let result = match run.steps(&plan.steps).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if run.resync_quota {
+                if let Some(r) = &run.record {
+                    deps.quotas.resync(r).await;
+                }
+            }
+            if e.is_transient_infrastructure() {
+                Err(e)
+            } else {
+                run.fail(e).await
+            }
+        }
+    };
+    let outcome = match (
+        &result,
+        run.answer
+            .iter()
+            .rev()
+            .find(|e| e.event == EventKind::Error),
+    ) {
+        (Err(_), _) => "retry",
+        (Ok(()), Some(error)) => error.details["code"].as_str().unwrap_or("error"),
+        (Ok(()), None) => "ok",
+    };
+    crate::metrics::inc(
+        "agent_manager_commands_total",
+        &[("command", cmd.kind.routing_key()), ("outcome", outcome)],
+    );
+    (run.record, result)
+}
+
+/// Answers a command for an agent this manager does not know.
+pub async fn answer_unknown(deps: &Deps, cmd: &Command) -> Result<(), AgentError> {
+    run_command(deps, None, cmd).await.1
+}
+
+/// One command's plan being carried out.
+struct Executor<'a> {
+    deps: &'a Deps,
+    cmd: &'a Command,
+    record: Option<AgentRecord>,
+    /// Every event published for this command so far, remembered as its answer.
+    answer: Vec<Event>,
+    /// Quota was reserved for an existing agent: a failure gives back what its record
+    /// does not hold.
+    resync_quota: bool,
+    /// The status before the last [`Step::Begin`], restored by [`OnFailure::Keep`].
+    before_begin: Option<AgentStatus>,
+}
+
+impl Executor<'_> {
+    /// The record, which the plan only touches where the agent exists.
+    fn rec(&mut self) -> Result<&mut AgentRecord, AgentError> {
+        self.record
+            .as_mut()
+            .ok_or_else(|| AgentError::refused(ErrorCode::Internal, "agent record vanished"))
+    }
+
+    async fn steps(&mut self, steps: &[Step]) -> Result<(), AgentError> {
+        for step in steps {
+            self.step(step).await?;
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, step: &Step) -> Result<(), AgentError> {
+        match step {
+            Step::Refuse { code, message } => {
+                return Err(AgentError::refused(*code, message.clone()))
+            }
+            Step::ReserveQuota(spec) => {
+                self.deps.quotas.reserve(&self.cmd.agent_id, spec).await?;
+                self.resync_quota = self.record.is_some();
+            }
+            Step::ReleaseQuota => {
+                let customer = self.rec()?.spec.customer_id.clone();
+                self.deps
+                    .quotas
+                    .release(&self.cmd.agent_id, &customer)
+                    .await?;
+            }
+            Step::NewRecord { spec, desired } => {
+                self.record = Some(AgentRecord::new(&self.cmd.agent_id, spec.clone(), *desired));
+                self.report(None, Value::Null, false).await?;
+            }
+            Step::SetDesired(desired) => self.rec()?.desired_state = *desired,
+            Step::Begin(operation) => {
+                let before = transition(self.rec()?, Cause::Begin(*operation));
+                self.before_begin = Some(before);
+                self.report(None, Value::Null, false).await?;
+            }
+            Step::Runtime { call, on_failure } => {
+                if let Err(e) = self.runtime(call).await {
+                    self.undo(*on_failure).await?;
+                    return Err(e);
+                }
+            }
+            Step::ForgetWorkload => self.rec()?.workload_id = None,
+            Step::SetSpec(spec) => self.rec()?.spec = spec.clone(),
+            Step::Transition(cause) => {
+                transition(self.rec()?, *cause);
+            }
+            Step::ClearError => self.rec()?.last_error = None,
+            Step::Report { event, details } => {
+                self.report(Some(*event), details.clone(), false).await?
+            }
+            Step::Answer { event, details } => {
+                self.report(Some(*event), details.clone(), true).await?
+            }
+            Step::Forget { event, details } => self.forget(*event, details.clone()).await?,
+        }
+        Ok(())
+    }
+
+    async fn runtime(&mut self, call: &RuntimeCall) -> Result<(), AgentError> {
+        let deps = self.deps;
+        let (runtime, config) = (deps.runtime.as_ref(), deps.config.as_ref());
+        match call {
+            RuntimeCall::EnsureImage(image) => Ok(runtime.ensure_image(image).await?),
+            RuntimeCall::Create => workload::ensure(runtime, config, self.rec()?)
+                .await
+                .map(|_| ()),
+            RuntimeCall::Start => workload::start(runtime, config, self.rec()?).await,
+            RuntimeCall::Stop { timeout_s } => {
+                workload::stop(runtime, self.rec()?, *timeout_s).await
+            }
+            RuntimeCall::Restart { timeout_s } => {
+                workload::restart(runtime, config, self.rec()?, *timeout_s).await
+            }
+            RuntimeCall::UpdateResources(spec) => {
+                let mut resized = self.rec()?.clone();
+                resized.spec = spec.clone();
+                workload::update_resources(runtime, config, &resized).await
+            }
+            RuntimeCall::Remove { timeout_s } => {
+                workload::remove(runtime, self.rec()?, *timeout_s).await
+            }
+        }
+    }
+
+    /// What a failed runtime call leaves behind, as the plan said.
+    async fn undo(&mut self, on_failure: OnFailure) -> Result<(), AgentError> {
+        match on_failure {
+            OnFailure::Keep => {
+                if let (Some(before), Some(record)) = (self.before_begin, self.record.as_mut()) {
+                    transition(record, Cause::Restored(before));
+                }
+            }
+            OnFailure::MarkFailed => {
+                if let Some(record) = self.record.as_mut() {
+                    transition(record, Cause::Failed);
+                }
+            }
+            OnFailure::Discard => {
+                // Nothing of the agent is left behind when its workload cannot be made.
+                if let Some(record) = self.record.take() {
+                    let name = crate::runtime::spec::container_name(&record.agent_id);
+                    let _ = self.deps.runtime.remove(&name, 0).await;
+                    self.deps.records.delete(&record, None).await?;
+                    self.deps
+                        .quotas
+                        .release(&record.agent_id, &record.spec.customer_id)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An event of this command, with the agent's status and workload as they stand.
+    /// Without a record (an unknown agent, or one this command removed or refused to a
+    /// foreign customer) the status is `failed` and the customer the command's.
+    fn event(&self, kind: EventKind, details: Value) -> Event {
+        let correlation = Some(self.cmd.message_id.as_str());
+        match &self.record {
+            Some(r) => r.event(kind, correlation, details),
+            None => Event::new(
+                kind,
+                &self.cmd.agent_id,
+                &self.cmd.customer_id,
+                correlation,
+                AgentStatus::Failed.as_str(),
+                None,
+                details,
+            ),
+        }
+    }
+
+    /// The processed marker of this command, once its whole answer is known.
+    fn processed(&self) -> Option<Processed<'_>> {
+        self.cmd.message_id_given.then_some(Processed {
+            message_id: &self.cmd.message_id,
+            answer: &self.answer,
+        })
+    }
+
+    /// Saves the record (with the command pending unless `last`; with the processed
+    /// marker when `last`), then publishes the event.
+    async fn report(
+        &mut self,
+        kind: Option<EventKind>,
+        details: Value,
+        last: bool,
+    ) -> Result<(), AgentError> {
+        let events: Vec<Event> = kind.map(|k| self.event(k, details)).into_iter().collect();
+        self.answer.extend(events.iter().cloned());
+        let pending = (!last).then(|| PendingCommand {
+            command: self.cmd.kind.routing_key().to_string(),
+            message_id: self.cmd.message_id.clone(),
+        });
+        if let Some(rec) = self.record.as_mut() {
+            rec.updated_at = chrono::Utc::now();
+            rec.pending = pending;
+        }
+        let processed = if last { self.processed() } else { None };
+        match &self.record {
+            Some(rec) => self.deps.records.save(rec, &events, processed).await?,
+            None => {
+                if let Some(p) = processed {
+                    self.deps.records.save_processed(p).await?
+                }
+            }
+        }
+        self.deps.events.publish(&events).await?;
+        Ok(())
+    }
+
+    /// Removes every key of the agent with the answer remembered, then publishes it.
+    async fn forget(&mut self, kind: EventKind, details: Value) -> Result<(), AgentError> {
+        let event = self.event(kind, details);
+        self.answer.push(event.clone());
+        let record = self.rec()?.clone();
+        self.deps.records.delete(&record, self.processed()).await?;
+        self.record = None;
+        self.deps.events.publish(&[event]).await?;
+        Ok(())
+    }
+
+    /// Answers a failed command with `agent.error`; the agent (if any) records why.
+    async fn fail(&mut self, err: AgentError) -> Result<(), AgentError> {
+        let code = err.code();
+        let message = err.to_string();
+        tracing::warn!(agent_id = %self.cmd.agent_id, message_id = %self.cmd.message_id, command = %self.cmd.kind, code = code.as_str(), %message, "command failed");
+        let details = error_details(Some(self.cmd.kind.routing_key()), code, &message);
+        if code == ErrorCode::Forbidden {
+            // Another customer's command leaves no trace on the owner's agent (record,
+            // event stream) and its answer tells nothing about it (docs/SECURITY.md).
+            let owner = self.record.take();
+            let answered = self.report(Some(EventKind::Error), details, true).await;
+            self.record = owner;
+            return answered;
+        }
+        if let Some(rec) = self.record.as_mut() {
+            rec.last_error = Some(message);
+        }
+        self.report(Some(EventKind::Error), details, true).await
+    }
+}

@@ -1,0 +1,25 @@
+//! What commands (and self-healing) do to one agent, with deciding apart from doing:
+//!
+//! - [`plan`]: pure. `plan(command, record, rules) -> Plan`: the steps and the status
+//!   they leave; every refusal (unknown agent, foreign customer, spec conflict, GPUs
+//!   outside GPU mode) is decided here.
+//! - [`executor`]: runs a plan over the ports in [`crate::context::Deps`] (runtime,
+//!   record store, event sink, quota ledger): durable before published, answered once.
+//! - [`workload`]: the runtime calls, with a vanished workload made anew in one place.
+//! - [`automatic`]: what happens without a command: healing a crashed or unhealthy
+//!   agent, finishing a delete a dead manager left half done.
+//!
+//! Every status change goes through [`crate::record::status::transition`].
+//! The AgentActor runs these one at a time per agent.
+
+pub mod automatic;
+pub mod executor;
+pub mod plan;
+pub mod workload;
+
+#[cfg(test)]
+mod tests;
+
+pub use automatic::{finish_delete, heal};
+pub use executor::{answer_unknown, run_command};
+pub use plan::{plan, Plan, Rules, Step};

@@ -1,0 +1,469 @@
+//! Deciding what a command does, without doing it: [`plan`] turns a command, the
+//! agent's record and the [`Rules`] into a [`Plan`] — the steps, in order, and the
+//! status the agent has when they all succeed. Pure: no I/O, no clock, no actix; every
+//! command × status has a unit test (`lifecycle/tests.rs`).
+//!
+//! What the steps do to Docker, Redis and RabbitMQ is [`super::executor`]'s business,
+//! including the runtime's answers that only exist at run time (a workload that
+//! vanished is made anew; a stop of a missing workload is done).
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, DeploymentMode};
+use crate::protocol::{
+    Action, AgentSpec, AgentStatus, Command, DesiredState, ErrorCode, EventKind, SpecPatch,
+};
+use crate::record::status::{Cause, Operation};
+use crate::record::AgentRecord;
+
+/// What planning needs from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// GPU mode: agents may ask for GPUs.
+    pub gpus_enabled: bool,
+    /// Grace period when an update removes the container it replaces.
+    pub replace_timeout_s: u32,
+}
+
+impl Rules {
+    pub fn of(config: &Config) -> Rules {
+        Rules {
+            gpus_enabled: config.deployment_mode == DeploymentMode::Gpu,
+            replace_timeout_s: config.agents.stop_timeout_s,
+        }
+    }
+}
+
+/// The steps of one command and where they leave the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// The agent's status once every step has succeeded; `None` when the agent does
+    /// not exist afterwards (deleted, or it never existed).
+    pub outcome: Option<AgentStatus>,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Answer `agent.error` with this code and nothing else happens (quota taken by an
+    /// earlier step is given back).
+    Refuse { code: ErrorCode, message: String },
+    /// Reserve the spec's resources in the customer's quota; refused with
+    /// `quota_exceeded`, changing nothing.
+    ReserveQuota(AgentSpec),
+    /// Give back the agent's share of its customer's quota.
+    ReleaseQuota,
+    /// Start the record of a new agent and save it with the command pending.
+    NewRecord {
+        spec: AgentSpec,
+        desired: DesiredState,
+    },
+    /// What the agent should be doing from now on.
+    SetDesired(DesiredState),
+    /// An operation that takes time begins: its status is saved (with the command
+    /// pending) so operators see it while it runs.
+    Begin(Operation),
+    /// A call to the runtime, and what a failure of it leaves behind.
+    Runtime {
+        call: RuntimeCall,
+        on_failure: OnFailure,
+    },
+    /// The record names no workload any more (an update removed it).
+    ForgetWorkload,
+    /// The agent's spec from now on.
+    SetSpec(AgentSpec),
+    /// A status change (in memory; the next save writes it).
+    Transition(Cause),
+    /// The command succeeded: the agent's last error no longer applies.
+    ClearError,
+    /// Save the record with this event and publish it; the command goes on.
+    Report { event: EventKind, details: Value },
+    /// Save the record with this event as the command's answer (remembered under its
+    /// message id) and publish it: the command is done.
+    Answer { event: EventKind, details: Value },
+    /// Remove every key of the agent, remember the answer and publish it: the agent is
+    /// gone.
+    Forget { event: EventKind, details: Value },
+}
+
+/// What a [`Step::Runtime`] asks of the runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeCall {
+    /// The image must be on the host (pulled if it can be).
+    EnsureImage(String),
+    /// Create the workload, unless the record names one.
+    Create,
+    /// Start the workload; one that is missing (never made, or gone) is made first.
+    Start,
+    /// SIGTERM, SIGKILL after the grace period; nothing to do without a workload.
+    Stop { timeout_s: u32 },
+    /// Stop with grace and start again; a missing workload is made and started.
+    Restart { timeout_s: u32 },
+    /// New memory and CPU limits on the existing workload, if there is one.
+    UpdateResources(AgentSpec),
+    /// Stop with grace and remove; removing a missing workload succeeds.
+    Remove { timeout_s: u32 },
+}
+
+/// What a failed [`Step::Runtime`] leaves behind before `agent.error` answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The agent keeps the status it had before the operation began.
+    Keep,
+    /// The agent is marked `failed`: it is not as asked.
+    MarkFailed,
+    /// A create that could not make its workload leaves nothing behind: the workload,
+    /// the record and the quota reservation are removed.
+    Discard,
+}
+
+/// How an update reaches the new spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// Nothing changes.
+    Unchanged,
+    /// Only memory or CPU limits change: applied to the running workload.
+    InPlace,
+    /// The environment, image or GPUs change: a new workload replaces the old one.
+    Replace,
+}
+
+/// Decides how to go from `old` to `new`.
+pub fn update_kind(old: &AgentSpec, new: &AgentSpec) -> UpdateKind {
+    if old == new {
+        return UpdateKind::Unchanged;
+    }
+    let mut resized = old.clone();
+    resized.resources.memory_mb = new.resources.memory_mb;
+    resized.resources.cpus = new.resources.cpus;
+    if &resized == new {
+        UpdateKind::InPlace
+    } else {
+        UpdateKind::Replace
+    }
+}
+
+/// Names of the spec fields that differ, for `agent.updated`.
+pub fn changed_fields(old: &AgentSpec, new: &AgentSpec) -> Vec<&'static str> {
+    [
+        ("name", old.name != new.name),
+        ("config", old.config != new.config),
+        ("autogen_config", old.autogen_config != new.autogen_config),
+        ("resources", old.resources != new.resources),
+        ("image", old.image != new.image),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect()
+}
+
+/// The plan of `cmd` for the agent whose record is `record` (`None`: unknown agent).
+pub fn plan(cmd: &Command, record: Option<&AgentRecord>, rules: &Rules) -> Plan {
+    // Every command but create needs the agent, owned by the command's customer.
+    let for_owned = |then: &dyn Fn(&AgentRecord) -> Plan| match owned(cmd, record) {
+        Ok(record) => then(record),
+        Err(refusal) => refusal,
+    };
+    match &cmd.action {
+        Action::Create { spec, auto_start } => create(cmd, record, spec, *auto_start, rules),
+        Action::Update { patch } => for_owned(&|r| update(r, patch, rules)),
+        Action::Start => for_owned(&start),
+        Action::Stop { timeout_s } => for_owned(&|r| stop(r, *timeout_s)),
+        Action::Restart { timeout_s } => for_owned(&|_| restart(*timeout_s)),
+        Action::Delete { timeout_s } => for_owned(&|_| delete(*timeout_s)),
+    }
+}
+
+fn refuse(record: Option<&AgentRecord>, code: ErrorCode, message: String) -> Plan {
+    Plan {
+        steps: vec![Step::Refuse { code, message }],
+        outcome: record.map(AgentRecord::status),
+    }
+}
+
+/// The record, when the agent exists and belongs to the command's customer.
+fn owned<'r>(cmd: &Command, record: Option<&'r AgentRecord>) -> Result<&'r AgentRecord, Plan> {
+    match record {
+        None => Err(refuse(
+            None,
+            ErrorCode::NotFound,
+            format!("agent {} does not exist", cmd.agent_id),
+        )),
+        Some(r) if r.spec.customer_id != cmd.customer_id => Err(forbidden(cmd, r)),
+        Some(r) => Ok(r),
+    }
+}
+
+fn forbidden(cmd: &Command, record: &AgentRecord) -> Plan {
+    refuse(
+        Some(record),
+        ErrorCode::Forbidden,
+        format!("agent {} belongs to another customer", cmd.agent_id),
+    )
+}
+
+fn gpus_refused(spec: &AgentSpec, rules: &Rules) -> Option<String> {
+    (spec.resources.gpus > 0 && !rules.gpus_enabled).then(|| {
+        format!(
+            "{} GPU(s) requested but GPU mode is not enabled (DEPLOYMENT_MODE=gpu)",
+            spec.resources.gpus
+        )
+    })
+}
+
+fn create(
+    cmd: &Command,
+    record: Option<&AgentRecord>,
+    spec: &AgentSpec,
+    auto_start: bool,
+    rules: &Rules,
+) -> Plan {
+    if let Some(message) = gpus_refused(spec, rules) {
+        return refuse(record, ErrorCode::GpuUnavailable, message);
+    }
+    let mut steps = Vec::new();
+    let desired = match record {
+        Some(r) if r.spec.customer_id != cmd.customer_id => return forbidden(cmd, r),
+        Some(r) if &r.spec != spec => {
+            return refuse(
+                Some(r),
+                ErrorCode::AlreadyExists,
+                format!(
+                    "agent {} already exists with a different spec; use agent.update",
+                    cmd.agent_id
+                ),
+            )
+        }
+        Some(r) => {
+            // The same create again: answered again. One cut short (no workload yet,
+            // or made but never started), or this very create redelivered after its
+            // manager died in it, is finished first, even if the agent converged since.
+            let unfinished = r.is_pending(&cmd.message_id)
+                || r.status() == AgentStatus::Creating
+                || (r.status() == AgentStatus::Created && r.desired_state == DesiredState::Running);
+            if !unfinished {
+                return Plan {
+                    steps: vec![Step::Answer {
+                        event: EventKind::Created,
+                        details: json!({"existing": true}),
+                    }],
+                    outcome: Some(r.status()),
+                };
+            }
+            r.desired_state
+        }
+        None => {
+            let desired = if auto_start {
+                DesiredState::Running
+            } else {
+                DesiredState::Stopped
+            };
+            steps.push(Step::ReserveQuota(spec.clone()));
+            steps.push(Step::NewRecord {
+                spec: spec.clone(),
+                desired,
+            });
+            desired
+        }
+    };
+    steps.push(Step::Runtime {
+        call: RuntimeCall::Create,
+        on_failure: OnFailure::Discard,
+    });
+    steps.push(Step::Transition(Cause::ContainerCreated));
+    let created = json!({"image": spec.image});
+    if desired == DesiredState::Stopped {
+        steps.push(Step::Answer {
+            event: EventKind::Created,
+            details: created,
+        });
+        return Plan {
+            steps,
+            outcome: Some(AgentStatus::Created),
+        };
+    }
+    steps.push(Step::Report {
+        event: EventKind::Created,
+        details: created,
+    });
+    let mut started = start_steps(EventKind::Started, json!({}));
+    steps.append(&mut started);
+    Plan {
+        steps,
+        outcome: Some(AgentStatus::Running),
+    }
+}
+
+/// Starting an agent and answering `answer`.
+fn start_steps(answer: EventKind, details: Value) -> Vec<Step> {
+    vec![
+        Step::SetDesired(DesiredState::Running),
+        Step::Begin(Operation::Start),
+        Step::Runtime {
+            call: RuntimeCall::Start,
+            on_failure: OnFailure::MarkFailed,
+        },
+        Step::Transition(Cause::Started),
+        Step::ClearError,
+        Step::Answer {
+            event: answer,
+            details,
+        },
+    ]
+}
+
+/// An agent that runs as asked is answered without asking the runtime (Docker would
+/// answer 304). The actor's record follows every die/oom event and look, which reach
+/// its mailbox ahead of any later command; an exit that races the answer is healed
+/// like any other crash.
+fn start(record: &AgentRecord) -> Plan {
+    let steps = if record.runs_as_asked() {
+        vec![
+            Step::ClearError,
+            Step::Answer {
+                event: EventKind::Started,
+                details: json!({}),
+            },
+        ]
+    } else {
+        start_steps(EventKind::Started, json!({}))
+    };
+    Plan {
+        steps,
+        outcome: Some(AgentStatus::Running),
+    }
+}
+
+fn stop(record: &AgentRecord, timeout_s: u32) -> Plan {
+    let mut steps = vec![Step::SetDesired(DesiredState::Stopped)];
+    // Stopping a stopped agent is answered again; it never shows `stopping`.
+    if !record.is_resting() {
+        steps.push(Step::Begin(Operation::Stop));
+    }
+    steps.extend([
+        Step::Runtime {
+            call: RuntimeCall::Stop { timeout_s },
+            on_failure: OnFailure::MarkFailed,
+        },
+        Step::Transition(Cause::Stopped),
+        Step::ClearError,
+        Step::Answer {
+            event: EventKind::Stopped,
+            details: json!({"timeout_s": timeout_s}),
+        },
+    ]);
+    Plan {
+        steps,
+        outcome: Some(AgentStatus::Stopped),
+    }
+}
+
+fn restart(timeout_s: u32) -> Plan {
+    Plan {
+        steps: vec![
+            Step::SetDesired(DesiredState::Running),
+            Step::Begin(Operation::Restart),
+            Step::Runtime {
+                call: RuntimeCall::Restart { timeout_s },
+                on_failure: OnFailure::MarkFailed,
+            },
+            Step::Transition(Cause::Started),
+            Step::ClearError,
+            Step::Answer {
+                event: EventKind::Restarted,
+                details: json!({"timeout_s": timeout_s}),
+            },
+        ],
+        outcome: Some(AgentStatus::Running),
+    }
+}
+
+fn delete(timeout_s: u32) -> Plan {
+    Plan {
+        steps: vec![
+            Step::Begin(Operation::Delete),
+            Step::Runtime {
+                call: RuntimeCall::Remove { timeout_s },
+                on_failure: OnFailure::Keep,
+            },
+            Step::ReleaseQuota,
+            Step::Forget {
+                event: EventKind::Deleted,
+                details: json!({"timeout_s": timeout_s}),
+            },
+        ],
+        outcome: None,
+    }
+}
+
+fn update(record: &AgentRecord, patch: &SpecPatch, rules: &Rules) -> Plan {
+    let old = &record.spec;
+    let next = patch.apply(old);
+    if let Some(message) = gpus_refused(&next, rules) {
+        return refuse(Some(record), ErrorCode::GpuUnavailable, message);
+    }
+    let kind = update_kind(old, &next);
+    let mut outcome = record.status();
+    let mut steps = vec![Step::ReserveQuota(next.clone())];
+    match kind {
+        UpdateKind::Unchanged => {}
+        UpdateKind::InPlace => steps.extend([
+            Step::Runtime {
+                call: RuntimeCall::UpdateResources(next.clone()),
+                on_failure: OnFailure::Keep,
+            },
+            Step::SetSpec(next.clone()),
+        ]),
+        UpdateKind::Replace => {
+            if next.image != old.image {
+                steps.push(Step::Runtime {
+                    call: RuntimeCall::EnsureImage(next.image.clone()),
+                    on_failure: OnFailure::Keep,
+                });
+            }
+            let running = record.desired_state == DesiredState::Running;
+            if running {
+                steps.push(Step::Begin(Operation::Restart));
+            }
+            steps.extend([
+                Step::Runtime {
+                    call: RuntimeCall::Remove {
+                        timeout_s: rules.replace_timeout_s,
+                    },
+                    on_failure: OnFailure::Keep,
+                },
+                Step::ForgetWorkload,
+                Step::SetSpec(next.clone()),
+                Step::Runtime {
+                    call: RuntimeCall::Create,
+                    on_failure: OnFailure::MarkFailed,
+                },
+            ]);
+            if running {
+                steps.push(Step::Runtime {
+                    call: RuntimeCall::Start,
+                    on_failure: OnFailure::MarkFailed,
+                });
+                steps.push(Step::Transition(Cause::Started));
+                outcome = AgentStatus::Running;
+            } else {
+                steps.push(Step::Transition(Cause::Stopped));
+                outcome = AgentStatus::Stopped;
+            }
+        }
+    }
+    steps.push(Step::ClearError);
+    steps.push(Step::Answer {
+        event: EventKind::Updated,
+        details: json!({
+            "changed": changed_fields(old, &next),
+            "replaced": kind == UpdateKind::Replace,
+            "in_place": kind == UpdateKind::InPlace,
+        }),
+    });
+    Plan {
+        steps,
+        outcome: Some(outcome),
+    }
+}

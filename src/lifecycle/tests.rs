@@ -1,0 +1,894 @@
+//! The lifecycle core without services: every command × every status, planned
+//! ([`plan`]) and carried out ([`run_command`]) over the in-memory fakes of
+//! [`crate::fakes`], with redelivery, a foreign customer, a quota refusal, a runtime
+//! failure at each step, and Redis or RabbitMQ away.
+
+use serde_json::json;
+
+use super::automatic::{finish_delete, heal};
+use super::executor::run_command;
+use super::plan::{plan, OnFailure, Rules, RuntimeCall, Step};
+use crate::config::{Config, DeploymentMode};
+use crate::fakes::{Fakes, Fault};
+use crate::health::Reason;
+use crate::ports::QuotaLedger;
+use crate::protocol::{
+    sample_spec, Action, AgentSpec, AgentStatus, Command, CommandKind, DesiredState, ErrorCode,
+    Event, EventKind, SpecPatch,
+};
+use crate::record::status::{transition, Cause, Operation};
+use crate::record::{AgentRecord, PendingCommand};
+use crate::runtime::spec;
+
+const AGENT: &str = "a-1";
+const OWNER: &str = "c1";
+const INTRUDER: &str = "c-other";
+
+fn rules() -> Rules {
+    Rules::of(&Config::defaults())
+}
+
+fn kind_of(action: &Action) -> CommandKind {
+    match action {
+        Action::Create { .. } => CommandKind::Create,
+        Action::Update { .. } => CommandKind::Update,
+        Action::Start => CommandKind::Start,
+        Action::Stop { .. } => CommandKind::Stop,
+        Action::Restart { .. } => CommandKind::Restart,
+        Action::Delete { .. } => CommandKind::Delete,
+    }
+}
+
+fn command(action: Action, customer: &str, message_id: &str) -> Command {
+    Command {
+        message_id: message_id.into(),
+        message_id_given: true,
+        kind: kind_of(&action),
+        agent_id: AGENT.into(),
+        customer_id: customer.into(),
+        action,
+    }
+}
+
+fn create(spec: AgentSpec, auto_start: bool) -> Action {
+    Action::Create { spec, auto_start }
+}
+
+fn resize() -> Action {
+    Action::Update {
+        patch: SpecPatch {
+            memory_mb: Some(512),
+            ..Default::default()
+        },
+    }
+}
+
+fn reconfigure() -> Action {
+    Action::Update {
+        patch: SpecPatch {
+            config: Some(json!({"symbol": "ETH"})),
+            ..Default::default()
+        },
+    }
+}
+
+/// Every command kind, as the Core Engine would send it for the sample agent.
+fn every_action() -> Vec<(&'static str, Action)> {
+    vec![
+        ("create", create(sample_spec(), true)),
+        ("resize", resize()),
+        ("reconfigure", reconfigure()),
+        ("start", Action::Start),
+        ("stop", Action::Stop { timeout_s: 3 }),
+        ("restart", Action::Restart { timeout_s: 3 }),
+        ("delete", Action::Delete { timeout_s: 3 }),
+    ]
+}
+
+/// What the agent should be doing in each status, as the manager leaves it.
+fn desired_in(status: AgentStatus) -> DesiredState {
+    match status {
+        AgentStatus::Stopped | AgentStatus::Stopping => DesiredState::Stopped,
+        _ => DesiredState::Running,
+    }
+}
+
+/// A record in `status` without any workload (for planning).
+fn record(status: AgentStatus) -> AgentRecord {
+    let mut r = AgentRecord::new(AGENT, sample_spec(), desired_in(status));
+    transition(&mut r, Cause::Restored(status));
+    r
+}
+
+/// A record in `status` with a workload as that status implies (none while creating),
+/// stored in the fakes.
+fn stored(f: &Fakes, status: AgentStatus) -> AgentRecord {
+    let mut r = record(status);
+    if status != AgentStatus::Creating {
+        let running = matches!(
+            status,
+            AgentStatus::Running | AgentStatus::Unhealthy | AgentStatus::Stopping
+        );
+        let id = f.runtime.add(spec::build(&r, &f.deps.config), running);
+        r.workload_id = Some(id);
+    }
+    f.store.put(r.clone());
+    r
+}
+
+fn fakes() -> Fakes {
+    Fakes::new(Config::defaults(), 0)
+}
+
+fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(Event::routing_key).collect()
+}
+
+fn error_code(events: &[Event]) -> Option<String> {
+    events
+        .iter()
+        .find(|e| e.event == EventKind::Error)
+        .and_then(|e| e.details["code"].as_str().map(str::to_string))
+}
+
+// ---- Planning: pure ----
+
+#[test]
+fn every_command_on_every_status_is_planned_to_the_status_it_promises() {
+    for status in AgentStatus::ALL {
+        let r = record(status);
+        for (name, action) in every_action() {
+            let p = plan(&command(action.clone(), OWNER, "m"), Some(&r), &rules());
+            let refused = p.steps.iter().any(|s| matches!(s, Step::Refuse { .. }));
+            assert!(!refused, "{name} on {status:?} is not refused: {p:?}");
+            let expected = match name {
+                "create" => {
+                    let unfinished = status == AgentStatus::Creating
+                        || (status == AgentStatus::Created
+                            && r.desired_state == DesiredState::Running);
+                    if unfinished {
+                        Some(AgentStatus::Running)
+                    } else {
+                        Some(status)
+                    }
+                }
+                "resize" => Some(status),
+                "reconfigure" if r.desired_state == DesiredState::Running => {
+                    Some(AgentStatus::Running)
+                }
+                "reconfigure" => Some(AgentStatus::Stopped),
+                "start" | "restart" => Some(AgentStatus::Running),
+                "stop" => Some(AgentStatus::Stopped),
+                "delete" => None,
+                other => panic!("{other}"),
+            };
+            assert_eq!(p.outcome, expected, "{name} on {status:?}");
+            assert!(
+                matches!(
+                    p.steps.last(),
+                    Some(Step::Answer { .. } | Step::Forget { .. })
+                ),
+                "{name} on {status:?} ends with its answer"
+            );
+        }
+    }
+}
+
+#[test]
+fn operations_that_take_time_announce_their_status_before_the_runtime_call() {
+    let begins = |p: &super::Plan| -> Vec<Operation> {
+        p.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Begin(op) => Some(*op),
+                _ => None,
+            })
+            .collect()
+    };
+    let stopped = record(AgentStatus::Stopped);
+    let running = {
+        let mut r = record(AgentStatus::Running);
+        r.workload_id = Some("c".into());
+        r
+    };
+    let at = |action, r: &AgentRecord| plan(&command(action, OWNER, "m"), Some(r), &rules());
+    assert_eq!(begins(&at(Action::Start, &stopped)), [Operation::Start]);
+    assert_eq!(
+        begins(&at(Action::Stop { timeout_s: 1 }, &running)),
+        [Operation::Stop]
+    );
+    assert_eq!(
+        begins(&at(Action::Restart { timeout_s: 1 }, &running)),
+        [Operation::Restart]
+    );
+    assert_eq!(
+        begins(&at(Action::Delete { timeout_s: 1 }, &running)),
+        [Operation::Delete]
+    );
+    assert_eq!(begins(&at(reconfigure(), &running)), [Operation::Restart]);
+    // Nothing to announce: already running, already stopped, a resize.
+    assert!(begins(&at(Action::Start, &running)).is_empty());
+    assert!(begins(&at(Action::Stop { timeout_s: 1 }, &stopped)).is_empty());
+    assert!(begins(&at(resize(), &running)).is_empty());
+    // Each Begin comes before the runtime call it announces.
+    let p = at(Action::Delete { timeout_s: 1 }, &running);
+    let begin = p.steps.iter().position(|s| matches!(s, Step::Begin(_)));
+    let call = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::Runtime { .. }));
+    assert!(begin < call);
+}
+
+#[test]
+fn refusals_are_decided_before_anything_is_done() {
+    let refusal = |p: super::Plan| match p.steps.as_slice() {
+        [Step::Refuse { code, .. }] => *code,
+        other => panic!("expected a lone refusal, got {other:?}"),
+    };
+    for status in AgentStatus::ALL {
+        let r = record(status);
+        for (name, action) in every_action() {
+            let foreign = plan(&command(action.clone(), INTRUDER, "m"), Some(&r), &rules());
+            assert_eq!(refusal(foreign), ErrorCode::Forbidden, "{name} {status:?}");
+        }
+        let mut other = sample_spec();
+        other.name = "Beta".into();
+        let conflict = plan(
+            &command(create(other, true), OWNER, "m"),
+            Some(&r),
+            &rules(),
+        );
+        assert_eq!(refusal(conflict), ErrorCode::AlreadyExists, "{status:?}");
+    }
+    for (name, action) in every_action() {
+        let p = plan(&command(action, OWNER, "m"), None, &rules());
+        if name == "create" {
+            assert_eq!(p.outcome, Some(AgentStatus::Running));
+            assert!(matches!(p.steps[0], Step::ReserveQuota(_)));
+        } else {
+            assert_eq!(refusal(p), ErrorCode::NotFound, "{name}");
+        }
+    }
+    // GPUs outside GPU mode: refused before any quota is taken, in create and update.
+    let mut gpu = sample_spec();
+    gpu.resources.gpus = 1;
+    let p = plan(&command(create(gpu, true), OWNER, "m"), None, &rules());
+    assert_eq!(refusal(p), ErrorCode::GpuUnavailable);
+    let add_gpu = Action::Update {
+        patch: SpecPatch {
+            gpus: Some(1),
+            ..Default::default()
+        },
+    };
+    let running = record(AgentStatus::Running);
+    let p = plan(
+        &command(add_gpu.clone(), OWNER, "m"),
+        Some(&running),
+        &rules(),
+    );
+    assert_eq!(refusal(p), ErrorCode::GpuUnavailable);
+    let mut config = Config::defaults();
+    config.deployment_mode = DeploymentMode::Gpu;
+    let p = plan(
+        &command(add_gpu, OWNER, "m"),
+        Some(&running),
+        &Rules::of(&config),
+    );
+    assert_eq!(p.outcome, Some(AgentStatus::Running), "GPU mode: replaced");
+}
+
+#[test]
+fn a_create_cut_short_or_redelivered_is_finished_else_answered_again() {
+    let again = |r: &AgentRecord, mid: &str| {
+        plan(
+            &command(create(sample_spec(), true), OWNER, mid),
+            Some(r),
+            &rules(),
+        )
+    };
+    let answered_again = |p: &super::Plan| matches!(p.steps.as_slice(), [Step::Answer { event: EventKind::Created, details }] if details["existing"] == true);
+    let mut running = record(AgentStatus::Running);
+    assert!(answered_again(&again(&running, "m2")));
+    // The same create redelivered after its manager died in it: finished.
+    running.pending = Some(PendingCommand {
+        command: "agent.create".into(),
+        message_id: "m1".into(),
+    });
+    let finish = again(&running, "m1");
+    assert!(!answered_again(&finish));
+    assert!(finish.steps.contains(&Step::Runtime {
+        call: RuntimeCall::Create,
+        on_failure: OnFailure::Discard
+    }));
+    assert!(!again(&record(AgentStatus::Creating), "m2").steps.is_empty());
+    assert!(!answered_again(&again(
+        &record(AgentStatus::Creating),
+        "m2"
+    )));
+    let mut created = record(AgentStatus::Created);
+    assert!(!answered_again(&again(&created, "m2")), "never started");
+    created.desired_state = DesiredState::Stopped;
+    assert!(answered_again(&again(&created, "m2")), "created stopped");
+}
+
+// ---- Carrying plans out over the fakes ----
+
+/// Every command on an agent in every status: answered once with its success event,
+/// the record and the runtime left as the plan promised.
+#[tokio::test]
+async fn every_command_on_every_status_does_what_its_plan_promises() {
+    for status in AgentStatus::ALL {
+        for (name, action) in every_action() {
+            let f = fakes();
+            let before = stored(&f, status);
+            let cmd = command(action.clone(), OWNER, "m-1");
+            let promised = plan(&cmd, Some(&before), &rules()).outcome;
+            let (after, result) = run_command(&f.deps, Some(before.clone()), &cmd).await;
+            let case = format!("{name} on {status:?}");
+            assert!(result.is_ok(), "{case}: {result:?}");
+            let events = f.sink.published();
+            assert_eq!(error_code(&events), None, "{case}: {events:?}");
+            assert!(
+                events
+                    .iter()
+                    .all(|e| e.correlation_id.as_deref() == Some("m-1")),
+                "{case}: every event answers the command"
+            );
+            let answer = match name {
+                "create" => "agent.created",
+                "resize" | "reconfigure" => "agent.updated",
+                "start" => "agent.started",
+                "stop" => "agent.stopped",
+                "restart" => "agent.restarted",
+                "delete" => "agent.deleted",
+                other => panic!("{other}"),
+            };
+            let last = kinds(&events).last().copied();
+            let create_finished = name == "create"
+                && promised == Some(AgentStatus::Running)
+                && status != AgentStatus::Running;
+            if create_finished {
+                assert_eq!(kinds(&events), ["agent.created", "agent.started"], "{case}");
+            } else {
+                assert_eq!(last, Some(answer), "{case}: {:?}", kinds(&events));
+            }
+            assert_eq!(
+                after.as_ref().map(AgentRecord::status),
+                promised,
+                "{case}: the status the plan promised"
+            );
+            // Durable: what the store holds is what the actor holds.
+            let kept = f.store.record(AGENT);
+            assert_eq!(
+                kept.as_ref().map(AgentRecord::status),
+                promised,
+                "{case}: stored"
+            );
+            assert_eq!(
+                kept.as_ref().and_then(|r| r.pending.clone()),
+                None,
+                "{case}: done"
+            );
+            assert!(
+                f.store.processed_answer("m-1").is_some(),
+                "{case}: remembered"
+            );
+            // The workload is as asked.
+            match after {
+                None => assert!(f.runtime.names().is_empty(), "{case}: removed"),
+                Some(r) => {
+                    let running = r
+                        .workload_id
+                        .as_deref()
+                        .and_then(|id| f.runtime.running(id))
+                        .unwrap_or(false);
+                    let expect_running = match promised {
+                        Some(AgentStatus::Running) => true,
+                        Some(AgentStatus::Stopped | AgentStatus::Created) => false,
+                        _ => running,
+                    };
+                    assert_eq!(running, expect_running, "{case}: workload");
+                    assert!(r.last_error.is_none(), "{case}: no error left");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_status_is_saved_before_the_runtime_call_it_announces() {
+    let cases = [
+        (AgentStatus::Stopped, Action::Start, "starting", "start"),
+        (
+            AgentStatus::Running,
+            Action::Stop { timeout_s: 1 },
+            "stopping",
+            "stop",
+        ),
+        (
+            AgentStatus::Running,
+            Action::Restart { timeout_s: 1 },
+            "restarting",
+            "restart",
+        ),
+        (
+            AgentStatus::Running,
+            Action::Delete { timeout_s: 1 },
+            "deleting",
+            "remove",
+        ),
+    ];
+    for (status, action, announced, call) in cases {
+        let f = fakes();
+        let r = stored(&f, status);
+        f.journal.clear();
+        run_command(&f.deps, Some(r), &command(action, OWNER, "m"))
+            .await
+            .1
+            .expect("applied");
+        let saved = f
+            .journal
+            .position(&format!("save {AGENT} {announced}"))
+            .unwrap_or_else(|| panic!("{announced} saved: {:?}", f.journal.entries()));
+        let called = f
+            .journal
+            .entries()
+            .iter()
+            .position(|e| e.starts_with(&format!("runtime {call} ")))
+            .expect("the runtime call");
+        assert!(saved < called, "{announced} before {call}");
+        // And every event is published after the save that makes it durable.
+        let entries = f.journal.entries();
+        let published = entries
+            .iter()
+            .position(|e| e.starts_with("publish "))
+            .unwrap();
+        assert!(entries[..published]
+            .iter()
+            .any(|e| e.starts_with("save ") || e.starts_with("delete ")));
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_command_is_answered_again_and_applied_once() {
+    for (name, action) in every_action() {
+        let f = fakes();
+        let r = stored(&f, AgentStatus::Running);
+        let cmd = command(action, OWNER, "m-once");
+        let (after, first) = run_command(&f.deps, Some(r), &cmd).await;
+        first.expect("applied");
+        let answer = f.sink.published();
+        f.sink.clear();
+        f.journal.clear();
+        let (_, second) = run_command(&f.deps, after, &cmd).await;
+        second.expect("answered");
+        let replayed = f.sink.published();
+        assert_eq!(replayed, answer, "{name}: the same events, same ids");
+        assert!(
+            f.journal.matching("runtime ").is_empty(),
+            "{name}: no Docker call"
+        );
+        assert!(f.journal.matching("save ").is_empty(), "{name}: no write");
+    }
+}
+
+#[tokio::test]
+async fn another_customers_command_is_forbidden_and_leaves_no_trace() {
+    for (name, action) in every_action() {
+        let f = fakes();
+        let r = stored(&f, AgentStatus::Running);
+        let stream_before = f.store.stream(AGENT).len();
+        f.journal.clear();
+        let (after, result) =
+            run_command(&f.deps, Some(r.clone()), &command(action, INTRUDER, "m-x")).await;
+        result.expect("answered");
+        let events = f.sink.published();
+        assert_eq!(error_code(&events).as_deref(), Some("forbidden"), "{name}");
+        let e = &events[0];
+        assert_eq!(events.len(), 1, "{name}");
+        assert_eq!(
+            (e.customer_id.as_str(), e.status.as_str()),
+            (INTRUDER, "failed"),
+            "{name}: tells nothing of the agent"
+        );
+        assert!(e.container_id.is_none(), "{name}");
+        assert!(f.journal.matching("runtime ").is_empty(), "{name}");
+        assert!(f.journal.matching("save ").is_empty(), "{name}");
+        assert_eq!(f.store.stream(AGENT).len(), stream_before, "{name}");
+        assert_eq!(after.map(|a| a.status()), Some(r.status()), "{name}");
+        assert!(f.store.processed_answer("m-x").is_some(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_agent_is_not_found() {
+    for (name, action) in every_action().into_iter().skip(1) {
+        let f = fakes();
+        let (after, result) = run_command(&f.deps, None, &command(action, OWNER, "m")).await;
+        result.expect("answered");
+        assert!(after.is_none());
+        let events = f.sink.published();
+        assert_eq!(error_code(&events).as_deref(), Some("not_found"), "{name}");
+        assert_eq!(events[0].status, "failed");
+        assert!(f.runtime.names().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_quota_refusal_creates_nothing() {
+    let f = Fakes::new(Config::defaults(), 1);
+    let mut other = sample_spec();
+    other.name = "first".into();
+    f.quota
+        .reserve("a-0", &other)
+        .await
+        .expect("the first agent fits");
+    let (after, result) = run_command(
+        &f.deps,
+        None,
+        &command(create(sample_spec(), true), OWNER, "m"),
+    )
+    .await;
+    result.expect("answered");
+    assert!(after.is_none());
+    assert_eq!(
+        error_code(&f.sink.published()).as_deref(),
+        Some("quota_exceeded")
+    );
+    assert!(f.store.record(AGENT).is_none());
+    assert!(f.runtime.names().is_empty());
+    assert_eq!(f.quota.holding(OWNER, AGENT), None);
+}
+
+/// One runtime failure: the command, the status before (`None`: a new agent), the call
+/// that fails and how, the `agent.error` code, the status after (`None`: gone).
+struct FailureCase {
+    case: &'static str,
+    status: Option<AgentStatus>,
+    action: Action,
+    call: &'static str,
+    fault: Fault,
+    code: &'static str,
+    after_status: Option<AgentStatus>,
+}
+
+fn fails(
+    case: &'static str,
+    status: Option<AgentStatus>,
+    action: Action,
+    call: &'static str,
+    fault: Fault,
+    code: &'static str,
+    after_status: Option<AgentStatus>,
+) -> FailureCase {
+    FailureCase {
+        case,
+        status,
+        action,
+        call,
+        fault,
+        code,
+        after_status,
+    }
+}
+
+/// A runtime failure at each step of each command: answered with `agent.error`, and
+/// the agent left as the plan's `OnFailure` says.
+#[tokio::test]
+async fn a_runtime_failure_at_each_step_is_answered_and_leaves_what_the_plan_says() {
+    let mut new_image = sample_spec();
+    new_image.image = "autogen-agent:v2".into();
+    use AgentStatus::{Failed, Running, Stopped};
+    let new_image = Action::Update {
+        patch: SpecPatch {
+            image: Some("autogen-agent:v2".into()),
+            ..Default::default()
+        },
+    };
+    let stop = Action::Stop { timeout_s: 1 };
+    let restart = Action::Restart { timeout_s: 1 };
+    let delete = Action::Delete { timeout_s: 1 };
+    let new_agent = || create(sample_spec(), true);
+    let cases = [
+        fails(
+            "create: the container",
+            None,
+            new_agent(),
+            "create",
+            Fault::Docker,
+            "docker_error",
+            None,
+        ),
+        fails(
+            "create: the image",
+            None,
+            new_agent(),
+            "create",
+            Fault::ImageNotFound,
+            "image_not_found",
+            None,
+        ),
+        fails(
+            "create: the start",
+            None,
+            new_agent(),
+            "start",
+            Fault::Docker,
+            "docker_error",
+            Some(Failed),
+        ),
+        fails(
+            "start",
+            Some(Stopped),
+            Action::Start,
+            "start",
+            Fault::Docker,
+            "docker_error",
+            Some(Failed),
+        ),
+        fails(
+            "stop",
+            Some(Running),
+            stop,
+            "stop",
+            Fault::Docker,
+            "docker_error",
+            Some(Failed),
+        ),
+        fails(
+            "restart",
+            Some(Running),
+            restart,
+            "restart",
+            Fault::Docker,
+            "docker_error",
+            Some(Failed),
+        ),
+        fails(
+            "delete",
+            Some(Running),
+            delete,
+            "remove",
+            Fault::Docker,
+            "docker_error",
+            Some(Running),
+        ),
+        fails(
+            "resize",
+            Some(Running),
+            resize(),
+            "update_resources",
+            Fault::Docker,
+            "docker_error",
+            Some(Running),
+        ),
+        fails(
+            "replace: the removal",
+            Some(Running),
+            reconfigure(),
+            "remove",
+            Fault::Docker,
+            "docker_error",
+            Some(Running),
+        ),
+        fails(
+            "replace: the new container",
+            Some(Running),
+            reconfigure(),
+            "create",
+            Fault::Docker,
+            "docker_error",
+            Some(Failed),
+        ),
+        fails(
+            "replace: its start",
+            Some(Running),
+            reconfigure(),
+            "start",
+            Fault::Docker,
+            "docker_error",
+            Some(Failed),
+        ),
+        fails(
+            "replace: the new image",
+            Some(Running),
+            new_image,
+            "ensure_image",
+            Fault::ImageNotFound,
+            "image_not_found",
+            Some(Running),
+        ),
+    ];
+    for FailureCase {
+        case,
+        status,
+        action,
+        call,
+        fault,
+        code,
+        after_status,
+    } in cases
+    {
+        let f = fakes();
+        let before = status.map(|s| stored(&f, s));
+        let is_update = matches!(action, Action::Update { .. });
+        f.runtime.fail(call, fault);
+        let (after, result) =
+            run_command(&f.deps, before.clone(), &command(action, OWNER, "m")).await;
+        assert!(result.is_ok(), "{case}: answered, not retried: {result:?}");
+        let events = f.sink.published();
+        assert_eq!(
+            error_code(&events).as_deref(),
+            Some(code),
+            "{case}: {events:?}"
+        );
+        assert_eq!(
+            after.as_ref().map(AgentRecord::status),
+            after_status,
+            "{case}"
+        );
+        assert_eq!(
+            f.store.record(AGENT).map(|r| r.status()),
+            after_status,
+            "{case}: stored"
+        );
+        match &after {
+            None => {
+                assert!(f.runtime.names().is_empty(), "{case}: no container left");
+                assert_eq!(f.quota.holding(OWNER, AGENT), None, "{case}: no quota held");
+            }
+            Some(r) => {
+                assert!(r.last_error.is_some(), "{case}: the record says why");
+                assert!(r.pending.is_none(), "{case}: the command is over");
+            }
+        }
+        if is_update && after_status != Some(AgentStatus::Failed) {
+            let before = before.expect("an existing agent");
+            assert_eq!(
+                after.map(|r| r.spec),
+                Some(before.spec),
+                "{case}: spec kept"
+            );
+            assert!(
+                !f.journal.matching("quota resync").is_empty(),
+                "{case}: quota follows the record"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_workload_that_vanished_is_made_anew() {
+    for action in [Action::Start, Action::Restart { timeout_s: 1 }] {
+        let f = fakes();
+        let r = stored(&f, AgentStatus::Failed);
+        let old = r.workload_id.clone().expect("a container");
+        f.runtime.vanish(&old);
+        let (after, result) = run_command(&f.deps, Some(r), &command(action, OWNER, "m")).await;
+        result.expect("applied");
+        let after = after.expect("the agent");
+        let new = after.workload_id.clone().expect("a new container");
+        assert_ne!(new, old);
+        assert_eq!(f.runtime.running(&new), Some(true));
+        assert_eq!(after.status(), AgentStatus::Running);
+    }
+    // A stop of a vanished workload is done, and the record forgets it.
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Running);
+    f.runtime
+        .vanish(r.workload_id.as_deref().unwrap_or_default());
+    let (after, result) = run_command(
+        &f.deps,
+        Some(r),
+        &command(Action::Stop { timeout_s: 1 }, OWNER, "m"),
+    )
+    .await;
+    result.expect("applied");
+    let after = after.expect("the agent");
+    assert_eq!(after.status(), AgentStatus::Stopped);
+    assert_eq!(after.workload_id, None);
+}
+
+#[tokio::test]
+async fn with_redis_or_rabbitmq_away_nothing_is_answered_and_the_retry_applies_it() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Stopped);
+    f.store.fail_writes(1);
+    let cmd = command(Action::Start, OWNER, "m");
+    let (after, result) = run_command(&f.deps, Some(r.clone()), &cmd).await;
+    let error = result.expect_err("retried");
+    assert!(error.is_transient_infrastructure());
+    assert!(f.sink.published().is_empty(), "nothing answered");
+    let (after, retried) = run_command(&f.deps, after, &cmd).await;
+    retried.expect("applied on retry");
+    assert_eq!(kinds(&f.sink.published()), ["agent.started"]);
+    assert_eq!(after.map(|a| a.status()), Some(AgentStatus::Running));
+
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Running);
+    f.sink.set_failing(true);
+    let cmd = command(Action::Stop { timeout_s: 1 }, OWNER, "m");
+    let (after, result) = run_command(&f.deps, Some(r), &cmd).await;
+    assert!(result.expect_err("retried").is_transient_infrastructure());
+    f.sink.set_failing(false);
+    let (_, retried) = run_command(&f.deps, after, &cmd).await;
+    retried.expect("answered on retry");
+    assert_eq!(kinds(&f.sink.published()), ["agent.stopped"]);
+}
+
+#[tokio::test]
+async fn a_redelivered_create_of_a_new_agent_finds_its_own_container() {
+    // The manager died after making the container, before recording it.
+    let f = fakes();
+    let cmd = command(create(sample_spec(), true), OWNER, "m");
+    let orphan = AgentRecord::new(AGENT, sample_spec(), DesiredState::Running);
+    let made = f.runtime.add(spec::build(&orphan, &f.deps.config), false);
+    let (after, result) = run_command(&f.deps, None, &cmd).await;
+    result.expect("applied");
+    let after = after.expect("the agent");
+    assert_eq!(after.workload_id.as_deref(), Some(made.as_str()));
+    assert_eq!(f.runtime.names().len(), 1, "no second container");
+    assert_eq!(
+        kinds(&f.sink.published()),
+        ["agent.created", "agent.started"]
+    );
+}
+
+// ---- Without a command ----
+
+#[tokio::test]
+async fn healing_restarts_a_crashed_agent_and_counts_it() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Failed);
+    let (after, result) = heal(&f.deps, r, Reason::Crashed).await;
+    result.expect("healed");
+    assert_eq!(after.status(), AgentStatus::Running);
+    assert_eq!(after.restart_count, 1);
+    let events = f.sink.published();
+    assert_eq!(kinds(&events), ["agent.restarted"]);
+    assert_eq!(events[0].correlation_id, None);
+    assert_eq!(events[0].details["automatic"], true);
+    assert!(
+        !after.last_logs.is_empty(),
+        "the exit's last words travel with it"
+    );
+    assert_eq!(
+        f.store.record(AGENT).map(|r| r.status()),
+        Some(AgentStatus::Running)
+    );
+}
+
+#[tokio::test]
+async fn healing_that_fails_marks_the_agent_failed_and_says_why() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Running);
+    f.runtime.fail("restart", Fault::Docker);
+    let (after, result) = heal(&f.deps, r, Reason::Unhealthy).await;
+    assert!(result.is_err());
+    assert_eq!(after.status(), AgentStatus::Failed);
+    let events = f.sink.published();
+    assert_eq!(error_code(&events).as_deref(), Some("docker_error"));
+    assert!(events[0].details["command"].is_null());
+    assert!(after
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("automatic restart failed")));
+}
+
+#[tokio::test]
+async fn a_delete_left_half_done_is_finished_and_answered() {
+    let f = fakes();
+    let mut r = stored(&f, AgentStatus::Deleting);
+    r.pending = Some(PendingCommand {
+        command: "agent.delete".into(),
+        message_id: "m-del".into(),
+    });
+    finish_delete(&f.deps, r).await.expect("finished");
+    assert!(f.store.record(AGENT).is_none());
+    assert!(f.runtime.names().is_empty());
+    let events = f.sink.published();
+    assert_eq!(kinds(&events), ["agent.deleted"]);
+    assert_eq!(events[0].correlation_id.as_deref(), Some("m-del"));
+    assert_eq!(f.store.processed_answer("m-del"), Some(events));
+}

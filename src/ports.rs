@@ -1,0 +1,73 @@
+//! The boundaries the agent actors work through, as traits, so the lifecycle, the
+//! looks and the self-healing run the same over the real services and over the
+//! in-memory fakes of the unit tests. The runtime's trait is [`crate::runtime::Runtime`];
+//! the others are here:
+//!
+//! - [`RecordStore`]: the agents' records, their event streams and the answers of
+//!   applied commands (Redis: [`crate::store::Store`]);
+//! - [`EventSink`]: where events go (RabbitMQ, with the Redis outbox:
+//!   [`crate::broker::publisher::EventPublisher`]);
+//! - [`QuotaLedger`]: each customer's quota (Redis scripts: [`crate::quota::Quotas`]).
+//!
+//! [`crate::context`] wires the real ones together.
+
+use async_trait::async_trait;
+
+use crate::error::{AgentError, PublishError, StoreError};
+use crate::protocol::{AgentSpec, Event};
+use crate::record::AgentRecord;
+
+/// A command that has been applied, remembered so that a redelivery applies nothing
+/// twice and is answered again.
+#[derive(Debug, Clone, Copy)]
+pub struct Processed<'a> {
+    pub message_id: &'a str,
+    /// Every event that answered it, replayed verbatim on redelivery.
+    pub answer: &'a [Event],
+}
+
+/// Where the agents' state is kept.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    /// Writes the record, its set memberships, `events` to its stream and, when given,
+    /// the processed marker: one atomic step.
+    async fn save(
+        &self,
+        record: &AgentRecord,
+        events: &[Event],
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError>;
+    /// Removes every key of the agent and records the processed marker, atomically.
+    async fn delete(
+        &self,
+        record: &AgentRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError>;
+    /// Records that a command was applied (one that leaves no agent behind).
+    async fn save_processed(&self, processed: Processed<'_>) -> Result<(), StoreError>;
+    /// The events that answered `message_id`, if that command was already applied.
+    async fn processed(&self, message_id: &str) -> Result<Option<Vec<Event>>, StoreError>;
+    /// Every agent record; corrupt ones as errors beside their id.
+    async fn load_all(&self) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError>;
+}
+
+/// Where events go. `publish` returns once every event is durable.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    async fn publish(&self, events: &[Event]) -> Result<(), PublishError>;
+}
+
+/// Each customer's quota of agents, memory, CPU and GPUs.
+#[async_trait]
+pub trait QuotaLedger: Send + Sync + 'static {
+    /// Reserves `spec`'s resources for `agent_id` (replacing what it held), or refuses
+    /// with `quota_exceeded` and changes nothing. Shrinking is never refused.
+    async fn reserve(&self, agent_id: &str, spec: &AgentSpec) -> Result<(), AgentError>;
+    /// After a command that failed part-way: the agent holds exactly what its record
+    /// says. Best effort (logged); the next start heals what it could not.
+    async fn resync(&self, record: &AgentRecord);
+    /// Frees what `agent_id` held of `customer_id`'s quota; harmless when it held none.
+    async fn release(&self, agent_id: &str, customer_id: &str) -> Result<(), AgentError>;
+    /// Recomputes every customer's usage from `records` (at start).
+    async fn rebuild(&self, records: &[AgentRecord]) -> Result<(), AgentError>;
+}

@@ -1,0 +1,172 @@
+//! The agent's status machine: every status change has a [`Cause`], and
+//! [`transition`] is the one function that writes a record's status (krustlet-style:
+//! the rules are a pure function, [`next`], with a unit test per rule).
+//!
+//! ```text
+//!  creating ──ContainerCreated──▶ created ──Begin(Start)──▶ starting ──Started──▶ running
+//!                                    │                          │ Failed            │ ▲
+//!                                    │                          ▼                   │ │ Observed
+//!  any ──Begin(Delete)──▶ deleting   └──────────────────────▶ failed ◀──Observed────┘ ▼
+//!  running ──Begin(Stop)──▶ stopping ──Stopped──▶ stopped        │            unhealthy
+//!  running ──Begin(Restart)──▶ restarting ──Started──▶ running   │
+//!  failed ──RestartScheduled──▶ restarting ──(automatic restart)─┘
+//! ```
+//!
+//! `starting`, `stopping`, `restarting` and `deleting` are written while a command
+//! takes its time, so operators see them; a look at the container (`Observed`) never
+//! runs while a command does, so a look that finds `starting` or `stopping` means the
+//! command died with its manager, and the container's state decides.
+
+use super::AgentRecord;
+use crate::protocol::{AgentStatus, DesiredState};
+
+/// A command's step that takes time and has a status of its own while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Start,
+    Stop,
+    Restart,
+    Delete,
+}
+
+/// Why an agent's status changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Read back from the store (or set up by a test): the status as it was saved.
+    Restored(AgentStatus),
+    /// A command begins an operation that takes time.
+    Begin(Operation),
+    /// A create made the agent's workload (not started).
+    ContainerCreated,
+    /// A start, restart or re-create left the workload running.
+    Started,
+    /// A stop left the workload stopped.
+    Stopped,
+    /// A runtime call failed part-way: the agent is not as asked.
+    Failed,
+    /// Self-healing will restart the agent after a backoff.
+    RestartScheduled,
+    /// A look at the workload: whether it runs, and whether Docker calls it unhealthy.
+    Observed { running: bool, unhealthy: bool },
+    /// Adopted at start from a container whose record was lost.
+    Adopted { running: bool },
+}
+
+/// The status after `cause`, from `current` and what the agent should be doing.
+pub fn next(current: AgentStatus, desired: DesiredState, cause: Cause) -> AgentStatus {
+    use AgentStatus::*;
+    match cause {
+        Cause::Restored(status) => status,
+        Cause::Begin(Operation::Start) => Starting,
+        Cause::Begin(Operation::Stop) => Stopping,
+        Cause::Begin(Operation::Restart) => Restarting,
+        Cause::Begin(Operation::Delete) => Deleting,
+        Cause::ContainerCreated => Created,
+        Cause::Started => Running,
+        Cause::Stopped => Stopped,
+        Cause::Failed => Failed,
+        Cause::RestartScheduled => Restarting,
+        Cause::Adopted { running: true } => Running,
+        Cause::Adopted { running: false } => Stopped,
+        // A create or delete in progress is finished by its redelivery or at start.
+        Cause::Observed { .. } if matches!(current, Creating | Deleting) => current,
+        Cause::Observed {
+            running: true,
+            unhealthy: true,
+        } => Unhealthy,
+        Cause::Observed { running: true, .. } => Running,
+        // Never started: still created, whatever is desired.
+        Cause::Observed { running: false, .. } if current == Created => Created,
+        // It should run but does not: it crashed, or its workload is gone.
+        Cause::Observed { running: false, .. } => match desired {
+            DesiredState::Running => Failed,
+            DesiredState::Stopped => Stopped,
+        },
+    }
+}
+
+/// Changes `record`'s status for `cause`; returns the status it had before.
+pub fn transition(record: &mut AgentRecord, cause: Cause) -> AgentStatus {
+    let before = record.status;
+    record.status = next(before, record.desired_state, cause);
+    if before != record.status {
+        tracing::trace!(agent_id = %record.agent_id, from = before.as_str(), to = record.status.as_str(), ?cause, "status");
+    }
+    before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AgentStatus::*;
+
+    const RUN: DesiredState = DesiredState::Running;
+    const STOP: DesiredState = DesiredState::Stopped;
+
+    fn seen(running: bool, unhealthy: bool) -> Cause {
+        Cause::Observed { running, unhealthy }
+    }
+
+    #[test]
+    fn commands_and_runtime_results_set_their_status_from_any_status() {
+        for current in AgentStatus::ALL {
+            for desired in [RUN, STOP] {
+                let at = |cause| next(current, desired, cause);
+                assert_eq!(at(Cause::Begin(Operation::Start)), Starting);
+                assert_eq!(at(Cause::Begin(Operation::Stop)), Stopping);
+                assert_eq!(at(Cause::Begin(Operation::Restart)), Restarting);
+                assert_eq!(at(Cause::Begin(Operation::Delete)), Deleting);
+                assert_eq!(at(Cause::ContainerCreated), Created);
+                assert_eq!(at(Cause::Started), Running);
+                assert_eq!(at(Cause::Stopped), Stopped);
+                assert_eq!(at(Cause::Failed), Failed);
+                assert_eq!(at(Cause::RestartScheduled), Restarting);
+                assert_eq!(at(Cause::Restored(current)), current);
+                assert_eq!(at(Cause::Adopted { running: true }), Running);
+                assert_eq!(at(Cause::Adopted { running: false }), Stopped);
+            }
+        }
+    }
+
+    /// Every status × every observation × every desired state.
+    #[test]
+    fn a_look_decides_from_the_container_except_while_creating_or_deleting() {
+        for current in AgentStatus::ALL {
+            for desired in [RUN, STOP] {
+                let at = |running, unhealthy| next(current, desired, seen(running, unhealthy));
+                if matches!(current, Creating | Deleting) {
+                    for (r, u) in [(true, true), (true, false), (false, false)] {
+                        assert_eq!(at(r, u), current, "{current:?} is kept");
+                    }
+                    continue;
+                }
+                assert_eq!(at(true, false), Running, "{current:?} {desired:?}");
+                assert_eq!(at(true, true), Unhealthy, "{current:?} {desired:?}");
+                let expected = match (current, desired) {
+                    (Created, _) => Created,
+                    (_, DesiredState::Running) => Failed,
+                    (_, DesiredState::Stopped) => Stopped,
+                };
+                assert_eq!(at(false, false), expected, "{current:?} {desired:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_look_after_a_command_died_mid_way_takes_the_containers_word() {
+        assert_eq!(next(Starting, RUN, seen(true, false)), Running);
+        assert_eq!(next(Starting, RUN, seen(false, false)), Failed);
+        assert_eq!(next(Stopping, STOP, seen(false, false)), Stopped);
+        assert_eq!(next(Restarting, RUN, seen(true, false)), Running);
+    }
+
+    #[test]
+    fn transition_writes_the_status_and_returns_the_old_one() {
+        let mut r = AgentRecord::new("a", crate::protocol::sample_spec(), RUN);
+        assert_eq!(r.status(), Creating);
+        assert_eq!(transition(&mut r, Cause::ContainerCreated), Creating);
+        assert_eq!(transition(&mut r, Cause::Begin(Operation::Start)), Created);
+        assert_eq!(transition(&mut r, Cause::Started), Starting);
+        assert_eq!(r.status(), Running);
+    }
+}
