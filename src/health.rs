@@ -7,12 +7,12 @@ use serde_json::{json, Value};
 
 use crate::config::HealthConfig;
 use crate::context::Deps;
+use crate::crash_policy::{CrashPolicy, Decision};
 use crate::error::AgentError;
 use crate::protocol::{error_details, AgentStatus, ErrorCode, EventKind};
 use crate::record::status::{transition, Cause};
 use crate::record::AgentRecord;
 use crate::redact::redact;
-use crate::restart::{Decision, RestartPolicy};
 use crate::runtime::{Observed, Stats};
 
 /// What the last `agent.health` said, to send the next one on change.
@@ -30,7 +30,7 @@ pub struct Watch {
     pub last: LastReport,
     /// The latest stats sample (CPU % comes from it and the one before).
     pub stats: Option<Stats>,
-    pub policy: RestartPolicy,
+    pub policy: CrashPolicy,
     /// Looks in a row that found the container unhealthy.
     pub unhealthy_streak: u32,
     /// Where self-healing stands.
@@ -53,7 +53,7 @@ impl Watch {
         Watch {
             last: LastReport::default(),
             stats: None,
-            policy: RestartPolicy::new(cfg),
+            policy: CrashPolicy::new(cfg),
             unhealthy_streak: 0,
             healing: Healing::Watching,
         }

@@ -38,6 +38,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod crash_policy;
 pub mod error;
 #[cfg(test)]
 pub mod fakes;
@@ -51,7 +52,6 @@ pub mod readiness;
 pub mod reconcile;
 pub mod record;
 pub mod redact;
-pub mod restart;
 pub mod runtime;
 pub mod security;
 pub mod store;

@@ -550,6 +550,33 @@ async fn stop_honours_timeout_then_kills() {
     env.finish().await;
 }
 
+/// An operation that takes time shows its own status while it runs (contract section
+/// 5), so operators see `stopping` during a long stop, `restarting` during a restart.
+#[actix_rt::test]
+async fn slow_operations_show_their_status_while_they_run() {
+    let env = TestEnv::start(&[]).await;
+    let id = env.agent_id("slow");
+    let mut body = env.create_body(&id);
+    body["config"] = json!({"ignore_sigterm": true});
+    let mid = env.send("agent.create", body).await;
+    env.answer(&mid, "agent.started").await;
+
+    for (command, during, after) in [
+        ("agent.restart", "restarting", "agent.restarted"),
+        ("agent.stop", "stopping", "agent.stopped"),
+    ] {
+        let mid = env.command(command, &id, json!({"timeout_s": 3})).await;
+        common::wait_until(&format!("the record says {during}"), DEADLINE, || async {
+            env.record(&id).await.get("status").map(String::as_str) == Some(during)
+        })
+        .await;
+        let answer = env.answer(&mid, after).await;
+        assert_ne!(answer.status, during, "{command} ends in its final status");
+        assert_eq!(env.record(&id).await["status"], answer.status);
+    }
+    env.finish().await;
+}
+
 #[actix_rt::test]
 async fn update_replaces_for_env_changes_and_resizes_in_place() {
     let env = TestEnv::start(&[]).await;

@@ -17,7 +17,7 @@ pub enum Decision {
 }
 
 #[derive(Debug, Clone)]
-pub struct RestartPolicy {
+pub struct CrashPolicy {
     base: Duration,
     max: Duration,
     /// Running this long resets the backoff.
@@ -32,9 +32,9 @@ pub struct RestartPolicy {
     running_since: Option<Instant>,
 }
 
-impl RestartPolicy {
+impl CrashPolicy {
     pub fn new(cfg: &HealthConfig) -> Self {
-        RestartPolicy {
+        CrashPolicy {
             base: Duration::from_millis(cfg.restart_backoff_base_ms),
             max: Duration::from_millis(cfg.restart_backoff_max_ms),
             stable: Duration::from_secs(cfg.restart_stable_s),
@@ -99,14 +99,14 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn policy(base_ms: u64, max_ms: u64, max_restarts: u32, window_s: u64) -> RestartPolicy {
+    fn policy(base_ms: u64, max_ms: u64, max_restarts: u32, window_s: u64) -> CrashPolicy {
         let mut cfg = Config::defaults().health;
         cfg.restart_backoff_base_ms = base_ms;
         cfg.restart_backoff_max_ms = max_ms;
         cfg.crash_loop_max_restarts = max_restarts;
         cfg.crash_loop_window_s = window_s;
         cfg.restart_stable_s = 60;
-        RestartPolicy::new(&cfg)
+        CrashPolicy::new(&cfg)
     }
 
     fn delay(d: Decision) -> u128 {
