@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::docker::DockerRuntime;
+use super::engine::DockerOp;
 use super::spec::{self, ContainerSpec, LABEL_AGENT_ID};
 use super::{Observed, Runtime, Stats};
 use crate::config::{Config, GpuConfig};
@@ -336,7 +337,7 @@ impl GpuRuntime {
                 .get(LABEL_AGENT_ID)
                 .cloned()
                 .ok_or_else(|| RuntimeError::Docker {
-                    op: "start container",
+                    op: DockerOp::StartContainer.as_str(),
                     status: None,
                     message: format!("container {id} has no {LABEL_AGENT_ID} label"),
                 })?;

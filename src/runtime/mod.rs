@@ -9,8 +9,14 @@
 //! `spec` turns an agent record into the runtime-neutral [`ContainerSpec`]: the one
 //! place that knows the contract's labels and environment. In swarm mode the "container
 //! id" the actors hold is the service id: the stable handle of the agent.
+//!
+//! [`engine`] is the Docker plumbing docker and swarm modes share: the bounded, timed,
+//! admitted calls (named by [`engine::DockerOp`]), error mapping, the agents' networks,
+//! log collection and the spec's translation into Docker's health, ulimit and logging
+//! models.
 
 pub mod docker;
+pub mod engine;
 pub mod gpu;
 pub mod spec;
 pub mod swarm;

@@ -4,7 +4,6 @@
 //! time after any break, so nothing is missed; a periodic relist asks every actor to
 //! look at its container anyway.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::Addr;
@@ -13,7 +12,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::spec::{LABEL_AGENT_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
+use super::spec::{self, LABEL_AGENT_ID};
 use crate::broker::Backoff;
 use crate::supervisor::{ContainerEvent, LookAtAll, Supervisor};
 
@@ -50,20 +49,12 @@ impl DockerWatcher {
         let mut relist = tokio::time::interval(self.relist);
         relist.tick().await;
         loop {
-            let filters = HashMap::from([
-                ("type", vec!["container".to_string()]),
-                (
-                    "label",
-                    vec![
-                        format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"),
-                        format!("{LABEL_INSTANCE}={}", self.instance),
-                    ],
-                ),
-                (
-                    "event",
-                    WATCHED_EVENTS.iter().map(|e| e.to_string()).collect(),
-                ),
-            ]);
+            let mut filters = spec::managed_filters(&self.instance);
+            filters.insert("type", vec!["container".to_string()]);
+            filters.insert(
+                "event",
+                WATCHED_EVENTS.iter().map(|e| e.to_string()).collect(),
+            );
             let options = EventsOptionsBuilder::new()
                 .since(&since)
                 .filters(&filters)
