@@ -481,6 +481,15 @@ impl Runtime for GpuRuntime {
         }
         Ok(all)
     }
+
+    /// The Docker runtime's one listing (no GPU devices: inspect for those).
+    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let all = self.docker.list_managed_brief().await?;
+        for o in &all {
+            self.remember_observed(o);
+        }
+        Ok(all)
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! | restart | bump `TaskTemplate.ForceUpdate` (and scale to 1), wait for a new running task |
 //! | update (resources) | new limits in the task template: Swarm replaces the task |
 //! | delete | stop, then remove the service |
+//! | brief listing (relist, adoption) | one listing of the services, one of every task |
 //!
 //! What dockerd 20.10 (API 1.41) does not take, and how it is handled:
 //! - no swap setting for services: Docker's default applies (swap up to the memory
@@ -320,6 +321,30 @@ pub fn observed_from(service: &Service, tasks: &[Task]) -> Observed {
         gpu_devices: Vec::new(),
         task_container_id: current.and_then(task_container),
     }
+}
+
+/// What one listing of `services` and of the swarm's `tasks` tells of each service, as
+/// [`observed_from`] reads a service and its own tasks (without what only the node
+/// running a task knows: the container's health and out-of-memory kill).
+pub fn briefs_from(services: &[Service], tasks: Vec<Task>) -> Vec<Observed> {
+    let mut by_service: HashMap<String, Vec<Task>> = HashMap::new();
+    for task in tasks {
+        if let Some(service) = task.service_id.clone() {
+            by_service.entry(service).or_default().push(task);
+        }
+    }
+    services
+        .iter()
+        .map(|service| {
+            let own = service
+                .id
+                .as_ref()
+                .and_then(|id| by_service.get(id))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            observed_from(service, own)
+        })
+        .collect()
 }
 
 /// `"1.41"` → `(1, 41)`.
@@ -953,6 +978,25 @@ impl Runtime for SwarmRuntime {
         }
         Ok(out)
     }
+
+    /// Two Docker calls whatever the number of agents: this instance's services, and
+    /// every task of the swarm (a task filter naming hundreds of services would not do).
+    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let services = self.managed_services().await?;
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docker = self.engine().client().clone();
+        let tasks = self
+            .engine()
+            .call(DockerOp::ListTasks, Duration::ZERO, async move {
+                docker
+                    .list_tasks(None::<bollard::query_parameters::ListTasksOptions>)
+                    .await
+            })
+            .await?;
+        Ok(briefs_from(&services, tasks))
+    }
 }
 
 #[cfg(test)]
@@ -1117,6 +1161,63 @@ mod tests {
             (o.state.as_str(), o.health.as_str()),
             ("created", "starting")
         );
+    }
+
+    #[test]
+    fn one_listing_of_services_and_tasks_reads_as_each_service_observed() {
+        let mut s2 = service(0);
+        s2.id = Some("s2".into());
+        let mut s3 = service(1);
+        s3.id = Some("s3".into());
+        let of = |mut t: Task, service: &str| {
+            t.service_id = Some(service.into());
+            t
+        };
+        let tasks = vec![
+            task("old", 9, TaskState::FAILED, TaskState::SHUTDOWN),
+            task("new", 5, TaskState::RUNNING, TaskState::RUNNING),
+            of(
+                task("done", 2, TaskState::COMPLETE, TaskState::SHUTDOWN),
+                "s2",
+            ),
+            of(
+                task("other", 7, TaskState::RUNNING, TaskState::RUNNING),
+                "not-ours",
+            ),
+            Task {
+                service_id: None,
+                ..task("orphan", 8, TaskState::RUNNING, TaskState::RUNNING)
+            },
+        ];
+        let services = [service(1), s2, s3];
+        let briefs = briefs_from(&services, tasks.clone());
+        assert_eq!(
+            briefs.len(),
+            3,
+            "one per service, none for other services' tasks"
+        );
+        // Each is what observed_from makes of the service and its own tasks.
+        assert_eq!(briefs[0], observed_from(&services[0], &tasks[..2]));
+        assert_eq!(briefs[1], observed_from(&services[1], &tasks[2..3]));
+        assert_eq!(briefs[2], observed_from(&services[2], &[]));
+        let b = &briefs[0];
+        assert_eq!((b.id.as_str(), b.name.as_str()), ("s1", "agent-a1"));
+        assert_eq!(b.image, "autogen-agent:latest");
+        assert_eq!(
+            b.labels.get("autogen.agent-id").map(String::as_str),
+            Some("a1")
+        );
+        assert_eq!((b.state.as_str(), b.running), ("running", true));
+        assert_eq!(b.task_container_id.as_deref(), Some("c-new"));
+        assert_eq!(
+            (briefs[1].state.as_str(), briefs[1].running),
+            ("exited", false)
+        );
+        assert_eq!(
+            (briefs[2].state.as_str(), briefs[2].running),
+            ("created", false)
+        );
+        assert!(briefs_from(&[], tasks).is_empty());
     }
 
     #[test]
