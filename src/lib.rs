@@ -11,7 +11,8 @@
 //!   plumbing both modes share (bounded and admitted calls, errors, networks, logs);
 //!   [`runtime::docker`] drives Docker containers (docker mode), [`runtime::swarm`]
 //!   Swarm services (swarm mode), and [`runtime::gpu`] wraps the Docker runtime with
-//!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events.
+//!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events and sends
+//!   them on as its own messages.
 //! - [`lifecycle`]: what each command does to one agent, as plain async functions.
 //! - [`health`]: looking at a container: status, stats, `agent.health`, what to heal.
 //! - [`restart`]: the self-healing policy (backoff with jitter, crash loops).

@@ -13,7 +13,9 @@
 //! [`engine`] is the Docker plumbing docker and swarm modes share: the bounded, timed,
 //! admitted calls (named by [`engine::DockerOp`]), error mapping, the agents' networks,
 //! log collection and the spec's translation into Docker's health, ulimit and logging
-//! models.
+//! models. [`watcher`] follows Docker's events and produces the messages
+//! ([`watcher::ContainerEvent`], [`watcher::LookAtAll`]) whoever holds the agents
+//! handles.
 
 pub mod docker;
 pub mod engine;
