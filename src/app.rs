@@ -142,7 +142,8 @@ impl Manager {
             docker,
             config.instance.clone(),
             Duration::from_secs(config.health.relist_interval_s),
-            supervisor.clone(),
+            supervisor.clone().recipient(),
+            supervisor.clone().recipient(),
         );
         actix_rt::spawn(watcher.run(shutdown_rx.clone()));
         let (ready_tx, mut ready) = watch::channel(false);

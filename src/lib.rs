@@ -7,10 +7,12 @@
 //! - [`protocol`]: commands, events, error codes and validation (contract sections 2–3).
 //! - [`store`]: the Redis records, sets, event streams and processed message ids (section 5).
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
-//!   container (labels, env, limits, section 4); [`runtime::docker`] drives Docker
-//!   containers (docker mode), [`runtime::swarm`] Swarm services (swarm mode), and
-//!   [`runtime::gpu`] wraps the Docker runtime with GPU allocation (gpu mode);
-//!   [`runtime::watcher`] follows Docker events.
+//!   container (labels, env, limits, section 4); [`runtime::engine`] is the Docker
+//!   plumbing both modes share (bounded and admitted calls, errors, networks, logs);
+//!   [`runtime::docker`] drives Docker containers (docker mode), [`runtime::swarm`]
+//!   Swarm services (swarm mode), and [`runtime::gpu`] wraps the Docker runtime with
+//!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events and sends
+//!   them on as its own messages.
 //! - [`lifecycle`]: what each command does to one agent, as plain async functions.
 //! - [`health`]: looking at a container: status, stats, `agent.health`, what to heal.
 //! - [`restart`]: the self-healing policy (backoff with jitter, crash loops).

@@ -14,6 +14,8 @@ use crate::lifecycle;
 use crate::protocol::{Command, CommandKind, ErrorCode};
 use crate::record::AgentRecord;
 use crate::runtime::spec::LABEL_AGENT_ID;
+/// What the DockerWatcher sends, handled here.
+pub use crate::runtime::watcher::{ContainerEvent, LookAtAll};
 
 /// Mailbox bound of the supervisor and the agent actors. Deliveries in flight are
 /// already bounded by the RabbitMQ prefetch; a full actix mailbox would instead defer
@@ -32,22 +34,6 @@ pub struct Dispatch(pub Command);
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CountAgents;
-
-/// A Docker event about an agent's container (from the DockerWatcher).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ContainerEvent {
-    pub agent_id: String,
-    /// Docker's action: die, oom, kill, health_status: ..., start, stop.
-    pub action: String,
-    /// The exit code a `die` event carries.
-    pub exit_code: Option<i64>,
-}
-
-/// Every agent looks at its container (the watcher's periodic relist).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct LookAtAll;
 
 /// The manager is shutting down: every agent actor retires (its timers and pending
 /// restarts with it) and so does the supervisor, so nothing keeps acting on agents a

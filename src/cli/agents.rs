@@ -16,7 +16,7 @@ use super::{scrub, CliError, Format};
 use crate::config::{redact_url, Config};
 use crate::error::StoreError;
 use crate::protocol::{valid_agent_id, AgentStatus};
-use crate::runtime::docker::connect_docker;
+use crate::runtime::engine::connect_docker;
 use crate::runtime::spec::container_name;
 use crate::store::{record_json, AgentRecord, Store, StreamEntry};
 

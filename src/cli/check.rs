@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{error_chain, scrub};
 use crate::config::{redact_url, Config};
-use crate::runtime::docker::connect_docker;
+use crate::runtime::engine::connect_docker;
 
 /// Where bollard connects when `DOCKER_HOST` is empty.
 const DEFAULT_DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";

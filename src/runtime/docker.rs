@@ -1,32 +1,30 @@
-//! Agents as plain Docker containers (docker and gpu modes), through bollard. Every
-//! call is bounded by a timeout.
+//! Agents as plain Docker containers (docker and gpu modes), through bollard: the
+//! container's create body, its lifecycle calls, and what inspect, list and stats report.
+//! Every call goes through the shared [`Engine`] (bounded by a timeout, admission
+//! control for the ones that change state); the agents' network is a bridge network.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::container::LogOutput;
-use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, ContainerSummary,
-    ContainerUpdateBody, DeviceRequest, EndpointSettings, HealthConfig, HostConfig,
-    HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, ResourcesUlimits,
+    ContainerUpdateBody, DeviceRequest, EndpointSettings, HostConfig, HostConfigLogConfig,
+    NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
-    StatsOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
 
-use super::spec::{
-    ContainerSpec, LABEL_CUSTOMER_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH,
-    LOG_MAX_FILES, LOG_MAX_SIZE, MANAGED_BY_VALUE,
+use super::engine::{
+    connect_docker, health_config, is_status, json_file_log_options, nofile_ulimit, DockerOp,
+    Engine, LogSource, NetworkKind, LOG_DRIVER,
 };
+use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_SPEC_HASH};
 use super::{Observed, Runtime, Stats};
 use crate::config::Config;
 use crate::error::RuntimeError;
@@ -34,97 +32,45 @@ use crate::error::RuntimeError;
 /// The Docker engine runtime.
 #[derive(Clone)]
 pub struct DockerRuntime {
-    docker: Docker,
-    /// Bound on one call (a stop adds its grace period).
-    timeout: Duration,
+    /// The client with its bounded, admitted calls (shared with swarm mode).
+    engine: Engine,
     network: String,
     instance: String,
-    /// Admission control: Docker operations that change state in flight at once. Tokio's
-    /// semaphore is fair, so a burst is served in the order it arrived.
-    admission: Arc<Semaphore>,
     /// Per-customer networks are created `internal` (`docker.network_internal`).
     network_internal: bool,
 }
-
-/// Operations that change state in Docker and go through admission control; reads
-/// (inspect, stats, logs, list) do not wait.
-const ADMITTED_OPS: [&str; 12] = [
-    "pull",
-    "create container",
-    "start container",
-    "stop container",
-    "restart container",
-    "remove container",
-    "update container",
-    // Swarm mode (runtime/swarm.rs).
-    "create service",
-    "scale service",
-    "force-update service",
-    "update service",
-    "remove service",
-];
 
 impl DockerRuntime {
     /// Connects to `docker.host` (or the local socket). No I/O happens until the first call.
     pub fn connect(config: &Config) -> Result<Self, RuntimeError> {
         let docker = connect_docker(&config.docker.host, config.agents.max_stop_timeout_s)?;
         Ok(DockerRuntime {
-            docker,
-            timeout: Duration::from_secs(config.docker.timeout_s),
+            engine: Engine::new(
+                docker,
+                Duration::from_secs(config.docker.timeout_s),
+                config.docker.max_concurrent_ops,
+            ),
             network: config.docker.network.clone(),
             instance: config.instance.clone(),
-            admission: Arc::new(Semaphore::new(config.docker.max_concurrent_ops)),
             network_internal: config.docker.network_internal,
         })
     }
 
     pub fn client(&self) -> &Docker {
-        &self.docker
+        self.engine.client()
     }
 
-    /// Runs one Docker call bounded by the configured timeout plus `extra`.
-    pub(crate) async fn call<T>(
-        &self,
-        op: &'static str,
-        extra: Duration,
-        fut: impl Future<Output = Result<T, BollardError>>,
-    ) -> Result<T, RuntimeError> {
-        let _permit = if ADMITTED_OPS.contains(&op) {
-            // Waiting for a turn is not part of the call's timeout.
-            Some(
-                self.admission
-                    .acquire()
-                    .await
-                    .map_err(|_| RuntimeError::Docker {
-                        op,
-                        status: None,
-                        message: "admission control closed".into(),
-                    })?,
-            )
-        } else {
-            None
-        };
-        let limit = self.timeout + extra;
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(limit, fut).await;
-        crate::metrics::observe(
-            "agent_manager_docker_call_duration_seconds",
-            &[("op", op)],
-            started.elapsed(),
-        );
-        result
-            .map_err(|_| RuntimeError::Timeout {
-                op,
-                after_s: limit.as_secs(),
-            })?
-            .map_err(|e| docker_error(op, e))
+    /// The bounded calls, for swarm mode's services.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
         let options = CreateImageOptionsBuilder::new().from_image(image).build();
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let result = self
-            .call("pull", Duration::ZERO, async move {
+            .engine
+            .call(DockerOp::Pull, Duration::ZERO, async move {
                 let mut stream = docker.create_image(Some(options), None, None);
                 while let Some(item) = stream.next().await {
                     item?;
@@ -140,101 +86,17 @@ impl DockerRuntime {
 }
 
 impl DockerRuntime {
-    /// Creates the bridge network `name` with `labels` unless it exists.
-    async fn ensure_network(
-        &self,
-        name: &str,
-        labels: HashMap<String, String>,
-        internal: bool,
-    ) -> Result<(), RuntimeError> {
-        let docker = self.docker.clone();
-        let owned = name.to_string();
-        match self
-            .call("inspect network", Duration::ZERO, async move {
-                docker
-                    .inspect_network(
-                        &owned,
-                        None::<bollard::query_parameters::InspectNetworkOptions>,
-                    )
-                    .await
-            })
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(RuntimeError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        let docker = self.docker.clone();
-        let request = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            internal: internal.then_some(true),
-            labels: Some(labels),
-            ..Default::default()
-        };
-        let created = self
-            .call("create network", Duration::ZERO, async move {
-                docker.create_network(request).await
-            })
-            .await;
-        // 409: another process created it in between, which is fine.
-        if is_status(&created, 409) {
-            return Ok(());
-        }
-        tracing::info!(network = name, internal, "created a network for agents");
-        created.map(|_| ())
-    }
-
-    /// The customer's own network (`docker.network_per_customer`), labelled with the
-    /// customer so operators can find and prune it.
+    /// The customer's own bridge network (`docker.network_per_customer`).
     async fn ensure_customer_network(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        let mut labels =
-            HashMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())]);
-        if let Some(customer) = spec.labels.get(LABEL_CUSTOMER_ID) {
-            labels.insert(LABEL_CUSTOMER_ID.to_string(), customer.clone());
-        }
-        self.ensure_network(&spec.network, labels, self.network_internal)
+        self.engine
+            .ensure_network(
+                &spec.network,
+                NetworkKind::Bridge,
+                spec::customer_network_labels(spec),
+                self.network_internal,
+            )
             .await
     }
-}
-
-/// A bollard client for `host` ("" = local socket). Its own timeout is set above the
-/// longest stop grace period so that only our per-call timeouts apply.
-pub fn connect_docker(host: &str, max_stop_timeout_s: u32) -> Result<Docker, RuntimeError> {
-    let docker = if host.is_empty() {
-        Docker::connect_with_local_defaults()
-    } else {
-        Docker::connect_with_host(host)
-    }
-    .map_err(|e| docker_error("connect", e))?;
-    Ok(docker.with_timeout(Duration::from_secs(u64::from(max_stop_timeout_s) + 300)))
-}
-
-fn docker_error(op: &'static str, e: BollardError) -> RuntimeError {
-    match e {
-        BollardError::DockerResponseServerError {
-            status_code: 404,
-            message,
-        } => RuntimeError::NotFound(message),
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => RuntimeError::Docker {
-            op,
-            status: Some(status_code),
-            message,
-        },
-        other => RuntimeError::Docker {
-            op,
-            status: None,
-            message: other.to_string(),
-        },
-    }
-}
-
-/// True when `r` failed with Docker's HTTP `status` (304 not modified, 409 conflict).
-pub(crate) fn is_status<T>(r: &Result<T, RuntimeError>, status: u16) -> bool {
-    matches!(r, Err(RuntimeError::Docker { status: Some(s), .. }) if *s == status)
 }
 
 /// The device-request driver of GPU mode.
@@ -268,17 +130,10 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         ipc_mode: Some("private".into()),
         publish_all_ports: Some(false),
         binds: (!binds.is_empty()).then_some(binds),
-        ulimits: Some(vec![ResourcesUlimits {
-            name: Some("nofile".into()),
-            soft: Some(spec.nofile as i64),
-            hard: Some(spec.nofile as i64),
-        }]),
+        ulimits: Some(vec![nofile_ulimit(spec.nofile)]),
         log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
-                ("max-file".to_string(), LOG_MAX_FILES.to_string()),
-            ])),
+            typ: Some(LOG_DRIVER.into()),
+            config: Some(json_file_log_options()),
         }),
         // GPU mode only: these devices and no others (docker mode never sets any).
         device_requests: (!spec.gpu_devices.is_empty()).then(|| {
@@ -291,19 +146,10 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         ..Default::default()
     };
-    const NS: i64 = 1_000_000_000;
-    let healthcheck = spec.healthcheck.as_ref().map(|h| HealthConfig {
-        test: Some(h.test.clone()),
-        interval: Some(h.interval_s as i64 * NS),
-        timeout: Some(h.timeout_s as i64 * NS),
-        retries: Some(h.retries as i64),
-        start_period: Some(h.start_period_s as i64 * NS),
-        start_interval: None,
-    });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         user: (!spec.user.is_empty()).then(|| spec.user.clone()),
-        healthcheck,
+        healthcheck: spec.healthcheck.as_ref().map(health_config),
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.clone()),
         host_config: Some(host_config),
@@ -428,22 +274,32 @@ pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
 #[async_trait]
 impl Runtime for DockerRuntime {
     async fn prepare(&self) -> Result<(), RuntimeError> {
-        let labels = HashMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())]);
-        self.ensure_network(&self.network, labels, false).await
+        self.engine
+            .ensure_network(
+                &self.network,
+                NetworkKind::Bridge,
+                spec::managed_labels(),
+                false,
+            )
+            .await
     }
 
     async fn ping(&self) -> Result<(), RuntimeError> {
-        let docker = self.docker.clone();
-        self.call("ping", Duration::ZERO, async move { docker.ping().await })
+        let docker = self.client().clone();
+        self.engine
+            .call(DockerOp::Ping, Duration::ZERO, async move {
+                docker.ping().await
+            })
             .await
             .map(|_| ())
     }
 
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let name = image.to_string();
         match self
-            .call("inspect image", Duration::ZERO, async move {
+            .engine
+            .call(DockerOp::InspectImage, Duration::ZERO, async move {
                 docker.inspect_image(&name).await
             })
             .await
@@ -459,13 +315,14 @@ impl Runtime for DockerRuntime {
             self.ensure_customer_network(spec).await?;
         }
         for attempt in 0..3 {
-            let docker = self.docker.clone();
+            let docker = self.client().clone();
             let options = CreateContainerOptionsBuilder::new()
                 .name(&spec.name)
                 .build();
             let body = create_body(spec);
             let result = self
-                .call("create container", Duration::ZERO, async move {
+                .engine
+                .call(DockerOp::CreateContainer, Duration::ZERO, async move {
                     docker.create_container(Some(options), body).await
                 })
                 .await;
@@ -501,7 +358,7 @@ impl Runtime for DockerRuntime {
                         }
                         Some(found) => {
                             return Err(RuntimeError::Docker {
-                                op: "create container",
+                                op: DockerOp::CreateContainer.as_str(),
                                 status: Some(409),
                                 message: format!(
                                     "the name {} is taken by container {} that this manager does not own",
@@ -516,17 +373,18 @@ impl Runtime for DockerRuntime {
             }
         }
         Err(RuntimeError::Docker {
-            op: "create container",
+            op: DockerOp::CreateContainer.as_str(),
             status: None,
             message: format!("could not create {} after 3 attempts", spec.name),
         })
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let id = id.to_string();
         let r = self
-            .call("start container", Duration::ZERO, async move {
+            .engine
+            .call(DockerOp::StartContainer, Duration::ZERO, async move {
                 docker
                     .start_container(
                         &id,
@@ -543,14 +401,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let id = id.to_string();
         let options = StopContainerOptionsBuilder::new()
             .t(timeout_s as i32)
             .build();
         let r = self
+            .engine
             .call(
-                "stop container",
+                DockerOp::StopContainer,
                 Duration::from_secs(u64::from(timeout_s)),
                 async move { docker.stop_container(&id, Some(options)).await },
             )
@@ -562,17 +421,18 @@ impl Runtime for DockerRuntime {
     }
 
     async fn restart(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let id = id.to_string();
         let options = RestartContainerOptionsBuilder::new()
             .t(timeout_s as i32)
             .build();
-        self.call(
-            "restart container",
-            Duration::from_secs(u64::from(timeout_s)),
-            async move { docker.restart_container(&id, Some(options)).await },
-        )
-        .await
+        self.engine
+            .call(
+                DockerOp::RestartContainer,
+                Duration::from_secs(u64::from(timeout_s)),
+                async move { docker.restart_container(&id, Some(options)).await },
+            )
+            .await
     }
 
     async fn remove(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
@@ -580,14 +440,15 @@ impl Runtime for DockerRuntime {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let id = id.to_string();
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(true)
             .build();
         let r = self
-            .call("remove container", Duration::ZERO, async move {
+            .engine
+            .call(DockerOp::RemoveContainer, Duration::ZERO, async move {
                 docker.remove_container(&id, Some(options)).await
             })
             .await;
@@ -602,7 +463,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn update_resources(&self, id: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let id = id.to_string();
         let body = ContainerUpdateBody {
             memory: Some(spec.memory_bytes),
@@ -611,17 +472,19 @@ impl Runtime for DockerRuntime {
             pids_limit: Some(spec.pids_limit),
             ..Default::default()
         };
-        self.call("update container", Duration::ZERO, async move {
-            docker.update_container(&id, body).await
-        })
-        .await
+        self.engine
+            .call(DockerOp::UpdateContainer, Duration::ZERO, async move {
+                docker.update_container(&id, body).await
+            })
+            .await
     }
 
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let id = id_or_name.to_string();
         let r = self
-            .call("inspect container", Duration::ZERO, async move {
+            .engine
+            .call(DockerOp::InspectContainer, Duration::ZERO, async move {
                 docker
                     .inspect_container(
                         &id,
@@ -638,14 +501,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let id = id.to_string();
         let options = StatsOptionsBuilder::new()
             .stream(false)
             .one_shot(true)
             .build();
         let r = self
-            .call("container stats", Duration::ZERO, async move {
+            .engine
+            .call(DockerOp::ContainerStats, Duration::ZERO, async move {
                 let mut stream = docker.stats(&id, Some(options));
                 stream.next().await.transpose()
             })
@@ -658,29 +522,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
-        let docker = self.docker.clone();
-        let id = id.to_string();
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .tail(&tail.to_string())
-            .build();
-        self.call("container logs", Duration::ZERO, async move {
-            let mut stream = docker.logs(&id, Some(options));
-            let mut text = String::new();
-            while let Some(chunk) = stream.next().await {
-                match chunk? {
-                    LogOutput::StdOut { message }
-                    | LogOutput::StdErr { message }
-                    | LogOutput::Console { message } => {
-                        text.push_str(&String::from_utf8_lossy(&message))
-                    }
-                    LogOutput::StdIn { .. } => {}
-                }
-            }
-            Ok(text.lines().map(str::to_string).collect())
-        })
-        .await
+        self.engine.logs(LogSource::Container, id, tail).await
     }
 
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {
@@ -694,20 +536,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
-        let filters = HashMap::from([(
-            "label",
-            vec![
-                format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"),
-                format!("{LABEL_INSTANCE}={}", self.instance),
-            ],
-        )]);
+        let filters = spec::managed_filters(&self.instance);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
             .build();
-        let docker = self.docker.clone();
+        let docker = self.client().clone();
         let summaries = self
-            .call("list containers", Duration::ZERO, async move {
+            .engine
+            .call(DockerOp::ListContainers, Duration::ZERO, async move {
                 docker.list_containers(Some(options)).await
             })
             .await?;

@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::docker::DockerRuntime;
+use super::engine::DockerOp;
 use super::spec::{self, ContainerSpec, LABEL_AGENT_ID};
 use super::{Observed, Runtime, Stats};
 use crate::config::{Config, GpuConfig};
@@ -336,7 +337,7 @@ impl GpuRuntime {
                 .get(LABEL_AGENT_ID)
                 .cloned()
                 .ok_or_else(|| RuntimeError::Docker {
-                    op: "start container",
+                    op: DockerOp::StartContainer.as_str(),
                     status: None,
                     message: format!("container {id} has no {LABEL_AGENT_ID} label"),
                 })?;
@@ -475,6 +476,15 @@ impl Runtime for GpuRuntime {
 
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {
         let all = self.docker.list_managed().await?;
+        for o in &all {
+            self.remember_observed(o);
+        }
+        Ok(all)
+    }
+
+    /// The Docker runtime's one listing (no GPU devices: inspect for those).
+    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let all = self.docker.list_managed_brief().await?;
         for o in &all {
             self.remember_observed(o);
         }

@@ -9,8 +9,16 @@
 //! `spec` turns an agent record into the runtime-neutral [`ContainerSpec`]: the one
 //! place that knows the contract's labels and environment. In swarm mode the "container
 //! id" the actors hold is the service id: the stable handle of the agent.
+//!
+//! [`engine`] is the Docker plumbing docker and swarm modes share: the bounded, timed,
+//! admitted calls (named by [`engine::DockerOp`]), error mapping, the agents' networks,
+//! log collection and the spec's translation into Docker's health, ulimit and logging
+//! models. [`watcher`] follows Docker's events and produces the messages
+//! ([`watcher::ContainerEvent`], [`watcher::LookAtAll`]) whoever holds the agents
+//! handles.
 
 pub mod docker;
+pub mod engine;
 pub mod gpu;
 pub mod spec;
 pub mod swarm;
@@ -124,11 +132,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every container of this manager instance from one listing, without inspecting
     /// each: id, name, image, labels, state and `running` are filled; `env`, limits,
     /// health, exit details and GPU devices may be empty (inspect the ones that need
-    /// them). Reconciliation uses it so that a restart with hundreds of agents costs one
-    /// Docker call, not one per container.
-    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
-        self.list_managed().await
-    }
+    /// them). Reconciliation and the relist use it so that they cost a constant number
+    /// of Docker calls, not one per container. No default: each runtime lists in its
+    /// own way, and forwarding to [`Runtime::list_managed`] would inspect every one.
+    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError>;
     /// One resource sample (`None` when the container is not running).
     async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError>;
     /// The last `tail` lines of the container's output.

@@ -1,5 +1,7 @@
 //! The container an agent gets (contract section 4): name, labels, environment, limits
-//! and security settings. The only place that knows the label and env names.
+//! and security settings. The only place that knows the label and env names, so also
+//! where the labels of the agents' networks and the filter that finds this instance's
+//! containers and services are made.
 
 use std::collections::HashMap;
 
@@ -35,6 +37,33 @@ pub const ENV_NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
 /// GPU mode: the driver libraries the NVIDIA runtime mounts (compute and nvidia-smi).
 pub const ENV_NVIDIA_DRIVER_CAPABILITIES: &str = "NVIDIA_DRIVER_CAPABILITIES";
 pub const NVIDIA_DRIVER_CAPABILITIES: &str = "compute,utility";
+
+/// The labels of what the manager makes besides agents (the agents' networks).
+pub fn managed_labels() -> HashMap<String, String> {
+    HashMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())])
+}
+
+/// The labels of the customer's own network (`docker.network_per_customer`): the
+/// manager's, and the customer's id so operators can find and prune it.
+pub fn customer_network_labels(spec: &ContainerSpec) -> HashMap<String, String> {
+    let mut labels = managed_labels();
+    if let Some(customer) = spec.labels.get(LABEL_CUSTOMER_ID) {
+        labels.insert(LABEL_CUSTOMER_ID.to_string(), customer.clone());
+    }
+    labels
+}
+
+/// Docker's list and events filter for the containers and services of manager
+/// installation `instance`: `label` = managed by the manager, of that instance.
+pub fn managed_filters(instance: &str) -> HashMap<&'static str, Vec<String>> {
+    HashMap::from([(
+        "label",
+        vec![
+            format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"),
+            format!("{LABEL_INSTANCE}={instance}"),
+        ],
+    )])
+}
 
 /// json-file log rotation in every mode: size of one file, and files kept.
 pub const LOG_MAX_SIZE: &str = "10m";
@@ -294,6 +323,23 @@ mod tests {
         let c = build(&record(), &config);
         assert_eq!(c.network, "autogen-network-c1");
         assert!(c.customer_network);
+        let labels = customer_network_labels(&c);
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels[LABEL_MANAGED_BY], MANAGED_BY_VALUE);
+        assert_eq!(labels[LABEL_CUSTOMER_ID], "c1");
+    }
+
+    #[test]
+    fn the_filter_selects_this_instances_managed_objects() {
+        let f = managed_filters("blue");
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f["label"],
+            vec![
+                "autogen.managed-by=agent-manager".to_string(),
+                "autogen.manager-instance=blue".to_string()
+            ]
+        );
     }
 
     #[test]

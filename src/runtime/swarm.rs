@@ -11,6 +11,7 @@
 //! | restart | bump `TaskTemplate.ForceUpdate` (and scale to 1), wait for a new running task |
 //! | update (resources) | new limits in the task template: Swarm replaces the task |
 //! | delete | stop, then remove the service |
+//! | brief listing (relist, adoption) | one listing of the services, one of every task |
 //!
 //! What dockerd 20.10 (API 1.41) does not take, and how it is handled:
 //! - no swap setting for services: Docker's default applies (swap up to the memory
@@ -30,26 +31,24 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerSummary, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType,
-    NetworkAttachmentConfig, NetworkCreateRequest, ResourcesUlimits, Service, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ContainerSummary, Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig, Service,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
     ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec, TaskSpecContainerSpec,
     TaskSpecContainerSpecPrivileges, TaskSpecLogDriver, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
 };
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
-    LogsOptionsBuilder, UpdateServiceOptionsBuilder,
+    UpdateServiceOptionsBuilder,
 };
-use futures_util::StreamExt;
 
-use super::docker::{is_status, DockerRuntime};
-use super::spec::{
-    ContainerSpec, LABEL_CUSTOMER_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_SPEC_HASH,
-    LOG_MAX_FILES, LOG_MAX_SIZE, MANAGED_BY_VALUE,
+use super::docker::DockerRuntime;
+use super::engine::{
+    health_config, json_file_log_options, nofile_ulimit, DockerOp, Engine, LogSource, NetworkKind,
+    LOG_DRIVER, SECOND_NS,
 };
+use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_SPEC_HASH};
 use super::{Observed, Runtime, Stats};
 use crate::config::{Config, SwarmConfig};
 use crate::error::RuntimeError;
@@ -60,8 +59,6 @@ const POLL: Duration = Duration::from_millis(250);
 const LABEL_SWARM_SERVICE_ID: &str = "com.docker.swarm.service.id";
 /// The first API version whose services take `Privileges.NoNewPrivileges`.
 const NO_NEW_PRIVILEGES_API: (u32, u32) = (1, 46);
-
-const SECOND_NS: i64 = 1_000_000_000;
 
 /// Task states before the task ends (Docker's `TaskState`, as strings).
 fn is_live(state: &str) -> bool {
@@ -221,21 +218,10 @@ pub fn service_spec(
             no_new_privileges: Some(true),
             ..Default::default()
         }),
-        ulimits: Some(vec![ResourcesUlimits {
-            name: Some("nofile".into()),
-            soft: Some(spec.nofile as i64),
-            hard: Some(spec.nofile as i64),
-        }]),
+        ulimits: Some(vec![nofile_ulimit(spec.nofile)]),
         // Swarm reports a task running only once this check passes, and replaces a task
         // whose check fails.
-        health_check: spec.healthcheck.as_ref().map(|h| HealthConfig {
-            test: Some(h.test.clone()),
-            interval: Some(h.interval_s as i64 * SECOND_NS),
-            timeout: Some(h.timeout_s as i64 * SECOND_NS),
-            retries: Some(h.retries as i64),
-            start_period: Some(h.start_period_s as i64 * SECOND_NS),
-            start_interval: None,
-        }),
+        health_check: spec.healthcheck.as_ref().map(health_config),
         ..Default::default()
     };
     ServiceSpec {
@@ -263,11 +249,8 @@ pub fn service_spec(
                 ..Default::default()
             }]),
             log_driver: Some(TaskSpecLogDriver {
-                name: Some("json-file".into()),
-                options: Some(HashMap::from([
-                    ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
-                    ("max-file".to_string(), LOG_MAX_FILES.to_string()),
-                ])),
+                name: Some(LOG_DRIVER.into()),
+                options: Some(json_file_log_options()),
             }),
             ..Default::default()
         }),
@@ -340,6 +323,30 @@ pub fn observed_from(service: &Service, tasks: &[Task]) -> Observed {
     }
 }
 
+/// What one listing of `services` and of the swarm's `tasks` tells of each service, as
+/// [`observed_from`] reads a service and its own tasks (without what only the node
+/// running a task knows: the container's health and out-of-memory kill).
+pub fn briefs_from(services: &[Service], tasks: Vec<Task>) -> Vec<Observed> {
+    let mut by_service: HashMap<String, Vec<Task>> = HashMap::new();
+    for task in tasks {
+        if let Some(service) = task.service_id.clone() {
+            by_service.entry(service).or_default().push(task);
+        }
+    }
+    services
+        .iter()
+        .map(|service| {
+            let own = service
+                .id
+                .as_ref()
+                .and_then(|id| by_service.get(id))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            observed_from(service, own)
+        })
+        .collect()
+}
+
 /// `"1.41"` → `(1, 41)`.
 fn api_version(s: &str) -> Option<(u32, u32)> {
     let (major, minor) = s.split_once('.')?;
@@ -374,12 +381,29 @@ impl SwarmRuntime {
         }
     }
 
+    /// The bounded calls, shared with docker mode.
+    fn engine(&self) -> &Engine {
+        self.docker.engine()
+    }
+
+    /// Every service of this manager instance.
+    async fn managed_services(&self) -> Result<Vec<Service>, RuntimeError> {
+        let filters = spec::managed_filters(&self.instance);
+        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+        let docker = self.engine().client().clone();
+        self.engine()
+            .call(DockerOp::ListServices, Duration::ZERO, async move {
+                docker.list_services(Some(options)).await
+            })
+            .await
+    }
+
     async fn inspect_service(&self, id: &str) -> Result<Option<Service>, RuntimeError> {
-        let docker = self.docker.client().clone();
+        let docker = self.engine().client().clone();
         let id = id.to_string();
         let r = self
-            .docker
-            .call("inspect service", Duration::ZERO, async move {
+            .engine()
+            .call(DockerOp::InspectService, Duration::ZERO, async move {
                 docker
                     .inspect_service(
                         &id,
@@ -404,10 +428,10 @@ impl SwarmRuntime {
     async fn tasks(&self, service_id: &str) -> Result<Vec<Task>, RuntimeError> {
         let filters = HashMap::from([("service", vec![service_id.to_string()])]);
         let options = ListTasksOptionsBuilder::new().filters(&filters).build();
-        let docker = self.docker.client().clone();
+        let docker = self.engine().client().clone();
         let tasks = self
-            .docker
-            .call("list tasks", Duration::ZERO, async move {
+            .engine()
+            .call(DockerOp::ListTasks, Duration::ZERO, async move {
                 docker.list_tasks(Some(options)).await
             })
             .await?;
@@ -423,7 +447,7 @@ impl SwarmRuntime {
     async fn update(
         &self,
         id: &str,
-        op: &'static str,
+        op: DockerOp,
         change: impl Fn(&mut ServiceSpec),
     ) -> Result<Service, RuntimeError> {
         let mut attempt = 0;
@@ -435,10 +459,10 @@ impl SwarmRuntime {
             let options = UpdateServiceOptionsBuilder::new()
                 .version(i32::try_from(version).unwrap_or(i32::MAX))
                 .build();
-            let docker = self.docker.client().clone();
+            let docker = self.engine().client().clone();
             let sid = service.id.clone().unwrap_or_else(|| id.to_string());
             let r = self
-                .docker
+                .engine()
                 .call(op, Duration::ZERO, async move {
                     docker.update_service(&sid, spec, options, None).await
                 })
@@ -588,20 +612,20 @@ impl SwarmRuntime {
             .all(true)
             .filters(&filters)
             .build();
-        let docker = self.docker.client().clone();
-        self.docker
-            .call("list containers", Duration::ZERO, async move {
+        let docker = self.engine().client().clone();
+        self.engine()
+            .call(DockerOp::ListContainers, Duration::ZERO, async move {
                 docker.list_containers(Some(options)).await
             })
             .await
     }
 
     async fn delete_service(&self, id: &str) -> Result<(), RuntimeError> {
-        let docker = self.docker.client().clone();
+        let docker = self.engine().client().clone();
         let sid = id.to_string();
         let r = self
-            .docker
-            .call("remove service", Duration::ZERO, async move {
+            .engine()
+            .call(DockerOp::RemoveService, Duration::ZERO, async move {
                 docker.delete_service(&sid).await
             })
             .await;
@@ -626,7 +650,7 @@ impl SwarmRuntime {
         let id = found.id.clone().unwrap_or_default();
         if labels.get(LABEL_INSTANCE) != spec.labels.get(LABEL_INSTANCE) {
             return Err(RuntimeError::Docker {
-                op: "create service",
+                op: DockerOp::CreateService.as_str(),
                 status: Some(409),
                 message: format!(
                     "the name {} is taken by service {id} that this manager does not own",
@@ -642,82 +666,16 @@ impl SwarmRuntime {
         Ok(None)
     }
 
-    /// Makes sure the overlay network `name` exists (attachable, `internal` when asked);
-    /// a non-overlay network of that name is refused with a message for the operator.
-    async fn ensure_overlay(
-        &self,
-        name: &str,
-        labels: HashMap<String, String>,
-        internal: bool,
-    ) -> Result<(), RuntimeError> {
-        let docker = self.docker.client().clone();
-        let wanted = name.to_string();
-        let found = self
-            .docker
-            .call("inspect network", Duration::ZERO, async move {
-                docker
-                    .inspect_network(
-                        &wanted,
-                        None::<bollard::query_parameters::InspectNetworkOptions>,
-                    )
-                    .await
-            })
-            .await;
-        match found {
-            Ok(n) => {
-                let driver = n.driver.unwrap_or_default();
-                let scope = n.scope.unwrap_or_default();
-                if driver != "overlay" || scope != "swarm" {
-                    return Err(RuntimeError::Setup(format!(
-                        "network {name} is a {driver} network (scope {scope}), but Swarm \
-                         services need an overlay network; set DOCKER_NETWORK to another name \
-                         (the manager creates it as an attachable overlay network) or remove \
-                         this network (docker network rm {name})"
-                    )));
-                }
-                return Ok(());
-            }
-            Err(RuntimeError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        let request = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("overlay".into()),
-            attachable: Some(true),
-            internal: internal.then_some(true),
-            labels: Some(labels),
-            ..Default::default()
-        };
-        let docker = self.docker.client().clone();
-        let created = self
-            .docker
-            .call("create network", Duration::ZERO, async move {
-                docker.create_network(request).await
-            })
-            .await;
-        if is_status(&created, 409) {
-            return Ok(());
-        }
-        tracing::info!(
-            network = name,
-            internal,
-            "created an attachable overlay network for agents"
-        );
-        created.map(|_| ())
-    }
-
-    fn managed_labels() -> HashMap<String, String> {
-        HashMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())])
-    }
-
-    /// The customer's own overlay network (`docker.network_per_customer`), labelled with
-    /// the customer as in docker mode.
+    /// The customer's own overlay network (`docker.network_per_customer`), labelled as
+    /// in docker mode.
     async fn ensure_customer_network(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        let mut labels = Self::managed_labels();
-        if let Some(customer) = spec.labels.get(LABEL_CUSTOMER_ID) {
-            labels.insert(LABEL_CUSTOMER_ID.to_string(), customer.clone());
-        }
-        self.ensure_overlay(&spec.network, labels, self.network_internal)
+        self.engine()
+            .ensure_network(
+                &spec.network,
+                NetworkKind::Overlay,
+                spec::customer_network_labels(spec),
+                self.network_internal,
+            )
             .await
     }
 }
@@ -725,10 +683,12 @@ impl SwarmRuntime {
 #[async_trait]
 impl Runtime for SwarmRuntime {
     async fn prepare(&self) -> Result<(), RuntimeError> {
-        let docker = self.docker.client().clone();
+        let docker = self.engine().client().clone();
         let info = self
-            .docker
-            .call("info", Duration::ZERO, async move { docker.info().await })
+            .engine()
+            .call(DockerOp::Info, Duration::ZERO, async move {
+                docker.info().await
+            })
             .await?;
         let swarm = info.swarm.clone().unwrap_or_default();
         let state = swarm
@@ -756,16 +716,20 @@ impl Runtime for SwarmRuntime {
                 self.security_opt.join(", ")
             )));
         }
-        self.ensure_overlay(&self.network, Self::managed_labels(), false)
-            .await?;
-        let docker = self.docker.client().clone();
-        let version = self
-            .docker
-            .call(
-                "version",
-                Duration::ZERO,
-                async move { docker.version().await },
+        self.engine()
+            .ensure_network(
+                &self.network,
+                NetworkKind::Overlay,
+                spec::managed_labels(),
+                false,
             )
+            .await?;
+        let docker = self.engine().client().clone();
+        let version = self
+            .engine()
+            .call(DockerOp::Version, Duration::ZERO, async move {
+                docker.version().await
+            })
             .await?;
         let api = version
             .api_version
@@ -811,17 +775,17 @@ impl Runtime for SwarmRuntime {
         }
         for _ in 0..3 {
             let body = service_spec(spec, 0, spec.stop_timeout_s, 0, &self.policy);
-            let docker = self.docker.client().clone();
+            let docker = self.engine().client().clone();
             let r = self
-                .docker
-                .call("create service", Duration::ZERO, async move {
+                .engine()
+                .call(DockerOp::CreateService, Duration::ZERO, async move {
                     docker.create_service(body, None).await
                 })
                 .await;
             match r {
                 Ok(created) => {
                     return created.id.ok_or_else(|| RuntimeError::Docker {
-                        op: "create service",
+                        op: DockerOp::CreateService.as_str(),
                         status: None,
                         message: "Docker returned no service id".into(),
                     })
@@ -838,7 +802,7 @@ impl Runtime for SwarmRuntime {
             }
         }
         Err(RuntimeError::Docker {
-            op: "create service",
+            op: DockerOp::CreateService.as_str(),
             status: None,
             message: format!("could not create {} after 3 attempts", spec.name),
         })
@@ -859,7 +823,7 @@ impl Runtime for SwarmRuntime {
             .iter()
             .any(|t| desired_state(t) == "running" && is_live(&task_state(t)));
         let force = replicas(&spec) == 1 && !pending;
-        self.update(&sid, "scale service", |s| {
+        self.update(&sid, DockerOp::ScaleService, |s| {
             set_replicas(s, 1);
             if force {
                 let t = s.task_template.get_or_insert_with(Default::default);
@@ -881,7 +845,7 @@ impl Runtime for SwarmRuntime {
             .and_then(|t| t.container_spec.as_ref())
             .and_then(|c| c.stop_grace_period);
         if replicas(&spec) != 0 || grace != Some(i64::from(timeout_s) * SECOND_NS) {
-            self.update(&sid, "scale service", |s| {
+            self.update(&sid, DockerOp::ScaleService, |s| {
                 set_replicas(s, 0);
                 set_grace(s, timeout_s);
             })
@@ -904,7 +868,7 @@ impl Runtime for SwarmRuntime {
         let sid = service.id.clone().unwrap_or_else(|| id.to_string());
         let tasks = self.tasks(&sid).await?;
         let before: HashSet<String> = tasks.iter().map(task_id).collect();
-        self.update(&sid, "force-update service", |s| {
+        self.update(&sid, DockerOp::ForceUpdateService, |s| {
             set_replicas(s, 1);
             set_grace(s, timeout_s);
             let t = s.task_template.get_or_insert_with(Default::default);
@@ -958,7 +922,7 @@ impl Runtime for SwarmRuntime {
         let running = replicas(&current) > 0;
         let policy = self.policy.clone();
         // Swarm has no in-place update: a new task template replaces the task.
-        self.update(&sid, "update service", |s| {
+        self.update(&sid, DockerOp::UpdateService, |s| {
             let template = s.task_template.clone().unwrap_or_default();
             let grace = template
                 .container_spec
@@ -1003,53 +967,35 @@ impl Runtime for SwarmRuntime {
 
     /// The service's output (every task's, as Swarm's log broker collects it).
     async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
-        let docker = self.docker.client().clone();
-        let id = id.to_string();
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .tail(&tail.to_string())
-            .build();
-        self.docker
-            .call("service logs", Duration::ZERO, async move {
-                let mut stream = docker.service_logs(&id, Some(options));
-                let mut text = String::new();
-                while let Some(chunk) = stream.next().await {
-                    match chunk? {
-                        LogOutput::StdOut { message }
-                        | LogOutput::StdErr { message }
-                        | LogOutput::Console { message } => {
-                            text.push_str(&String::from_utf8_lossy(&message))
-                        }
-                        LogOutput::StdIn { .. } => {}
-                    }
-                }
-                Ok(text.lines().map(str::to_string).collect())
-            })
-            .await
+        self.engine().logs(LogSource::Service, id, tail).await
     }
 
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {
-        let filters = HashMap::from([(
-            "label",
-            vec![
-                format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"),
-                format!("{LABEL_INSTANCE}={}", self.instance),
-            ],
-        )]);
-        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
-        let docker = self.docker.client().clone();
-        let services = self
-            .docker
-            .call("list services", Duration::ZERO, async move {
-                docker.list_services(Some(options)).await
-            })
-            .await?;
+        let services = self.managed_services().await?;
         let mut out = Vec::with_capacity(services.len());
         for service in services {
             out.push(self.observe(service).await?);
         }
         Ok(out)
+    }
+
+    /// Two Docker calls whatever the number of agents: this instance's services, and
+    /// every task of the swarm (a task filter naming hundreds of services would not do).
+    async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let services = self.managed_services().await?;
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docker = self.engine().client().clone();
+        let tasks = self
+            .engine()
+            .call(DockerOp::ListTasks, Duration::ZERO, async move {
+                docker
+                    .list_tasks(None::<bollard::query_parameters::ListTasksOptions>)
+                    .await
+            })
+            .await?;
+        Ok(briefs_from(&services, tasks))
     }
 }
 
@@ -1215,6 +1161,63 @@ mod tests {
             (o.state.as_str(), o.health.as_str()),
             ("created", "starting")
         );
+    }
+
+    #[test]
+    fn one_listing_of_services_and_tasks_reads_as_each_service_observed() {
+        let mut s2 = service(0);
+        s2.id = Some("s2".into());
+        let mut s3 = service(1);
+        s3.id = Some("s3".into());
+        let of = |mut t: Task, service: &str| {
+            t.service_id = Some(service.into());
+            t
+        };
+        let tasks = vec![
+            task("old", 9, TaskState::FAILED, TaskState::SHUTDOWN),
+            task("new", 5, TaskState::RUNNING, TaskState::RUNNING),
+            of(
+                task("done", 2, TaskState::COMPLETE, TaskState::SHUTDOWN),
+                "s2",
+            ),
+            of(
+                task("other", 7, TaskState::RUNNING, TaskState::RUNNING),
+                "not-ours",
+            ),
+            Task {
+                service_id: None,
+                ..task("orphan", 8, TaskState::RUNNING, TaskState::RUNNING)
+            },
+        ];
+        let services = [service(1), s2, s3];
+        let briefs = briefs_from(&services, tasks.clone());
+        assert_eq!(
+            briefs.len(),
+            3,
+            "one per service, none for other services' tasks"
+        );
+        // Each is what observed_from makes of the service and its own tasks.
+        assert_eq!(briefs[0], observed_from(&services[0], &tasks[..2]));
+        assert_eq!(briefs[1], observed_from(&services[1], &tasks[2..3]));
+        assert_eq!(briefs[2], observed_from(&services[2], &[]));
+        let b = &briefs[0];
+        assert_eq!((b.id.as_str(), b.name.as_str()), ("s1", "agent-a1"));
+        assert_eq!(b.image, "autogen-agent:latest");
+        assert_eq!(
+            b.labels.get("autogen.agent-id").map(String::as_str),
+            Some("a1")
+        );
+        assert_eq!((b.state.as_str(), b.running), ("running", true));
+        assert_eq!(b.task_container_id.as_deref(), Some("c-new"));
+        assert_eq!(
+            (briefs[1].state.as_str(), briefs[1].running),
+            ("exited", false)
+        );
+        assert_eq!(
+            (briefs[2].state.as_str(), briefs[2].running),
+            ("created", false)
+        );
+        assert!(briefs_from(&[], tasks).is_empty());
     }
 
     #[test]

@@ -1,30 +1,52 @@
 //! The DockerWatcher: one Docker events stream for this instance's containers (die,
-//! oom, kill, health_status, start, stop), routed to the owning agent actor so a crash
-//! is seen in milliseconds. The stream is resubscribed with `since` = the last event's
-//! time after any break, so nothing is missed; a periodic relist asks every actor to
-//! look at its container anyway.
+//! oom, kill, health_status, start, stop), each sent on as a [`ContainerEvent`] to
+//! whoever holds the agents (the supervisor, which routes it to the owning agent actor)
+//! so a crash is seen in milliseconds. The stream is resubscribed with `since` = the
+//! last event's time after any break, so nothing is missed; a periodic relist
+//! ([`LookAtAll`]) asks every actor to look at its container anyway.
+//!
+//! The two messages are defined here, with what produces them, so the runtime layer
+//! does not depend on the actors that handle them.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Message, Recipient};
 use bollard::query_parameters::EventsOptionsBuilder;
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::spec::{LABEL_AGENT_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
+use super::spec::{self, LABEL_AGENT_ID};
 use crate::broker::Backoff;
-use crate::supervisor::{ContainerEvent, LookAtAll, Supervisor};
 
 /// Container events that can change an agent's state.
 pub const WATCHED_EVENTS: [&str; 6] = ["die", "oom", "kill", "health_status", "start", "stop"];
+
+/// A Docker event about an agent's container (from the DockerWatcher).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ContainerEvent {
+    pub agent_id: String,
+    /// Docker's action: die, oom, kill, health_status: ..., start, stop.
+    pub action: String,
+    /// The exit code a `die` event carries.
+    pub exit_code: Option<i64>,
+}
+
+/// Every agent looks at its container (the watcher's periodic relist, and after the
+/// events stream broke).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LookAtAll;
 
 pub struct DockerWatcher {
     docker: Docker,
     instance: String,
     relist: Duration,
-    supervisor: Addr<Supervisor>,
+    /// Where each container event goes.
+    events: Recipient<ContainerEvent>,
+    /// Where the relist goes.
+    look_at_all: Recipient<LookAtAll>,
 }
 
 impl DockerWatcher {
@@ -32,13 +54,15 @@ impl DockerWatcher {
         docker: Docker,
         instance: String,
         relist: Duration,
-        supervisor: Addr<Supervisor>,
+        events: Recipient<ContainerEvent>,
+        look_at_all: Recipient<LookAtAll>,
     ) -> Self {
         DockerWatcher {
             docker,
             instance,
             relist,
-            supervisor,
+            events,
+            look_at_all,
         }
     }
 
@@ -50,20 +74,12 @@ impl DockerWatcher {
         let mut relist = tokio::time::interval(self.relist);
         relist.tick().await;
         loop {
-            let filters = HashMap::from([
-                ("type", vec!["container".to_string()]),
-                (
-                    "label",
-                    vec![
-                        format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"),
-                        format!("{LABEL_INSTANCE}={}", self.instance),
-                    ],
-                ),
-                (
-                    "event",
-                    WATCHED_EVENTS.iter().map(|e| e.to_string()).collect(),
-                ),
-            ]);
+            let mut filters = spec::managed_filters(&self.instance);
+            filters.insert("type", vec!["container".to_string()]);
+            filters.insert(
+                "event",
+                WATCHED_EVENTS.iter().map(|e| e.to_string()).collect(),
+            );
             let options = EventsOptionsBuilder::new()
                 .since(&since)
                 .filters(&filters)
@@ -85,13 +101,13 @@ impl DockerWatcher {
                             let exit_code = attrs.get("exitCode").and_then(|c| c.parse().ok());
                             if let Some(agent_id) = attrs.remove(LABEL_AGENT_ID) {
                                 tracing::debug!(%agent_id, %action, ?exit_code, "container event");
-                                self.supervisor.do_send(ContainerEvent { agent_id, action, exit_code });
+                                self.events.do_send(ContainerEvent { agent_id, action, exit_code });
                             }
                         }
                         Some(Err(e)) => break e.to_string(),
                         None => break "the events stream ended".to_string(),
                     },
-                    _ = relist.tick() => self.supervisor.do_send(LookAtAll),
+                    _ = relist.tick() => self.look_at_all.do_send(LookAtAll),
                     _ = shutdown.changed() => return,
                 }
             };
@@ -102,7 +118,7 @@ impl DockerWatcher {
             let delay = backoff.next_delay();
             tracing::warn!(error = %broke, retry_in_ms = delay.as_millis() as u64, "Docker events stream broke; resubscribing");
             // Whatever happened while the stream was down is looked at now.
-            self.supervisor.do_send(LookAtAll);
+            self.look_at_all.do_send(LookAtAll);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
