@@ -36,6 +36,8 @@ pub struct Look {
     pub trigger: String,
     /// The exit code of a `die` event.
     pub exit_code: Option<i64>,
+    /// When Docker says the event happened (`None`: not an event).
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
     /// The relist's one listing of every container saw this of the agent's; the actor
     /// looks only when it disagrees with its record. `None`: look regardless.
     pub listed: Option<Listed>,
@@ -91,6 +93,11 @@ pub struct AgentActor {
     busy: bool,
     /// When an adopted agent's first look is due after the actor starts.
     first_look_after: Duration,
+    /// When the last command finished. A Docker event from before then (the `die` of a
+    /// restart's or an update's own stop, queued behind the command) is no news: the
+    /// command's outcome stands, and a look checks the container instead of trusting
+    /// the event.
+    commanded_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl AgentActor {
@@ -106,6 +113,7 @@ impl AgentActor {
             oom_seen: false,
             busy: false,
             first_look_after: Duration::ZERO,
+            commanded_until: None,
         }
     }
 
@@ -288,6 +296,7 @@ impl Handler<Apply> for AgentActor {
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             |(record, result), act, _| {
                 act.busy = false;
+                act.commanded_until = Some(chrono::Utc::now());
                 act.record = record;
                 // The events of the command told everyone the new status.
                 act.watch
@@ -310,6 +319,15 @@ impl Handler<Look> for AgentActor {
                 return;
             }
             tracing::debug!(agent_id = %self.agent_id, ?listed, status = record.status().as_str(), "the relist disagrees with the record; looking");
+        }
+        let during_a_command =
+            matches!((msg.at, self.commanded_until), (Some(at), Some(until)) if at <= until);
+        if during_a_command {
+            tracing::debug!(agent_id = %self.agent_id, trigger = %msg.trigger, "event from before the last command finished; looking instead of trusting it");
+            if msg.trigger == "die" {
+                self.look(ctx, None);
+            }
+            return;
         }
         match (msg.trigger.as_str(), msg.exit_code) {
             // The die event follows with the exit code; a look now would only wait for

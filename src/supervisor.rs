@@ -164,6 +164,7 @@ impl Handler<ContainerEvent> for Supervisor {
                 trigger: msg.action,
                 exit_code: msg.exit_code,
                 listed: None,
+                at: msg.at,
             }),
             None => {
                 tracing::debug!(agent_id = %msg.agent_id, action = %msg.action, "event for an agent this manager does not hold")
@@ -205,6 +206,7 @@ impl Handler<LookAtAll> for Supervisor {
                 entry.addr.do_send(Look {
                     trigger: "relist".into(),
                     exit_code: None,
+                    at: None,
                     listed: listed
                         .as_mut()
                         .map(|l| l.remove(agent_id).unwrap_or(Listed::Missing)),

@@ -31,6 +31,8 @@ pub struct ContainerEvent {
     pub action: String,
     /// The exit code a `die` event carries.
     pub exit_code: Option<i64>,
+    /// When Docker says it happened.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Every agent looks at its container (the watcher's periodic relist, and after the
@@ -91,6 +93,10 @@ impl DockerWatcher {
                     item = stream.next() => match item {
                         Some(Ok(event)) => {
                             backoff.reset();
+                            let at = event
+                                .time_nano
+                                .map(chrono::DateTime::from_timestamp_nanos)
+                                .or_else(|| event.time.and_then(|s| chrono::DateTime::from_timestamp(s, 0)));
                             if let Some(nanos) = event.time_nano {
                                 since = format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000);
                             } else if let Some(secs) = event.time {
@@ -101,7 +107,7 @@ impl DockerWatcher {
                             let exit_code = attrs.get("exitCode").and_then(|c| c.parse().ok());
                             if let Some(agent_id) = attrs.remove(LABEL_AGENT_ID) {
                                 tracing::debug!(%agent_id, %action, ?exit_code, "container event");
-                                self.events.do_send(ContainerEvent { agent_id, action, exit_code });
+                                self.events.do_send(ContainerEvent { agent_id, action, exit_code, at });
                             }
                         }
                         Some(Err(e)) => break e.to_string(),
