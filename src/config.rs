@@ -8,6 +8,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::{Table, Value};
 
+use crate::protocol::image::{check_image_pattern, parse_image_ref};
+/// Built by [`Config::agent_policy`]; defined beside the protocol that reads it.
+pub use crate::protocol::AgentPolicy;
+
 /// The compiled-in defaults, documented setting by setting.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -325,47 +329,6 @@ pub struct GpuConfig {
     pub image: String,
 }
 
-/// What validation needs to know about agents: defaults and bounds.
-#[derive(Debug, Clone)]
-pub struct AgentPolicy {
-    pub image: String,
-    pub allowed_images: Vec<String>,
-    pub memory_mb: u64,
-    pub cpus: f64,
-    pub min_memory_mb: u64,
-    pub max_memory_mb: u64,
-    pub min_cpus: f64,
-    pub max_cpus: f64,
-    pub max_gpus: u32,
-    pub stop_timeout_s: u32,
-    pub max_stop_timeout_s: u32,
-    pub max_config_bytes: usize,
-    pub max_config_depth: usize,
-    /// Largest command body decoded at all.
-    pub max_body_bytes: usize,
-    /// Image of a GPU agent whose create names none; empty: `image`.
-    pub gpu_image: String,
-}
-
-impl AgentPolicy {
-    /// The image of a create that names none: the GPU image for an agent with GPUs.
-    pub fn default_image(&self, gpus: u32) -> &str {
-        if gpus > 0 && !self.gpu_image.is_empty() {
-            &self.gpu_image
-        } else {
-            &self.image
-        }
-    }
-
-    /// True when `image` is a valid Docker reference and is the default image (or the GPU
-    /// image) or matches an allowlist pattern (rules: [`crate::security::image_allowed`]).
-    pub fn image_allowed(&self, image: &str) -> bool {
-        crate::security::image_allowed(image, &self.image, &self.allowed_images)
-            || (!self.gpu_image.is_empty()
-                && crate::security::image_allowed(image, &self.gpu_image, &[]))
-    }
-}
-
 impl Config {
     /// The compiled-in defaults alone.
     pub fn defaults() -> Config {
@@ -631,14 +594,14 @@ impl Config {
         if a.nofile < 64 || a.nofile > 1 << 20 {
             return bad("agents.nofile", "must be between 64 and 1048576".into());
         }
-        if crate::security::parse_image_ref(&a.image).is_none() {
+        if parse_image_ref(&a.image).is_none() {
             return bad(
                 "agents.image",
                 format!("'{}' is not a valid image reference", a.image),
             );
         }
         for pattern in &a.allowed_images {
-            if let Err(message) = crate::security::check_image_pattern(pattern) {
+            if let Err(message) = check_image_pattern(pattern) {
                 return bad("agents.allowed_images", message);
             }
         }
@@ -720,7 +683,7 @@ impl Config {
             max_config_bytes: a.max_config_bytes,
             max_config_depth: a.max_config_depth,
             max_body_bytes: self.rabbitmq.max_body_bytes,
-            gpu_image: self.gpu.image.clone(),
+            gpu_image: (!self.gpu.image.is_empty()).then(|| self.gpu.image.clone()),
         }
     }
 
@@ -1109,12 +1072,10 @@ mod tests {
     }
 
     #[test]
-    fn image_allowlist() {
-        let p = Config::defaults().agent_policy();
-        assert!(p.image_allowed("autogen-agent:latest"));
-        assert!(p.image_allowed("autogen-agent:v2"));
-        assert!(!p.image_allowed("autogen-agent-evil:latest"));
-        assert!(!p.image_allowed("docker.io/library/alpine"));
-        assert!(!p.image_allowed(""));
+    fn default_settings_build_the_protocols_sample_policy() {
+        assert_eq!(
+            Config::defaults().agent_policy(),
+            crate::protocol::policy::sample_policy()
+        );
     }
 }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::config::AgentPolicy;
+pub mod image;
+pub mod policy;
+
+pub use policy::AgentPolicy;
 
 /// The six commands the Core Engine sends, by routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1112,7 +1115,7 @@ mod tests {
     use serde_json::json;
 
     fn policy() -> AgentPolicy {
-        crate::config::Config::defaults().agent_policy()
+        policy::sample_policy()
     }
 
     fn decode(rk: &str, body: Value) -> Result<Command, Rejection> {

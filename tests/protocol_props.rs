@@ -2,11 +2,10 @@
 //! bytes and any JSON never panic; every accepted command satisfies the contract's
 //! invariants; valid commands round-trip; a refused one names the field that is wrong.
 
-use agent_manager::config::AgentPolicy;
+use agent_manager::protocol::image::parse_image_ref;
 use agent_manager::protocol::{
-    decode_command, valid_agent_id, Action, Command, CommandKind, ErrorCode, Rejection,
+    decode_command, valid_agent_id, Action, AgentPolicy, Command, CommandKind, ErrorCode, Rejection,
 };
-use agent_manager::security::parse_image_ref;
 use agent_manager::Config;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
