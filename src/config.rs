@@ -11,6 +11,7 @@ use toml::{Table, Value};
 use crate::protocol::image::{check_image_pattern, parse_image_ref};
 /// Built by [`Config::agent_policy`]; defined beside the protocol that reads it.
 pub use crate::protocol::AgentPolicy;
+use crate::redact;
 
 /// The compiled-in defaults, documented setting by setting.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -186,7 +187,7 @@ pub struct DockerConfig {
     pub network_internal: bool,
 }
 
-/// Debug output never shows the credentials in `url` (see [`redact_url`]).
+/// Debug output never shows the credentials in `url` (see [`redact::url`]).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitConfig {
@@ -413,13 +414,16 @@ impl Config {
         if self.rabbitmq.url.parse::<lapin::uri::AMQPUri>().is_err() {
             return bad(
                 "rabbitmq.url",
-                format!("'{}' is not an amqp:// URL", redact_url(&self.rabbitmq.url)),
+                format!(
+                    "'{}' is not an amqp:// URL",
+                    redact::url(&self.rabbitmq.url)
+                ),
             );
         }
         if redis::Client::open(self.redis.url.as_str()).is_err() {
             return bad(
                 "redis.url",
-                format!("'{}' is not a redis:// URL", redact_url(&self.redis.url)),
+                format!("'{}' is not a redis:// URL", redact::url(&self.redis.url)),
             );
         }
         for (key, value) in [
@@ -719,7 +723,7 @@ impl std::fmt::Debug for RabbitConfig {
             max_body_bytes,
         } = self;
         f.debug_struct("RabbitConfig")
-            .field("url", &redact_url(url))
+            .field("url", &redact::url(url))
             .field("exchange", exchange)
             .field("command_queue", command_queue)
             .field("dead_letter_exchange", dead_letter_exchange)
@@ -741,7 +745,7 @@ impl std::fmt::Debug for RedisConfig {
             processed_ttl_s,
         } = self;
         f.debug_struct("RedisConfig")
-            .field("url", &redact_url(url))
+            .field("url", &redact::url(url))
             .field("prefix", prefix)
             .field("timeout_ms", timeout_ms)
             .field("event_stream_max_len", event_stream_max_len)
@@ -794,8 +798,8 @@ impl std::fmt::Debug for AgentsConfig {
             .field("max_config_bytes", max_config_bytes)
             .field("max_config_depth", max_config_depth)
             .field("module_mounts", module_mounts)
-            .field("rabbitmq_url", &redact_url(rabbitmq_url))
-            .field("redis_url", &redact_url(redis_url))
+            .field("rabbitmq_url", &redact::url(rabbitmq_url))
+            .field("redis_url", &redact::url(redis_url))
             .field("user", user)
             .field("cap_add", cap_add)
             .field("security_opt", security_opt)
@@ -860,24 +864,6 @@ fn set_from_env(table: &mut Table, path: &str, var: &str, raw: &str) -> Result<(
     };
     target.insert(key.to_string(), value);
     Ok(())
-}
-
-/// `scheme://user:secret@host` → `scheme://user:***@host`, for logs and messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -1057,18 +1043,6 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("amqp://u:***@127.0.0.1:5672/%2f"));
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! - [`security`]: the hardening rules (capabilities, security options, mounts, users,
 //!   image references and the allowlist, per-customer networks); docs/SECURITY.md.
 //! - [`quota`]: per-customer quotas, checked and reserved atomically in Redis.
-//! - [`redact`]: removes secrets from container log lines.
+//! - [`redact`]: removes secrets from text that leaves the manager: log lines
+//!   ([`redact::line`]), URLs ([`redact::url`]), a URL's password in a message
+//!   ([`redact::secret_of_url_in`]).
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands.
 //! - [`supervisor`]: the registry of agent actors, routing commands to them.
 //! - [`reconcile`]: adopts existing agents at start.
