@@ -121,11 +121,11 @@ pub fn render(results: &[CheckResult], quiet: bool) -> String {
 }
 
 fn docker_endpoint(config: &Config) -> String {
-    if config.docker.host.is_empty() {
-        DEFAULT_DOCKER_SOCKET.to_string()
-    } else {
-        config.docker.host.clone()
-    }
+    config
+        .docker
+        .host()
+        .unwrap_or(DEFAULT_DOCKER_SOCKET)
+        .to_string()
 }
 
 async fn docker_checks(config: &Config, opts: &CheckOptions) -> Vec<CheckResult> {
