@@ -10,11 +10,12 @@ use tokio::sync::watch;
 
 use crate::broker::consumer::CommandConsumer;
 use crate::broker::publisher::EventPublisher;
-use crate::config::{redact_url, Config, DeploymentMode};
+use crate::config::{Config, DeploymentMode};
 use crate::context::Deps;
 use crate::error::RuntimeError;
 use crate::readiness;
 use crate::reconcile;
+use crate::redact;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::gpu::GpuRuntime;
 use crate::runtime::swarm::SwarmRuntime;
@@ -77,11 +78,11 @@ impl Manager {
         let store = Store::connect(&config.redis)
             .await
             .map_err(|e| StartError::Redis {
-                url: redact_url(&config.redis.url),
+                url: redact::url(&config.redis.url),
                 message: e.to_string(),
             })?;
         store.ping().await.map_err(|e| StartError::Redis {
-            url: redact_url(&config.redis.url),
+            url: redact::url(&config.redis.url),
             message: e.to_string(),
         })?;
 
@@ -97,7 +98,7 @@ impl Manager {
                 message,
             },
             RuntimeError::Store(e) => StartError::Redis {
-                url: redact_url(&config.redis.url),
+                url: redact::url(&config.redis.url),
                 message: e.to_string(),
             },
             e => docker_err(e.to_string()),
@@ -108,7 +109,7 @@ impl Manager {
             .connect()
             .await
             .map_err(|e| StartError::RabbitMq {
-                url: redact_url(&config.rabbitmq.url),
+                url: redact::url(&config.rabbitmq.url),
                 message: e.to_string(),
             })?;
 
@@ -163,7 +164,7 @@ impl Manager {
         if !serving {
             let _ = shutdown.send(true);
             return Err(StartError::RabbitMq {
-                url: redact_url(&config.rabbitmq.url),
+                url: redact::url(&config.rabbitmq.url),
                 message: "could not start consuming the command queue".into(),
             });
         }

@@ -3,8 +3,14 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: settings (defaults < file < environment), validated at load.
-//! - [`protocol`]: commands, events, error codes and validation (contract sections 2–3).
+//! - [`config`]: settings (defaults < file < environment), validated at load with every
+//!   wrong setting named at once; `config/env.rs` reads the environment,
+//!   `config/validate.rs` checks each section.
+//! - [`protocol`]: commands, events, error codes and validation (contract sections 2–3),
+//!   a folder by concern: the contract's types, the decoded command, the event, the
+//!   envelope scanner, the field validators, [`protocol::AgentPolicy`] (the defaults and
+//!   bounds commands are checked against), [`protocol::image`] (image references and the
+//!   allowlist), and `decode/` with one file per command kind.
 //! - [`store`]: the Redis records, sets, event streams and processed message ids (section 5).
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
 //!   container (labels, env, limits, section 4); [`runtime::engine`] is the Docker
@@ -17,9 +23,11 @@
 //! - [`health`]: looking at a container: status, stats, `agent.health`, what to heal.
 //! - [`restart`]: the self-healing policy (backoff with jitter, crash loops).
 //! - [`security`]: the hardening rules (capabilities, security options, mounts, users,
-//!   image references and the allowlist, per-customer networks); docs/SECURITY.md.
+//!   per-customer networks); docs/SECURITY.md.
 //! - [`quota`]: per-customer quotas, checked and reserved atomically in Redis.
-//! - [`redact`]: removes secrets from container log lines.
+//! - [`redact`]: removes secrets from text that leaves the manager: log lines
+//!   ([`redact::line`]), URLs ([`redact::url`]), a URL's password in a message
+//!   ([`redact::secret_of_url_in`]).
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands.
 //! - [`supervisor`]: the registry of agent actors, routing commands to them.
 //! - [`reconcile`]: adopts existing agents at start.

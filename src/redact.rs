@@ -1,5 +1,11 @@
-//! Removes secrets from text that leaves the manager (container log lines in events
-//! and records): credentials in URLs, `password=...`-style pairs, bearer tokens.
+//! Removes secrets from text that leaves the manager, in one place:
+//!
+//! - [`line`]: a container's log line (in events and records): credentials in URLs,
+//!   `password=...`-style pairs, bearer tokens, AWS access key ids.
+//! - [`url`]: a URL shown in logs, errors and `agent-manager config`:
+//!   `scheme://user:***@host`.
+//! - [`secret_of_url_in`]: a text (a client library's error message) with the password of
+//!   a given URL hidden wherever it appears, not only inside the URL.
 
 use std::sync::OnceLock;
 
@@ -27,13 +33,57 @@ fn patterns() -> &'static [(Regex, &'static str)] {
     })
 }
 
-/// `line` with every secret replaced by `***`.
-pub fn redact(line: &str) -> String {
+/// `text` (a log line) with every secret replaced by `***`.
+pub fn line(text: &str) -> String {
     patterns()
         .iter()
-        .fold(line.to_string(), |text, (re, with)| {
+        .fold(text.to_string(), |text, (re, with)| {
             re.replace_all(&text, *with).into_owned()
         })
+}
+
+/// The name callers used before [`line`].
+pub use self::line as redact;
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`, for logs and messages.
+pub fn url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `text` with the password of `url` (if it has one) replaced by `***`, so that no
+/// message of a client library can leak it. (A password equal to the user name, like
+/// RabbitMQ's guest:guest, is only hidden where it follows the user.)
+pub fn secret_of_url_in(text: &str, url: &str) -> String {
+    let userinfo = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
+        .and_then(|authority| authority.rsplit_once('@'))
+        .map(|(userinfo, _)| userinfo);
+    let Some((user, password)) = userinfo.and_then(|u| u.split_once(':')) else {
+        return text.to_string();
+    };
+    if password.is_empty() {
+        return text.to_string();
+    }
+    let text = text.replace(&format!("{user}:{password}@"), &format!("{user}:***@"));
+    if password == user {
+        text
+    } else {
+        text.replace(password, "***")
+    }
 }
 
 #[cfg(test)]
@@ -43,28 +93,61 @@ mod tests {
     #[test]
     fn secrets_are_replaced() {
         assert_eq!(
-            redact("connecting to amqp://bot:hunter2@rabbit:5672/%2f"),
+            line("connecting to amqp://bot:hunter2@rabbit:5672/%2f"),
             "connecting to amqp://bot:***@rabbit:5672/%2f"
         );
-        assert_eq!(redact("login password=hunter2 ok"), "login password=*** ok");
-        assert_eq!(redact(r#"{"api_key": "abc123"}"#), r#"{"api_key": "***"}"#);
-        assert_eq!(redact("DB_PASSWORD: s3cr3t"), "DB_PASSWORD: ***");
+        assert_eq!(line("login password=hunter2 ok"), "login password=*** ok");
+        assert_eq!(line(r#"{"api_key": "abc123"}"#), r#"{"api_key": "***"}"#);
+        assert_eq!(line("DB_PASSWORD: s3cr3t"), "DB_PASSWORD: ***");
         assert_eq!(
-            redact("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x.y"),
+            line("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x.y"),
             "Authorization: Bearer ***"
         );
-        assert_eq!(redact("key AKIAABCDEFGHIJKLMNOP"), "key ***");
+        assert_eq!(line("key AKIAABCDEFGHIJKLMNOP"), "key ***");
     }
 
     #[test]
     fn ordinary_lines_are_kept() {
-        for line in [
+        for text in [
             "agent a1: started",
             "exit code 3",
             "redis://127.0.0.1:6379/0",
             "tokens used: 12",
         ] {
-            assert_eq!(redact(line), line);
+            assert_eq!(line(text), text);
         }
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn secret_of_url_in_hides_the_password_wherever_it_appears() {
+        let url = "amqp://user:s3cret@rabbit:5672/%2f";
+        assert_eq!(
+            secret_of_url_in(
+                "failed to log in to amqp://user:s3cret@rabbit with s3cret",
+                url
+            ),
+            "failed to log in to amqp://user:***@rabbit with ***"
+        );
+        assert_eq!(
+            secret_of_url_in("no password here", "redis://127.0.0.1:6379/0"),
+            "no password here"
+        );
+        assert_eq!(secret_of_url_in("x", "redis://:pw@h:1/0"), "x");
+        assert_eq!(
+            secret_of_url_in(
+                "amqp://guest:guest@h: refused for guest",
+                "amqp://guest:guest@h"
+            ),
+            "amqp://guest:***@h: refused for guest"
+        );
     }
 }

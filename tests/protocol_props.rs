@@ -2,11 +2,10 @@
 //! bytes and any JSON never panic; every accepted command satisfies the contract's
 //! invariants; valid commands round-trip; a refused one names the field that is wrong.
 
-use agent_manager::config::AgentPolicy;
+use agent_manager::protocol::image::parse_image_ref;
 use agent_manager::protocol::{
-    decode_command, valid_agent_id, Action, Command, CommandKind, ErrorCode, Rejection,
+    decode_command, valid_agent_id, Action, AgentPolicy, Command, CommandKind, ErrorCode, Rejection,
 };
-use agent_manager::security::parse_image_ref;
 use agent_manager::Config;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -129,13 +128,13 @@ fn check_invariants(cmd: &Command, p: &AgentPolicy) -> Result<(), TestCaseError>
             for v in [&patch.config, &patch.autogen_config].into_iter().flatten() {
                 object_ok(v)?;
             }
-            if let Some(m) = patch.memory_mb {
+            if let Some(m) = patch.resources.memory_mb {
                 prop_assert!(m >= p.min_memory_mb && m <= p.max_memory_mb);
             }
-            if let Some(c) = patch.cpus {
+            if let Some(c) = patch.resources.cpus {
                 prop_assert!(c >= p.min_cpus && c <= p.max_cpus);
             }
-            if let Some(g) = patch.gpus {
+            if let Some(g) = patch.resources.gpus {
                 prop_assert!(g <= p.max_gpus);
             }
             if let Some(i) = &patch.image {

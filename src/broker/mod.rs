@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
 
-use crate::config::{redact_url, RabbitConfig};
+use crate::config::RabbitConfig;
+use crate::redact;
 
 /// Runs one broker call under the configured timeout, flattening both failures.
 pub async fn bounded<T>(
@@ -35,7 +36,7 @@ pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
 fn amqp_uri(url: &str) -> Result<lapin::uri::AMQPUri, String> {
     let mut uri: lapin::uri::AMQPUri = url
         .parse()
-        .map_err(|e| format!("RABBITMQ_URL {} is not an AMQP URL: {e}", redact_url(url)))?;
+        .map_err(|e| format!("RABBITMQ_URL {} is not an AMQP URL: {e}", redact::url(url)))?;
     if uri.query.frame_max.is_none() {
         uri.query.frame_max = Some(DEFAULT_FRAME_MAX);
     }
@@ -48,7 +49,7 @@ pub async fn connect(cfg: &RabbitConfig, name: &str) -> Result<Connection, Strin
     let uri = amqp_uri(&cfg.url)?;
     bounded(
         Duration::from_secs(cfg.timeout_s),
-        &format!("connecting to {}", redact_url(&cfg.url)),
+        &format!("connecting to {}", redact::url(&cfg.url)),
         Connection::connect_uri(uri, props),
     )
     .await

@@ -12,10 +12,11 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::table::{self, Column, Cut};
-use super::{scrub, CliError, Format};
-use crate::config::{redact_url, Config};
+use super::{CliError, Format};
+use crate::config::Config;
 use crate::error::StoreError;
 use crate::protocol::{valid_agent_id, AgentStatus};
+use crate::redact;
 use crate::runtime::engine::connect_docker;
 use crate::runtime::spec::container_name;
 use crate::store::{record_json, AgentRecord, Store, StreamEntry};
@@ -32,10 +33,10 @@ async fn store(config: &Config) -> Result<Store, CliError> {
 }
 
 fn redis_down(config: &Config, e: &StoreError) -> CliError {
-    CliError::Unavailable(scrub(
+    CliError::Unavailable(redact::secret_of_url_in(
         &format!(
             "Redis at {}: {} (`agent-manager check` says what to do)",
-            redact_url(&config.redis.url),
+            redact::url(&config.redis.url),
             super::error_chain(e)
         ),
         &config.redis.url,

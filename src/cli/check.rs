@@ -10,8 +10,9 @@ use std::time::Duration;
 use bollard::query_parameters::InspectNetworkOptions;
 use serde::Serialize;
 
-use super::{error_chain, scrub};
-use crate::config::{redact_url, Config};
+use super::error_chain;
+use crate::config::Config;
+use crate::redact;
 use crate::runtime::engine::connect_docker;
 
 /// Where bollard connects when `DOCKER_HOST` is empty.
@@ -120,11 +121,11 @@ pub fn render(results: &[CheckResult], quiet: bool) -> String {
 }
 
 fn docker_endpoint(config: &Config) -> String {
-    if config.docker.host.is_empty() {
-        DEFAULT_DOCKER_SOCKET.to_string()
-    } else {
-        config.docker.host.clone()
-    }
+    config
+        .docker
+        .host()
+        .unwrap_or(DEFAULT_DOCKER_SOCKET)
+        .to_string()
 }
 
 async fn docker_checks(config: &Config, opts: &CheckOptions) -> Vec<CheckResult> {
@@ -293,7 +294,7 @@ pub fn docker_problem(message: &str, endpoint: &str) -> (String, String) {
 
 async fn rabbitmq_check(config: &Config, timeout: Duration) -> CheckResult {
     let url = &config.rabbitmq.url;
-    let shown = redact_url(url);
+    let shown = redact::url(url);
     let mut cfg = config.rabbitmq.clone();
     cfg.timeout_s = timeout.as_secs().max(1);
     match crate::broker::connect(&cfg, "agent-manager.check").await {
@@ -302,7 +303,7 @@ async fn rabbitmq_check(config: &Config, timeout: Duration) -> CheckResult {
             CheckResult::ok("rabbitmq", shown)
         }
         Err(message) => {
-            let message = scrub(&message, url);
+            let message = redact::secret_of_url_in(&message, url);
             let fix = rabbitmq_fix(&message);
             CheckResult::fail("rabbitmq", message, fix)
         }
@@ -332,9 +333,9 @@ pub fn rabbitmq_fix(message: &str) -> String {
 
 async fn redis_check(config: &Config, timeout: Duration) -> CheckResult {
     let url = &config.redis.url;
-    let shown = redact_url(url);
+    let shown = redact::url(url);
     let fail = |e: String| {
-        let message = scrub(&format!("{shown}: {e}"), url);
+        let message = redact::secret_of_url_in(&format!("{shown}: {e}"), url);
         let fix = redis_fix(&message);
         CheckResult::fail("redis", message, fix)
     };

@@ -11,7 +11,7 @@
 //!
 //! Every Redis and Docker call is bounded by the configured timeouts (`REDIS_TIMEOUT_MS`,
 //! `DOCKER_TIMEOUT_S`); `--follow` waits for new output until interrupted, in bounded
-//! steps. URLs are printed with their passwords redacted.
+//! steps. URLs are printed with their passwords redacted ([`crate::redact`]).
 
 pub mod agents;
 pub mod check;
@@ -88,56 +88,9 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// `text` with the password of `url` (if it has one) replaced by `***`, so that no
-/// message of a client library can leak it. (A password equal to the user name, like
-/// RabbitMQ's guest:guest, is only hidden where it follows the user.)
-pub fn scrub(text: &str, url: &str) -> String {
-    let userinfo = url
-        .split_once("://")
-        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
-        .and_then(|authority| authority.rsplit_once('@'))
-        .map(|(userinfo, _)| userinfo);
-    let Some((user, password)) = userinfo.and_then(|u| u.split_once(':')) else {
-        return text.to_string();
-    };
-    if password.is_empty() {
-        return text.to_string();
-    }
-    let text = text.replace(&format!("{user}:{password}@"), &format!("{user}:***@"));
-    if password == user {
-        text
-    } else {
-        text.replace(password, "***")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scrub_hides_the_password_wherever_it_appears() {
-        let url = "amqp://user:s3cret@rabbit:5672/%2f";
-        assert_eq!(
-            scrub(
-                "failed to log in to amqp://user:s3cret@rabbit with s3cret",
-                url
-            ),
-            "failed to log in to amqp://user:***@rabbit with ***"
-        );
-        assert_eq!(
-            scrub("no password here", "redis://127.0.0.1:6379/0"),
-            "no password here"
-        );
-        assert_eq!(scrub("x", "redis://:pw@h:1/0"), "x");
-        assert_eq!(
-            scrub(
-                "amqp://guest:guest@h: refused for guest",
-                "amqp://guest:guest@h"
-            ),
-            "amqp://guest:***@h: refused for guest"
-        );
-    }
 
     #[test]
     fn exit_codes_mean_what_the_readme_says() {

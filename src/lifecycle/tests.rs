@@ -14,7 +14,7 @@ use crate::health::Reason;
 use crate::ports::QuotaLedger;
 use crate::protocol::{
     sample_spec, Action, AgentSpec, AgentStatus, Command, CommandKind, DesiredState, ErrorCode,
-    Event, EventKind, SpecPatch,
+    Event, EventKind, ResourceChanges, SpecPatch,
 };
 use crate::record::status::{transition, Cause, Operation};
 use crate::record::{AgentRecord, PendingCommand};
@@ -57,7 +57,10 @@ fn create(spec: AgentSpec, auto_start: bool) -> Action {
 fn resize() -> Action {
     Action::Update {
         patch: SpecPatch {
-            memory_mb: Some(512),
+            resources: ResourceChanges {
+                memory_mb: Some(512),
+                ..Default::default()
+            },
             ..Default::default()
         },
     }
@@ -257,7 +260,10 @@ fn refusals_are_decided_before_anything_is_done() {
     assert_eq!(refusal(p), ErrorCode::GpuUnavailable);
     let add_gpu = Action::Update {
         patch: SpecPatch {
-            gpus: Some(1),
+            resources: ResourceChanges {
+                gpus: Some(1),
+                ..Default::default()
+            },
             ..Default::default()
         },
     };

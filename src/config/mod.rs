@@ -1,0 +1,649 @@
+//! Settings: the defaults in `config/default.toml` (compiled in), overridden by an
+//! optional TOML file, overridden by environment variables. Loading validates every
+//! value and names each bad setting (file key and environment variable), all of them at
+//! once.
+//!
+//! This file holds the settings' types, loading and what is derived from them (the
+//! command policy, the agents' URLs); [`ENV_VARS`] and reading the environment are in
+//! `env.rs`, the checks of each section in `validate.rs`. A string setting whose empty
+//! value means "not set" (`admin_listen`, `docker.host`, `agents.rabbitmq_url`,
+//! `agents.redis_url`, `agents.user`, `gpu.image`) stays a string in TOML and in the
+//! environment, and is read as an `Option` through the accessor of the same name.
+
+mod env;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::{Table, Value};
+
+pub use self::env::ENV_VARS;
+/// Built by [`Config::agent_policy`]; defined beside the protocol that reads it.
+pub use crate::protocol::AgentPolicy;
+use crate::redact;
+use validate::Problems;
+
+/// The compiled-in defaults, documented setting by setting.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Why the configuration did not load.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: String, message: String },
+    /// A value of the wrong shape: an unknown key, a wrong type, an unknown mode (the
+    /// first one found).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// Every setting that is wrong, one per line.
+    #[error("{0}")]
+    Settings(SettingErrors),
+}
+
+/// One wrong setting: its file key, its environment variable and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("setting {key} (environment {env}): {message}")]
+pub struct SettingError {
+    /// The setting's path in the file (`docker.timeout_s`).
+    pub key: String,
+    /// Its environment variable (`DOCKER_TIMEOUT_S`), `-` when it has none.
+    pub env: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Every wrong setting one load found, never empty. Shown one per line: a single one
+/// as itself, several under a line that counts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingErrors(pub Vec<SettingError>);
+
+impl fmt::Display for SettingErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            all => {
+                write!(f, "{} settings are wrong:", all.len())?;
+                for e in all {
+                    write!(f, "\n  {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentMode {
+    Docker,
+    Swarm,
+    Gpu,
+}
+
+impl DeploymentMode {
+    /// The setting's value: `docker`, `swarm` or `gpu`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentMode::Docker => "docker",
+            DeploymentMode::Swarm => "swarm",
+            DeploymentMode::Gpu => "gpu",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which runtime drives the agents.
+    pub deployment_mode: DeploymentMode,
+    /// Scopes adoption to this installation's containers (label `autogen.manager-instance`).
+    pub instance: String,
+    /// Admin HTTP endpoint address; empty: off. Read through [`Config::admin_listen`].
+    pub admin_listen: String,
+    pub docker: DockerConfig,
+    pub rabbitmq: RabbitConfig,
+    pub redis: RedisConfig,
+    pub agents: AgentsConfig,
+    pub health: HealthConfig,
+    pub swarm: SwarmConfig,
+    pub gpu: GpuConfig,
+    /// Per-customer limits (see [`crate::quota`]).
+    pub quotas: QuotaConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Docker endpoint; empty for the local socket. Read through [`DockerConfig::host`].
+    pub host: String,
+    /// Network the agents join.
+    pub network: String,
+    /// Bound on one Docker API call.
+    pub timeout_s: u64,
+    /// State-changing Docker operations in flight at once (admission control).
+    pub max_concurrent_ops: usize,
+    /// Orphan containers are removed this long after they are found.
+    pub orphan_grace_s: u64,
+    /// Only report orphans.
+    pub orphan_dry_run: bool,
+    /// Each customer's agents get a network of their own, `<network>-<customer>`, so one
+    /// customer's agents cannot reach another's.
+    pub network_per_customer: bool,
+    /// Per-customer networks are created `internal` (no traffic beyond the network).
+    pub network_internal: bool,
+}
+
+/// Debug output never shows the credentials in `url` (see [`redact::url`]).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitConfig {
+    pub url: String,
+    pub exchange: String,
+    pub command_queue: String,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    /// Unacknowledged commands in flight; bounds the consumer's memory.
+    pub prefetch: u16,
+    pub timeout_s: u64,
+    /// Largest command body decoded; a larger one is refused before it is parsed.
+    pub max_body_bytes: usize,
+}
+
+/// Debug output never shows the credentials in `url`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
+    pub timeout_ms: u64,
+    /// Approximate cap of each agent's event stream.
+    pub event_stream_max_len: u64,
+    /// Lifetime of a processed message id.
+    pub processed_ttl_s: u64,
+}
+
+/// Debug output never shows the credentials in the agents' URLs.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    pub image: String,
+    pub allowed_images: Vec<String>,
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub min_memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub min_cpus: f64,
+    pub max_cpus: f64,
+    pub max_gpus: u32,
+    pub pids_limit: i64,
+    pub tmpfs_mb: u64,
+    pub stop_timeout_s: u32,
+    pub max_stop_timeout_s: u32,
+    pub max_config_bytes: usize,
+    pub max_config_depth: usize,
+    /// `host_path:container_path` pairs mounted read-only.
+    pub module_mounts: Vec<String>,
+    /// URL given to agents as RABBITMQ_URL; empty for the manager's. Read through
+    /// [`AgentsConfig::rabbitmq_url`] or [`Config::agent_rabbitmq_url`].
+    pub rabbitmq_url: String,
+    /// URL given to agents as REDIS_URL; empty for the manager's. Read through
+    /// [`AgentsConfig::redis_url`] or [`Config::agent_redis_url`].
+    pub redis_url: String,
+    /// `UID[:GID]` agents run as (never root); empty keeps the image's user. Read through
+    /// [`AgentsConfig::user`].
+    pub user: String,
+    /// Capabilities added back after `cap_drop: ALL`; only Docker's default set
+    /// ([`crate::security::ADDABLE_CAPABILITIES`]).
+    pub cap_add: Vec<String>,
+    /// Extra security options (AppArmor profile, SELinux label); never `unconfined`.
+    pub security_opt: Vec<String>,
+    /// Open files per agent process (`nofile` ulimit, soft = hard).
+    pub nofile: u64,
+}
+
+/// Per-customer limits; 0 means unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Agents one customer may have (running or stopped).
+    pub max_agents: u64,
+    /// Sum of `memory_mb` over a customer's agents.
+    pub max_memory_mb: u64,
+    /// Sum of `cpus` over a customer's agents.
+    pub max_cpus: f64,
+    /// Sum of `gpus` over a customer's agents.
+    pub max_gpus: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How often each agent actor looks at its container.
+    pub check_interval_s: u64,
+    /// `agent.health` at least this often per running agent.
+    pub report_interval_s: u64,
+    /// Every agent is looked at this often, whatever the events stream said.
+    pub relist_interval_s: u64,
+    /// HEALTHCHECK test given to agent containers; empty keeps the image's.
+    pub container_check: Vec<String>,
+    /// Per agent type (`trading`, ...), a HEALTHCHECK test replacing `container_check`.
+    pub container_check_by_type: std::collections::HashMap<String, Vec<String>>,
+    pub container_check_interval_s: u64,
+    pub container_check_timeout_s: u64,
+    pub container_check_retries: u64,
+    pub container_check_start_period_s: u64,
+    /// Unhealthy looks in a row before a restart.
+    pub unhealthy_restart_after: u32,
+    pub restart_backoff_base_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    /// Running this long resets the restart backoff.
+    pub restart_stable_s: u64,
+    /// More restarts than this within `crash_loop_window_s` is a crash loop.
+    pub crash_loop_max_restarts: u32,
+    pub crash_loop_window_s: u64,
+    /// Lines of a dead container's log kept with its exit.
+    pub log_tail_lines: u32,
+}
+
+/// Swarm mode: how the agents' services behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Swarm's own restart policy for an agent's task: `on-failure`, `any` or `none`.
+    pub restart_condition: String,
+    /// Pause before Swarm restarts a task.
+    pub restart_delay_s: u64,
+    /// Restarts Swarm attempts within `restart_window_s` (0: no limit).
+    pub restart_max_attempts: u64,
+    /// Window the attempts are counted in (0: the service's life).
+    pub restart_window_s: u64,
+    /// How long start, stop, restart and update wait for the service's task to run or
+    /// to end (a stop also gets its grace period).
+    pub task_timeout_s: u64,
+}
+
+/// GPU mode: the inventory and the image of GPU agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuConfig {
+    /// Device ids (indexes or UUIDs) the manager may hand out. When empty, the inventory
+    /// comes from nvidia-smi (if `discover`).
+    pub devices: Vec<String>,
+    /// Ask nvidia-smi for the host's GPUs when `devices` is empty.
+    pub discover: bool,
+    /// The nvidia-smi program (name on PATH or absolute path).
+    pub nvidia_smi: String,
+    /// Bound on one nvidia-smi run.
+    pub discover_timeout_s: u64,
+    /// Image of an agent with `gpus > 0` whose create names none; empty: `agents.image`.
+    /// Read through [`GpuConfig::image`].
+    pub image: String,
+}
+
+impl Config {
+    /// The compiled-in defaults alone.
+    pub fn defaults() -> Config {
+        Self::from_sources(None, |_| None).unwrap_or_else(|e| panic!("config/default.toml: {e}"))
+    }
+
+    /// Loads defaults < `file` < process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            )),
+            None => None,
+        };
+        Self::from_sources(
+            text.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+            |name| std::env::var(name).ok(),
+        )
+    }
+
+    /// Loads defaults < `file` (path, contents) < `env` (a lookup, so tests never touch
+    /// the process environment). Environment variables that do not read and settings
+    /// that fail validation are reported together; a value of the wrong shape (serde's
+    /// first error) is reported alone, or after the variables that did not read.
+    pub fn from_sources(
+        file: Option<(&str, &str)>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: Table =
+            DEFAULT_TOML
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: "config/default.toml".into(),
+                    message: e.to_string(),
+                })?;
+        if let Some((path, text)) = file {
+            let overlay: Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?;
+            merge(&mut table, overlay);
+        }
+        let unread = env::apply(&mut table, env);
+        let config = match Config::deserialize(Value::Table(table)) {
+            Ok(config) => config,
+            Err(e) if unread.is_empty() => return Err(ConfigError::Invalid(e.to_string())),
+            Err(_) => return Err(ConfigError::Settings(SettingErrors(unread))),
+        };
+        let mut problems = Problems::new(unread);
+        config.validate(&mut problems);
+        let problems = problems.into_vec();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Settings(SettingErrors(problems)))
+        }
+    }
+
+    /// The validation policy commands are checked against.
+    pub fn agent_policy(&self) -> AgentPolicy {
+        let a = &self.agents;
+        AgentPolicy {
+            image: a.image.clone(),
+            allowed_images: a.allowed_images.clone(),
+            memory_mb: a.memory_mb,
+            cpus: a.cpus,
+            min_memory_mb: a.min_memory_mb,
+            max_memory_mb: a.max_memory_mb,
+            min_cpus: a.min_cpus,
+            max_cpus: a.max_cpus,
+            max_gpus: a.max_gpus,
+            stop_timeout_s: a.stop_timeout_s,
+            max_stop_timeout_s: a.max_stop_timeout_s,
+            max_config_bytes: a.max_config_bytes,
+            max_config_depth: a.max_config_depth,
+            max_body_bytes: self.rabbitmq.max_body_bytes,
+            gpu_image: self.gpu.image().map(str::to_string),
+        }
+    }
+
+    /// RABBITMQ_URL given to agents.
+    pub fn agent_rabbitmq_url(&self) -> &str {
+        self.agents.rabbitmq_url().unwrap_or(&self.rabbitmq.url)
+    }
+
+    /// REDIS_URL given to agents.
+    pub fn agent_redis_url(&self) -> &str {
+        self.agents.redis_url().unwrap_or(&self.redis.url)
+    }
+
+    /// The admin HTTP endpoint's address; `None`: off (`admin_listen = ""`).
+    pub fn admin_listen(&self) -> Option<&str> {
+        set(&self.admin_listen)
+    }
+}
+
+/// `value` unless it is empty: how a string setting says "not set".
+fn set(value: &str) -> Option<&str> {
+    (!value.is_empty()).then_some(value)
+}
+
+impl DockerConfig {
+    /// The Docker endpoint; `None`: the local socket (`host = ""`).
+    pub fn host(&self) -> Option<&str> {
+        set(&self.host)
+    }
+}
+
+impl AgentsConfig {
+    /// The URL given to agents as RABBITMQ_URL; `None`: the manager's own
+    /// ([`Config::agent_rabbitmq_url`] resolves it).
+    pub fn rabbitmq_url(&self) -> Option<&str> {
+        set(&self.rabbitmq_url)
+    }
+
+    /// The URL given to agents as REDIS_URL; `None`: the manager's own
+    /// ([`Config::agent_redis_url`] resolves it).
+    pub fn redis_url(&self) -> Option<&str> {
+        set(&self.redis_url)
+    }
+
+    /// The `UID[:GID]` agents run as; `None`: the image's own user (`user = ""`).
+    pub fn user(&self) -> Option<&str> {
+        set(&self.user)
+    }
+}
+
+impl GpuConfig {
+    /// The image of a GPU agent whose create names none; `None`: `agents.image`.
+    pub fn image(&self) -> Option<&str> {
+        set(&self.image)
+    }
+}
+
+impl std::fmt::Debug for RabbitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RabbitConfig {
+            url,
+            exchange,
+            command_queue,
+            dead_letter_exchange,
+            dead_letter_queue,
+            prefetch,
+            timeout_s,
+            max_body_bytes,
+        } = self;
+        f.debug_struct("RabbitConfig")
+            .field("url", &redact::url(url))
+            .field("exchange", exchange)
+            .field("command_queue", command_queue)
+            .field("dead_letter_exchange", dead_letter_exchange)
+            .field("dead_letter_queue", dead_letter_queue)
+            .field("prefetch", prefetch)
+            .field("timeout_s", timeout_s)
+            .field("max_body_bytes", max_body_bytes)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RedisConfig {
+            url,
+            prefix,
+            timeout_ms,
+            event_stream_max_len,
+            processed_ttl_s,
+        } = self;
+        f.debug_struct("RedisConfig")
+            .field("url", &redact::url(url))
+            .field("prefix", prefix)
+            .field("timeout_ms", timeout_ms)
+            .field("event_stream_max_len", event_stream_max_len)
+            .field("processed_ttl_s", processed_ttl_s)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AgentsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let AgentsConfig {
+            image,
+            allowed_images,
+            memory_mb,
+            cpus,
+            min_memory_mb,
+            max_memory_mb,
+            min_cpus,
+            max_cpus,
+            max_gpus,
+            pids_limit,
+            tmpfs_mb,
+            stop_timeout_s,
+            max_stop_timeout_s,
+            max_config_bytes,
+            max_config_depth,
+            module_mounts,
+            rabbitmq_url,
+            redis_url,
+            user,
+            cap_add,
+            security_opt,
+            nofile,
+        } = self;
+        f.debug_struct("AgentsConfig")
+            .field("image", image)
+            .field("allowed_images", allowed_images)
+            .field("memory_mb", memory_mb)
+            .field("cpus", cpus)
+            .field("min_memory_mb", min_memory_mb)
+            .field("max_memory_mb", max_memory_mb)
+            .field("min_cpus", min_cpus)
+            .field("max_cpus", max_cpus)
+            .field("max_gpus", max_gpus)
+            .field("pids_limit", pids_limit)
+            .field("tmpfs_mb", tmpfs_mb)
+            .field("stop_timeout_s", stop_timeout_s)
+            .field("max_stop_timeout_s", max_stop_timeout_s)
+            .field("max_config_bytes", max_config_bytes)
+            .field("max_config_depth", max_config_depth)
+            .field("module_mounts", module_mounts)
+            .field("rabbitmq_url", &redact::url(rabbitmq_url))
+            .field("redis_url", &redact::url(redis_url))
+            .field("user", user)
+            .field("cap_add", cap_add)
+            .field("security_opt", security_opt)
+            .field("nofile", nofile)
+            .finish()
+    }
+}
+
+/// Overlays `over` on `base`, table by table.
+fn merge(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Loading with only the given environment variables, for the tests of this module.
+#[cfg(test)]
+mod testing {
+    use std::collections::HashMap;
+
+    use super::{Config, ConfigError};
+
+    pub fn with_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_sources(None, |k| map.get(k).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::with_env;
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::defaults();
+        assert_eq!(c.deployment_mode, DeploymentMode::Docker);
+        assert_eq!(c.rabbitmq.exchange, "autogen");
+        assert_eq!(c.rabbitmq.command_queue, "agent-manager.commands");
+        assert_eq!(c.rabbitmq.dead_letter_exchange, "autogen.dlx");
+        assert_eq!(c.rabbitmq.dead_letter_queue, "agent-manager.commands.dead");
+        assert_eq!(c.docker.network, "autogen-network");
+        assert_eq!(c.agents.image, "autogen-agent:latest");
+        assert_eq!(c.agents.memory_mb, 1024);
+        assert_eq!(c.agents.cpus, 1.0);
+        assert_eq!(c.redis.prefix, "");
+        assert_eq!(c.health.report_interval_s, 30);
+        assert_eq!(c.agents.stop_timeout_s, 10);
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let file = "[docker]\nnetwork = \"from-file\"\n[agents]\nmemory_mb = 512\n";
+        let c = Config::from_sources(Some(("f.toml", file)), |k| {
+            (k == "DOCKER_NETWORK").then(|| "from-env".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.docker.network, "from-env");
+        assert_eq!(c.agents.memory_mb, 512);
+        let c = with_env(&[("ALLOWED_IMAGES", "a:*, b:1"), ("AGENT_CPUS", "2")]).unwrap();
+        assert_eq!(c.agents.allowed_images, vec!["a:*", "b:1"]);
+        assert_eq!(c.agents.cpus, 2.0);
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let c = with_env(&[
+            ("RABBITMQ_URL", "amqp://u:rabbit-secret@127.0.0.1:5672/%2f"),
+            ("REDIS_URL", "redis://:redis-secret@127.0.0.1:6379/0"),
+            ("AGENT_RABBITMQ_URL", "amqp://a:agent-secret@mq/%2f"),
+            ("AGENT_REDIS_URL", "redis://a:agent-redis-secret@r/0"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["rabbit-secret", "redis-secret", "agent-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("amqp://u:***@127.0.0.1:5672/%2f"));
+    }
+
+    #[test]
+    fn default_settings_build_the_protocols_sample_policy() {
+        assert_eq!(
+            Config::defaults().agent_policy(),
+            crate::protocol::policy::sample_policy()
+        );
+    }
+
+    #[test]
+    fn empty_strings_read_as_not_set() {
+        let c = Config::defaults();
+        assert_eq!(c.admin_listen(), Some("127.0.0.1:9464"));
+        assert_eq!(c.docker.host(), None);
+        assert_eq!(c.agents.rabbitmq_url(), None);
+        assert_eq!(c.agents.redis_url(), None);
+        assert_eq!(c.agents.user(), Some("65534:65534"));
+        assert_eq!(c.gpu.image(), None);
+        assert_eq!(c.agent_rabbitmq_url(), c.rabbitmq.url);
+        assert_eq!(c.agent_redis_url(), c.redis.url);
+        let c = with_env(&[
+            ("ADMIN_LISTEN", ""),
+            ("DOCKER_HOST", "tcp://docker:2375"),
+            ("AGENT_RABBITMQ_URL", "amqp://a:p@mq/%2f"),
+            ("AGENT_REDIS_URL", "redis://a:p@r/0"),
+            ("AGENT_USER", ""),
+            ("GPU_IMAGE", "autogen-agent:cuda"),
+        ])
+        .unwrap();
+        assert_eq!(c.admin_listen(), None);
+        assert_eq!(c.docker.host(), Some("tcp://docker:2375"));
+        assert_eq!(c.agent_rabbitmq_url(), "amqp://a:p@mq/%2f");
+        assert_eq!(c.agent_redis_url(), "redis://a:p@r/0");
+        assert_eq!(c.agents.user(), None);
+        assert_eq!(c.gpu.image(), Some("autogen-agent:cuda"));
+        assert_eq!(
+            c.agent_policy().gpu_image.as_deref(),
+            Some("autogen-agent:cuda")
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! The contract's names and types (../shared/PROTOCOL.md sections 2, 3 and 5): the
+//! command and event kinds with their routing keys, the `agent.error` codes, agent
+//! types, statuses and desired states, an agent's resources and spec, the changes an
+//! update carries, and the agent id rule.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The six commands the Core Engine sends, by routing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    Create,
+    Update,
+    Start,
+    Stop,
+    Delete,
+    Restart,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 6] = [
+        CommandKind::Create,
+        CommandKind::Update,
+        CommandKind::Start,
+        CommandKind::Stop,
+        CommandKind::Delete,
+        CommandKind::Restart,
+    ];
+
+    /// The routing key, which is also the value of the body's `command` field.
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            CommandKind::Create => "agent.create",
+            CommandKind::Update => "agent.update",
+            CommandKind::Start => "agent.start",
+            CommandKind::Stop => "agent.stop",
+            CommandKind::Delete => "agent.delete",
+            CommandKind::Restart => "agent.restart",
+        }
+    }
+
+    pub fn from_routing_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.routing_key() == key)
+    }
+}
+
+impl fmt::Display for CommandKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.routing_key())
+    }
+}
+
+/// The events the manager publishes, by routing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "agent.created")]
+    Created,
+    #[serde(rename = "agent.started")]
+    Started,
+    #[serde(rename = "agent.stopped")]
+    Stopped,
+    #[serde(rename = "agent.deleted")]
+    Deleted,
+    #[serde(rename = "agent.health")]
+    Health,
+    #[serde(rename = "agent.updated")]
+    Updated,
+    #[serde(rename = "agent.restarted")]
+    Restarted,
+    #[serde(rename = "agent.error")]
+    Error,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Created,
+        EventKind::Started,
+        EventKind::Stopped,
+        EventKind::Deleted,
+        EventKind::Health,
+        EventKind::Updated,
+        EventKind::Restarted,
+        EventKind::Error,
+    ];
+
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            EventKind::Created => "agent.created",
+            EventKind::Started => "agent.started",
+            EventKind::Stopped => "agent.stopped",
+            EventKind::Deleted => "agent.deleted",
+            EventKind::Health => "agent.health",
+            EventKind::Updated => "agent.updated",
+            EventKind::Restarted => "agent.restarted",
+            EventKind::Error => "agent.error",
+        }
+    }
+}
+
+/// `agent.error` codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidMessage,
+    ValidationFailed,
+    NotFound,
+    Forbidden,
+    AlreadyExists,
+    QuotaExceeded,
+    ImageNotFound,
+    DockerError,
+    CrashLoop,
+    GpuUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::ImageNotFound => "image_not_found",
+            ErrorCode::DockerError => "docker_error",
+            ErrorCode::CrashLoop => "crash_loop",
+            ErrorCode::GpuUnavailable => "gpu_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Kinds of agent the Core Engine can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentType {
+    Trading,
+    Analysis,
+    RiskManagement,
+    PortfolioOptimization,
+    Custom,
+}
+
+impl AgentType {
+    pub const ALL: [AgentType; 5] = [
+        AgentType::Trading,
+        AgentType::Analysis,
+        AgentType::RiskManagement,
+        AgentType::PortfolioOptimization,
+        AgentType::Custom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentType::Trading => "trading",
+            AgentType::Analysis => "analysis",
+            AgentType::RiskManagement => "risk_management",
+            AgentType::PortfolioOptimization => "portfolio_optimization",
+            AgentType::Custom => "custom",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// The agent's status as operators and the Core Engine see it (contract section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    Creating,
+    Created,
+    Starting,
+    Running,
+    Unhealthy,
+    Stopping,
+    Stopped,
+    Restarting,
+    Failed,
+    Deleting,
+}
+
+impl AgentStatus {
+    pub const ALL: [AgentStatus; 10] = [
+        AgentStatus::Creating,
+        AgentStatus::Created,
+        AgentStatus::Starting,
+        AgentStatus::Running,
+        AgentStatus::Unhealthy,
+        AgentStatus::Stopping,
+        AgentStatus::Stopped,
+        AgentStatus::Restarting,
+        AgentStatus::Failed,
+        AgentStatus::Deleting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Creating => "creating",
+            AgentStatus::Created => "created",
+            AgentStatus::Starting => "starting",
+            AgentStatus::Running => "running",
+            AgentStatus::Unhealthy => "unhealthy",
+            AgentStatus::Stopping => "stopping",
+            AgentStatus::Stopped => "stopped",
+            AgentStatus::Restarting => "restarting",
+            AgentStatus::Failed => "failed",
+            AgentStatus::Deleting => "deleting",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// What the agent should be doing; the manager converges the container towards it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Running => "running",
+            DesiredState::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(DesiredState::Running),
+            "stopped" => Some(DesiredState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// Resources of one agent's container.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory limit in MiB; swap is limited to the same amount.
+    pub memory_mb: u64,
+    /// CPU limit in cores (fractions allowed).
+    pub cpus: f64,
+    /// GPUs to allocate (GPU mode only).
+    pub gpus: u32,
+}
+
+/// Everything the Core Engine decides about an agent: two equal specs give equal
+/// containers. Used to answer a repeated create and to decide how to apply an update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSpec {
+    pub customer_id: String,
+    pub agent_type: AgentType,
+    pub name: String,
+    /// Agent-specific configuration (a JSON object), given to the container as `CONFIG`.
+    pub config: Value,
+    /// AutoGen configuration (a JSON object), given as `AUTOGEN_CONFIG`.
+    pub autogen_config: Value,
+    pub resources: Resources,
+    /// Image reference, already checked against the allowlist.
+    pub image: String,
+}
+
+/// Resource changes carried by a command: each one given replaces that resource.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResourceChanges {
+    /// New memory limit in MiB.
+    pub memory_mb: Option<u64>,
+    /// New CPU limit in cores.
+    pub cpus: Option<f64>,
+    /// New number of GPUs.
+    pub gpus: Option<u32>,
+}
+
+impl ResourceChanges {
+    /// `resources` with these changes made.
+    pub fn apply(&self, resources: Resources) -> Resources {
+        Resources {
+            memory_mb: self.memory_mb.unwrap_or(resources.memory_mb),
+            cpus: self.cpus.unwrap_or(resources.cpus),
+            gpus: self.gpus.unwrap_or(resources.gpus),
+        }
+    }
+}
+
+/// Optional changes carried by `agent.update`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SpecPatch {
+    pub name: Option<String>,
+    pub config: Option<Value>,
+    pub autogen_config: Option<Value>,
+    pub resources: ResourceChanges,
+    pub image: Option<String>,
+}
+
+impl SpecPatch {
+    /// The spec after this patch.
+    pub fn apply(&self, spec: &AgentSpec) -> AgentSpec {
+        let mut next = spec.clone();
+        if let Some(name) = &self.name {
+            next.name = name.clone();
+        }
+        if let Some(config) = &self.config {
+            next.config = config.clone();
+        }
+        if let Some(autogen) = &self.autogen_config {
+            next.autogen_config = autogen.clone();
+        }
+        next.resources = self.resources.apply(spec.resources);
+        if let Some(image) = &self.image {
+            next.image = image.clone();
+        }
+        next
+    }
+}
+
+/// The contract's agent id pattern, as named in refusals.
+pub const AGENT_ID_RULE: &str = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$";
+
+/// True when `id` matches the contract's agent id pattern ([`AGENT_ID_RULE`]).
+pub fn valid_agent_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A valid spec for unit tests across modules.
+#[cfg(test)]
+pub fn sample_spec() -> AgentSpec {
+    AgentSpec {
+        customer_id: "c1".into(),
+        agent_type: AgentType::Trading,
+        name: "Alpha".into(),
+        config: serde_json::json!({"symbol": "BTC"}),
+        autogen_config: serde_json::json!({"model": "x"}),
+        resources: Resources {
+            memory_mb: 256,
+            cpus: 0.5,
+            gpus: 0,
+        },
+        image: "autogen-agent:latest".into(),
+    }
+}

@@ -1,0 +1,410 @@
+//! [`decode_command`]: one delivery in, a validated [`Command`] or a [`Rejection`] out.
+//! The steps every command shares are here: UTF-8, size, JSON object, envelope, command
+//! kind, message id, customer id, agent id. What each kind reads from the body is in a
+//! file of its own (`create.rs`, `update.rs`, `start.rs`, `stop.rs`, `restart.rs`,
+//! `delete.rs`), each a `parse` from the JSON object and the policy to its [`Action`].
+
+mod create;
+mod delete;
+mod restart;
+mod start;
+mod stop;
+mod update;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::protocol::command::{Command, Rejection};
+use crate::protocol::contract::{valid_agent_id, CommandKind, ErrorCode, AGENT_ID_RULE};
+use crate::protocol::envelope::{refuse_unbuilt, valid_message_id, Envelope, Field};
+use crate::protocol::fields::{is_printable, json_kind, printable_prefix, required_string};
+use crate::protocol::policy::AgentPolicy;
+
+/// Decodes and validates one delivery. `routing_key` and `amqp_message_id` come from the
+/// AMQP envelope; `policy` holds the configured defaults and bounds.
+pub fn decode_command(
+    routing_key: &str,
+    amqp_message_id: Option<&str>,
+    body: &[u8],
+    policy: &AgentPolicy,
+) -> Result<Command, Rejection> {
+    let obj = json_object(routing_key, amqp_message_id, body, policy)?;
+    let envelope = Envelope::of(&obj);
+    let (message_id, message_id_given) = envelope.message_id(amqp_message_id);
+    let refuse = |code: ErrorCode, command: Option<String>, message: String| {
+        Rejection::Invalid(Box::new(envelope.invalid(
+            message_id.clone(),
+            command,
+            code,
+            message,
+        )))
+    };
+    let kind = command_kind(routing_key, &obj)
+        .map_err(|(command, message)| refuse(ErrorCode::InvalidMessage, command, message))?;
+    let fail = |message: String| {
+        refuse(
+            ErrorCode::ValidationFailed,
+            Some(kind.routing_key().to_string()),
+            message,
+        )
+    };
+
+    check_body_message_id(&envelope.message_id).map_err(&fail)?;
+    let customer_id = customer_id(&obj).map_err(&fail)?;
+    let given_message_id = message_id_given.then_some(message_id.as_str());
+    let agent_id = agent_id(&obj, kind, given_message_id).map_err(&fail)?;
+    let action = match kind {
+        CommandKind::Create => create::parse(&obj, &customer_id, policy),
+        CommandKind::Update => update::parse(&obj, policy),
+        CommandKind::Start => start::parse(&obj, policy),
+        CommandKind::Stop => stop::parse(&obj, policy),
+        CommandKind::Restart => restart::parse(&obj, policy),
+        CommandKind::Delete => delete::parse(&obj, policy),
+    }
+    .map_err(&fail)?;
+
+    Ok(Command {
+        message_id,
+        message_id_given,
+        kind,
+        agent_id,
+        customer_id,
+        action,
+    })
+}
+
+/// The body as a JSON object. A body that is not UTF-8, not JSON or not an object is
+/// dead-lettered; an oversized body, or one serde_json will not build, is answered when
+/// its envelope can be read ([`refuse_unbuilt`]).
+fn json_object(
+    routing_key: &str,
+    amqp_message_id: Option<&str>,
+    body: &[u8],
+    policy: &AgentPolicy,
+) -> Result<Map<String, Value>, Rejection> {
+    // JSON is UTF-8 (RFC 8259 section 8.1): anything else is not JSON at all.
+    if std::str::from_utf8(body).is_err() {
+        return Err(Rejection::NotAnObject(
+            "body is not UTF-8, so not JSON".into(),
+        ));
+    }
+    // Never build a value from an oversized body: only its envelope is scanned.
+    if body.len() > policy.max_body_bytes {
+        let problem = format!(
+            "the body is {} bytes, more than the limit of {} bytes (MAX_BODY_BYTES)",
+            body.len(),
+            policy.max_body_bytes
+        );
+        return Err(refuse_unbuilt(routing_key, amqp_message_id, body, problem));
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        // Either not JSON (dead-lettered) or JSON that serde_json will not build, such as
+        // nesting deeper than its recursion limit (128) or a number out of range: that is
+        // still a JSON object, answered when its envelope can be read.
+        Err(e) => {
+            return Err(refuse_unbuilt(
+                routing_key,
+                amqp_message_id,
+                body,
+                format!("the body could not be decoded: {e}"),
+            ))
+        }
+    };
+    match value {
+        Value::Object(obj) => Ok(obj),
+        other => Err(Rejection::NotAnObject(format!(
+            "body is JSON but not an object ({})",
+            json_kind(&other)
+        ))),
+    }
+}
+
+/// The command: the routing key when it is one, else the body's `command` field. On
+/// failure, the command as far as it can be echoed and the refusal's message.
+fn command_kind(
+    routing_key: &str,
+    obj: &Map<String, Value>,
+) -> Result<CommandKind, (Option<String>, String)> {
+    if let Some(kind) = CommandKind::from_routing_key(routing_key) {
+        return Ok(kind);
+    }
+    match obj.get("command") {
+        Some(Value::String(c)) => CommandKind::from_routing_key(c).ok_or_else(|| {
+            (
+                Some(printable_prefix(c, 64)),
+                format!(
+                    "unknown command '{}': expected one of {}",
+                    printable_prefix(c, 64),
+                    CommandKind::ALL.map(CommandKind::routing_key).join(", ")
+                ),
+            )
+        }),
+        Some(_) => Err((None, "field 'command' must be a string".into())),
+        None => Err((
+            None,
+            format!(
+                "routing key '{}' is not a command and the body has no 'command' field",
+                printable_prefix(routing_key, 64)
+            ),
+        )),
+    }
+}
+
+/// A `message_id` in the body must be usable as one (else the command is refused, and
+/// answered under the AMQP or a generated message id).
+fn check_body_message_id(field: &Field) -> Result<(), String> {
+    let invalid = match field {
+        Field::Absent => false,
+        Field::Str(id) => !valid_message_id(id),
+        Field::Other => true,
+    };
+    if invalid {
+        return Err(
+            "field 'message_id' must be a string of 1-255 bytes without control characters".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The owner: 1-128 printable characters.
+fn customer_id(obj: &Map<String, Value>) -> Result<String, String> {
+    let customer_id = required_string(obj, "customer_id")?;
+    if customer_id.is_empty() || customer_id.len() > 128 || !is_printable(&customer_id) {
+        return Err("field 'customer_id' must be 1-128 printable characters".into());
+    }
+    Ok(customer_id)
+}
+
+/// The agent id, matching the contract's rule; generated for a create that gives none.
+fn agent_id(
+    obj: &Map<String, Value>,
+    kind: CommandKind,
+    given_message_id: Option<&str>,
+) -> Result<String, String> {
+    let agent_id = match obj.get("agent_id") {
+        Some(Value::String(id)) => id.clone(),
+        None | Some(Value::Null) if kind == CommandKind::Create => {
+            generated_agent_id(given_message_id)
+        }
+        None | Some(Value::Null) => return Err("field 'agent_id' is required".into()),
+        Some(other) => {
+            return Err(format!(
+                "field 'agent_id' must be a string, got {}",
+                json_kind(other)
+            ))
+        }
+    };
+    if !valid_agent_id(&agent_id) {
+        return Err(format!("field 'agent_id' must match {AGENT_ID_RULE}"));
+    }
+    Ok(agent_id)
+}
+
+/// The id of an agent created without one: a UUID v4. When the sender named the message
+/// id, the UUID is derived from it so that a redelivered create finds the same agent.
+fn generated_agent_id(message_id: Option<&str>) -> String {
+    match message_id {
+        Some(id) => {
+            let digest = Uuid::new_v5(&Uuid::NAMESPACE_OID, id.as_bytes());
+            uuid::Builder::from_random_bytes(*digest.as_bytes())
+                .into_uuid()
+                .to_string()
+        }
+        None => Uuid::new_v4().to_string(),
+    }
+}
+
+/// Helpers for the decoders' unit tests (this file's and each command's).
+#[cfg(test)]
+mod testing {
+    use serde_json::{json, Value};
+
+    use super::decode_command;
+    use crate::protocol::command::{Command, InvalidCommand, Rejection};
+    use crate::protocol::policy::{sample_policy, AgentPolicy};
+
+    pub fn policy() -> AgentPolicy {
+        sample_policy()
+    }
+
+    pub fn decode(rk: &str, body: Value) -> Result<Command, Rejection> {
+        decode_command(rk, None, body.to_string().as_bytes(), &policy())
+    }
+
+    pub fn invalid(r: Result<Command, Rejection>) -> InvalidCommand {
+        match r {
+            Err(Rejection::Invalid(i)) => *i,
+            other => panic!("expected an invalid command, got {other:?}"),
+        }
+    }
+
+    pub fn create_body() -> Value {
+        json!({"message_id": "m1", "agent_id": "a1", "customer_id": "c1",
+               "agent_type": "trading", "name": "Alpha"})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{create_body, decode, invalid, policy};
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn non_objects_go_to_the_dead_letter_queue() {
+        for body in [&b"not json"[..], b"[1,2]", b"42", b"\"s\"", b"null", b""] {
+            let r = decode_command("agent.create", None, body, &policy());
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn command_comes_from_body_when_routing_key_is_not_a_command() {
+        let mut body = create_body();
+        body["command"] = json!("agent.create");
+        let cmd = decode("agent-manager.commands", body).unwrap();
+        assert_eq!(cmd.kind, CommandKind::Create);
+        let e = invalid(decode("x", json!({"customer_id": "c"})));
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+        let e = invalid(decode(
+            "x",
+            json!({"command": "agent.explode", "customer_id": "c"}),
+        ));
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8_are_dead_lettered() {
+        for body in [
+            &b"\xff\xfe{}"[..],
+            b"{\"agent_id\": \"a\xc3\x28\", \"customer_id\": \"c\"}",
+            b"{\"customer_id\": \"\xed\xa0\x80\"}",
+        ] {
+            let r = decode_command("agent.start", Some("m"), body, &policy());
+            assert!(
+                matches!(r, Err(Rejection::NotAnObject(_))),
+                "{body:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_answered_when_their_envelope_reads_else_dead_lettered() {
+        let mut p = policy();
+        p.max_body_bytes = 4096;
+        let mut body = create_body();
+        body["config"] = json!({"blob": "x".repeat(10_000)});
+        let r = decode_command("agent.create", None, body.to_string().as_bytes(), &p);
+        let e = invalid(r);
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
+        assert!(e.message.contains("body"), "{}", e.message);
+        assert_eq!(e.message_id, "m1");
+        assert_eq!(e.agent_id, "a1");
+        assert_eq!(e.command.as_deref(), Some("agent.create"));
+        // Not an object, or broken JSON: dead-lettered without being built.
+        for big in [
+            format!("[{}]", "1,".repeat(5000) + "1"),
+            format!("{{\"a\": \"{}", "x".repeat(5000)),
+            "x".repeat(5000),
+        ] {
+            let r = decode_command("agent.create", None, big.as_bytes(), &p);
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_beyond_the_parser_limit_is_answered_not_crashed() {
+        for depth in [129, 1_000, 100_000] {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let body = format!(
+                r#"{{"message_id": "deep", "agent_id": "a", "customer_id": "c", "config": {deep}}}"#
+            );
+            let e = invalid(decode_command(
+                "agent.update",
+                None,
+                body.as_bytes(),
+                &policy(),
+            ));
+            assert_eq!(e.code, ErrorCode::ValidationFailed);
+            assert_eq!(e.message_id, "deep");
+            // Deep nesting that is not a JSON object (or not JSON) is dead-lettered.
+            let r = decode_command("agent.update", None, deep.as_bytes(), &policy());
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))));
+            let r = decode_command("agent.update", None, &deep.as_bytes()[..depth], &policy());
+            assert!(matches!(r, Err(Rejection::NotAnObject(_))));
+        }
+    }
+
+    #[test]
+    fn message_ids_must_be_short_printable_strings() {
+        for bad in [
+            json!(5),
+            json!("x".repeat(256)),
+            json!("a\nb"),
+            json!(""),
+            json!({}),
+        ] {
+            let body = json!({"message_id": bad, "agent_id": "a", "customer_id": "c"});
+            let r = decode_command(
+                "agent.start",
+                Some("amqp-1"),
+                body.to_string().as_bytes(),
+                &policy(),
+            );
+            let e = invalid(r);
+            assert_eq!(e.code, ErrorCode::ValidationFailed, "{bad}");
+            assert!(e.message.contains("message_id"), "{}", e.message);
+            assert_eq!(e.message_id, "amqp-1", "answered under the AMQP message id");
+        }
+        // Multi-byte characters count as bytes: 128 'é' are 256 bytes.
+        let body = json!({"message_id": "é".repeat(128), "agent_id": "a", "customer_id": "c"});
+        assert!(
+            decode_command("agent.start", None, body.to_string().as_bytes(), &policy()).is_err()
+        );
+        let body = json!({"message_id": "é".repeat(127), "agent_id": "a", "customer_id": "c"});
+        assert!(
+            decode_command("agent.start", None, body.to_string().as_bytes(), &policy()).is_ok()
+        );
+    }
+
+    #[test]
+    fn create_without_agent_id_gets_a_v4_uuid_stable_per_message_id() {
+        let mut body = create_body();
+        body.as_object_mut().unwrap().remove("agent_id");
+        let a = decode("agent.create", body.clone()).unwrap();
+        let b = decode("agent.create", body.clone()).unwrap();
+        let id = Uuid::parse_str(&a.agent_id).unwrap();
+        assert_eq!(id.get_version_num(), 4);
+        assert_eq!(a.agent_id, b.agent_id);
+        body.as_object_mut().unwrap().remove("message_id");
+        let c = decode("agent.create", body.clone()).unwrap();
+        let d = decode("agent.create", body).unwrap();
+        assert_ne!(c.agent_id, d.agent_id);
+        assert!(!c.message_id_given);
+    }
+
+    #[test]
+    fn other_commands_need_an_agent_id() {
+        for rk in [
+            "agent.start",
+            "agent.stop",
+            "agent.update",
+            "agent.delete",
+            "agent.restart",
+        ] {
+            let e = invalid(decode(rk, json!({"customer_id": "c"})));
+            assert!(e.message.contains("agent_id"), "{rk}");
+        }
+    }
+
+    #[test]
+    fn message_id_falls_back_to_amqp_property_then_generated() {
+        let body = json!({"agent_id": "a", "customer_id": "c"}).to_string();
+        let cmd =
+            decode_command("agent.start", Some("amqp-1"), body.as_bytes(), &policy()).unwrap();
+        assert_eq!(cmd.message_id, "amqp-1");
+        let cmd = decode_command("agent.start", None, body.as_bytes(), &policy()).unwrap();
+        assert!(Uuid::parse_str(&cmd.message_id).is_ok());
+    }
+}

@@ -1,0 +1,119 @@
+//! The event published to RabbitMQ and appended to the agent's Redis stream
+//! ([`Event`], contract section 3), the `details` of an `agent.error`
+//! ([`error_details`]) and how the contract writes a time ([`rfc3339`]).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::command::InvalidCommand;
+use super::contract::{AgentStatus, ErrorCode, EventKind};
+
+/// An event as published to RabbitMQ and appended to the agent's Redis stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: String,
+    pub event: EventKind,
+    pub agent_id: String,
+    pub customer_id: String,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+    pub correlation_id: Option<String>,
+    pub status: String,
+    pub container_id: Option<String>,
+    pub details: Value,
+}
+
+impl Event {
+    pub fn new(
+        event: EventKind,
+        agent_id: &str,
+        customer_id: &str,
+        correlation_id: Option<&str>,
+        status: &str,
+        container_id: Option<&str>,
+        details: Value,
+    ) -> Self {
+        Event {
+            event_id: Uuid::new_v4().to_string(),
+            event,
+            agent_id: agent_id.to_string(),
+            customer_id: customer_id.to_string(),
+            timestamp: rfc3339(Utc::now()),
+            correlation_id: correlation_id.map(str::to_string),
+            status: status.to_string(),
+            container_id: container_id.map(str::to_string),
+            details,
+        }
+    }
+
+    /// The `agent.error` answering a command that failed decoding or validation. No
+    /// agent status applies, so the status is `failed` (the command failed).
+    pub fn for_invalid(invalid: &InvalidCommand) -> Self {
+        Event::new(
+            EventKind::Error,
+            &invalid.agent_id,
+            &invalid.customer_id,
+            Some(&invalid.message_id),
+            AgentStatus::Failed.as_str(),
+            None,
+            error_details(invalid.command.as_deref(), invalid.code, &invalid.message),
+        )
+    }
+
+    pub fn routing_key(&self) -> &'static str {
+        self.event.routing_key()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain strings and a serde_json::Value cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// `details` of an `agent.error`.
+pub fn error_details(command: Option<&str>, code: ErrorCode, message: &str) -> Value {
+    serde_json::json!({ "command": command, "code": code.as_str(), "message": message })
+}
+
+/// Formats a time the way every timestamp of the contract is written.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::contract::EventKind;
+    use serde_json::json;
+
+    #[test]
+    fn event_serializes_contract_fields() {
+        let e = Event::new(
+            EventKind::Started,
+            "a",
+            "c",
+            Some("m"),
+            "running",
+            Some("cid"),
+            json!({}),
+        );
+        let v: Value = serde_json::from_slice(&e.to_json()).unwrap();
+        for f in [
+            "event_id",
+            "event",
+            "agent_id",
+            "customer_id",
+            "timestamp",
+            "correlation_id",
+            "status",
+            "container_id",
+            "details",
+        ] {
+            assert!(v.get(f).is_some(), "{f}");
+        }
+        assert_eq!(v["event"], "agent.started");
+        assert!(DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).is_ok());
+    }
+}

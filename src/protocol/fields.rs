@@ -1,0 +1,213 @@
+//! Validators of a command's JSON fields, shared by the decoders of each command kind:
+//! required strings, optional objects (size and nesting), names, resources, images and
+//! timeouts, and the helpers that make a refusal safe to echo (printable prefixes, the
+//! kind of a JSON value). Each returns the refusal's message naming the field.
+
+use serde_json::{Map, Value};
+
+use super::contract::ResourceChanges;
+use super::policy::AgentPolicy;
+
+/// How a refusal names the kind of a JSON value: "a string", "an array", ...
+pub(super) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// True when `s` has no control characters.
+pub(super) fn is_printable(s: &str) -> bool {
+    !s.chars().any(char::is_control)
+}
+
+/// A copy of `s` safe to echo back: control characters dropped, at most `max` chars.
+pub(super) fn printable_prefix(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// The string `field`, which must be present.
+pub(super) fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, String> {
+    match obj.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => Err(format!("field '{field}' is required")),
+        Some(other) => Err(format!(
+            "field '{field}' must be a string, got {}",
+            json_kind(other)
+        )),
+    }
+}
+
+/// Checks an agent's display name: 1-128 printable characters.
+pub(super) fn check_name(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if len == 0 || len > 128 || !is_printable(name) {
+        return Err("field 'name' must be 1-128 printable characters".into());
+    }
+    Ok(())
+}
+
+/// The object `field` if given, within the policy's size and nesting limits.
+pub(super) fn optional_object(
+    obj: &Map<String, Value>,
+    field: &str,
+    policy: &AgentPolicy,
+) -> Result<Option<Value>, String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => {
+            let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+            if size > policy.max_config_bytes {
+                return Err(format!(
+                    "field '{field}' is {size} bytes, more than the limit of {}",
+                    policy.max_config_bytes
+                ));
+            }
+            let depth = json_depth(v);
+            if depth > policy.max_config_depth {
+                return Err(format!(
+                    "field '{field}' nests {depth} levels deep, more than the limit of {}",
+                    policy.max_config_depth
+                ));
+            }
+            Ok(Some(v.clone()))
+        }
+        Some(other) => Err(format!(
+            "field '{field}' must be an object, got {}",
+            json_kind(other)
+        )),
+    }
+}
+
+/// How deeply `v` nests arrays and objects (a scalar is 0).
+pub(super) fn json_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The changes of the `resources` object if given: only `memory_mb`, `cpus` and `gpus`,
+/// each within the policy's bounds.
+pub(super) fn resources(
+    obj: &Map<String, Value>,
+    policy: &AgentPolicy,
+) -> Result<ResourceChanges, String> {
+    let res = match obj.get("resources") {
+        None | Some(Value::Null) => return Ok(ResourceChanges::default()),
+        Some(Value::Object(res)) => res,
+        Some(other) => {
+            return Err(format!(
+                "field 'resources' must be an object, got {}",
+                json_kind(other)
+            ))
+        }
+    };
+    if let Some(unknown) = res
+        .keys()
+        .find(|k| !matches!(k.as_str(), "memory_mb" | "cpus" | "gpus"))
+    {
+        return Err(format!(
+            "field 'resources.{}' is unknown: expected memory_mb, cpus, gpus",
+            printable_prefix(unknown, 64)
+        ));
+    }
+    let memory_mb = match res.get("memory_mb") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let mb = v
+                .as_u64()
+                .ok_or("field 'resources.memory_mb' must be a whole number")?;
+            if mb < policy.min_memory_mb || mb > policy.max_memory_mb {
+                return Err(format!(
+                    "field 'resources.memory_mb' must be between {} and {}",
+                    policy.min_memory_mb, policy.max_memory_mb
+                ));
+            }
+            Some(mb)
+        }
+    };
+    let cpus = match res.get("cpus") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let cpus = v
+                .as_f64()
+                .ok_or("field 'resources.cpus' must be a number")?;
+            if !(cpus >= policy.min_cpus && cpus <= policy.max_cpus) {
+                return Err(format!(
+                    "field 'resources.cpus' must be between {} and {}",
+                    policy.min_cpus, policy.max_cpus
+                ));
+            }
+            Some(cpus)
+        }
+    };
+    let gpus = match res.get("gpus") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let gpus = v
+                .as_u64()
+                .filter(|g| *g <= u64::from(policy.max_gpus))
+                .ok_or_else(|| {
+                    format!(
+                        "field 'resources.gpus' must be a whole number between 0 and {}",
+                        policy.max_gpus
+                    )
+                })?;
+            Some(gpus as u32)
+        }
+    };
+    Ok(ResourceChanges {
+        memory_mb,
+        cpus,
+        gpus,
+    })
+}
+
+/// The `image` if given, which the policy must allow.
+pub(super) fn image(
+    obj: &Map<String, Value>,
+    policy: &AgentPolicy,
+) -> Result<Option<String>, String> {
+    match obj.get("image") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(image)) => {
+            if policy.image_allowed(image) {
+                Ok(Some(image.clone()))
+            } else {
+                Err(format!(
+                    "field 'image' ('{}') is not in the allowed images ({})",
+                    printable_prefix(image, 200),
+                    policy.allowed_images.join(", ")
+                ))
+            }
+        }
+        Some(other) => Err(format!(
+            "field 'image' must be a string, got {}",
+            json_kind(other)
+        )),
+    }
+}
+
+/// The `timeout_s` of a stop, restart or delete: the policy's default when not given,
+/// else at most the policy's maximum.
+pub(super) fn timeout(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<u32, String> {
+    match obj.get("timeout_s") {
+        None | Some(Value::Null) => Ok(policy.stop_timeout_s),
+        Some(v) => v
+            .as_u64()
+            .filter(|t| *t <= u64::from(policy.max_stop_timeout_s))
+            .map(|t| t as u32)
+            .ok_or_else(|| {
+                format!(
+                    "field 'timeout_s' must be a whole number of seconds between 0 and {}",
+                    policy.max_stop_timeout_s
+                )
+            }),
+    }
+}

@@ -1,0 +1,40 @@
+//! The message contract (../shared/PROTOCOL.md sections 2 and 3): command and event
+//! names, payloads, error codes and validation. Routing keys and JSON field names live
+//! here and nowhere else.
+//!
+//! # Layout
+//!
+//! - `contract`: the contract's names and types: command and event kinds, error codes,
+//!   agent type, status and desired state, resources, spec, the changes of an update,
+//!   the agent id rule.
+//! - `command`: a decoded [`Command`] and its [`Action`]; a [`Rejection`].
+//! - [`policy`]: [`AgentPolicy`], the defaults and bounds commands are checked against.
+//! - [`image`]: image references and the allowlist (the `image` field's rules).
+//! - `decode`: [`decode_command`] (the steps every command shares) and one file per
+//!   command kind reading that command's fields.
+//! - `envelope`: the ids and command of a body, read even when the body is refused.
+//! - `fields`: validators of the JSON fields, shared by the decoders.
+//! - `event`: the [`Event`] the manager publishes.
+//!
+//! Nothing here reads the configuration: `config::Config::agent_policy` builds the
+//! policy.
+
+mod command;
+mod contract;
+mod decode;
+mod envelope;
+mod event;
+mod fields;
+pub mod image;
+pub mod policy;
+
+pub use command::{Action, Command, InvalidCommand, Rejection};
+#[cfg(test)]
+pub use contract::sample_spec;
+pub use contract::{
+    valid_agent_id, AgentSpec, AgentStatus, AgentType, CommandKind, DesiredState, ErrorCode,
+    EventKind, ResourceChanges, Resources, SpecPatch, AGENT_ID_RULE,
+};
+pub use decode::decode_command;
+pub use event::{error_details, rfc3339, Event};
+pub use policy::AgentPolicy;
