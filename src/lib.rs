@@ -5,7 +5,9 @@
 //!
 //! - [`config`]: settings (defaults < file < environment), validated at load.
 //! - [`protocol`]: commands, events, error codes and validation (contract sections 2–3).
-//! - [`store`]: the Redis records, sets, event streams and processed message ids (section 5).
+//! - [`store`]: everything in Redis (section 5), one file per concern: the keys, the agent
+//!   records and sets, event streams, processed markers, the outbox, GPU allocations and
+//!   the quota scripts.
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
 //!   container (labels, env, limits, section 4); [`runtime::docker`] drives Docker
 //!   containers (docker mode), [`runtime::swarm`] Swarm services (swarm mode), and

@@ -12,7 +12,7 @@
 //! | `processed.rs` | processed markers ([`Processed`]) | `processed:<message_id>` |
 //! | `outbox.rs` | events waiting for RabbitMQ | `outbox` |
 //! | `gpu.rs` | GPU mode's allocations (Lua scripts) | `gpu:allocations` |
-//! | — | per-customer quotas: [`crate::quota`] runs its scripts through [`Store::run_script`] | `customer:<id>:usage`, `customer:<id>:reservations` |
+//! | `quota.rs` | per-customer quota accounting (Lua scripts; the policy is [`crate::quota`]) | `customer:<id>:usage`, `customer:<id>:reservations` |
 
 use std::time::Duration;
 
@@ -26,11 +26,13 @@ mod gpu;
 mod keys;
 mod outbox;
 mod processed;
+mod quota;
 mod records;
 mod streams;
 
 pub use keys::Keys;
 pub use processed::Processed;
+pub use quota::{QuotaRefusal, QuotaReply, QUOTA_FIELDS};
 pub use records::record_json;
 pub use streams::StreamEntry;
 
@@ -104,28 +106,8 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Runs a Lua script atomically, bounded by the Redis timeout.
-    pub async fn run_script<T: redis::FromRedisValue>(
-        &self,
-        op: &'static str,
-        script: &redis::Script,
-        keys: &[String],
-        args: &[String],
-    ) -> Result<T, StoreError> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(key);
-        }
-        for arg in args {
-            invocation.arg(arg);
-        }
-        let mut conn = self.conn.clone();
-        self.run(op, async move { invocation.invoke_async(&mut conn).await })
-            .await
-    }
-
     /// Every key matching `pattern` (SCAN, each step bounded by the Redis timeout).
-    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+    async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
