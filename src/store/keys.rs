@@ -46,7 +46,8 @@ impl Keys {
     }
 }
 
-/// Keys of the per-customer quota accounting ([`crate::store::quota`]).
+/// Keys of the per-customer quota accounting ([`crate::quota`]; the scripts are in
+/// `src/store/quota.rs`).
 impl Keys {
     /// `customer:<customer_id>:usage`: the customer's totals (hash: `agents`,
     /// `memory_mb`, `cpus_milli`, `gpus`).

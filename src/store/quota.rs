@@ -177,12 +177,14 @@ impl Store {
         limits: [u64; 4],
         check: bool,
     ) -> Result<QuotaReply, StoreError> {
-        let mut invocation = RESERVE.prepare_invoke();
-        for key in self.quota_keys(customer_id) {
-            invocation.key(key);
-        }
-        invocation.arg(agent_id).arg(&holding[..]).arg(&limits[..]);
-        invocation.arg(if check { "1" } else { "0" });
+        let [usage, reservations] = self.quota_keys(customer_id);
+        let mut invocation = RESERVE.key(usage);
+        invocation
+            .key(reservations)
+            .arg(agent_id)
+            .arg(&holding[..])
+            .arg(&limits[..])
+            .arg(if check { "1" } else { "0" });
         let mut conn = self.conn.clone();
         let reply: Vec<redis::Value> = self
             .run("reserve quota", async move {
@@ -221,10 +223,9 @@ impl Store {
         customer_id: &str,
         holdings: &[(String, [u64; 3])],
     ) -> Result<(), StoreError> {
-        let mut invocation = REPLACE.prepare_invoke();
-        for key in self.quota_keys(customer_id) {
-            invocation.key(key);
-        }
+        let [usage, reservations] = self.quota_keys(customer_id);
+        let mut invocation = REPLACE.key(usage);
+        invocation.key(reservations);
         for (agent_id, holding) in holdings {
             invocation.arg(agent_id).arg(encode_holding(*holding));
         }
@@ -248,7 +249,7 @@ impl Store {
         Ok(totals_of(&fields))
     }
 
-    /// Every customer with reservations (a `customer:<id>:reservations` key), sorted.
+    /// Every customer with reservations (a `customer:<id>:reservations` key), each once.
     pub async fn quota_customers(&self) -> Result<Vec<String>, StoreError> {
         let keys = self
             .scan_keys(&self.keys.customer_reservations_pattern())
