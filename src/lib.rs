@@ -11,7 +11,9 @@
 //!   envelope scanner, the field validators, [`protocol::AgentPolicy`] (the defaults and
 //!   bounds commands are checked against), [`protocol::image`] (image references and the
 //!   allowlist), and `decode/` with one file per command kind.
-//! - [`store`]: the Redis records, sets, event streams and processed message ids (section 5).
+//! - [`store`]: everything in Redis (section 5), one file per concern: the keys, the agent
+//!   records and sets, event streams, processed markers, the outbox, GPU allocations and
+//!   the quota scripts.
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
 //!   container (labels, env, limits, section 4); [`runtime::engine`] is the Docker
 //!   plumbing both modes share (bounded and admitted calls, errors, networks, logs);

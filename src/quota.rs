@@ -5,8 +5,9 @@
 //! # Consistency
 //!
 //! Commands for different agents of one customer run concurrently (one actor per agent),
-//! so the check and the reservation must be one atomic step: each is a Lua script that
-//! Redis runs atomically, over two hashes per customer (keys in [`crate::store::Keys`]):
+//! so the check and the reservation must be one atomic step: the store does each as a
+//! Lua script that Redis runs atomically ([`Store::quota_reserve`],
+//! [`Store::quota_release`], [`Store::quota_replace`]), over two hashes per customer:
 //! `customer:<id>:reservations` (agent id → what that agent holds) and
 //! `customer:<id>:usage` (the totals, for operators). A script replaces one agent's entry
 //! and adjusts the totals by the difference, so repeating it is harmless (a redelivered
@@ -15,12 +16,15 @@
 //! [`rebuild`] recomputes both hashes from the agent records, healing anything a crash
 //! between a reservation and the record left behind.
 //!
+//! This module is the policy (what an agent holds, the limits, the messages); the keys
+//! and scripts are the store's (`src/store/quota.rs`).
+//!
 //! The lifecycle reaches it through [`Quotas`], its [`QuotaLedger`]: `reserve` before a
 //! create or update takes effect (refused with `quota_exceeded`), `resync` after an
 //! update that failed, `release` when a delete has removed the workload and on a create
 //! that failed, `rebuild` at start. Each takes only the store and the limits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
@@ -29,7 +33,7 @@ use crate::error::AgentError;
 use crate::ports::QuotaLedger;
 use crate::protocol::{AgentSpec, ErrorCode, Resources};
 use crate::record::AgentRecord;
-use crate::store::Store;
+use crate::store::{QuotaRefusal, QuotaReply, Store};
 
 /// What one agent holds of its customer's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,8 +53,9 @@ impl Holding {
         }
     }
 
-    fn encode(&self) -> String {
-        format!("{} {} {}", self.memory_mb, self.cpus_milli, self.gpus)
+    /// As the store takes it: `[memory_mb, cpus_milli, gpus]`.
+    fn amounts(&self) -> [u64; 3] {
+        [self.memory_mb, self.cpus_milli, self.gpus]
     }
 }
 
@@ -67,7 +72,8 @@ pub struct Usage {
     pub gpus: u64,
 }
 
-/// The limits as the scripts take them (0 = unlimited), in the order of the usage fields.
+/// The limits as the store takes them (0 = unlimited), in the order of the usage fields
+/// ([`crate::store::QUOTA_FIELDS`]).
 fn limits(q: &QuotaConfig) -> [u64; 4] {
     [
         q.max_agents,
@@ -76,87 +82,6 @@ fn limits(q: &QuotaConfig) -> [u64; 4] {
         q.max_gpus,
     ]
 }
-
-/// The usage hash's fields, in the scripts' order.
-const FIELDS: [&str; 4] = ["agents", "memory_mb", "cpus_milli", "gpus"];
-
-/// KEYS: usage, reservations. ARGV: agent id, memory_mb, cpus_milli, gpus, then the four
-/// limits (0 = unlimited), then "1" to check or "0" to force. Replaces the agent's entry
-/// and moves the totals by the difference; refuses (without writing) when a total that
-/// grows would pass its limit. Returns {1} or {0, field, usage of the others, wanted,
-/// limit}.
-const RESERVE: &str = r#"
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-local have = {0, 0, 0, 0}
-if old then
-  local i = 2
-  have[1] = 1
-  for n in string.gmatch(old, '%d+') do
-    if i <= 4 then have[i] = tonumber(n) end
-    i = i + 1
-  end
-end
-local want = {1, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
-local fields = {'agents', 'memory_mb', 'cpus_milli', 'gpus'}
-local totals = redis.call('HMGET', KEYS[1], unpack(fields))
-if ARGV[9] == '1' then
-  for i = 1, 4 do
-    local limit = tonumber(ARGV[4 + i])
-    local others = (tonumber(totals[i]) or 0) - have[i]
-    if limit > 0 and want[i] > have[i] and others + want[i] > limit then
-      return {0, fields[i], others, want[i], limit}
-    end
-  end
-end
-for i = 1, 4 do
-  if want[i] ~= have[i] then
-    redis.call('HINCRBY', KEYS[1], fields[i], want[i] - have[i])
-  end
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
-return {1}
-"#;
-
-/// KEYS: usage, reservations. ARGV: agent id. Removes the agent's entry and its share of
-/// the totals; deletes both hashes when no agent is left. Returns 1 when it held one.
-const RELEASE: &str = r#"
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if not old then return 0 end
-local have = {1}
-for n in string.gmatch(old, '%d+') do table.insert(have, tonumber(n)) end
-local fields = {'agents', 'memory_mb', 'cpus_milli', 'gpus'}
-for i = 1, 4 do
-  if (have[i] or 0) ~= 0 then
-    redis.call('HINCRBY', KEYS[1], fields[i], -have[i])
-  end
-end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('HLEN', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2])
-end
-return 1
-"#;
-
-/// KEYS: usage, reservations. ARGV: pairs of agent id and encoded holding. Replaces both
-/// hashes with exactly these agents (none: deletes them).
-const REPLACE: &str = r#"
-redis.call('DEL', KEYS[1], KEYS[2])
-local totals = {0, 0, 0, 0}
-for i = 1, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  totals[1] = totals[1] + 1
-  local j = 2
-  for n in string.gmatch(ARGV[i + 1], '%d+') do
-    if j <= 4 then totals[j] = totals[j] + tonumber(n) end
-    j = j + 1
-  end
-end
-if #ARGV > 0 then
-  redis.call('HSET', KEYS[1], 'agents', totals[1], 'memory_mb', totals[2],
-    'cpus_milli', totals[3], 'gpus', totals[4])
-end
-return 1
-"#;
 
 /// The quota ledger over Redis, for the agent actors ([`QuotaLedger`]).
 #[derive(Clone)]
@@ -190,13 +115,6 @@ impl QuotaLedger for Quotas {
     }
 }
 
-fn keys(store: &Store, customer_id: &str) -> [String; 2] {
-    [
-        store.keys().customer_usage(customer_id),
-        store.keys().customer_reservations(customer_id),
-    ]
-}
-
 async fn set(
     store: &Store,
     quotas: &QuotaConfig,
@@ -205,43 +123,36 @@ async fn set(
     holding: Holding,
     check: bool,
 ) -> Result<(), AgentError> {
-    let script = redis::Script::new(RESERVE);
-    let mut args = vec![
-        agent_id.to_string(),
-        holding.memory_mb.to_string(),
-        holding.cpus_milli.to_string(),
-        holding.gpus.to_string(),
-    ];
-    args.extend(limits(quotas).map(|l| l.to_string()));
-    args.push(if check { "1" } else { "0" }.to_string());
-    let reply: Vec<redis::Value> = store
-        .run_script("reserve quota", &script, &keys(store, customer_id), &args)
+    let limits = limits(quotas);
+    let reply = store
+        .quota_reserve(customer_id, agent_id, holding.amounts(), limits, check)
         .await?;
-    let as_u64 = |v: Option<&redis::Value>| match v {
-        Some(redis::Value::Int(n)) => *n as u64,
-        _ => 0,
-    };
-    if as_u64(reply.first()) == 1 {
-        return Ok(());
+    match reply {
+        QuotaReply::Granted => Ok(()),
+        QuotaReply::Refused(refusal) => Err(AgentError::refused(
+            ErrorCode::QuotaExceeded,
+            refusal_message(customer_id, &refusal),
+        )),
     }
-    let field = match reply.get(1) {
-        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).to_string(),
-        Some(redis::Value::SimpleString(s)) => s.clone(),
-        _ => "quota".to_string(),
-    };
-    let (others, wanted, limit) = (
-        as_u64(reply.get(2)),
-        as_u64(reply.get(3)),
-        as_u64(reply.get(4)),
-    );
-    let message = match field.as_str() {
+}
+
+/// What an operator reads when a reservation is refused: the total, its limit and the
+/// setting that sets it.
+fn refusal_message(customer_id: &str, refusal: &QuotaRefusal) -> String {
+    let QuotaRefusal {
+        field,
+        others,
+        wanted,
+        limit,
+    } = refusal;
+    match field.as_str() {
         "agents" => format!(
             "customer {customer_id} already has {others} agent(s); the quota allows {limit} (QUOTA_MAX_AGENTS)"
         ),
         "cpus_milli" => format!(
             "customer {customer_id}'s agents would hold {} CPUs; the quota allows {} (QUOTA_MAX_CPUS)",
             (others + wanted) as f64 / 1000.0,
-            limit as f64 / 1000.0
+            *limit as f64 / 1000.0
         ),
         "memory_mb" => format!(
             "customer {customer_id}'s agents would hold {} MiB of memory; the quota allows {limit} (QUOTA_MAX_MEMORY_MB)",
@@ -251,8 +162,7 @@ async fn set(
             "customer {customer_id}'s agents would hold {} {field}; the quota allows {limit} (QUOTA_MAX_GPUS)",
             others + wanted
         ),
-    };
-    Err(AgentError::refused(ErrorCode::QuotaExceeded, message))
+    }
 }
 
 /// Reserves `spec`'s resources for `agent_id` (replacing what it held), or refuses with
@@ -295,15 +205,7 @@ pub async fn resync(store: &Store, quotas: &QuotaConfig, record: &AgentRecord) {
 
 /// Frees what `agent_id` held of `customer_id`'s quota. Harmless when it held nothing.
 pub async fn release(store: &Store, agent_id: &str, customer_id: &str) -> Result<(), AgentError> {
-    let script = redis::Script::new(RELEASE);
-    let _: i64 = store
-        .run_script(
-            "release quota",
-            &script,
-            &keys(store, customer_id),
-            &[agent_id.to_string()],
-        )
-        .await?;
+    store.quota_release(customer_id, agent_id).await?;
     Ok(())
 }
 
@@ -318,26 +220,20 @@ pub async fn rebuild(store: &Store, records: &[AgentRecord]) -> Result<(), Agent
             .push(record);
     }
     let stale: Vec<String> = store
-        .scan_keys(&store.keys().customer_reservations_pattern())
+        .quota_customers()
         .await?
-        .iter()
-        .filter_map(|k| store.keys().customer_of_reservations(k).map(str::to_string))
+        .into_iter()
         .filter(|c| !by_customer.contains_key(c.as_str()))
         .collect();
-    let script = redis::Script::new(REPLACE);
     for customer in &stale {
-        let _: i64 = store
-            .run_script("rebuild quota", &script, &keys(store, customer), &[])
-            .await?;
+        store.quota_replace(customer, &[]).await?;
     }
     for (customer, agents) in &by_customer {
-        let args: Vec<String> = agents
+        let holdings: Vec<(String, [u64; 3])> = agents
             .iter()
-            .flat_map(|r| [r.agent_id.clone(), Holding::of(&r.spec.resources).encode()])
+            .map(|r| (r.agent_id.clone(), Holding::of(&r.spec.resources).amounts()))
             .collect();
-        let _: i64 = store
-            .run_script("rebuild quota", &script, &keys(store, customer), &args)
-            .await?;
+        store.quota_replace(customer, &holdings).await?;
     }
     tracing::info!(
         customers = by_customer.len(),
@@ -349,24 +245,12 @@ pub async fn rebuild(store: &Store, records: &[AgentRecord]) -> Result<(), Agent
 
 /// A customer's current totals (for operators and tests).
 pub async fn usage(store: &Store, customer_id: &str) -> Result<Usage, AgentError> {
-    let script = redis::Script::new("return redis.call('HGETALL', KEYS[1])");
-    let [usage_key, _] = keys(store, customer_id);
-    let flat: Vec<String> = store
-        .run_script("read quota", &script, &[usage_key], &[])
-        .await?;
-    let map: HashMap<&str, u64> = flat
-        .chunks(2)
-        .filter_map(|kv| match kv {
-            [k, v] => Some((k.as_str(), v.parse().unwrap_or(0))),
-            _ => None,
-        })
-        .collect();
-    let get = |f: &str| map.get(f).copied().unwrap_or(0);
+    let [agents, memory_mb, cpus_milli, gpus] = store.quota_usage(customer_id).await?;
     Ok(Usage {
-        agents: get(FIELDS[0]),
-        memory_mb: get(FIELDS[1]),
-        cpus_milli: get(FIELDS[2]),
-        gpus: get(FIELDS[3]),
+        agents,
+        memory_mb,
+        cpus_milli,
+        gpus,
     })
 }
 
@@ -382,7 +266,7 @@ mod tests {
             gpus: 1,
         });
         assert_eq!(h.cpus_milli, 334);
-        assert_eq!(h.encode(), "512 334 1");
+        assert_eq!(h.amounts(), [512, 334, 1]);
         let q = QuotaConfig {
             max_agents: 3,
             max_memory_mb: 0,
@@ -390,5 +274,31 @@ mod tests {
             max_gpus: 0,
         };
         assert_eq!(limits(&q), [3, 0, 2500, 0]);
+    }
+
+    #[test]
+    fn refusals_name_the_total_and_its_setting() {
+        let refusal = |field: &str, others, wanted, limit| QuotaRefusal {
+            field: field.into(),
+            others,
+            wanted,
+            limit,
+        };
+        assert_eq!(
+            refusal_message("c1", &refusal("agents", 2, 1, 2)),
+            "customer c1 already has 2 agent(s); the quota allows 2 (QUOTA_MAX_AGENTS)"
+        );
+        assert_eq!(
+            refusal_message("c1", &refusal("cpus_milli", 1500, 1000, 2000)),
+            "customer c1's agents would hold 2.5 CPUs; the quota allows 2 (QUOTA_MAX_CPUS)"
+        );
+        assert_eq!(
+            refusal_message("c1", &refusal("memory_mb", 768, 512, 1024)),
+            "customer c1's agents would hold 1280 MiB of memory; the quota allows 1024 (QUOTA_MAX_MEMORY_MB)"
+        );
+        assert_eq!(
+            refusal_message("c1", &refusal("gpus", 1, 1, 1)),
+            "customer c1's agents would hold 2 gpus; the quota allows 1 (QUOTA_MAX_GPUS)"
+        );
     }
 }

@@ -1,0 +1,108 @@
+//! [`Keys`]: the name of every Redis key the manager uses, behind the configured prefix
+//! (contract section 5 for the ones operators read; the others are the manager's own).
+//! The one place that spells a key; the other files of [`crate::store`] only call these.
+
+/// Key names, all behind the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// `REDIS_PREFIX`, put in front of every key (empty by default).
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+    /// `agent:<agent_id>`: the record (hash).
+    pub fn agent(&self, agent_id: &str) -> String {
+        format!("{}agent:{agent_id}", self.prefix)
+    }
+    /// `agent:<agent_id>:events`: the agent's events (stream).
+    pub fn events(&self, agent_id: &str) -> String {
+        format!("{}agent:{agent_id}:events", self.prefix)
+    }
+    /// `agents`: every agent id (set).
+    pub fn agents(&self) -> String {
+        format!("{}agents", self.prefix)
+    }
+    /// `customer:<customer_id>:agents`: one customer's agent ids (set).
+    pub fn customer_agents(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:agents", self.prefix)
+    }
+    /// `processed:<message_id>`: events that answered an applied command (string, TTL).
+    pub fn processed(&self, message_id: &str) -> String {
+        format!("{}processed:{message_id}", self.prefix)
+    }
+    /// `gpu:allocations`: GPU mode's allocations (hash, field = device id, value = the
+    /// agent id holding it).
+    pub fn gpu_allocations(&self) -> String {
+        format!("{}gpu:allocations", self.prefix)
+    }
+    /// `outbox`: events waiting for RabbitMQ, oldest first (list of event JSON).
+    pub fn outbox(&self) -> String {
+        format!("{}outbox", self.prefix)
+    }
+}
+
+/// Keys of the per-customer quota accounting ([`crate::quota`]; the scripts are in
+/// `src/store/quota.rs`).
+impl Keys {
+    /// `customer:<customer_id>:usage`: the customer's totals (hash: `agents`,
+    /// `memory_mb`, `cpus_milli`, `gpus`).
+    pub fn customer_usage(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:usage", self.prefix)
+    }
+    /// `customer:<customer_id>:reservations`: what each agent of the customer holds
+    /// (hash: agent id → `"<memory_mb> <cpus_milli> <gpus>"`).
+    pub fn customer_reservations(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:reservations", self.prefix)
+    }
+    /// A SCAN pattern matching every `customer:*:reservations` key of this prefix.
+    pub fn customer_reservations_pattern(&self) -> String {
+        let escaped: String = self
+            .prefix
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\');
+                escape.then_some('\\').into_iter().chain(std::iter::once(c))
+            })
+            .collect();
+        format!("{escaped}customer:*:reservations")
+    }
+    /// The customer id of a `customer:<customer_id>:reservations` key.
+    pub fn customer_of_reservations<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.prefix)?
+            .strip_prefix("customer:")?
+            .strip_suffix(":reservations")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_prefix() {
+        let k = Keys::new("t1:");
+        assert_eq!(k.agent("a"), "t1:agent:a");
+        assert_eq!(k.events("a"), "t1:agent:a:events");
+        assert_eq!(k.agents(), "t1:agents");
+        assert_eq!(k.customer_agents("c"), "t1:customer:c:agents");
+        assert_eq!(k.gpu_allocations(), "t1:gpu:allocations");
+        assert_eq!(k.processed("m"), "t1:processed:m");
+        assert_eq!(k.outbox(), "t1:outbox");
+        assert_eq!(Keys::new("").agent("a"), "agent:a");
+        assert_eq!(k.customer_usage("c"), "t1:customer:c:usage");
+        assert_eq!(k.customer_reservations("c"), "t1:customer:c:reservations");
+        assert_eq!(
+            k.customer_of_reservations("t1:customer:a:b:reservations"),
+            Some("a:b")
+        );
+        assert_eq!(
+            Keys::new("p*[x]:").customer_reservations_pattern(),
+            "p\\*\\[x\\]:customer:*:reservations"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Redis: the agents' records for operators (contract section 5) and the manager's own
+//! bookkeeping. The one place that knows the key layout, the record's field names and
+//! the Lua scripts; every call goes through [`Store`]'s bounded `run` (the Redis
+//! timeout), and whatever must change together is one MULTI/EXEC pipeline or one script.
+//!
+//! | file | holds | keys (names in [`Keys`]) |
+//! | --- | --- | --- |
+//! | `mod.rs` | [`Store`]: connect, the bounded `run`, ping, SCAN | — |
+//! | `keys.rs` | [`Keys`]: every key name behind the prefix | all |
+//! | `records.rs` | the record: save, delete, load, list; [`AgentRecord`] ⇄ hash fields, [`record_json`] | `agent:<id>`, `agents`, `customer:<id>:agents` |
+//! | `streams.rs` | event streams: append, read back ([`StreamEntry`]) | `agent:<id>:events` |
+//! | `processed.rs` | processed markers ([`Processed`]) | `processed:<message_id>` |
+//! | `outbox.rs` | events waiting for RabbitMQ | `outbox` |
+//! | `gpu.rs` | GPU mode's allocations (Lua scripts) | `gpu:allocations` |
+//! | `quota.rs` | per-customer quota accounting (Lua scripts; the policy is [`crate::quota`]) | `customer:<id>:usage`, `customer:<id>:reservations` |
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use crate::config::RedisConfig;
+use crate::error::StoreError;
+pub use crate::record::AgentRecord;
+
+mod gpu;
+mod keys;
+mod outbox;
+mod processed;
+mod quota;
+mod records;
+mod streams;
+
+pub use keys::Keys;
+pub use processed::Processed;
+pub use quota::{QuotaRefusal, QuotaReply, QUOTA_FIELDS};
+pub use records::record_json;
+pub use streams::StreamEntry;
+
+/// The agents' state in Redis. Cheap to clone (one shared multiplexed connection).
+#[derive(Clone)]
+pub struct Store {
+    /// The one multiplexed connection (reconnects by itself), shared by every clone.
+    conn: ConnectionManager,
+    keys: Keys,
+    /// Bounds every call (`run`) and, doubled, the connect.
+    timeout: Duration,
+    /// `MAXLEN` of each agent's event stream.
+    stream_max_len: u64,
+    /// How long a processed marker is kept (seconds).
+    processed_ttl_s: u64,
+}
+
+impl Store {
+    /// Connects (bounded by the configured timeout).
+    pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|source| StoreError::Redis { op: "open", source })?;
+        let manager_cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(
+            timeout * 2,
+            client.get_connection_manager_with_config(manager_cfg),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout { op: "connect" })?
+        .map_err(|source| StoreError::Redis {
+            op: "connect",
+            source,
+        })?;
+        Ok(Store {
+            conn,
+            keys: Keys::new(&cfg.prefix),
+            timeout,
+            stream_max_len: cfg.event_stream_max_len,
+            processed_ttl_s: cfg.processed_ttl_s,
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Awaits one Redis call, bounded by the Redis timeout; `op` names it in errors.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| StoreError::Timeout { op })?
+            .map_err(|source| StoreError::Redis { op, source })
+    }
+
+    /// Whether Redis answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.run("ping", async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Every key matching `pattern` (SCAN, each step bounded by the Redis timeout).
+    async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let mut conn = self.conn.clone();
+            let (next, batch): (u64, Vec<String>) = self
+                .run("scan", async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+}

@@ -1,0 +1,368 @@
+//! The agent's record in Redis (contract section 5): the `agent:<agent_id>` hash, its
+//! memberships of `agents` and `customer:<customer_id>:agents`, and the mapping between
+//! [`AgentRecord`] and the hash's fields ([`AgentRecord::to_fields`],
+//! [`AgentRecord::from_fields`]); [`record_json`] shows a stored hash to scripts.
+//! A save or delete also writes the agent's events and the command's processed marker in
+//! the same transaction ([`super::streams`], [`super::processed`]).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+
+use super::processed::Processed;
+use super::Store;
+use crate::error::StoreError;
+use crate::protocol::{rfc3339, AgentSpec, AgentStatus, AgentType, DesiredState, Event, Resources};
+use crate::record::status::{transition, Cause};
+use crate::record::{AgentRecord, PendingCommand};
+
+impl AgentRecord {
+    /// The hash fields of `agent:<agent_id>`.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        let json = |v: &serde_json::Value| serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
+        vec![
+            ("agent_id", self.agent_id.clone()),
+            ("customer_id", self.spec.customer_id.clone()),
+            ("agent_type", self.spec.agent_type.as_str().into()),
+            ("name", self.spec.name.clone()),
+            ("status", self.status().as_str().into()),
+            ("desired_state", self.desired_state.as_str().into()),
+            ("container_id", self.workload_id.clone().unwrap_or_default()),
+            ("image", self.spec.image.clone()),
+            ("config", json(&self.spec.config)),
+            ("autogen_config", json(&self.spec.autogen_config)),
+            (
+                "resources",
+                serde_json::to_string(&self.spec.resources).unwrap_or_else(|_| "{}".into()),
+            ),
+            ("health", self.health.clone()),
+            ("cpu_percent", format!("{:.2}", self.cpu_percent)),
+            ("memory_bytes", self.memory_bytes.to_string()),
+            ("restart_count", self.restart_count.to_string()),
+            ("last_error", self.last_error.clone().unwrap_or_default()),
+            (
+                "last_logs",
+                serde_json::to_string(&self.last_logs).unwrap_or_else(|_| "[]".into()),
+            ),
+            (
+                "pending_command",
+                self.pending
+                    .as_ref()
+                    .map(|p| p.command.clone())
+                    .unwrap_or_default(),
+            ),
+            (
+                "pending_message_id",
+                self.pending
+                    .as_ref()
+                    .map(|p| p.message_id.clone())
+                    .unwrap_or_default(),
+            ),
+            ("generation", self.generation.to_string()),
+            ("created_at", rfc3339(self.created_at)),
+            ("updated_at", rfc3339(self.updated_at)),
+            (
+                "last_health_at",
+                self.last_health_at.map(rfc3339).unwrap_or_default(),
+            ),
+        ]
+    }
+
+    /// Reads a record back from its hash fields.
+    pub fn from_fields(key: &str, f: &HashMap<String, String>) -> Result<Self, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            key: key.to_string(),
+            message,
+        };
+        let get = |name: &str| {
+            f.get(name)
+                .cloned()
+                .ok_or_else(|| corrupt(format!("field '{name}' is missing")))
+        };
+        let json = |name: &str| -> Result<serde_json::Value, StoreError> {
+            serde_json::from_str(&get(name)?).map_err(|e| corrupt(format!("field '{name}': {e}")))
+        };
+        let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+            let raw = f.get(name).cloned().unwrap_or_default();
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            DateTime::parse_from_rfc3339(&raw)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|e| corrupt(format!("field '{name}': {e}")))
+        };
+        let resources: Resources = serde_json::from_str(&get("resources")?)
+            .map_err(|e| corrupt(format!("field 'resources': {e}")))?;
+        let agent_type = AgentType::parse(&get("agent_type")?)
+            .ok_or_else(|| corrupt("field 'agent_type' is unknown".into()))?;
+        let status = AgentStatus::parse(&get("status")?)
+            .ok_or_else(|| corrupt("field 'status' is unknown".into()))?;
+        let desired_state = DesiredState::parse(&get("desired_state")?)
+            .ok_or_else(|| corrupt("field 'desired_state' is unknown".into()))?;
+        let non_empty = |name: &str| f.get(name).filter(|s| !s.is_empty()).cloned();
+        let spec = AgentSpec {
+            customer_id: get("customer_id")?,
+            agent_type,
+            name: get("name")?,
+            config: json("config")?,
+            autogen_config: json("autogen_config")?,
+            resources,
+            image: get("image")?,
+        };
+        let mut record = AgentRecord::new(&get("agent_id")?, spec, desired_state);
+        transition(&mut record, Cause::Restored(status));
+        record.workload_id = non_empty("container_id");
+        record.health = f.get("health").cloned().unwrap_or_else(|| "none".into());
+        record.cpu_percent = parsed(f, "cpu_percent").unwrap_or(0.0);
+        record.memory_bytes = parsed(f, "memory_bytes").unwrap_or(0);
+        record.restart_count = parsed(f, "restart_count").unwrap_or(0);
+        record.last_error = non_empty("last_error");
+        record.last_logs = f
+            .get("last_logs")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        record.pending = non_empty("pending_message_id").map(|message_id| PendingCommand {
+            command: f.get("pending_command").cloned().unwrap_or_default(),
+            message_id,
+        });
+        record.generation = parsed(f, "generation").unwrap_or(0);
+        if let Some(at) = time("created_at")? {
+            record.created_at = at;
+        }
+        if let Some(at) = time("updated_at")? {
+            record.updated_at = at;
+        }
+        record.last_health_at = time("last_health_at")?;
+        Ok(record)
+    }
+}
+
+/// Field `name` of a stored hash as a number; `None` when missing or not one.
+fn parsed<T: std::str::FromStr>(f: &HashMap<String, String>, name: &str) -> Option<T> {
+    f.get(name).and_then(|s| s.parse().ok())
+}
+
+impl Store {
+    /// Writes the record, its set memberships, `events` to its stream and, when given,
+    /// the processed marker: one atomic transaction.
+    pub async fn save(
+        &self,
+        record: &AgentRecord,
+        events: &[Event],
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.hset_multiple(k.agent(&record.agent_id), &record.to_fields())
+            .ignore();
+        pipe.sadd(k.agents(), &record.agent_id).ignore();
+        pipe.sadd(
+            k.customer_agents(&record.spec.customer_id),
+            &record.agent_id,
+        )
+        .ignore();
+        for event in events {
+            self.push_event(&mut pipe, event);
+        }
+        self.push_processed(&mut pipe, processed);
+        let mut conn = self.conn.clone();
+        self.run(
+            "save",
+            async move { pipe.query_async::<()>(&mut conn).await },
+        )
+        .await
+    }
+
+    /// Removes every key of the agent (record, stream, set memberships) and records the
+    /// processed marker, atomically.
+    pub async fn delete(
+        &self,
+        record: &AgentRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.del(k.agent(&record.agent_id)).ignore();
+        pipe.del(k.events(&record.agent_id)).ignore();
+        pipe.srem(k.agents(), &record.agent_id).ignore();
+        pipe.srem(
+            k.customer_agents(&record.spec.customer_id),
+            &record.agent_id,
+        )
+        .ignore();
+        self.push_processed(&mut pipe, processed);
+        let mut conn = self.conn.clone();
+        self.run(
+            "delete",
+            async move { pipe.query_async::<()>(&mut conn).await },
+        )
+        .await
+    }
+
+    /// The agent's record; `None` when it has none.
+    pub async fn load(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let key = self.keys.agent(agent_id);
+        let mut conn = self.conn.clone();
+        let k2 = key.clone();
+        let fields: HashMap<String, String> = self
+            .run("hgetall", async move { conn.hgetall(k2).await })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        AgentRecord::from_fields(&key, &fields).map(Some)
+    }
+
+    /// Every agent record (ids from the `agents` set); corrupt ones are returned as
+    /// errors beside their id so the caller can repair them.
+    pub async fn load_all(
+        &self,
+    ) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError> {
+        let ids = self.list_ids(None).await?;
+        Ok(self
+            .load_fields(&ids)
+            .await?
+            .into_iter()
+            .map(|(id, fields)| {
+                let record = AgentRecord::from_fields(&self.keys.agent(&id), &fields);
+                (id, record)
+            })
+            .collect())
+    }
+
+    // ---- Reads for operators' tools (the `agent-manager agents` CLI) ----
+
+    /// Agent ids, sorted: every agent (`agents`), or one customer's
+    /// (`customer:<customer_id>:agents`).
+    pub async fn list_ids(&self, customer_id: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let set = match customer_id {
+            Some(c) => self.keys.customer_agents(c),
+            None => self.keys.agents(),
+        };
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = self
+            .run("smembers", async move { conn.smembers(set).await })
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The hash of each agent in `ids`, as stored (every field, including ones this
+    /// build does not know), in the order given; ids whose record is gone are left out.
+    pub async fn load_fields(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, HashMap<String, String>)>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.hgetall(self.keys.agent(id));
+            }
+            let mut conn = self.conn.clone();
+            let rows: Vec<HashMap<String, String>> = self
+                .run(
+                    "hgetall many",
+                    async move { pipe.query_async(&mut conn).await },
+                )
+                .await?;
+            out.extend(
+                chunk
+                    .iter()
+                    .cloned()
+                    .zip(rows)
+                    .filter(|(_, fields)| !fields.is_empty()),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A stored record as a JSON object for scripts: every field as stored, with the
+/// JSON-valued fields (`config`, `autogen_config`, `resources`) decoded and the numeric
+/// ones (`cpu_percent`, `memory_bytes`, `restart_count`) as numbers. A value that does
+/// not decode stays a string.
+pub fn record_json(fields: &HashMap<String, String>) -> serde_json::Value {
+    use serde_json::Value;
+    let map = fields
+        .iter()
+        .map(|(name, raw)| {
+            let decoded = match name.as_str() {
+                "config" | "autogen_config" | "resources" => serde_json::from_str(raw).ok(),
+                "memory_bytes" | "restart_count" => raw.parse::<u64>().ok().map(Value::from),
+                "cpu_percent" => raw.parse::<f64>().ok().map(Value::from),
+                _ => None,
+            };
+            (
+                name.clone(),
+                decoded.unwrap_or_else(|| Value::String(raw.clone())),
+            )
+        })
+        .collect();
+    Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AgentRecord {
+        AgentRecord::new("a1", crate::protocol::sample_spec(), DesiredState::Running)
+    }
+
+    #[test]
+    fn record_round_trips_through_hash_fields() {
+        let mut r = record();
+        r.workload_id = Some("abc".into());
+        transition(&mut r, Cause::Restored(AgentStatus::Running));
+        r.last_health_at = Some(Utc::now());
+        r.generation = 7;
+        r.pending = Some(PendingCommand {
+            command: "agent.create".into(),
+            message_id: "m-1".into(),
+        });
+        let fields: HashMap<String, String> = r
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let back = AgentRecord::from_fields("agent:a1", &fields).unwrap();
+        assert_eq!(back.spec, r.spec);
+        assert_eq!(back.status(), r.status());
+        assert_eq!(back.workload_id, r.workload_id);
+        assert_eq!(back.desired_state, r.desired_state);
+        assert_eq!(back.generation, 7);
+        assert_eq!(back.pending, r.pending);
+    }
+
+    #[test]
+    fn record_has_every_contract_field() {
+        let names: Vec<&str> = record().to_fields().into_iter().map(|(k, _)| k).collect();
+        for f in [
+            "agent_id",
+            "customer_id",
+            "agent_type",
+            "name",
+            "status",
+            "desired_state",
+            "container_id",
+            "image",
+            "config",
+            "autogen_config",
+            "resources",
+            "health",
+            "cpu_percent",
+            "memory_bytes",
+            "restart_count",
+            "last_error",
+            "created_at",
+            "updated_at",
+            "last_health_at",
+        ] {
+            assert!(names.contains(&f), "{f}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The agents' event streams (`agent:<agent_id>:events`, contract section 5): appending
+//! events (capped at the configured length, alone or inside a record's transaction) and
+//! reading them back for operators' tools ([`StreamEntry`]).
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::Store;
+use crate::error::StoreError;
+use crate::protocol::Event;
+
+impl Store {
+    /// Queues `event` on its agent's stream (capped) in `pipe`.
+    pub(super) fn push_event(&self, pipe: &mut redis::Pipeline, event: &Event) {
+        let json = String::from_utf8(event.to_json()).unwrap_or_default();
+        pipe.cmd("XADD")
+            .arg(self.keys.events(&event.agent_id))
+            .arg("MAXLEN")
+            .arg(self.stream_max_len)
+            .arg("*")
+            .arg("event")
+            .arg(event.routing_key())
+            .arg("event_id")
+            .arg(&event.event_id)
+            .arg("data")
+            .arg(json)
+            .ignore();
+    }
+
+    /// Appends events to their agents' streams (health reports, no record change).
+    pub async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for event in events {
+            self.push_event(&mut pipe, event);
+        }
+        let mut conn = self.conn.clone();
+        self.run(
+            "xadd",
+            async move { pipe.query_async::<()>(&mut conn).await },
+        )
+        .await
+    }
+
+    /// The last `count` entries of the agent's event stream, oldest first.
+    pub async fn last_events(
+        &self,
+        agent_id: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let key = self.keys.events(agent_id);
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = self
+            .run("xrevrange", async move {
+                conn.xrevrange_count(key, "+", "-", count).await
+            })
+            .await?;
+        let mut entries: Vec<StreamEntry> = reply.ids.into_iter().map(StreamEntry::from).collect();
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// Entries of the agent's event stream after stream id `after` ("0" for all),
+    /// waiting up to `block` (XREAD BLOCK) when there are none yet. `block` is capped
+    /// at half the Redis timeout so that the call itself stays bounded; an empty answer
+    /// means "nothing new yet". Blocks this store's connection meanwhile: for tools,
+    /// not for the daemon.
+    pub async fn events_after(
+        &self,
+        agent_id: &str,
+        after: &str,
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let block_ms = block.min(self.timeout / 2).as_millis().max(1);
+        let opts = redis::streams::StreamReadOptions::default()
+            .block(usize::try_from(block_ms).unwrap_or(1))
+            .count(count.max(1));
+        let key = self.keys.events(agent_id);
+        let after = after.to_string();
+        let mut conn = self.conn.clone();
+        let reply: Option<redis::streams::StreamReadReply> = self
+            .run("xread", async move {
+                conn.xread_options(&[key], &[after], &opts).await
+            })
+            .await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(StreamEntry::from)
+            .collect())
+    }
+}
+
+/// One entry of an agent's event stream (`agent:<id>:events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEntry {
+    /// The stream id (`<ms>-<seq>`), for reading on after it.
+    pub id: String,
+    /// Field `event`: the routing key.
+    pub event: String,
+    /// Field `event_id`.
+    pub event_id: String,
+    /// Field `data`: the event as published (JSON).
+    pub data: String,
+}
+
+impl From<redis::streams::StreamId> for StreamEntry {
+    fn from(s: redis::streams::StreamId) -> Self {
+        let field = |name: &str| -> String {
+            s.map
+                .get(name)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .unwrap_or_default()
+        };
+        StreamEntry {
+            event: field("event"),
+            event_id: field("event_id"),
+            data: field("data"),
+            id: s.id.clone(),
+        }
+    }
+}
