@@ -63,11 +63,7 @@ impl Manager {
     /// inside an actix system.
     pub async fn start(config: Config) -> Result<Manager, StartError> {
         let config = Arc::new(config);
-        let docker_host = if config.docker.host.is_empty() {
-            "local socket".to_string()
-        } else {
-            config.docker.host.clone()
-        };
+        let docker_host = config.docker.host().unwrap_or("local socket").to_string();
         let docker_err = |message: String| StartError::Docker {
             host: docker_host.clone(),
             message,
@@ -168,25 +164,24 @@ impl Manager {
                 message: "could not start consuming the command queue".into(),
             });
         }
-        let admin = if config.admin_listen.is_empty() {
-            None
-        } else {
-            let readiness = crate::admin::Readiness {
-                consuming: ready.clone(),
-                dependencies: deps_ok_rx,
-            };
-            let (server, addr) =
-                crate::admin::serve(&config.admin_listen, readiness, store_for_admin).map_err(
-                    |e| StartError::Admin {
-                        listen: config.admin_listen.clone(),
+        let admin =
+            if let Some(listen) = config.admin_listen() {
+                let readiness = crate::admin::Readiness {
+                    consuming: ready.clone(),
+                    dependencies: deps_ok_rx,
+                };
+                let (server, addr) = crate::admin::serve(listen, readiness, store_for_admin)
+                    .map_err(|e| StartError::Admin {
+                        listen: listen.to_string(),
                         message: e.to_string(),
-                    },
-                )?;
-            let handle = server.handle();
-            actix_rt::spawn(server);
-            tracing::info!(%addr, "admin endpoint: /healthz /readyz /metrics");
-            Some((handle, addr))
-        };
+                    })?;
+                let handle = server.handle();
+                actix_rt::spawn(server);
+                tracing::info!(%addr, "admin endpoint: /healthz /readyz /metrics");
+                Some((handle, addr))
+            } else {
+                None
+            };
         tracing::info!(
             mode = ?config.deployment_mode,
             instance = %config.instance,

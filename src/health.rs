@@ -12,7 +12,7 @@ use crate::error::AgentError;
 use crate::protocol::{error_details, AgentStatus, ErrorCode, EventKind};
 use crate::record::status::{transition, Cause};
 use crate::record::AgentRecord;
-use crate::redact::redact;
+use crate::redact;
 use crate::runtime::{Observed, Stats};
 
 /// What the last `agent.health` said, to send the next one on change.
@@ -173,7 +173,7 @@ pub async fn observe(
 pub async fn last_logs(deps: &Deps, id: &str) -> Vec<String> {
     let tail = deps.config.health.log_tail_lines;
     match deps.runtime.logs(id, tail).await {
-        Ok(lines) => lines.iter().map(|l| redact(l)).collect(),
+        Ok(lines) => lines.iter().map(|l| redact::line(l)).collect(),
         Err(e) => {
             tracing::debug!(container = %id, error = %e, "could not read the container's logs");
             Vec::new()

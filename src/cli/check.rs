@@ -131,7 +131,7 @@ fn docker_endpoint(config: &Config) -> String {
 async fn docker_checks(config: &Config, opts: &CheckOptions) -> Vec<CheckResult> {
     let endpoint = docker_endpoint(config);
     let t = opts.timeout;
-    let docker = match connect_docker(&config.docker.host, config.agents.max_stop_timeout_s) {
+    let docker = match connect_docker(config.docker.host(), config.agents.max_stop_timeout_s) {
         Ok(d) => d,
         Err(e) => {
             let (detail, fix) = docker_problem(&e.to_string(), &endpoint);

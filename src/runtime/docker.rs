@@ -24,7 +24,7 @@ use super::engine::{
     connect_docker, health_config, is_status, json_file_log_options, nofile_ulimit, DockerOp,
     Engine, LogSource, NetworkKind, LOG_DRIVER,
 };
-use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_SPEC_HASH};
+use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_RECREATE_HASH};
 use super::{Observed, Runtime, Stats};
 use crate::config::Config;
 use crate::error::RuntimeError;
@@ -43,7 +43,7 @@ pub struct DockerRuntime {
 impl DockerRuntime {
     /// Connects to `docker.host` (or the local socket). No I/O happens until the first call.
     pub fn connect(config: &Config) -> Result<Self, RuntimeError> {
-        let docker = connect_docker(&config.docker.host, config.agents.max_stop_timeout_s)?;
+        let docker = connect_docker(config.docker.host(), config.agents.max_stop_timeout_s)?;
         Ok(DockerRuntime {
             engine: Engine::new(
                 docker,
@@ -148,7 +148,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+        user: spec.user.clone(),
         healthcheck: spec.healthcheck.as_ref().map(health_config),
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.clone()),
@@ -346,7 +346,7 @@ impl Runtime for DockerRuntime {
                     // The name is taken: by our own earlier attempt, or by a stale one.
                     match self.inspect(&spec.name).await? {
                         Some(found)
-                            if found.labels.get(LABEL_SPEC_HASH) == Some(&spec.spec_hash)
+                            if found.labels.get(LABEL_RECREATE_HASH) == Some(&spec.recreate_hash)
                                 && found.labels.get(LABEL_INSTANCE)
                                     == spec.labels.get(LABEL_INSTANCE) =>
                         {

@@ -408,11 +408,10 @@ async fn lines_of(
 
 /// A bollard client for `host` ("" = local socket). Its own timeout is set above the
 /// longest stop grace period so that only our per-call timeouts apply.
-pub fn connect_docker(host: &str, max_stop_timeout_s: u32) -> Result<Docker, RuntimeError> {
-    let docker = if host.is_empty() {
-        Docker::connect_with_local_defaults()
-    } else {
-        Docker::connect_with_host(host)
+pub fn connect_docker(host: Option<&str>, max_stop_timeout_s: u32) -> Result<Docker, RuntimeError> {
+    let docker = match host {
+        None => Docker::connect_with_local_defaults(),
+        Some(host) => Docker::connect_with_host(host),
     }
     .map_err(|e| docker_error(DockerOp::Connect, e))?;
     Ok(docker.with_timeout(Duration::from_secs(u64::from(max_stop_timeout_s) + 300)))

@@ -19,8 +19,10 @@ pub const LABEL_AGENT_TYPE: &str = "autogen.agent-type";
 pub const LABEL_AGENT_NAME: &str = "autogen.agent-name";
 /// Which manager installation owns the container (see `instance` in the config).
 pub const LABEL_INSTANCE: &str = "autogen.manager-instance";
-/// Hash of what needs a new container when it changes (everything but resources).
-pub const LABEL_SPEC_HASH: &str = "autogen.spec-hash";
+/// [`recreate_hash`] of the agent's spec: a create that finds a container of its name
+/// with this hash adopts it, one with another hash is stale. The label keeps the name
+/// earlier versions gave it, so their containers are still recognised.
+pub const LABEL_RECREATE_HASH: &str = "autogen.spec-hash";
 /// The agent's resources as JSON, to rebuild its record from Docker alone.
 pub const LABEL_RESOURCES: &str = "autogen.resources";
 
@@ -88,7 +90,7 @@ pub struct ContainerSpec {
     pub customer_network: bool,
     /// `host:target` pairs, mounted read-only.
     pub module_mounts: Vec<String>,
-    pub spec_hash: String,
+    pub recreate_hash: String,
     /// Grace period between SIGTERM and SIGKILL when the runtime stops the agent by
     /// itself (swarm: the task's `StopGracePeriod`); a stop command gives its own.
     pub stop_timeout_s: u32,
@@ -98,7 +100,7 @@ pub struct ContainerSpec {
     /// HEALTHCHECK for the container; `None` keeps the image's.
     pub healthcheck: Option<Healthcheck>,
     /// `UID[:GID]` the agent runs as; empty keeps the image's user.
-    pub user: String,
+    pub user: Option<String>,
     /// Capabilities added back after dropping all (checked by [`crate::security`]).
     pub cap_add: Vec<String>,
     /// Security options: `no-new-privileges` plus the configured extras.
@@ -167,8 +169,10 @@ pub fn container_name(agent_id: &str) -> String {
     format!("agent-{agent_id}")
 }
 
-/// A stable digest of the parts of a spec that need a new container when they change.
-pub fn spec_hash(spec: &AgentSpec) -> String {
+/// A stable digest of the parts of a spec that need a new container when they change:
+/// everything but memory and CPU limits (which Docker changes in place). Two specs with
+/// equal hashes can share a container.
+pub fn recreate_hash(spec: &AgentSpec) -> String {
     let replaced = serde_json::json!({
         "customer_id": spec.customer_id,
         "agent_type": spec.agent_type,
@@ -187,7 +191,7 @@ pub fn spec_hash(spec: &AgentSpec) -> String {
 pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
     let spec = &record.spec;
     let json = |v: &serde_json::Value| serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
-    let hash = spec_hash(spec);
+    let hash = recreate_hash(spec);
     let labels = HashMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
         (LABEL_AGENT_ID.to_string(), record.agent_id.clone()),
@@ -198,7 +202,7 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         ),
         (LABEL_AGENT_NAME.to_string(), spec.name.clone()),
         (LABEL_INSTANCE.to_string(), config.instance.clone()),
-        (LABEL_SPEC_HASH.to_string(), hash.clone()),
+        (LABEL_RECREATE_HASH.to_string(), hash.clone()),
         (
             LABEL_RESOURCES.to_string(),
             serde_json::to_string(&spec.resources).unwrap_or_default(),
@@ -231,11 +235,11 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         },
         customer_network: config.docker.network_per_customer,
         module_mounts: config.agents.module_mounts.clone(),
-        spec_hash: hash,
+        recreate_hash: hash,
         stop_timeout_s: config.agents.stop_timeout_s,
         gpu_devices: Vec::new(),
         healthcheck: healthcheck(config, spec.agent_type),
-        user: config.agents.user.clone(),
+        user: config.agents.user().map(str::to_string),
         cap_add: config
             .agents
             .cap_add
@@ -311,7 +315,7 @@ mod tests {
         assert_eq!(c.nano_cpus, 500_000_000);
         assert_eq!(c.network, "autogen-network");
         assert!(!c.customer_network);
-        assert_eq!(c.user, "65534:65534");
+        assert_eq!(c.user.as_deref(), Some("65534:65534"));
         assert!(c.cap_add.is_empty());
         assert_eq!(c.security_opt, vec!["no-new-privileges:true"]);
     }
@@ -387,14 +391,14 @@ mod tests {
     }
 
     #[test]
-    fn spec_hash_ignores_memory_and_cpus_only() {
+    fn recreate_hash_ignores_memory_and_cpus_only() {
         let a = record();
         let mut b = a.clone();
         b.spec.resources.memory_mb = 2048;
         b.spec.resources.cpus = 2.0;
-        assert_eq!(spec_hash(&a.spec), spec_hash(&b.spec));
+        assert_eq!(recreate_hash(&a.spec), recreate_hash(&b.spec));
         b.spec.config = json!({"symbol": "ETH"});
-        assert_ne!(spec_hash(&a.spec), spec_hash(&b.spec));
+        assert_ne!(recreate_hash(&a.spec), recreate_hash(&b.spec));
     }
 
     #[test]

@@ -48,7 +48,7 @@ use super::engine::{
     health_config, json_file_log_options, nofile_ulimit, DockerOp, Engine, LogSource, NetworkKind,
     LOG_DRIVER, SECOND_NS,
 };
-use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_SPEC_HASH};
+use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_RECREATE_HASH};
 use super::{Observed, Runtime, Stats};
 use crate::config::{Config, SwarmConfig};
 use crate::error::RuntimeError;
@@ -212,7 +212,7 @@ pub fn service_spec(
         capability_drop: Some(vec!["ALL".into()]),
         // Only what the config adds back (checked by crate::security at load).
         capability_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
-        user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+        user: spec.user.clone(),
         // Honoured from API 1.46 on; dockerd 20.10 drops it (see the module notes).
         privileges: Some(TaskSpecContainerSpecPrivileges {
             no_new_privileges: Some(true),
@@ -658,7 +658,7 @@ impl SwarmRuntime {
                 ),
             });
         }
-        if labels.get(LABEL_SPEC_HASH) == Some(&spec.spec_hash) {
+        if labels.get(LABEL_RECREATE_HASH) == Some(&spec.recreate_hash) {
             return Ok(Some(id));
         }
         tracing::warn!(service = %id, "removing stale service of an earlier spec");
@@ -1046,7 +1046,7 @@ mod tests {
         assert_eq!(cs.init, Some(true));
         assert_eq!(cs.capability_drop, Some(vec!["ALL".to_string()]));
         assert_eq!(cs.capability_add, None, "nothing added back by default");
-        assert_eq!(cs.user.as_deref(), Some(c.user.as_str()));
+        assert_eq!(cs.user, c.user);
         assert_eq!(
             cs.ulimits.as_ref().unwrap()[0].soft,
             Some(c.nofile as i64),
