@@ -37,6 +37,15 @@ async fn killed_agent_is_reported_and_restarted() {
     let id = env.agent_id("kill");
     env.create_running(&id).await;
     let first_start = env.inspect(&id).await.unwrap().state.unwrap().started_at;
+    // The agent has said it started (so its last words can travel with the restart).
+    let name = format!("agent-{id}");
+    common::wait_until("the agent's 'started' log line", DEADLINE, || async {
+        std::process::Command::new("docker")
+            .args(["logs", &name])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("started"))
+    })
+    .await;
 
     let out = std::process::Command::new("docker")
         .args(["kill", &format!("agent-{id}")])
