@@ -148,7 +148,7 @@ impl Manager {
         let consumer = CommandConsumer::new(
             config.rabbitmq.clone(),
             config.agent_policy(),
-            supervisor.clone(),
+            supervisor.clone().recipient(),
             publisher,
             deps_ok,
         );

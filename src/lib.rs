@@ -64,6 +64,7 @@ pub mod readiness;
 pub mod reconcile;
 pub mod record;
 pub mod redact;
+pub mod retry;
 pub mod runtime;
 pub mod security;
 pub mod store;

@@ -8,10 +8,12 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::agent::{AgentActor, Apply, Listed, Look, Retire};
+/// What the CommandConsumer sends, handled here.
+pub use crate::broker::consumer::Dispatch;
 use crate::context::Deps;
 use crate::error::AgentError;
 use crate::lifecycle;
-use crate::protocol::{Command, CommandKind, ErrorCode};
+use crate::protocol::{CommandKind, ErrorCode};
 use crate::record::AgentRecord;
 use crate::runtime::spec::LABEL_AGENT_ID;
 /// What the DockerWatcher sends, handled here.
@@ -24,11 +26,6 @@ pub const MAILBOX_CAPACITY: usize = 1 << 20;
 
 /// The time over which the first looks of the agents adopted at start are spread.
 const ADOPTION_LOOK_SPREAD: Duration = Duration::from_secs(1);
-
-/// Routes one command; resolves when it is done (durable and answered).
-#[derive(Message)]
-#[rtype(result = "Result<(), AgentError>")]
-pub struct Dispatch(pub Command);
 
 /// How many agents the supervisor holds (for readiness and tests).
 #[derive(Message)]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Message, Recipient};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -24,18 +24,25 @@ use tokio::sync::watch;
 use super::publisher::EventPublisher;
 use super::{bounded, connect, topology, Backoff};
 use crate::config::{AgentPolicy, RabbitConfig};
-use crate::protocol::{decode_command, Event, Rejection};
-use crate::supervisor::{Dispatch, Supervisor};
+use crate::error::AgentError;
+use crate::protocol::{decode_command, Command, Event, Rejection};
 
 /// Delay before a command that could not be made durable is handed back to RabbitMQ.
 const REQUEUE_DELAY: Duration = Duration::from_millis(500);
 /// Bound on waiting for in-flight commands at shutdown.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
 
+/// A valid command for the agents; resolves when it is done (durable and answered).
+/// The supervisor handles it, routing it to the agent's actor.
+#[derive(Message)]
+#[rtype(result = "Result<(), AgentError>")]
+pub struct Dispatch(pub Command);
+
 pub struct CommandConsumer {
     cfg: RabbitConfig,
     policy: AgentPolicy,
-    supervisor: Addr<Supervisor>,
+    /// Where valid commands go (the supervisor), in delivery order.
+    commands: Recipient<Dispatch>,
     publisher: EventPublisher,
     /// Deliveries received and not yet acked, rejected or requeued.
     inflight: Arc<AtomicUsize>,
@@ -47,14 +54,14 @@ impl CommandConsumer {
     pub fn new(
         cfg: RabbitConfig,
         policy: AgentPolicy,
-        supervisor: Addr<Supervisor>,
+        commands: Recipient<Dispatch>,
         publisher: EventPublisher,
         deps_ok: watch::Receiver<bool>,
     ) -> Self {
         CommandConsumer {
             cfg,
             policy,
-            supervisor,
+            commands,
             publisher,
             inflight: Arc::new(AtomicUsize::new(0)),
             deps_ok,
@@ -273,7 +280,7 @@ impl CommandConsumer {
                 // Sent now (in delivery order); awaited in a task so other agents'
                 // commands go on meanwhile.
                 let command = cmd.kind.routing_key();
-                let request = self.supervisor.send(Dispatch(cmd));
+                let request = self.commands.send(Dispatch(cmd));
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let done = match request.await {

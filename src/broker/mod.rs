@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
 
+pub use crate::retry::Backoff;
+
 use crate::config::RabbitConfig;
 use crate::redact;
 
@@ -55,45 +57,9 @@ pub async fn connect(cfg: &RabbitConfig, name: &str) -> Result<Connection, Strin
     .await
 }
 
-/// Exponential backoff for reconnect loops: 100 ms doubling to `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub fn new(max: Duration) -> Self {
-        Backoff {
-            next: Duration::from_millis(100),
-            max,
-        }
-    }
-
-    /// The delay before the next attempt; each call doubles the following one.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Duration::from_millis(100);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(500));
-        let seen: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(seen, vec![100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
-    }
 
     #[test]
     fn the_frame_size_is_small_unless_the_url_names_one() {

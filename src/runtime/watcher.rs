@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::spec::{self, LABEL_AGENT_ID};
-use crate::broker::Backoff;
+use crate::retry::Backoff;
 
 /// Container events that can change an agent's state.
 pub const WATCHED_EVENTS: [&str; 6] = ["die", "oom", "kill", "health_status", "start", "stop"];
