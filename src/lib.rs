@@ -3,43 +3,52 @@
 //!
 //! # Layout
 //!
+//! Layered from the contract up; docs/ARCHITECTURE.md has the map, and the paths of a
+//! command and of a crash through it.
+//!
+//! - [`protocol`]: the contract's types, command decoding (`decode/`, one file per
+//!   command), events, the validation policy ([`protocol::AgentPolicy`]) and image
+//!   rules ([`protocol::image`]) (contract sections 2–3).
+//! - [`redact`]: removes secrets from text that leaves the manager: log lines
+//!   ([`redact::line`]), URLs ([`redact::url`]), a URL's password in a message
+//!   ([`redact::secret_of_url_in`]).
+//! - [`error`]: typed errors per boundary and the one place they map to `agent.error`
+//!   codes. [`metrics`]: the Prometheus numbers. [`retry`]: reconnect backoff.
+//! - [`security`]: the hardening rules (capabilities, security options, mounts, users,
+//!   per-customer networks); docs/SECURITY.md.
 //! - [`config`]: settings (defaults < file < environment), validated at load with every
-//!   wrong setting named at once; `config/env.rs` reads the environment,
-//!   `config/validate.rs` checks each section.
-//! - [`protocol`]: commands, events, error codes and validation (contract sections 2–3),
-//!   a folder by concern: the contract's types, the decoded command, the event, the
-//!   envelope scanner, the field validators, [`protocol::AgentPolicy`] (the defaults and
-//!   bounds commands are checked against), [`protocol::image`] (image references and the
-//!   allowlist), and `decode/` with one file per command kind.
+//!   wrong setting named at once.
+//! - [`record`]: the agent's record and its status machine: [`record::status::transition`]
+//!   is the one function that changes a status.
+//! - [`crash_policy`]: when a crashed agent is restarted (backoff with jitter) and when
+//!   self-healing gives up (a crash loop).
+//! - [`ports`]: the traits the actors work through (record store, event sink, quota
+//!   ledger); [`runtime::Runtime`] is the fourth.
 //! - [`store`]: everything in Redis (section 5), one file per concern: the keys, the agent
 //!   records and sets, event streams, processed markers, the outbox, GPU allocations and
 //!   the quota scripts.
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
 //!   container (labels, env, limits, section 4); [`runtime::engine`] is the Docker
-//!   plumbing both modes share (bounded and admitted calls, errors, networks, logs);
+//!   plumbing all modes share (bounded and admitted calls, errors, networks, logs);
 //!   [`runtime::docker`] drives Docker containers (docker mode), [`runtime::swarm`]
 //!   Swarm services (swarm mode), and [`runtime::gpu`] wraps the Docker runtime with
-//!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events and sends
-//!   them on as its own messages.
-//! - [`lifecycle`]: what each command does to one agent, as plain async functions.
-//! - [`health`]: looking at a container: status, stats, `agent.health`, what to heal.
-//! - [`restart`]: the self-healing policy (backoff with jitter, crash loops).
-//! - [`security`]: the hardening rules (capabilities, security options, mounts, users,
-//!   per-customer networks); docs/SECURITY.md.
-//! - [`quota`]: per-customer quotas, checked and reserved atomically in Redis.
-//! - [`redact`]: removes secrets from text that leaves the manager: log lines
-//!   ([`redact::line`]), URLs ([`redact::url`]), a URL's password in a message
-//!   ([`redact::secret_of_url_in`]).
-//! - [`agent`]: the AgentActor, one per agent, ordering its commands.
-//! - [`supervisor`]: the registry of agent actors, routing commands to them.
-//! - [`reconcile`]: adopts existing agents at start.
-//! - [`readiness`]: pauses consuming while Redis or Docker is unreachable.
+//!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events.
 //! - [`broker`]: RabbitMQ topology, the command consumer and the event publisher.
+//! - [`quota`]: per-customer quotas, checked and reserved atomically in Redis.
+//! - [`context`]: [`context::Deps`], what every agent actor shares, wired to the real
+//!   services.
+//! - [`lifecycle`]: what commands and self-healing do to one agent, deciding apart from
+//!   doing: [`lifecycle::plan`] (pure), [`lifecycle::executor`] (over the ports).
+//! - [`health`]: looking at a workload: observe, the pure `assess`, `agent.health`.
+//! - [`agent`]: the AgentActor, one per agent, ordering its commands, looks and heals.
+//! - [`reconcile`]: adopts existing agents at start. [`readiness`]: pauses consuming
+//!   while Redis or Docker is unreachable.
+//! - [`supervisor`]: the registry of agent actors, routing commands and events to them.
 //! - [`app`]: wires it all together and shuts it down.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` over HTTP; [`metrics`] holds the numbers.
-//! - [`error`]: typed errors per boundary and their `agent.error` codes.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` over HTTP.
 //! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`), reading
 //!   Redis and Docker; `main.rs` parses the command line and calls them.
+//! - `fakes` (unit tests only): in-memory implementations of every port and the runtime.
 
 #![forbid(unsafe_code)]
 
