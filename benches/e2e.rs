@@ -21,7 +21,8 @@
 //!   RSS, dockerd CPU), then SCALE_STOPPED created-but-stopped agents (RSS per agent).
 //! - `recovery`: a manager restart (SIGTERM, start again) with RECOVERY_AGENTS running
 //!   agents, RESTARTS times, beside the start with no agents: time to `/readyz` 200 and
-//!   to the answer of a command published right at the process start.
+//!   to the answer of a command published right at the process start; in each of
+//!   RECOVERY_MODES (default `docker,swarm,gpu`).
 //!
 //! Results are printed and written to `target/bench-results/<scenario>.json`, with the
 //! load average before and after each scenario (the figures are only comparable side
@@ -952,8 +953,13 @@ struct TimedStart {
     answer: String,
 }
 
-async fn timed_start(env: &TestEnv, tap: &common::EventTap, agent_id: &str) -> TimedStart {
-    let (mut manager, admin, spawned) = spawn_manager(env, &PRODUCTION_LOOKS);
+async fn timed_start(
+    env: &TestEnv,
+    tap: &common::EventTap,
+    agent_id: &str,
+    overrides: &[(&str, &str)],
+) -> TimedStart {
+    let (mut manager, admin, spawned) = spawn_manager(env, overrides);
     let sent = env
         .send_many(vec![(
             "agent.start",
@@ -974,17 +980,42 @@ async fn timed_start(env: &TestEnv, tap: &common::EventTap, agent_id: &str) -> T
     }
 }
 
-/// Manager restart with running agents: adoption, readiness, first answer.
-async fn recovery(s: &Sizes) {
+/// The deployment modes the recovery scenario runs in: `RECOVERY_MODES` (comma
+/// separated), else all three.
+fn recovery_modes() -> Vec<String> {
+    std::env::var("RECOVERY_MODES")
+        .unwrap_or_else(|_| "docker,swarm,gpu".into())
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+/// Manager restart with running agents in `mode` (docker, swarm or gpu): adoption,
+/// readiness, first answer. Swarm mode joins the node to a swarm for the run (one user
+/// of the swarm at a time, as the swarm tests); GPU mode runs with a fake two-device
+/// inventory and agents without GPUs, so it measures the GPU runtime's listing and
+/// allocation reconciliation rather than GPUs.
+async fn recovery(s: &Sizes, mode: &str) {
     let load_before = load();
-    let env = TestEnv::client_only(&PRODUCTION_LOOKS).await;
+    let swarm =
+        (mode == "swarm").then(|| common::swarm::Swarm::join(common::swarm::SwarmLock::acquire()));
+    let mut overrides: Vec<(&str, &str)> = PRODUCTION_LOOKS.to_vec();
+    overrides.push(("DEPLOYMENT_MODE", mode));
+    if let Some(swarm) = &swarm {
+        overrides.push(("DOCKER_NETWORK", swarm.network.as_str()));
+    }
+    if mode == "gpu" {
+        overrides.push(("GPU_DEVICES", "fake-gpu-0,fake-gpu-1"));
+    }
+    let env = TestEnv::client_only(&overrides).await;
     let tap = env.tap().await;
     env.mute_events().await;
     let ids: Vec<String> = (0..s.recovery_agents)
         .map(|i| env.agent_id(&format!("rec{i}")))
         .collect();
     // Baseline: a start with no agents (the command is answered not_found).
-    let empty = timed_start(&env, &tap, &ids[0]).await;
+    let empty = timed_start(&env, &tap, &ids[0], &overrides).await;
     let mut manager = empty.manager;
     create_all(&env, &tap, &ids, true).await;
     let mut restarts = Vec::new();
@@ -998,7 +1029,7 @@ async fn recovery(s: &Sizes) {
             "the manager stops cleanly on SIGTERM: {exit:?}"
         );
         let wall = chrono::Utc::now();
-        let start = timed_start(&env, &tap, &ids[r % ids.len()]).await;
+        let start = timed_start(&env, &tap, &ids[r % ids.len()], &overrides).await;
         manager = start.manager;
         let (ready, answered) = (start.ready_ms, start.answered_ms);
         assert_eq!(
@@ -1036,9 +1067,15 @@ async fn recovery(s: &Sizes) {
             "all_agents_looked_at_ms": looked,
         }));
     }
+    let name = if mode == "docker" {
+        "recovery".to_string()
+    } else {
+        format!("recovery-{mode}")
+    };
     write_result(
-        "recovery",
+        &name,
         &json!({
+            "mode": mode,
             "agents": s.recovery_agents,
             "restarts": s.restarts,
             "quick": s.quick,
@@ -1058,6 +1095,7 @@ async fn recovery(s: &Sizes) {
     );
     drop(manager);
     env.finish().await;
+    drop(swarm);
 }
 
 fn main() {
@@ -1086,7 +1124,9 @@ fn main() {
             scale(&s).await;
         }
         if wanted("recovery") {
-            recovery(&s).await;
+            for mode in recovery_modes() {
+                recovery(&s, &mode).await;
+            }
         }
     });
 }

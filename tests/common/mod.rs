@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod swarm;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
