@@ -172,6 +172,15 @@ pub fn choose(
     Ok(chosen)
 }
 
+/// False only when a container's resources label says it was made without GPUs; a
+/// missing or unreadable label may hide device requests, so it counts as true.
+fn may_hold_gpus(labels: &HashMap<String, String>) -> bool {
+    labels
+        .get(spec::LABEL_RESOURCES)
+        .and_then(|r| serde_json::from_str::<crate::protocol::Resources>(r).ok())
+        .is_none_or(|r| r.gpus > 0)
+}
+
 /// True when `a` and `b` hold the same devices, in any order.
 fn same_devices(a: &[String], b: &[String]) -> bool {
     a.len() == b.len() && a.iter().collect::<HashSet<_>>() == b.iter().collect::<HashSet<_>>()
@@ -369,8 +378,17 @@ impl Runtime for GpuRuntime {
         // (never started) ones keep a reservation Redis remembers; the rest is freed.
         let current = self.store.gpu_allocations().await?;
         let mut holdings: HashMap<String, String> = HashMap::new();
-        for o in self.docker.list_managed().await? {
-            self.remember_observed(&o);
+        // One listing; only containers whose labels say they may hold GPUs are
+        // inspected (the listing does not show device requests), so a restart with
+        // hundreds of GPU-less agents costs one Docker call, as in docker mode.
+        for brief in self.docker.list_managed_brief().await? {
+            self.remember_observed(&brief);
+            if !may_hold_gpus(&brief.labels) {
+                continue;
+            }
+            let Some(o) = self.docker.inspect(&brief.id).await? else {
+                continue;
+            };
             let Some(agent) = o.labels.get(LABEL_AGENT_ID) else {
                 continue;
             };
@@ -563,6 +581,21 @@ mod tests {
         // Devices no longer in the inventory are not handed out.
         let e = choose(&inv(&["0"]), &held(&[]), "a", 1, &inv(&["7"])).unwrap();
         assert_eq!(e, inv(&["0"]));
+    }
+
+    #[test]
+    fn only_containers_that_may_hold_gpus_are_inspected_at_start() {
+        let with = |resources: &str| {
+            HashMap::from([(spec::LABEL_RESOURCES.to_string(), resources.to_string())])
+        };
+        assert!(!may_hold_gpus(&with(
+            r#"{"memory_mb":256,"cpus":0.5,"gpus":0}"#
+        )));
+        assert!(may_hold_gpus(&with(
+            r#"{"memory_mb":256,"cpus":0.5,"gpus":2}"#
+        )));
+        assert!(may_hold_gpus(&with("not json")), "unreadable: look closer");
+        assert!(may_hold_gpus(&HashMap::new()), "no label: look closer");
     }
 
     #[test]
