@@ -39,10 +39,14 @@ pub async fn run_command(
         }
     }
     let mut record = record;
-    if let Some(r) = record.as_mut() {
-        r.generation += 1;
-    }
     let plan = plan(cmd, record.as_ref(), &Rules::of(&deps.config));
+    // A refused command changes nothing, not even the generation that fences off
+    // work scheduled before it (an automatic restart).
+    if !plan.refuses() {
+        if let Some(r) = record.as_mut() {
+            r.generation += 1;
+        }
+    }
     let mut run = Executor {
         deps,
         cmd,

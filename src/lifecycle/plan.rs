@@ -43,6 +43,13 @@ pub struct Plan {
     pub outcome: Option<AgentStatus>,
 }
 
+impl Plan {
+    /// Whether the command is refused (and so changes nothing).
+    pub fn refuses(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Refuse { .. }))
+    }
+}
+
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
