@@ -106,7 +106,7 @@ fn assert_refused(what: &str, refused: Option<String>) {
         panic!("{what}: allowed, but section 7 refuses it")
     };
     assert!(
-        message.contains("ACCESS_REFUSED") || message.contains("403") || message.contains("closed"),
+        message.contains("ACCESS_REFUSED"),
         "{what}: refused, but not by the broker's access control: {message}"
     );
 }
@@ -115,7 +115,9 @@ fn assert_noperm<T: std::fmt::Debug>(what: &str, r: redis::RedisResult<T>) {
     match r {
         Ok(v) => panic!("{what}: allowed ({v:?}), but section 7 refuses it"),
         Err(e) => assert!(
-            e.to_string().contains("NOPERM") || e.to_string().contains("permission"),
+            ["NOPERM", "permission", "can't access"]
+                .iter()
+                .any(|m| e.to_string().contains(m)),
             "{what}: refused, but not by Redis' ACL: {e}"
         ),
     }
@@ -163,7 +165,7 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
             durable: true,
             ..Default::default()
         },
-        FieldTable::default(),
+        common::expiring_queue(),
     )
     .await
     .expect("declare its inbox");
@@ -392,7 +394,11 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
     add("ACL LIST", redis::cmd("ACL").arg("LIST"));
     add("INFO", &mut redis::cmd("INFO"));
     add("CLIENT LIST", redis::cmd("CLIENT").arg("LIST"));
-    add("DEBUG", redis::cmd("DEBUG").arg("SLEEP").arg(0));
+    // (DEBUG is off in this server's configuration, which refuses it before the ACL.)
+    add("SLOWLOG", redis::cmd("SLOWLOG").arg("GET"));
+    add("LASTSAVE", &mut redis::cmd("LASTSAVE"));
+    // ABORT: harmless even if it were allowed (no shutdown is under way).
+    add("SHUTDOWN", redis::cmd("SHUTDOWN").arg("ABORT"));
     add("MODULE LIST", redis::cmd("MODULE").arg("LIST"));
     add("SELECT", redis::cmd("SELECT").arg(1));
     add("PUBSUB CHANNELS", redis::cmd("PUBSUB").arg("CHANNELS"));
@@ -432,7 +438,9 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
             assert!(r.is_err(), "Redis login after delete");
         }
         Err(e) => assert!(
-            e.to_string().contains("WRONGPASS") || e.to_string().contains("invalid"),
+            ["WRONGPASS", "invalid", "authentication failed"]
+                .iter()
+                .any(|m| e.to_string().contains(m)),
             "{e}"
         ),
     }

@@ -253,7 +253,8 @@ impl TestEnv {
             .expect("confirm");
     }
 
-    /// Declares a durable queue as the broker's administrator (the test).
+    /// Declares a durable queue as the broker's administrator (the test); the broker
+    /// removes it a minute after its last use, should the test not get to it.
     pub async fn declare_queue(&self, name: &str) {
         self.channel
             .queue_declare(
@@ -262,7 +263,7 @@ impl TestEnv {
                     durable: true,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                expiring_queue(),
             )
             .await
             .expect("declare a queue");
@@ -657,6 +658,13 @@ pub async fn consume_all_events(
         .await
         .expect("consume events");
     (channel, consumer)
+}
+
+/// Queue arguments for queues a test makes: gone a minute after their last use.
+pub fn expiring_queue() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), lapin::types::AMQPValue::LongInt(60_000));
+    args
 }
 
 /// Polls `check` every 20 ms until it holds; panics naming `what` after `deadline`.
