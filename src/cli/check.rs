@@ -107,7 +107,7 @@ async fn credentials_check(config: &Config, timeout: Duration) -> CheckResult {
             &redact::secret_of_url_in(&e, &management),
             &config.redis.url,
         );
-        CheckResult::fail("credentials", detail, fix())
+        CheckResult::fail("logins", detail, fix())
     };
     let census = async {
         let store = crate::store::Store::connect(&config.redis)
@@ -119,7 +119,7 @@ async fn credentials_check(config: &Config, timeout: Duration) -> CheckResult {
     };
     match tokio::time::timeout(timeout, census).await {
         Ok(Ok(census)) => CheckResult::ok(
-            "credentials",
+            "logins",
             format!(
                 "agents' own users: management API {shown} and Redis ACLs answer ({} agent(s) have users)",
                 census.owned.len()
