@@ -586,3 +586,108 @@ async fn containers_made_with_shared_credentials_are_replaced_by_a_per_agent_sta
     redis_conn(&redis_url).await.expect("its own Redis login");
     env.finish().await;
 }
+
+/// Settings for the kill -9 rounds: no HEALTHCHECK execs competing on two cores.
+const FAST: &[(&str, &str)] = &[
+    ("CONTAINER_HEALTHCHECK", "NONE"),
+    ("HEALTH_CHECK_INTERVAL_S", "1"),
+    ("RESTART_BACKOFF_BASE_MS", "100"),
+    ("RESTART_BACKOFF_MAX_MS", "1000"),
+];
+
+#[actix_rt::test]
+async fn kill_9_at_any_step_leaves_no_orphan_user_and_no_agent_without_a_working_login() {
+    use agent_manager::ports::CredentialIssuer;
+    let env = TestEnv::client_only(FAST).await;
+    let vars = common::test_env_vars(&env.id, FAST);
+    let mut manager = common::ManagerProcess::spawn(&vars);
+    let mut alive: Vec<String> = Vec::new();
+    // Rounds whose kill came before every command of the burst was answered.
+    let mut cut_short = 0;
+    for round in 0..5u64 {
+        // New agents, a config change (a new container, a new password) for half of the
+        // ones alive, a delete for the other half, all at once.
+        let fresh: Vec<String> = (0..6)
+            .map(|i| env.agent_id(&format!("k{round}x{i}")))
+            .collect();
+        let mut expect = Vec::new();
+        for id in &fresh {
+            let mut body = env.create_body(id);
+            body["resources"] = json!({"memory_mb": 32, "cpus": 0.1});
+            expect.push((env.send("agent.create", body).await, "agent.started"));
+        }
+        for (i, id) in alive.iter().enumerate() {
+            if i % 2 == 0 {
+                let mid = env.command("agent.delete", id, json!({})).await;
+                expect.push((mid, "agent.deleted"));
+            } else {
+                let config = json!({"config": {"round": round}});
+                let mid = env.command("agent.update", id, config).await;
+                expect.push((mid, "agent.updated"));
+            }
+        }
+        // Killed while the burst is applied: once its first answer is out, then a
+        // little later each round, so that the kill lands on other steps (users made,
+        // container not yet; container gone, users not yet; ...).
+        let first = expect[0].0.clone();
+        env.wait_event("the burst under way", DEADLINE, move |e| {
+            e.correlation_id.as_deref() == Some(first.as_str())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(53 * round)).await;
+        manager.kill9();
+        let finished = expect
+            .iter()
+            .filter(|(mid, answer)| {
+                env.answers(mid)
+                    .iter()
+                    .any(|e| e.event.routing_key() == *answer)
+            })
+            .count();
+        if finished < expect.len() {
+            cut_short += 1;
+        }
+        manager = common::ManagerProcess::spawn(&vars);
+        for (mid, answer) in &expect {
+            env.answer(mid, answer).await;
+        }
+        alive = alive
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, id)| id.clone())
+            .chain(fresh)
+            .collect();
+    }
+    assert!(cut_short > 0, "no kill landed in the middle of a burst");
+    // Every agent runs with a login that works, and only they have users.
+    for id in &alive {
+        common::wait_until(&format!("{id} running"), DEADLINE, || async {
+            env.running(id).await
+        })
+        .await;
+        let (mq, redis) = agent_urls(&env, id).await;
+        amqp(&mq)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: RabbitMQ login: {e}"));
+        redis_conn(&redis)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: Redis login: {e}"));
+    }
+    let store = agent_manager::store::Store::connect(&env.config.redis)
+        .await
+        .expect("redis");
+    let census = agent_manager::identity::Identities::new(&env.config, store)
+        .expect("identities")
+        .census()
+        .await
+        .expect("census");
+    let alive: std::collections::HashSet<String> = alive.into_iter().collect();
+    assert_eq!(
+        census.owned, alive,
+        "users exactly for the agents that exist"
+    );
+    assert_eq!(census.complete, alive, "and complete");
+    drop(manager);
+    env.finish().await;
+}

@@ -361,6 +361,26 @@ fn the_binary_never_prints_credentials() {
         out.contains("RABBITMQ_URL") && !out.contains(&secret),
         "{out}"
     );
+    // Secrets from files (Docker and Swarm secrets): read, and shown redacted.
+    let dir = std::env::temp_dir().join(format!("am-secret-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("redis_url");
+    std::fs::write(
+        &file,
+        format!("redis://default:{secret}@127.0.0.1:6380/0\n"),
+    )
+    .expect("write");
+    let (code, out) = run(
+        &["config"],
+        &[("REDIS_URL_FILE", file.display().to_string())],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("redis://default:***@127.0.0.1:6380/0"),
+        "{out}"
+    );
+    assert!(!out.contains(&secret), "{out}");
     // The daemon failing to reach Redis logs and prints the URL redacted.
     let (code, out) = run(
         &["run"],
