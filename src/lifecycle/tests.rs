@@ -534,21 +534,30 @@ async fn a_quota_refusal_creates_nothing() {
         .reserve("a-0", &other)
         .await
         .expect("the first agent fits");
-    let (after, result) = run_command(
-        &f.deps,
-        None,
-        &command(create(sample_spec(), true), OWNER, "m"),
-    )
-    .await;
-    result.expect("answered");
+    create_refused(&f, "m", "quota_exceeded").await;
+}
+
+/// Runs a create of a new agent that must be answered with `agent.error` `code`, not
+/// retried, and leave no record, workload or quota reservation; returns the events.
+async fn create_refused(f: &Fakes, message_id: &str, code: &str) -> Vec<Event> {
+    let cmd = command(create(sample_spec(), true), OWNER, message_id);
+    let (after, result) = run_command(&f.deps, None, &cmd).await;
+    result.expect("answered, not retried");
     assert!(after.is_none());
-    assert_eq!(
-        error_code(&f.sink.published()).as_deref(),
-        Some("quota_exceeded")
-    );
-    assert!(f.store.record(AGENT).is_none());
-    assert!(f.runtime.names().is_empty());
-    assert_eq!(f.quota.holding(OWNER, AGENT), None);
+    let events = f.sink.published();
+    assert_eq!(error_code(&events).as_deref(), Some(code));
+    assert!(f.store.record(AGENT).is_none(), "no record");
+    assert!(f.runtime.names().is_empty(), "no workload");
+    assert_eq!(f.quota.holding(OWNER, AGENT), None, "no quota");
+    events
+}
+
+/// Runs a create of a new agent (started) that must be applied; returns its record.
+async fn created(f: &Fakes, message_id: &str) -> AgentRecord {
+    let cmd = command(create(sample_spec(), true), OWNER, message_id);
+    let (after, result) = run_command(&f.deps, None, &cmd).await;
+    result.expect("created");
+    after.expect("the agent")
 }
 
 /// One runtime failure: the command, the status before (`None`: a new agent), the call
@@ -871,10 +880,7 @@ fn password_in(f: &Fakes, workload: &str) -> String {
 #[tokio::test]
 async fn credentials_are_issued_before_the_workload_and_only_go_into_it() {
     let f = fakes();
-    let cmd = command(create(sample_spec(), true), OWNER, "m");
-    let (after, result) = run_command(&f.deps, None, &cmd).await;
-    result.expect("applied");
-    let after = after.expect("the agent");
+    let after = created(&f, "m").await;
     let issued = f
         .journal
         .position(&format!("credentials issue {AGENT}"))
@@ -901,12 +907,7 @@ async fn credentials_are_issued_before_the_workload_and_only_go_into_it() {
 async fn a_failure_to_make_the_credentials_answers_and_leaves_nothing() {
     let f = fakes();
     f.issuer.fail("issue");
-    let cmd = command(create(sample_spec(), true), OWNER, "m");
-    let (after, result) = run_command(&f.deps, None, &cmd).await;
-    result.expect("answered, not retried");
-    assert!(after.is_none());
-    let events = f.sink.published();
-    assert_eq!(error_code(&events).as_deref(), Some("internal"));
+    let events = create_refused(&f, "m", "internal").await;
     assert!(events[0].details["message"]
         .as_str()
         .is_some_and(|m| m.contains("credentials")));
@@ -914,9 +915,6 @@ async fn a_failure_to_make_the_credentials_answers_and_leaves_nothing() {
         f.journal.matching("runtime create").is_empty(),
         "no workload made"
     );
-    assert!(f.runtime.names().is_empty());
-    assert!(f.store.record(AGENT).is_none(), "no record");
-    assert_eq!(f.quota.holding(OWNER, AGENT), None, "no quota");
     assert!(f.issuer.agents().is_empty(), "no users");
     assert!(
         !f.journal.matching("credentials revoke").is_empty(),
@@ -924,14 +922,7 @@ async fn a_failure_to_make_the_credentials_answers_and_leaves_nothing() {
     );
     // The same create later works.
     f.issuer.heal();
-    let (after, result) = run_command(
-        &f.deps,
-        None,
-        &command(create(sample_spec(), true), OWNER, "m2"),
-    )
-    .await;
-    result.expect("applied");
-    assert_eq!(after.map(|a| a.status()), Some(AgentStatus::Running));
+    assert_eq!(created(&f, "m2").await.status(), AgentStatus::Running);
 }
 
 #[tokio::test]
@@ -988,32 +979,14 @@ async fn an_update_whose_new_workload_waits_for_the_management_api_is_retried_wh
 async fn a_workload_that_cannot_be_made_takes_its_new_users_with_it() {
     let f = fakes();
     f.runtime.fail("create", Fault::Docker);
-    let (after, result) = run_command(
-        &f.deps,
-        None,
-        &command(create(sample_spec(), true), OWNER, "m"),
-    )
-    .await;
-    result.expect("answered");
-    assert!(after.is_none());
-    assert_eq!(
-        error_code(&f.sink.published()).as_deref(),
-        Some("docker_error")
-    );
+    create_refused(&f, "m", "docker_error").await;
     assert!(f.issuer.agents().is_empty(), "no users left");
 }
 
 #[tokio::test]
 async fn every_workload_made_gets_a_new_password_and_a_resize_keeps_it() {
     let f = fakes();
-    let (after, result) = run_command(
-        &f.deps,
-        None,
-        &command(create(sample_spec(), true), OWNER, "m1"),
-    )
-    .await;
-    result.expect("created");
-    let r = after.expect("the agent");
+    let r = created(&f, "m1").await;
     let first = password_in(&f, r.workload_id.as_deref().unwrap_or_default());
 
     // A resize changes the workload in place: same password.
@@ -1086,16 +1059,11 @@ async fn a_stale_workload_with_an_old_password_is_replaced_not_adopted() {
 #[tokio::test]
 async fn delete_removes_the_users_after_the_workload() {
     let f = fakes();
-    let (after, _) = run_command(
-        &f.deps,
-        None,
-        &command(create(sample_spec(), true), OWNER, "m1"),
-    )
-    .await;
+    let after = created(&f, "m1").await;
     f.journal.clear();
     let (after, result) = run_command(
         &f.deps,
-        after,
+        Some(after),
         &command(Action::Delete { timeout_s: 1 }, OWNER, "m2"),
     )
     .await;
@@ -1171,21 +1139,15 @@ async fn a_delete_left_half_done_removes_the_users_too() {
 async fn shared_credentials_make_no_users() {
     let f = Fakes::new(shared_credentials(), 0);
     assert!(f.deps.credentials.is_none());
-    let (after, result) = run_command(
-        &f.deps,
-        None,
-        &command(create(sample_spec(), true), OWNER, "m1"),
-    )
-    .await;
-    result.expect("created");
-    let workload = after.clone().and_then(|a| a.workload_id).expect("made");
+    let after = created(&f, "m1").await;
+    let workload = after.workload_id.clone().expect("made");
     let env = f.runtime.spec_of(&workload).expect("made").env;
     let config = &f.deps.config;
     assert!(env.contains(&format!("RABBITMQ_URL={}", config.agent_rabbitmq_url())));
     assert!(env.contains(&format!("REDIS_URL={}", config.agent_redis_url())));
     let (_, result) = run_command(
         &f.deps,
-        after,
+        Some(after),
         &command(Action::Delete { timeout_s: 1 }, OWNER, "m2"),
     )
     .await;
