@@ -690,6 +690,15 @@ async fn lifecycle(s: &Sizes) {
         let mean = mean_ms(metric_sum_count(admin, &series).await, None);
         op_ms.insert(op.into(), json!(mean));
     }
+    // What making each agent's own users cost (both services, per create).
+    let issue_ms = mean_ms(
+        metric_sum_count(
+            admin,
+            "agent_manager_credential_call_duration_seconds{op=\"issue\"}",
+        )
+        .await,
+        None,
+    );
     let rate = |i: usize| n as f64 / totals[i].as_secs_f64();
     let (direct_rate, manager_rate, shared_rate) = (rate(0), rate(1), rate(2));
     let [direct_latency, manager_latency, shared_latency] = &mut latency;
@@ -713,6 +722,7 @@ async fn lifecycle(s: &Sizes) {
             "manager_shared_latency_ms": dist(shared_latency),
             "direct_create_plus_start_call_ms": dist(&mut direct_service),
             "manager_docker_call_mean_ms": op_ms,
+            "manager_credential_issue_mean_ms": issue_ms,
             "cpu_percent_of_one_core": cpu,
             "shared_cpu_percent_of_one_core": shared_cpu,
             "batches": batches,

@@ -158,25 +158,46 @@ fn owned_redis_users(lines: &[String], prefix: &str) -> HashSet<String> {
         .collect()
 }
 
+/// The histogram of the issuer's operations (both services together), by `op`: what a
+/// create pays for its agent's own login.
+pub const CALL_DURATION_METRIC: &str = "agent_manager_credential_call_duration_seconds";
+
+/// Runs one of the issuer's operations and records how long it took.
+async fn timed<T>(op: &'static str, call: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = call.await;
+    crate::metrics::observe(CALL_DURATION_METRIC, &[("op", op)], started.elapsed());
+    out
+}
+
 #[async_trait]
 impl CredentialIssuer for Identities {
     async fn issue(&self, agent_id: &str, password: &Password) -> Result<(), CredentialError> {
-        let (rabbitmq, redis) = tokio::join!(
-            self.issue_rabbitmq(agent_id, password),
-            self.issue_redis(agent_id, password)
-        );
+        let (rabbitmq, redis) = timed("issue", async {
+            tokio::join!(
+                self.issue_rabbitmq(agent_id, password),
+                self.issue_redis(agent_id, password)
+            )
+        })
+        .await;
         rabbitmq.and(redis)
     }
 
     async fn revoke(&self, agent_id: &str) -> Result<(), CredentialError> {
         let redis =
             async { Ok::<_, CredentialError>(self.store.acl_deluser(&user_name(agent_id)).await?) };
-        let (rabbitmq, redis) = tokio::join!(self.revoke_rabbitmq(agent_id), redis);
+        let (rabbitmq, redis) = timed("revoke", async {
+            tokio::join!(self.revoke_rabbitmq(agent_id), redis)
+        })
+        .await;
         rabbitmq.and(redis)
     }
 
     async fn census(&self) -> Result<LoginCensus, CredentialError> {
-        let (rabbitmq, redis) = tokio::join!(self.rabbitmq_census(), self.redis_census());
+        let (rabbitmq, redis) = timed("census", async {
+            tokio::join!(self.rabbitmq_census(), self.redis_census())
+        })
+        .await;
         let ((mq_owned, mq_complete), redis_owned) = (rabbitmq?, redis?);
         Ok(LoginCensus {
             complete: mq_complete.intersection(&redis_owned).cloned().collect(),
