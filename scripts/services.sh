@@ -3,10 +3,11 @@
 # 12 machine without systemd (developer machines and CI):
 #
 #   1. installs what is missing (apt): docker.io, rabbitmq-server,
-#      redis-server, busybox-static
+#      redis-server, busybox-static, openssl (the TLS tests make certificates)
 #   2. a Docker engine (dockerd in the background, if `docker info` fails)
 #   3. Redis on 127.0.0.1:6379 (no persistence)
-#   4. RabbitMQ on 127.0.0.1:5672 (amqp://guest:guest@127.0.0.1:5672/%2f)
+#   4. RabbitMQ on 127.0.0.1:5672 (amqp://guest:guest@127.0.0.1:5672/%2f), with
+#      its management HTTP API on 127.0.0.1:15672 (the agents' own users)
 #   5. the Docker bridge network `autogen-network`
 #   6. the image `autogen-agent:latest`, built from scripts/agent-image/ (and
 #      rebuilt when its sources or busybox change: see `autogen.image-hash`)
@@ -28,13 +29,14 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGE_SRC="$SCRIPT_DIR/agent-image"
 STATE_DIR=${AGENT_MANAGER_SERVICES_DIR:-/tmp/agent-manager-services}
 
-PACKAGES=(docker.io rabbitmq-server redis-server busybox-static)
+PACKAGES=(docker.io rabbitmq-server redis-server busybox-static openssl)
 NETWORK=autogen-network
 IMAGE=autogen-agent:latest
 IMAGE_HASH_LABEL=autogen.image-hash
 BUSYBOX=/bin/busybox
 REDIS_PORT=6379
 AMQP_PORT=5672
+MANAGEMENT_PORT=15672
 
 DOCKERD_DEADLINE=60    # seconds for dockerd to answer, per storage driver
 REDIS_DEADLINE=15
@@ -309,6 +311,47 @@ EOF
         mkdir -p "$(dirname "$RABBITMQ_ENV_CONF")"
         printf '%s\n' "$want" >"$RABBITMQ_ENV_CONF"
     fi
+    configure_management
+}
+
+# The management plugin (the manager makes each agent's own RabbitMQ user
+# through its HTTP API), started with the broker and listening on loopback only.
+RABBITMQ_ENABLED_PLUGINS=/etc/rabbitmq/enabled_plugins
+RABBITMQ_CONF=/etc/rabbitmq/rabbitmq.conf
+configure_management() {
+    mkdir -p "$(dirname "$RABBITMQ_CONF")"
+    if ! grep -q rabbitmq_management "$RABBITMQ_ENABLED_PLUGINS" 2>/dev/null; then
+        echo '[rabbitmq_management].' >"$RABBITMQ_ENABLED_PLUGINS"
+    fi
+    if ! grep -q '^management.tcp.ip' "$RABBITMQ_CONF" 2>/dev/null; then
+        printf '%s\n' "# agent-manager's scripts/services.sh: the management API on loopback." \
+            "management.tcp.ip = 127.0.0.1" "management.tcp.port = $MANAGEMENT_PORT" \
+            >>"$RABBITMQ_CONF"
+    fi
+}
+
+# A broker started before the plugin was configured gets it now, on loopback.
+ensure_management() {
+    port_open "$MANAGEMENT_PORT" && return 0
+    configure_management
+    log "enabling the rabbitmq_management plugin (the agents' own users need it)"
+    local mlog="$STATE_DIR/rabbitmq-plugins.log"
+    # shellcheck disable=SC2016 # Erlang, not shell
+    timeout 60 rabbitmqctl -q eval \
+        'application:set_env(rabbitmq_management, tcp_config, [{ip, "127.0.0.1"}, {port, '"$MANAGEMENT_PORT"'}]).' \
+        >"$mlog" 2>&1 || true
+    if ! timeout 120 rabbitmq-plugins -q enable rabbitmq_management >>"$mlog" 2>&1; then
+        fail rabbitmq "rabbitmq-plugins enable rabbitmq_management failed" "$mlog"
+        return 1
+    fi
+    local deadline=$(($(now) + RABBITMQ_DEADLINE))
+    until port_open "$MANAGEMENT_PORT"; do
+        if (($(now) >= deadline)); then
+            fail rabbitmq "management API not on 127.0.0.1:$MANAGEMENT_PORT within ${RABBITMQ_DEADLINE}s" "$mlog"
+            return 1
+        fi
+        sleep 0.5
+    done
 }
 
 # True while a node named "rabbit" is registered with epmd, i.e. a broker is
@@ -351,7 +394,8 @@ start_rabbitmq() {
             sleep 0.5
         done
     fi
-    summary rabbitmq "running (amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f)"
+    ensure_management || return 1
+    summary rabbitmq "running (amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f, management http://127.0.0.1:$MANAGEMENT_PORT)"
 }
 
 # ---------------------------------------------------------------------------

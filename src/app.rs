@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::broker::consumer::CommandConsumer;
 use crate::broker::publisher::EventPublisher;
-use crate::config::{Config, DeploymentMode};
+use crate::config::{Config, CredentialMode, DeploymentMode};
 use crate::context::Deps;
 use crate::error::RuntimeError;
 use crate::readiness;
@@ -37,6 +37,14 @@ pub enum StartError {
     RabbitMq { url: String, message: String },
     #[error("reconciliation failed: {0}")]
     Reconcile(String),
+    /// Per-agent credentials cannot be managed (the management API or Redis ACLs).
+    #[error(
+        "the agents' own credentials cannot be managed ({endpoint}): {message}; enable the \
+             rabbitmq_management plugin (scripts/services.sh does), check RABBITMQ_MANAGEMENT_URL \
+             and that its user has the administrator tag and the Redis user may run ACL, or set \
+             AGENT_CREDENTIALS=shared"
+    )]
+    Credentials { endpoint: String, message: String },
     #[error("admin endpoint cannot listen on {listen}: {message} (set ADMIN_LISTEN)")]
     Admin { listen: String, message: String },
     #[error("{} mode cannot start: {message}", mode.as_str())]
@@ -44,6 +52,30 @@ pub enum StartError {
         mode: DeploymentMode,
         message: String,
     },
+}
+
+/// Warns at start about what weakens the contract's promises: agents sharing one set
+/// of credentials, the Docker API without TLS.
+fn warn_about_transport(config: &Config) {
+    if config.agents.credentials == CredentialMode::Shared {
+        tracing::warn!(
+            rabbitmq = %redact::url(config.agent_rabbitmq_url()),
+            redis = %redact::url(config.agent_redis_url()),
+            "AGENT_CREDENTIALS=shared: every agent gets the same RabbitMQ and Redis credentials; \
+             a compromised agent can use them to reach other agents' queues and records \
+             (docs/SECURITY.md)"
+        );
+    }
+    if let Some(host) = config.docker.host() {
+        if (host.starts_with("tcp://") || host.starts_with("http://")) && !config.docker.uses_tls()
+        {
+            tracing::warn!(
+                docker_host = host,
+                "the Docker API is spoken to without TLS: whoever can reach it is root on the \
+                 Docker host; set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH"
+            );
+        }
+    }
 }
 
 /// A running manager.
@@ -68,6 +100,8 @@ impl Manager {
             host: docker_host.clone(),
             message,
         };
+        crate::tls::install_provider();
+        warn_about_transport(&config);
         let runtime = DockerRuntime::connect(&config).map_err(|e| docker_err(e.to_string()))?;
         let docker = runtime.client().clone();
 
@@ -109,15 +143,24 @@ impl Manager {
                 message: e.to_string(),
             })?;
 
+        let endpoint = redact::url(&config.rabbitmq.management_url());
         let deps = Deps::new(
             runtime.clone(),
             store.clone(),
             publisher.clone(),
             config.clone(),
-        );
-        let adoption = reconcile::adopt(&deps)
-            .await
-            .map_err(|e| StartError::Reconcile(e.to_string()))?;
+        )
+        .map_err(|e| StartError::Credentials {
+            endpoint: endpoint.clone(),
+            message: e.to_string(),
+        })?;
+        let adoption = reconcile::adopt(&deps).await.map_err(|e| match e {
+            crate::error::AgentError::Credentials(e) => StartError::Credentials {
+                endpoint: endpoint.clone(),
+                message: e.to_string(),
+            },
+            e => StartError::Reconcile(e.to_string()),
+        })?;
         actix_rt::spawn(reconcile::reap_orphans(deps.clone(), adoption.orphans));
         let adopted = adoption.agents;
         let supervisor = Supervisor::create(|ctx| {

@@ -1,5 +1,6 @@
 //! What the agent actors share: the runtime, the record store, the event sink, the
-//! quota ledger and the configuration, each behind its trait ([`crate::ports`],
+//! quota ledger, the agents' credential issuer and the configuration, each behind its
+//! trait ([`crate::ports`],
 //! [`crate::runtime::Runtime`]). Lives below every module that uses it, so none of them
 //! imports another to reach it. [`Deps::new`] wires the real services; the unit tests
 //! wire in-memory fakes.
@@ -9,9 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::broker::publisher::EventPublisher;
-use crate::config::Config;
-use crate::error::{PublishError, StoreError};
-use crate::ports::{EventSink, Processed, QuotaLedger, RecordStore};
+use crate::config::{Config, CredentialMode};
+use crate::error::{CredentialError, PublishError, StoreError};
+use crate::identity::Identities;
+use crate::ports::{CredentialIssuer, EventSink, Processed, QuotaLedger, RecordStore};
 use crate::protocol::Event;
 use crate::quota::Quotas;
 use crate::record::AgentRecord;
@@ -29,25 +31,34 @@ pub struct Deps {
     pub events: Arc<dyn EventSink>,
     /// Per-customer quotas.
     pub quotas: Arc<dyn QuotaLedger>,
+    /// Each agent's own RabbitMQ and Redis users; `None` with `AGENT_CREDENTIALS=shared`.
+    pub credentials: Option<Arc<dyn CredentialIssuer>>,
     pub config: Arc<Config>,
 }
 
 impl Deps {
-    /// The real services: Redis for records and quotas, RabbitMQ for events.
+    /// The real services: Redis for records, quotas and the agents' ACL users, RabbitMQ
+    /// for events and (its management API) the agents' users. Fails only when the
+    /// management API's settings cannot be used (its URL, its CA file).
     pub fn new(
         runtime: Arc<dyn Runtime>,
         store: Store,
         publisher: EventPublisher,
         config: Arc<Config>,
-    ) -> Self {
+    ) -> Result<Self, CredentialError> {
         let quotas = Quotas::new(store.clone(), config.quotas.clone());
-        Deps {
+        let credentials: Option<Arc<dyn CredentialIssuer>> = match config.agents.credentials {
+            CredentialMode::PerAgent => Some(Arc::new(Identities::new(&config, store.clone())?)),
+            CredentialMode::Shared => None,
+        };
+        Ok(Deps {
             runtime,
             records: Arc::new(store),
             events: Arc::new(publisher),
             quotas: Arc::new(quotas),
+            credentials,
             config,
-        }
+        })
     }
 }
 

@@ -45,6 +45,9 @@ pub enum StoreError {
     },
     #[error("agent record {key} is corrupt: {message}")]
     Corrupt { key: String, message: String },
+    /// The TLS material of a `rediss://` URL could not be read.
+    #[error("Redis TLS: {message}")]
+    Tls { message: String },
 }
 
 /// Errors from publishing to RabbitMQ.
@@ -56,6 +59,55 @@ pub enum PublishError {
     Nacked,
     #[error("publishing timed out after {0} s")]
     Timeout(u64),
+}
+
+/// Why an agent's login could not be made (no I/O involved).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LoginError {
+    /// The operating system's random source failed: no password is made without it.
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+    /// The agents' URL (`AGENT_RABBITMQ_URL`, `AGENT_REDIS_URL`, else the manager's) has
+    /// no host to log in to, or does not parse.
+    #[error("cannot give agents their own login in {url}: {message}")]
+    Url { url: String, message: String },
+}
+
+/// Errors from making, listing or removing the agents' own users (contract section 7).
+#[derive(Debug, Error)]
+pub enum CredentialError {
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error("RabbitMQ management API: {op} timed out after {after_s} s")]
+    ManagementTimeout { op: &'static str, after_s: u64 },
+    #[error("RabbitMQ management API: {op} failed: {message}")]
+    Management {
+        op: &'static str,
+        /// The HTTP status the API answered with, when it answered.
+        status: Option<u16>,
+        message: String,
+    },
+    #[error("Redis ACL: {0}")]
+    Redis(#[from] StoreError),
+}
+
+impl CredentialError {
+    /// True when the service was away (unreachable, timed out, 5xx), not refusing: the
+    /// command that met it is retried like one that met RabbitMQ or Redis away.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CredentialError::ManagementTimeout { .. } => true,
+            CredentialError::Management { status, .. } => status.is_none_or(|s| s >= 500),
+            CredentialError::Redis(StoreError::Timeout { .. }) => true,
+            CredentialError::Redis(StoreError::Redis { source, .. }) => {
+                source.is_io_error()
+                    || source.is_timeout()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+            }
+            CredentialError::Redis(_) | CredentialError::Login(_) => false,
+        }
+    }
 }
 
 /// Why a command for an agent failed.
@@ -70,6 +122,11 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The agent's own users could not be made or removed: answered (`internal`) when
+    /// refused, retried when the service was away; a create that meets it leaves
+    /// nothing behind either way.
+    #[error("the agent's credentials: {0}")]
+    Credentials(#[from] CredentialError),
 }
 
 impl AgentError {
@@ -89,18 +146,65 @@ impl AgentError {
             AgentError::Runtime(RuntimeError::NotFound(_)) => ErrorCode::NotFound,
             AgentError::Runtime(RuntimeError::Store(_)) => ErrorCode::Internal,
             AgentError::Runtime(_) => ErrorCode::DockerError,
-            AgentError::Store(_) | AgentError::Publish(_) => ErrorCode::Internal,
+            AgentError::Store(_) | AgentError::Publish(_) | AgentError::Credentials(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 
     /// True when the command did not take durable effect because a service the manager
     /// depends on (Redis, RabbitMQ) is away: the command is retried, not answered.
     pub fn is_transient_infrastructure(&self) -> bool {
-        matches!(
-            self,
-            AgentError::Store(_)
-                | AgentError::Publish(_)
-                | AgentError::Runtime(RuntimeError::Store(_))
-        )
+        match self {
+            AgentError::Credentials(e) => e.is_transient(),
+            other => matches!(
+                other,
+                AgentError::Store(_)
+                    | AgentError::Publish(_)
+                    | AgentError::Runtime(RuntimeError::Store(_))
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_errors_are_retried_only_when_a_service_was_away() {
+        let away = [
+            CredentialError::ManagementTimeout {
+                op: "put user",
+                after_s: 10,
+            },
+            CredentialError::Management {
+                op: "put user",
+                status: None,
+                message: "refused".into(),
+            },
+            CredentialError::Management {
+                op: "put user",
+                status: Some(503),
+                message: "booting".into(),
+            },
+            CredentialError::Redis(StoreError::Timeout { op: "acl setuser" }),
+        ];
+        for e in away {
+            let e = AgentError::from(e);
+            assert!(e.is_transient_infrastructure(), "{e}");
+            assert_eq!(e.code(), ErrorCode::Internal);
+        }
+        let refused = [
+            CredentialError::Management {
+                op: "put user",
+                status: Some(401),
+                message: "no".into(),
+            },
+            CredentialError::Login(LoginError::Random("no entropy".into())),
+        ];
+        for e in refused {
+            assert!(!AgentError::from(e).is_transient_infrastructure());
+        }
     }
 }

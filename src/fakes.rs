@@ -1,19 +1,20 @@
 //! In-memory fakes of every boundary ([`crate::runtime::Runtime`] and the
-//! [`crate::ports`]), for unit tests only: the lifecycle, the looks and self-healing
+//! [`crate::ports`], the agents' credential issuer included), for unit tests only: the lifecycle, the looks and self-healing
 //! run over them in milliseconds, without Docker, Redis, RabbitMQ or actix. Each fake
 //! can be told to fail, and all of them write one shared [`Journal`], so a test can
 //! check the order of effects (a status saved before the Docker call it announces, a
 //! record saved before the event that reports it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::config::Config;
+use crate::config::{Config, CredentialMode};
 use crate::context::Deps;
-use crate::error::{AgentError, PublishError, RuntimeError, StoreError};
-use crate::ports::{EventSink, Processed, QuotaLedger, RecordStore};
+use crate::credentials::{LoginCensus, Password};
+use crate::error::{AgentError, CredentialError, PublishError, RuntimeError, StoreError};
+use crate::ports::{CredentialIssuer, EventSink, Processed, QuotaLedger, RecordStore};
 use crate::protocol::{AgentSpec, ErrorCode, Event};
 use crate::record::AgentRecord;
 use crate::runtime::{ContainerSpec, Observed, Runtime, Stats};
@@ -217,14 +218,23 @@ impl Runtime for FakeRuntime {
         self.enter("ensure_image", image)
     }
 
+    /// As Docker's: a container of the name with the same recreate hash is returned, one
+    /// with another hash is stale and replaced.
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         self.enter("create", &spec.name)?;
         let existing = lock(&self.state)
             .containers
             .iter()
             .find(|c| c.spec.name == spec.name)
-            .map(|c| c.id.clone());
-        Ok(existing.unwrap_or_else(|| self.add(spec.clone(), false)))
+            .map(|c| (c.id.clone(), c.spec.recreate_hash == spec.recreate_hash));
+        match existing {
+            Some((id, true)) => Ok(id),
+            Some((stale, false)) => {
+                self.vanish(&stale);
+                Ok(self.add(spec.clone(), false))
+            }
+            None => Ok(self.add(spec.clone(), false)),
+        }
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -527,6 +537,115 @@ impl QuotaLedger for FakeQuota {
     }
 }
 
+#[derive(Default)]
+struct IssuerState {
+    /// agent → the password its users log in with.
+    users: HashMap<String, String>,
+    /// Agents whose users one service lost (not complete).
+    incomplete: HashSet<String>,
+    /// Operations that fail, and whether as away (503) or refused (401).
+    failing: HashMap<&'static str, bool>,
+}
+
+/// The agents' users in memory: which agent logs in with which password.
+#[derive(Clone, Default)]
+pub struct FakeIssuer {
+    state: Arc<Mutex<IssuerState>>,
+    journal: Journal,
+}
+
+impl FakeIssuer {
+    pub fn new(journal: Journal) -> Self {
+        FakeIssuer {
+            state: Arc::default(),
+            journal,
+        }
+    }
+
+    /// Every later `op` (`issue`, `revoke`, `census`) is refused (401: a wrong
+    /// management user), until [`FakeIssuer::heal`].
+    pub fn fail(&self, op: &'static str) {
+        lock(&self.state).failing.insert(op, false);
+    }
+
+    /// Every later `op` fails as if the management API were away (503: retried).
+    pub fn away(&self, op: &'static str) {
+        lock(&self.state).failing.insert(op, true);
+    }
+
+    pub fn heal(&self) {
+        lock(&self.state).failing.clear();
+    }
+
+    /// The password `agent_id`'s users log in with, if it has users.
+    pub fn password_of(&self, agent_id: &str) -> Option<String> {
+        lock(&self.state).users.get(agent_id).cloned()
+    }
+
+    /// The agents that have users.
+    pub fn agents(&self) -> Vec<String> {
+        let mut agents: Vec<String> = lock(&self.state).users.keys().cloned().collect();
+        agents.sort();
+        agents
+    }
+
+    /// Users made outside the lifecycle (left by an earlier manager).
+    pub fn put(&self, agent_id: &str, password: &str) {
+        lock(&self.state)
+            .users
+            .insert(agent_id.to_string(), password.to_string());
+    }
+
+    /// One service lost `agent_id`'s user (Redis restarted without its ACLs).
+    pub fn lose(&self, agent_id: &str) {
+        lock(&self.state).incomplete.insert(agent_id.to_string());
+    }
+
+    fn enter(
+        &self,
+        op: &'static str,
+        target: &str,
+    ) -> Result<MutexGuard<'_, IssuerState>, CredentialError> {
+        self.journal.push(format!("credentials {op} {target}"));
+        let s = lock(&self.state);
+        if let Some(away) = s.failing.get(op) {
+            return Err(CredentialError::Management {
+                op,
+                status: Some(if *away { 503 } else { 401 }),
+                message: format!("injected failure of {op}"),
+            });
+        }
+        Ok(s)
+    }
+}
+
+#[async_trait]
+impl CredentialIssuer for FakeIssuer {
+    async fn issue(&self, agent_id: &str, password: &Password) -> Result<(), CredentialError> {
+        let mut s = self.enter("issue", agent_id)?;
+        s.users
+            .insert(agent_id.to_string(), password.expose().to_string());
+        s.incomplete.remove(agent_id);
+        Ok(())
+    }
+
+    async fn revoke(&self, agent_id: &str) -> Result<(), CredentialError> {
+        let mut s = self.enter("revoke", agent_id)?;
+        s.users.remove(agent_id);
+        s.incomplete.remove(agent_id);
+        Ok(())
+    }
+
+    async fn census(&self) -> Result<LoginCensus, CredentialError> {
+        let s = self.enter("census", "all")?;
+        let owned: HashSet<String> = s.users.keys().cloned().collect();
+        Ok(LoginCensus {
+            complete: owned.difference(&s.incomplete).cloned().collect(),
+            owned,
+        })
+    }
+}
+
 /// Every fake, wired into a [`Deps`].
 #[derive(Clone)]
 pub struct Fakes {
@@ -535,6 +654,8 @@ pub struct Fakes {
     pub store: FakeStore,
     pub sink: FakeSink,
     pub quota: FakeQuota,
+    /// The agents' users (wired only with per-agent credentials).
+    pub issuer: FakeIssuer,
     pub journal: Journal,
 }
 
@@ -546,11 +667,17 @@ impl Fakes {
         let store = FakeStore::new(journal.clone());
         let sink = FakeSink::new(journal.clone());
         let quota = FakeQuota::new(max_agents, journal.clone());
+        let issuer = FakeIssuer::new(journal.clone());
+        let credentials: Option<Arc<dyn CredentialIssuer>> = match config.agents.credentials {
+            CredentialMode::PerAgent => Some(Arc::new(issuer.clone())),
+            CredentialMode::Shared => None,
+        };
         let deps = Deps {
             runtime: Arc::new(runtime.clone()),
             records: Arc::new(store.clone()),
             events: Arc::new(sink.clone()),
             quotas: Arc::new(quota.clone()),
+            credentials,
             config: Arc::new(config),
         };
         Fakes {
@@ -559,6 +686,7 @@ impl Fakes {
             store,
             sink,
             quota,
+            issuer,
             journal,
         }
     }

@@ -9,6 +9,7 @@
 //! - [`protocol`]: the contract's types, command decoding (`decode/`, one file per
 //!   command), events, the validation policy ([`protocol::AgentPolicy`]) and image
 //!   rules ([`protocol::image`]) (contract sections 2–3).
+//! - [`tls`]: rustls' crypto provider for every TLS client of the process.
 //! - [`redact`]: removes secrets from text that leaves the manager: log lines
 //!   ([`redact::line`]), URLs ([`redact::url`]), a URL's password in a message
 //!   ([`redact::secret_of_url_in`]).
@@ -22,8 +23,11 @@
 //!   is the one function that changes a status.
 //! - [`crash_policy`]: when a crashed agent is restarted (backoff with jitter) and when
 //!   self-healing gives up (a crash loop).
+//! - [`credentials`]: each agent's own identity (contract section 7) as data: user
+//!   names, passwords from the OS random source, the URLs that carry them, exactly what
+//!   the agent's RabbitMQ and Redis users may do.
 //! - [`ports`]: the traits the actors work through (record store, event sink, quota
-//!   ledger); [`runtime::Runtime`] is the fourth.
+//!   ledger, credential issuer); [`runtime::Runtime`] is the fifth.
 //! - [`store`]: everything in Redis (section 5), one file per concern: the keys, the agent
 //!   records and sets, event streams, processed markers, the outbox, GPU allocations and
 //!   the quota scripts.
@@ -33,7 +37,10 @@
 //!   [`runtime::docker`] drives Docker containers (docker mode), [`runtime::swarm`]
 //!   Swarm services (swarm mode), and [`runtime::gpu`] wraps the Docker runtime with
 //!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events.
-//! - [`broker`]: RabbitMQ topology, the command consumer and the event publisher.
+//! - [`broker`]: RabbitMQ topology, the command consumer, the event publisher and the
+//!   management HTTP API ([`broker::management`]).
+//! - [`identity`]: the agents' own RabbitMQ and Redis users, made, listed and removed
+//!   (the real [`ports::CredentialIssuer`]).
 //! - [`quota`]: per-customer quotas, checked and reserved atomically in Redis.
 //! - [`context`]: [`context::Deps`], what every agent actor shares, wired to the real
 //!   services.
@@ -60,10 +67,12 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod crash_policy;
+pub mod credentials;
 pub mod error;
 #[cfg(test)]
 pub mod fakes;
 pub mod health;
+pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
 pub mod ports;
@@ -78,6 +87,7 @@ pub mod runtime;
 pub mod security;
 pub mod store;
 pub mod supervisor;
+pub mod tls;
 
 pub use app::Manager;
 pub use config::Config;

@@ -120,6 +120,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Docker API calls, by operation.",
     ),
     (
+        "agent_manager_credential_call_duration_seconds",
+        "histogram",
+        "Making, removing and listing the agents' own RabbitMQ and Redis users (both services), by operation.",
+    ),
+    (
         "agent_manager_reconnects_total",
         "counter",
         "Reconnects, by service.",

@@ -7,13 +7,16 @@
 //!   applied commands (Redis: [`crate::store::Store`]);
 //! - [`EventSink`]: where events go (RabbitMQ, with the Redis outbox:
 //!   [`crate::broker::publisher::EventPublisher`]);
-//! - [`QuotaLedger`]: each customer's quota (Redis scripts: [`crate::quota::Quotas`]).
+//! - [`QuotaLedger`]: each customer's quota (Redis scripts: [`crate::quota::Quotas`]);
+//! - [`CredentialIssuer`]: each agent's own RabbitMQ and Redis users (the management API
+//!   and Redis ACLs: [`crate::identity::Identities`]).
 //!
 //! [`crate::context`] wires the real ones together.
 
 use async_trait::async_trait;
 
-use crate::error::{AgentError, PublishError, StoreError};
+use crate::credentials::{LoginCensus, Password};
+use crate::error::{AgentError, CredentialError, PublishError, StoreError};
 use crate::protocol::{AgentSpec, Event};
 use crate::record::AgentRecord;
 
@@ -70,4 +73,20 @@ pub trait QuotaLedger: Send + Sync + 'static {
     async fn release(&self, agent_id: &str, customer_id: &str) -> Result<(), AgentError>;
     /// Recomputes every customer's usage from `records` (at start).
     async fn rebuild(&self, records: &[AgentRecord]) -> Result<(), AgentError>;
+}
+
+/// Each agent's own users in RabbitMQ and Redis (contract section 7), named
+/// `agent-<agent_id>`. Absent in `AGENT_CREDENTIALS=shared` mode.
+#[async_trait]
+pub trait CredentialIssuer: Send + Sync + 'static {
+    /// Makes the agent's users, or updates them, so that they log in with `password`
+    /// and may do exactly what section 7 allows. Idempotent: issuing again (the same or
+    /// another password) leaves one user per service.
+    async fn issue(&self, agent_id: &str, password: &Password) -> Result<(), CredentialError>;
+    /// Removes the agent's users and closes their connections; users that are already
+    /// gone are fine.
+    async fn revoke(&self, agent_id: &str) -> Result<(), CredentialError>;
+    /// Which agents have users made by this manager installation, and whose are
+    /// complete (reconciliation).
+    async fn census(&self) -> Result<LoginCensus, CredentialError>;
 }

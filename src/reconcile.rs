@@ -1,16 +1,28 @@
 //! Reconciliation at start, before any command is consumed: the agents of this manager
 //! instance are adopted from Redis and Docker. Docker labels and environment are ground
 //! truth; a record Redis lost is rebuilt from them.
+//!
+//! With per-agent credentials ([`logins`]), an agent's users exist exactly while its
+//! workload does: users Redis or RabbitMQ lost are made again with the password the
+//! workload's environment holds (no restart), users of agents without a workload are
+//! removed, and a workload holding no login of its own is replaced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use futures_util::StreamExt;
 
 use crate::context::Deps;
+use crate::credentials::own_password;
 use crate::error::AgentError;
+use crate::ports::CredentialIssuer;
 use crate::protocol::{AgentStatus, DesiredState};
 use crate::record::status::{transition, Cause};
 use crate::record::AgentRecord;
-use crate::runtime::spec::{spec_from_container, LABEL_AGENT_ID};
+use crate::runtime::spec::{spec_from_container, ENV_RABBITMQ_URL, ENV_REDIS_URL, LABEL_AGENT_ID};
 use crate::runtime::Observed;
+
+/// Agents whose users are looked at and restored at once at start.
+const LOGIN_CONCURRENCY: usize = 16;
 
 /// What reconciliation found.
 pub struct Adoption {
@@ -97,6 +109,9 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         record.workload_id = None;
         adopted.push(record);
     }
+    if let Some(issuer) = &deps.credentials {
+        logins(deps, issuer.as_ref(), &mut adopted).await?;
+    }
     tracing::info!(
         agents = adopted.len(),
         containers = containers.len(),
@@ -108,6 +123,109 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         agents: adopted,
         orphans,
     })
+}
+
+/// What became of one adopted agent's login.
+enum Login {
+    /// Its users were incomplete and are made again with its workload's password.
+    Restored,
+    /// Its workload holds no login of its own and was removed: the agent's first look
+    /// finds it gone and self-healing makes a new one, with a new login.
+    Replaced,
+    /// Its workload vanished meanwhile.
+    Gone,
+}
+
+/// The agents' users after adoption: an agent's users exist exactly while its workload
+/// does. Users of this installation whose agent has no workload (deleted, never made,
+/// gone) are removed; a workload whose users are missing or incomplete (Redis or
+/// RabbitMQ restarted without their data, a manager killed while making them) gets them
+/// back with the password in its own environment, so it keeps running untouched; a
+/// workload whose environment holds no login of its own (made in `shared` mode or by a
+/// version without per-agent credentials) is removed, and made anew with its own login
+/// by self-healing (desired running) or the next start.
+pub async fn logins(
+    deps: &Deps,
+    issuer: &dyn CredentialIssuer,
+    adopted: &mut [AgentRecord],
+) -> Result<(), AgentError> {
+    let census = issuer.census().await?;
+    let incomplete: Vec<(String, String)> = adopted
+        .iter()
+        .filter(|r| !census.complete.contains(&r.agent_id))
+        .filter_map(|r| Some((r.agent_id.clone(), r.workload_id.clone()?)))
+        .collect();
+    let outcomes: Vec<(String, Result<Login, AgentError>)> = futures_util::stream::iter(incomplete)
+        .map(|(agent_id, workload)| async move {
+            let outcome = restore(deps, issuer, &agent_id, &workload).await;
+            (agent_id, outcome)
+        })
+        .buffer_unordered(LOGIN_CONCURRENCY)
+        .collect()
+        .await;
+    let (mut restored, mut replaced) = (0, 0);
+    for (agent_id, outcome) in outcomes {
+        match outcome? {
+            Login::Restored => restored += 1,
+            Login::Replaced | Login::Gone => {
+                replaced += 1;
+                if let Some(r) = adopted.iter_mut().find(|r| r.agent_id == agent_id) {
+                    r.workload_id = None;
+                }
+            }
+        }
+    }
+    let with_workload: HashSet<&str> = adopted
+        .iter()
+        .filter(|r| r.workload_id.is_some())
+        .map(|r| r.agent_id.as_str())
+        .collect();
+    let mut removed = 0;
+    for agent_id in census
+        .owned
+        .iter()
+        .filter(|a| !with_workload.contains(a.as_str()))
+    {
+        issuer.revoke(agent_id).await?;
+        tracing::info!(%agent_id, "removed the users of an agent that has no workload");
+        removed += 1;
+    }
+    tracing::info!(
+        restored,
+        replaced,
+        removed,
+        complete = census.complete.len(),
+        "agents' credentials reconciled"
+    );
+    Ok(())
+}
+
+/// Makes `agent_id`'s users again with the password its workload holds, or removes a
+/// workload that holds none of its own.
+async fn restore(
+    deps: &Deps,
+    issuer: &dyn CredentialIssuer,
+    agent_id: &str,
+    workload: &str,
+) -> Result<Login, AgentError> {
+    let Some(observed) = deps.runtime.inspect(workload).await? else {
+        return Ok(Login::Gone);
+    };
+    let var = |name| observed.env_var(name).unwrap_or_default();
+    match own_password(agent_id, var(ENV_RABBITMQ_URL), var(ENV_REDIS_URL)) {
+        Some(password) => {
+            issuer.issue(agent_id, &password).await?;
+            tracing::info!(%agent_id, "made the agent's users again with the password its workload holds");
+            Ok(Login::Restored)
+        }
+        None => {
+            tracing::warn!(%agent_id, workload, "the agent's workload holds no login of its own (made with shared credentials); replacing it");
+            deps.runtime
+                .remove(workload, deps.config.agents.stop_timeout_s)
+                .await?;
+            Ok(Login::Replaced)
+        }
+    }
 }
 
 /// Removes orphans after the grace period if they are still orphans (or, in dry-run,
@@ -168,4 +286,106 @@ fn rebuild(observed: &Observed) -> Option<AgentRecord> {
         },
     );
     Some(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::credentials::{AgentLogin, AgentUrls};
+    use crate::fakes::Fakes;
+    use crate::protocol::sample_spec;
+    use crate::runtime::spec;
+
+    /// An agent whose running workload a manager made, with or without its own login;
+    /// returns the password the workload holds.
+    fn running(f: &Fakes, id: &str, own_login: bool) -> Option<String> {
+        let config = f.deps.config.clone();
+        let mut r = AgentRecord::new(id, sample_spec(), DesiredState::Running);
+        transition(&mut r, Cause::Adopted { running: true });
+        let mut container = spec::build(&r, &config);
+        let mut password = None;
+        if own_login {
+            let login = AgentLogin::fresh(id).unwrap();
+            let urls = AgentUrls::new(
+                config.agent_rabbitmq_url(),
+                config.agent_redis_url(),
+                &login,
+            )
+            .unwrap();
+            container = container.with_login(&urls, &login.serial);
+            password = Some(login.password.expose().to_string());
+        }
+        r.workload_id = Some(f.runtime.add(container, true));
+        f.store.put(r);
+        password
+    }
+
+    #[tokio::test]
+    async fn users_a_service_lost_are_made_again_without_touching_the_workload() {
+        let f = Fakes::new(Config::defaults(), 0);
+        let lost = running(&f, "lost", true).unwrap();
+        let kept = running(&f, "kept", true).unwrap();
+        let half = running(&f, "half", true).unwrap();
+        f.issuer.put("kept", &kept);
+        // Redis restarted without its ACLs: RabbitMQ still has the user.
+        f.issuer.put("half", &half);
+        f.issuer.lose("half");
+        // An agent deleted while no manager ran, and one never made.
+        f.issuer.put("deleted", "x");
+        f.journal.clear();
+        let adoption = adopt(&f.deps).await.expect("adopted");
+        assert_eq!(adoption.agents.len(), 3);
+        assert_eq!(f.issuer.password_of("lost"), Some(lost));
+        assert_eq!(f.issuer.password_of("kept"), Some(kept));
+        assert_eq!(f.issuer.password_of("half"), Some(half));
+        assert_eq!(f.issuer.agents(), ["half", "kept", "lost"]);
+        for call in ["create", "start", "stop", "restart", "remove"] {
+            assert!(
+                f.journal.matching(&format!("runtime {call}")).is_empty(),
+                "no workload was touched: {:?}",
+                f.journal.entries()
+            );
+        }
+        assert!(f.journal.position("credentials issue kept").is_none());
+        assert!(adoption.agents.iter().all(|a| a.workload_id.is_some()));
+    }
+
+    #[tokio::test]
+    async fn a_workload_without_a_login_of_its_own_is_replaced() {
+        let f = Fakes::new(Config::defaults(), 0);
+        assert!(running(&f, "old", false).is_none());
+        let adoption = adopt(&f.deps).await.expect("adopted");
+        assert!(f.runtime.names().is_empty(), "its workload is removed");
+        let old = adoption
+            .agents
+            .iter()
+            .find(|a| a.agent_id == "old")
+            .expect("the agent stays");
+        assert_eq!(old.workload_id, None, "made anew by self-healing");
+        assert!(f.issuer.agents().is_empty());
+    }
+
+    #[tokio::test]
+    async fn users_of_agents_without_a_workload_are_removed() {
+        let f = Fakes::new(Config::defaults(), 0);
+        let mut r = AgentRecord::new("stopped", sample_spec(), DesiredState::Stopped);
+        transition(&mut r, Cause::Adopted { running: false });
+        f.store.put(r);
+        f.issuer
+            .put("stopped", "its container was removed behind our back");
+        adopt(&f.deps).await.expect("adopted");
+        assert!(f.issuer.agents().is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_the_users_list_the_start_fails_and_says_why() {
+        let f = Fakes::new(Config::defaults(), 0);
+        f.issuer.fail("census");
+        match adopt(&f.deps).await {
+            Err(AgentError::Credentials(_)) => {}
+            Err(other) => panic!("not a credentials error: {other}"),
+            Ok(_) => panic!("adopted without knowing the users"),
+        }
+    }
 }

@@ -426,7 +426,7 @@ async fn check_passes_with_everything_up_and_names_the_fix_otherwise() {
         "check failed with the services up? {START_HINT}\n{}{}",
         ok.stdout, ok.stderr
     );
-    for name in ["docker", "image", "network", "rabbitmq", "redis"] {
+    for name in ["docker", "image", "network", "rabbitmq", "redis", "logins"] {
         assert!(
             ok.stdout
                 .lines()

@@ -101,6 +101,8 @@ async fn gpus_are_allocated_released_and_survive_a_manager_restart() {
         vars.contains(&"NVIDIA_VISIBLE_DEVICES=0".to_string()),
         "{vars:?}"
     );
+    // Its own RabbitMQ and Redis login, as in every mode (contract section 7).
+    common::own_login(&a, &vars);
     let record = env.record(&a).await;
     assert_eq!(record["image"], image.0);
     let a_container = record["container_id"].clone();
@@ -124,6 +126,11 @@ async fn gpus_are_allocated_released_and_survive_a_manager_restart() {
     assert!(
         env.inspect(&c).await.is_none(),
         "no container for a refused create"
+    );
+    let users: Vec<String> = env.redis_query(redis::cmd("ACL").arg("USERS")).await;
+    assert!(
+        !users.contains(&format!("agent-{c}")),
+        "no users for a refused create"
     );
     // More GPUs than the host has: refused too.
     let mid = create(&env, &c, 3, false).await;

@@ -52,14 +52,14 @@ async fn full_lifecycle_container_record_and_events() {
         format!("AGENT_NAME=Agent {id}"),
         "CONFIG={\"symbol\":\"BTC-USD\"}".to_string(),
         "AUTOGEN_CONFIG={\"model\":\"gpt-test\"}".to_string(),
-        format!("RABBITMQ_URL={}", common::RABBITMQ_URL),
-        format!("REDIS_URL={}", common::REDIS_URL),
     ] {
         assert!(
             vars.contains(&expected),
             "missing env {expected} in {vars:?}"
         );
     }
+    // Its own RabbitMQ and Redis login (contract section 7), never the manager's.
+    common::own_login(&id, &vars);
     let host = c.host_config.as_ref().unwrap();
     assert_eq!(host.memory, Some(64 * 1024 * 1024));
     assert_eq!(

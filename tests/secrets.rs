@@ -1,6 +1,8 @@
-//! Credentials in RABBITMQ_URL, REDIS_URL and the agents' own URLs never appear in the
-//! manager's logs (captured here), events, Redis records, start-up errors or the
-//! `agent-manager config` output; agents get their own URLs, not the manager's.
+//! Credentials in RABBITMQ_URL, REDIS_URL and the agents' URLs, and each agent's own
+//! password (contract section 7), never appear in the manager's logs (captured here),
+//! events, Redis records, start-up errors or the binary's output (`config`, `agents
+//! list|show|events`); agents get their own credentials, never the manager's nor the
+//! configured agents' ones.
 
 mod common;
 
@@ -147,12 +149,32 @@ async fn credentials_never_reach_logs_events_or_records() {
     let mid = env.command("agent.restart", &calm, json!({})).await;
     env.answer(&mid, "agent.restarted").await;
 
-    // Agents get their own credentials, never the manager's.
-    let c = env.inspect(&calm).await.unwrap();
-    let vars = c.config.unwrap().env.unwrap_or_default();
-    assert!(vars.contains(&format!("RABBITMQ_URL={agent_mq}")));
-    assert!(vars.contains(&format!("REDIS_URL={agent_redis}")));
-    assert!(vars.iter().all(|v| !v.contains(&redis_secret)));
+    // Agents get credentials of their own: the configured agents' URLs give only the
+    // host, port and vhost or database.
+    let mut agent_passwords = Vec::new();
+    for id in [&calm, &leaky] {
+        let c = env.inspect(id).await.unwrap();
+        let vars = c.config.unwrap().env.unwrap_or_default();
+        let var = |name: &str| {
+            vars.iter()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (mq, redis) = (var("RABBITMQ_URL"), var("REDIS_URL"));
+        let own = agent_manager::credentials::own_password(id, &mq, &redis)
+            .expect("the agent's own login");
+        assert!(
+            mq.ends_with("@127.0.0.1:5672/%2f"),
+            "{}",
+            agent_manager::redact::url(&mq)
+        );
+        assert!(redis.ends_with("@127.0.0.1:6379/0"));
+        for secret in [&redis_secret, &agent_mq_secret, &agent_redis_secret] {
+            assert!(vars.iter().all(|v| !v.contains(secret.as_str())));
+        }
+        agent_passwords.push(own.expose().to_string());
+    }
 
     let events = serde_json::to_string(&env.all_events()).unwrap();
     let leaked_logs = env
@@ -167,6 +189,39 @@ async fn credentials_never_reach_logs_events_or_records() {
     assert!(records.contains("password=***"), "and the record");
     let logs = logs_text();
     assert!(logs.contains(&calm), "logs were captured");
+    // The operator's commands print records and events, never a password.
+    let cli = cli_output(&env, &[&calm, &leaky]);
+    assert!(cli.contains(&calm), "the CLI ran: {cli}");
+    for secret in
+        agent_passwords
+            .iter()
+            .chain([&redis_secret, &agent_mq_secret, &agent_redis_secret])
+    {
+        assert!(
+            !cli.contains(secret.as_str()),
+            "a password in the CLI's output"
+        );
+    }
+    // Redis and RabbitMQ themselves only hold hashes of the agents' passwords.
+    let acl: Vec<String> = env.redis_query(redis::cmd("ACL").arg("LIST")).await;
+    for password in &agent_passwords {
+        assert!(
+            !events.contains(password.as_str()),
+            "an agent's password in events"
+        );
+        assert!(
+            !records.contains(password.as_str()),
+            "an agent's password in Redis"
+        );
+        assert!(
+            !logs.contains(password.as_str()),
+            "an agent's password in logs"
+        );
+        assert!(
+            !acl.iter().any(|l| l.contains(password.as_str())),
+            "in Redis' ACLs"
+        );
+    }
     for secret in [&redis_secret, &agent_mq_secret, &agent_redis_secret] {
         assert!(!events.contains(secret.as_str()), "{secret} in events");
         assert!(!records.contains(secret.as_str()), "{secret} in Redis");
@@ -183,6 +238,39 @@ async fn credentials_never_reach_logs_events_or_records() {
     assert!(!format!("{record:?}").contains(&log_secret), "{record:?}");
     env.finish().await;
     assert!(!logs_text().contains(&redis_secret));
+}
+
+/// Everything the operator's commands print about `agents` (stdout and stderr).
+fn cli_output(env: &TestEnv, agents: &[&String]) -> String {
+    let bin = env!("CARGO_BIN_EXE_agent-manager");
+    let vars = common::test_env_vars(&env.id, &[]);
+    let mut out = String::new();
+    let mut runs: Vec<Vec<String>> = vec![
+        vec!["config".into()],
+        vec!["agents".into(), "list".into(), "-o".into(), "json".into()],
+        vec!["agents".into(), "list".into()],
+    ];
+    for id in agents {
+        for args in [
+            vec!["agents", "show", id.as_str(), "-o", "json"],
+            vec!["agents", "show", id.as_str()],
+            vec!["agents", "events", id.as_str(), "-n", "100", "-o", "json"],
+            vec!["agents", "logs", id.as_str(), "--tail", "50"],
+        ] {
+            runs.push(args.into_iter().map(str::to_string).collect());
+        }
+    }
+    for args in runs {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(&args).env_remove("AGENT_MANAGER_CONFIG");
+        for (k, v) in &vars {
+            cmd.env(k, v);
+        }
+        let done = common::run_bounded(cmd, Duration::from_secs(60), &args.join(" "));
+        out.push_str(&done.stdout);
+        out.push_str(&done.stderr);
+    }
+    out
 }
 
 #[actix_rt::test]
@@ -273,6 +361,26 @@ fn the_binary_never_prints_credentials() {
         out.contains("RABBITMQ_URL") && !out.contains(&secret),
         "{out}"
     );
+    // Secrets from files (Docker and Swarm secrets): read, and shown redacted.
+    let dir = std::env::temp_dir().join(format!("am-secret-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("redis_url");
+    std::fs::write(
+        &file,
+        format!("redis://default:{secret}@127.0.0.1:6380/0\n"),
+    )
+    .expect("write");
+    let (code, out) = run(
+        &["config"],
+        &[("REDIS_URL_FILE", file.display().to_string())],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("redis://default:***@127.0.0.1:6380/0"),
+        "{out}"
+    );
+    assert!(!out.contains(&secret), "{out}");
     // The daemon failing to reach Redis logs and prints the URL redacted.
     let (code, out) = run(
         &["run"],

@@ -142,14 +142,14 @@ async fn swarm_lifecycle_services_records_and_events() {
         format!("AGENT_NAME=Agent {id}"),
         "CONFIG={\"symbol\":\"BTC-USD\"}".to_string(),
         "AUTOGEN_CONFIG={\"model\":\"gpt-test\"}".to_string(),
-        format!("RABBITMQ_URL={}", common::RABBITMQ_URL),
-        format!("REDIS_URL={}", common::REDIS_URL),
     ] {
         assert!(
             vars.contains(&expected),
             "missing env {expected} in {vars:?}"
         );
     }
+    // The service carries the agent's own login (contract section 7).
+    let password = common::own_login(&id, &vars);
     assert_eq!(cs.read_only, Some(true));
     assert_eq!(cs.init, Some(true));
     assert_eq!(cs.capability_drop, Some(vec!["ALL".to_string()]));
@@ -293,6 +293,9 @@ async fn swarm_lifecycle_services_records_and_events() {
         .await
         .unwrap();
     assert_eq!(c.host_config.unwrap().memory, Some(128 * 1024 * 1024));
+    // A resize keeps the task's environment, its login included.
+    let vars = c.config.and_then(|c| c.env).unwrap_or_default();
+    assert_eq!(common::own_login(&id, &vars), password, "the same login");
 
     // update name → a new service with the new labels, still running.
     let mid = env
@@ -308,6 +311,14 @@ async fn swarm_lifecycle_services_records_and_events() {
     assert_eq!(labels["autogen.agent-name"], "Renamed");
     running_task(&env, &new_sid).await;
     assert_eq!(env.record(&id).await["name"], "Renamed");
+    // A new service: a new password.
+    let vars = svc
+        .spec
+        .and_then(|s| s.task_template)
+        .and_then(|t| t.container_spec)
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    assert_ne!(common::own_login(&id, &vars), password, "a new login");
 
     // delete → service gone, record gone, no container of the agent left.
     let mid = env.command("agent.delete", &id, json!({})).await;

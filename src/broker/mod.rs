@@ -1,7 +1,9 @@
 //! RabbitMQ: the topology (contract section 1), the command consumer and the event
-//! publisher, all through lapin with bounded calls and backed-off reconnects.
+//! publisher, all through lapin with bounded calls and backed-off reconnects; and the
+//! management HTTP API ([`management`]) for the agents' own users.
 
 pub mod consumer;
+pub mod management;
 pub mod publisher;
 pub mod topology;
 

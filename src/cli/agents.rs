@@ -363,7 +363,7 @@ pub async fn logs(
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
     check_id(agent_id)?;
-    let docker = connect_docker(config.docker.host(), config.agents.max_stop_timeout_s)
+    let docker = connect_docker(&config.docker, config.agents.max_stop_timeout_s)
         .map_err(|e| docker_down(&e.to_string()))?;
     let limit = Duration::from_secs(config.docker.timeout_s);
     let name = container_name(agent_id);

@@ -1,7 +1,8 @@
 //! `agent-manager check`: can the manager work here? Docker reachable (and the socket
 //! usable by this user), the agent image present, the agent network there, RabbitMQ and
-//! Redis answering. One line per check; each failure comes with what to do about it.
-//! With `services_only` (the container's HEALTHCHECK) only Docker, RabbitMQ and Redis
+//! Redis answering, and with per-agent credentials the management API and Redis ACLs
+//! that make the agents' own users. One line per check; each failure comes with what
+//! to do about it. With `services_only` (the container's HEALTHCHECK) only Docker, RabbitMQ and Redis
 //! are checked: the image may legitimately be pulled later, and the manager creates the
 //! network itself.
 
@@ -11,7 +12,7 @@ use bollard::query_parameters::InspectNetworkOptions;
 use serde::Serialize;
 
 use super::error_chain;
-use crate::config::Config;
+use crate::config::{Config, CredentialMode};
 use crate::redact;
 use crate::runtime::engine::connect_docker;
 
@@ -83,7 +84,50 @@ pub async fn run(config: &Config, opts: &CheckOptions) -> Vec<CheckResult> {
     );
     results.push(rabbit);
     results.push(redis);
+    if !opts.services_only && config.agents.credentials == CredentialMode::PerAgent {
+        results.push(credentials_check(config, opts.timeout).await);
+    }
     results
+}
+
+/// With per-agent credentials: the management API and Redis' ACLs answer the manager
+/// (it lists the agents' users there, as it does at every start).
+async fn credentials_check(config: &Config, timeout: Duration) -> CheckResult {
+    use crate::ports::CredentialIssuer;
+    let management = config.rabbitmq.management_url();
+    let shown = redact::url(&management);
+    let fix = || {
+        "enable the rabbitmq_management plugin (`rabbitmq-plugins enable rabbitmq_management`; \
+         scripts/services.sh does), point RABBITMQ_MANAGEMENT_URL at it with a user tagged \
+         administrator, let the manager's Redis user run ACL, or set AGENT_CREDENTIALS=shared"
+            .to_string()
+    };
+    let fail = |e: String| {
+        let detail = redact::secret_of_url_in(
+            &redact::secret_of_url_in(&e, &management),
+            &config.redis.url,
+        );
+        CheckResult::fail("logins", detail, fix())
+    };
+    let census = async {
+        let store = crate::store::Store::connect(&config.redis)
+            .await
+            .map_err(|e| e.to_string())?;
+        let identities =
+            crate::identity::Identities::new(config, store).map_err(|e| e.to_string())?;
+        identities.census().await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(timeout, census).await {
+        Ok(Ok(census)) => CheckResult::ok(
+            "logins",
+            format!(
+                "agents' own users: management API {shown} and Redis ACLs answer ({} agent(s) have users)",
+                census.owned.len()
+            ),
+        ),
+        Ok(Err(e)) => fail(e),
+        Err(_) => fail(format!("{shown}: no answer within {} s", timeout.as_secs_f32())),
+    }
 }
 
 /// True when nothing failed.
@@ -131,7 +175,7 @@ fn docker_endpoint(config: &Config) -> String {
 async fn docker_checks(config: &Config, opts: &CheckOptions) -> Vec<CheckResult> {
     let endpoint = docker_endpoint(config);
     let t = opts.timeout;
-    let docker = match connect_docker(config.docker.host(), config.agents.max_stop_timeout_s) {
+    let docker = match connect_docker(&config.docker, config.agents.max_stop_timeout_s) {
         Ok(d) => d,
         Err(e) => {
             let (detail, fix) = docker_problem(&e.to_string(), &endpoint);
@@ -339,7 +383,7 @@ async fn redis_check(config: &Config, timeout: Duration) -> CheckResult {
         let fix = redis_fix(&message);
         CheckResult::fail("redis", message, fix)
     };
-    let client = match redis::Client::open(url.as_str()) {
+    let client = match crate::store::client(&config.redis) {
         Ok(c) => c,
         Err(e) => return fail(error_chain(&e)),
     };

@@ -2,6 +2,10 @@
 //! and a variable's text is read as the type of the setting's default (numbers,
 //! booleans, comma-separated lists, strings). A variable that does not read is reported
 //! with every other wrong setting rather than on its own.
+//!
+//! The settings that carry credentials ([`SECRET_VARS`]) may instead be given as
+//! `<VAR>_FILE`: the path of a file holding the value (Docker and Swarm secrets), so
+//! the manager's own passwords need not sit in its environment or in `docker inspect`.
 
 use toml::{Table, Value};
 
@@ -13,6 +17,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("MANAGER_INSTANCE", "instance"),
     ("ADMIN_LISTEN", "admin_listen"),
     ("DOCKER_HOST", "docker.host"),
+    ("DOCKER_TLS_VERIFY", "docker.tls_verify"),
+    ("DOCKER_CERT_PATH", "docker.cert_path"),
     ("DOCKER_NETWORK", "docker.network"),
     ("DOCKER_TIMEOUT_S", "docker.timeout_s"),
     ("DOCKER_MAX_CONCURRENT_OPS", "docker.max_concurrent_ops"),
@@ -28,11 +34,16 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("RABBITMQ_PREFETCH", "rabbitmq.prefetch"),
     ("RABBITMQ_TIMEOUT_S", "rabbitmq.timeout_s"),
     ("MAX_BODY_BYTES", "rabbitmq.max_body_bytes"),
+    ("RABBITMQ_MANAGEMENT_URL", "rabbitmq.management_url"),
+    ("RABBITMQ_MANAGEMENT_CA_FILE", "rabbitmq.management_ca_file"),
     ("REDIS_URL", "redis.url"),
     ("REDIS_PREFIX", "redis.prefix"),
     ("REDIS_TIMEOUT_MS", "redis.timeout_ms"),
     ("EVENT_STREAM_MAX_LEN", "redis.event_stream_max_len"),
     ("PROCESSED_TTL_S", "redis.processed_ttl_s"),
+    ("REDIS_TLS_CA_FILE", "redis.tls_ca_file"),
+    ("REDIS_TLS_CERT_FILE", "redis.tls_cert_file"),
+    ("REDIS_TLS_KEY_FILE", "redis.tls_key_file"),
     ("AGENT_IMAGE", "agents.image"),
     ("ALLOWED_IMAGES", "agents.allowed_images"),
     ("AGENT_MEMORY_MB", "agents.memory_mb"),
@@ -51,6 +62,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("MODULE_MOUNTS", "agents.module_mounts"),
     ("AGENT_RABBITMQ_URL", "agents.rabbitmq_url"),
     ("AGENT_REDIS_URL", "agents.redis_url"),
+    ("AGENT_CREDENTIALS", "agents.credentials"),
     ("AGENT_USER", "agents.user"),
     ("AGENT_CAP_ADD", "agents.cap_add"),
     ("AGENT_SECURITY_OPT", "agents.security_opt"),
@@ -95,6 +107,15 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("GPU_IMAGE", "gpu.image"),
 ];
 
+/// The settings that carry credentials: each may be given as `<VAR>_FILE` instead.
+pub const SECRET_VARS: &[&str] = &[
+    "RABBITMQ_URL",
+    "REDIS_URL",
+    "AGENT_RABBITMQ_URL",
+    "AGENT_REDIS_URL",
+    "RABBITMQ_MANAGEMENT_URL",
+];
+
 /// The environment variable of setting `key`; `-` for a setting that has none.
 pub(super) fn env_var_of(key: &str) -> &'static str {
     ENV_VARS
@@ -103,16 +124,53 @@ pub(super) fn env_var_of(key: &str) -> &'static str {
         .map_or("-", |(v, _)| *v)
 }
 
-/// Sets every setting whose variable `env` has, and returns the variables that did not
-/// read (their settings keep the value they had).
+/// Sets every setting whose variable `env` has (or, for [`SECRET_VARS`], whose
+/// `<VAR>_FILE` names a readable file), and returns the variables that did not read
+/// (their settings keep the value they had).
 pub(super) fn apply(table: &mut Table, env: impl Fn(&str) -> Option<String>) -> Vec<SettingError> {
     ENV_VARS
         .iter()
         .filter_map(|(var, key)| {
-            let raw = env(var)?;
+            let raw = match value_of(var, key, &env) {
+                Ok(Some(raw)) => raw,
+                Ok(None) => return None,
+                Err(e) => return Some(e),
+            };
             set_from_env(table, key, var, &raw).err()
         })
         .collect()
+}
+
+/// The value of `var`: the variable itself, or for a secret the contents of the file
+/// `<VAR>_FILE` names (one trailing line break dropped). Both at once is an error.
+fn value_of(
+    var: &str,
+    key: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, SettingError> {
+    let direct = env(var);
+    if !SECRET_VARS.contains(&var) {
+        return Ok(direct);
+    }
+    let file_var = format!("{var}_FILE");
+    let Some(path) = env(&file_var).filter(|p| !p.is_empty()) else {
+        return Ok(direct);
+    };
+    let err = |message: String| SettingError {
+        key: key.into(),
+        env: file_var.clone(),
+        message,
+    };
+    if direct.is_some() {
+        return Err(err(format!("set {var} or {file_var}, not both")));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| err(format!("cannot read the file '{path}': {e}")))?;
+    let value = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    Ok(Some(value.to_string()))
 }
 
 /// Sets `path` from an environment string, parsed as the type of the default there.
@@ -146,7 +204,8 @@ fn set_from_env(table: &mut Table, path: &str, var: &str, raw: &str) -> Result<(
         ),
         Some(Value::Boolean(_)) => Value::Boolean(match raw.trim() {
             "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
+            // Empty: unset, as Docker reads DOCKER_TLS_VERIFY.
+            "false" | "0" | "no" | "" => false,
             _ => return Err(err(format!("'{raw}' is not true or false"))),
         }),
         Some(Value::Array(_)) => Value::Array(
@@ -205,5 +264,34 @@ mod tests {
         assert_eq!(table["docker"]["timeout_s"].as_integer(), Some(30));
         assert_eq!(env_var_of("agents.cpus"), "AGENT_CPUS");
         assert_eq!(env_var_of("health.container_check_by_type"), "-");
+    }
+
+    #[test]
+    fn secrets_may_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("am-env-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("redis_url");
+        std::fs::write(&file, "redis://:from-file@r:6379/0\n").unwrap();
+        let path = file.display().to_string();
+        let mut table: Table = DEFAULT_TOML.parse().unwrap();
+        let errors = apply(&mut table, |var| match var {
+            "REDIS_URL_FILE" => Some(path.clone()),
+            "AGENT_REDIS_URL_FILE" => Some(dir.join("missing").display().to_string()),
+            // Only secrets are read from files.
+            "DOCKER_NETWORK_FILE" => Some(path.clone()),
+            "RABBITMQ_URL" => Some("amqp://a:b@mq/%2f".into()),
+            "RABBITMQ_URL_FILE" => Some(path.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            table["redis"]["url"].as_str(),
+            Some("redis://:from-file@r:6379/0")
+        );
+        assert_eq!(table["docker"]["network"].as_str(), Some("autogen-network"));
+        let named: Vec<&str> = errors.iter().map(|e| e.env.as_str()).collect();
+        assert_eq!(named, ["RABBITMQ_URL_FILE", "AGENT_REDIS_URL_FILE"]);
+        assert!(errors[0].message.contains("not both"), "{:?}", errors[0]);
+        assert!(!errors[1].message.contains("from-file"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -120,11 +120,39 @@ pub struct Config {
     pub quotas: QuotaConfig,
 }
 
+/// Whose credentials agents get in `RABBITMQ_URL` and `REDIS_URL` (contract section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum CredentialMode {
+    /// Each agent its own RabbitMQ and Redis users, made, rotated and removed by the
+    /// manager ([`crate::identity`]).
+    #[serde(rename = "per-agent")]
+    PerAgent,
+    /// The agents' URLs as configured, the same for every agent.
+    #[serde(rename = "shared")]
+    Shared,
+}
+
+impl CredentialMode {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialMode::PerAgent => "per-agent",
+            CredentialMode::Shared => "shared",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerConfig {
     /// Docker endpoint; empty for the local socket. Read through [`DockerConfig::host`].
     pub host: String,
+    /// A `tcp://` endpoint is spoken to over TLS with the client certificate in
+    /// `cert_path` (`https://` always is).
+    pub tls_verify: bool,
+    /// Directory with `ca.pem`, `cert.pem` and `key.pem`; empty: `~/.docker`. Read
+    /// through [`DockerConfig::cert_dir`].
+    pub cert_path: String,
     /// Network the agents join.
     pub network: String,
     /// Bound on one Docker API call.
@@ -156,6 +184,12 @@ pub struct RabbitConfig {
     pub timeout_s: u64,
     /// Largest command body decoded; a larger one is refused before it is parsed.
     pub max_body_bytes: usize,
+    /// The management HTTP API (agents' users); empty: derived from `url`. Read through
+    /// [`RabbitConfig::management_url`].
+    pub management_url: String,
+    /// A CA certificate (PEM) an `https` management endpoint may be signed by, besides
+    /// the system's roots; empty: none.
+    pub management_ca_file: String,
 }
 
 /// Debug output never shows the credentials in `url`.
@@ -169,6 +203,12 @@ pub struct RedisConfig {
     pub event_stream_max_len: u64,
     /// Lifetime of a processed message id.
     pub processed_ttl_s: u64,
+    /// `rediss://`: a CA certificate (PEM) the server's may be signed by, besides the
+    /// system's roots; empty: none.
+    pub tls_ca_file: String,
+    /// `rediss://`: the manager's client certificate and key (PEM); empty: none.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 /// Debug output never shows the credentials in the agents' URLs.
@@ -198,6 +238,8 @@ pub struct AgentsConfig {
     /// URL given to agents as REDIS_URL; empty for the manager's. Read through
     /// [`AgentsConfig::redis_url`] or [`Config::agent_redis_url`].
     pub redis_url: String,
+    /// `per-agent` (each agent its own users) or `shared` (the URLs above as they are).
+    pub credentials: CredentialMode,
     /// `UID[:GID]` agents run as (never root); empty keeps the image's user. Read through
     /// [`AgentsConfig::user`].
     pub user: String,
@@ -401,6 +443,72 @@ impl DockerConfig {
     pub fn host(&self) -> Option<&str> {
         set(&self.host)
     }
+
+    /// Whether the Docker endpoint is spoken to over TLS with a client certificate.
+    pub fn uses_tls(&self) -> bool {
+        self.host().is_some_and(|h| {
+            h.starts_with("https://") || (self.tls_verify && h.starts_with("tcp://"))
+        })
+    }
+
+    /// Where `ca.pem`, `cert.pem` and `key.pem` are: `cert_path`, else `~/.docker`.
+    pub fn cert_dir(&self) -> std::path::PathBuf {
+        match set(&self.cert_path) {
+            Some(dir) => dir.into(),
+            None => std::path::Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".docker"),
+        }
+    }
+}
+
+impl RabbitConfig {
+    /// The management API's URL: `management_url`, else `http://<host>:15672` (for
+    /// `amqps://`: `https://<host>:15671`) with `url`'s user and password (AMQP's default
+    /// `guest:guest` when it names none).
+    pub fn management_url(&self) -> String {
+        if let Some(url) = set(&self.management_url) {
+            return url.to_string();
+        }
+        let Ok(amqp) = url::Url::parse(&self.url) else {
+            return "http://guest:guest@127.0.0.1:15672".into();
+        };
+        let (scheme, port) = match amqp.scheme() {
+            "amqps" => ("https", 15671),
+            _ => ("http", 15672),
+        };
+        let or_guest = |s: &str| {
+            if s.is_empty() {
+                "guest".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        format!(
+            "{scheme}://{}:{}@{}:{port}",
+            or_guest(amqp.username()),
+            or_guest(amqp.password().unwrap_or("")),
+            amqp.host_str()
+                .filter(|h| !h.is_empty())
+                .unwrap_or("localhost"),
+        )
+    }
+
+    /// The extra CA of an `https` management endpoint; `None`: the system's roots only.
+    pub fn management_ca_file(&self) -> Option<&str> {
+        set(&self.management_ca_file)
+    }
+}
+
+impl RedisConfig {
+    /// `rediss://`: the extra CA; `None`: the system's roots only.
+    pub fn tls_ca_file(&self) -> Option<&str> {
+        set(&self.tls_ca_file)
+    }
+
+    /// `rediss://`: the client certificate and key, when both are set.
+    pub fn tls_client(&self) -> Option<(&str, &str)> {
+        set(&self.tls_cert_file).zip(set(&self.tls_key_file))
+    }
 }
 
 impl AgentsConfig {
@@ -440,6 +548,8 @@ impl std::fmt::Debug for RabbitConfig {
             prefetch,
             timeout_s,
             max_body_bytes,
+            management_url,
+            management_ca_file,
         } = self;
         f.debug_struct("RabbitConfig")
             .field("url", &redact::url(url))
@@ -450,6 +560,8 @@ impl std::fmt::Debug for RabbitConfig {
             .field("prefetch", prefetch)
             .field("timeout_s", timeout_s)
             .field("max_body_bytes", max_body_bytes)
+            .field("management_url", &redact::url(management_url))
+            .field("management_ca_file", management_ca_file)
             .finish()
     }
 }
@@ -462,6 +574,9 @@ impl std::fmt::Debug for RedisConfig {
             timeout_ms,
             event_stream_max_len,
             processed_ttl_s,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
         } = self;
         f.debug_struct("RedisConfig")
             .field("url", &redact::url(url))
@@ -469,6 +584,9 @@ impl std::fmt::Debug for RedisConfig {
             .field("timeout_ms", timeout_ms)
             .field("event_stream_max_len", event_stream_max_len)
             .field("processed_ttl_s", processed_ttl_s)
+            .field("tls_ca_file", tls_ca_file)
+            .field("tls_cert_file", tls_cert_file)
+            .field("tls_key_file", tls_key_file)
             .finish()
     }
 }
@@ -495,6 +613,7 @@ impl std::fmt::Debug for AgentsConfig {
             module_mounts,
             rabbitmq_url,
             redis_url,
+            credentials,
             user,
             cap_add,
             security_opt,
@@ -519,6 +638,7 @@ impl std::fmt::Debug for AgentsConfig {
             .field("module_mounts", module_mounts)
             .field("rabbitmq_url", &redact::url(rabbitmq_url))
             .field("redis_url", &redact::url(redis_url))
+            .field("credentials", credentials)
             .field("user", user)
             .field("cap_add", cap_add)
             .field("security_opt", security_opt)
@@ -605,6 +725,25 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("amqp://u:***@127.0.0.1:5672/%2f"));
+        let c = with_env(&[
+            ("RABBITMQ_URL", "amqps://mq:p%40ss@broker.example:5671/prod"),
+            (
+                "RABBITMQ_MANAGEMENT_URL",
+                "https://admin:mgmt-secret@mq.example/",
+            ),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("mgmt-secret"));
+        assert_eq!(
+            c.rabbitmq.management_url(),
+            "https://admin:mgmt-secret@mq.example/"
+        );
+        let c =
+            with_env(&[("RABBITMQ_URL", "amqps://mq:p%40ss@broker.example:5671/prod")]).unwrap();
+        assert_eq!(
+            c.rabbitmq.management_url(),
+            "https://mq:p%40ss@broker.example:15671"
+        );
     }
 
     #[test]
@@ -626,6 +765,11 @@ mod tests {
         assert_eq!(c.gpu.image(), None);
         assert_eq!(c.agent_rabbitmq_url(), c.rabbitmq.url);
         assert_eq!(c.agent_redis_url(), c.redis.url);
+        assert_eq!(c.agents.credentials, CredentialMode::PerAgent);
+        assert_eq!(
+            c.rabbitmq.management_url(),
+            "http://guest:guest@127.0.0.1:15672"
+        );
         let c = with_env(&[
             ("ADMIN_LISTEN", ""),
             ("DOCKER_HOST", "tcp://docker:2375"),

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 
 use super::env::env_var_of;
 use super::{
-    AgentsConfig, Config, DockerConfig, GpuConfig, HealthConfig, QuotaConfig, RabbitConfig,
-    RedisConfig, SettingError, SwarmConfig,
+    AgentsConfig, Config, CredentialMode, DockerConfig, GpuConfig, HealthConfig, QuotaConfig,
+    RabbitConfig, RedisConfig, SettingError, SwarmConfig,
 };
+use crate::credentials::can_carry_login;
 use crate::protocol::image::{check_image_pattern, parse_image_ref};
 use crate::protocol::{valid_agent_id, AgentType};
 use crate::redact;
@@ -72,7 +73,7 @@ impl Config {
         check_agent_resources(&self.agents, problems);
         check_agent_hardening(&self.agents, problems);
         check_agent_images(&self.agents, problems);
-        check_agent_urls(&self.agents, problems);
+        check_agent_urls(self, problems);
         check_health(&self.health, problems);
         check_quotas(&self.quotas, problems);
         check_swarm(&self.swarm, problems);
@@ -112,6 +113,33 @@ fn check_docker(d: &DockerConfig, p: &mut Problems) {
     if d.max_concurrent_ops == 0 {
         p.bad("docker.max_concurrent_ops", "must be at least 1");
     }
+    let tcp = d
+        .host()
+        .is_some_and(|h| h.starts_with("tcp://") || h.starts_with("https://"));
+    if d.tls_verify && !tcp {
+        p.bad(
+            "docker.tls_verify",
+            "applies to a tcp:// or https:// docker.host (DOCKER_HOST) only",
+        );
+    }
+    if d.uses_tls() {
+        let dir = d.cert_dir();
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            if !dir.join(file).is_file() {
+                p.bad(
+                    "docker.cert_path",
+                    format!("{} has no {file} (TLS to the Docker host needs ca.pem, cert.pem and key.pem)", dir.display()),
+                );
+            }
+        }
+    }
+}
+
+/// A file setting, when set, must name a readable file.
+fn readable(p: &mut Problems, key: &str, path: &str) {
+    if !path.is_empty() && std::fs::File::open(path).is_err() {
+        p.bad(key, format!("cannot read the file '{path}'"));
+    }
 }
 
 fn check_rabbitmq(r: &RabbitConfig, p: &mut Problems) {
@@ -132,6 +160,21 @@ fn check_rabbitmq(r: &RabbitConfig, p: &mut Problems) {
     if r.max_body_bytes < 1024 {
         p.bad("rabbitmq.max_body_bytes", "must be at least 1024");
     }
+    p.printable("rabbitmq.management_url", &r.management_url);
+    let management = r.management_url();
+    let valid = url::Url::parse(&management).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    });
+    if !valid {
+        p.bad(
+            "rabbitmq.management_url",
+            format!(
+                "'{}' is not an http:// or https:// URL",
+                redact::url(&management)
+            ),
+        );
+    }
+    readable(p, "rabbitmq.management_ca_file", &r.management_ca_file);
 }
 
 fn check_redis(r: &RedisConfig, p: &mut Problems) {
@@ -139,6 +182,15 @@ fn check_redis(r: &RedisConfig, p: &mut Problems) {
         p.bad(
             "redis.url",
             format!("'{}' is not a redis:// URL", redact::url(&r.url)),
+        );
+    }
+    readable(p, "redis.tls_ca_file", &r.tls_ca_file);
+    readable(p, "redis.tls_cert_file", &r.tls_cert_file);
+    readable(p, "redis.tls_key_file", &r.tls_key_file);
+    if r.tls_cert_file.is_empty() != r.tls_key_file.is_empty() {
+        p.bad(
+            "redis.tls_cert_file",
+            "redis.tls_cert_file and redis.tls_key_file go together (both or none)",
         );
     }
     p.positive("redis.timeout_ms", r.timeout_ms);
@@ -234,10 +286,53 @@ fn check_agent_images(a: &AgentsConfig, p: &mut Problems) {
     }
 }
 
-/// The URLs given to agents instead of the manager's.
-fn check_agent_urls(a: &AgentsConfig, p: &mut Problems) {
+/// The URLs given to agents instead of the manager's; with per-agent credentials they
+/// must be able to carry the agent's own login, and the key prefix must fit an ACL rule.
+fn check_agent_urls(c: &Config, p: &mut Problems) {
+    let a = &c.agents;
     p.printable("agents.rabbitmq_url", &a.rabbitmq_url);
     p.printable("agents.redis_url", &a.redis_url);
+    if a.credentials != CredentialMode::PerAgent {
+        return;
+    }
+    for (key, url) in [
+        ("agents.rabbitmq_url", c.agent_rabbitmq_url()),
+        ("agents.redis_url", c.agent_redis_url()),
+    ] {
+        if !can_carry_login(url) {
+            p.bad(
+                key,
+                format!(
+                    "'{}' names no host, so agents cannot be given their own login \
+                     (agents.credentials = per-agent); set a URL with a host, or \
+                     AGENT_CREDENTIALS=shared",
+                    redact::url(url)
+                ),
+            );
+        }
+    }
+    if c.agent_rabbitmq_url()
+        .parse::<lapin::uri::AMQPUri>()
+        .is_err()
+    {
+        p.bad(
+            "agents.rabbitmq_url",
+            format!(
+                "'{}' is not an amqp:// URL",
+                redact::url(c.agent_rabbitmq_url())
+            ),
+        );
+    }
+    if c.redis
+        .prefix
+        .chars()
+        .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        p.bad(
+            "redis.prefix",
+            "must not contain spaces or control characters with agents.credentials = per-agent (it goes into ACL rules)",
+        );
+    }
 }
 
 fn check_health(h: &HealthConfig, p: &mut Problems) {
@@ -335,7 +430,7 @@ fn check_gpu(g: &GpuConfig, p: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use crate::config::testing::with_env;
-    use crate::config::{Config, ConfigError, DeploymentMode};
+    use crate::config::{Config, ConfigError, CredentialMode, DeploymentMode};
 
     #[test]
     fn wrong_settings_are_named() {
@@ -424,12 +519,40 @@ mod tests {
             ("MAX_BODY_BYTES", "10"),
             ("QUOTA_MAX_CPUS", "-1"),
             ("AGENT_NOFILE", "1"),
+            ("AGENT_REDIS_URL", "redis+unix:///tmp/redis.sock"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("RABBITMQ_MANAGEMENT_URL", "ftp://h"),
+            ("REDIS_TLS_CERT_FILE", "/nonexistent/cert.pem"),
+            ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
         ] {
             let e = with_env(&[(var, value)])
                 .expect_err(&format!("{var}={value} accepted"))
                 .to_string();
             assert!(e.contains(var), "{var}={value}: {e}");
         }
+        let e = with_env(&[
+            ("DOCKER_HOST", "tcp://127.0.0.1:2376"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", "/nonexistent"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("DOCKER_CERT_PATH") && e.contains("ca.pem"),
+            "{e}"
+        );
+        let e = with_env(&[("AGENT_CREDENTIALS", "each")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("each") && e.contains("per-agent"), "{e}");
+        let c = with_env(&[
+            ("AGENT_CREDENTIALS", "shared"),
+            ("AGENT_REDIS_URL", "redis+unix:///tmp/redis.sock"),
+            ("DOCKER_TLS_VERIFY", ""),
+        ])
+        .unwrap();
+        assert_eq!(c.agents.credentials, CredentialMode::Shared);
+        assert!(!c.docker.tls_verify);
         let c = with_env(&[
             ("AGENT_USER", ""),
             ("AGENT_CAP_ADD", "net_bind_service"),

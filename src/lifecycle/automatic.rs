@@ -28,13 +28,12 @@ pub async fn heal(
             record.last_logs = crate::health::last_logs(deps, &id).await;
         }
     }
-    let (runtime, config) = (deps.runtime.as_ref(), deps.config.as_ref());
     let outcome = match reason {
         Reason::Unhealthy => {
-            let grace = config.agents.stop_timeout_s;
-            workload::restart(runtime, config, &mut record, grace).await
+            let grace = deps.config.agents.stop_timeout_s;
+            workload::restart(deps, &mut record, grace).await
         }
-        Reason::Crashed => workload::start(runtime, config, &mut record).await,
+        Reason::Crashed => workload::start(deps, &mut record).await,
     };
     let event = match &outcome {
         Ok(()) => {
@@ -75,9 +74,9 @@ pub async fn heal(
 }
 
 /// Finishes a delete that a manager which died left half done (the record says
-/// `deleting`): removes the workload and every key, records the answer under the
-/// command's message id (so its redelivery is answered, not refused), and publishes
-/// `agent.deleted`.
+/// `deleting`): removes the workload, the agent's users and every key, records the
+/// answer under the command's message id (so its redelivery is answered, not refused),
+/// and publishes `agent.deleted`.
 pub async fn finish_delete(deps: &Deps, record: AgentRecord) -> Result<(), AgentError> {
     workload::remove(
         deps.runtime.as_ref(),
@@ -85,6 +84,7 @@ pub async fn finish_delete(deps: &Deps, record: AgentRecord) -> Result<(), Agent
         deps.config.agents.stop_timeout_s,
     )
     .await?;
+    workload::revoke(deps, &record.agent_id).await?;
     let correlation = record.pending.as_ref().map(|p| p.message_id.as_str());
     let event = record.event(
         EventKind::Deleted,

@@ -21,7 +21,10 @@ use crate::record::{AgentRecord, PendingCommand};
 /// Applies `cmd` to the agent whose current record is `record`. Returns the record
 /// afterwards (`None` when the agent does not exist) and whether the command is done:
 /// `Ok` when it took effect or was answered with `agent.error`; `Err` only when Redis or
-/// RabbitMQ is away and the command must be retried.
+/// RabbitMQ (or its management API) is away and the command must be retried: then the
+/// record returned is the one the command started from, so that the retry plans from
+/// what was stored, not from a half-applied plan (an update's new spec without the
+/// workload it never got).
 pub async fn run_command(
     deps: &Deps,
     record: Option<AgentRecord>,
@@ -47,6 +50,7 @@ pub async fn run_command(
             r.generation += 1;
         }
     }
+    let before = record.clone();
     let mut run = Executor {
         deps,
         cmd,
@@ -85,7 +89,12 @@ pub async fn run_command(
         "agent_manager_commands_total",
         &[("command", cmd.kind.routing_key()), ("outcome", outcome)],
     );
-    (run.record, result)
+    // Discarded on the way (a create that left nothing behind) stays discarded.
+    let record = match &result {
+        Err(_) if run.record.is_some() => before,
+        _ => run.record,
+    };
+    (record, result)
 }
 
 /// Answers a command for an agent this manager does not know.
@@ -130,6 +139,10 @@ impl Executor<'_> {
             Step::ReserveQuota(spec) => {
                 self.deps.quotas.reserve(&self.cmd.agent_id, spec).await?;
                 self.resync_quota = self.record.is_some();
+            }
+            Step::RevokeCredentials => {
+                let agent_id = self.rec()?.agent_id.clone();
+                workload::revoke(self.deps, &agent_id).await?;
             }
             Step::ReleaseQuota => {
                 let customer = self.rec()?.spec.customer_id.clone();
@@ -176,15 +189,13 @@ impl Executor<'_> {
         let (runtime, config) = (deps.runtime.as_ref(), deps.config.as_ref());
         match call {
             RuntimeCall::EnsureImage(image) => Ok(runtime.ensure_image(image).await?),
-            RuntimeCall::Create => workload::ensure(runtime, config, self.rec()?)
-                .await
-                .map(|_| ()),
-            RuntimeCall::Start => workload::start(runtime, config, self.rec()?).await,
+            RuntimeCall::Create => workload::ensure(deps, self.rec()?).await.map(|_| ()),
+            RuntimeCall::Start => workload::start(deps, self.rec()?).await,
             RuntimeCall::Stop { timeout_s } => {
                 workload::stop(runtime, self.rec()?, *timeout_s).await
             }
             RuntimeCall::Restart { timeout_s } => {
-                workload::restart(runtime, config, self.rec()?, *timeout_s).await
+                workload::restart(deps, self.rec()?, *timeout_s).await
             }
             RuntimeCall::UpdateResources(spec) => {
                 let mut resized = self.rec()?.clone();
@@ -215,6 +226,11 @@ impl Executor<'_> {
                 if let Some(record) = self.record.take() {
                     let name = crate::runtime::spec::container_name(&record.agent_id);
                     let _ = self.deps.runtime.remove(&name, 0).await;
+                    // Users whose password went into no workload; one left behind (its
+                    // service away) is removed by the next start's reconciliation.
+                    if let Err(e) = workload::revoke(self.deps, &record.agent_id).await {
+                        tracing::warn!(agent_id = %record.agent_id, error = %e, "could not remove the users of a create that failed; the next start removes them");
+                    }
                     self.deps.records.delete(&record, None).await?;
                     self.deps
                         .quotas

@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, DeploymentMode};
+use crate::config::{Config, CredentialMode, DeploymentMode};
 use crate::protocol::{
     Action, AgentSpec, AgentStatus, Command, DesiredState, ErrorCode, EventKind, SpecPatch,
 };
@@ -23,6 +23,8 @@ pub struct Rules {
     pub gpus_enabled: bool,
     /// Grace period when an update removes the container it replaces.
     pub replace_timeout_s: u32,
+    /// Each agent has its own users (contract section 7): a delete removes them.
+    pub per_agent_credentials: bool,
 }
 
 impl Rules {
@@ -30,6 +32,7 @@ impl Rules {
         Rules {
             gpus_enabled: config.deployment_mode == DeploymentMode::Gpu,
             replace_timeout_s: config.agents.stop_timeout_s,
+            per_agent_credentials: config.agents.credentials == CredentialMode::PerAgent,
         }
     }
 }
@@ -61,6 +64,8 @@ pub enum Step {
     ReserveQuota(AgentSpec),
     /// Give back the agent's share of its customer's quota.
     ReleaseQuota,
+    /// Remove the agent's own RabbitMQ and Redis users (after its workload is gone).
+    RevokeCredentials,
     /// Start the record of a new agent and save it with the command pending.
     NewRecord {
         spec: AgentSpec,
@@ -121,7 +126,7 @@ pub enum OnFailure {
     /// The agent is marked `failed`: it is not as asked.
     MarkFailed,
     /// A create that could not make its workload leaves nothing behind: the workload,
-    /// the record and the quota reservation are removed.
+    /// the agent's users, the record and the quota reservation are removed.
     Discard,
 }
 
@@ -178,7 +183,7 @@ pub fn plan(cmd: &Command, record: Option<&AgentRecord>, rules: &Rules) -> Plan 
         Action::Start => for_owned(&start),
         Action::Stop { timeout_s } => for_owned(&|r| stop(r, *timeout_s)),
         Action::Restart { timeout_s } => for_owned(&|_| restart(*timeout_s)),
-        Action::Delete { timeout_s } => for_owned(&|_| delete(*timeout_s)),
+        Action::Delete { timeout_s } => for_owned(&|_| delete(*timeout_s, rules)),
     }
 }
 
@@ -386,20 +391,28 @@ fn restart(timeout_s: u32) -> Plan {
     }
 }
 
-fn delete(timeout_s: u32) -> Plan {
+/// The workload goes first, then the agent's users (a failed removal leaves a running
+/// agent that can still log in), then its quota and its keys.
+fn delete(timeout_s: u32, rules: &Rules) -> Plan {
+    let mut steps = vec![
+        Step::Begin(Operation::Delete),
+        Step::Runtime {
+            call: RuntimeCall::Remove { timeout_s },
+            on_failure: OnFailure::Keep,
+        },
+    ];
+    if rules.per_agent_credentials {
+        steps.push(Step::RevokeCredentials);
+    }
+    steps.extend([
+        Step::ReleaseQuota,
+        Step::Forget {
+            event: EventKind::Deleted,
+            details: json!({"timeout_s": timeout_s}),
+        },
+    ]);
     Plan {
-        steps: vec![
-            Step::Begin(Operation::Delete),
-            Step::Runtime {
-                call: RuntimeCall::Remove { timeout_s },
-                on_failure: OnFailure::Keep,
-            },
-            Step::ReleaseQuota,
-            Step::Forget {
-                event: EventKind::Deleted,
-                details: json!({"timeout_s": timeout_s}),
-            },
-        ],
+        steps,
         outcome: None,
     }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::automatic::{finish_delete, heal};
 use super::executor::run_command;
 use super::plan::{plan, OnFailure, Rules, RuntimeCall, Step};
-use crate::config::{Config, DeploymentMode};
+use crate::config::{Config, CredentialMode, DeploymentMode};
 use crate::fakes::{Fakes, Fault};
 use crate::health::Reason;
 use crate::ports::QuotaLedger;
@@ -475,6 +475,10 @@ async fn a_redelivered_command_is_answered_again_and_applied_once() {
             "{name}: no Docker call"
         );
         assert!(f.journal.matching("save ").is_empty(), "{name}: no write");
+        assert!(
+            f.journal.matching("credentials ").is_empty(),
+            "{name}: no user made or removed"
+        );
     }
 }
 
@@ -531,21 +535,30 @@ async fn a_quota_refusal_creates_nothing() {
         .reserve("a-0", &other)
         .await
         .expect("the first agent fits");
-    let (after, result) = run_command(
-        &f.deps,
-        None,
-        &command(create(sample_spec(), true), OWNER, "m"),
-    )
-    .await;
-    result.expect("answered");
+    create_refused(&f, "m", "quota_exceeded").await;
+}
+
+/// Runs a create of a new agent that must be answered with `agent.error` `code`, not
+/// retried, and leave no record, workload or quota reservation; returns the events.
+async fn create_refused(f: &Fakes, message_id: &str, code: &str) -> Vec<Event> {
+    let cmd = command(create(sample_spec(), true), OWNER, message_id);
+    let (after, result) = run_command(&f.deps, None, &cmd).await;
+    result.expect("answered, not retried");
     assert!(after.is_none());
-    assert_eq!(
-        error_code(&f.sink.published()).as_deref(),
-        Some("quota_exceeded")
-    );
-    assert!(f.store.record(AGENT).is_none());
-    assert!(f.runtime.names().is_empty());
-    assert_eq!(f.quota.holding(OWNER, AGENT), None);
+    let events = f.sink.published();
+    assert_eq!(error_code(&events).as_deref(), Some(code));
+    assert!(f.store.record(AGENT).is_none(), "no record");
+    assert!(f.runtime.names().is_empty(), "no workload");
+    assert_eq!(f.quota.holding(OWNER, AGENT), None, "no quota");
+    events
+}
+
+/// Runs a create of a new agent (started) that must be applied; returns its record.
+async fn created(f: &Fakes, message_id: &str) -> AgentRecord {
+    let cmd = command(create(sample_spec(), true), OWNER, message_id);
+    let (after, result) = run_command(&f.deps, None, &cmd).await;
+    result.expect("created");
+    after.expect("the agent")
 }
 
 /// One runtime failure: the command, the status before (`None`: a new agent), the call
@@ -827,7 +840,7 @@ async fn with_redis_or_rabbitmq_away_nothing_is_answered_and_the_retry_applies_i
 #[tokio::test]
 async fn a_redelivered_create_of_a_new_agent_finds_its_own_container() {
     // The manager died after making the container, before recording it.
-    let f = fakes();
+    let f = Fakes::new(shared_credentials(), 0);
     let cmd = command(create(sample_spec(), true), OWNER, "m");
     let orphan = AgentRecord::new(AGENT, sample_spec(), DesiredState::Running);
     let made = f.runtime.add(spec::build(&orphan, &f.deps.config), false);
@@ -840,6 +853,351 @@ async fn a_redelivered_create_of_a_new_agent_finds_its_own_container() {
         kinds(&f.sink.published()),
         ["agent.created", "agent.started"]
     );
+}
+
+// ---- The agent's own credentials (contract section 7) ----
+
+fn shared_credentials() -> Config {
+    let mut config = Config::defaults();
+    config.agents.credentials = CredentialMode::Shared;
+    config
+}
+
+/// The password in the agent's workload's environment (its RABBITMQ_URL and REDIS_URL
+/// carry the same one, as user `agent-<id>`).
+fn password_in(f: &Fakes, workload: &str) -> String {
+    let spec = f.runtime.spec_of(workload).expect("the workload");
+    let var = |name: &str| {
+        spec.env
+            .iter()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+            .unwrap_or_default()
+    };
+    crate::credentials::own_password(AGENT, &var("RABBITMQ_URL"), &var("REDIS_URL"))
+        .map(|p| p.expose().to_string())
+        .expect("the workload holds the agent's own login")
+}
+
+#[tokio::test]
+async fn credentials_are_issued_before_the_workload_and_only_go_into_it() {
+    let f = fakes();
+    let after = created(&f, "m").await;
+    let issued = f
+        .journal
+        .position(&format!("credentials issue {AGENT}"))
+        .expect("issued");
+    let created = f
+        .journal
+        .position(&format!("runtime create agent-{AGENT}"))
+        .expect("created");
+    assert!(issued < created, "{:?}", f.journal.entries());
+    let workload = after.workload_id.clone().expect("a workload");
+    let password = password_in(&f, &workload);
+    assert_eq!(f.issuer.password_of(AGENT), Some(password.clone()));
+    assert!(password.len() >= 22, "at least 128 bits");
+    // Nowhere else: not in the record, the events, the processed answer.
+    let stored = f.store.record(AGENT).expect("stored");
+    assert!(!format!("{stored:?}").contains(&password));
+    let events = serde_json::to_string(&f.sink.published()).unwrap();
+    assert!(!events.contains(&password));
+    let answer = serde_json::to_string(&f.store.processed_answer("m")).unwrap();
+    assert!(!answer.contains(&password));
+}
+
+#[tokio::test]
+async fn a_failure_to_make_the_credentials_answers_and_leaves_nothing() {
+    let f = fakes();
+    f.issuer.fail("issue");
+    let events = create_refused(&f, "m", "internal").await;
+    assert!(events[0].details["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("credentials")));
+    assert!(
+        f.journal.matching("runtime create").is_empty(),
+        "no workload made"
+    );
+    assert!(f.issuer.agents().is_empty(), "no users");
+    assert!(
+        !f.journal.matching("credentials revoke").is_empty(),
+        "what may have been made is removed"
+    );
+    // The same create later works.
+    f.issuer.heal();
+    assert_eq!(created(&f, "m2").await.status(), AgentStatus::Running);
+}
+
+#[tokio::test]
+async fn with_the_management_api_away_a_create_is_retried_and_leaves_nothing_meanwhile() {
+    let f = fakes();
+    f.issuer.away("issue");
+    let cmd = command(create(sample_spec(), true), OWNER, "m");
+    let (after, result) = run_command(&f.deps, None, &cmd).await;
+    assert!(result.expect_err("retried").is_transient_infrastructure());
+    assert!(after.is_none());
+    assert!(f.sink.published().is_empty(), "nothing answered");
+    assert!(f.runtime.names().is_empty());
+    assert!(f.store.record(AGENT).is_none());
+    assert_eq!(f.quota.holding(OWNER, AGENT), None);
+    assert!(f.issuer.agents().is_empty());
+    f.issuer.heal();
+    let (after, retried) = run_command(&f.deps, None, &cmd).await;
+    retried.expect("applied on retry");
+    assert_eq!(after.map(|a| a.status()), Some(AgentStatus::Running));
+    assert_eq!(
+        kinds(&f.sink.published()),
+        ["agent.created", "agent.started"]
+    );
+}
+
+#[tokio::test]
+async fn an_update_whose_new_workload_waits_for_the_management_api_is_retried_whole() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Running);
+    f.issuer.away("issue");
+    let cmd = command(reconfigure(), OWNER, "m");
+    let (after, result) = run_command(&f.deps, Some(r.clone()), &cmd).await;
+    assert!(result.expect_err("retried").is_transient_infrastructure());
+    let after = after.expect("the agent");
+    assert_eq!(after.spec, r.spec, "the retry plans from the stored spec");
+    f.issuer.heal();
+    let (after, retried) = run_command(&f.deps, Some(after), &cmd).await;
+    retried.expect("applied on retry");
+    let after = after.expect("the agent");
+    assert_eq!(after.status(), AgentStatus::Running);
+    assert_eq!(after.spec.config, json!({"symbol": "ETH"}));
+    let workload = after.workload_id.clone().expect("a new workload");
+    assert_eq!(f.runtime.running(&workload), Some(true));
+    assert_eq!(
+        f.issuer.password_of(AGENT),
+        Some(password_in(&f, &workload))
+    );
+    let updated = f.sink.published();
+    assert_eq!(kinds(&updated), ["agent.updated"]);
+    assert_eq!(updated[0].details["replaced"], true);
+}
+
+#[tokio::test]
+async fn a_workload_that_cannot_be_made_takes_its_new_users_with_it() {
+    let f = fakes();
+    f.runtime.fail("create", Fault::Docker);
+    create_refused(&f, "m", "docker_error").await;
+    assert!(f.issuer.agents().is_empty(), "no users left");
+}
+
+#[tokio::test]
+async fn every_workload_made_gets_a_new_password_and_a_resize_keeps_it() {
+    let f = fakes();
+    let r = created(&f, "m1").await;
+    let first = password_in(&f, r.workload_id.as_deref().unwrap_or_default());
+
+    // A resize changes the workload in place: same password.
+    let (after, result) = run_command(&f.deps, Some(r), &command(resize(), OWNER, "m2")).await;
+    result.expect("resized");
+    let r = after.expect("the agent");
+    assert_eq!(
+        password_in(&f, r.workload_id.as_deref().unwrap_or_default()),
+        first
+    );
+
+    // An update that replaces the workload: a new password.
+    let (after, result) = run_command(&f.deps, Some(r), &command(reconfigure(), OWNER, "m3")).await;
+    result.expect("replaced");
+    let r = after.expect("the agent");
+    let second = password_in(&f, r.workload_id.as_deref().unwrap_or_default());
+    assert_ne!(second, first);
+    assert_eq!(f.issuer.password_of(AGENT), Some(second.clone()));
+
+    // A workload that vanished, made anew by a start: a new password.
+    f.runtime
+        .vanish(r.workload_id.as_deref().unwrap_or_default());
+    let mut r = r;
+    transition(&mut r, Cause::Failed);
+    let (after, result) = run_command(&f.deps, Some(r), &command(Action::Start, OWNER, "m4")).await;
+    result.expect("started");
+    let r = after.expect("the agent");
+    let third = password_in(&f, r.workload_id.as_deref().unwrap_or_default());
+    assert!(third != second && third != first);
+
+    // Self-healing that makes the workload anew: a new password too.
+    f.runtime
+        .vanish(r.workload_id.as_deref().unwrap_or_default());
+    let (r, healed) = heal(&f.deps, r, Reason::Crashed).await;
+    healed.expect("healed");
+    let fourth = password_in(&f, r.workload_id.as_deref().unwrap_or_default());
+    assert!(![first, second, third].contains(&fourth));
+    assert_eq!(f.issuer.password_of(AGENT), Some(fourth));
+    assert_eq!(f.runtime.names().len(), 1, "one workload");
+}
+
+#[tokio::test]
+async fn a_stale_workload_with_an_old_password_is_replaced_not_adopted() {
+    // A dead manager made a workload with a password it issued; the redelivered create
+    // issues a new one, so that workload could no longer log in: it is replaced.
+    let f = fakes();
+    let cmd = command(create(sample_spec(), true), OWNER, "m");
+    let (first, _) = run_command(&f.deps, None, &cmd).await;
+    let old = first.expect("the agent").workload_id.expect("made");
+    let mut lost = f.store.record(AGENT).expect("stored");
+    lost.workload_id = None;
+    lost.pending = Some(PendingCommand {
+        command: "agent.create".into(),
+        message_id: "m-again".into(),
+    });
+    f.store.put(lost.clone());
+    let (after, result) = run_command(
+        &f.deps,
+        Some(lost),
+        &command(create(sample_spec(), true), OWNER, "m-again"),
+    )
+    .await;
+    result.expect("applied");
+    let new = after.expect("the agent").workload_id.expect("made");
+    assert_ne!(new, old);
+    assert_eq!(f.runtime.names().len(), 1, "the stale one is gone");
+    assert_eq!(f.issuer.password_of(AGENT), Some(password_in(&f, &new)));
+}
+
+#[tokio::test]
+async fn delete_removes_the_users_after_the_workload() {
+    let f = fakes();
+    let after = created(&f, "m1").await;
+    f.journal.clear();
+    let (after, result) = run_command(
+        &f.deps,
+        Some(after),
+        &command(Action::Delete { timeout_s: 1 }, OWNER, "m2"),
+    )
+    .await;
+    result.expect("deleted");
+    assert!(after.is_none());
+    let removed = f
+        .journal
+        .entries()
+        .iter()
+        .position(|e| e.starts_with("runtime remove"))
+        .expect("removed");
+    let revoked = f
+        .journal
+        .position(&format!("credentials revoke {AGENT}"))
+        .expect("revoked");
+    let forgotten = f
+        .journal
+        .position(&format!("delete {AGENT}"))
+        .expect("forgotten");
+    assert!(
+        removed < revoked && revoked < forgotten,
+        "{:?}",
+        f.journal.entries()
+    );
+    assert!(f.issuer.agents().is_empty());
+    // Redelivered: answered again, nothing touched.
+    f.journal.clear();
+    let (_, again) = run_command(
+        &f.deps,
+        None,
+        &command(Action::Delete { timeout_s: 1 }, OWNER, "m2"),
+    )
+    .await;
+    again.expect("answered again");
+    assert!(f.journal.matching("credentials ").is_empty());
+}
+
+#[tokio::test]
+async fn a_delete_that_cannot_remove_the_users_says_so_and_is_finished_later() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Running);
+    f.issuer.put(AGENT, "pw");
+    f.issuer.fail("revoke");
+    let cmd = command(Action::Delete { timeout_s: 1 }, OWNER, "m");
+    let (after, result) = run_command(&f.deps, Some(r), &cmd).await;
+    result.expect("answered");
+    assert_eq!(error_code(&f.sink.published()).as_deref(), Some("internal"));
+    let after = after.expect("the agent is not gone while its users are there");
+    assert_eq!(after.status(), AgentStatus::Deleting);
+    assert!(f.runtime.names().is_empty(), "its workload is");
+    assert_eq!(f.issuer.agents(), [AGENT]);
+    // A manager start finishes it.
+    f.issuer.heal();
+    finish_delete(&f.deps, after).await.expect("finished");
+    assert!(f.issuer.agents().is_empty());
+    assert!(f.store.record(AGENT).is_none());
+}
+
+#[tokio::test]
+async fn a_delete_left_half_done_removes_the_users_too() {
+    let f = fakes();
+    let mut r = stored(&f, AgentStatus::Deleting);
+    f.issuer.put(AGENT, "pw");
+    r.pending = Some(PendingCommand {
+        command: "agent.delete".into(),
+        message_id: "m-del".into(),
+    });
+    finish_delete(&f.deps, r).await.expect("finished");
+    assert!(f.issuer.agents().is_empty());
+}
+
+#[tokio::test]
+async fn shared_credentials_make_no_users() {
+    let f = Fakes::new(shared_credentials(), 0);
+    assert!(f.deps.credentials.is_none());
+    let after = created(&f, "m1").await;
+    let workload = after.workload_id.clone().expect("made");
+    let env = f.runtime.spec_of(&workload).expect("made").env;
+    let config = &f.deps.config;
+    assert!(env.contains(&format!("RABBITMQ_URL={}", config.agent_rabbitmq_url())));
+    assert!(env.contains(&format!("REDIS_URL={}", config.agent_redis_url())));
+    let (_, result) = run_command(
+        &f.deps,
+        Some(after),
+        &command(Action::Delete { timeout_s: 1 }, OWNER, "m2"),
+    )
+    .await;
+    result.expect("deleted");
+    assert!(f.journal.matching("credentials ").is_empty());
+    let delete = plan(
+        &command(Action::Delete { timeout_s: 1 }, OWNER, "m"),
+        Some(&record(AgentStatus::Running)),
+        &Rules::of(&shared_credentials()),
+    );
+    assert!(!delete.steps.contains(&Step::RevokeCredentials));
+}
+
+#[test]
+fn a_delete_is_planned_to_revoke_after_removing_the_workload() {
+    let p = plan(
+        &command(Action::Delete { timeout_s: 1 }, OWNER, "m"),
+        Some(&record(AgentStatus::Running)),
+        &rules(),
+    );
+    let remove = p.steps.iter().position(|s| {
+        matches!(
+            s,
+            Step::Runtime {
+                call: RuntimeCall::Remove { .. },
+                ..
+            }
+        )
+    });
+    let revoke = p.steps.iter().position(|s| *s == Step::RevokeCredentials);
+    let forget = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::Forget { .. }));
+    assert!(
+        remove.is_some() && remove < revoke && revoke < forget,
+        "{p:?}"
+    );
+    // No other command removes users.
+    for (name, action) in every_action() {
+        if name != "delete" {
+            let p = plan(
+                &command(action, OWNER, "m"),
+                Some(&record(AgentStatus::Running)),
+                &rules(),
+            );
+            assert!(!p.steps.contains(&Step::RevokeCredentials), "{name}");
+        }
+    }
 }
 
 // ---- Without a command ----

@@ -2,51 +2,65 @@
 //! handled in one place: a workload that vanished behind the manager's back is made
 //! anew, a stop of a missing one is done. Used by commands ([`super::executor`]) and by
 //! self-healing ([`super::automatic`]) alike.
+//!
+//! [`ensure`] is the one place a workload is made, so it is also where an agent's own
+//! login is issued (contract section 7): a fresh password for every workload made
+//! (create, a replacing update, a vanished container made anew, self-healing alike),
+//! given to the agent's users first and then to the new workload's environment.
 
 use crate::config::Config;
-use crate::error::{AgentError, RuntimeError};
+use crate::context::Deps;
+use crate::credentials::{AgentLogin, AgentUrls};
+use crate::error::{AgentError, CredentialError, RuntimeError};
 use crate::record::AgentRecord;
 use crate::runtime::{spec, Runtime};
 
-/// Creates the agent's workload unless the record names one; returns its id.
-pub async fn ensure(
-    runtime: &dyn Runtime,
-    config: &Config,
-    record: &mut AgentRecord,
-) -> Result<String, AgentError> {
+/// Creates the agent's workload unless the record names one; returns its id. With
+/// per-agent credentials the agent's users get a new password first, which goes into
+/// the new workload's environment and nowhere else; a failure to make them makes no
+/// workload.
+pub async fn ensure(deps: &Deps, record: &mut AgentRecord) -> Result<String, AgentError> {
     if let Some(id) = &record.workload_id {
         return Ok(id.clone());
     }
-    let id = runtime.create(&spec::build(record, config)).await?;
+    let config = deps.config.as_ref();
+    let mut spec = spec::build(record, config);
+    if let Some(issuer) = &deps.credentials {
+        let login = AgentLogin::fresh(&record.agent_id).map_err(CredentialError::from)?;
+        let urls = AgentUrls::new(
+            config.agent_rabbitmq_url(),
+            config.agent_redis_url(),
+            &login,
+        )
+        .map_err(CredentialError::from)?;
+        issuer.issue(&record.agent_id, &login.password).await?;
+        spec = spec.with_login(&urls, &login.serial);
+    }
+    let id = deps.runtime.create(&spec).await?;
     record.workload_id = Some(id.clone());
     Ok(id)
 }
 
 /// Starts the workload, making it first when the record names none or it is gone.
-pub async fn start(
-    runtime: &dyn Runtime,
-    config: &Config,
-    record: &mut AgentRecord,
-) -> Result<(), AgentError> {
-    let id = ensure(runtime, config, record).await?;
-    match runtime.start(&id).await {
-        Err(RuntimeError::NotFound(_)) => remake_and_start(runtime, config, record).await,
+pub async fn start(deps: &Deps, record: &mut AgentRecord) -> Result<(), AgentError> {
+    let id = ensure(deps, record).await?;
+    match deps.runtime.start(&id).await {
+        Err(RuntimeError::NotFound(_)) => remake_and_start(deps, record).await,
         other => Ok(other?),
     }
 }
 
 /// Stops with grace and starts again; a missing workload is made and started.
 pub async fn restart(
-    runtime: &dyn Runtime,
-    config: &Config,
+    deps: &Deps,
     record: &mut AgentRecord,
     timeout_s: u32,
 ) -> Result<(), AgentError> {
     let Some(id) = record.workload_id.clone() else {
-        return start(runtime, config, record).await;
+        return start(deps, record).await;
     };
-    match runtime.restart(&id, timeout_s).await {
-        Err(RuntimeError::NotFound(_)) => remake_and_start(runtime, config, record).await,
+    match deps.runtime.restart(&id, timeout_s).await {
+        Err(RuntimeError::NotFound(_)) => remake_and_start(deps, record).await,
         other => Ok(other?),
     }
 }
@@ -102,13 +116,18 @@ pub async fn update_resources(
     }
 }
 
+/// Removes the agent's own users (contract section 7), if it has any: after its
+/// workload is gone, so no running agent is ever left without its login.
+pub async fn revoke(deps: &Deps, agent_id: &str) -> Result<(), AgentError> {
+    if let Some(issuer) = &deps.credentials {
+        issuer.revoke(agent_id).await?;
+    }
+    Ok(())
+}
+
 /// The workload vanished behind the manager's back: make a new one and start it.
-async fn remake_and_start(
-    runtime: &dyn Runtime,
-    config: &Config,
-    record: &mut AgentRecord,
-) -> Result<(), AgentError> {
+async fn remake_and_start(deps: &Deps, record: &mut AgentRecord) -> Result<(), AgentError> {
     record.workload_id = None;
-    let id = ensure(runtime, config, record).await?;
-    Ok(runtime.start(&id).await?)
+    let id = ensure(deps, record).await?;
+    Ok(deps.runtime.start(&id).await?)
 }

@@ -43,7 +43,7 @@ pub struct DockerRuntime {
 impl DockerRuntime {
     /// Connects to `docker.host` (or the local socket). No I/O happens until the first call.
     pub fn connect(config: &Config) -> Result<Self, RuntimeError> {
-        let docker = connect_docker(config.docker.host(), config.agents.max_stop_timeout_s)?;
+        let docker = connect_docker(&config.docker, config.agents.max_stop_timeout_s)?;
         Ok(DockerRuntime {
             engine: Engine::new(
                 docker,

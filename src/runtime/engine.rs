@@ -25,6 +25,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 
 use super::spec::{Healthcheck, LOG_MAX_FILES, LOG_MAX_SIZE};
+use crate::config::DockerConfig;
 use crate::error::RuntimeError;
 
 /// Nanoseconds in a second: Docker gives durations in ns.
@@ -406,15 +407,42 @@ async fn lines_of(
     Ok(text.lines().map(str::to_string).collect())
 }
 
-/// A bollard client for `host` ("" = local socket). Its own timeout is set above the
+/// A bollard client for `docker.host` (none: the local socket): a `unix://` socket,
+/// plain HTTP for `tcp://`/`http://`, or TLS with the client certificate of
+/// `docker.cert_path` (`ca.pem`, `cert.pem`, `key.pem`) for `https://`, and for `tcp://`
+/// with `docker.tls_verify`. Only the configuration decides: bollard's own reading of
+/// `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH` is never used. Its own timeout is set above the
 /// longest stop grace period so that only our per-call timeouts apply.
-pub fn connect_docker(host: Option<&str>, max_stop_timeout_s: u32) -> Result<Docker, RuntimeError> {
-    let docker = match host {
+pub fn connect_docker(
+    docker: &DockerConfig,
+    max_stop_timeout_s: u32,
+) -> Result<Docker, RuntimeError> {
+    let timeout_s = u64::from(max_stop_timeout_s) + 300;
+    let version = bollard::API_DEFAULT_VERSION;
+    let client = match docker.host() {
         None => Docker::connect_with_local_defaults(),
+        Some(host) if docker.uses_tls() => {
+            crate::tls::install_provider();
+            let dir = docker.cert_dir();
+            Docker::connect_with_ssl(
+                host,
+                &dir.join("key.pem"),
+                &dir.join("cert.pem"),
+                &dir.join("ca.pem"),
+                timeout_s,
+                version,
+            )
+        }
+        Some(host) if host.starts_with("unix://") => {
+            Docker::connect_with_unix(host, timeout_s, version)
+        }
+        Some(host) if host.starts_with("tcp://") || host.starts_with("http://") => {
+            Docker::connect_with_http(host, timeout_s, version)
+        }
         Some(host) => Docker::connect_with_host(host),
     }
     .map_err(|e| docker_error(DockerOp::Connect, e))?;
-    Ok(docker.with_timeout(Duration::from_secs(u64::from(max_stop_timeout_s) + 300)))
+    Ok(client.with_timeout(Duration::from_secs(timeout_s)))
 }
 
 /// Docker's answer to `op` as a [`RuntimeError`]: 404 is `NotFound`, any other status

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::credentials::AgentUrls;
 use crate::protocol::{AgentSpec, AgentType, Resources};
 use crate::store::AgentRecord;
 
@@ -160,6 +161,27 @@ impl ContainerSpec {
             ));
         }
         self.gpu_devices = devices;
+        self
+    }
+
+    /// The same container with the agent's own login (contract section 7): its
+    /// `RABBITMQ_URL` and `REDIS_URL` carry `urls`, and its recreate hash also names this
+    /// issue of the login (`serial`, random), so that a container made with an earlier
+    /// password (an attempt a dead manager left) is replaced, never adopted.
+    pub fn with_login(mut self, urls: &AgentUrls, serial: &str) -> ContainerSpec {
+        for kv in &mut self.env {
+            if kv.starts_with(&format!("{ENV_RABBITMQ_URL}=")) {
+                *kv = format!("{ENV_RABBITMQ_URL}={}", urls.rabbitmq);
+            } else if kv.starts_with(&format!("{ENV_REDIS_URL}=")) {
+                *kv = format!("{ENV_REDIS_URL}={}", urls.redis);
+            }
+        }
+        let issued = format!("{}:{serial}", self.recreate_hash);
+        self.recreate_hash = Uuid::new_v5(&Uuid::NAMESPACE_OID, issued.as_bytes())
+            .simple()
+            .to_string();
+        self.labels
+            .insert(LABEL_RECREATE_HASH.to_string(), self.recreate_hash.clone());
         self
     }
 }
@@ -371,6 +393,30 @@ mod tests {
         assert_eq!(visible, vec!["NVIDIA_VISIBLE_DEVICES=1"]);
         assert_eq!(g.clone().with_gpu_devices(vec![]).env, c.env);
         assert_eq!(g.agent_id(), Some("a1"));
+    }
+
+    #[test]
+    fn the_agents_own_login_replaces_the_urls_and_names_a_new_container() {
+        let c = build(&record(), &Config::defaults());
+        let login = crate::credentials::AgentLogin::fresh("a1").unwrap();
+        let urls =
+            AgentUrls::new("amqp://guest:guest@mq:5672/%2f", "redis://r:6379/0", &login).unwrap();
+        let own = c.clone().with_login(&urls, &login.serial);
+        let pw = login.password.expose();
+        assert!(own
+            .env
+            .contains(&format!("RABBITMQ_URL=amqp://agent-a1:{pw}@mq:5672/%2f")));
+        assert!(own
+            .env
+            .contains(&format!("REDIS_URL=redis://agent-a1:{pw}@r:6379/0")));
+        assert_eq!(own.env.len(), c.env.len());
+        assert!(!own.env.iter().any(|e| e.contains("guest")));
+        assert_ne!(own.recreate_hash, c.recreate_hash);
+        assert_eq!(own.labels[LABEL_RECREATE_HASH], own.recreate_hash);
+        // Nothing of the password in the labels.
+        assert!(!format!("{:?}", own.labels).contains(pw));
+        let again = c.with_login(&urls, "another-serial");
+        assert_ne!(again.recreate_hash, own.recreate_hash);
     }
 
     #[test]

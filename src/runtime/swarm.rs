@@ -931,8 +931,18 @@ impl Runtime for SwarmRuntime {
                 .map(|ns| (ns / SECOND_NS) as u32)
                 .unwrap_or(spec.stop_timeout_s);
             let force = template.force_update.unwrap_or(0);
+            // Limits only: the task keeps its environment, the agent's own login included
+            // (the spec built for a resize carries none).
+            let env = template.container_spec.as_ref().and_then(|c| c.env.clone());
             let n = replicas(s) as i64;
             *s = service_spec(spec, n, grace, force, &policy);
+            if let Some(container) = s
+                .task_template
+                .as_mut()
+                .and_then(|t| t.container_spec.as_mut())
+            {
+                container.env = env;
+            }
         })
         .await?;
         if running {

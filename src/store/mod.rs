@@ -13,6 +13,7 @@
 //! | `outbox.rs` | events waiting for RabbitMQ | `outbox` |
 //! | `gpu.rs` | GPU mode's allocations (Lua scripts) | `gpu:allocations` |
 //! | `quota.rs` | per-customer quota accounting (Lua scripts; the policy is [`crate::quota`]) | `customer:<id>:usage`, `customer:<id>:reservations` |
+//! | `acl.rs` | the agents' own Redis users (`ACL SETUSER`/`DELUSER`/`LIST`; the rules are [`crate::credentials`]'s) | — |
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::config::RedisConfig;
 use crate::error::StoreError;
 pub use crate::record::AgentRecord;
 
+mod acl;
 mod gpu;
 mod keys;
 mod outbox;
@@ -50,12 +52,40 @@ pub struct Store {
     processed_ttl_s: u64,
 }
 
+/// The Redis client of `cfg`: `redis://`, or `rediss://` (TLS) checking the server's
+/// certificate against the system's roots and `tls_ca_file`, presenting
+/// `tls_cert_file`/`tls_key_file` when set.
+pub fn client(cfg: &RedisConfig) -> Result<redis::Client, StoreError> {
+    crate::tls::install_provider();
+    let open = |source| StoreError::Redis { op: "open", source };
+    if cfg.tls_ca_file().is_none() && cfg.tls_client().is_none() {
+        return redis::Client::open(cfg.url.as_str()).map_err(open);
+    }
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|e| StoreError::Tls {
+            message: format!("cannot read {path}: {e}"),
+        })
+    };
+    let root_cert = cfg.tls_ca_file().map(read).transpose()?;
+    let client_tls = match cfg.tls_client() {
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        None => None,
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    redis::Client::build_with_tls(cfg.url.as_str(), certificates).map_err(open)
+}
+
 impl Store {
     /// Connects (bounded by the configured timeout).
     pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|source| StoreError::Redis { op: "open", source })?;
+        let client = client(cfg)?;
         let manager_cfg = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))

@@ -253,6 +253,31 @@ impl TestEnv {
             .expect("confirm");
     }
 
+    /// Declares a durable queue as the broker's administrator (the test); the broker
+    /// removes it a minute after its last use, should the test not get to it.
+    pub async fn declare_queue(&self, name: &str) {
+        self.channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                expiring_queue(),
+            )
+            .await
+            .expect("declare a queue");
+    }
+
+    /// Deletes a queue, if it is there.
+    pub async fn delete_queue(&self, name: &str) {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let _ = ch
+            .queue_delete(name.into(), QueueDeleteOptions::default())
+            .await;
+        let _ = ch.close(200, "done".into()).await;
+    }
+
     /// Publishes to the default exchange, straight into the command queue.
     pub async fn publish_to_queue(&self, body: &Value) {
         self.channel
@@ -513,6 +538,38 @@ impl TestEnv {
     }
 }
 
+/// Checks that an agent's environment (`KEY=value` strings) carries its own login
+/// (contract section 7) to the services the tests run: `RABBITMQ_URL` and `REDIS_URL`
+/// as [`RABBITMQ_URL`] and [`REDIS_URL`] with user `agent-<agent_id>` and one password,
+/// which it returns.
+pub fn own_login(agent_id: &str, vars: &[String]) -> String {
+    let var = |name: &str| {
+        vars.iter()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in the agent's environment"))
+            .to_string()
+    };
+    let (mq, redis) = (var("RABBITMQ_URL"), var("REDIS_URL"));
+    let password =
+        agent_manager::credentials::own_password(agent_id, &mq, &redis).unwrap_or_else(|| {
+            panic!(
+                "no login of its own: {} {}",
+                agent_manager::redact::url(&mq),
+                agent_manager::redact::url(&redis)
+            )
+        });
+    let pw = password.expose().to_string();
+    assert_eq!(
+        mq,
+        format!("amqp://agent-{agent_id}:{pw}@127.0.0.1:5672/%2f")
+    );
+    assert_eq!(
+        redis,
+        format!("redis://agent-{agent_id}:{pw}@127.0.0.1:6379/0")
+    );
+    pw
+}
+
 /// The config of a test: the defaults with this test's names and `overrides`.
 pub fn test_config(id: &str, overrides: &[(&str, &str)]) -> Config {
     let env = test_env_vars(id, overrides);
@@ -601,6 +658,13 @@ pub async fn consume_all_events(
         .await
         .expect("consume events");
     (channel, consumer)
+}
+
+/// Queue arguments for queues a test makes: gone a minute after their last use.
+pub fn expiring_queue() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), lapin::types::AMQPValue::LongInt(60_000));
+    args
 }
 
 /// Polls `check` every 20 ms until it holds; panics naming `what` after `deadline`.
@@ -723,12 +787,13 @@ pub fn config_env(config: &Config) -> Vec<(&'static str, String)> {
 }
 
 /// Removes what a test with `config` left behind: its containers (instance label), its
-/// Redis keys (prefix), its queues and exchanges. Blocking; for `Drop` of test fixtures
-/// that run no manager in-process.
+/// Redis keys (prefix), its queues and exchanges, its agents' own users (instance tag,
+/// prefix). Blocking; for `Drop` of test fixtures that run no manager in-process.
 pub fn cleanup_test_resources(config: &Config) {
     let instance = config.instance.clone();
     let prefix = config.redis.prefix.clone();
     let rabbit = config.rabbitmq.clone();
+    let full = config.clone();
     let cleanup = std::thread::spawn(move || {
         // Swarm mode: services first (Swarm would replace their containers). Fails
         // harmlessly when the node is in no swarm.
@@ -808,10 +873,32 @@ pub fn cleanup_test_resources(config: &Config) {
                         .await;
                 }
                 let _ = conn.close(200, "bye".into()).await;
+                remove_agent_users(&full).await;
             });
         }
     });
     let _ = cleanup.join();
+}
+
+/// Removes every agent user the manager of `config` made (RabbitMQ and Redis).
+pub async fn remove_agent_users(config: &Config) {
+    use agent_manager::ports::CredentialIssuer;
+    let Ok(Ok(store)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        agent_manager::store::Store::connect(&config.redis),
+    )
+    .await
+    else {
+        return;
+    };
+    let Ok(identities) = agent_manager::identity::Identities::new(config, store) else {
+        return;
+    };
+    if let Ok(census) = identities.census().await {
+        for agent in census.owned {
+            let _ = identities.revoke(&agent).await;
+        }
+    }
 }
 
 /// What a finished process left.

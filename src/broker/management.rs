@@ -1,0 +1,377 @@
+//! RabbitMQ's management HTTP API (the `rabbitmq_management` plugin), for the agents'
+//! own users (contract section 7): users with their password hashes and tags, their
+//! permissions and topic permissions, and closing a removed user's connections. Every
+//! call is bounded by `RABBITMQ_TIMEOUT_S`; `http://` and `https://` endpoints work
+//! (TLS through rustls: the system's roots plus `RABBITMQ_MANAGEMENT_CA_FILE`).
+//!
+//! Hyper's client (the one bollard uses too) rather than actix's `awc`: awc's client is
+//! tied to the arbiter that made it (`!Send`), and the lifecycle's ports are `Send`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rustls_pki_types::pem::PemObject;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::credentials::RabbitGrants;
+use crate::error::CredentialError;
+use crate::redact;
+
+/// Path segments keep RFC 3986's unreserved characters; everything else (the `/` of the
+/// default vhost included) is escaped.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn segment(text: &str) -> String {
+    utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+/// The hashing RabbitMQ is told the password hashes use.
+const HASHING: &str = "rabbit_password_hashing_sha256";
+
+/// A user as `GET /api/users` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListedUser {
+    pub name: String,
+    /// A list since RabbitMQ 3.9, a comma-separated string before.
+    #[serde(default)]
+    tags: Value,
+}
+
+impl ListedUser {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        match &self.tags {
+            Value::Array(tags) => tags.iter().any(|t| t.as_str() == Some(tag)),
+            Value::String(tags) => tags.split(',').any(|t| t.trim() == tag),
+            _ => false,
+        }
+    }
+}
+
+/// A topic permission as `GET /api/vhosts/<vhost>/topic-permissions` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopicPermission {
+    pub user: String,
+    pub exchange: String,
+}
+
+/// A client of one broker's management API.
+#[derive(Clone)]
+pub struct Management {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `scheme://host:port[/path]`, without credentials or a trailing `/`.
+    base: String,
+    /// `Basic …` of the management URL's user and password.
+    authorization: Arc<Zeroizing<String>>,
+    timeout: Duration,
+}
+
+impl Management {
+    /// A client of the API at `url` (`http[s]://user:password@host:port[/path]`); with
+    /// `ca_file`, an `https` endpoint's certificate may also be signed by that CA.
+    pub fn new(
+        url: &str,
+        ca_file: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Management, CredentialError> {
+        let bad = |message: String| CredentialError::Management {
+            op: "configure",
+            status: None,
+            message: format!("{}: {message}", redact::url(url)),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(bad("not an http:// or https:// URL with a host".into()));
+        }
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let userinfo = Zeroizing::new(format!(
+            "{}:{}",
+            decode(parsed.username()),
+            decode(parsed.password().unwrap_or(""))
+        ));
+        let authorization = Zeroizing::new(format!("Basic {}", STANDARD.encode(&*userinfo)));
+        let mut base = parsed.clone();
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
+        base.set_query(None);
+        base.set_fragment(None);
+        let base = base.as_str().trim_end_matches('/').to_string();
+
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| bad(format!("CA file {path}: {e}")))?;
+            let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(format!("CA file {path}: {e}")))?;
+            roots.add_parsable_certificates(certs);
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Management {
+            client,
+            base,
+            authorization: Arc::new(authorization),
+            timeout,
+        })
+    }
+
+    /// The endpoint, without credentials (for messages).
+    pub fn endpoint(&self) -> &str {
+        &self.base
+    }
+
+    /// One call: its status and body. Transport failures, timeouts and answers other
+    /// than 2xx (and 404 where `missing_ok`) are errors.
+    async fn call(
+        &self,
+        op: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        missing_ok: bool,
+    ) -> Result<Bytes, CredentialError> {
+        let failed = |status: Option<u16>, message: String| CredentialError::Management {
+            op,
+            status,
+            message,
+        };
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}/api/{path}", self.base))
+            .header(hyper::header::AUTHORIZATION, self.authorization.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| failed(None, e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| failed(None, format!("{}: {e}", self.base)))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| failed(Some(status.as_u16()), e.to_string()))?
+                .to_bytes();
+            Ok::<_, CredentialError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| CredentialError::ManagementTimeout {
+                op,
+                after_s: self.timeout.as_secs(),
+            })??;
+        if status.is_success() || (missing_ok && status == StatusCode::NOT_FOUND) {
+            return Ok(body);
+        }
+        // The API says why in `reason`; the body never holds a password (only hashes
+        // are sent).
+        let reason = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+        Err(failed(
+            Some(status.as_u16()),
+            format!("{} answered {status}: {reason}", self.base),
+        ))
+    }
+
+    /// Makes user `user`, or replaces its password and tags.
+    pub async fn put_user(
+        &self,
+        user: &str,
+        password_hash: &str,
+        tags: &str,
+    ) -> Result<(), CredentialError> {
+        let body =
+            json!({"password_hash": password_hash, "hashing_algorithm": HASHING, "tags": tags});
+        self.call(
+            "put user",
+            Method::PUT,
+            &format!("users/{}", segment(user)),
+            Some(body),
+            false,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sets `user`'s configure, write and read permissions in the grants' vhost.
+    pub async fn put_permissions(
+        &self,
+        user: &str,
+        grants: &RabbitGrants,
+    ) -> Result<(), CredentialError> {
+        let body =
+            json!({"configure": grants.configure, "write": grants.write, "read": grants.read});
+        let path = format!("permissions/{}/{}", segment(&grants.vhost), segment(user));
+        self.call("put permissions", Method::PUT, &path, Some(body), false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets `user`'s topic permissions on the grants' exchange.
+    pub async fn put_topic_permissions(
+        &self,
+        user: &str,
+        grants: &RabbitGrants,
+    ) -> Result<(), CredentialError> {
+        let body = json!({
+            "exchange": grants.exchange,
+            "write": grants.topic_write,
+            "read": grants.topic_read,
+        });
+        let path = format!(
+            "topic-permissions/{}/{}",
+            segment(&grants.vhost),
+            segment(user)
+        );
+        self.call(
+            "put topic permissions",
+            Method::PUT,
+            &path,
+            Some(body),
+            false,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes `user` with its permissions; a missing user is fine.
+    pub async fn delete_user(&self, user: &str) -> Result<(), CredentialError> {
+        self.call(
+            "delete user",
+            Method::DELETE,
+            &format!("users/{}", segment(user)),
+            None,
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Closes every connection `user` holds (a removed user's open connections are not
+    /// closed by the removal itself).
+    pub async fn close_connections(&self, user: &str) -> Result<(), CredentialError> {
+        self.call(
+            "close connections",
+            Method::DELETE,
+            &format!("connections/username/{}", segment(user)),
+            None,
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every user's name and tags.
+    pub async fn users(&self) -> Result<Vec<ListedUser>, CredentialError> {
+        let body = self
+            .call(
+                "list users",
+                Method::GET,
+                "users?columns=name,tags",
+                None,
+                false,
+            )
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| CredentialError::Management {
+            op: "list users",
+            status: None,
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// Every topic permission in `vhost`.
+    pub async fn topic_permissions(
+        &self,
+        vhost: &str,
+    ) -> Result<Vec<TopicPermission>, CredentialError> {
+        let path = format!("vhosts/{}/topic-permissions", segment(vhost));
+        let body = self
+            .call("list topic permissions", Method::GET, &path, None, false)
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| CredentialError::Management {
+            op: "list topic permissions",
+            status: None,
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_as_path_segments() {
+        assert_eq!(segment("/"), "%2F");
+        assert_eq!(segment("agent-a.1_x"), "agent-a.1_x");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn tags_are_read_in_either_form() {
+        let new: ListedUser =
+            serde_json::from_value(json!({"name": "u", "tags": ["a", "b"]})).unwrap();
+        let old: ListedUser = serde_json::from_value(json!({"name": "u", "tags": "a, b"})).unwrap();
+        let none: ListedUser = serde_json::from_value(json!({"name": "u"})).unwrap();
+        assert!(new.has_tag("b") && old.has_tag("b"));
+        assert!(!new.has_tag("c") && !none.has_tag("a"));
+    }
+
+    #[test]
+    fn the_endpoint_keeps_no_credentials() {
+        let m = Management::new(
+            "http://admin:s3cret@127.0.0.1:15672/rabbit/",
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(m.endpoint(), "http://127.0.0.1:15672/rabbit");
+        assert_eq!(
+            m.authorization.as_str(),
+            format!("Basic {}", STANDARD.encode("admin:s3cret"))
+        );
+        assert!(Management::new("amqp://h", None, Duration::from_secs(1)).is_err());
+    }
+}

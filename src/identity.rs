@@ -1,0 +1,236 @@
+//! The agents' own users (contract section 7) in both services: a RabbitMQ user through
+//! the management API ([`crate::broker::management`]) and a Redis ACL user on the
+//! manager's own connection ([`crate::store`]), with exactly the grants of
+//! [`crate::credentials`]. [`Identities`] is the real [`CredentialIssuer`].
+//!
+//! Whose users are whose: a RabbitMQ user made here carries the tag
+//! `autogen-instance:<MANAGER_INSTANCE>`, and a Redis user's record pattern names this
+//! manager's key prefix (`%R~<REDIS_PREFIX>agent:<id>`), so reconciliation never touches
+//! the users of another installation sharing the broker or Redis.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::broker::management::Management;
+use crate::config::Config;
+use crate::credentials::{
+    agent_of_user, redis_db, redis_record_pattern, redis_rules, user_name, LoginCensus, Password,
+    RabbitGrants,
+};
+use crate::error::{CredentialError, LoginError};
+use crate::ports::CredentialIssuer;
+use crate::redact;
+use crate::store::Store;
+
+/// The tag on the RabbitMQ users of manager installation `instance`.
+pub fn instance_tag(instance: &str) -> String {
+    format!("autogen-instance:{instance}")
+}
+
+/// The agents' users of one manager installation.
+#[derive(Clone)]
+pub struct Identities {
+    /// RabbitMQ's management API.
+    management: Management,
+    /// Redis, for `ACL SETUSER`/`DELUSER`/`LIST`.
+    store: Store,
+    /// The vhost of the agents' RabbitMQ URL: where their permissions apply.
+    vhost: String,
+    /// The exchange their topic permissions apply to.
+    exchange: String,
+    /// The Redis key prefix their key patterns start with.
+    prefix: String,
+    /// The database of the agents' Redis URL.
+    redis_db: i64,
+    /// Marks this installation's RabbitMQ users.
+    tag: String,
+}
+
+impl Identities {
+    /// The users of `config`'s agents, made through `store`'s connection and the
+    /// management API (`RABBITMQ_MANAGEMENT_URL`, else derived from `RABBITMQ_URL`).
+    pub fn new(config: &Config, store: Store) -> Result<Identities, CredentialError> {
+        let agent_mq = config.agent_rabbitmq_url();
+        let uri: lapin::uri::AMQPUri = agent_mq.parse().map_err(|e| LoginError::Url {
+            url: redact::url(agent_mq),
+            message: format!("not an AMQP URL: {e}"),
+        })?;
+        let management = Management::new(
+            &config.rabbitmq.management_url(),
+            config.rabbitmq.management_ca_file(),
+            Duration::from_secs(config.rabbitmq.timeout_s),
+        )?;
+        Ok(Identities {
+            management,
+            store,
+            vhost: uri.vhost,
+            exchange: config.rabbitmq.exchange.clone(),
+            prefix: config.redis.prefix.clone(),
+            redis_db: redis_db(config.agent_redis_url()),
+            tag: instance_tag(&config.instance),
+        })
+    }
+
+    /// The management API's endpoint, without credentials.
+    pub fn management_endpoint(&self) -> &str {
+        self.management.endpoint()
+    }
+
+    async fn issue_rabbitmq(
+        &self,
+        agent_id: &str,
+        password: &Password,
+    ) -> Result<(), CredentialError> {
+        let user = user_name(agent_id);
+        let grants = RabbitGrants::of(agent_id, &self.vhost, &self.exchange);
+        // In this order: the topic permission, made last, marks a complete user.
+        self.management
+            .put_user(&user, &password.rabbitmq_hash()?, &self.tag)
+            .await?;
+        self.management.put_permissions(&user, &grants).await?;
+        self.management.put_topic_permissions(&user, &grants).await
+    }
+
+    async fn issue_redis(
+        &self,
+        agent_id: &str,
+        password: &Password,
+    ) -> Result<(), CredentialError> {
+        let rules = redis_rules(
+            agent_id,
+            &self.prefix,
+            self.redis_db,
+            &password.redis_hash(),
+        );
+        Ok(self.store.acl_setuser(&user_name(agent_id), &rules).await?)
+    }
+
+    async fn revoke_rabbitmq(&self, agent_id: &str) -> Result<(), CredentialError> {
+        let user = user_name(agent_id);
+        // No new logins first, then the ones already open go.
+        self.management.delete_user(&user).await?;
+        self.management.close_connections(&user).await
+    }
+
+    /// The agents whose RabbitMQ users this installation made, and those of them with
+    /// their topic permission (the last part made).
+    async fn rabbitmq_census(&self) -> Result<(HashSet<String>, HashSet<String>), CredentialError> {
+        let owned: HashSet<String> = self
+            .management
+            .users()
+            .await?
+            .into_iter()
+            .filter(|u| u.has_tag(&self.tag))
+            .filter_map(|u| agent_of_user(&u.name).map(str::to_string))
+            .collect();
+        let complete = self
+            .management
+            .topic_permissions(&self.vhost)
+            .await?
+            .into_iter()
+            .filter(|p| p.exchange == self.exchange)
+            .filter_map(|p| agent_of_user(&p.user).map(str::to_string))
+            .filter(|id| owned.contains(id))
+            .collect();
+        Ok((owned, complete))
+    }
+
+    /// The agents whose Redis users this installation made (its key prefix).
+    async fn redis_census(&self) -> Result<HashSet<String>, CredentialError> {
+        let lines = self.store.acl_list().await?;
+        Ok(owned_redis_users(&lines, &self.prefix))
+    }
+}
+
+/// The agents whose users in `ACL LIST` output carry the record pattern of `prefix`.
+fn owned_redis_users(lines: &[String], prefix: &str) -> HashSet<String> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("user")).then_some(())?;
+            let agent = agent_of_user(words.next()?)?;
+            let mark = redis_record_pattern(agent, prefix);
+            words.any(|w| w == mark).then(|| agent.to_string())
+        })
+        .collect()
+}
+
+/// The histogram of the issuer's operations (both services together), by `op`: what a
+/// create pays for its agent's own login.
+pub const CALL_DURATION_METRIC: &str = "agent_manager_credential_call_duration_seconds";
+
+/// Runs one of the issuer's operations and records how long it took.
+async fn timed<T>(op: &'static str, call: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = call.await;
+    crate::metrics::observe(CALL_DURATION_METRIC, &[("op", op)], started.elapsed());
+    out
+}
+
+#[async_trait]
+impl CredentialIssuer for Identities {
+    async fn issue(&self, agent_id: &str, password: &Password) -> Result<(), CredentialError> {
+        let (rabbitmq, redis) = timed("issue", async {
+            tokio::join!(
+                self.issue_rabbitmq(agent_id, password),
+                self.issue_redis(agent_id, password)
+            )
+        })
+        .await;
+        rabbitmq.and(redis)
+    }
+
+    async fn revoke(&self, agent_id: &str) -> Result<(), CredentialError> {
+        let redis =
+            async { Ok::<_, CredentialError>(self.store.acl_deluser(&user_name(agent_id)).await?) };
+        let (rabbitmq, redis) = timed("revoke", async {
+            tokio::join!(self.revoke_rabbitmq(agent_id), redis)
+        })
+        .await;
+        rabbitmq.and(redis)
+    }
+
+    async fn census(&self) -> Result<LoginCensus, CredentialError> {
+        let (rabbitmq, redis) = timed("census", async {
+            tokio::join!(self.rabbitmq_census(), self.redis_census())
+        })
+        .await;
+        let ((mq_owned, mq_complete), redis_owned) = (rabbitmq?, redis?);
+        Ok(LoginCensus {
+            complete: mq_complete.intersection(&redis_owned).cloned().collect(),
+            owned: mq_owned.union(&redis_owned).cloned().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_users_are_ours_by_their_key_prefix() {
+        let lines: Vec<String> = [
+            "user default on nopass sanitize-payload ~* &* +@all",
+            "user agent-a1 on sanitize-payload #ab %R~p:agent:a1 %R~p:agent:a1:events ~p:agent:a1:data:* resetchannels &p:agent:a1:* +@all",
+            "user agent-a2 on #cd %R~q:agent:a2 ~q:agent:a2:data:* +@all",
+            "user agent-a3 on #ef %R~p:agent:other +@all",
+            "user guest on #00 %R~p:agent:guest",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            owned_redis_users(&lines, "p:"),
+            HashSet::from(["a1".to_string()])
+        );
+        assert_eq!(
+            owned_redis_users(&lines, "q:"),
+            HashSet::from(["a2".to_string()])
+        );
+        assert!(owned_redis_users(&lines, "").is_empty());
+        assert_eq!(instance_tag("blue"), "autogen-instance:blue");
+    }
+}
