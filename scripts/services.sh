@@ -12,6 +12,19 @@
 #      rebuilt when its sources or busybox change: see `autogen.image-hash`)
 #   7. prints one line per service, and exits non-zero naming what failed
 #
+# Agents reach Redis (their heartbeats) and RabbitMQ at the gateway address of
+# `autogen-network` (the host's side of the bridge, e.g. 172.18.0.1): both also
+# listen there, never on 0.0.0.0, and where iptables works, connections to
+# that address and those ports are accepted only from the bridge and from the
+# host itself (chain AGENT-MANAGER-SERVICES), so other containers and other
+# hosts cannot use them. The agents' URLs go to $STATE_DIR/agents.env
+# (AGENT_REDIS_URL, AGENT_RABBITMQ_URL; scripts/run.sh reads it). RabbitMQ's
+# `guest` user only logs in from loopback: AGENT_RABBITMQ_URL names the
+# reachable address, and agents need a user of their own to log in (per-agent
+# users, or one made for them). Redis' default user has no password: any
+# agent on the network can use it, as it can any key (ACL users for agents
+# close that).
+#
 # Idempotent: what is already up is left alone, and a run with everything up
 # takes well under 3 s. Must run as root (it installs packages and starts
 # dockerd). Logs and pid files go to $AGENT_MANAGER_SERVICES_DIR
@@ -247,6 +260,30 @@ redis_ok() {
     [[ $(timeout 3 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
 }
 
+# The address agents reach the services at: autogen-network's gateway (set by
+# agent_gateway after the network step; empty without Docker).
+GATEWAY=""
+agent_gateway() {
+    GATEWAY=$(timeout 10 docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' \
+        "$NETWORK" 2>/dev/null | awk '{print $1}') || GATEWAY=""
+}
+
+# True if something accepts TCP connections on $1:$2.
+addr_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+}
+
+# A running Redis bound to loopback only (an older services.sh) also binds
+# the gateway; protected mode (which refuses every non-loopback client of a
+# password-less default user) goes, the bind addresses keep everyone else out.
+redis_listen_on_gateway() {
+    [[ -n $GATEWAY ]] || return 0
+    addr_open "$GATEWAY" "$REDIS_PORT" && return 0
+    log "redis: listening on $GATEWAY too, for agents"
+    timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set protected-mode no >/dev/null &&
+        timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set bind "127.0.0.1 $GATEWAY" >/dev/null
+}
+
 start_redis() {
     local rlog="$STATE_DIR/redis.log"
     if ! redis_ok; then
@@ -257,7 +294,10 @@ start_redis() {
         log "starting redis-server (log: $rlog)"
         # (Early errors go to stdout, later ones to --logfile: same file.)
         # shellcheck disable=SC2094
-        if ! redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
+        local protected=yes
+        [[ -n $GATEWAY ]] && protected=no
+        if ! redis-server --daemonize yes --bind 127.0.0.1 ${GATEWAY:+"$GATEWAY"} \
+                --protected-mode "$protected" --port "$REDIS_PORT" \
                 --save "" --appendonly no --dir "$STATE_DIR" \
                 --logfile "$rlog" --pidfile "$STATE_DIR/redis.pid" >>"$rlog" 2>&1 9>&-; then
             fail redis "redis-server did not start" "$rlog"
@@ -272,7 +312,11 @@ start_redis() {
             sleep 0.2
         done
     fi
-    summary redis "running (redis://127.0.0.1:$REDIS_PORT)"
+    if ! redis_listen_on_gateway; then
+        fail redis "could not make Redis listen on $GATEWAY for agents" "$rlog"
+        return 1
+    fi
+    summary redis "running (redis://127.0.0.1:$REDIS_PORT${GATEWAY:+; agents: redis://$GATEWAY:$REDIS_PORT})"
 }
 
 # ---------------------------------------------------------------------------
@@ -290,17 +334,16 @@ amqp_ok() {
     ' 2>/dev/null
 }
 
-# Node name and listeners on loopback. RABBITMQ_* variables would do for the
-# server but not for a later manual `rabbitmqctl`, so this goes in
-# rabbitmq-env.conf, which both read.
+# Node name and distribution on loopback. RABBITMQ_* variables would do for
+# the server but not for a later manual `rabbitmqctl`, so this goes in
+# rabbitmq-env.conf, which both read. The AMQP listeners are in conf.d (below).
 RABBITMQ_ENV_CONF=/etc/rabbitmq/rabbitmq-env.conf
 configure_rabbitmq() {
     local want
     want=$(cat <<'EOF'
-# Written by agent-manager's scripts/services.sh: a loopback-only broker.
+# Written by agent-manager's scripts/services.sh: a broker for loopback (and,
+# see conf.d/10-agent-manager-listeners.conf, the agents' network).
 NODENAME=rabbit@localhost
-NODE_IP_ADDRESS=127.0.0.1
-NODE_PORT=5672
 export ERL_EPMD_ADDRESS=127.0.0.1
 SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 EOF
@@ -309,6 +352,32 @@ EOF
         mkdir -p "$(dirname "$RABBITMQ_ENV_CONF")"
         printf '%s\n' "$want" >"$RABBITMQ_ENV_CONF"
     fi
+    configure_rabbitmq_listeners
+}
+
+# AMQP on loopback and on the agents' gateway, never on 0.0.0.0.
+RABBITMQ_LISTENERS_CONF=/etc/rabbitmq/conf.d/10-agent-manager-listeners.conf
+configure_rabbitmq_listeners() {
+    local want
+    want="# Written by agent-manager's scripts/services.sh: AMQP on loopback and for agents.
+listeners.tcp.loopback = 127.0.0.1:$AMQP_PORT"
+    [[ -n $GATEWAY ]] && want+=$'\n'"listeners.tcp.agents = $GATEWAY:$AMQP_PORT"
+    if [[ $(cat "$RABBITMQ_LISTENERS_CONF" 2>/dev/null) != "$want" ]]; then
+        mkdir -p "$(dirname "$RABBITMQ_LISTENERS_CONF")"
+        printf '%s\n' "$want" >"$RABBITMQ_LISTENERS_CONF"
+    fi
+}
+
+# A running broker without the agents' listener (started before it was
+# configured) gets it added live, rather than restarted under its clients.
+rabbitmq_listen_on_gateway() {
+    [[ -n $GATEWAY ]] || return 0
+    addr_open "$GATEWAY" "$AMQP_PORT" && return 0
+    configure_rabbitmq
+    log "rabbitmq: adding a listener on $GATEWAY:$AMQP_PORT for agents"
+    timeout 60 rabbitmqctl -q eval \
+        "rabbit_networking:start_tcp_listener({\"$GATEWAY\", $AMQP_PORT}, 10)." >/dev/null 2>&1 || true
+    addr_open "$GATEWAY" "$AMQP_PORT"
 }
 
 # True while a node named "rabbit" is registered with epmd, i.e. a broker is
@@ -351,7 +420,11 @@ start_rabbitmq() {
             sleep 0.5
         done
     fi
-    summary rabbitmq "running (amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f)"
+    if ! rabbitmq_listen_on_gateway; then
+        fail rabbitmq "could not make RabbitMQ listen on $GATEWAY:$AMQP_PORT for agents" "$qlog"
+        return 1
+    fi
+    summary rabbitmq "running (amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f${GATEWAY:+; agents: $GATEWAY:$AMQP_PORT})"
 }
 
 # ---------------------------------------------------------------------------
@@ -418,6 +491,51 @@ ensure_image() {
 }
 
 # ---------------------------------------------------------------------------
+# 7. The agents' way to the services
+# ---------------------------------------------------------------------------
+# Connections to the gateway's Redis and AMQP ports are accepted from the
+# agents' bridge and from the host itself, and dropped from anywhere else
+# (containers of other networks, other hosts routing to this address).
+FIREWALL_CHAIN=AGENT-MANAGER-SERVICES
+firewall_services() {
+    local bridge id port
+    if ! command -v iptables >/dev/null || ! iptables -S INPUT >/dev/null 2>&1; then
+        log "iptables not usable: the services listen on $GATEWAY, reachable by anything that can route there"
+        return 0
+    fi
+    bridge=$(timeout 10 docker network inspect -f '{{index .Options "com.docker.network.bridge.name"}}' "$NETWORK" 2>/dev/null) || bridge=""
+    if [[ -z $bridge || $bridge == "<no value>" ]]; then
+        id=$(timeout 10 docker network inspect -f '{{.Id}}' "$NETWORK" 2>/dev/null) || return 1
+        bridge=br-${id:0:12}
+    fi
+    iptables -N "$FIREWALL_CHAIN" 2>/dev/null || iptables -F "$FIREWALL_CHAIN" || return 1
+    iptables -A "$FIREWALL_CHAIN" -i "$bridge" -j RETURN &&
+        iptables -A "$FIREWALL_CHAIN" -i lo -j RETURN &&
+        iptables -A "$FIREWALL_CHAIN" -j DROP || return 1
+    for port in "$REDIS_PORT" "$AMQP_PORT"; do
+        iptables -C INPUT -d "$GATEWAY" -p tcp --dport "$port" -j "$FIREWALL_CHAIN" 2>/dev/null ||
+            iptables -I INPUT -d "$GATEWAY" -p tcp --dport "$port" -j "$FIREWALL_CHAIN" || return 1
+    done
+}
+
+# The URLs agents get (tests and scripts/run.sh read them from here).
+AGENTS_ENV=$STATE_DIR/agents.env
+write_agent_urls() {
+    if [[ -z $GATEWAY ]]; then
+        rm -f "$AGENTS_ENV"
+        summary agents "no gateway address of $NETWORK: agents cannot reach the services"
+        return 0
+    fi
+    firewall_services || log "could not add the iptables rules for $GATEWAY (chain $FIREWALL_CHAIN)"
+    cat >"$AGENTS_ENV" <<EOF
+# Written by agent-manager's scripts/services.sh: what agents on $NETWORK reach.
+AGENT_REDIS_URL=redis://$GATEWAY:$REDIS_PORT/0
+AGENT_RABBITMQ_URL=amqp://guest:guest@$GATEWAY:$AMQP_PORT/%2f
+EOF
+    summary agents "reach the services at $GATEWAY ($AGENTS_ENV)"
+}
+
+# ---------------------------------------------------------------------------
 main() {
     if ((EUID != 0)); then
         echo "services.sh: FAILED: must run as root (installs packages, starts dockerd)" >&2
@@ -434,7 +552,7 @@ main() {
 
     if install_packages; then
         if start_docker; then
-            ensure_network || true
+            if ensure_network; then agent_gateway; fi
             ensure_image || true
         else
             summary network "skipped (no docker)"
@@ -442,6 +560,7 @@ main() {
         fi
         start_redis || true
         start_rabbitmq || true
+        write_agent_urls
     fi
 
     local line
