@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::broker::publisher::EventPublisher;
 use crate::config::Config;
 use crate::error::{PublishError, StoreError};
-use crate::ports::{EventSink, Processed, QuotaLedger, RecordStore};
+use crate::ports::{EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore};
 use crate::protocol::Event;
 use crate::quota::Quotas;
 use crate::record::AgentRecord;
@@ -80,6 +80,10 @@ impl RecordStore for Store {
 
     async fn load_all(&self) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError> {
         Store::load_all(self).await
+    }
+
+    async fn heartbeats(&self, agent_ids: &[String]) -> Result<HeartbeatBatch, StoreError> {
+        Store::heartbeats(self, agent_ids).await
     }
 }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use crate::config::Config;
 use crate::context::Deps;
 use crate::error::{AgentError, PublishError, RuntimeError, StoreError};
-use crate::ports::{EventSink, Processed, QuotaLedger, RecordStore};
+use crate::ports::{EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore};
 use crate::protocol::{AgentSpec, ErrorCode, Event};
 use crate::record::AgentRecord;
 use crate::runtime::{ContainerSpec, Observed, Runtime, Stats};
@@ -289,6 +289,10 @@ struct StoreState {
     records: HashMap<String, AgentRecord>,
     streams: HashMap<String, Vec<Event>>,
     processed: HashMap<String, Vec<Event>>,
+    /// The agents' heartbeat keys (agent id → the JSON they hold).
+    heartbeats: HashMap<String, String>,
+    /// How many times the fake Redis has restarted (its `run_id`).
+    restarts: u32,
     /// The next this many writes fail (Redis away).
     failing_writes: usize,
 }
@@ -330,6 +334,22 @@ impl FakeStore {
             .get(agent_id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The agent writes `json` as its heartbeat (`None`: the key expires).
+    pub fn set_heartbeat(&self, agent_id: &str, json: Option<&str>) {
+        let mut s = lock(&self.state);
+        match json {
+            Some(json) => s.heartbeats.insert(agent_id.to_string(), json.to_string()),
+            None => s.heartbeats.remove(agent_id),
+        };
+    }
+
+    /// Redis restarts without persistence: every heartbeat key is gone, the run id new.
+    pub fn restart_server(&self) {
+        let mut s = lock(&self.state);
+        s.heartbeats.clear();
+        s.restarts += 1;
     }
 
     pub fn processed_answer(&self, message_id: &str) -> Option<Vec<Event>> {
@@ -403,6 +423,17 @@ impl RecordStore for FakeStore {
             .iter()
             .map(|(id, r)| (id.clone(), Ok(r.clone())))
             .collect())
+    }
+
+    async fn heartbeats(&self, agent_ids: &[String]) -> Result<HeartbeatBatch, StoreError> {
+        let s = self.enter(format!("heartbeats {}", agent_ids.len()), false)?;
+        Ok(HeartbeatBatch {
+            server_run_id: format!("fake-{}", s.restarts),
+            values: agent_ids
+                .iter()
+                .map(|id| s.heartbeats.get(id).cloned())
+                .collect(),
+        })
     }
 }
 

@@ -52,8 +52,10 @@ async fn full_lifecycle_container_record_and_events() {
         format!("AGENT_NAME=Agent {id}"),
         "CONFIG={\"symbol\":\"BTC-USD\"}".to_string(),
         "AUTOGEN_CONFIG={\"model\":\"gpt-test\"}".to_string(),
-        format!("RABBITMQ_URL={}", common::RABBITMQ_URL),
-        format!("REDIS_URL={}", common::REDIS_URL),
+        format!("RABBITMQ_URL={}", common::agent_rabbitmq_url()),
+        format!("REDIS_URL={}", common::agent_redis_url()),
+        "HEARTBEAT_INTERVAL_S=10".to_string(),
+        format!("REDIS_PREFIX={}", env.config.redis.prefix),
     ] {
         assert!(
             vars.contains(&expected),

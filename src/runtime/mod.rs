@@ -10,6 +10,7 @@
 //! place that knows the contract's labels and environment. In swarm mode the "container
 //! id" the actors hold is the service id: the stable handle of the agent.
 //!
+//! [`cgroup`] reads resource samples from the containers' cgroup files (no Docker call).
 //! [`engine`] is the Docker plumbing docker and swarm modes share: the bounded, timed,
 //! admitted calls (named by [`engine::DockerOp`]), error mapping, the agents' networks,
 //! log collection and the spec's translation into Docker's health, ulimit and logging
@@ -17,6 +18,7 @@
 //! ([`watcher::ContainerEvent`], [`watcher::LookAtAll`]) whoever holds the agents
 //! handles.
 
+pub mod cgroup;
 pub mod docker;
 pub mod engine;
 pub mod gpu;
@@ -81,10 +83,41 @@ pub struct Stats {
     pub online_cpus: u32,
     /// Memory in use, page cache excluded.
     pub memory_bytes: u64,
+    /// 0 when the container has none.
     pub memory_limit_bytes: u64,
     pub pids: u64,
+    /// Bytes over the container's interfaces; `None` where the source cannot see them.
+    pub network: Option<NetworkBytes>,
+    /// OOM kills in the container's cgroup (cgroup files only; Docker's stats have none).
+    pub oom_kills: Option<u64>,
+    /// Where the sample came from.
+    pub origin: StatsOrigin,
+}
+
+/// A container's network counters, every interface but loopback.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkBytes {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+}
+
+/// Where a [`Stats`] sample was read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatsOrigin {
+    /// The container's cgroup files, read by the manager ([`cgroup`]).
+    Cgroup,
+    /// Docker's stats API.
+    #[default]
+    Docker,
+}
+
+impl StatsOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsOrigin::Cgroup => "cgroup",
+            StatsOrigin::Docker => "docker",
+        }
+    }
 }
 
 impl Stats {
