@@ -31,7 +31,9 @@
 //!   manager's shares. Then HUNG_AGENTS agents that stop heartbeating, HUNG_ROUNDS times
 //!   each (the manager restarts them): their heartbeat key's expiry (PTTL, to the ms) →
 //!   the `agent.health` that reports them, p50/p99. Intervals: MACHINE_INTERVAL_S for
-//!   heartbeats and checks alike (default 10, production's).
+//!   heartbeats and checks alike (default 10, production's). With MACHINE_EXEC_PROBE=1,
+//!   a last run of the same N under a manager that gives them the old default Docker
+//!   HEALTHCHECK (an exec every 5 s), for the cost of the exec probe beside.
 //!
 //! Results are printed and written to `target/bench-results/<scenario>.json`, with the
 //! load average before and after each scenario (the figures are only comparable side
@@ -67,6 +69,7 @@ struct Sizes {
     machine_interval_s: u64,
     hung_agents: usize,
     hung_rounds: usize,
+    machine_exec_probe: bool,
 }
 
 fn sizes() -> Sizes {
@@ -101,6 +104,7 @@ fn sizes() -> Sizes {
         machine_interval_s: n("MACHINE_INTERVAL_S", 10, 1) as u64,
         hung_agents: n("HUNG_AGENTS", 20, 1),
         hung_rounds: n("HUNG_ROUNDS", 5, 1),
+        machine_exec_probe: n("MACHINE_EXEC_PROBE", 0, 0) > 0,
     }
 }
 
@@ -1394,8 +1398,47 @@ async fn machine_with(s: &Sizes, n: usize) {
             "load_after": load(),
         }),
     );
+    drop(manager);
+    env.finish().await;
+    if s.machine_exec_probe {
+        machine_exec_probe(s, n, &overrides).await;
+    }
     assert!(samples > 0, "no hung agent was seen expiring");
     assert_eq!(missed, 0, "every expiry is reported");
+}
+
+/// The same N agents under a manager that gives them the old default Docker
+/// HEALTHCHECK (`test ! -e /tmp/unhealthy` every 5 s: an exec in every agent).
+async fn machine_exec_probe(s: &Sizes, n: usize, overrides: &[(&str, &str)]) {
+    let mut overrides = overrides.to_vec();
+    overrides.push((
+        "CONTAINER_HEALTHCHECK",
+        "CMD-SHELL,test ! -e /tmp/unhealthy",
+    ));
+    overrides.push(("CONTAINER_CHECK_INTERVAL_S", "5"));
+    let env = TestEnv::client_only(&overrides).await;
+    let (mut manager, admin, _) = spawn_manager(&env, &overrides);
+    wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
+    let tap = env.tap().await;
+    env.mute_events().await;
+    let ids: Vec<String> = (0..n).map(|i| env.agent_id(&format!("p{i}"))).collect();
+    let t0 = Instant::now();
+    create_all(&env, &tap, &ids, true).await;
+    let started_in = t0.elapsed();
+    tokio::time::sleep(s.machine_settle).await;
+    let probe = MachineProbe::start(Some(manager.pid()));
+    tokio::time::sleep(s.machine_window).await;
+    write_result(
+        &format!("machine-{n}-exec-probe"),
+        &json!({
+            "agents": n,
+            "quick": s.quick,
+            "healthcheck": "CMD-SHELL test ! -e /tmp/unhealthy, every 5 s",
+            "started_in_s": started_in.as_secs_f64(),
+            "cpu_percent_of_one_core": probe.percent(),
+            "load_after": load(),
+        }),
+    );
     drop(manager);
     env.finish().await;
 }
