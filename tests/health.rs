@@ -560,11 +560,6 @@ async fn cgroup_samples_match_dockers() {
             docker.cpu_total_ns - ours.cpu_total_ns < 200_000_000,
             "{ours:?} vs {docker:?}"
         );
-        let host = docker.system_ns.abs_diff(ours.system_ns);
-        assert!(
-            host < 5_000_000_000 * u64::from(ours.online_cpus),
-            "{ours:?} vs {docker:?}"
-        );
         let (n1, n2) = (
             ours.network.expect("our counters"),
             docker.network.expect("docker's"),

@@ -17,17 +17,17 @@
 //! | pids | `pids/…/pids.current` | `pids.current` |
 //!
 //! where `…` is `docker/<id>` (cgroupfs driver) or `system.slice/docker-<id>.scope`
-//! (systemd driver). The host's CPU time (`system_ns`, for CPU %) is `/proc/stat`'s, as
-//! Docker computes it.
+//! (systemd driver). CPU % is over wall time: `system_ns` is the time since the reader
+//! was made times the CPUs online (what `/proc/stat`'s total grows by, steal included),
+//! so no sample reads `/proc/stat`. A sample reads six small files and `net/dev`; where
+//! the files are, and which process's `net/dev` is the container's, is found once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use super::{NetworkBytes, Stats, StatsOrigin};
-
-/// Linux's USER_HZ: /proc/stat counts in these ticks per second.
-const CLOCK_TICKS_PER_S: u64 = 100;
 
 /// A v1 memory limit at or above this is "no limit" (the kernel's page-rounded
 /// `LONG_MAX`).
@@ -55,6 +55,15 @@ enum Located {
     },
 }
 
+/// What is known of one container's files.
+#[derive(Debug, Clone)]
+struct Entry {
+    located: Located,
+    /// A process of the container whose `/proc/<pid>/net/dev` was checked to be its
+    /// (`None`: not found yet, or none to be seen).
+    net_pid: Option<u32>,
+}
+
 /// Reads containers' cgroup files under one root. Cheap to share (the located
 /// directories are cached per container).
 #[derive(Debug)]
@@ -62,8 +71,12 @@ pub struct CgroupReader {
     root: PathBuf,
     proc_root: PathBuf,
     version: Version,
+    /// The start of `system_ns`.
+    epoch: Instant,
+    /// CPUs online (the `cpuN` lines of `/proc/stat` when the reader was made).
+    online_cpus: u32,
     /// Container id → where its files are, found once.
-    located: Mutex<HashMap<String, Located>>,
+    located: Mutex<HashMap<String, Entry>>,
 }
 
 impl CgroupReader {
@@ -78,10 +91,21 @@ impl CgroupReader {
         } else {
             return None;
         };
+        let proc_root = proc_root.into();
+        let online_cpus = read(&proc_root.join("stat"))
+            .and_then(|t| online_cpus(&t))
+            .or_else(|| {
+                std::thread::available_parallelism()
+                    .ok()
+                    .map(|n| n.get() as u32)
+            })
+            .unwrap_or(1);
         Some(CgroupReader {
             root,
-            proc_root: proc_root.into(),
+            proc_root,
             version,
+            epoch: Instant::now(),
+            online_cpus,
             located: Mutex::new(HashMap::new()),
         })
     }
@@ -97,22 +121,34 @@ impl CgroupReader {
     /// One sample of container `id` (the full id); `None` when its files are not found
     /// (not running, removed, or a layout this reader does not know).
     pub fn sample(&self, id: &str) -> Option<Stats> {
-        let located = self.locate(id)?;
-        let sample = self.read(&located, id);
-        if sample.is_none() {
+        let mut entry = self.locate(id)?;
+        let Some(mut sample) = self.read(&entry.located) else {
             // Gone (stopped or removed): find it afresh next time.
             self.lock().remove(id);
-        }
-        sample
+            return None;
+        };
+        let counters = entry
+            .net_pid
+            .and_then(|pid| self.net_dev_of(pid))
+            .or_else(|| {
+                // The process is gone (or none was found yet): find another.
+                entry.net_pid = self.container_pid(&entry.located, id);
+                if let Some(known) = self.lock().get_mut(id) {
+                    known.net_pid = entry.net_pid;
+                }
+                entry.net_pid.and_then(|pid| self.net_dev_of(pid))
+            });
+        sample.network = counters;
+        Some(sample)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Located>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.located
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn locate(&self, id: &str) -> Option<Located> {
+    fn locate(&self, id: &str) -> Option<Entry> {
         if let Some(found) = self.lock().get(id) {
             return Some(found.clone());
         }
@@ -149,12 +185,17 @@ impl CgroupReader {
                 })
             }
         })?;
-        self.lock().insert(id.to_string(), found.clone());
-        Some(found)
+        let entry = Entry {
+            located: found,
+            net_pid: None,
+        };
+        self.lock().insert(id.to_string(), entry.clone());
+        Some(entry)
     }
 
-    fn read(&self, located: &Located, id: &str) -> Option<Stats> {
-        let (cpu_total_ns, usage, inactive, limit, oom_kills, pids, procs) = match located {
+    /// Everything but the network counters.
+    fn read(&self, located: &Located) -> Option<Stats> {
+        let (cpu_total_ns, usage, inactive, limit, oom_kills, pids) = match located {
             Located::V1 {
                 memory,
                 cpuacct,
@@ -181,7 +222,6 @@ impl CgroupReader {
                     limit,
                     oom,
                     pids,
-                    memory.join("cgroup.procs"),
                 )
             }
             Located::V2 { dir } => {
@@ -196,35 +236,40 @@ impl CgroupReader {
                     number(&read(&dir.join("memory.max"))?),
                     oom,
                     read(&dir.join("pids.current")).and_then(|t| number(&t)),
-                    dir.join("cgroup.procs"),
                 )
             }
         };
-        let host = read(&self.proc_root.join("stat")).and_then(|t| host_cpu(&t));
-        let (system_ns, online_cpus) = host.unwrap_or((0, 1));
+        let elapsed_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         Some(Stats {
             cpu_total_ns,
-            system_ns,
-            online_cpus,
+            system_ns: elapsed_ns.saturating_mul(u64::from(self.online_cpus)),
+            online_cpus: self.online_cpus,
             memory_bytes: usage.saturating_sub(inactive),
             memory_limit_bytes: limit.unwrap_or(0),
             pids: pids.unwrap_or(0),
-            network: self.network(&procs, id),
+            network: None,
             oom_kills,
             origin: StatsOrigin::Cgroup,
         })
     }
 
-    /// The container's network counters, from one of its processes' view of
-    /// `/proc/<pid>/net/dev` (only when that process is the container's: in a manager
-    /// with a /proc of its own the pid may name another process).
-    fn network(&self, procs: &Path, id: &str) -> Option<NetworkBytes> {
-        let pid: u32 = read(procs)?.lines().next()?.trim().parse().ok()?;
-        let dir = self.proc_root.join(pid.to_string());
-        if !read(&dir.join("cgroup"))?.contains(id) {
-            return None;
-        }
-        net_dev(&read(&dir.join("net").join("dev"))?)
+    /// A process of the container whose `/proc/<pid>` is this reader's to see: the
+    /// first of `cgroup.procs`, if `/proc/<pid>/cgroup` names the container (in a
+    /// manager with a /proc of its own the pid may name another process).
+    fn container_pid(&self, located: &Located, id: &str) -> Option<u32> {
+        let procs = match located {
+            Located::V1 { memory, .. } => memory.join("cgroup.procs"),
+            Located::V2 { dir } => dir.join("cgroup.procs"),
+        };
+        let pid: u32 = read(&procs)?.lines().next()?.trim().parse().ok()?;
+        let cgroup = read(&self.proc_root.join(pid.to_string()).join("cgroup"))?;
+        cgroup.contains(id).then_some(pid)
+    }
+
+    /// Bytes over the interfaces of process `pid`'s network namespace.
+    fn net_dev_of(&self, pid: u32) -> Option<NetworkBytes> {
+        let path = self.proc_root.join(pid.to_string()).join("net").join("dev");
+        net_dev(&read(&path)?)
     }
 }
 
@@ -247,24 +292,13 @@ fn keyed(text: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-/// The host's CPU time in ns (the `cpu` line's first seven fields: user to softirq,
-/// steal left out, as Docker's `system_cpu_usage`) and the CPUs online (`cpuN` lines),
-/// from `/proc/stat`.
-fn host_cpu(stat: &str) -> Option<(u64, u32)> {
-    let mut total = None;
-    let mut cpus = 0u32;
-    for line in stat.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("cpu") => {
-                let ticks: u64 = words.take(7).filter_map(|w| w.parse::<u64>().ok()).sum();
-                total = Some(ticks.saturating_mul(1_000_000_000 / CLOCK_TICKS_PER_S));
-            }
-            Some(w) if w.starts_with("cpu") => cpus += 1,
-            _ => {}
-        }
-    }
-    Some((total?, cpus.max(1)))
+/// The CPUs online: the `cpuN` lines of `/proc/stat`.
+fn online_cpus(stat: &str) -> Option<u32> {
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    u32::try_from(cpus).ok().filter(|n| *n > 0)
 }
 
 /// Bytes received and sent over every interface but loopback, from `/proc/<pid>/net/dev`.
@@ -316,9 +350,11 @@ mod tests {
         assert_eq!(s.memory_limit_bytes, 64 * 1024 * 1024);
         assert_eq!(s.oom_kills, Some(0));
         assert_eq!(s.pids, 2);
-        // /proc/stat: 2 CPUs; the cpu line's first 7 fields, in ns.
+        // /proc/stat: 2 CPUs; wall time since the reader was made, times 2.
         assert_eq!(s.online_cpus, 2);
-        assert_eq!(s.system_ns, 2_000_000 * 10_000_000);
+        assert!(s.system_ns > 0 && s.system_ns.is_multiple_of(2));
+        let later = reader.sample(ID).expect("again");
+        assert!(later.system_ns > s.system_ns, "the clock moves");
         assert_eq!(
             s.network,
             Some(NetworkBytes {
@@ -365,8 +401,8 @@ mod tests {
         assert_eq!(number("4096\n"), Some(4096));
         let k = keyed("usage_usec 10\nuser_usec 7\nbroken\n");
         assert_eq!((k["usage_usec"], k["user_usec"], k.len()), (10, 7, 2));
-        let (ns, cpus) = host_cpu("cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1\ncpu1 1\nintr 5\n").unwrap();
-        assert_eq!((ns, cpus), (28 * 10_000_000, 2), "steal (8) left out");
+        assert_eq!(online_cpus("cpu  1 2 3\ncpu0 1\ncpu1 1\nintr 5\n"), Some(2));
+        assert_eq!(online_cpus("intr 5\n"), None);
         assert!(net_dev("Inter-|\n face |\n").is_none());
     }
 }

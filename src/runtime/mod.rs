@@ -78,7 +78,9 @@ impl Observed {
 pub struct Stats {
     /// Cumulative CPU time of the container, ns.
     pub cpu_total_ns: u64,
-    /// Cumulative CPU time of the host, ns (Docker's `system_cpu_usage`).
+    /// Cumulative CPU time of the host, ns: Docker's `system_cpu_usage` (from
+    /// `/proc/stat`), or for cgroup samples wall time since the reader started times
+    /// the CPUs online. Only deltas between samples of one origin mean anything.
     pub system_ns: u64,
     pub online_cpus: u32,
     /// Memory in use, page cache excluded.
@@ -121,8 +123,12 @@ impl StatsOrigin {
 }
 
 impl Stats {
-    /// CPU use between `prev` and `self`, in percent of one core (Docker's formula).
+    /// CPU use between `prev` and `self`, in percent of one core (Docker's formula). 0
+    /// between samples of different origins (their host clocks differ).
     pub fn cpu_percent_since(&self, prev: &Stats) -> f64 {
+        if self.origin != prev.origin {
+            return 0.0;
+        }
         let cpu = self.cpu_total_ns.saturating_sub(prev.cpu_total_ns) as f64;
         let system = self.system_ns.saturating_sub(prev.system_ns) as f64;
         if system <= 0.0 || cpu < 0.0 {
@@ -196,5 +202,14 @@ mod tests {
         assert!((b.cpu_percent_since(&a) - 50.0).abs() < 1e-9);
         assert_eq!(a.cpu_percent_since(&a), 0.0);
         assert_eq!(a.cpu_percent_since(&b), 0.0, "counters going back give 0");
+        let from_files = Stats {
+            origin: StatsOrigin::Cgroup,
+            ..b
+        };
+        assert_eq!(
+            from_files.cpu_percent_since(&a),
+            0.0,
+            "two clocks: no figure"
+        );
     }
 }
