@@ -9,7 +9,9 @@
 #   4. RabbitMQ on 127.0.0.1:5672 (amqp://guest:guest@127.0.0.1:5672/%2f)
 #   5. the Docker bridge network `autogen-network`
 #   6. the image `autogen-agent:latest`, built from scripts/agent-image/ (and
-#      rebuilt when its sources or busybox change: see `autogen.image-hash`)
+#      rebuilt when its sources or busybox change: see `autogen.image-hash`),
+#      also tagged `autogen-agent:src-<hash>` (scripts/agent-image-tag.sh),
+#      the tag this checkout's tests use
 #   7. prints one line per service, and exits non-zero naming what failed
 #
 # Agents reach Redis (their heartbeats) and RabbitMQ at the gateway address of
@@ -451,43 +453,46 @@ ensure_network() {
 # ---------------------------------------------------------------------------
 # 6. Agent image
 # ---------------------------------------------------------------------------
-# Hash of what goes into the image: every file in scripts/agent-image (but
-# .gitignore and a stray busybox copy) and the busybox binary.
-image_source_hash() {
-    (
-        cd "$IMAGE_SRC"
-        find . -type f ! -name .gitignore ! -name busybox -print0 | LC_ALL=C sort -z |
-            xargs -0 sha256sum
-        sha256sum "$BUSYBOX" | sed 's|  .*|  busybox|'
-    ) | sha256sum | cut -c1-64
-}
-
+# The image is built from scripts/agent-image and busybox; scripts/agent-image-tag.sh
+# hashes what goes into it. The same image is also tagged autogen-agent:src-<hash>
+# (the tests' agents run on that tag): other checkouts sharing this dockerd may
+# rebuild `latest` from their own sources, never this checkout's tag.
 ensure_image() {
-    local hash current blog="$STATE_DIR/image-build.log"
+    local hash tag current blog="$STATE_DIR/image-build.log"
     if [[ ! -x $BUSYBOX ]]; then
         fail image "$BUSYBOX missing (package busybox-static)"
         return 1
     fi
-    hash=$(image_source_hash)
+    hash=$(BUSYBOX=$BUSYBOX bash "$SCRIPT_DIR/agent-image-tag.sh" --hash)
+    tag=$(BUSYBOX=$BUSYBOX bash "$SCRIPT_DIR/agent-image-tag.sh")
     current=$(timeout 10 docker image inspect -f "{{ index .Config.Labels \"$IMAGE_HASH_LABEL\" }}" \
         "$IMAGE" 2>/dev/null) || current=""
     if [[ $current != "$hash" ]]; then
-        log "building $IMAGE (${current:+sources changed; }log: $blog)"
-        local ctx
-        ctx=$(mktemp -d)
-        cp -a "$IMAGE_SRC"/. "$ctx"/
-        cp "$BUSYBOX" "$ctx/busybox"
-        if ! timeout 300 docker build --label "$IMAGE_HASH_LABEL=$hash" -t "$IMAGE" "$ctx" \
-                >"$blog" 2>&1; then
+        if timeout 10 docker image inspect "$tag" >/dev/null 2>&1; then
+            # Built before from these sources: `latest` is that image again.
+            timeout 10 docker tag "$tag" "$IMAGE"
+        else
+            log "building $IMAGE (${current:+sources changed; }log: $blog)"
+            local ctx
+            ctx=$(mktemp -d)
+            cp -a "$IMAGE_SRC"/. "$ctx"/
+            cp "$BUSYBOX" "$ctx/busybox"
+            if ! timeout 300 docker build --label "$IMAGE_HASH_LABEL=$hash" -t "$IMAGE" "$ctx" \
+                    >"$blog" 2>&1; then
+                rm -rf "$ctx"
+                fail image "docker build of $IMAGE failed" "$blog"
+                return 1
+            fi
             rm -rf "$ctx"
-            fail image "docker build of $IMAGE failed" "$blog"
-            return 1
         fi
-        rm -rf "$ctx"
-        # Drop the image this one replaced, if nothing uses it.
+        # Drop untagged images this one replaced, if nothing uses them.
         timeout 30 docker image prune -f --filter "label=$IMAGE_HASH_LABEL" >/dev/null 2>&1 || true
     fi
-    summary image "$IMAGE up to date ($IMAGE_HASH_LABEL=${hash:0:12})"
+    if ! timeout 10 docker tag "$IMAGE" "$tag"; then
+        fail image "docker tag $IMAGE $tag failed"
+        return 1
+    fi
+    summary image "$IMAGE up to date, also $tag ($IMAGE_HASH_LABEL=${hash:0:12})"
 }
 
 # ---------------------------------------------------------------------------

@@ -133,7 +133,7 @@ async fn swarm_lifecycle_services_records_and_events() {
         Some(&labels),
         "container labels = service labels"
     );
-    assert_eq!(cs.image.as_deref(), Some("autogen-agent:latest"));
+    assert_eq!(cs.image.as_deref(), Some(common::agent_image()));
     let vars = cs.env.clone().unwrap();
     for expected in [
         format!("AGENT_ID={id}"),

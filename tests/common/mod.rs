@@ -52,6 +52,37 @@ pub fn agent_gateway() -> Option<&'static str> {
         .as_deref()
 }
 
+/// The image the tests' agents run: this checkout's test agent,
+/// `autogen-agent:src-<hash of scripts/agent-image>` (scripts/agent-image-tag.sh), which
+/// `scripts/services.sh` builds. `autogen-agent:latest` is whichever checkout sharing
+/// this dockerd built last; it is used only when the tag cannot be worked out.
+pub fn agent_image() -> &'static str {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/agent-image-tag.sh");
+        let tag = std::process::Command::new("timeout")
+            .args(["10", "bash", script])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| t.starts_with("autogen-agent:src-"));
+        let Some(tag) = tag else {
+            return "autogen-agent:latest".to_string();
+        };
+        let present = std::process::Command::new("timeout")
+            .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            present,
+            "the test agent image {tag} is missing (its sources changed?): {START_HINT}"
+        );
+        tag
+    })
+}
+
 /// `REDIS_URL` as the tests' agents get it: the same Redis, at an address their
 /// containers reach (127.0.0.1 in a container is the container itself).
 pub fn agent_redis_url() -> String {
@@ -586,6 +617,7 @@ pub fn test_env_vars(id: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
         ("MANAGER_INSTANCE".into(), format!("test-{id}")),
         ("HEALTH_CHECK_INTERVAL_S".into(), "1".into()),
         ("ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+        ("AGENT_IMAGE".into(), agent_image().into()),
         ("AGENT_REDIS_URL".into(), agent_redis_url()),
         ("AGENT_RABBITMQ_URL".into(), agent_rabbitmq_url()),
     ]);
