@@ -1273,12 +1273,29 @@ async fn hung_latencies(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The last expiry's report may still be on its way.
-    tokio::time::sleep(Duration::from_secs(interval_s + 2)).await;
-    let seen = tap.state.lock().unwrap().health.clone();
+    // The last expiry's report may still be on its way: wait for every report, up to
+    // the goal (the check interval and a second) and a second more.
+    let deadline = Instant::now() + Duration::from_secs(interval_s + 2);
+    loop {
+        let seen = tap.state.lock().unwrap().health.clone();
+        let (latency, missed) = match_expiries(ids, &expired, &seen);
+        if missed == 0 || Instant::now() >= deadline {
+            return (latency, missed);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each expiry's first `agent.health` saying `expired` at or after it: the latencies
+/// (ms) of those found, and how many have none.
+fn match_expiries(
+    ids: &[String],
+    expired: &[Vec<Instant>],
+    seen: &[common::HealthSeen],
+) -> (Vec<f64>, usize) {
     let mut latency = Vec::new();
     let mut missed = 0;
-    for (id, expiries) in ids.iter().zip(&expired) {
+    for (id, expiries) in ids.iter().zip(expired) {
         for at in expiries {
             let report = seen.iter().find(|h| {
                 &h.agent_id == id
