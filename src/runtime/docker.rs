@@ -611,6 +611,44 @@ mod tests {
     use super::*;
     use bollard::models::ContainerSummaryStateEnum;
 
+    /// Where resource samples come from, for `STATS_SOURCE`, `DOCKER_HOST` and a cgroup
+    /// root (the v1 fixture, or a directory with no cgroup filesystem).
+    fn reads_cgroup_files(source: &str, docker_host: &str, mounted: bool) -> bool {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let root = if mounted {
+            format!("{fixtures}/cgroup/v1")
+        } else {
+            format!("{fixtures}/proc")
+        };
+        let env = HashMap::from([
+            ("STATS_SOURCE", source.to_string()),
+            ("DOCKER_HOST", docker_host.to_string()),
+            ("CGROUP_ROOT", root),
+            ("PROC_ROOT", format!("{fixtures}/proc")),
+        ]);
+        let config = Config::from_sources(None, |k| env.get(k).cloned()).expect("a valid config");
+        cgroup_reader(&config).is_some()
+    }
+
+    #[test]
+    fn samples_come_from_cgroup_files_only_where_the_docker_host_is_this_machine() {
+        assert!(reads_cgroup_files("auto", "", true), "the default socket");
+        assert!(reads_cgroup_files("auto", "unix:///run/other.sock", true));
+        assert!(
+            !reads_cgroup_files("auto", "tcp://docker:2375", true),
+            "a remote DOCKER_HOST: Docker's stats API"
+        );
+        assert!(
+            reads_cgroup_files("cgroup", "tcp://docker:2375", true),
+            "forced"
+        );
+        assert!(!reads_cgroup_files("docker", "", true), "forced off");
+        assert!(
+            !reads_cgroup_files("auto", "", false),
+            "no cgroup filesystem mounted: Docker's stats API"
+        );
+    }
+
     #[test]
     fn a_listing_gives_id_name_labels_and_state() {
         let summary = ContainerSummary {
