@@ -142,8 +142,15 @@ async fn swarm_lifecycle_services_records_and_events() {
         format!("AGENT_NAME=Agent {id}"),
         "CONFIG={\"symbol\":\"BTC-USD\"}".to_string(),
         "AUTOGEN_CONFIG={\"model\":\"gpt-test\"}".to_string(),
-        format!("RABBITMQ_URL={}", common::RABBITMQ_URL),
-        format!("REDIS_URL={}", common::REDIS_URL),
+        // The services at an address the agents reach (the network's gateway).
+        format!("RABBITMQ_URL={}", common::agent_rabbitmq_url()),
+        format!("REDIS_URL={}", common::agent_redis_url()),
+        // Contract section 8: the heartbeat's interval and key prefix.
+        format!(
+            "HEARTBEAT_INTERVAL_S={}",
+            env.config.health.heartbeat_interval_s
+        ),
+        format!("REDIS_PREFIX={}", env.config.redis.prefix),
     ] {
         assert!(
             vars.contains(&expected),
