@@ -3,12 +3,16 @@
 #   docker build -t agent-manager .
 #   docker run -d --name agent-manager \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
+#     -v /sys/fs/cgroup:/sys/fs/cgroup:ro -v /proc:/host/proc:ro -e PROC_ROOT=/host/proc \
 #     --group-add "$(stat -c %g /var/run/docker.sock)" \
 #     -e RABBITMQ_URL=amqp://user:pass@rabbitmq:5672/%2f -e REDIS_URL=redis://redis:6379/0 \
 #     agent-manager
 #
 # Configuration is the environment (every variable of README "Configuration"), or a TOML
-# file mounted and named with AGENT_MANAGER_CONFIG. The process runs as uid 10001 and
+# file mounted and named with AGENT_MANAGER_CONFIG. The host's cgroup filesystem, mounted
+# read-only, lets the manager read the agents' resource samples from their cgroup files
+# (CGROUP_ROOT) instead of asking dockerd's stats API for each; the host's /proc
+# (PROC_ROOT) gives their network counters. Without them it falls back to the stats API. The process runs as uid 10001 and
 # reaches the Docker socket through the socket's group (--group-add, compose group_add).
 # `docker exec agent-manager agent-manager agents list` works inside (README "Operate").
 #

@@ -24,6 +24,17 @@
 //!   agents, RESTARTS times, beside the start with no agents: time to `/readyz` 200 and
 //!   to the answer of a command published right at the process start; in each of
 //!   RECOVERY_MODES (default `docker,swarm,gpu`).
+//! - `machine`: what monitoring costs the whole machine. For each N in MACHINE_AGENTS
+//!   (default `200,1000`): N agents started straight through bollard (same image,
+//!   environment and heartbeats, no manager), whole-machine CPU from /proc/stat over
+//!   MACHINE_WINDOW_S, then removed; then the same N under a manager process, the same
+//!   window; side by side, with dockerd's, containerd's (and its shims'), Redis' and the
+//!   manager's shares. Then HUNG_AGENTS agents that stop heartbeating, HUNG_ROUNDS times
+//!   each (the manager restarts them): their heartbeat key's expiry (PTTL, to the ms) →
+//!   the `agent.health` that reports them, p50/p99. Intervals: MACHINE_INTERVAL_S for
+//!   heartbeats and checks alike (default 10, production's). With MACHINE_EXEC_PROBE=1,
+//!   a last run of the same N under a manager that gives them the old default Docker
+//!   HEALTHCHECK (an exec every 5 s), for the cost of the exec probe beside.
 //!
 //! Results are printed and written to `target/bench-results/<scenario>.json`, with the
 //! load average before and after each scenario (the figures are only comparable side
@@ -53,6 +64,13 @@ struct Sizes {
     scale_window: Duration,
     recovery_agents: usize,
     restarts: usize,
+    machine_agents: Vec<usize>,
+    machine_window: Duration,
+    machine_settle: Duration,
+    machine_interval_s: u64,
+    hung_agents: usize,
+    hung_rounds: usize,
+    machine_exec_probe: bool,
 }
 
 fn sizes() -> Sizes {
@@ -78,6 +96,16 @@ fn sizes() -> Sizes {
         scale_window: Duration::from_secs(n("SCALE_WINDOW_S", 60, 3) as u64),
         recovery_agents: n("RECOVERY_AGENTS", 200, 5),
         restarts: n("RESTARTS", 5, 1),
+        machine_agents: std::env::var("MACHINE_AGENTS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| if quick { vec![3] } else { vec![200, 1000] }),
+        machine_window: Duration::from_secs(n("MACHINE_WINDOW_S", 60, 3) as u64),
+        machine_settle: Duration::from_secs(n("MACHINE_SETTLE_S", 30, 1) as u64),
+        machine_interval_s: n("MACHINE_INTERVAL_S", 10, 1) as u64,
+        hung_agents: n("HUNG_AGENTS", 20, 1),
+        hung_rounds: n("HUNG_ROUNDS", 5, 1),
+        machine_exec_probe: n("MACHINE_EXEC_PROBE", 0, 0) > 0,
     }
 }
 
@@ -1143,6 +1171,340 @@ async fn recovery(s: &Sizes, mode: &str) {
     drop(swarm);
 }
 
+/// The whole machine's CPU counters (`/proc/stat`'s `cpu` line): (busy, total) ticks,
+/// busy = user + nice + system + irq + softirq (guest time is inside user), total adds
+/// idle, iowait and steal.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    Some((busy, busy + at(3) + at(4) + at(7)))
+}
+
+/// The pids of every process whose name (`comm`) is `name`.
+fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
+}
+
+/// Whole-machine CPU over a window, and the shares of the processes that matter, as %
+/// of one core.
+struct MachineProbe {
+    start: Instant,
+    machine: Option<(u64, u64)>,
+    cpus: usize,
+    /// (name, pids, ticks at the start).
+    groups: Vec<(String, Vec<u32>, u64)>,
+}
+
+impl MachineProbe {
+    fn start(manager: Option<u32>) -> MachineProbe {
+        let mut groups: Vec<(String, Vec<u32>)> = vec![
+            ("dockerd".into(), pids_named("dockerd")),
+            ("containerd".into(), pids_named("containerd")),
+            ("containerd_shims".into(), pids_named("containerd-shim")),
+            ("redis".into(), pids_named("redis-server")),
+            ("rabbitmq".into(), pids_named("beam.smp")),
+            ("bench".into(), vec![std::process::id()]),
+        ];
+        if let Some(pid) = manager {
+            groups.push(("manager".into(), vec![pid]));
+        }
+        let ticks = |pids: &[u32]| pids.iter().filter_map(|p| cpu_ticks(*p)).sum::<u64>();
+        MachineProbe {
+            start: Instant::now(),
+            machine: machine_ticks(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            groups: groups
+                .into_iter()
+                .map(|(n, pids)| {
+                    let t = ticks(&pids);
+                    (n, pids, t)
+                })
+                .collect(),
+        }
+    }
+
+    /// `{"machine": %, "<group>": %, ...}` since `start`, % of one core.
+    fn percent(&self) -> serde_json::Value {
+        let secs = self.start.elapsed().as_secs_f64();
+        let mut out = serde_json::Map::new();
+        if let (Some((b0, t0)), Some((b1, t1))) = (self.machine, machine_ticks()) {
+            let share = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+            let pct = share * self.cpus as f64 * 100.0;
+            out.insert("machine".into(), json!((pct * 10.0).round() / 10.0));
+        }
+        for (name, pids, t0) in &self.groups {
+            let t1: u64 = pids.iter().filter_map(|p| cpu_ticks(*p)).sum();
+            let pct = t1.saturating_sub(*t0) as f64 / 100.0 / secs * 100.0;
+            out.insert(name.clone(), json!((pct * 10.0).round() / 10.0));
+        }
+        out.insert("window_s".into(), json!((secs * 10.0).round() / 10.0));
+        serde_json::Value::Object(out)
+    }
+}
+
+/// Removes containers by name, `workers` at a time.
+async fn remove_all(env: &TestEnv, names: Vec<String>, workers: usize) {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(
+        names.into_iter().collect::<std::collections::VecDeque<_>>(),
+    ));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (queue, docker) = (queue.clone(), env.docker.clone());
+        handles.push(actix_rt::spawn(async move {
+            loop {
+                let Some(name) = queue.lock().unwrap().pop_front() else {
+                    return;
+                };
+                let options = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build();
+                let _ = docker.remove_container(&name, Some(options)).await;
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Hung agents, round after round: when each one's heartbeat key expired (polled PTTL,
+/// so to the ms) and when the manager's `agent.health` saying so arrived.
+async fn hung_latencies(
+    env: &TestEnv,
+    tap: &common::EventTap,
+    ids: &[String],
+    rounds: usize,
+    interval_s: u64,
+) -> (Vec<f64>, usize) {
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| env.key(&format!("agent:{id}:data:heartbeat")))
+        .collect();
+    let mut expiry: Vec<Option<Instant>> = vec![None; ids.len()];
+    let mut expired: Vec<Vec<Instant>> = vec![Vec::new(); ids.len()];
+    // A round: heartbeats for a while, silence, three intervals, the check interval.
+    let until = Instant::now() + Duration::from_secs((rounds as u64 + 1) * 12 * interval_s + 120);
+    while expired.iter().any(|e| e.len() < rounds) && Instant::now() < until {
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("PTTL").arg(k);
+        }
+        let mut conn = env.redis.clone();
+        let ttls: Vec<i64> = pipe.query_async(&mut conn).await.unwrap_or_default();
+        let now = Instant::now();
+        for (i, ttl) in ttls.into_iter().enumerate() {
+            if ttl > 0 {
+                expiry[i] = Some(now + Duration::from_millis(ttl as u64));
+            } else if ttl == -2 {
+                if let Some(at) = expiry[i].take() {
+                    expired[i].push(at);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last expiry's report may still be on its way: wait for every report, up to
+    // the goal (the check interval and a second) and a second more.
+    let deadline = Instant::now() + Duration::from_secs(interval_s + 2);
+    loop {
+        let seen = tap.state.lock().unwrap().health.clone();
+        let (latency, missed) = match_expiries(ids, &expired, &seen);
+        if missed == 0 || Instant::now() >= deadline {
+            return (latency, missed);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each expiry's first `agent.health` saying `expired` at or after it: the latencies
+/// (ms) of those found, and how many have none.
+fn match_expiries(
+    ids: &[String],
+    expired: &[Vec<Instant>],
+    seen: &[common::HealthSeen],
+) -> (Vec<f64>, usize) {
+    let mut latency = Vec::new();
+    let mut missed = 0;
+    for (id, expiries) in ids.iter().zip(expired) {
+        for at in expiries {
+            let report = seen.iter().find(|h| {
+                &h.agent_id == id
+                    && h.heartbeat == "expired"
+                    && h.at + Duration::from_millis(50) >= *at
+            });
+            match report {
+                Some(h) => latency.push(ms(h.at.saturating_duration_since(*at))),
+                None => missed += 1,
+            }
+        }
+    }
+    (latency, missed)
+}
+
+/// Whole-machine CPU of N agents bare and under the manager, and hung-agent reports.
+async fn machine(s: &Sizes) {
+    for &n in &s.machine_agents {
+        machine_with(s, n).await;
+    }
+}
+
+async fn machine_with(s: &Sizes, n: usize) {
+    let load_before = load();
+    let interval = s.machine_interval_s.to_string();
+    let overrides = [
+        ("HEALTH_CHECK_INTERVAL_S", interval.as_str()),
+        ("HEARTBEAT_INTERVAL_S", interval.as_str()),
+        ("HEALTH_REPORT_INTERVAL_S", "30"),
+        // The hung agents are restarted at their first unhealthy look, so the rounds
+        // follow each other quickly; nothing else is unhealthy.
+        ("UNHEALTHY_RESTART_AFTER", "1"),
+    ];
+    let env = TestEnv::client_only(&overrides).await;
+    let workers = env.config.docker.max_concurrent_ops;
+
+    // 1. Bare: the agents' containers exactly as the manager would make them.
+    let t0 = Instant::now();
+    let (bare, _) = direct_path(&env, n, workers, "bare").await;
+    let bare_started_in = t0.elapsed();
+    assert_eq!(bare.latency.len(), n, "every bare agent started");
+    tokio::time::sleep(s.machine_settle).await;
+    let probe = MachineProbe::start(None);
+    tokio::time::sleep(s.machine_window).await;
+    let bare_cpu = probe.percent();
+    let names = (0..n)
+        .map(|i| format!("agent-{}", env.agent_id(&format!("dbarex{i}"))))
+        .collect();
+    remove_all(&env, names, workers).await;
+
+    // 2. The same agents under the manager.
+    let (mut manager, admin, _) = spawn_manager(&env, &overrides);
+    wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
+    let tap = env.tap().await;
+    env.mute_events().await;
+    let ids: Vec<String> = (0..n).map(|i| env.agent_id(&format!("m{i}"))).collect();
+    let t0 = Instant::now();
+    create_all(&env, &tap, &ids, true).await;
+    let managed_started_in = t0.elapsed();
+    tokio::time::sleep(s.machine_settle).await;
+    let probe = MachineProbe::start(Some(manager.pid()));
+    tokio::time::sleep(s.machine_window).await;
+    let managed_cpu = probe.percent();
+    let rss_mb = rss_kb(manager.pid()).map(|k| k as f64 / 1024.0);
+    let restarts_meanwhile = tap.count("agent.restarted");
+
+    // 3. Hung agents beside them: two heartbeats, then silence.
+    let hung: Vec<String> = (0..s.hung_agents)
+        .map(|i| env.agent_id(&format!("hung{i}")))
+        .collect();
+    let stop_after_ms = s.machine_interval_s * 1000 + 1000;
+    let commands = hung
+        .iter()
+        .map(|id| {
+            let mut body = small_agent(&env, id);
+            body["config"] = json!({"heartbeat_stop_after_ms": stop_after_ms});
+            ("agent.create", body)
+        })
+        .collect();
+    env.send_many(commands).await;
+    let (mut latency, missed) =
+        hung_latencies(&env, &tap, &hung, s.hung_rounds, s.machine_interval_s).await;
+    let samples = latency.len();
+    let hung_ms = dist(&mut latency);
+    let goal_ms = (s.machine_interval_s * 1000 + 1000) as f64;
+
+    let pct = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let above = pct(&managed_cpu, "machine") - pct(&bare_cpu, "machine");
+    let goal = if n <= 200 { 5.0 } else { 20.0 };
+    write_result(
+        &format!("machine-{n}"),
+        &json!({
+            "agents": n,
+            "quick": s.quick,
+            "interval_s": s.machine_interval_s,
+            "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "window_s": s.machine_window.as_secs_f64(),
+            "settle_s": s.machine_settle.as_secs_f64(),
+            "manager": "process (the binary cargo built for this bench)",
+            "bare_started_in_s": bare_started_in.as_secs_f64(),
+            "managed_started_in_s": managed_started_in.as_secs_f64(),
+            "cpu_percent_of_one_core_bare": bare_cpu,
+            "cpu_percent_of_one_core_managed": managed_cpu,
+            "machine_above_bare_percent_of_one_core": (above * 10.0).round() / 10.0,
+            "goal_percent_of_one_core": goal,
+            "goal_met": above <= goal,
+            "manager_rss_mb": rss_mb,
+            "restarts_during_window": restarts_meanwhile,
+            "hung_agents": s.hung_agents,
+            "hung_rounds": s.hung_rounds,
+            "hung_expiry_to_report_ms": hung_ms,
+            "hung_reports_missed": missed,
+            "hung_goal_ms": goal_ms,
+            "hung_goal_met": samples > 0 && missed == 0
+                && hung_ms["p99"].as_f64().is_some_and(|p| p <= goal_ms),
+            "load_before": load_before,
+            "load_after": load(),
+        }),
+    );
+    drop(manager);
+    env.finish().await;
+    if s.machine_exec_probe {
+        machine_exec_probe(s, n, &overrides).await;
+    }
+    assert!(samples > 0, "no hung agent was seen expiring");
+    assert_eq!(missed, 0, "every expiry is reported");
+}
+
+/// The same N agents under a manager that gives them the old default Docker
+/// HEALTHCHECK (`test ! -e /tmp/unhealthy` every 5 s: an exec in every agent).
+async fn machine_exec_probe(s: &Sizes, n: usize, overrides: &[(&str, &str)]) {
+    let mut overrides = overrides.to_vec();
+    overrides.push((
+        "CONTAINER_HEALTHCHECK",
+        "CMD-SHELL,test ! -e /tmp/unhealthy",
+    ));
+    overrides.push(("CONTAINER_CHECK_INTERVAL_S", "5"));
+    let env = TestEnv::client_only(&overrides).await;
+    let (mut manager, admin, _) = spawn_manager(&env, &overrides);
+    wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
+    let tap = env.tap().await;
+    env.mute_events().await;
+    let ids: Vec<String> = (0..n).map(|i| env.agent_id(&format!("p{i}"))).collect();
+    let t0 = Instant::now();
+    create_all(&env, &tap, &ids, true).await;
+    let started_in = t0.elapsed();
+    tokio::time::sleep(s.machine_settle).await;
+    let probe = MachineProbe::start(Some(manager.pid()));
+    tokio::time::sleep(s.machine_window).await;
+    write_result(
+        &format!("machine-{n}-exec-probe"),
+        &json!({
+            "agents": n,
+            "quick": s.quick,
+            "healthcheck": "CMD-SHELL test ! -e /tmp/unhealthy, every 5 s",
+            "started_in_s": started_in.as_secs_f64(),
+            "cpu_percent_of_one_core": probe.percent(),
+            "load_after": load(),
+        }),
+    );
+    drop(manager);
+    env.finish().await;
+}
+
 fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -1172,6 +1534,9 @@ fn main() {
             for mode in recovery_modes() {
                 recovery(&s, &mode).await;
             }
+        }
+        if wanted("machine") {
+            machine(&s).await;
         }
     });
 }

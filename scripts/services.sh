@@ -10,8 +10,23 @@
 #      its management HTTP API on 127.0.0.1:15672 (the agents' own users)
 #   5. the Docker bridge network `autogen-network`
 #   6. the image `autogen-agent:latest`, built from scripts/agent-image/ (and
-#      rebuilt when its sources or busybox change: see `autogen.image-hash`)
+#      rebuilt when its sources or busybox change: see `autogen.image-hash`),
+#      also tagged `autogen-agent:src-<hash>` (scripts/agent-image-tag.sh),
+#      the tag this checkout's tests use
 #   7. prints one line per service, and exits non-zero naming what failed
+#
+# Agents reach Redis (their heartbeats) and RabbitMQ at the gateway address of
+# `autogen-network` (the host's side of the bridge, e.g. 172.18.0.1): both also
+# listen there, never on 0.0.0.0, and where iptables works, connections to
+# that address and those ports are accepted only from the bridge and from the
+# host itself (chain AGENT-MANAGER-SERVICES), so other containers and other
+# hosts cannot use them. The agents' URLs go to $STATE_DIR/agents.env
+# (AGENT_REDIS_URL, AGENT_RABBITMQ_URL; scripts/run.sh reads it). RabbitMQ's
+# `guest` user only logs in from loopback: AGENT_RABBITMQ_URL names the
+# reachable address, and agents need a user of their own to log in (per-agent
+# users, or one made for them). Redis' default user has no password: any
+# agent on the network can use it, as it can any key (ACL users for agents
+# close that).
 #
 # Idempotent: what is already up is left alone, and a run with everything up
 # takes well under 3 s. Must run as root (it installs packages and starts
@@ -249,6 +264,30 @@ redis_ok() {
     [[ $(timeout 3 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
 }
 
+# The address agents reach the services at: autogen-network's gateway (set by
+# agent_gateway after the network step; empty without Docker).
+GATEWAY=""
+agent_gateway() {
+    GATEWAY=$(timeout 10 docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' \
+        "$NETWORK" 2>/dev/null | awk '{print $1}') || GATEWAY=""
+}
+
+# True if something accepts TCP connections on $1:$2.
+addr_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+}
+
+# A running Redis bound to loopback only (an older services.sh) also binds
+# the gateway; protected mode (which refuses every non-loopback client of a
+# password-less default user) goes, the bind addresses keep everyone else out.
+redis_listen_on_gateway() {
+    [[ -n $GATEWAY ]] || return 0
+    addr_open "$GATEWAY" "$REDIS_PORT" && return 0
+    log "redis: listening on $GATEWAY too, for agents"
+    timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set protected-mode no >/dev/null &&
+        timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set bind "127.0.0.1 $GATEWAY" >/dev/null
+}
+
 start_redis() {
     local rlog="$STATE_DIR/redis.log"
     if ! redis_ok; then
@@ -259,7 +298,10 @@ start_redis() {
         log "starting redis-server (log: $rlog)"
         # (Early errors go to stdout, later ones to --logfile: same file.)
         # shellcheck disable=SC2094
-        if ! redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
+        local protected=yes
+        [[ -n $GATEWAY ]] && protected=no
+        if ! redis-server --daemonize yes --bind 127.0.0.1 ${GATEWAY:+"$GATEWAY"} \
+                --protected-mode "$protected" --port "$REDIS_PORT" \
                 --save "" --appendonly no --dir "$STATE_DIR" \
                 --logfile "$rlog" --pidfile "$STATE_DIR/redis.pid" >>"$rlog" 2>&1 9>&-; then
             fail redis "redis-server did not start" "$rlog"
@@ -274,7 +316,11 @@ start_redis() {
             sleep 0.2
         done
     fi
-    summary redis "running (redis://127.0.0.1:$REDIS_PORT)"
+    if ! redis_listen_on_gateway; then
+        fail redis "could not make Redis listen on $GATEWAY for agents" "$rlog"
+        return 1
+    fi
+    summary redis "running (redis://127.0.0.1:$REDIS_PORT${GATEWAY:+; agents: redis://$GATEWAY:$REDIS_PORT})"
 }
 
 # ---------------------------------------------------------------------------
@@ -292,17 +338,16 @@ amqp_ok() {
     ' 2>/dev/null
 }
 
-# Node name and listeners on loopback. RABBITMQ_* variables would do for the
-# server but not for a later manual `rabbitmqctl`, so this goes in
-# rabbitmq-env.conf, which both read.
+# Node name and distribution on loopback. RABBITMQ_* variables would do for
+# the server but not for a later manual `rabbitmqctl`, so this goes in
+# rabbitmq-env.conf, which both read. The AMQP listeners are in conf.d (below).
 RABBITMQ_ENV_CONF=/etc/rabbitmq/rabbitmq-env.conf
 configure_rabbitmq() {
     local want
     want=$(cat <<'EOF'
-# Written by agent-manager's scripts/services.sh: a loopback-only broker.
+# Written by agent-manager's scripts/services.sh: a broker for loopback (and,
+# see conf.d/10-agent-manager-listeners.conf, the agents' network).
 NODENAME=rabbit@localhost
-NODE_IP_ADDRESS=127.0.0.1
-NODE_PORT=5672
 export ERL_EPMD_ADDRESS=127.0.0.1
 SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 EOF
@@ -312,6 +357,7 @@ EOF
         printf '%s\n' "$want" >"$RABBITMQ_ENV_CONF"
     fi
     configure_management
+    configure_rabbitmq_listeners
 }
 
 # The management plugin (the manager makes each agent's own RabbitMQ user
@@ -354,6 +400,31 @@ ensure_management() {
     done
 }
 
+# AMQP on loopback and on the agents' gateway, never on 0.0.0.0.
+RABBITMQ_LISTENERS_CONF=/etc/rabbitmq/conf.d/10-agent-manager-listeners.conf
+configure_rabbitmq_listeners() {
+    local want
+    want="# Written by agent-manager's scripts/services.sh: AMQP on loopback and for agents.
+listeners.tcp.loopback = 127.0.0.1:$AMQP_PORT"
+    [[ -n $GATEWAY ]] && want+=$'\n'"listeners.tcp.agents = $GATEWAY:$AMQP_PORT"
+    if [[ $(cat "$RABBITMQ_LISTENERS_CONF" 2>/dev/null) != "$want" ]]; then
+        mkdir -p "$(dirname "$RABBITMQ_LISTENERS_CONF")"
+        printf '%s\n' "$want" >"$RABBITMQ_LISTENERS_CONF"
+    fi
+}
+
+# A running broker without the agents' listener (started before it was
+# configured) gets it added live, rather than restarted under its clients.
+rabbitmq_listen_on_gateway() {
+    [[ -n $GATEWAY ]] || return 0
+    addr_open "$GATEWAY" "$AMQP_PORT" && return 0
+    configure_rabbitmq
+    log "rabbitmq: adding a listener on $GATEWAY:$AMQP_PORT for agents"
+    timeout 60 rabbitmqctl -q eval \
+        "rabbit_networking:start_tcp_listener({\"$GATEWAY\", $AMQP_PORT}, 10)." >/dev/null 2>&1 || true
+    addr_open "$GATEWAY" "$AMQP_PORT"
+}
+
 # True while a node named "rabbit" is registered with epmd, i.e. a broker is
 # up or still booting (its listeners open last).
 rabbit_node_registered() {
@@ -394,8 +465,12 @@ start_rabbitmq() {
             sleep 0.5
         done
     fi
+    if ! rabbitmq_listen_on_gateway; then
+        fail rabbitmq "could not make RabbitMQ listen on $GATEWAY:$AMQP_PORT for agents" "$qlog"
+        return 1
+    fi
     ensure_management || return 1
-    summary rabbitmq "running (amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f, management http://127.0.0.1:$MANAGEMENT_PORT)"
+    summary rabbitmq "running (amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f${GATEWAY:+; agents: $GATEWAY:$AMQP_PORT}, management http://127.0.0.1:$MANAGEMENT_PORT)"
 }
 
 # ---------------------------------------------------------------------------
@@ -422,43 +497,91 @@ ensure_network() {
 # ---------------------------------------------------------------------------
 # 6. Agent image
 # ---------------------------------------------------------------------------
-# Hash of what goes into the image: every file in scripts/agent-image (but
-# .gitignore and a stray busybox copy) and the busybox binary.
-image_source_hash() {
-    (
-        cd "$IMAGE_SRC"
-        find . -type f ! -name .gitignore ! -name busybox -print0 | LC_ALL=C sort -z |
-            xargs -0 sha256sum
-        sha256sum "$BUSYBOX" | sed 's|  .*|  busybox|'
-    ) | sha256sum | cut -c1-64
-}
-
+# The image is built from scripts/agent-image and busybox; scripts/agent-image-tag.sh
+# hashes what goes into it. The same image is also tagged autogen-agent:src-<hash>
+# (the tests' agents run on that tag): other checkouts sharing this dockerd may
+# rebuild `latest` from their own sources, never this checkout's tag.
 ensure_image() {
-    local hash current blog="$STATE_DIR/image-build.log"
+    local hash tag current blog="$STATE_DIR/image-build.log"
     if [[ ! -x $BUSYBOX ]]; then
         fail image "$BUSYBOX missing (package busybox-static)"
         return 1
     fi
-    hash=$(image_source_hash)
+    hash=$(BUSYBOX=$BUSYBOX bash "$SCRIPT_DIR/agent-image-tag.sh" --hash)
+    tag=$(BUSYBOX=$BUSYBOX bash "$SCRIPT_DIR/agent-image-tag.sh")
     current=$(timeout 10 docker image inspect -f "{{ index .Config.Labels \"$IMAGE_HASH_LABEL\" }}" \
         "$IMAGE" 2>/dev/null) || current=""
     if [[ $current != "$hash" ]]; then
-        log "building $IMAGE (${current:+sources changed; }log: $blog)"
-        local ctx
-        ctx=$(mktemp -d)
-        cp -a "$IMAGE_SRC"/. "$ctx"/
-        cp "$BUSYBOX" "$ctx/busybox"
-        if ! timeout 300 docker build --label "$IMAGE_HASH_LABEL=$hash" -t "$IMAGE" "$ctx" \
-                >"$blog" 2>&1; then
+        if timeout 10 docker image inspect "$tag" >/dev/null 2>&1; then
+            # Built before from these sources: `latest` is that image again.
+            timeout 10 docker tag "$tag" "$IMAGE"
+        else
+            log "building $IMAGE (${current:+sources changed; }log: $blog)"
+            local ctx
+            ctx=$(mktemp -d)
+            cp -a "$IMAGE_SRC"/. "$ctx"/
+            cp "$BUSYBOX" "$ctx/busybox"
+            if ! timeout 300 docker build --label "$IMAGE_HASH_LABEL=$hash" -t "$IMAGE" "$ctx" \
+                    >"$blog" 2>&1; then
+                rm -rf "$ctx"
+                fail image "docker build of $IMAGE failed" "$blog"
+                return 1
+            fi
             rm -rf "$ctx"
-            fail image "docker build of $IMAGE failed" "$blog"
-            return 1
         fi
-        rm -rf "$ctx"
-        # Drop the image this one replaced, if nothing uses it.
+        # Drop untagged images this one replaced, if nothing uses them.
         timeout 30 docker image prune -f --filter "label=$IMAGE_HASH_LABEL" >/dev/null 2>&1 || true
     fi
-    summary image "$IMAGE up to date ($IMAGE_HASH_LABEL=${hash:0:12})"
+    if ! timeout 10 docker tag "$IMAGE" "$tag"; then
+        fail image "docker tag $IMAGE $tag failed"
+        return 1
+    fi
+    summary image "$IMAGE up to date, also $tag ($IMAGE_HASH_LABEL=${hash:0:12})"
+}
+
+# ---------------------------------------------------------------------------
+# 7. The agents' way to the services
+# ---------------------------------------------------------------------------
+# Connections to the gateway's Redis and AMQP ports are accepted from the
+# agents' bridge and from the host itself, and dropped from anywhere else
+# (containers of other networks, other hosts routing to this address).
+FIREWALL_CHAIN=AGENT-MANAGER-SERVICES
+firewall_services() {
+    local bridge id port
+    if ! command -v iptables >/dev/null || ! iptables -S INPUT >/dev/null 2>&1; then
+        log "iptables not usable: the services listen on $GATEWAY, reachable by anything that can route there"
+        return 0
+    fi
+    bridge=$(timeout 10 docker network inspect -f '{{index .Options "com.docker.network.bridge.name"}}' "$NETWORK" 2>/dev/null) || bridge=""
+    if [[ -z $bridge || $bridge == "<no value>" ]]; then
+        id=$(timeout 10 docker network inspect -f '{{.Id}}' "$NETWORK" 2>/dev/null) || return 1
+        bridge=br-${id:0:12}
+    fi
+    iptables -N "$FIREWALL_CHAIN" 2>/dev/null || iptables -F "$FIREWALL_CHAIN" || return 1
+    iptables -A "$FIREWALL_CHAIN" -i "$bridge" -j RETURN &&
+        iptables -A "$FIREWALL_CHAIN" -i lo -j RETURN &&
+        iptables -A "$FIREWALL_CHAIN" -j DROP || return 1
+    for port in "$REDIS_PORT" "$AMQP_PORT"; do
+        iptables -C INPUT -d "$GATEWAY" -p tcp --dport "$port" -j "$FIREWALL_CHAIN" 2>/dev/null ||
+            iptables -I INPUT -d "$GATEWAY" -p tcp --dport "$port" -j "$FIREWALL_CHAIN" || return 1
+    done
+}
+
+# The URLs agents get (tests and scripts/run.sh read them from here).
+AGENTS_ENV=$STATE_DIR/agents.env
+write_agent_urls() {
+    if [[ -z $GATEWAY ]]; then
+        rm -f "$AGENTS_ENV"
+        summary agents "no gateway address of $NETWORK: agents cannot reach the services"
+        return 0
+    fi
+    firewall_services || log "could not add the iptables rules for $GATEWAY (chain $FIREWALL_CHAIN)"
+    cat >"$AGENTS_ENV" <<EOF
+# Written by agent-manager's scripts/services.sh: what agents on $NETWORK reach.
+AGENT_REDIS_URL=redis://$GATEWAY:$REDIS_PORT/0
+AGENT_RABBITMQ_URL=amqp://guest:guest@$GATEWAY:$AMQP_PORT/%2f
+EOF
+    summary agents "reach the services at $GATEWAY ($AGENTS_ENV)"
 }
 
 # ---------------------------------------------------------------------------
@@ -478,7 +601,7 @@ main() {
 
     if install_packages; then
         if start_docker; then
-            ensure_network || true
+            if ensure_network; then agent_gateway; fi
             ensure_image || true
         else
             summary network "skipped (no docker)"
@@ -486,6 +609,7 @@ main() {
         fi
         start_redis || true
         start_rabbitmq || true
+        write_agent_urls
     fi
 
     local line

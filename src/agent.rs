@@ -1,8 +1,9 @@
 //! The AgentActor: owns one agent. Its mailbox orders that agent's commands (each runs
 //! to completion before the next starts, so they never interleave). Between commands it
-//! looks at its container on three triggers — its timer, a Docker event, the watcher's
-//! relist — and heals what it finds: a crashed agent is restarted with backoff, one
-//! that stays unhealthy is restarted, a crash loop is reported and left alone.
+//! looks at its agent on four triggers — its timer, a Docker event, the watcher's
+//! relist, and a heartbeat read that changes what the heartbeat says — and heals what
+//! it finds: a crashed agent is restarted with backoff, one that stays unhealthy (or
+//! hung) is restarted, a crash loop is reported and left alone.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use tracing::Instrument;
 
 use crate::context::Deps;
 use crate::error::AgentError;
-use crate::health::{self, Heal, Healing, Reason, Watch};
+use crate::health::{self, BeatRead, Heal, Healing, Reason, Watch};
 use crate::lifecycle;
 use crate::protocol::Command;
 use crate::record::AgentRecord;
@@ -69,6 +70,13 @@ pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
     }
 }
 
+/// The agent's heartbeat key, as the supervisor's batched read of every agent's found
+/// it (each check interval). A read that changes what the heartbeat says (an expiry, an
+/// `unhealthy`, a first heartbeat) is looked at at once; others wait for the timer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Beat(pub BeatRead);
+
 /// Stops the actor (sent by the supervisor once the agent is gone and idle).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -86,6 +94,8 @@ pub struct AgentActor {
     pending_restart: Option<SpawnHandle>,
     /// A stats sample is being taken.
     sampling: bool,
+    /// A look asked for while busy is scheduled.
+    look_scheduled: bool,
     /// Docker reported an OOM kill; the `die` event that follows carries it.
     oom_seen: bool,
     /// A command, look or restart is in progress. actix can poll a timer right after a
@@ -110,6 +120,7 @@ impl AgentActor {
             watch,
             pending_restart: None,
             sampling: false,
+            look_scheduled: false,
             oom_seen: false,
             busy: false,
             first_look_after: Duration::ZERO,
@@ -124,8 +135,9 @@ impl AgentActor {
         self
     }
 
-    /// Looks at the container; runs in `wait` so no command interleaves with it.
-    fn look(&mut self, ctx: &mut Context<Self>, exit: Option<health::Exit>) {
+    /// Looks at the agent; runs in `wait` so no command interleaves with it. `inspect`:
+    /// ask Docker even where the heartbeat answers (an event or the relist saw news).
+    fn look(&mut self, ctx: &mut Context<Self>, exit: Option<health::Exit>, inspect: bool) {
         if self.busy {
             return; // the next timer tick or event looks again
         }
@@ -135,7 +147,7 @@ impl AgentActor {
         self.busy = true;
         let deps = self.deps.clone();
         let watch = self.watch.clone();
-        let fut = async move { health::check(&deps, record, watch, exit).await };
+        let fut = async move { health::check(&deps, record, watch, exit, inspect).await };
         ctx.wait(fut.into_actor(self).map(|(record, watch, result), act, ctx| {
             act.busy = false;
             if act.record.is_none() {
@@ -162,6 +174,22 @@ impl AgentActor {
                 Err(e) => tracing::warn!(agent_id = %act.agent_id, error = %e, "look at the container failed"),
             }
         }));
+    }
+
+    /// Looks as soon as the agent is not busy (a heartbeat's news must not wait for the
+    /// next timer tick: a hung agent is reported within the check interval).
+    fn look_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.busy {
+            self.look(ctx, None, false);
+            return;
+        }
+        if !self.look_scheduled {
+            self.look_scheduled = true;
+            ctx.run_later(Duration::from_millis(50), |act, ctx| {
+                act.look_scheduled = false;
+                act.look_soon(ctx);
+            });
+        }
     }
 
     /// Writes the record as it stands (no Docker call); runs in `wait` so no command's
@@ -239,6 +267,9 @@ impl AgentActor {
             }
             act.watch.healing = Healing::Watching;
             act.watch.last.status = Some(record.status());
+            // A new container run: the next look inspects it (its start time judges
+            // which heartbeats are its own).
+            act.watch.observed = None;
             act.record = Some(record);
             if let Err(e) = result {
                 tracing::warn!(agent_id = %act.agent_id, error = %e, "automatic restart failed");
@@ -267,14 +298,14 @@ impl Actor for AgentActor {
                 return;
             }
             act.sample_stats(ctx);
-            act.look(ctx, None);
+            act.look(ctx, None, false);
         });
         // An adopted agent is looked at right away (or at its turn in the spread).
         if self.record.is_some() {
             if self.first_look_after.is_zero() {
-                self.look(ctx, None);
+                self.look(ctx, None, true);
             } else {
-                ctx.run_later(self.first_look_after, |act, ctx| act.look(ctx, None));
+                ctx.run_later(self.first_look_after, |act, ctx| act.look(ctx, None, true));
             }
         }
     }
@@ -325,7 +356,7 @@ impl Handler<Look> for AgentActor {
         if during_a_command {
             tracing::debug!(agent_id = %self.agent_id, trigger = %msg.trigger, "event from before the last command finished; looking instead of trusting it");
             if msg.trigger == "die" {
-                self.look(ctx, None);
+                self.look(ctx, None, true);
             }
             return;
         }
@@ -339,9 +370,29 @@ impl Handler<Look> for AgentActor {
                     exit_code,
                     oom_killed: std::mem::take(&mut self.oom_seen),
                 };
-                self.look(ctx, Some(exit));
+                self.look(ctx, Some(exit), true);
             }
-            _ => self.look(ctx, None),
+            _ => self.look(ctx, None, true),
+        }
+    }
+}
+
+impl Handler<Beat> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Beat, ctx: &mut Self::Context) {
+        let Some(record) = &self.record else {
+            return;
+        };
+        let news = self.watch.verdict_with(record, Some(&msg.0)) != self.watch.verdict;
+        let watching = matches!(
+            record.status(),
+            crate::protocol::AgentStatus::Running | crate::protocol::AgentStatus::Unhealthy
+        );
+        self.watch.beat = Some(msg.0);
+        if news && watching {
+            tracing::debug!(agent_id = %self.agent_id, "the heartbeat says something new; looking");
+            self.look_soon(ctx);
         }
     }
 }

@@ -95,6 +95,9 @@ impl Manager {
     /// inside an actix system.
     pub async fn start(config: Config) -> Result<Manager, StartError> {
         let config = Arc::new(config);
+        for url in config.agent_urls_on_loopback() {
+            tracing::warn!(%url, "agents are given a URL on loopback, which inside their containers is the container itself: they cannot reach it (no heartbeat arrives); set AGENT_REDIS_URL / AGENT_RABBITMQ_URL to an address their network reaches");
+        }
         let docker_host = config.docker.host().unwrap_or("local socket").to_string();
         let docker_err = |message: String| StartError::Docker {
             host: docker_host.clone(),

@@ -13,7 +13,9 @@ use crate::broker::publisher::EventPublisher;
 use crate::config::{Config, CredentialMode};
 use crate::error::{CredentialError, PublishError, StoreError};
 use crate::identity::Identities;
-use crate::ports::{CredentialIssuer, EventSink, Processed, QuotaLedger, RecordStore};
+use crate::ports::{
+    CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore,
+};
 use crate::protocol::Event;
 use crate::quota::Quotas;
 use crate::record::AgentRecord;
@@ -91,6 +93,10 @@ impl RecordStore for Store {
 
     async fn load_all(&self) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError> {
         Store::load_all(self).await
+    }
+
+    async fn heartbeats(&self, agent_ids: &[String]) -> Result<HeartbeatBatch, StoreError> {
+        Store::heartbeats(self, agent_ids).await
     }
 }
 

@@ -14,7 +14,9 @@ use crate::config::{Config, CredentialMode};
 use crate::context::Deps;
 use crate::credentials::{LoginCensus, Password};
 use crate::error::{AgentError, CredentialError, PublishError, RuntimeError, StoreError};
-use crate::ports::{CredentialIssuer, EventSink, Processed, QuotaLedger, RecordStore};
+use crate::ports::{
+    CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore,
+};
 use crate::protocol::{AgentSpec, ErrorCode, Event};
 use crate::record::AgentRecord;
 use crate::runtime::{ContainerSpec, Observed, Runtime, Stats};
@@ -299,6 +301,10 @@ struct StoreState {
     records: HashMap<String, AgentRecord>,
     streams: HashMap<String, Vec<Event>>,
     processed: HashMap<String, Vec<Event>>,
+    /// The agents' heartbeat keys (agent id → the JSON they hold).
+    heartbeats: HashMap<String, String>,
+    /// How many times the fake Redis has restarted (its `run_id`).
+    restarts: u32,
     /// The next this many writes fail (Redis away).
     failing_writes: usize,
 }
@@ -340,6 +346,22 @@ impl FakeStore {
             .get(agent_id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The agent writes `json` as its heartbeat (`None`: the key expires).
+    pub fn set_heartbeat(&self, agent_id: &str, json: Option<&str>) {
+        let mut s = lock(&self.state);
+        match json {
+            Some(json) => s.heartbeats.insert(agent_id.to_string(), json.to_string()),
+            None => s.heartbeats.remove(agent_id),
+        };
+    }
+
+    /// Redis restarts without persistence: every heartbeat key is gone, the run id new.
+    pub fn restart_server(&self) {
+        let mut s = lock(&self.state);
+        s.heartbeats.clear();
+        s.restarts += 1;
     }
 
     pub fn processed_answer(&self, message_id: &str) -> Option<Vec<Event>> {
@@ -413,6 +435,17 @@ impl RecordStore for FakeStore {
             .iter()
             .map(|(id, r)| (id.clone(), Ok(r.clone())))
             .collect())
+    }
+
+    async fn heartbeats(&self, agent_ids: &[String]) -> Result<HeartbeatBatch, StoreError> {
+        let s = self.enter(format!("heartbeats {}", agent_ids.len()), false)?;
+        Ok(HeartbeatBatch {
+            server_run_id: format!("fake-{}", s.restarts),
+            values: agent_ids
+                .iter()
+                .map(|id| s.heartbeats.get(id).cloned())
+                .collect(),
+        })
     }
 }
 

@@ -1,19 +1,177 @@
-//! Looking at one agent's container: `observe` (Docker I/O), `assess` (pure: the new
-//! status, numbers and what self-healing should do), and the `agent.health` event.
+//! Looking at one agent: `observe` (Docker I/O, skipped while the agent's heartbeat
+//! answers for it), `assess` (pure: the heartbeat's verdict ([`judge`]), the new status,
+//! numbers and what self-healing should do), and the `agent.health` event.
+//!
+//! Two sources say whether an agent is healthy. Its **heartbeat** (contract section 8),
+//! read for every agent at once by the supervisor each check interval and handed to
+//! each actor ([`BeatRead`]): healthy while the key says `ok`, unhealthy when it says
+//! `unhealthy`, hung when it expired after the agent had written one since its
+//! container started. And **Docker**: the container's state (from events, the relist,
+//! and an inspect when the heartbeat cannot answer) and a HEALTHCHECK where one is set.
+//! Either one saying unhealthy makes the agent unhealthy; an agent that never wrote a
+//! heartbeat is judged by Docker alone.
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::config::HealthConfig;
 use crate::context::Deps;
 use crate::crash_policy::{CrashPolicy, Decision};
 use crate::error::AgentError;
-use crate::protocol::{error_details, AgentStatus, ErrorCode, EventKind};
+use crate::protocol::heartbeat::{BeatStatus, Heartbeat};
+use crate::protocol::{error_details, rfc3339, AgentStatus, ErrorCode, EventKind};
 use crate::record::status::{transition, Cause};
 use crate::record::AgentRecord;
 use crate::redact;
 use crate::runtime::{Observed, Stats};
+
+/// The agent's heartbeat key as the last batched read found it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeatRead {
+    /// The key holds a heartbeat (or, `Err`, something that does not read as one).
+    Present(Result<Heartbeat, String>),
+    /// There is no key: never written, or expired.
+    Missing,
+}
+
+/// What the heartbeat says of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Verdict {
+    /// No heartbeat since its container started (or none read yet): Docker decides.
+    #[default]
+    Silent,
+    /// Its key says `ok`.
+    Healthy,
+    /// Its key says `unhealthy` (or holds what does not read as a heartbeat): why.
+    Unhealthy(String),
+    /// It wrote a heartbeat since its container started, and the key expired.
+    Hung,
+}
+
+impl Verdict {
+    /// True when the heartbeat, not Docker, answers for the agent.
+    pub fn heartbeating(&self) -> bool {
+        !matches!(self, Verdict::Silent)
+    }
+
+    /// The `heartbeat.status` of `agent.health`: `ok`, `unhealthy`, `expired`, `none`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Silent => "none",
+            Verdict::Healthy => "ok",
+            Verdict::Unhealthy(_) => "unhealthy",
+            Verdict::Hung => "expired",
+        }
+    }
+}
+
+/// Judges the last heartbeat read for the container that started at `started`, given
+/// the last heartbeat already seen (`last_seen`, kept in the record across manager
+/// restarts). Returns the verdict and the new last seen heartbeat time.
+///
+/// - A heartbeat written before the container started is from an earlier run (its key
+///   outlives a restart by up to its expiry): as if there were none.
+/// - No heartbeat (or only an earlier run's): hung if one was seen since the container
+///   started, else silent.
+/// - A container whose start is unknown takes any heartbeat as its own.
+pub fn judge(
+    read: Option<&BeatRead>,
+    started: Option<DateTime<Utc>>,
+    last_seen: Option<DateTime<Utc>>,
+) -> (Verdict, Option<DateTime<Utc>>) {
+    let this_run = |t: DateTime<Utc>| started.is_none_or(|s| t >= s);
+    let missing = || {
+        if last_seen.is_some_and(this_run) {
+            Verdict::Hung
+        } else {
+            Verdict::Silent
+        }
+    };
+    match read {
+        None => (Verdict::Silent, last_seen),
+        Some(BeatRead::Missing) => (missing(), last_seen),
+        Some(BeatRead::Present(Err(why))) => (
+            Verdict::Unhealthy(format!("its heartbeat does not read: {why}")),
+            last_seen,
+        ),
+        Some(BeatRead::Present(Ok(hb))) => {
+            let Some(at) = DateTime::from_timestamp_millis(hb.ts_ms).filter(|t| this_run(*t))
+            else {
+                return (missing(), last_seen);
+            };
+            let seen = Some(last_seen.map_or(at, |l| l.max(at)));
+            let verdict = match hb.status {
+                BeatStatus::Ok => Verdict::Healthy,
+                BeatStatus::Unhealthy if hb.detail.is_empty() => {
+                    Verdict::Unhealthy("the agent says it is unhealthy".into())
+                }
+                BeatStatus::Unhealthy => {
+                    Verdict::Unhealthy(format!("the agent says it is unhealthy: {}", hb.detail))
+                }
+            };
+            (verdict, seen)
+        }
+    }
+}
+
+/// When a container started, from Docker's `StartedAt` (`None`: unknown or never).
+pub fn started_at(observed: &Observed) -> Option<DateTime<Utc>> {
+    let raw = observed.started_at.as_deref()?;
+    DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| t.timestamp() > 0)
+}
+
+/// The agent's `health` from Docker's and the heartbeat's: unhealthy when either says
+/// so; healthy when the heartbeat says ok; otherwise Docker's word.
+pub fn combined_health(docker: &str, verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Unhealthy(_) | Verdict::Hung => "unhealthy".into(),
+        Verdict::Healthy if docker == "unhealthy" => "unhealthy".into(),
+        Verdict::Healthy => "healthy".into(),
+        Verdict::Silent => docker.to_string(),
+    }
+}
+
+/// Whether a read of heartbeats that finds a key missing can be believed. Not right
+/// after the manager starts, nor after Redis was out of reach or restarted (keys may
+/// have expired, or been lost, while agents could not write): from then on, agents get
+/// `grace` (one heartbeat interval and a little) to write again. Pure: time is given.
+#[derive(Debug, Clone)]
+pub struct BeatTrust {
+    /// The Redis server of the last successful read (its `run_id`).
+    server: Option<String>,
+    /// From when missing keys count; `None`: since the next successful read.
+    from: Option<Instant>,
+    grace: Duration,
+}
+
+impl BeatTrust {
+    pub fn new(grace: Duration) -> Self {
+        BeatTrust {
+            server: None,
+            from: None,
+            grace,
+        }
+    }
+
+    /// A read succeeded at `now` against server `run_id`: whether its missing keys count.
+    pub fn on_read(&mut self, run_id: &str, now: Instant) -> bool {
+        if self.server.as_deref() != Some(run_id) || self.from.is_none() {
+            self.server = Some(run_id.to_string());
+            self.from = Some(now + self.grace);
+        }
+        self.from.is_some_and(|from| now >= from)
+    }
+
+    /// A read failed (Redis away).
+    pub fn on_failure(&mut self) {
+        self.from = None;
+    }
+}
 
 /// What the last `agent.health` said, to send the next one on change.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,6 +193,15 @@ pub struct Watch {
     pub unhealthy_streak: u32,
     /// Where self-healing stands.
     pub healing: Healing,
+    /// The heartbeat key as the supervisor's last batched read found it (`None`: not
+    /// read yet).
+    pub beat: Option<BeatRead>,
+    /// What the heartbeat said at the last look.
+    pub verdict: Verdict,
+    /// The last inspect of the running container, reused by looks while the heartbeat
+    /// answers for the agent (Docker's events and the relist report any change of
+    /// state); `None` after a command, a heal or an exit, so the next look inspects.
+    pub observed: Option<Observed>,
 }
 
 /// Where self-healing stands for one agent.
@@ -56,15 +223,36 @@ impl Watch {
             policy: CrashPolicy::new(cfg),
             unhealthy_streak: 0,
             healing: Healing::Watching,
+            beat: None,
+            verdict: Verdict::Silent,
+            observed: None,
         }
     }
 
-    /// A command took over the agent: self-healing starts afresh.
+    /// A command took over the agent: self-healing starts afresh, and the next look
+    /// inspects the container (it may be a new one).
     pub fn reset(&mut self, status: Option<AgentStatus>) {
         self.policy.reset();
         self.unhealthy_streak = 0;
         self.healing = Healing::Watching;
         self.last.status = status;
+        self.observed = None;
+    }
+
+    /// The verdict `read` would give now (for the container last inspected): a look is
+    /// due at once when it differs from the last look's.
+    pub fn verdict_with(&self, record: &AgentRecord, read: Option<&BeatRead>) -> Verdict {
+        let started = self.observed.as_ref().and_then(started_at);
+        judge(read, started, record.last_heartbeat_at).0
+    }
+
+    /// The inspect a look can reuse instead of asking Docker: the running container
+    /// the record names, without a Docker HEALTHCHECK to poll, while its heartbeat
+    /// answers for the agent. An agent that never heartbeated is inspected every look.
+    pub fn reusable(&self, record: &AgentRecord) -> Option<&Observed> {
+        let o = self.observed.as_ref()?;
+        let current = record.workload_id.as_deref() == Some(o.id.as_str());
+        (current && o.running && o.health == "none" && self.verdict.heartbeating()).then_some(o)
     }
 }
 
@@ -128,12 +316,14 @@ pub struct Exit {
     pub oom_killed: bool,
 }
 
-/// Reads the container's state (from `exit` when a die event gave it), and its last
-/// logs when it has exited.
+/// Reads the container's state (from `exit` when a die event gave it; `reuse`, an
+/// earlier inspect, when the heartbeat answers for the agent; else an inspect), and its
+/// last logs when it has exited.
 pub async fn observe(
     deps: &Deps,
     record: &AgentRecord,
     exit: Option<Exit>,
+    reuse: Option<Observed>,
 ) -> Result<Observation, AgentError> {
     let Some(id) = &record.workload_id else {
         return Ok(Observation::default());
@@ -151,7 +341,10 @@ pub async fn observe(
             memory_bytes: (record.spec.resources.memory_mb * 1024 * 1024) as i64,
             ..Default::default()
         }),
-        None => deps.runtime.inspect(id).await?,
+        None => match reuse {
+            Some(earlier) => Some(earlier),
+            None => deps.runtime.inspect(id).await?,
+        },
     };
     let mut obs = Observation {
         observed,
@@ -223,7 +416,27 @@ pub fn assess(
 ) -> Heal {
     let o = obs.observed.as_ref();
     let running = o.is_some_and(|o| o.running);
-    record.health = o.map(|o| o.health.clone()).unwrap_or_else(|| "none".into());
+    // A paused container writes nothing: its heartbeat says nothing of it.
+    let judged = running && o.is_some_and(|o| o.state != "paused");
+    let (verdict, seen) = judge(
+        watch.beat.as_ref().filter(|_| judged),
+        o.and_then(started_at),
+        record.last_heartbeat_at,
+    );
+    record.last_heartbeat_at = seen;
+    let docker_health = o.map(|o| o.health.as_str()).unwrap_or("none");
+    record.health = combined_health(docker_health, &verdict);
+    match &verdict {
+        Verdict::Unhealthy(why) => record.last_error = Some(format!("heartbeat: {why}")),
+        Verdict::Hung => {
+            record.last_error = Some(format!(
+                "heartbeat: none since {} (its key expired): the agent is hung",
+                record.last_heartbeat_at.map(rfc3339).unwrap_or_default()
+            ))
+        }
+        Verdict::Healthy | Verdict::Silent => {}
+    }
+    watch.verdict = verdict;
     let before = transition(
         record,
         Cause::Observed {
@@ -304,7 +517,12 @@ pub fn report_due(last: &LastReport, now: &LastReport, every: Duration, running:
 }
 
 /// The `details` of `agent.health`.
-pub fn details(record: &AgentRecord, obs: &Observation, stats: Option<Stats>) -> Value {
+pub fn details(
+    record: &AgentRecord,
+    obs: &Observation,
+    stats: Option<Stats>,
+    verdict: &Verdict,
+) -> Value {
     let o = obs.observed.as_ref();
     let limit = stats
         .map(|s| s.memory_limit_bytes as i64)
@@ -321,8 +539,24 @@ pub fn details(record: &AgentRecord, obs: &Observation, stats: Option<Stats>) ->
     });
     if let Some(s) = stats {
         d["pids"] = json!(s.pids);
-        d["network_rx_bytes"] = json!(s.rx_bytes);
-        d["network_tx_bytes"] = json!(s.tx_bytes);
+        d["stats_source"] = json!(s.origin.as_str());
+        if let Some(n) = s.network {
+            d["network_rx_bytes"] = json!(n.rx_bytes);
+            d["network_tx_bytes"] = json!(n.tx_bytes);
+        }
+        if let Some(kills) = s.oom_kills {
+            d["oom_kills"] = json!(kills);
+        }
+    }
+    if verdict.heartbeating() || record.last_heartbeat_at.is_some() {
+        let mut hb = json!({
+            "status": verdict.as_str(),
+            "last_at": record.last_heartbeat_at.map(rfc3339),
+        });
+        if let Verdict::Unhealthy(why) = verdict {
+            hb["detail"] = json!(why);
+        }
+        d["heartbeat"] = hb;
     }
     if let Some(o) = o.filter(|o| !o.running && o.state != "created") {
         let (class, signal) = classify_exit(o.exit_code, o.oom_killed);
@@ -340,15 +574,29 @@ pub fn details(record: &AgentRecord, obs: &Observation, stats: Option<Stats>) ->
 
 /// Looks at the container, updates the record, and stores and publishes `agent.health`
 /// (and `agent.error` for a crash loop) when due. Returns what self-healing should do.
+///
+/// `inspect`: ask Docker even when an earlier inspect could be reused (a Docker event,
+/// or the relist saw a change).
 pub async fn check(
     deps: &Deps,
     mut record: AgentRecord,
     mut watch: Watch,
     exit: Option<Exit>,
+    inspect: bool,
 ) -> (AgentRecord, Watch, Result<Heal, AgentError>) {
-    let obs = match observe(deps, &record, exit).await {
+    let reuse = if inspect {
+        None
+    } else {
+        watch.reusable(&record).cloned()
+    };
+    let obs = match observe(deps, &record, exit, reuse).await {
         Ok(obs) => obs,
         Err(e) => return (record, watch, Err(e)),
+    };
+    // Kept for the next looks while it runs; after an exit the next look inspects.
+    watch.observed = match exit {
+        Some(_) => None,
+        None => obs.observed.clone().filter(|o| o.running),
     };
     let jitter = fastrand::f64();
     let heal = assess(
@@ -375,7 +623,7 @@ pub async fn check(
     // Operators see every look in the record; events go out on change and on interval.
     record.last_health_at = Some(chrono::Utc::now());
     if report_due(&watch.last, &now, every, running) || !matches!(heal, Heal::Nothing) {
-        let details = details(&record, &obs, watch.stats);
+        let details = details(&record, &obs, watch.stats, &watch.verdict);
         events.push(record.event(EventKind::Health, None, details));
     }
     if let Heal::CrashLoop { .. } = heal {
@@ -529,6 +777,234 @@ mod tests {
             assess(&mut r, &mut w, &look(obs(true, "unhealthy")), &cfg, t, 0.5),
             Heal::Nothing
         );
+    }
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    fn beat(ts_ms: i64, status: BeatStatus, detail: &str) -> BeatRead {
+        BeatRead::Present(Ok(Heartbeat {
+            ts_ms,
+            status,
+            detail: detail.into(),
+        }))
+    }
+
+    /// A running container that started at `started_ms`, as Docker inspects it.
+    fn started(started_ms: i64) -> Observed {
+        Observed {
+            id: "cid".into(),
+            started_at: Some(rfc3339(at(started_ms))),
+            ..obs(true, "none")
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_that_says_ok_is_healthy_and_remembered() {
+        let read = beat(5_000, BeatStatus::Ok, "");
+        let (v, seen) = judge(Some(&read), Some(at(1_000)), None);
+        assert_eq!(v, Verdict::Healthy);
+        assert_eq!(seen, Some(at(5_000)));
+        // An older heartbeat read later never moves the memory back.
+        let (_, seen) = judge(Some(&beat(4_000, BeatStatus::Ok, "")), None, seen);
+        assert_eq!(seen, Some(at(5_000)));
+    }
+
+    #[test]
+    fn a_heartbeat_that_says_unhealthy_is_unhealthy_with_its_words() {
+        let (v, _) = judge(
+            Some(&beat(5_000, BeatStatus::Unhealthy, "db down")),
+            None,
+            None,
+        );
+        assert_eq!(
+            v,
+            Verdict::Unhealthy("the agent says it is unhealthy: db down".into())
+        );
+        let (v, _) = judge(Some(&beat(5_000, BeatStatus::Unhealthy, "")), None, None);
+        assert_eq!(
+            v,
+            Verdict::Unhealthy("the agent says it is unhealthy".into())
+        );
+        let garbage = BeatRead::Present(Err("not JSON".into()));
+        let (v, seen) = judge(Some(&garbage), None, Some(at(1)));
+        assert!(matches!(v, Verdict::Unhealthy(why) if why.contains("does not read: not JSON")));
+        assert_eq!(seen, Some(at(1)));
+    }
+
+    #[test]
+    fn an_expired_heartbeat_is_hung_only_if_this_run_wrote_one() {
+        let missing = BeatRead::Missing;
+        // Seen since the container started: hung.
+        assert_eq!(
+            judge(Some(&missing), Some(at(1_000)), Some(at(2_000))).0,
+            Verdict::Hung
+        );
+        // Only seen from an earlier run of the container: not this run's business.
+        assert_eq!(
+            judge(Some(&missing), Some(at(3_000)), Some(at(2_000))).0,
+            Verdict::Silent
+        );
+        // Never heartbeated: the container decides.
+        assert_eq!(
+            judge(Some(&missing), Some(at(1_000)), None).0,
+            Verdict::Silent
+        );
+        // Not read yet: nothing to say.
+        assert_eq!(
+            judge(None, Some(at(1_000)), Some(at(2_000))).0,
+            Verdict::Silent
+        );
+        // The start unknown: any heartbeat seen counts.
+        assert_eq!(
+            judge(Some(&missing), None, Some(at(2_000))).0,
+            Verdict::Hung
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_from_before_the_container_started_is_an_earlier_runs() {
+        // The key outlives a restart: its unhealthy word is not the new run's.
+        let stale = beat(2_000, BeatStatus::Unhealthy, "old");
+        let (v, seen) = judge(Some(&stale), Some(at(3_000)), Some(at(2_000)));
+        assert_eq!((v, seen), (Verdict::Silent, Some(at(2_000))));
+        // ... unless this run wrote one since, and it is gone: hung.
+        let (v, _) = judge(Some(&stale), Some(at(3_000)), Some(at(4_000)));
+        assert_eq!(v, Verdict::Hung);
+    }
+
+    #[test]
+    fn health_is_unhealthy_when_either_source_says_so() {
+        assert_eq!(combined_health("none", &Verdict::Healthy), "healthy");
+        assert_eq!(combined_health("unhealthy", &Verdict::Healthy), "unhealthy");
+        assert_eq!(combined_health("healthy", &Verdict::Hung), "unhealthy");
+        assert_eq!(
+            combined_health("none", &Verdict::Unhealthy("x".into())),
+            "unhealthy"
+        );
+        assert_eq!(combined_health("starting", &Verdict::Silent), "starting");
+        assert_eq!(combined_health("none", &Verdict::Silent), "none");
+    }
+
+    #[test]
+    fn missing_keys_are_believed_only_after_a_grace_from_a_good_read() {
+        let grace = Duration::from_secs(11);
+        let mut trust = BeatTrust::new(grace);
+        let t = Instant::now();
+        assert!(!trust.on_read("r1", t), "the manager just started");
+        assert!(!trust.on_read("r1", t + Duration::from_secs(5)));
+        assert!(trust.on_read("r1", t + grace));
+        // Redis away: the agents could not write either.
+        trust.on_failure();
+        let back = t + Duration::from_secs(60);
+        assert!(!trust.on_read("r1", back));
+        assert!(trust.on_read("r1", back + grace));
+        // Redis restarted (every key lost) between two reads.
+        let later = back + Duration::from_secs(60);
+        assert!(!trust.on_read("r2", later));
+        assert!(trust.on_read("r2", later + grace));
+    }
+
+    #[test]
+    fn a_hung_agent_is_unhealthy_then_restarted_like_any_unhealthy_one() {
+        let cfg = cfg(); // unhealthy_restart_after = 2
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        let t = Instant::now();
+        let look = look(started(1_000));
+        w.beat = Some(beat(2_000, BeatStatus::Ok, ""));
+        assert_eq!(assess(&mut r, &mut w, &look, &cfg, t, 0.5), Heal::Nothing);
+        assert_eq!((r.status(), r.health.as_str()), (Running, "healthy"));
+        assert_eq!(r.last_heartbeat_at, Some(at(2_000)));
+        // The key expires.
+        w.beat = Some(BeatRead::Missing);
+        assert_eq!(assess(&mut r, &mut w, &look, &cfg, t, 0.5), Heal::Nothing);
+        assert_eq!((r.status(), r.health.as_str()), (Unhealthy, "unhealthy"));
+        assert_eq!(w.verdict, Verdict::Hung);
+        assert!(r.last_error.as_deref().unwrap_or_default().contains("hung"));
+        assert_eq!(
+            assess(&mut r, &mut w, &look, &cfg, t, 0.5),
+            Heal::RestartNow(Reason::Unhealthy)
+        );
+        // The agent writes again: healthy, the count starts over.
+        w.beat = Some(beat(9_000, BeatStatus::Ok, ""));
+        assess(&mut r, &mut w, &look, &cfg, t, 0.5);
+        assert_eq!((r.status(), r.health.as_str()), (Running, "healthy"));
+        assert_eq!(w.unhealthy_streak, 0);
+    }
+
+    #[test]
+    fn an_agent_that_never_heartbeated_is_judged_by_its_container() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        let t = Instant::now();
+        w.beat = Some(BeatRead::Missing);
+        for _ in 0..3 {
+            assert_eq!(
+                assess(&mut r, &mut w, &look(started(1_000)), &cfg, t, 0.5),
+                Heal::Nothing
+            );
+        }
+        assert_eq!((r.status(), r.health.as_str()), (Running, "none"));
+        assert_eq!(w.verdict, Verdict::Silent);
+        // Docker's HEALTHCHECK still counts where one is set.
+        let sick = Observed {
+            health: "unhealthy".into(),
+            ..started(1_000)
+        };
+        assess(&mut r, &mut w, &look(sick), &cfg, t, 0.5);
+        assert_eq!(r.status(), Unhealthy);
+    }
+
+    #[test]
+    fn a_paused_or_exited_container_is_not_judged_by_its_heartbeat() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        r.last_heartbeat_at = Some(at(2_000));
+        w.beat = Some(BeatRead::Missing);
+        let paused = Observed {
+            state: "paused".into(),
+            ..started(1_000)
+        };
+        assess(&mut r, &mut w, &look(paused), &cfg, Instant::now(), 0.5);
+        assert_eq!(w.verdict, Verdict::Silent);
+        assert_eq!(r.status(), Running);
+    }
+
+    #[test]
+    fn a_look_reuses_the_last_inspect_only_while_the_heartbeat_answers() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let r = record(Running);
+        assert!(w.reusable(&r).is_none(), "nothing inspected yet");
+        w.observed = Some(started(1_000));
+        assert!(w.reusable(&r).is_none(), "silent: Docker decides, inspect");
+        w.verdict = Verdict::Healthy;
+        assert!(w.reusable(&r).is_some());
+        w.verdict = Verdict::Hung;
+        assert!(
+            w.reusable(&r).is_some(),
+            "a hung agent is reported without Docker"
+        );
+        let mut other = r.clone();
+        other.workload_id = Some("another".into());
+        assert!(w.reusable(&other).is_none(), "a new container");
+        w.observed = Some(Observed {
+            health: "healthy".into(),
+            ..started(1_000)
+        });
+        assert!(w.reusable(&r).is_none(), "a HEALTHCHECK to poll");
+        w.observed = Some(started(1_000));
+        w.reset(Some(Running));
+        assert!(w.reusable(&r).is_none(), "a command: inspect afresh");
+        // The next read's news is what a look would find.
+        w.observed = Some(started(1_000));
+        let mut r = r;
+        r.last_heartbeat_at = Some(at(2_000));
+        assert_eq!(w.verdict_with(&r, Some(&BeatRead::Missing)), Verdict::Hung);
     }
 
     #[test]

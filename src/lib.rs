@@ -30,13 +30,14 @@
 //!   ledger, credential issuer); [`runtime::Runtime`] is the fifth.
 //! - [`store`]: everything in Redis (section 5), one file per concern: the keys, the agent
 //!   records and sets, event streams, processed markers, the outbox, GPU allocations and
-//!   the quota scripts.
+//!   the quota scripts, and the agents' heartbeats (read in one round trip).
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`runtime::spec`] builds an agent's
 //!   container (labels, env, limits, section 4); [`runtime::engine`] is the Docker
 //!   plumbing all modes share (bounded and admitted calls, errors, networks, logs);
 //!   [`runtime::docker`] drives Docker containers (docker mode), [`runtime::swarm`]
 //!   Swarm services (swarm mode), and [`runtime::gpu`] wraps the Docker runtime with
-//!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events.
+//!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events;
+//!   [`runtime::cgroup`] reads resource samples from the containers' cgroup files.
 //! - [`broker`]: RabbitMQ topology, the command consumer, the event publisher and the
 //!   management HTTP API ([`broker::management`]).
 //! - [`identity`]: the agents' own RabbitMQ and Redis users, made, listed and removed
@@ -46,11 +47,13 @@
 //!   services.
 //! - [`lifecycle`]: what commands and self-healing do to one agent, deciding apart from
 //!   doing: [`lifecycle::plan`] (pure), [`lifecycle::executor`] (over the ports).
-//! - [`health`]: looking at a workload: observe, the pure `assess`, `agent.health`.
+//! - [`health`]: looking at an agent: its heartbeat's verdict ([`health::judge`]), observe,
+//!   the pure `assess`, `agent.health`.
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands, looks and heals.
 //! - [`reconcile`]: adopts existing agents at start. [`readiness`]: pauses consuming
 //!   while Redis or Docker is unreachable.
-//! - [`supervisor`]: the registry of agent actors, routing commands and events to them.
+//! - [`supervisor`]: the registry of agent actors, routing commands and events to them,
+//!   and every agent's heartbeat, read in one Redis round trip per check interval.
 //! - [`app`]: wires it all together and shuts it down.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` over HTTP.
 //! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`), reading

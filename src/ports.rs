@@ -3,8 +3,8 @@
 //! in-memory fakes of the unit tests. The runtime's trait is [`crate::runtime::Runtime`];
 //! the others are here:
 //!
-//! - [`RecordStore`]: the agents' records, their event streams and the answers of
-//!   applied commands (Redis: [`crate::store::Store`]);
+//! - [`RecordStore`]: the agents' records, their event streams, the answers of
+//!   applied commands and the agents' heartbeats (Redis: [`crate::store::Store`]);
 //! - [`EventSink`]: where events go (RabbitMQ, with the Redis outbox:
 //!   [`crate::broker::publisher::EventPublisher`]);
 //! - [`QuotaLedger`]: each customer's quota (Redis scripts: [`crate::quota::Quotas`]);
@@ -27,6 +27,17 @@ pub struct Processed<'a> {
     pub message_id: &'a str,
     /// Every event that answered it, replayed verbatim on redelivery.
     pub answer: &'a [Event],
+}
+
+/// One read of many agents' heartbeat keys (contract section 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatBatch {
+    /// The Redis server's `run_id`: it changes when the server restarts (and, without
+    /// persistence, loses every heartbeat key).
+    pub server_run_id: String,
+    /// Each key's value in the order of the ids asked for; `None`: no such key (never
+    /// written, or expired).
+    pub values: Vec<Option<String>>,
 }
 
 /// Where the agents' state is kept.
@@ -52,6 +63,9 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn processed(&self, message_id: &str) -> Result<Option<Vec<Event>>, StoreError>;
     /// Every agent record; corrupt ones as errors beside their id.
     async fn load_all(&self) -> Result<Vec<(String, Result<AgentRecord, StoreError>)>, StoreError>;
+    /// The heartbeat keys of `agent_ids` (written by the agents), in a bounded number of
+    /// round trips whatever their number.
+    async fn heartbeats(&self, agent_ids: &[String]) -> Result<HeartbeatBatch, StoreError>;
 }
 
 /// Where events go. `publish` returns once every event is durable.

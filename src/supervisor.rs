@@ -1,19 +1,22 @@
 //! The Supervisor: the registry `agent_id → AgentActor`. It routes each command to its
 //! agent's actor (spawning one for a create), answers commands for unknown agents, and
-//! retires an actor once its agent is deleted and it has nothing left to do.
+//! retires an actor once its agent is deleted and it has nothing left to do. Each check
+//! interval it reads every agent's heartbeat in one Redis round trip and hands each
+//! actor its own ([`Beat`]).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::agent::{AgentActor, Apply, Listed, Look, Retire};
+use crate::agent::{AgentActor, Apply, Beat, Listed, Look, Retire};
 /// What the CommandConsumer sends, handled here.
 pub use crate::broker::consumer::Dispatch;
 use crate::context::Deps;
 use crate::error::AgentError;
+use crate::health::{BeatRead, BeatTrust};
 use crate::lifecycle;
-use crate::protocol::{CommandKind, ErrorCode};
+use crate::protocol::{heartbeat, CommandKind, ErrorCode};
 use crate::record::AgentRecord;
 use crate::runtime::spec::LABEL_AGENT_ID;
 /// What the DockerWatcher sends, handled here.
@@ -50,15 +53,67 @@ pub struct Supervisor {
     deps: Deps,
     /// Agents adopted at start, spawned when the actor starts.
     adopted: Vec<AgentRecord>,
+    /// A heartbeat read is in flight (the next tick skips rather than piles up).
+    reading_beats: bool,
+    /// Whether the last read's missing heartbeat keys can be believed.
+    beat_trust: BeatTrust,
 }
 
 impl Supervisor {
     pub fn new(deps: Deps, adopted: Vec<AgentRecord>) -> Self {
+        // After Redis was away, agents get an interval (and a second) to write again.
+        let grace = Duration::from_secs(deps.config.health.heartbeat_interval_s + 1);
         Supervisor {
             agents: HashMap::new(),
             deps,
             adopted,
+            reading_beats: false,
+            beat_trust: BeatTrust::new(grace),
         }
+    }
+
+    /// Reads every agent's heartbeat key (one pipelined round trip) and hands each
+    /// actor its own. A missing key is passed on only when it can be believed
+    /// ([`BeatTrust`]); otherwise the actor keeps what it last heard.
+    fn read_heartbeats(&mut self, ctx: &mut Context<Self>) {
+        if self.reading_beats || self.agents.is_empty() {
+            return;
+        }
+        self.reading_beats = true;
+        let ids: Vec<String> = self.agents.keys().cloned().collect();
+        let records = self.deps.records.clone();
+        let read = async move {
+            let batch = records.heartbeats(&ids).await?;
+            let parsed: Vec<Option<_>> = batch
+                .values
+                .iter()
+                .map(|v| v.as_deref().map(heartbeat::parse))
+                .collect();
+            Ok::<_, crate::error::StoreError>((ids, batch.server_run_id, parsed))
+        };
+        ctx.spawn(read.into_actor(self).map(|result, act, _| {
+            act.reading_beats = false;
+            let (ids, server, parsed) = match result {
+                Ok(read) => read,
+                Err(e) => {
+                    act.beat_trust.on_failure();
+                    tracing::warn!(error = %e, "reading the agents' heartbeats failed");
+                    return;
+                }
+            };
+            let trusted = act.beat_trust.on_read(&server, Instant::now());
+            for (id, value) in ids.into_iter().zip(parsed) {
+                let Some(entry) = act.agents.get(&id) else {
+                    continue;
+                };
+                let read = match value {
+                    Some(beat) => BeatRead::Present(beat),
+                    None if trusted => BeatRead::Missing,
+                    None => continue,
+                };
+                entry.addr.do_send(Beat(read));
+            }
+        }));
     }
 
     fn spawn_agent(
@@ -94,7 +149,9 @@ impl Supervisor {
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let every = Duration::from_secs(self.deps.config.health.check_interval_s);
+        ctx.run_interval(every, |act, ctx| act.read_heartbeats(ctx));
         // Adopted agents' first looks are spread evenly over ADOPTION_LOOK_SPREAD (or
         // the check interval, if shorter).
         let adopted = std::mem::take(&mut self.adopted);
@@ -104,6 +161,7 @@ impl Actor for Supervisor {
             let id = record.agent_id.clone();
             self.spawn_agent(&id, Some(record), step * i as u32);
         }
+        self.read_heartbeats(ctx);
         tracing::info!(agents = self.agents.len(), "supervisor started");
     }
 }

@@ -18,7 +18,7 @@ impl ImageTag {
     fn new(id: &str) -> ImageTag {
         let tag = format!("autogen-agent:gpu-test-{id}");
         let out = std::process::Command::new("docker")
-            .args(["tag", "autogen-agent:latest", &tag])
+            .args(["tag", common::agent_image(), &tag])
             .output()
             .expect("docker tag");
         assert!(

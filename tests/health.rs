@@ -1,8 +1,12 @@
 //! Health monitoring and self-healing on real Docker: crashes seen through Docker
 //! events and restarted with backoff, crash loops given up on, OOM kills classified,
-//! unhealthy agents restarted, stopped agents left alone, stats plausible.
+//! unhealthy agents restarted (by their heartbeat or a Docker HEALTHCHECK), hung
+//! agents (heartbeat expired) reported within the check interval and restarted, stopped
+//! agents left alone, stats from the cgroup files matching Docker's.
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use common::{TestEnv, DEADLINE};
 use serde_json::json;
@@ -171,9 +175,16 @@ async fn oom_kill_is_classified() {
     env.finish().await;
 }
 
+/// The Docker HEALTHCHECK path, set explicitly (no exec probe by default): Docker's
+/// `unhealthy` restarts the agent as before.
 #[actix_rt::test]
 async fn unhealthy_agent_is_restarted() {
-    let env = TestEnv::start(FAST).await;
+    let mut overrides = FAST.to_vec();
+    overrides.push((
+        "CONTAINER_HEALTHCHECK",
+        "CMD-SHELL,test ! -e /tmp/unhealthy",
+    ));
+    let env = TestEnv::start(&overrides).await;
     let id = env.agent_id("sick");
     create_with(&env, &id, json!({"unhealthy_after_ms": 500}), 64).await;
     let aid = id.clone();
@@ -327,5 +338,251 @@ async fn the_relist_finds_what_the_events_stream_missed() {
         .send(agent_manager::supervisor::Shutdown)
         .await
         .ok();
+    env.finish().await;
+}
+
+/// Heartbeats every second, a look every second, a restart after two unhealthy looks.
+const BEATS: &[(&str, &str)] = &[
+    ("HEARTBEAT_INTERVAL_S", "1"),
+    ("HEALTH_CHECK_INTERVAL_S", "1"),
+    ("UNHEALTHY_RESTART_AFTER", "2"),
+    ("HEALTH_REPORT_INTERVAL_S", "2"),
+];
+
+/// The agent's heartbeat key (under the test's prefix).
+fn heartbeat_key(env: &TestEnv, agent_id: &str) -> String {
+    env.key(&format!("agent:{agent_id}:data:heartbeat"))
+}
+
+/// By default an agent gets no HEALTHCHECK (no exec probe): its heartbeat, written to
+/// Redis from inside its container, keeps it healthy, and the record remembers it.
+#[actix_rt::test]
+async fn heartbeat_keeps_an_agent_healthy_without_an_exec_probe() {
+    let env = TestEnv::start(BEATS).await;
+    let id = env.agent_id("beat");
+    env.create_running(&id).await;
+    let inspect = env.inspect(&id).await.expect("the container");
+    let config = inspect.config.expect("its config");
+    assert!(config.healthcheck.is_none(), "no HEALTHCHECK by default");
+    let vars = config.env.unwrap_or_default();
+    assert!(
+        vars.contains(&"HEARTBEAT_INTERVAL_S=1".to_string()),
+        "{vars:?}"
+    );
+    let aid = id.clone();
+    let healthy = env
+        .wait_event("agent.health healthy by heartbeat", DEADLINE, move |e| {
+            is(e, &aid, "agent.health") && e.details["health"] == "healthy"
+        })
+        .await;
+    assert_eq!(healthy.status, "running");
+    assert_eq!(healthy.details["heartbeat"]["status"], "ok");
+    assert!(healthy.details["heartbeat"]["last_at"].is_string());
+    let raw: String = env
+        .redis_query(redis::cmd("GET").arg(heartbeat_key(&env, &id)))
+        .await;
+    let beat: serde_json::Value = serde_json::from_str(&raw).expect("the contract's JSON");
+    assert_eq!(beat["status"], "ok");
+    assert!(beat["ts"].as_i64().is_some_and(|t| t > 1_600_000_000_000));
+    let ttl: i64 = env
+        .redis_query(redis::cmd("PTTL").arg(heartbeat_key(&env, &id)))
+        .await;
+    assert!(ttl > 0 && ttl <= 3000, "expiry of 3 intervals: {ttl} ms");
+    common::wait_until("the record's last heartbeat", DEADLINE, || async {
+        env.record(&id)
+            .await
+            .get("last_heartbeat_at")
+            .is_some_and(|t| !t.is_empty())
+    })
+    .await;
+    assert_eq!(env.record(&id).await["health"], "healthy");
+    env.finish().await;
+}
+
+/// An agent whose heartbeat says `unhealthy` is reported and restarted, with its words.
+#[actix_rt::test]
+async fn agent_reporting_unhealthy_is_restarted() {
+    let env = TestEnv::start(BEATS).await;
+    let id = env.agent_id("sickbeat");
+    create_with(&env, &id, json!({"heartbeat_unhealthy_after_ms": 1500}), 64).await;
+    let aid = id.clone();
+    let sick = env
+        .wait_event("agent.health unhealthy by heartbeat", DEADLINE, move |e| {
+            is(e, &aid, "agent.health") && e.details["health"] == "unhealthy"
+        })
+        .await;
+    assert_eq!(sick.status, "unhealthy");
+    assert_eq!(sick.details["heartbeat"]["status"], "unhealthy");
+    let detail = sick.details["heartbeat"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.contains("told to report unhealthy"), "{detail}");
+    let aid = id.clone();
+    let restarted = env
+        .wait_event("agent.restarted for its heartbeat", DEADLINE, move |e| {
+            is(e, &aid, "agent.restarted")
+        })
+        .await;
+    assert_eq!(restarted.details["reason"], "unhealthy");
+    let why = restarted.details["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("says it is unhealthy"), "{why}");
+    env.finish().await;
+}
+
+/// A hung agent (its heartbeat stops, the key expires) is reported unhealthy within the
+/// check interval plus a second of the expiry, then restarted as an unhealthy one is.
+#[actix_rt::test]
+async fn hung_agent_is_reported_within_the_interval_and_restarted() {
+    let env = TestEnv::start(BEATS).await;
+    let id = env.agent_id("hung");
+    create_with(&env, &id, json!({"heartbeat_stop_after_ms": 2500}), 64).await;
+    // The key's expiry, to the millisecond: while it exists, now + its PTTL.
+    let key = heartbeat_key(&env, &id);
+    let mut expiry: Option<Instant> = None;
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let pttl: i64 = env.redis_query(redis::cmd("PTTL").arg(&key)).await;
+        if pttl > 0 {
+            expiry = Some(Instant::now() + Duration::from_millis(pttl as u64));
+        } else if pttl == -2 && expiry.is_some() {
+            break;
+        }
+        assert!(Instant::now() < until, "the heartbeat key never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expired = expiry.expect("the key existed");
+    let interval = Duration::from_secs(env.config.health.check_interval_s);
+    // Within the interval plus a second (and half a second for this busy test machine).
+    let deadline = (expired + interval + Duration::from_millis(1500))
+        .saturating_duration_since(Instant::now());
+    let aid = id.clone();
+    let hung = env
+        .wait_event("agent.health for the hung agent", deadline, move |e| {
+            is(e, &aid, "agent.health") && e.details["heartbeat"]["status"] == "expired"
+        })
+        .await;
+    assert_eq!(hung.details["health"], "unhealthy");
+    assert_eq!(hung.status, "unhealthy");
+    let aid = id.clone();
+    let restarted = env
+        .wait_event("agent.restarted for the hung agent", DEADLINE, move |e| {
+            is(e, &aid, "agent.restarted")
+        })
+        .await;
+    assert_eq!(restarted.details["reason"], "unhealthy");
+    let why = restarted.details["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("hung"), "{why}");
+    env.finish().await;
+}
+
+/// An agent that never heartbeats is judged by its container alone: it runs, so it
+/// stays running, and its missing heartbeat key is no reason to restart it.
+#[actix_rt::test]
+async fn agent_without_heartbeat_is_judged_by_its_container() {
+    let env = TestEnv::start(BEATS).await;
+    let id = env.agent_id("quiet");
+    create_with(&env, &id, json!({"heartbeat": false}), 64).await;
+    // Well past three heartbeat intervals and a few looks.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let events = env.events_of(&id);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.event.routing_key(), "agent.restarted" | "agent.error")),
+        "{events:#?}"
+    );
+    assert!(events
+        .iter()
+        .filter(|e| e.event.routing_key() == "agent.health")
+        .all(|e| e.details["health"] == "none" && e.details.get("heartbeat").is_none()));
+    let r = env.record(&id).await;
+    assert_eq!(r["status"], "running");
+    assert_eq!(r["last_heartbeat_at"], "");
+    assert!(env.running(&id).await);
+    env.finish().await;
+}
+
+/// Samples read from the container's cgroup files say what Docker's stats API says.
+#[actix_rt::test]
+async fn cgroup_samples_match_dockers() {
+    use agent_manager::runtime::cgroup::CgroupReader;
+    use agent_manager::runtime::docker::DockerRuntime;
+    use agent_manager::runtime::StatsOrigin;
+
+    let env = TestEnv::start(&[("HEALTH_REPORT_INTERVAL_S", "1")]).await;
+    let id = env.agent_id("cgroup");
+    // No heartbeat: its `nc` would come and go between the two reads of pids.
+    create_with(&env, &id, json!({"heartbeat": false}), 64).await;
+    let container = env
+        .inspect(&id)
+        .await
+        .and_then(|c| c.id)
+        .expect("a container");
+    // Past its start (a burst of short processes reading CONFIG): two processes now.
+    let name = format!("agent-{id}");
+    common::wait_until("the agent's 'started' log line", DEADLINE, || async {
+        std::process::Command::new("docker")
+            .args(["logs", &name])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("started"))
+    })
+    .await;
+    let reader = CgroupReader::new(&env.config.health.cgroup_root, &env.config.health.proc_root)
+        .expect("this host's cgroup filesystem");
+    let runtime = DockerRuntime::connect(&env.config).expect("docker");
+    // Side by side, a few times (an idle agent's numbers barely move in between).
+    for _ in 0..3 {
+        let ours = reader
+            .sample(&container)
+            .expect("the container's cgroup files");
+        let docker = runtime
+            .docker_stats(&container)
+            .await
+            .expect("docker stats")
+            .expect("a running container");
+        assert_eq!(ours.origin, StatsOrigin::Cgroup);
+        assert_eq!(docker.origin, StatsOrigin::Docker);
+        assert_eq!(ours.memory_limit_bytes, docker.memory_limit_bytes);
+        assert_eq!(ours.memory_limit_bytes, 64 * 1024 * 1024);
+        assert_eq!(ours.pids, docker.pids);
+        assert_eq!(ours.online_cpus, docker.online_cpus);
+        let mem = |a: u64, b: u64| a.abs_diff(b) <= 256 * 1024;
+        assert!(
+            mem(ours.memory_bytes, docker.memory_bytes),
+            "{ours:?} vs {docker:?}"
+        );
+        // Docker read after us: as much CPU time or a little more.
+        assert!(
+            docker.cpu_total_ns >= ours.cpu_total_ns,
+            "{ours:?} vs {docker:?}"
+        );
+        assert!(
+            docker.cpu_total_ns - ours.cpu_total_ns < 200_000_000,
+            "{ours:?} vs {docker:?}"
+        );
+        let (n1, n2) = (
+            ours.network.expect("our counters"),
+            docker.network.expect("docker's"),
+        );
+        assert!(
+            n1.rx_bytes <= n2.rx_bytes && n2.rx_bytes - n1.rx_bytes < 64 * 1024,
+            "{n1:?} vs {n2:?}"
+        );
+        assert!(
+            n1.tx_bytes <= n2.tx_bytes && n2.tx_bytes - n1.tx_bytes < 64 * 1024,
+            "{n1:?} vs {n2:?}"
+        );
+        assert_eq!(ours.oom_kills, Some(0));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The manager's own samples come from the files too.
+    let aid = id.clone();
+    let e = env
+        .wait_event("agent.health with cgroup stats", DEADLINE, move |e| {
+            is(e, &aid, "agent.health") && e.details["stats_source"] == "cgroup"
+        })
+        .await;
+    assert_eq!(e.details["oom_kills"], 0);
+    assert!(e.details["memory_bytes"].as_u64().is_some_and(|m| m > 0));
     env.finish().await;
 }

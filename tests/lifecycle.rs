@@ -37,7 +37,7 @@ async fn full_lifecycle_container_record_and_events() {
     assert_eq!(c.name.as_deref(), Some(format!("/agent-{id}").as_str()));
     assert!(c.state.as_ref().unwrap().running.unwrap());
     let cfg = c.config.as_ref().unwrap();
-    assert_eq!(cfg.image.as_deref(), Some("autogen-agent:latest"));
+    assert_eq!(cfg.image.as_deref(), Some(common::agent_image()));
     let labels = cfg.labels.as_ref().unwrap();
     assert_eq!(labels["autogen.managed-by"], "agent-manager");
     assert_eq!(labels["autogen.agent-id"], id);
@@ -52,6 +52,8 @@ async fn full_lifecycle_container_record_and_events() {
         format!("AGENT_NAME=Agent {id}"),
         "CONFIG={\"symbol\":\"BTC-USD\"}".to_string(),
         "AUTOGEN_CONFIG={\"model\":\"gpt-test\"}".to_string(),
+        "HEARTBEAT_INTERVAL_S=10".to_string(),
+        format!("REDIS_PREFIX={}", env.config.redis.prefix),
     ] {
         assert!(
             vars.contains(&expected),
@@ -101,7 +103,7 @@ async fn full_lifecycle_container_record_and_events() {
     assert_eq!(r["status"], "running");
     assert_eq!(r["desired_state"], "running");
     assert_eq!(r["container_id"], cid);
-    assert_eq!(r["image"], "autogen-agent:latest");
+    assert_eq!(r["image"], common::agent_image());
     let res: Value = serde_json::from_str(&r["resources"]).unwrap();
     assert_eq!(res, json!({"memory_mb": 64, "cpus": 0.5, "gpus": 0}));
     let config: Value = serde_json::from_str(&r["config"]).unwrap();

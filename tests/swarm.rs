@@ -133,7 +133,7 @@ async fn swarm_lifecycle_services_records_and_events() {
         Some(&labels),
         "container labels = service labels"
     );
-    assert_eq!(cs.image.as_deref(), Some("autogen-agent:latest"));
+    assert_eq!(cs.image.as_deref(), Some(common::agent_image()));
     let vars = cs.env.clone().unwrap();
     for expected in [
         format!("AGENT_ID={id}"),
@@ -142,6 +142,12 @@ async fn swarm_lifecycle_services_records_and_events() {
         format!("AGENT_NAME=Agent {id}"),
         "CONFIG={\"symbol\":\"BTC-USD\"}".to_string(),
         "AUTOGEN_CONFIG={\"model\":\"gpt-test\"}".to_string(),
+        // Contract section 8: the heartbeat's interval and key prefix.
+        format!(
+            "HEARTBEAT_INTERVAL_S={}",
+            env.config.health.heartbeat_interval_s
+        ),
+        format!("REDIS_PREFIX={}", env.config.redis.prefix),
     ] {
         assert!(
             vars.contains(&expected),

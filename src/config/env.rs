@@ -74,6 +74,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HEALTH_CHECK_INTERVAL_S", "health.check_interval_s"),
     ("HEALTH_REPORT_INTERVAL_S", "health.report_interval_s"),
     ("RELIST_INTERVAL_S", "health.relist_interval_s"),
+    ("HEARTBEAT_INTERVAL_S", "health.heartbeat_interval_s"),
+    ("STATS_SOURCE", "health.stats_source"),
+    ("CGROUP_ROOT", "health.cgroup_root"),
+    ("PROC_ROOT", "health.proc_root"),
     ("CONTAINER_HEALTHCHECK", "health.container_check"),
     (
         "CONTAINER_CHECK_INTERVAL_S",

@@ -266,16 +266,39 @@ pub struct QuotaConfig {
     pub max_gpus: u64,
 }
 
+/// Where resource samples (CPU, memory, pids, OOM kills) come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatsSource {
+    /// The cgroup files when the Docker host is this machine, else Docker's stats API.
+    Auto,
+    /// The cgroup files (Docker's stats API where a container's files are not found).
+    Cgroup,
+    /// Docker's stats API only.
+    Docker,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    /// How often each agent actor looks at its container.
+    /// How often each agent actor looks at its agent, and how often every agent's
+    /// heartbeat is read (one batched read).
     pub check_interval_s: u64,
     /// `agent.health` at least this often per running agent.
     pub report_interval_s: u64,
     /// Every agent is looked at this often, whatever the events stream said.
     pub relist_interval_s: u64,
-    /// HEALTHCHECK test given to agent containers; empty keeps the image's.
+    /// Given to agents as `HEARTBEAT_INTERVAL_S`: they write their heartbeat this often,
+    /// with an expiry of three times it (contract section 8).
+    pub heartbeat_interval_s: u64,
+    /// Where resource samples come from.
+    pub stats_source: StatsSource,
+    /// The host's cgroup filesystem (v1 or v2), read for resource samples.
+    pub cgroup_root: String,
+    /// The host's /proc, read for the containers' network counters.
+    pub proc_root: String,
+    /// HEALTHCHECK test given to agent containers; empty: none from the manager (the
+    /// image's own applies). The costly option: every check is an exec in the agent.
     pub container_check: Vec<String>,
     /// Per agent type (`trading`, ...), a HEALTHCHECK test replacing `container_check`.
     pub container_check_by_type: std::collections::HashMap<String, Vec<String>>,
@@ -427,10 +450,41 @@ impl Config {
         self.agents.redis_url().unwrap_or(&self.redis.url)
     }
 
+    /// The agents' URLs (as given to them) whose host is a loopback address: inside an
+    /// agent's container that is the container itself, so the agent cannot reach the
+    /// service there (and no heartbeat arrives). Redacted, for a warning at start.
+    pub fn agent_urls_on_loopback(&self) -> Vec<String> {
+        [self.agent_rabbitmq_url(), self.agent_redis_url()]
+            .into_iter()
+            .filter(|url| url_host(url).is_some_and(is_loopback_host))
+            .map(redact::url)
+            .collect()
+    }
+
     /// The admin HTTP endpoint's address; `None`: off (`admin_listen = ""`).
     pub fn admin_listen(&self) -> Option<&str> {
         set(&self.admin_listen)
     }
+}
+
+/// The host of `scheme://[user[:password]@]host[:port][/path]` (IPv6 in brackets).
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host_port.split(':').next()?,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `value` unless it is empty: how a string setting says "not set".
@@ -695,6 +749,59 @@ mod tests {
         assert_eq!(c.redis.prefix, "");
         assert_eq!(c.health.report_interval_s, 30);
         assert_eq!(c.agents.stop_timeout_s, 10);
+        assert_eq!(c.health.heartbeat_interval_s, 10);
+        assert!(
+            c.health.container_check.is_empty(),
+            "no exec probe by default"
+        );
+        assert_eq!(c.health.stats_source, StatsSource::Auto);
+        assert_eq!(c.health.cgroup_root, "/sys/fs/cgroup");
+    }
+
+    #[test]
+    fn heartbeat_and_stats_settings_are_checked() {
+        let c = with_env(&[
+            ("HEARTBEAT_INTERVAL_S", "2"),
+            ("STATS_SOURCE", "docker"),
+            ("CGROUP_ROOT", "/host/sys/fs/cgroup"),
+        ])
+        .unwrap();
+        assert_eq!(c.health.heartbeat_interval_s, 2);
+        assert_eq!(c.health.stats_source, StatsSource::Docker);
+        assert_eq!(c.health.cgroup_root, "/host/sys/fs/cgroup");
+        let e = with_env(&[("HEARTBEAT_INTERVAL_S", "0"), ("PROC_ROOT", "proc")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HEARTBEAT_INTERVAL_S"), "{e}");
+        assert!(e.contains("PROC_ROOT"), "{e}");
+        assert!(with_env(&[("STATS_SOURCE", "magic")]).is_err());
+    }
+
+    #[test]
+    fn agent_urls_on_loopback_are_named() {
+        let c = Config::defaults();
+        assert_eq!(
+            c.agent_urls_on_loopback().len(),
+            2,
+            "the defaults are loopback"
+        );
+        let c = with_env(&[
+            ("AGENT_RABBITMQ_URL", "amqp://u:secret@172.18.0.1:5672/%2f"),
+            ("AGENT_REDIS_URL", "redis://:secret@localhost:6379/0"),
+        ])
+        .unwrap();
+        let named = c.agent_urls_on_loopback();
+        assert_eq!(named, vec!["redis://:***@localhost:6379/0".to_string()]);
+        for (url, host) in [
+            ("redis://[::1]:6379", Some("::1")),
+            ("amqp://a:b@mq/%2f", Some("mq")),
+            ("redis://10.0.0.1", Some("10.0.0.1")),
+            ("nonsense", None),
+        ] {
+            assert_eq!(url_host(url), host, "{url}");
+        }
+        assert!(is_loopback_host("127.0.0.2") && is_loopback_host("::1"));
+        assert!(!is_loopback_host("172.18.0.1"));
     }
 
     #[test]

@@ -339,6 +339,20 @@ fn check_health(h: &HealthConfig, p: &mut Problems) {
     p.positive("health.check_interval_s", h.check_interval_s);
     p.positive("health.report_interval_s", h.report_interval_s);
     p.positive("health.relist_interval_s", h.relist_interval_s);
+    if !(1..=3600).contains(&h.heartbeat_interval_s) {
+        p.bad(
+            "health.heartbeat_interval_s",
+            "must be between 1 and 3600 (seconds)",
+        );
+    }
+    for (key, path) in [
+        ("health.cgroup_root", &h.cgroup_root),
+        ("health.proc_root", &h.proc_root),
+    ] {
+        if !path.starts_with('/') {
+            p.bad(key, "must be an absolute path");
+        }
+    }
     p.positive(
         "health.container_check_interval_s",
         h.container_check_interval_s,

@@ -1,6 +1,6 @@
-//! The message contract (../shared/PROTOCOL.md sections 2 and 3): command and event
-//! names, payloads, error codes and validation. Routing keys and JSON field names live
-//! here and nowhere else.
+//! The message contract (../shared/PROTOCOL.md sections 2 and 3, and section 8's
+//! heartbeat): command and event names, payloads, error codes and validation. Routing
+//! keys and JSON field names live here and nowhere else.
 //!
 //! # Layout
 //!
@@ -15,6 +15,7 @@
 //! - `envelope`: the ids and command of a body, read even when the body is refused.
 //! - `fields`: validators of the JSON fields, shared by the decoders.
 //! - `event`: the [`Event`] the manager publishes.
+//! - [`heartbeat`]: the agent's heartbeat (section 8) and how it reads.
 //!
 //! Nothing here reads the configuration: `config::Config::agent_policy` builds the
 //! policy.
@@ -25,6 +26,7 @@ mod decode;
 mod envelope;
 mod event;
 mod fields;
+pub mod heartbeat;
 pub mod image;
 pub mod policy;
 

@@ -40,6 +40,9 @@ pub struct AgentRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_health_at: Option<DateTime<Utc>>,
+    /// When the agent wrote the last heartbeat the manager read (the agent's own `ts`):
+    /// kept across manager restarts, so a key that expires meanwhile still means hung.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
 }
 
 /// A command that has begun and not finished (its effects are partly durable).
@@ -72,6 +75,7 @@ impl AgentRecord {
             created_at: now,
             updated_at: now,
             last_health_at: None,
+            last_heartbeat_at: None,
         }
     }
 

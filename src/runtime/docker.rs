@@ -4,6 +4,8 @@
 //! control for the ones that change state); the agents' network is a bridge network.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,13 +22,14 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::cgroup::CgroupReader;
 use super::engine::{
     connect_docker, health_config, is_status, json_file_log_options, nofile_ulimit, DockerOp,
     Engine, LogSource, NetworkKind, LOG_DRIVER,
 };
 use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_RECREATE_HASH};
-use super::{Observed, Runtime, Stats};
-use crate::config::Config;
+use super::{NetworkBytes, Observed, Runtime, Stats, StatsOrigin};
+use crate::config::{Config, StatsSource};
 use crate::error::RuntimeError;
 
 /// The Docker engine runtime.
@@ -38,6 +41,37 @@ pub struct DockerRuntime {
     instance: String,
     /// Per-customer networks are created `internal` (`docker.network_internal`).
     network_internal: bool,
+    /// Samples from the containers' cgroup files (`health.stats_source`); `None`: every
+    /// sample from Docker's stats API.
+    cgroups: Option<Arc<CgroupReader>>,
+    /// A container's files were not found once (said once, not per sample).
+    cgroup_miss_logged: Arc<AtomicBool>,
+}
+
+/// The cgroup reader `health.stats_source` asks for, if the files are there: `auto`
+/// reads them only when the Docker host is this machine (no `docker.host`, or a unix
+/// socket).
+fn cgroup_reader(config: &Config) -> Option<Arc<CgroupReader>> {
+    let h = &config.health;
+    let local = config
+        .docker
+        .host()
+        .is_none_or(|host| host.starts_with("unix://"));
+    match h.stats_source {
+        StatsSource::Docker => return None,
+        StatsSource::Auto if !local => return None,
+        StatsSource::Auto | StatsSource::Cgroup => {}
+    }
+    match CgroupReader::new(&h.cgroup_root, &h.proc_root) {
+        Some(reader) => {
+            tracing::info!(root = %h.cgroup_root, version = ?reader.version(), "resource samples from the containers' cgroup files");
+            Some(Arc::new(reader))
+        }
+        None => {
+            tracing::warn!(root = %h.cgroup_root, "no cgroup filesystem there (mount the host's read-only: -v /sys/fs/cgroup:/sys/fs/cgroup:ro); resource samples from Docker's stats API");
+            None
+        }
+    }
 }
 
 impl DockerRuntime {
@@ -53,7 +87,32 @@ impl DockerRuntime {
             network: config.docker.network.clone(),
             instance: config.instance.clone(),
             network_internal: config.docker.network_internal,
+            cgroups: cgroup_reader(config),
+            cgroup_miss_logged: Arc::default(),
         })
+    }
+
+    /// One sample from Docker's stats API (a one-shot read: dockerd reads the cgroup
+    /// files and answers a JSON document).
+    pub async fn docker_stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
+        let docker = self.client().clone();
+        let id = id.to_string();
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let r = self
+            .engine
+            .call(DockerOp::ContainerStats, Duration::ZERO, async move {
+                let mut stream = docker.stats(&id, Some(options));
+                stream.next().await.transpose()
+            })
+            .await;
+        match r {
+            Ok(Some(s)) if s.read.is_some() || s.cpu_stats.is_some() => Ok(Some(stats_from(s))),
+            Ok(_) | Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn client(&self) -> &Docker {
@@ -180,13 +239,14 @@ pub fn stats_from(s: ContainerStatsResponse) -> Stats {
                 .copied()
         })
         .unwrap_or(0);
-    let (rx, tx) = s
-        .networks
-        .unwrap_or_default()
-        .values()
-        .fold((0, 0), |(rx, tx), n| {
-            (rx + n.rx_bytes.unwrap_or(0), tx + n.tx_bytes.unwrap_or(0))
-        });
+    let network = s.networks.map(|networks| {
+        networks
+            .values()
+            .fold(NetworkBytes::default(), |sum, n| NetworkBytes {
+                rx_bytes: sum.rx_bytes + n.rx_bytes.unwrap_or(0),
+                tx_bytes: sum.tx_bytes + n.tx_bytes.unwrap_or(0),
+            })
+    });
     let online = cpu.online_cpus.unwrap_or_else(|| {
         cpu.cpu_usage
             .as_ref()
@@ -201,8 +261,9 @@ pub fn stats_from(s: ContainerStatsResponse) -> Stats {
         memory_bytes: usage.saturating_sub(cache),
         memory_limit_bytes: mem.limit.unwrap_or(0),
         pids: s.pids_stats.and_then(|p| p.current).unwrap_or(0),
-        rx_bytes: rx,
-        tx_bytes: tx,
+        network,
+        oom_kills: None,
+        origin: StatsOrigin::Docker,
     }
 }
 
@@ -500,25 +561,18 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    /// From the cgroup files when they can be read (no Docker call), else from
+    /// Docker's stats API.
     async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
-        let docker = self.client().clone();
-        let id = id.to_string();
-        let options = StatsOptionsBuilder::new()
-            .stream(false)
-            .one_shot(true)
-            .build();
-        let r = self
-            .engine
-            .call(DockerOp::ContainerStats, Duration::ZERO, async move {
-                let mut stream = docker.stats(&id, Some(options));
-                stream.next().await.transpose()
-            })
-            .await;
-        match r {
-            Ok(Some(s)) if s.read.is_some() || s.cpu_stats.is_some() => Ok(Some(stats_from(s))),
-            Ok(_) | Err(RuntimeError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
+        if let Some(reader) = &self.cgroups {
+            if let Some(sample) = reader.sample(id) {
+                return Ok(Some(sample));
+            }
+            if !self.cgroup_miss_logged.swap(true, Ordering::Relaxed) {
+                tracing::info!(container = %id, root = %reader.root().display(), "a container's cgroup files were not found (not running, or a cgroup layout other than Docker's defaults); Docker's stats API samples such containers");
+            }
         }
+        self.docker_stats(id).await
     }
 
     async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
@@ -556,6 +610,44 @@ impl Runtime for DockerRuntime {
 mod tests {
     use super::*;
     use bollard::models::ContainerSummaryStateEnum;
+
+    /// Where resource samples come from, for `STATS_SOURCE`, `DOCKER_HOST` and a cgroup
+    /// root (the v1 fixture, or a directory with no cgroup filesystem).
+    fn reads_cgroup_files(source: &str, docker_host: &str, mounted: bool) -> bool {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let root = if mounted {
+            format!("{fixtures}/cgroup/v1")
+        } else {
+            format!("{fixtures}/proc")
+        };
+        let env = HashMap::from([
+            ("STATS_SOURCE", source.to_string()),
+            ("DOCKER_HOST", docker_host.to_string()),
+            ("CGROUP_ROOT", root),
+            ("PROC_ROOT", format!("{fixtures}/proc")),
+        ]);
+        let config = Config::from_sources(None, |k| env.get(k).cloned()).expect("a valid config");
+        cgroup_reader(&config).is_some()
+    }
+
+    #[test]
+    fn samples_come_from_cgroup_files_only_where_the_docker_host_is_this_machine() {
+        assert!(reads_cgroup_files("auto", "", true), "the default socket");
+        assert!(reads_cgroup_files("auto", "unix:///run/other.sock", true));
+        assert!(
+            !reads_cgroup_files("auto", "tcp://docker:2375", true),
+            "a remote DOCKER_HOST: Docker's stats API"
+        );
+        assert!(
+            reads_cgroup_files("cgroup", "tcp://docker:2375", true),
+            "forced"
+        );
+        assert!(!reads_cgroup_files("docker", "", true), "forced off");
+        assert!(
+            !reads_cgroup_files("auto", "", false),
+            "no cgroup filesystem mounted: Docker's stats API"
+        );
+    }
 
     #[test]
     fn a_listing_gives_id_name_labels_and_state() {

@@ -10,6 +10,7 @@
 //! place that knows the contract's labels and environment. In swarm mode the "container
 //! id" the actors hold is the service id: the stable handle of the agent.
 //!
+//! [`cgroup`] reads resource samples from the containers' cgroup files (no Docker call).
 //! [`engine`] is the Docker plumbing docker and swarm modes share: the bounded, timed,
 //! admitted calls (named by [`engine::DockerOp`]), error mapping, the agents' networks,
 //! log collection and the spec's translation into Docker's health, ulimit and logging
@@ -17,6 +18,7 @@
 //! ([`watcher::ContainerEvent`], [`watcher::LookAtAll`]) whoever holds the agents
 //! handles.
 
+pub mod cgroup;
 pub mod docker;
 pub mod engine;
 pub mod gpu;
@@ -76,20 +78,57 @@ impl Observed {
 pub struct Stats {
     /// Cumulative CPU time of the container, ns.
     pub cpu_total_ns: u64,
-    /// Cumulative CPU time of the host, ns (Docker's `system_cpu_usage`).
+    /// Cumulative CPU time of the host, ns: Docker's `system_cpu_usage` (from
+    /// `/proc/stat`), or for cgroup samples wall time since the reader started times
+    /// the CPUs online. Only deltas between samples of one origin mean anything.
     pub system_ns: u64,
     pub online_cpus: u32,
     /// Memory in use, page cache excluded.
     pub memory_bytes: u64,
+    /// 0 when the container has none.
     pub memory_limit_bytes: u64,
     pub pids: u64,
+    /// Bytes over the container's interfaces; `None` where the source cannot see them.
+    pub network: Option<NetworkBytes>,
+    /// OOM kills in the container's cgroup (cgroup files only; Docker's stats have none).
+    pub oom_kills: Option<u64>,
+    /// Where the sample came from.
+    pub origin: StatsOrigin,
+}
+
+/// A container's network counters, every interface but loopback.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkBytes {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
 }
 
+/// Where a [`Stats`] sample was read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatsOrigin {
+    /// The container's cgroup files, read by the manager ([`cgroup`]).
+    Cgroup,
+    /// Docker's stats API.
+    #[default]
+    Docker,
+}
+
+impl StatsOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsOrigin::Cgroup => "cgroup",
+            StatsOrigin::Docker => "docker",
+        }
+    }
+}
+
 impl Stats {
-    /// CPU use between `prev` and `self`, in percent of one core (Docker's formula).
+    /// CPU use between `prev` and `self`, in percent of one core (Docker's formula). 0
+    /// between samples of different origins (their host clocks differ).
     pub fn cpu_percent_since(&self, prev: &Stats) -> f64 {
+        if self.origin != prev.origin {
+            return 0.0;
+        }
         let cpu = self.cpu_total_ns.saturating_sub(prev.cpu_total_ns) as f64;
         let system = self.system_ns.saturating_sub(prev.system_ns) as f64;
         if system <= 0.0 || cpu < 0.0 {
@@ -163,5 +202,14 @@ mod tests {
         assert!((b.cpu_percent_since(&a) - 50.0).abs() < 1e-9);
         assert_eq!(a.cpu_percent_since(&a), 0.0);
         assert_eq!(a.cpu_percent_since(&b), 0.0, "counters going back give 0");
+        let from_files = Stats {
+            origin: StatsOrigin::Cgroup,
+            ..b
+        };
+        assert_eq!(
+            from_files.cpu_percent_since(&a),
+            0.0,
+            "two clocks: no figure"
+        );
     }
 }

@@ -35,6 +35,11 @@ pub const ENV_CONFIG: &str = "CONFIG";
 pub const ENV_AUTOGEN_CONFIG: &str = "AUTOGEN_CONFIG";
 pub const ENV_RABBITMQ_URL: &str = "RABBITMQ_URL";
 pub const ENV_REDIS_URL: &str = "REDIS_URL";
+/// How often the agent writes its heartbeat, in seconds (contract section 8).
+pub const ENV_HEARTBEAT_INTERVAL_S: &str = "HEARTBEAT_INTERVAL_S";
+/// The prefix of every Redis key (`REDIS_PREFIX`): the agent's heartbeat key and its
+/// `agent:<id>:data:*` keys are behind it.
+pub const ENV_REDIS_PREFIX: &str = "REDIS_PREFIX";
 /// GPU mode: the devices the NVIDIA runtime exposes to the agent.
 pub const ENV_NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
 /// GPU mode: the driver libraries the NVIDIA runtime mounts (compute and nvidia-smi).
@@ -239,6 +244,11 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         format!("{ENV_AUTOGEN_CONFIG}={}", json(&spec.autogen_config)),
         format!("{ENV_RABBITMQ_URL}={}", config.agent_rabbitmq_url()),
         format!("{ENV_REDIS_URL}={}", config.agent_redis_url()),
+        format!(
+            "{ENV_HEARTBEAT_INTERVAL_S}={}",
+            config.health.heartbeat_interval_s
+        ),
+        format!("{ENV_REDIS_PREFIX}={}", config.redis.prefix),
     ];
     ContainerSpec {
         name: container_name(&record.agent_id),
@@ -333,6 +343,8 @@ mod tests {
         }
         assert!(c.env.iter().any(|e| e.starts_with("RABBITMQ_URL=amqp://")));
         assert!(c.env.iter().any(|e| e.starts_with("REDIS_URL=redis://")));
+        assert!(c.env.contains(&"HEARTBEAT_INTERVAL_S=10".to_string()));
+        assert!(c.env.contains(&"REDIS_PREFIX=".to_string()));
         assert_eq!(c.memory_bytes, 256 * 1024 * 1024);
         assert_eq!(c.nano_cpus, 500_000_000);
         assert_eq!(c.network, "autogen-network");
@@ -423,8 +435,13 @@ mod tests {
     fn healthcheck_comes_from_config_with_per_type_override() {
         let mut config = Config::defaults();
         let c = build(&record(), &config);
-        let hc = c.healthcheck.expect("default healthcheck");
+        assert!(c.healthcheck.is_none(), "no exec probe by default");
+        config.health.container_check = vec!["CMD-SHELL".into(), "test ! -e /tmp/unhealthy".into()];
+        let hc = build(&record(), &config)
+            .healthcheck
+            .expect("the configured healthcheck");
         assert_eq!(hc.test, vec!["CMD-SHELL", "test ! -e /tmp/unhealthy"]);
+        assert_eq!(hc.interval_s, 5);
         config
             .health
             .container_check_by_type

@@ -1038,6 +1038,8 @@ mod tests {
         );
         let mut config = Config::defaults();
         config.agents.module_mounts = vec!["/opt/modules:/modules".into()];
+        // A HEALTHCHECK set on purpose (there is none by default).
+        config.health.container_check = vec!["CMD-SHELL".into(), "test ! -e /tmp/unhealthy".into()];
         spec::build(&record, &config)
     }
 

@@ -27,6 +27,12 @@ impl Keys {
     pub fn agents(&self) -> String {
         format!("{}agents", self.prefix)
     }
+    /// `agent:<agent_id>:data:heartbeat`: the agent's heartbeat, written by the agent
+    /// itself with an expiry (string; contract section 8, the format in
+    /// [`crate::protocol::heartbeat`]). The manager only reads it.
+    pub fn heartbeat(&self, agent_id: &str) -> String {
+        format!("{}agent:{agent_id}:data:heartbeat", self.prefix)
+    }
     /// `customer:<customer_id>:agents`: one customer's agent ids (set).
     pub fn customer_agents(&self, customer_id: &str) -> String {
         format!("{}customer:{customer_id}:agents", self.prefix)
@@ -88,6 +94,7 @@ mod tests {
         let k = Keys::new("t1:");
         assert_eq!(k.agent("a"), "t1:agent:a");
         assert_eq!(k.events("a"), "t1:agent:a:events");
+        assert_eq!(k.heartbeat("a"), "t1:agent:a:data:heartbeat");
         assert_eq!(k.agents(), "t1:agents");
         assert_eq!(k.customer_agents("c"), "t1:customer:c:agents");
         assert_eq!(k.gpu_allocations(), "t1:gpu:allocations");

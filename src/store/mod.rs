@@ -9,6 +9,7 @@
 //! | `keys.rs` | [`Keys`]: every key name behind the prefix | all |
 //! | `records.rs` | the record: save, delete, load, list; [`AgentRecord`] ⇄ hash fields, [`record_json`] | `agent:<id>`, `agents`, `customer:<id>:agents` |
 //! | `streams.rs` | event streams: append, read back ([`StreamEntry`]) | `agent:<id>:events` |
+//! | `heartbeats.rs` | the agents' heartbeats, all in one round trip ([`HeartbeatBatch`]) | `agent:<id>:data:heartbeat` |
 //! | `processed.rs` | processed markers ([`Processed`]) | `processed:<message_id>` |
 //! | `outbox.rs` | events waiting for RabbitMQ | `outbox` |
 //! | `gpu.rs` | GPU mode's allocations (Lua scripts) | `gpu:allocations` |
@@ -25,6 +26,7 @@ pub use crate::record::AgentRecord;
 
 mod acl;
 mod gpu;
+mod heartbeats;
 mod keys;
 mod outbox;
 mod processed;
@@ -32,6 +34,7 @@ mod quota;
 mod records;
 mod streams;
 
+pub use heartbeats::HeartbeatBatch;
 pub use keys::Keys;
 pub use processed::Processed;
 pub use quota::{QuotaRefusal, QuotaReply, QUOTA_FIELDS};

@@ -66,6 +66,10 @@ impl AgentRecord {
                 "last_health_at",
                 self.last_health_at.map(rfc3339).unwrap_or_default(),
             ),
+            (
+                "last_heartbeat_at",
+                self.last_heartbeat_at.map(rfc3339).unwrap_or_default(),
+            ),
         ]
     }
 
@@ -134,6 +138,7 @@ impl AgentRecord {
             record.updated_at = at;
         }
         record.last_health_at = time("last_health_at")?;
+        record.last_heartbeat_at = time("last_heartbeat_at")?;
         Ok(record)
     }
 }
@@ -319,6 +324,7 @@ mod tests {
         r.workload_id = Some("abc".into());
         transition(&mut r, Cause::Restored(AgentStatus::Running));
         r.last_health_at = Some(Utc::now());
+        r.last_heartbeat_at = DateTime::from_timestamp_millis(1_700_000_000_123);
         r.generation = 7;
         r.pending = Some(PendingCommand {
             command: "agent.create".into(),
@@ -335,6 +341,7 @@ mod tests {
         assert_eq!(back.workload_id, r.workload_id);
         assert_eq!(back.desired_state, r.desired_state);
         assert_eq!(back.generation, 7);
+        assert_eq!(back.last_heartbeat_at, r.last_heartbeat_at, "ms kept");
         assert_eq!(back.pending, r.pending);
     }
 

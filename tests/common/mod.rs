@@ -26,6 +26,81 @@ pub const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 const START_HINT: &str = "start the services with `bash scripts/services.sh`";
 
+/// The agents' network: `scripts/services.sh` makes Redis and RabbitMQ listen on its
+/// gateway address too.
+pub const AGENT_NETWORK: &str = "autogen-network";
+
+/// The gateway address of [`AGENT_NETWORK`] (`None` when Docker or the network is not
+/// there; the tests that need it fail on that anyway).
+pub fn agent_gateway() -> Option<&'static str> {
+    static GATEWAY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    GATEWAY
+        .get_or_init(|| {
+            let out = std::process::Command::new("docker")
+                .args([
+                    "network",
+                    "inspect",
+                    "-f",
+                    "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+                    AGENT_NETWORK,
+                ])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.split_whitespace().next().map(str::to_string)
+        })
+        .as_deref()
+}
+
+/// The image the tests' agents run: this checkout's test agent,
+/// `autogen-agent:src-<hash of scripts/agent-image>` (scripts/agent-image-tag.sh), which
+/// `scripts/services.sh` builds. `autogen-agent:latest` is whichever checkout sharing
+/// this dockerd built last; it is used only when the tag cannot be worked out.
+pub fn agent_image() -> &'static str {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/agent-image-tag.sh");
+        let tag = std::process::Command::new("timeout")
+            .args(["10", "bash", script])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| t.starts_with("autogen-agent:src-"));
+        let Some(tag) = tag else {
+            return "autogen-agent:latest".to_string();
+        };
+        let present = std::process::Command::new("timeout")
+            .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            present,
+            "the test agent image {tag} is missing (its sources changed?): {START_HINT}"
+        );
+        tag
+    })
+}
+
+/// `REDIS_URL` as the tests' agents get it: the same Redis, at an address their
+/// containers reach (127.0.0.1 in a container is the container itself).
+pub fn agent_redis_url() -> String {
+    match agent_gateway() {
+        Some(gw) => format!("redis://{gw}:6379/0"),
+        None => REDIS_URL.to_string(),
+    }
+}
+
+/// `RABBITMQ_URL` as the tests' agents get it. `guest` logs in from loopback only: the
+/// test agent never logs in to RabbitMQ; the address is one it can reach.
+pub fn agent_rabbitmq_url() -> String {
+    match agent_gateway() {
+        Some(gw) => format!("amqp://guest:guest@{gw}:5672/%2f"),
+        None => RABBITMQ_URL.to_string(),
+    }
+}
+
 /// Default deadline for an answer that involves Docker work.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -559,14 +634,13 @@ pub fn own_login(agent_id: &str, vars: &[String]) -> String {
             )
         });
     let pw = password.expose().to_string();
-    assert_eq!(
-        mq,
-        format!("amqp://agent-{agent_id}:{pw}@127.0.0.1:5672/%2f")
-    );
-    assert_eq!(
-        redis,
-        format!("redis://agent-{agent_id}:{pw}@127.0.0.1:6379/0")
-    );
+    // The address the agents reach (their network's gateway), with their own login.
+    let login = format!("agent-{agent_id}:{pw}@");
+    let (mq_host, redis_host) = (agent_rabbitmq_url(), agent_redis_url());
+    let mq_host = mq_host.split_once('@').map_or(mq_host.as_str(), |(_, h)| h);
+    let redis_host = redis_host.trim_start_matches("redis://");
+    assert_eq!(mq, format!("amqp://{login}{mq_host}"));
+    assert_eq!(redis, format!("redis://{login}{redis_host}"));
     pw
 }
 
@@ -599,6 +673,9 @@ pub fn test_env_vars(id: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
         ("MANAGER_INSTANCE".into(), format!("test-{id}")),
         ("HEALTH_CHECK_INTERVAL_S".into(), "1".into()),
         ("ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+        ("AGENT_IMAGE".into(), agent_image().into()),
+        ("AGENT_REDIS_URL".into(), agent_redis_url()),
+        ("AGENT_RABBITMQ_URL".into(), agent_rabbitmq_url()),
     ]);
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
@@ -960,6 +1037,19 @@ pub struct TapState {
     pub answers: HashMap<String, Vec<(String, std::time::Instant)>>,
     /// routing key → events seen.
     pub counts: HashMap<String, usize>,
+    /// Every `agent.health`, in arrival order.
+    pub health: Vec<HealthSeen>,
+}
+
+/// One `agent.health` as the tap saw it arrive.
+#[derive(Debug, Clone)]
+pub struct HealthSeen {
+    pub agent_id: String,
+    /// `details.health`.
+    pub health: String,
+    /// `details.heartbeat.status` (empty when the event has none).
+    pub heartbeat: String,
+    pub at: std::time::Instant,
 }
 
 #[derive(Clone)]
@@ -1094,12 +1184,25 @@ impl TestEnv {
                     .correlation_id()
                     .as_ref()
                     .map(|s| s.to_string());
+                let health = (key == "agent.health")
+                    .then(|| serde_json::from_slice::<Value>(&delivery.data).ok())
+                    .flatten()
+                    .map(|e| {
+                        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                        HealthSeen {
+                            agent_id: text(&e["agent_id"]),
+                            health: text(&e["details"]["health"]),
+                            heartbeat: text(&e["details"]["heartbeat"]["status"]),
+                            at,
+                        }
+                    });
                 {
                     let mut s = state.lock().unwrap();
                     *s.counts.entry(key.clone()).or_default() += 1;
                     if let Some(c) = correlation {
                         s.answers.entry(c).or_default().push((key, at));
                     }
+                    s.health.extend(health);
                 }
                 arrived.notify_waiters();
             }

@@ -1,0 +1,118 @@
+//! The agent's heartbeat (contract section 8): the JSON an agent writes to
+//! `agent:<agent_id>:data:heartbeat` (the key's name is in `store::Keys`), with an expiry
+//! of [`TTL_INTERVALS`] times `HEARTBEAT_INTERVAL_S`.
+//!
+//! `{"ts": <unix ms>, "status": "ok" | "unhealthy", "detail": "<text>"}`
+
+use serde::Deserialize;
+
+/// The key's expiry, in heartbeat intervals: a hung agent's key is gone this long after
+/// its last write.
+pub const TTL_INTERVALS: u64 = 3;
+
+/// Longest `detail` kept (the rest is cut): it travels in records and events.
+pub const MAX_DETAIL_CHARS: usize = 500;
+
+/// What the agent says of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeatStatus {
+    Ok,
+    Unhealthy,
+}
+
+impl BeatStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BeatStatus::Ok => "ok",
+            BeatStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One heartbeat, as written by the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// When the agent wrote it, Unix time in ms (the agent's clock).
+    pub ts_ms: i64,
+    pub status: BeatStatus,
+    /// The agent's own words (empty when it gave none), at most [`MAX_DETAIL_CHARS`].
+    pub detail: String,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    ts: serde_json::Number,
+    status: String,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+/// Reads a heartbeat's JSON. The error says, for people, what is wrong with it.
+pub fn parse(raw: &str) -> Result<Heartbeat, String> {
+    let wire: Wire = serde_json::from_str(raw)
+        .map_err(|e| format!("the heartbeat is not the contract's JSON object: {e}"))?;
+    let ts_ms = wire
+        .ts
+        .as_i64()
+        .or_else(|| wire.ts.as_f64().map(|f| f as i64))
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| format!("the heartbeat's ts {} is not a Unix time in ms", wire.ts))?;
+    let status = match wire.status.as_str() {
+        "ok" => BeatStatus::Ok,
+        "unhealthy" => BeatStatus::Unhealthy,
+        other => {
+            return Err(format!(
+                "the heartbeat's status '{}' is neither ok nor unhealthy",
+                other.chars().take(40).collect::<String>()
+            ))
+        }
+    };
+    let detail = wire
+        .detail
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_DETAIL_CHARS)
+        .collect();
+    Ok(Heartbeat {
+        ts_ms,
+        status,
+        detail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contracts_heartbeat_reads() {
+        let hb = parse(r#"{"ts": 1700000000123, "status": "ok", "detail": ""}"#).unwrap();
+        assert_eq!(hb.ts_ms, 1_700_000_000_123);
+        assert_eq!(hb.status, BeatStatus::Ok);
+        assert_eq!(hb.detail, "");
+        let sick = parse(r#"{"ts":1,"status":"unhealthy","detail":"db down\n","more":1}"#).unwrap();
+        assert_eq!(sick.status, BeatStatus::Unhealthy);
+        assert_eq!(sick.detail, "db down", "control characters dropped");
+        let no_detail = parse(r#"{"ts": 5.0, "status": "ok"}"#).unwrap();
+        assert_eq!((no_detail.ts_ms, no_detail.detail.as_str()), (5, ""));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_a_reason() {
+        for (raw, says) in [
+            ("nope", "not the contract's JSON"),
+            (r#"{"status": "ok"}"#, "not the contract's JSON"),
+            (r#"{"ts": -1, "status": "ok"}"#, "not a Unix time"),
+            (r#"{"ts": 1, "status": "fine"}"#, "neither ok nor unhealthy"),
+        ] {
+            let e = parse(raw).unwrap_err();
+            assert!(e.contains(says), "{raw}: {e}");
+        }
+        let long = format!(
+            r#"{{"ts": 1, "status": "ok", "detail": "{}"}}"#,
+            "x".repeat(900)
+        );
+        assert_eq!(parse(&long).unwrap().detail.len(), MAX_DETAIL_CHARS);
+    }
+}
