@@ -1,5 +1,5 @@
-//! What the agent actors share: the runtime, the record store, the event sink, the
-//! quota ledger and the configuration, each behind its trait ([`crate::ports`],
+//! What the agent actors (and the team actor) share: the runtime, the record store, the
+//! event sink, the quota ledger, the team store and the configuration, each behind its trait ([`crate::ports`],
 //! [`crate::runtime::Runtime`]). Lives below every module that uses it, so none of them
 //! imports another to reach it. [`Deps::new`] wires the real services; the unit tests
 //! wire in-memory fakes.
@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use crate::broker::publisher::EventPublisher;
 use crate::config::Config;
 use crate::error::{PublishError, StoreError};
-use crate::ports::{EventSink, Processed, QuotaLedger, RecordStore};
+use crate::ports::{EventSink, Processed, QuotaLedger, RecordStore, TeamStore};
 use crate::protocol::Event;
 use crate::quota::Quotas;
+use crate::record::team::TeamRecord;
 use crate::record::AgentRecord;
 use crate::runtime::Runtime;
 use crate::store::Store;
@@ -29,6 +30,8 @@ pub struct Deps {
     pub events: Arc<dyn EventSink>,
     /// Per-customer quotas.
     pub quotas: Arc<dyn QuotaLedger>,
+    /// The teams' records.
+    pub teams: Arc<dyn TeamStore>,
     pub config: Arc<Config>,
 }
 
@@ -43,6 +46,7 @@ impl Deps {
         let quotas = Quotas::new(store.clone(), config.quotas.clone());
         Deps {
             runtime,
+            teams: Arc::new(store.clone()),
             records: Arc::new(store),
             events: Arc::new(publisher),
             quotas: Arc::new(quotas),
@@ -87,5 +91,37 @@ impl RecordStore for Store {
 impl EventSink for EventPublisher {
     async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
         EventPublisher::publish(self, events).await
+    }
+
+    async fn publish_message(&self, routing_key: &str, body: &[u8]) -> Result<(), PublishError> {
+        EventPublisher::publish_message(self, routing_key, body).await
+    }
+}
+
+#[async_trait]
+impl TeamStore for Store {
+    async fn save_team(
+        &self,
+        team: &TeamRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        Store::save_team(self, team, processed).await
+    }
+
+    async fn delete_team(
+        &self,
+        team: &TeamRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        Store::delete_team(self, team, processed).await
+    }
+
+    async fn load_team(&self, team_id: &str) -> Result<Option<TeamRecord>, StoreError> {
+        Store::load_team(self, team_id).await
+    }
+
+    async fn teams(&self, customer_id: Option<&str>) -> Result<Vec<TeamRecord>, StoreError> {
+        let ids = self.team_ids(customer_id).await?;
+        self.load_teams(&ids).await
     }
 }

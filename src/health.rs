@@ -212,6 +212,13 @@ fn signal_name(n: i64) -> String {
     }
 }
 
+/// True when the look found the workload frozen on purpose (Docker's pause): it is
+/// neither a crash nor hung, and nothing about it is judged (health check, heartbeat,
+/// exit) until it is thawed. The one place a paused agent is told apart.
+pub fn is_frozen(obs: &Observation) -> bool {
+    obs.observed.as_ref().is_some_and(|o| o.paused)
+}
+
 /// Updates the record from an observation and decides what self-healing does.
 pub fn assess(
     record: &mut AgentRecord,
@@ -221,6 +228,15 @@ pub fn assess(
     now: Instant,
     jitter: f64,
 ) -> Heal {
+    if is_frozen(obs) {
+        // Paused: its processes cannot answer a health check or write a heartbeat, and
+        // that is by design. It stays `paused`, nothing is healed, no unhealthy streak
+        // builds up, and its stats are not sampled.
+        transition(record, Cause::SeenPaused);
+        watch.unhealthy_streak = 0;
+        apply_stats(record, watch, None);
+        return Heal::Nothing;
+    }
     let o = obs.observed.as_ref();
     let running = o.is_some_and(|o| o.running);
     record.health = o.map(|o| o.health.clone()).unwrap_or_else(|| "none".into());
@@ -529,6 +545,38 @@ mod tests {
             assess(&mut r, &mut w, &look(obs(true, "unhealthy")), &cfg, t, 0.5),
             Heal::Nothing
         );
+    }
+
+    #[test]
+    fn a_paused_agent_is_neither_crashed_nor_unhealthy_however_long_it_is_looked_at() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        let t = Instant::now();
+        // Docker: a paused container is running and paused, and its health check
+        // fails (its processes are frozen).
+        let frozen = Observed {
+            paused: true,
+            state: "paused".into(),
+            ..obs(true, "unhealthy")
+        };
+        for _ in 0..(cfg.unhealthy_restart_after * 5) {
+            assert_eq!(
+                assess(&mut r, &mut w, &look(frozen.clone()), &cfg, t, 0.5),
+                Heal::Nothing
+            );
+            assert_eq!(r.status(), Paused);
+            assert_eq!(w.unhealthy_streak, 0);
+        }
+        // Thawed behind the manager's back: it runs.
+        assess(&mut r, &mut w, &look(obs(true, "healthy")), &cfg, t, 0.5);
+        assert_eq!(r.status(), Running);
+        // Killed while paused: a crash like any other.
+        let mut r = record(Paused);
+        assert!(matches!(
+            assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
+            Heal::RestartAfter(_)
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPLOYMENT_MODE", "deployment_mode"),
     ("MANAGER_INSTANCE", "instance"),
     ("ADMIN_LISTEN", "admin_listen"),
+    ("AGENT_MANAGER_OPERATOR", "operator"),
     ("DOCKER_HOST", "docker.host"),
     ("DOCKER_NETWORK", "docker.network"),
     ("DOCKER_TIMEOUT_S", "docker.timeout_s"),

@@ -11,6 +11,7 @@
 //! | `streams.rs` | event streams: append, read back ([`StreamEntry`]) | `agent:<id>:events` |
 //! | `processed.rs` | processed markers ([`Processed`]) | `processed:<message_id>` |
 //! | `outbox.rs` | events waiting for RabbitMQ | `outbox` |
+//! | `teams.rs` | team records (section 9): save, delete, load, list; [`TeamRecord`] ⇄ hash fields | `team:<id>`, `customer:<id>:teams`, `teams` |
 //! | `gpu.rs` | GPU mode's allocations (Lua scripts) | `gpu:allocations` |
 //! | `quota.rs` | per-customer quota accounting (Lua scripts; the policy is [`crate::quota`]) | `customer:<id>:usage`, `customer:<id>:reservations` |
 
@@ -20,6 +21,7 @@ use redis::aio::ConnectionManager;
 
 use crate::config::RedisConfig;
 use crate::error::StoreError;
+pub use crate::record::team::TeamRecord;
 pub use crate::record::AgentRecord;
 
 mod gpu;
@@ -29,6 +31,7 @@ mod processed;
 mod quota;
 mod records;
 mod streams;
+mod teams;
 
 pub use keys::Keys;
 pub use processed::Processed;

@@ -41,6 +41,8 @@ impl AgentRecord {
             ("memory_bytes", self.memory_bytes.to_string()),
             ("restart_count", self.restart_count.to_string()),
             ("last_error", self.last_error.clone().unwrap_or_default()),
+            ("stopped_by", self.stopped_by.clone().unwrap_or_default()),
+            ("stop_reason", self.stop_reason.clone().unwrap_or_default()),
             (
                 "last_logs",
                 serde_json::to_string(&self.last_logs).unwrap_or_else(|_| "[]".into()),
@@ -118,6 +120,8 @@ impl AgentRecord {
         record.memory_bytes = parsed(f, "memory_bytes").unwrap_or(0);
         record.restart_count = parsed(f, "restart_count").unwrap_or(0);
         record.last_error = non_empty("last_error");
+        record.stopped_by = non_empty("stopped_by");
+        record.stop_reason = non_empty("stop_reason");
         record.last_logs = f
             .get("last_logs")
             .and_then(|s| serde_json::from_str(s).ok())
@@ -320,6 +324,8 @@ mod tests {
         transition(&mut r, Cause::Restored(AgentStatus::Running));
         r.last_health_at = Some(Utc::now());
         r.generation = 7;
+        r.stopped_by = Some("ops-alice".into());
+        r.stop_reason = Some("runaway loop".into());
         r.pending = Some(PendingCommand {
             command: "agent.create".into(),
             message_id: "m-1".into(),
@@ -336,6 +342,17 @@ mod tests {
         assert_eq!(back.desired_state, r.desired_state);
         assert_eq!(back.generation, 7);
         assert_eq!(back.pending, r.pending);
+        assert_eq!(back.stopped_by, r.stopped_by);
+        assert_eq!(back.stop_reason, r.stop_reason);
+        // A paused agent reads back paused.
+        transition(&mut r, Cause::Paused);
+        let fields: HashMap<String, String> = r
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let back = AgentRecord::from_fields("agent:a1", &fields).unwrap();
+        assert_eq!(back.status(), AgentStatus::Paused);
     }
 
     #[test]
@@ -358,6 +375,8 @@ mod tests {
             "memory_bytes",
             "restart_count",
             "last_error",
+            "stopped_by",
+            "stop_reason",
             "created_at",
             "updated_at",
             "last_health_at",
