@@ -4,7 +4,7 @@
 //! relist — and heals what it finds: a crashed agent is restarted with backoff, one
 //! that stays unhealthy is restarted, a crash loop is reported and left alone.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tracing::Instrument;
@@ -318,7 +318,7 @@ impl Handler<Apply> for AgentActor {
                 act.record = record;
                 // The events of the command told everyone the new status.
                 act.watch
-                    .reset(act.record.as_ref().map(AgentRecord::status));
+                    .reset(act.record.as_ref().map(AgentRecord::status), Instant::now());
                 result.map(|()| Applied {
                     exists: act.record.is_some(),
                 })

@@ -35,6 +35,10 @@ pub struct Watch {
     pub unhealthy_streak: u32,
     /// Where self-healing stands.
     pub healing: Healing,
+    /// When the agent was last seen thawed after a pause: Docker's health verdict from
+    /// the frozen time (its probes cannot run in a frozen container) is not held against
+    /// it until Docker has probed it again (see [`thaw_grace`]).
+    pub thawed_at: Option<Instant>,
 }
 
 /// Where self-healing stands for one agent.
@@ -56,16 +60,29 @@ impl Watch {
             policy: CrashPolicy::new(cfg),
             unhealthy_streak: 0,
             healing: Healing::Watching,
+            thawed_at: None,
         }
     }
 
-    /// A command took over the agent: self-healing starts afresh.
-    pub fn reset(&mut self, status: Option<AgentStatus>) {
+    /// A command took over the agent: self-healing starts afresh. A command that took a
+    /// paused agent out of `paused` (resume, start) thawed it `now`.
+    pub fn reset(&mut self, status: Option<AgentStatus>, now: Instant) {
+        if self.last.status == Some(AgentStatus::Paused) && status != Some(AgentStatus::Paused) {
+            self.thawed_at = Some(now);
+        }
         self.policy.reset();
         self.unhealthy_streak = 0;
         self.healing = Healing::Watching;
         self.last.status = status;
     }
+}
+
+/// How long after a thaw Docker's `unhealthy` may still be its verdict from the frozen
+/// time: its next probe comes within one check interval and takes at most the check's
+/// timeout (one second more for the result to be seen). A probe that succeeds in that
+/// time makes it `healthy` at once; one that fails keeps it `unhealthy`, judged after.
+pub fn thaw_grace(cfg: &HealthConfig) -> Duration {
+    Duration::from_secs(cfg.container_check_interval_s + cfg.container_check_timeout_s + 1)
 }
 
 /// What a look at the container found.
@@ -237,16 +254,20 @@ pub fn assess(
         apply_stats(record, watch, None);
         return Heal::Nothing;
     }
+    if record.status() == AgentStatus::Paused {
+        // Frozen at the last look or command, not now: thawed (behind the manager's back,
+        // or by a resume whose look came first).
+        watch.thawed_at = Some(now);
+    }
     let o = obs.observed.as_ref();
     let running = o.is_some_and(|o| o.running);
     record.health = o.map(|o| o.health.clone()).unwrap_or_else(|| "none".into());
-    let before = transition(
-        record,
-        Cause::Observed {
-            running,
-            unhealthy: running && record.health == "unhealthy",
-        },
-    );
+    // Docker's verdict from the frozen time is not the agent's until Docker probed again.
+    let stale = watch
+        .thawed_at
+        .is_some_and(|t| now.saturating_duration_since(t) < thaw_grace(cfg));
+    let unhealthy = running && record.health == "unhealthy" && !stale;
+    let before = transition(record, Cause::Observed { running, unhealthy });
     if !running {
         apply_stats(record, watch, None);
     }
@@ -257,7 +278,7 @@ pub fn assess(
         if watch.healing == Healing::RestartScheduled {
             watch.healing = Healing::Watching;
         }
-        if record.health == "unhealthy" {
+        if unhealthy {
             watch.unhealthy_streak += 1;
             if watch.unhealthy_streak >= cfg.unhealthy_restart_after {
                 watch.unhealthy_streak = 0;
@@ -501,7 +522,7 @@ mod tests {
             assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
             Heal::Nothing
         );
-        w.reset(Some(Running));
+        w.reset(Some(Running), t);
         assert_eq!(w.healing, Healing::Watching);
     }
 
@@ -571,12 +592,53 @@ mod tests {
         // Thawed behind the manager's back: it runs.
         assess(&mut r, &mut w, &look(obs(true, "healthy")), &cfg, t, 0.5);
         assert_eq!(r.status(), Running);
+        assert_eq!(w.thawed_at, Some(t));
         // Killed while paused: a crash like any other.
         let mut r = record(Paused);
         assert!(matches!(
             assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
             Heal::RestartAfter(_)
         ));
+    }
+
+    /// Docker's `unhealthy` from while the container was frozen (its probes cannot run
+    /// then) is not held against a thawed agent until Docker could probe it again; after
+    /// that, an `unhealthy` counts as ever.
+    #[test]
+    fn a_thawed_agent_is_not_judged_by_dockers_verdict_from_the_frozen_time() {
+        let cfg = cfg();
+        let grace = thaw_grace(&cfg);
+        let t = Instant::now();
+        let stale = obs(true, "unhealthy");
+        for thawed_by_command in [true, false] {
+            let mut w = Watch::new(&cfg);
+            let mut r = record(Paused);
+            w.last.status = Some(Paused);
+            if thawed_by_command {
+                // agent.resume answered; the record says running before any look.
+                transition(&mut r, Cause::Resumed);
+                w.reset(Some(Running), t);
+            }
+            for k in 0..(cfg.unhealthy_restart_after * 3) {
+                let now = t + grace * k / (cfg.unhealthy_restart_after * 3);
+                assert_eq!(
+                    assess(&mut r, &mut w, &look(stale.clone()), &cfg, now, 0.5),
+                    Heal::Nothing,
+                    "within the grace (by command: {thawed_by_command})"
+                );
+                assert_eq!(r.status(), Running);
+                assert_eq!(r.health, "unhealthy", "Docker's word is reported");
+                assert_eq!(w.unhealthy_streak, 0);
+            }
+            // Past the grace: Docker probed again and still says unhealthy.
+            let mut heal = Heal::Nothing;
+            for k in 0..cfg.unhealthy_restart_after {
+                let now = t + grace + Duration::from_millis(u64::from(k));
+                heal = assess(&mut r, &mut w, &look(stale.clone()), &cfg, now, 0.5);
+                assert_eq!(r.status(), Unhealthy);
+            }
+            assert_eq!(heal, Heal::RestartNow(Reason::Unhealthy));
+        }
     }
 
     #[test]
