@@ -43,8 +43,9 @@ async fn started_at(env: &TestEnv, agent_id: &str) -> Option<String> {
         .and_then(|s| s.started_at)
 }
 
-/// The ids of the agent's event stream entries.
-async fn stream_ids(env: &TestEnv, agent_id: &str) -> Vec<String> {
+/// The agent's event stream: each entry's id and its fields joined (`event`, `event_id`,
+/// `data`).
+async fn stream(env: &TestEnv, agent_id: &str) -> Vec<(String, String)> {
     let entries: Vec<(String, Vec<(String, String)>)> = env
         .redis_query(
             redis::cmd("XRANGE")
@@ -53,7 +54,44 @@ async fn stream_ids(env: &TestEnv, agent_id: &str) -> Vec<String> {
                 .arg("+"),
         )
         .await;
-    entries.into_iter().map(|(id, _)| id).collect()
+    entries
+        .into_iter()
+        .map(|(id, fields)| {
+            let text: Vec<String> = fields
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            (id, text.join(" "))
+        })
+        .collect()
+}
+
+/// Waits until the manager has looked at the agent `looks` more times (each look writes
+/// `last_health_at` into the record) and at least `span` has passed, so what follows
+/// is what those looks decided.
+async fn wait_for_looks(env: &TestEnv, agent_id: &str, looks: usize, span: Duration) {
+    let since = Instant::now();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(at) = env.record(agent_id).await.get("last_health_at") {
+        seen.insert(at.clone());
+    }
+    let first = seen.len();
+    loop {
+        if let Some(at) = env.record(agent_id).await.get("last_health_at") {
+            if !at.is_empty() {
+                seen.insert(at.clone());
+            }
+        }
+        if seen.len() - first >= looks && since.elapsed() >= span {
+            return;
+        }
+        assert!(
+            since.elapsed() < DEADLINE,
+            "{looks} looks at {agent_id}: only {} within {DEADLINE:?}",
+            seen.len() - first
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn pause(env: &TestEnv, agent_id: &str) -> agent_manager::protocol::Event {
@@ -108,8 +146,9 @@ async fn a_paused_agent_stays_paused_and_crash_free_past_the_unhealthy_threshold
     pause(&env, &id).await;
     let seen_before = env.events_of(&id).len();
     // Looks every second, a relist every second, unhealthy after 2 looks; Docker's own
-    // health check (every second) cannot run in a frozen container. Far past all that:
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // health check (every second) cannot run in a frozen container. Three times the
+    // unhealthy threshold in looks, and as many seconds:
+    wait_for_looks(&env, &id, 6, Duration::from_secs(6)).await;
     let since: Vec<String> = env.events_of(&id)[seen_before..]
         .iter()
         .map(|e| format!("{} {} {}", e.event.routing_key(), e.status, e.details))
@@ -131,6 +170,16 @@ async fn a_paused_agent_stays_paused_and_crash_free_past_the_unhealthy_threshold
         })
         .await;
     assert_eq!(health.details["state"], "paused");
+
+    // Thawed: Docker's `unhealthy` from the frozen time is not held against it; its
+    // next probe says healthy, and it was never restarted.
+    let mid = env.command("agent.resume", &id, json!({})).await;
+    assert_eq!(env.answer(&mid, "agent.resumed").await.status, "running");
+    wait_for_looks(&env, &id, 4, Duration::from_secs(4)).await;
+    let r = env.record(&id).await;
+    assert_eq!(r["status"], "running", "{r:?}");
+    assert_eq!(r["restart_count"], "0");
+    assert_eq!(started_at(&env, &id).await, before, "never restarted");
     env.finish().await;
 }
 
@@ -210,7 +259,8 @@ async fn a_manager_restart_and_a_redis_wipe_keep_a_paused_agent_paused() {
     let before = started_at(&env, &id).await;
 
     env.restart_manager().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The new manager has looked at it, past the unhealthy threshold.
+    wait_for_looks(&env, &id, 3, Duration::ZERO).await;
     assert!(docker_paused(&env, &id).await);
     assert_eq!(env.record(&id).await["status"], "paused");
 
@@ -233,7 +283,8 @@ async fn a_manager_restart_and_a_redis_wipe_keep_a_paused_agent_paused() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Rebuilt from the container at start, then looked at past the unhealthy threshold.
+    wait_for_looks(&env, &id, 3, Duration::ZERO).await;
     let r = env.record(&id).await;
     assert_eq!(r["status"], "paused", "{r:?}");
     assert!(docker_paused(&env, &id).await);
@@ -268,7 +319,8 @@ async fn pause_and_resume_are_refused_where_they_cannot_be() {
     // Another customer's: forbidden, and no trace on the owner's agent.
     let start = env.command("agent.start", &id, json!({})).await;
     env.answer(&start, "agent.started").await;
-    let events_before = stream_ids(&env, &id).await;
+    let events_before = stream(&env, &id).await.len();
+    let mut intruders = Vec::new();
     for rk in ["agent.pause", "agent.resume"] {
         let mid = env
             .send(rk, json!({"agent_id": id, "customer_id": "intruder"}))
@@ -277,13 +329,20 @@ async fn pause_and_resume_are_refused_where_they_cannot_be() {
         assert_eq!(code, "forbidden", "{rk}");
         assert_eq!(e.status, "failed");
         assert!(e.container_id.is_none());
+        intruders.push(mid);
     }
     assert!(!docker_paused(&env, &id).await);
-    let events_after = stream_ids(&env, &id).await;
-    assert_eq!(
-        events_after, events_before,
-        "no trace on the owner's stream"
-    );
+    // The owner's stream gained at most its own looks' `agent.health`, nothing of the
+    // intruder's commands.
+    let since = stream(&env, &id).await.split_off(events_before);
+    for (entry, fields) in &since {
+        assert!(
+            fields.starts_with("event=agent.health ")
+                && intruders.iter().all(|mid| !fields.contains(mid.as_str()))
+                && !fields.contains("intruder"),
+            "no trace on the owner's stream: {entry} {fields}"
+        );
+    }
     env.finish().await;
 }
 
