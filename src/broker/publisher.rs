@@ -261,26 +261,43 @@ impl EventPublisher {
         body: &[u8],
     ) -> Result<(), PublishError> {
         let limit = Duration::from_secs(self.cfg.timeout_s);
+        self.retrying(limit, routing_key, |channel| async move {
+            self.publish_one(&channel, routing_key, body, limit).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` on the channel until it succeeds or `limit` has passed; a failed
+    /// attempt drops the link, so the next one gets a fresh channel. `what` names it in
+    /// the log.
+    async fn retrying<F, Fut>(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<(), PublishError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<(), PublishError>>,
+    {
         let deadline = Instant::now() + limit;
         let mut backoff = Backoff::new(Duration::from_secs(2));
         loop {
             let err = match self.channel().await {
-                Ok((channel, generation)) => {
-                    match self.publish_one(&channel, routing_key, body, limit).await {
-                        Ok(()) => return Ok(()),
-                        Err(e) => {
-                            self.drop_link(generation).await;
-                            e
-                        }
+                Ok((channel, generation)) => match attempt(channel).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        self.drop_link(generation).await;
+                        e
                     }
-                }
+                },
                 Err(e) => e,
             };
             let delay = backoff.next_delay();
             if Instant::now() + delay >= deadline {
                 return Err(err);
             }
-            tracing::warn!(error = %err, routing_key, "publishing a message failed; retrying");
+            tracing::warn!(error = %err, what, "publishing failed; retrying");
             tokio::time::sleep(delay).await;
         }
     }
@@ -323,26 +340,10 @@ impl EventPublisher {
     /// Publishes `events` in order and waits for their confirms, retrying on a fresh
     /// channel until `limit` has passed.
     async fn publish_direct(&self, events: &[Event], limit: Duration) -> Result<(), PublishError> {
-        let deadline = Instant::now() + limit;
-        let mut backoff = Backoff::new(Duration::from_secs(2));
-        loop {
-            let err = match self.channel().await {
-                Ok((channel, generation)) => match self.publish_on(&channel, events, limit).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) => {
-                        self.drop_link(generation).await;
-                        e
-                    }
-                },
-                Err(e) => e,
-            };
-            let delay = backoff.next_delay();
-            if Instant::now() + delay >= deadline {
-                return Err(err);
-            }
-            tracing::warn!(error = %err, "publishing events failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
+        self.retrying(limit, "events", |channel| async move {
+            self.publish_on(&channel, events, limit).await
+        })
+        .await
     }
 
     async fn publish_on(

@@ -99,6 +99,27 @@ impl Store {
             .map_err(|source| StoreError::Redis { op, source })
     }
 
+    /// Runs `pipe` (its replies ignored) as `op`.
+    async fn run_pipe(&self, op: &'static str, pipe: redis::Pipeline) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.run(op, async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// The hash at `key` (empty when there is none), read as `op`.
+    async fn hash(
+        &self,
+        op: &'static str,
+        key: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = key.to_string();
+        self.run(op, async move {
+            redis::AsyncCommands::hgetall(&mut conn, key).await
+        })
+        .await
+    }
+
     /// Whether Redis answers (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();

@@ -198,22 +198,13 @@ impl Store {
         )
         .ignore();
         self.push_processed(&mut pipe, processed);
-        let mut conn = self.conn.clone();
-        self.run(
-            "delete",
-            async move { pipe.query_async::<()>(&mut conn).await },
-        )
-        .await
+        self.run_pipe("delete", pipe).await
     }
 
     /// The agent's record; `None` when it has none.
     pub async fn load(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         let key = self.keys.agent(agent_id);
-        let mut conn = self.conn.clone();
-        let k2 = key.clone();
-        let fields: HashMap<String, String> = self
-            .run("hgetall", async move { conn.hgetall(k2).await })
-            .await?;
+        let fields = self.hash("hgetall", &key).await?;
         if fields.is_empty() {
             return Ok(None);
         }

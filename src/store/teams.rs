@@ -84,11 +84,7 @@ impl Store {
             .ignore();
         pipe.sadd(k.teams(), &team.team_id).ignore();
         self.push_processed(&mut pipe, processed);
-        let mut conn = self.conn.clone();
-        self.run("save team", async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
-        .await
+        self.run_pipe("save team", pipe).await
     }
 
     /// Removes the team and its set memberships, with the processed marker, atomically.
@@ -105,21 +101,13 @@ impl Store {
             .ignore();
         pipe.srem(k.teams(), &team.team_id).ignore();
         self.push_processed(&mut pipe, processed);
-        let mut conn = self.conn.clone();
-        self.run("delete team", async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
-        .await
+        self.run_pipe("delete team", pipe).await
     }
 
     /// The team's record; `None` when there is no such team.
     pub async fn load_team(&self, team_id: &str) -> Result<Option<TeamRecord>, StoreError> {
         let key = self.keys.team(team_id);
-        let mut conn = self.conn.clone();
-        let k2 = key.clone();
-        let fields: HashMap<String, String> = self
-            .run("hgetall team", async move { conn.hgetall(k2).await })
-            .await?;
+        let fields = self.hash("hgetall team", &key).await?;
         if fields.is_empty() {
             return Ok(None);
         }
