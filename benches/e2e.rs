@@ -35,6 +35,12 @@
 //!   heartbeats and checks alike (default 10, production's). With MACHINE_EXEC_PROBE=1,
 //!   a last run of the same N under a manager that gives them the old default Docker
 //!   HEALTHCHECK (an exec every 5 s), for the cost of the exec probe beside.
+//! - `pause`: `agent.pause` → `agent.paused` latency over PAUSES pauses spread over
+//!   PAUSE_AGENTS agents of a manager process (each resumed before its next pause),
+//!   beside Docker's own pause call: the manager's own calls (its Prometheus histogram),
+//!   and as many `docker pause` calls straight through bollard on plain containers of
+//!   the same image and limits, interleaved. Also Docker's `pause` event → `agent.paused`
+//!   (the manager's part after the freeze). Issue 17 goal: p99 < 100 ms beyond Docker's.
 //!
 //! Results are printed and written to `target/bench-results/<scenario>.json`, with the
 //! load average before and after each scenario (the figures are only comparable side
@@ -71,6 +77,8 @@ struct Sizes {
     hung_agents: usize,
     hung_rounds: usize,
     machine_exec_probe: bool,
+    pause_agents: usize,
+    pauses: usize,
 }
 
 fn sizes() -> Sizes {
@@ -106,6 +114,8 @@ fn sizes() -> Sizes {
         hung_agents: n("HUNG_AGENTS", 20, 1),
         hung_rounds: n("HUNG_ROUNDS", 5, 1),
         machine_exec_probe: n("MACHINE_EXEC_PROBE", 0, 0) > 0,
+        pause_agents: n("PAUSE_AGENTS", 5, 2),
+        pauses: n("PAUSES", 200, 6),
     }
 }
 
@@ -150,34 +160,7 @@ async fn detect(s: &Sizes) {
     }
     // Docker's own die events, as this process receives them: the manager's part of
     // the detection starts there.
-    let dies: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>> = Default::default();
-    {
-        let dies = dies.clone();
-        let docker = env.docker.clone();
-        let filters = std::collections::HashMap::from([
-            ("event", vec!["die".to_string()]),
-            (
-                "label",
-                vec![format!("autogen.manager-instance={}", env.config.instance)],
-            ),
-        ]);
-        let options = bollard::query_parameters::EventsOptionsBuilder::new()
-            .filters(&filters)
-            .build();
-        actix_rt::spawn(async move {
-            use futures_util::StreamExt;
-            let mut stream = docker.events(Some(options));
-            while let Some(Ok(e)) = stream.next().await {
-                let id = e
-                    .actor
-                    .and_then(|a| a.attributes)
-                    .and_then(|mut a| a.remove("autogen.agent-id"))
-                    .unwrap_or_default();
-                // Docker's own timestamp of the death (host clock, ns).
-                dies.lock().unwrap().push((id, e.time_nano.unwrap_or(0)));
-            }
-        });
-    }
+    let dies = docker_events(&env, "die");
     let mut to_event = Vec::new();
     let mut kill_calls = Vec::new();
     let mut die_to_event = Vec::new();
@@ -764,19 +747,35 @@ async fn lifecycle(s: &Sizes) {
     env.finish().await;
 }
 
-/// A burst of `agent.start` commands for agents that already run: the manager's own
-/// cost per command (Docker answers 304 to each start).
-async fn burst(s: &Sizes) {
-    let load_before = load();
+/// A manager process with production's looks, and `n` running agents `<prefix><i>`
+/// created through it; the tap sees every event (the test's own consumer none).
+async fn running_fleet(
+    prefix: &str,
+    n: usize,
+) -> (
+    TestEnv,
+    common::ManagerProcess,
+    std::net::SocketAddr,
+    common::EventTap,
+    Vec<String>,
+) {
     let env = TestEnv::client_only(&PRODUCTION_LOOKS).await;
     let (mut manager, admin, _) = spawn_manager(&env, &PRODUCTION_LOOKS);
     wait_ready(&mut manager, admin, Duration::from_secs(60)).await;
     let tap = env.tap().await;
     env.mute_events().await;
-    let ids: Vec<String> = (0..s.burst_agents)
-        .map(|i| env.agent_id(&format!("b{i}")))
+    let ids: Vec<String> = (0..n)
+        .map(|i| env.agent_id(&format!("{prefix}{i}")))
         .collect();
     create_all(&env, &tap, &ids, true).await;
+    (env, manager, admin, tap, ids)
+}
+
+/// A burst of `agent.start` commands for agents that already run: the manager's own
+/// cost per command (Docker answers 304 to each start).
+async fn burst(s: &Sizes) {
+    let load_before = load();
+    let (env, mut manager, admin, tap, ids) = running_fleet("b", s.burst_agents).await;
     // Let the creates' own looks and first stats settle.
     tokio::time::sleep(Duration::from_secs(if s.quick { 1 } else { 5 })).await;
     let commands = (0..s.burst_commands)
@@ -1505,6 +1504,197 @@ async fn machine_exec_probe(s: &Sizes, n: usize, overrides: &[(&str, &str)]) {
     env.finish().await;
 }
 
+/// Now, as nanoseconds since the epoch (Docker's event time's unit).
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Plain containers of the agent image with the agents' limits, for Docker's own pause
+/// call; labelled with the test's instance so the test's cleanup removes them too.
+async fn plain_containers(env: &TestEnv, n: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("pause-bench-{}-{i}", env.id);
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(env.config.agents.image.clone()),
+            labels: Some(std::collections::HashMap::from([(
+                "autogen.manager-instance".to_string(),
+                env.config.instance.clone(),
+            )])),
+            host_config: Some(bollard::models::HostConfig {
+                memory: Some(32 * 1024 * 1024),
+                nano_cpus: Some(100_000_000),
+                init: Some(true),
+                // The agents' network (this host has no default bridge).
+                network_mode: Some(env.config.docker.network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(&name)
+            .build();
+        let docker = &env.docker;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            docker.create_container(Some(options), body),
+        )
+        .await
+        .expect("create within 60 s")
+        .expect("create a plain container");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            docker.start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            ),
+        )
+        .await
+        .expect("start within 60 s")
+        .expect("start it");
+        names.push(name);
+    }
+    names
+}
+
+/// Docker's `event` events (`die`, `pause`, ...) of the test's containers as they
+/// arrive here: (agent id, Docker's own timestamp in ns, host clock), in arrival order.
+type SeenEvents = std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>;
+
+fn docker_events(env: &TestEnv, event: &str) -> SeenEvents {
+    let seen = SeenEvents::default();
+    let docker = env.docker.clone();
+    let filters = std::collections::HashMap::from([
+        ("event", vec![event.to_string()]),
+        (
+            "label",
+            vec![format!("autogen.manager-instance={}", env.config.instance)],
+        ),
+    ]);
+    let options = bollard::query_parameters::EventsOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    let into = seen.clone();
+    actix_rt::spawn(async move {
+        use futures_util::StreamExt;
+        let mut stream = docker.events(Some(options));
+        while let Some(Ok(e)) = stream.next().await {
+            let id = e
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|mut a| a.remove("autogen.agent-id"))
+                .unwrap_or_default();
+            into.lock().unwrap().push((id, e.time_nano.unwrap_or(0)));
+        }
+    });
+    seen
+}
+
+/// `agent.pause` → `agent.paused`, beside Docker's own pause call.
+async fn pause(s: &Sizes) {
+    let load_before = load();
+    let (env, manager, admin, tap, ids) = running_fleet("p", s.pause_agents).await;
+    let plain = plain_containers(&env, s.pause_agents).await;
+    let paused_at = docker_events(&env, "pause");
+    let docker = env.docker.clone();
+    let bounded = Duration::from_secs(30);
+
+    let pause_series = "agent_manager_docker_call_duration_seconds{op=\"pause container\"}";
+    let calls_before = metric_sum_count(admin, pause_series).await;
+    let mut to_answer = Vec::with_capacity(s.pauses);
+    let mut after_event = Vec::with_capacity(s.pauses);
+    let mut docker_call = Vec::with_capacity(s.pauses);
+    let mut no_event = 0;
+    // Under load runc's freeze can give up ("unable to freeze"): counted on both paths,
+    // not timed.
+    let mut manager_refused = Vec::new();
+    let mut docker_failed = Vec::new();
+    for k in 0..s.pauses {
+        let id = &ids[k % ids.len()];
+        let seen_before = paused_at.lock().unwrap().len();
+        let body = json!({"agent_id": id, "customer_id": env.customer()});
+        let sent = env.send_many(vec![("agent.pause", body.clone())]).await;
+        let (mid, at) = &sent[0];
+        let (answer, arrived) = tap
+            .wait_any_answer(mid, common::DEADLINE)
+            .await
+            .unwrap_or_else(|| panic!("{mid} not answered"));
+        if answer == "agent.paused" {
+            let arrived_ns = now_ns() - arrived.elapsed().as_nanos() as i64;
+            to_answer.push(ms(arrived - *at));
+            // Docker's event may reach this process after the manager's answer does.
+            let until = Instant::now() + Duration::from_secs(5);
+            loop {
+                let found = paused_at.lock().unwrap()[seen_before..]
+                    .iter()
+                    .find(|(a, _)| a == id)
+                    .map(|(_, t)| *t);
+                if let Some(t) = found {
+                    after_event.push((arrived_ns - t) as f64 / 1e6);
+                    break;
+                }
+                if Instant::now() > until {
+                    no_event += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let resumed = env.send_many(vec![("agent.resume", body)]).await;
+            tap.wait_answer(&resumed[0].0, "agent.resumed", common::DEADLINE)
+                .await
+                .unwrap_or_else(|| panic!("{} not answered with agent.resumed", resumed[0].0));
+        } else {
+            manager_refused.push(format!("{answer}: {:?}", tap.answers(mid)));
+        }
+
+        let name = &plain[k % plain.len()];
+        let t0 = Instant::now();
+        let paused = tokio::time::timeout(bounded, docker.pause_container(name))
+            .await
+            .expect("docker pause within 30 s");
+        match paused {
+            Ok(()) => docker_call.push(ms(t0.elapsed())),
+            Err(e) => docker_failed.push(e.to_string()),
+        }
+        // Unpausing a container the failed freeze left thawed answers 409: harmless.
+        let _ = tokio::time::timeout(bounded, docker.unpause_container(name)).await;
+    }
+    let manager_call_mean = mean_ms(metric_sum_count(admin, pause_series).await, calls_before);
+    let total = dist(&mut to_answer);
+    let own = dist(&mut docker_call);
+    let beyond =
+        |p: &str| total[p].as_f64().unwrap_or(f64::NAN) - own[p].as_f64().unwrap_or(f64::NAN);
+    let mean_beyond_own_calls =
+        manager_call_mean.map(|call| total["mean"].as_f64().unwrap_or(f64::NAN) - call);
+    write_result(
+        "pause",
+        &json!({
+            "agents": s.pause_agents,
+            "pauses": s.pauses,
+            "quick": s.quick,
+            "manager": "process (the binary cargo built for this bench)",
+            "command_to_agent_paused_ms": total,
+            "docker_pause_call_ms": own,
+            "manager_docker_pause_call_mean_ms": manager_call_mean,
+            "docker_pause_event_to_agent_paused_ms": dist(&mut after_event),
+            "pause_events_missed": no_event,
+            "manager_pauses_refused": manager_refused,
+            "docker_pause_calls_failed": docker_failed,
+            "beyond_docker_p50_ms": beyond("p50"),
+            "beyond_docker_p99_ms": beyond("p99"),
+            "mean_beyond_the_managers_own_pause_calls_ms": mean_beyond_own_calls,
+            "goal_p99_beyond_docker_ms": 100,
+            "load_before": load_before,
+            "load_after": load(),
+        }),
+    );
+    drop(manager);
+    env.finish().await;
+}
+
 fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -1529,6 +1719,9 @@ fn main() {
         }
         if wanted("scale") {
             scale(&s).await;
+        }
+        if wanted("pause") {
+            pause(&s).await;
         }
         if wanted("recovery") {
             for mode in recovery_modes() {

@@ -5,7 +5,7 @@
 //! it finds: a crashed agent is restarted with backoff, one that stays unhealthy (or
 //! hung) is restarted, a crash loop is reported and left alone.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tracing::Instrument;
@@ -16,6 +16,7 @@ use crate::health::{self, BeatRead, Heal, Healing, Reason, Watch};
 use crate::lifecycle;
 use crate::protocol::Command;
 use crate::record::AgentRecord;
+use crate::team::MemberState;
 
 /// Applies one command; answers whether the agent still exists afterwards.
 #[derive(Message)]
@@ -49,8 +50,13 @@ pub struct Look {
 pub enum Listed {
     /// No container of the agent is listed.
     Missing,
-    /// The agent's container, by id, and whether it runs.
-    Present { id: String, running: bool },
+    /// The agent's container, by id, whether it runs and whether it is paused (Docker
+    /// lists a frozen container as `paused`, not running).
+    Present {
+        id: String,
+        running: bool,
+        paused: bool,
+    },
 }
 
 /// Whether `listed` is what `record` expects, so the relist needs no closer look.
@@ -58,14 +64,20 @@ pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
     use crate::protocol::AgentStatus as S;
     match listed {
         Listed::Missing => record.workload_id.is_none(),
-        Listed::Present { id, running } => {
-            let expected_running = match record.status() {
-                S::Running | S::Unhealthy => true,
-                S::Created | S::Stopped | S::Failed => false,
+        Listed::Present {
+            id,
+            running,
+            paused,
+        } => {
+            // (runs, frozen) as the record expects them.
+            let expected = match record.status() {
+                S::Running | S::Unhealthy => (true, false),
+                S::Paused => (false, true),
+                S::Created | S::Stopped | S::Failed => (false, false),
                 // In between: a closer look settles it.
                 _ => return false,
             };
-            record.workload_id.as_deref() == Some(id.as_str()) && *running == expected_running
+            record.workload_id.as_deref() == Some(id.as_str()) && (*running, *paused) == expected
         }
     }
 }
@@ -76,6 +88,11 @@ pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Beat(pub BeatRead);
+/// The agent's owner and status, as they stand after every command the actor received
+/// before (a team's membership check: `None` when the agent does not exist).
+#[derive(Message)]
+#[rtype(result = "Option<MemberState>")]
+pub struct Describe;
 
 /// Stops the actor (sent by the supervisor once the agent is gone and idle).
 #[derive(Message)]
@@ -331,7 +348,7 @@ impl Handler<Apply> for AgentActor {
                 act.record = record;
                 // The events of the command told everyone the new status.
                 act.watch
-                    .reset(act.record.as_ref().map(AgentRecord::status));
+                    .reset(act.record.as_ref().map(AgentRecord::status), Instant::now());
                 result.map(|()| Applied {
                     exists: act.record.is_some(),
                 })
@@ -397,6 +414,19 @@ impl Handler<Beat> for AgentActor {
     }
 }
 
+impl Handler<Describe> for AgentActor {
+    type Result = Option<MemberState>;
+
+    /// Commands and looks run in `wait`, so this answers only once the ones received
+    /// before it are done.
+    fn handle(&mut self, _: Describe, _ctx: &mut Self::Context) -> Option<MemberState> {
+        self.record.as_ref().map(|r| MemberState {
+            customer_id: r.spec.customer_id.clone(),
+            status: r.status(),
+        })
+    }
+}
+
 impl Handler<Retire> for AgentActor {
     type Result = ();
 
@@ -422,6 +452,15 @@ mod tests {
         Listed::Present {
             id: id.into(),
             running,
+            paused: false,
+        }
+    }
+
+    fn frozen(id: &str) -> Listed {
+        Listed::Present {
+            id: id.into(),
+            running: false,
+            paused: true,
         }
     }
 
@@ -451,6 +490,15 @@ mod tests {
         assert!(stopped.is_resting());
         transition(&mut stopped, Cause::Restored(AgentStatus::Running));
         assert!(!stopped.is_resting());
+
+        let paused = record(AgentStatus::Paused, Some("c1"));
+        assert!(listing_agrees(&paused, &frozen("c1")), "left alone");
+        assert!(!listing_agrees(&paused, &present("c1", true)), "thawed");
+        assert!(!listing_agrees(&paused, &present("c1", false)), "killed");
+        assert!(
+            !listing_agrees(&running, &frozen("c1")),
+            "paused behind our back"
+        );
 
         let gone = record(AgentStatus::Failed, None);
         assert!(listing_agrees(&gone, &Listed::Missing));

@@ -195,6 +195,7 @@ impl Manager {
             config.rabbitmq.clone(),
             config.agent_policy(),
             supervisor.clone().recipient(),
+            supervisor.clone().recipient(),
             publisher,
             deps_ok,
         );

@@ -1,6 +1,6 @@
-//! What the agent actors share: the runtime, the record store, the event sink, the
-//! quota ledger, the agents' credential issuer and the configuration, each behind its
-//! trait ([`crate::ports`],
+//! What the agent actors (and the team actor) share: the runtime, the record store, the
+//! event sink, the quota ledger, the agents' credential issuer, the team store and the
+//! configuration, each behind its trait ([`crate::ports`],
 //! [`crate::runtime::Runtime`]). Lives below every module that uses it, so none of them
 //! imports another to reach it. [`Deps::new`] wires the real services; the unit tests
 //! wire in-memory fakes.
@@ -14,10 +14,11 @@ use crate::config::{Config, CredentialMode};
 use crate::error::{CredentialError, PublishError, StoreError};
 use crate::identity::Identities;
 use crate::ports::{
-    CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore,
+    CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore, TeamStore,
 };
 use crate::protocol::Event;
 use crate::quota::Quotas;
+use crate::record::team::TeamRecord;
 use crate::record::AgentRecord;
 use crate::runtime::Runtime;
 use crate::store::Store;
@@ -35,6 +36,8 @@ pub struct Deps {
     pub quotas: Arc<dyn QuotaLedger>,
     /// Each agent's own RabbitMQ and Redis users; `None` with `AGENT_CREDENTIALS=shared`.
     pub credentials: Option<Arc<dyn CredentialIssuer>>,
+    /// The teams' records.
+    pub teams: Arc<dyn TeamStore>,
     pub config: Arc<Config>,
 }
 
@@ -55,6 +58,7 @@ impl Deps {
         };
         Ok(Deps {
             runtime,
+            teams: Arc::new(store.clone()),
             records: Arc::new(store),
             events: Arc::new(publisher),
             quotas: Arc::new(quotas),
@@ -104,5 +108,37 @@ impl RecordStore for Store {
 impl EventSink for EventPublisher {
     async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
         EventPublisher::publish(self, events).await
+    }
+
+    async fn publish_message(&self, routing_key: &str, body: &[u8]) -> Result<(), PublishError> {
+        EventPublisher::publish_message(self, routing_key, body).await
+    }
+}
+
+#[async_trait]
+impl TeamStore for Store {
+    async fn save_team(
+        &self,
+        team: &TeamRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        Store::save_team(self, team, processed).await
+    }
+
+    async fn delete_team(
+        &self,
+        team: &TeamRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        Store::delete_team(self, team, processed).await
+    }
+
+    async fn load_team(&self, team_id: &str) -> Result<Option<TeamRecord>, StoreError> {
+        Store::load_team(self, team_id).await
+    }
+
+    async fn teams(&self, customer_id: Option<&str>) -> Result<Vec<TeamRecord>, StoreError> {
+        let ids = self.team_ids(customer_id).await?;
+        self.load_teams(&ids).await
     }
 }

@@ -14,6 +14,9 @@ pub enum RuntimeError {
     ImageNotFound(String),
     #[error("GPUs unavailable: {0}")]
     GpuUnavailable(String),
+    /// The deployment mode cannot do this (pausing a Swarm service).
+    #[error("not supported in this deployment mode: {0}")]
+    Unsupported(String),
     /// The Docker host is not set up for the deployment mode (not a swarm manager, a
     /// network of the wrong kind, ...): an operator has to act.
     #[error("the Docker host is not set up for this mode: {0}")]
@@ -143,6 +146,7 @@ impl AgentError {
             AgentError::Refused { code, .. } => *code,
             AgentError::Runtime(RuntimeError::ImageNotFound(_)) => ErrorCode::ImageNotFound,
             AgentError::Runtime(RuntimeError::GpuUnavailable(_)) => ErrorCode::GpuUnavailable,
+            AgentError::Runtime(RuntimeError::Unsupported(_)) => ErrorCode::Unsupported,
             AgentError::Runtime(RuntimeError::NotFound(_)) => ErrorCode::NotFound,
             AgentError::Runtime(RuntimeError::Store(_)) => ErrorCode::Internal,
             AgentError::Runtime(_) => ErrorCode::DockerError,
@@ -206,5 +210,27 @@ mod tests {
         for e in refused {
             assert!(!AgentError::from(e).is_transient_infrastructure());
         }
+    }
+
+    #[test]
+    fn runtime_failures_map_to_their_codes() {
+        let code = |e: RuntimeError| AgentError::from(e).code();
+        assert_eq!(
+            code(RuntimeError::Unsupported("pause".into())),
+            ErrorCode::Unsupported
+        );
+        assert_eq!(
+            code(RuntimeError::NotFound("x".into())),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            code(RuntimeError::Docker {
+                op: "pause container",
+                status: Some(409),
+                message: "not running".into()
+            }),
+            ErrorCode::DockerError
+        );
+        assert_eq!(ErrorCode::Unsupported.as_str(), "unsupported");
     }
 }

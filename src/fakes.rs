@@ -15,14 +15,24 @@ use crate::context::Deps;
 use crate::credentials::{LoginCensus, Password};
 use crate::error::{AgentError, CredentialError, PublishError, RuntimeError, StoreError};
 use crate::ports::{
-    CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore,
+    CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore, TeamStore,
 };
 use crate::protocol::{AgentSpec, ErrorCode, Event};
+use crate::record::team::TeamRecord;
 use crate::record::AgentRecord;
 use crate::runtime::{ContainerSpec, Observed, Runtime, Stats};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Docker's 409 for an operation the container's state does not allow.
+fn conflict(op: &'static str, message: &str) -> RuntimeError {
+    RuntimeError::Docker {
+        op,
+        status: Some(409),
+        message: message.into(),
+    }
 }
 
 /// Every effect, in order: `runtime start c-1`, `save a-1 starting`, `publish
@@ -90,6 +100,8 @@ struct Container {
     id: String,
     spec: ContainerSpec,
     running: bool,
+    /// Frozen (Docker pause); only while running.
+    paused: bool,
 }
 
 #[derive(Default)]
@@ -100,7 +112,10 @@ struct RuntimeState {
 }
 
 /// Containers in memory. Operation names for [`FakeRuntime::fail`]: `ensure_image`,
-/// `create`, `start`, `stop`, `restart`, `remove`, `update_resources`, `inspect`.
+/// `create`, `start`, `stop`, `restart`, `remove`, `update_resources`, `pause`,
+/// `unpause`, `inspect`. Pause and unpause behave as Docker's: a container that is not
+/// running cannot be paused (409), a paused one cannot be started (409); stop, restart
+/// and remove work on a paused one.
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
     state: Arc<Mutex<RuntimeState>>,
@@ -134,8 +149,26 @@ impl FakeRuntime {
             id: id.clone(),
             spec,
             running,
+            paused: false,
         });
         id
+    }
+
+    /// Pauses container `id` behind the manager's back (or for a test's set-up).
+    pub fn freeze(&self, id: &str) {
+        let _ = self.with(id, |c| {
+            c.running = true;
+            c.paused = true;
+        });
+    }
+
+    /// Whether container `id` exists and is paused.
+    pub fn paused(&self, id: &str) -> Option<bool> {
+        lock(&self.state)
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.paused)
     }
 
     /// Removes a container behind the manager's back.
@@ -195,8 +228,14 @@ impl FakeRuntime {
             image: c.spec.image.clone(),
             labels: c.spec.labels.clone(),
             env: c.spec.env.clone(),
-            state: if c.running { "running" } else { "exited" }.into(),
+            state: match (c.running, c.paused) {
+                (true, true) => "paused",
+                (true, false) => "running",
+                (false, _) => "exited",
+            }
+            .into(),
             running: c.running,
+            paused: c.paused,
             exit_code: (!c.running).then_some(0),
             health: "none".into(),
             memory_bytes: c.spec.memory_bytes,
@@ -241,17 +280,45 @@ impl Runtime for FakeRuntime {
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         self.enter("start", id)?;
-        self.with(id, |c| c.running = true)
+        self.with(id, |c| {
+            if c.paused {
+                return Err(conflict("start", "cannot start a paused container"));
+            }
+            c.running = true;
+            Ok(())
+        })?
     }
 
     async fn stop(&self, id: &str, _timeout_s: u32) -> Result<(), RuntimeError> {
         self.enter("stop", id)?;
-        self.with(id, |c| c.running = false)
+        self.with(id, |c| {
+            c.running = false;
+            c.paused = false;
+        })
     }
 
     async fn restart(&self, id: &str, _timeout_s: u32) -> Result<(), RuntimeError> {
         self.enter("restart", id)?;
-        self.with(id, |c| c.running = true)
+        self.with(id, |c| {
+            c.running = true;
+            c.paused = false;
+        })
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.enter("pause", id)?;
+        self.with(id, |c| {
+            if !c.running {
+                return Err(conflict("pause", "container is not running"));
+            }
+            c.paused = true;
+            Ok(())
+        })?
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.enter("unpause", id)?;
+        self.with(id, |c| c.paused = false)
     }
 
     async fn remove(&self, id: &str, _timeout_s: u32) -> Result<(), RuntimeError> {
@@ -305,11 +372,12 @@ struct StoreState {
     heartbeats: HashMap<String, String>,
     /// How many times the fake Redis has restarted (its `run_id`).
     restarts: u32,
+    teams: HashMap<String, TeamRecord>,
     /// The next this many writes fail (Redis away).
     failing_writes: usize,
 }
 
-/// Records, streams and processed markers in memory.
+/// Records, streams, processed markers and teams in memory.
 #[derive(Clone, Default)]
 pub struct FakeStore {
     state: Arc<Mutex<StoreState>>,
@@ -366,6 +434,20 @@ impl FakeStore {
 
     pub fn processed_answer(&self, message_id: &str) -> Option<Vec<Event>> {
         lock(&self.state).processed.get(message_id).cloned()
+    }
+
+    pub fn team(&self, team_id: &str) -> Option<TeamRecord> {
+        lock(&self.state).teams.get(team_id).cloned()
+    }
+
+    pub fn put_team(&self, team: TeamRecord) {
+        lock(&self.state).teams.insert(team.team_id.clone(), team);
+    }
+
+    /// Removes an agent's record behind the manager's back (it vanished while the
+    /// manager was down).
+    pub fn forget(&self, agent_id: &str) {
+        lock(&self.state).records.remove(agent_id);
     }
 
     /// Journals a call; a write fails while [`FakeStore::fail_writes`] says so.
@@ -449,10 +531,54 @@ impl RecordStore for FakeStore {
     }
 }
 
-/// Published events, in order.
+#[async_trait]
+impl TeamStore for FakeStore {
+    async fn save_team(
+        &self,
+        team: &TeamRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        let mut s = self.enter(format!("save team {}", team.team_id), true)?;
+        s.teams.insert(team.team_id.clone(), team.clone());
+        Self::remember(&mut s, processed);
+        Ok(())
+    }
+
+    async fn delete_team(
+        &self,
+        team: &TeamRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError> {
+        let mut s = self.enter(format!("delete team {}", team.team_id), true)?;
+        s.teams.remove(&team.team_id);
+        Self::remember(&mut s, processed);
+        Ok(())
+    }
+
+    async fn load_team(&self, team_id: &str) -> Result<Option<TeamRecord>, StoreError> {
+        let s = self.enter(format!("load team {team_id}"), false)?;
+        Ok(s.teams.get(team_id).cloned())
+    }
+
+    async fn teams(&self, customer_id: Option<&str>) -> Result<Vec<TeamRecord>, StoreError> {
+        let s = self.enter("load teams".into(), false)?;
+        let mut teams: Vec<TeamRecord> = s
+            .teams
+            .values()
+            .filter(|t| customer_id.is_none_or(|c| t.customer_id == c))
+            .cloned()
+            .collect();
+        teams.sort_by(|a, b| a.team_id.cmp(&b.team_id));
+        Ok(teams)
+    }
+}
+
+/// Published events and messages, in order.
 #[derive(Clone, Default)]
 pub struct FakeSink {
     published: Arc<Mutex<Vec<Event>>>,
+    /// Messages that are not events: (routing key, body).
+    messages: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
     failing: Arc<Mutex<bool>>,
     journal: Journal,
 }
@@ -474,8 +600,14 @@ impl FakeSink {
         *lock(&self.failing) = failing;
     }
 
+    /// The messages that are not events (team messages), as (routing key, body).
+    pub fn messages(&self) -> Vec<(String, serde_json::Value)> {
+        lock(&self.messages).clone()
+    }
+
     pub fn clear(&self) {
         lock(&self.published).clear();
+        lock(&self.messages).clear();
     }
 }
 
@@ -490,6 +622,16 @@ impl EventSink for FakeSink {
             return Err(PublishError::Unavailable("injected".into()));
         }
         lock(&self.published).extend(events.iter().cloned());
+        Ok(())
+    }
+
+    async fn publish_message(&self, routing_key: &str, body: &[u8]) -> Result<(), PublishError> {
+        self.journal.push(format!("message {routing_key}"));
+        if *lock(&self.failing) {
+            return Err(PublishError::Unavailable("injected".into()));
+        }
+        let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+        lock(&self.messages).push((routing_key.to_string(), body));
         Ok(())
     }
 }
@@ -708,6 +850,7 @@ impl Fakes {
         let deps = Deps {
             runtime: Arc::new(runtime.clone()),
             records: Arc::new(store.clone()),
+            teams: Arc::new(store.clone()),
             events: Arc::new(sink.clone()),
             quotas: Arc::new(quota.clone()),
             credentials,

@@ -202,6 +202,10 @@ pub struct Watch {
     /// answers for the agent (Docker's events and the relist report any change of
     /// state); `None` after a command, a heal or an exit, so the next look inspects.
     pub observed: Option<Observed>,
+    /// When the agent was last seen thawed after a pause: Docker's health verdict from
+    /// the frozen time (its probes cannot run in a frozen container) is not held against
+    /// it until Docker has probed it again (see [`thaw_grace`]).
+    pub thawed_at: Option<Instant>,
 }
 
 /// Where self-healing stands for one agent.
@@ -226,12 +230,17 @@ impl Watch {
             beat: None,
             verdict: Verdict::Silent,
             observed: None,
+            thawed_at: None,
         }
     }
 
     /// A command took over the agent: self-healing starts afresh, and the next look
-    /// inspects the container (it may be a new one).
-    pub fn reset(&mut self, status: Option<AgentStatus>) {
+    /// inspects the container (it may be a new one). A command that took a paused agent
+    /// out of `paused` (resume, start) thawed it `now`.
+    pub fn reset(&mut self, status: Option<AgentStatus>, now: Instant) {
+        if self.last.status == Some(AgentStatus::Paused) && status != Some(AgentStatus::Paused) {
+            self.thawed_at = Some(now);
+        }
         self.policy.reset();
         self.unhealthy_streak = 0;
         self.healing = Healing::Watching;
@@ -254,6 +263,21 @@ impl Watch {
         let current = record.workload_id.as_deref() == Some(o.id.as_str());
         (current && o.running && o.health == "none" && self.verdict.heartbeating()).then_some(o)
     }
+}
+
+/// How long after a thaw Docker's `unhealthy` may still be its verdict from the frozen
+/// time: its next probe comes within one check interval and takes at most the check's
+/// timeout (one second more for the result to be seen). A probe that succeeds in that
+/// time makes it `healthy` at once; one that fails keeps it `unhealthy`, judged after.
+pub fn thaw_grace(cfg: &HealthConfig) -> Duration {
+    Duration::from_secs(cfg.container_check_interval_s + cfg.container_check_timeout_s + 1)
+}
+
+/// How long after a thaw a missing heartbeat is not held against the agent: it could not
+/// write while frozen, so its key may have expired; it writes again within one heartbeat
+/// interval (one second more for the write to be read).
+pub fn beat_thaw_grace(cfg: &HealthConfig) -> Duration {
+    Duration::from_secs(cfg.heartbeat_interval_s + 1).max(thaw_grace(cfg))
 }
 
 /// What a look at the container found.
@@ -405,6 +429,13 @@ fn signal_name(n: i64) -> String {
     }
 }
 
+/// True when the look found the workload frozen on purpose (Docker's pause): it is
+/// neither a crash nor hung, and nothing about it is judged (health check, heartbeat,
+/// exit) until it is thawed. The one place a paused agent is told apart.
+pub fn is_frozen(obs: &Observation) -> bool {
+    obs.observed.as_ref().is_some_and(|o| o.paused)
+}
+
 /// Updates the record from an observation and decides what self-healing does.
 pub fn assess(
     record: &mut AgentRecord,
@@ -414,10 +445,29 @@ pub fn assess(
     now: Instant,
     jitter: f64,
 ) -> Heal {
+    if is_frozen(obs) {
+        // Paused: its processes cannot answer a health check or write a heartbeat, and
+        // that is by design. It stays `paused`, nothing is healed, no unhealthy streak
+        // builds up, and its stats are not sampled.
+        transition(record, Cause::SeenPaused);
+        watch.unhealthy_streak = 0;
+        apply_stats(record, watch, None);
+        return Heal::Nothing;
+    }
+    if record.status() == AgentStatus::Paused {
+        // Frozen at the last look or command, not now: thawed (behind the manager's back,
+        // or by a resume whose look came first).
+        watch.thawed_at = Some(now);
+    }
     let o = obs.observed.as_ref();
     let running = o.is_some_and(|o| o.running);
+    // What Docker's probe and the heartbeat said while the agent was frozen is not the
+    // agent's until it has been probed, or has written, again (see [`thaw_grace`]).
+    let since_thaw = watch.thawed_at.map(|t| now.saturating_duration_since(t));
+    let docker_stale = since_thaw.is_some_and(|d| d < thaw_grace(cfg));
+    let beat_stale = since_thaw.is_some_and(|d| d < beat_thaw_grace(cfg));
     // A paused container writes nothing: its heartbeat says nothing of it.
-    let judged = running && o.is_some_and(|o| o.state != "paused");
+    let judged = running && o.is_some_and(|o| o.state != "paused") && !beat_stale;
     let (verdict, seen) = judge(
         watch.beat.as_ref().filter(|_| judged),
         o.and_then(started_at),
@@ -436,14 +486,11 @@ pub fn assess(
         }
         Verdict::Healthy | Verdict::Silent => {}
     }
+    let beat_unhealthy = matches!(verdict, Verdict::Unhealthy(_) | Verdict::Hung);
+    let docker_unhealthy = docker_health == "unhealthy" && !docker_stale;
     watch.verdict = verdict;
-    let before = transition(
-        record,
-        Cause::Observed {
-            running,
-            unhealthy: running && record.health == "unhealthy",
-        },
-    );
+    let unhealthy = running && (beat_unhealthy || docker_unhealthy);
+    let before = transition(record, Cause::Observed { running, unhealthy });
     if !running {
         apply_stats(record, watch, None);
     }
@@ -454,7 +501,7 @@ pub fn assess(
         if watch.healing == Healing::RestartScheduled {
             watch.healing = Healing::Watching;
         }
-        if record.health == "unhealthy" {
+        if unhealthy {
             watch.unhealthy_streak += 1;
             if watch.unhealthy_streak >= cfg.unhealthy_restart_after {
                 watch.unhealthy_streak = 0;
@@ -733,7 +780,7 @@ mod tests {
             assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
             Heal::Nothing
         );
-        w.reset(Some(Running));
+        w.reset(Some(Running), t);
         assert_eq!(w.healing, Healing::Watching);
     }
 
@@ -998,13 +1045,118 @@ mod tests {
         });
         assert!(w.reusable(&r).is_none(), "a HEALTHCHECK to poll");
         w.observed = Some(started(1_000));
-        w.reset(Some(Running));
+        w.reset(Some(Running), Instant::now());
         assert!(w.reusable(&r).is_none(), "a command: inspect afresh");
         // The next read's news is what a look would find.
         w.observed = Some(started(1_000));
         let mut r = r;
         r.last_heartbeat_at = Some(at(2_000));
         assert_eq!(w.verdict_with(&r, Some(&BeatRead::Missing)), Verdict::Hung);
+    }
+
+    #[test]
+    fn a_paused_agent_is_neither_crashed_nor_unhealthy_however_long_it_is_looked_at() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        let t = Instant::now();
+        // Docker: a paused container is running and paused, and its health check
+        // fails (its processes are frozen).
+        let frozen = Observed {
+            paused: true,
+            state: "paused".into(),
+            ..obs(true, "unhealthy")
+        };
+        for _ in 0..(cfg.unhealthy_restart_after * 5) {
+            assert_eq!(
+                assess(&mut r, &mut w, &look(frozen.clone()), &cfg, t, 0.5),
+                Heal::Nothing
+            );
+            assert_eq!(r.status(), Paused);
+            assert_eq!(w.unhealthy_streak, 0);
+        }
+        // Thawed behind the manager's back: it runs.
+        assess(&mut r, &mut w, &look(obs(true, "healthy")), &cfg, t, 0.5);
+        assert_eq!(r.status(), Running);
+        assert_eq!(w.thawed_at, Some(t));
+        // Killed while paused: a crash like any other.
+        let mut r = record(Paused);
+        assert!(matches!(
+            assess(&mut r, &mut w, &look(obs(false, "none")), &cfg, t, 0.5),
+            Heal::RestartAfter(_)
+        ));
+    }
+
+    /// Docker's `unhealthy` from while the container was frozen (its probes cannot run
+    /// then) is not held against a thawed agent until Docker could probe it again; after
+    /// that, an `unhealthy` counts as ever.
+    #[test]
+    fn a_thawed_agent_is_not_judged_by_dockers_verdict_from_the_frozen_time() {
+        let cfg = cfg();
+        let grace = thaw_grace(&cfg);
+        let t = Instant::now();
+        let stale = obs(true, "unhealthy");
+        for thawed_by_command in [true, false] {
+            let mut w = Watch::new(&cfg);
+            let mut r = record(Paused);
+            w.last.status = Some(Paused);
+            if thawed_by_command {
+                // agent.resume answered; the record says running before any look.
+                transition(&mut r, Cause::Resumed);
+                w.reset(Some(Running), t);
+            }
+            for k in 0..(cfg.unhealthy_restart_after * 3) {
+                let now = t + grace * k / (cfg.unhealthy_restart_after * 3);
+                assert_eq!(
+                    assess(&mut r, &mut w, &look(stale.clone()), &cfg, now, 0.5),
+                    Heal::Nothing,
+                    "within the grace (by command: {thawed_by_command})"
+                );
+                assert_eq!(r.status(), Running);
+                assert_eq!(r.health, "unhealthy", "Docker's word is reported");
+                assert_eq!(w.unhealthy_streak, 0);
+            }
+            // Past the grace: Docker probed again and still says unhealthy.
+            let mut heal = Heal::Nothing;
+            for k in 0..cfg.unhealthy_restart_after {
+                let now = t + grace + Duration::from_millis(u64::from(k));
+                heal = assess(&mut r, &mut w, &look(stale.clone()), &cfg, now, 0.5);
+                assert_eq!(r.status(), Unhealthy);
+            }
+            assert_eq!(heal, Heal::RestartNow(Reason::Unhealthy));
+        }
+    }
+
+    /// A frozen agent cannot write its heartbeat, so its key may expire while paused:
+    /// once thawed, that is not held against it for one heartbeat interval (and a
+    /// second); an agent still silent after that is hung.
+    #[test]
+    fn a_thawed_agent_is_not_judged_hung_by_a_key_that_expired_while_frozen() {
+        let cfg = cfg();
+        let grace = beat_thaw_grace(&cfg);
+        assert!(grace > Duration::from_secs(cfg.heartbeat_interval_s));
+        let t = Instant::now();
+        let look = look(started(1_000));
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        w.beat = Some(beat(2_000, BeatStatus::Ok, ""));
+        assess(&mut r, &mut w, &look, &cfg, t, 0.5);
+        assert_eq!(r.health, "healthy");
+        // Paused, then resumed by a command; the key expired meanwhile.
+        transition(&mut r, Cause::Paused);
+        w.last.status = Some(Paused);
+        transition(&mut r, Cause::Resumed);
+        w.reset(Some(Running), t);
+        w.beat = Some(BeatRead::Missing);
+        for k in 0..(cfg.unhealthy_restart_after * 3) {
+            let now = t + grace * k / (cfg.unhealthy_restart_after * 3);
+            assert_eq!(assess(&mut r, &mut w, &look, &cfg, now, 0.5), Heal::Nothing);
+            assert_eq!(r.status(), Running, "within the grace");
+            assert_ne!(w.verdict, Verdict::Hung);
+        }
+        // Past the grace and still no heartbeat: hung.
+        assess(&mut r, &mut w, &look, &cfg, t + grace, 0.5);
+        assert_eq!((r.status(), w.verdict.clone()), (Unhealthy, Verdict::Hung));
     }
 
     #[test]

@@ -47,17 +47,23 @@
 //!   services.
 //! - [`lifecycle`]: what commands and self-healing do to one agent, deciding apart from
 //!   doing: [`lifecycle::plan`] (pure), [`lifecycle::executor`] (over the ports).
+//! - [`team`]: what team commands and a member's deletion do to teams (contract section
+//!   9), deciding apart from doing: [`team::plan`] (pure), [`team::executor`].
 //! - [`health`]: looking at an agent: its heartbeat's verdict ([`health::judge`]), observe,
-//!   the pure `assess`, `agent.health`.
+//!   the pure `assess` (where a paused agent is told apart), `agent.health`.
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands, looks and heals.
+//! - [`team_actor`]: the TeamActor, the one writer of team records, ordering team
+//!   commands and the cleanup after a member's deletion.
 //! - [`reconcile`]: adopts existing agents at start. [`readiness`]: pauses consuming
 //!   while Redis or Docker is unreachable.
-//! - [`supervisor`]: the registry of agent actors, routing commands and events to them,
-//!   and every agent's heartbeat, read in one Redis round trip per check interval.
+//! - [`supervisor`]: the registry of agent actors, routing commands and events to them
+//!   and team commands to the team actor, and every agent's heartbeat, read in one Redis
+//!   round trip per check interval.
 //! - [`app`]: wires it all together and shuts it down.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` over HTTP.
-//! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`), reading
-//!   Redis and Docker; `main.rs` parses the command line and calls them.
+//! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`, reading
+//!   Redis and Docker; `agents pause|resume|stop`, sending commands over RabbitMQ);
+//!   `main.rs` parses the command line and calls them.
 //! - `fakes` (unit tests only): in-memory implementations of every port and the runtime.
 
 #![forbid(unsafe_code)]
@@ -90,6 +96,8 @@ pub mod runtime;
 pub mod security;
 pub mod store;
 pub mod supervisor;
+pub mod team;
+pub mod team_actor;
 pub mod tls;
 
 pub use app::Manager;

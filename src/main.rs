@@ -74,6 +74,25 @@ enum AgentsCmd {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Freeze every process of the agent (agent.pause). Exit 1 on agent.error.
+    Pause(ActArgs),
+    /// Thaw a paused agent (agent.resume). Exit 1 on agent.error.
+    Resume(ActArgs),
+    /// Stop the agent (agent.stop): with --force at once, no grace period; --reason and
+    /// who asked (AGENT_MANAGER_OPERATOR, else the OS user) are recorded and announced.
+    Stop {
+        #[command(flatten)]
+        act: ActArgs,
+        /// Kill at once (SIGKILL), no grace period.
+        #[arg(long)]
+        force: bool,
+        /// Why (at most 500 characters; kept in the record until the agent starts again).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Grace period before SIGKILL, in seconds (default: the manager's STOP_TIMEOUT_S).
+        #[arg(long)]
+        timeout_s: Option<u32>,
+    },
     /// Print the agent container's output (Docker logs of agent-<id>).
     Logs {
         agent_id: String,
@@ -87,6 +106,27 @@ enum AgentsCmd {
         #[arg(short, long)]
         timestamps: bool,
     },
+}
+
+/// What every acting command takes: the agent, and whether to wait for the answer.
+#[derive(Args)]
+struct ActArgs {
+    agent_id: String,
+    /// Wait for the manager's answer (exit 1 with its code and message on agent.error).
+    #[arg(short, long)]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    wait_s: u64,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
+}
+
+impl ActArgs {
+    fn wait(&self) -> Option<std::time::Duration> {
+        self.wait
+            .then(|| std::time::Duration::from_secs(self.wait_s))
+    }
 }
 
 #[derive(Args)]
@@ -246,6 +286,30 @@ async fn agents(config: &Config, command: AgentsCmd) -> Result<(), CliError> {
             count,
             output,
         } => cli::agents::events(config, &agent_id, count, follow, output.into(), out).await,
+        AgentsCmd::Pause(act) => {
+            let order = cli::act::Order::pause(&act.agent_id);
+            cli::act::send(config, &order, act.wait(), act.output.into(), out).await
+        }
+        AgentsCmd::Resume(act) => {
+            let order = cli::act::Order::resume(&act.agent_id);
+            cli::act::send(config, &order, act.wait(), act.output.into(), out).await
+        }
+        AgentsCmd::Stop {
+            act,
+            force,
+            reason,
+            timeout_s,
+        } => {
+            let operator = cli::act::operator_name(config.operator(), |k| std::env::var(k).ok());
+            let order = cli::act::Order::stop(
+                &act.agent_id,
+                force,
+                timeout_s,
+                reason.as_deref(),
+                operator.as_deref(),
+            );
+            cli::act::send(config, &order, act.wait(), act.output.into(), out).await
+        }
         AgentsCmd::Logs {
             agent_id,
             follow,

@@ -10,6 +10,7 @@
 //! - [`QuotaLedger`]: each customer's quota (Redis scripts: [`crate::quota::Quotas`]);
 //! - [`CredentialIssuer`]: each agent's own RabbitMQ and Redis users (the management API
 //!   and Redis ACLs: [`crate::identity::Identities`]).
+//! - [`TeamStore`]: the teams' records (Redis: [`crate::store::Store`]).
 //!
 //! [`crate::context`] wires the real ones together.
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use crate::credentials::{LoginCensus, Password};
 use crate::error::{AgentError, CredentialError, PublishError, StoreError};
 use crate::protocol::{AgentSpec, Event};
+use crate::record::team::TeamRecord;
 use crate::record::AgentRecord;
 
 /// A command that has been applied, remembered so that a redelivery applies nothing
@@ -72,6 +74,33 @@ pub trait RecordStore: Send + Sync + 'static {
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     async fn publish(&self, events: &[Event]) -> Result<(), PublishError>;
+    /// Publishes one message that is not an event (a team member's
+    /// `agent:<agent_id>:team`) to the exchange with `routing_key`: persistent, and
+    /// returns once RabbitMQ confirmed it. No outbox: while RabbitMQ is away it fails,
+    /// and the command that sends it is retried.
+    async fn publish_message(&self, routing_key: &str, body: &[u8]) -> Result<(), PublishError>;
+}
+
+/// Where the teams' records are kept (contract section 9). Only the team actor writes.
+#[async_trait]
+pub trait TeamStore: Send + Sync + 'static {
+    /// Writes the team (replacing its record), its set memberships and, when given, the
+    /// processed marker: one atomic step.
+    async fn save_team(
+        &self,
+        team: &TeamRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError>;
+    /// Removes the team and records the processed marker, atomically.
+    async fn delete_team(
+        &self,
+        team: &TeamRecord,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), StoreError>;
+    /// `None` when there is no such team.
+    async fn load_team(&self, team_id: &str) -> Result<Option<TeamRecord>, StoreError>;
+    /// Every team of `customer_id`, or every team (`None`).
+    async fn teams(&self, customer_id: Option<&str>) -> Result<Vec<TeamRecord>, StoreError>;
 }
 
 /// Each customer's quota of agents, memory, CPU and GPUs.

@@ -1,6 +1,7 @@
 //! Reconciliation at start, before any command is consumed: the agents of this manager
 //! instance are adopted from Redis and Docker. Docker labels and environment are ground
-//! truth; a record Redis lost is rebuilt from them.
+//! truth; a record Redis lost is rebuilt from them (a paused container's agent is
+//! `paused`). Teams then lose the members that are no longer agents.
 //!
 //! With per-agent credentials ([`logins`]), an agent's users exist exactly while its
 //! workload does: users Redis or RabbitMQ lost are made again with the password the
@@ -119,6 +120,8 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         "reconciled"
     );
     deps.quotas.rebuild(&adopted).await?;
+    let alive = adopted.iter().map(|r| r.agent_id.clone()).collect();
+    crate::team::reconcile(deps, &alive).await?;
     Ok(Adoption {
         agents: adopted,
         orphans,
@@ -285,6 +288,9 @@ fn rebuild(observed: &Observed) -> Option<AgentRecord> {
             running: observed.running,
         },
     );
+    if observed.paused {
+        transition(&mut record, Cause::SeenPaused);
+    }
     Some(record)
 }
 

@@ -2,16 +2,19 @@
 //! agent's actor (spawning one for a create), answers commands for unknown agents, and
 //! retires an actor once its agent is deleted and it has nothing left to do. Each check
 //! interval it reads every agent's heartbeat in one Redis round trip and hands each
-//! actor its own ([`Beat`]).
+//! actor its own ([`Beat`]). Team commands go to the [`TeamActor`] it owns, with the
+//! would-be members' states asked of their actors at once (so in command order); a
+//! deleted agent's teams are told.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
-use crate::agent::{AgentActor, Apply, Beat, Listed, Look, Retire};
+use crate::agent::{AgentActor, Apply, Beat, Describe, Listed, Look, Retire};
 /// What the CommandConsumer sends, handled here.
-pub use crate::broker::consumer::Dispatch;
+pub use crate::broker::consumer::{Dispatch, DispatchTeam};
 use crate::context::Deps;
 use crate::error::AgentError;
 use crate::health::{BeatRead, BeatTrust};
@@ -21,6 +24,8 @@ use crate::record::AgentRecord;
 use crate::runtime::spec::LABEL_AGENT_ID;
 /// What the DockerWatcher sends, handled here.
 pub use crate::runtime::watcher::{ContainerEvent, LookAtAll};
+use crate::team::MemberView;
+use crate::team_actor::{MemberGone, RunTeamCommand, TeamActor};
 
 /// Mailbox bound of the supervisor and the agent actors. Deliveries in flight are
 /// already bounded by the RabbitMQ prefetch; a full actix mailbox would instead defer
@@ -57,6 +62,8 @@ pub struct Supervisor {
     reading_beats: bool,
     /// Whether the last read's missing heartbeat keys can be believed.
     beat_trust: BeatTrust,
+    /// The one writer of team records; started with the supervisor.
+    teams: Option<Addr<TeamActor>>,
 }
 
 impl Supervisor {
@@ -69,7 +76,21 @@ impl Supervisor {
             adopted,
             reading_beats: false,
             beat_trust: BeatTrust::new(grace),
+            teams: None,
         }
+    }
+
+    /// The team actor (started with the supervisor; started here if asked earlier).
+    fn teams(&mut self) -> Addr<TeamActor> {
+        let deps = &self.deps;
+        self.teams
+            .get_or_insert_with(|| {
+                TeamActor::create(|ctx| {
+                    ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+                    TeamActor::new(deps.clone())
+                })
+            })
+            .clone()
     }
 
     /// Reads every agent's heartbeat key (one pipelined round trip) and hands each
@@ -152,6 +173,7 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let every = Duration::from_secs(self.deps.config.health.check_interval_s);
         ctx.run_interval(every, |act, ctx| act.read_heartbeats(ctx));
+        self.teams();
         // Adopted agents' first looks are spread evenly over ADOPTION_LOOK_SPREAD (or
         // the check interval, if shorter).
         let adopted = std::mem::take(&mut self.adopted);
@@ -183,6 +205,8 @@ impl Handler<Dispatch> for Supervisor {
         }
         let entry = self.spawn_agent(&agent_id, None, Duration::ZERO);
         entry.inflight += 1;
+        // A deleted agent leaves its teams (once the delete is done).
+        let deleted_of = (cmd.kind == CommandKind::Delete).then(|| cmd.customer_id.clone());
         // `send` enqueues now, so commands reach the actor in the order received.
         let request = entry.addr.send(Apply(cmd));
         Box::pin(
@@ -191,6 +215,13 @@ impl Handler<Dispatch> for Supervisor {
                 .map(move |result, act, _| match result {
                     Ok(Ok(applied)) => {
                         act.finished(&agent_id, applied.exists);
+                        if let (Some(customer_id), false) = (deleted_of, applied.exists) {
+                            act.teams().do_send(MemberGone {
+                                agent_id,
+                                customer_id,
+                                attempt: 0,
+                            });
+                        }
                         Ok(())
                     }
                     Ok(Err(e)) => {
@@ -206,6 +237,57 @@ impl Handler<Dispatch> for Supervisor {
                         ))
                     }
                 }),
+        )
+    }
+}
+
+impl Handler<DispatchTeam> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<(), AgentError>>;
+
+    /// Asks each would-be member's actor for its state now (behind the commands it was
+    /// sent before), and hands the command to the team actor now too, so team commands
+    /// keep their order and each sees its members as they stand at its turn.
+    fn handle(&mut self, msg: DispatchTeam, _ctx: &mut Self::Context) -> Self::Result {
+        let cmd = msg.0;
+        tracing::debug!(team_id = %cmd.team_id, message_id = %cmd.message_id, command = %cmd.kind, "routing team command");
+        let asked: Vec<(String, Option<_>)> = match &cmd.action {
+            crate::protocol::TeamAction::Orchestrate { agent_ids, .. } => agent_ids
+                .iter()
+                .map(|id| {
+                    (
+                        id.clone(),
+                        self.agents.get(id).map(|e| e.addr.send(Describe)),
+                    )
+                })
+                .collect(),
+            crate::protocol::TeamAction::Disband => Vec::new(),
+        };
+        let (views_tx, views_rx) = oneshot::channel();
+        actix_rt::spawn(async move {
+            let mut views = Vec::with_capacity(asked.len());
+            for (agent_id, request) in asked {
+                let state = match request {
+                    Some(request) => request.await.ok().flatten(),
+                    None => None,
+                };
+                views.push(MemberView { agent_id, state });
+            }
+            let _ = views_tx.send(views);
+        });
+        let request = self.teams().send(RunTeamCommand {
+            cmd,
+            members: views_rx,
+        });
+        Box::pin(
+            async move {
+                request.await.unwrap_or_else(|mailbox| {
+                    Err(AgentError::refused(
+                        ErrorCode::Internal,
+                        format!("team actor unavailable: {mailbox}"),
+                    ))
+                })
+            }
+            .into_actor(self),
         )
     }
 }
@@ -247,6 +329,7 @@ impl Handler<LookAtAll> for Supervisor {
                             let present = Listed::Present {
                                 id: o.id,
                                 running: o.running,
+                                paused: o.paused,
                             };
                             Some((id, present))
                         })
@@ -280,6 +363,8 @@ impl Handler<Shutdown> for Supervisor {
             .drain()
             .map(|(_, entry)| entry.addr.send(Retire))
             .collect();
+        // The team actor stops once the last address of it is gone.
+        self.teams = None;
         ctx.stop();
         Box::pin(async move {
             futures_util::future::join_all(retiring).await;

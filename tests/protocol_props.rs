@@ -14,7 +14,7 @@ fn policy() -> AgentPolicy {
     Config::defaults().agent_policy()
 }
 
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 17] = [
     "message_id",
     "command",
     "agent_id",
@@ -27,9 +27,14 @@ const FIELDS: [&str; 12] = [
     "image",
     "auto_start",
     "timeout_s",
+    "force",
+    "reason",
+    "requested_by",
+    "team_id",
+    "agent_ids",
 ];
 
-const ROUTING_KEYS: [&str; 9] = [
+const ROUTING_KEYS: [&str; 13] = [
     "agent.create",
     "agent.update",
     "agent.start",
@@ -39,6 +44,10 @@ const ROUTING_KEYS: [&str; 9] = [
     "agent-manager.commands",
     "agent.explode",
     "",
+    "agent.pause",
+    "agent.resume",
+    "team.orchestrate",
+    "team.disband",
 ];
 
 fn arb_key() -> impl Strategy<Value = String> {
@@ -142,9 +151,22 @@ fn check_invariants(cmd: &Command, p: &AgentPolicy) -> Result<(), TestCaseError>
             }
         }
         Action::Start => prop_assert_eq!(cmd.kind, CommandKind::Start),
-        Action::Stop { timeout_s }
-        | Action::Restart { timeout_s }
-        | Action::Delete { timeout_s } => {
+        Action::Pause => prop_assert_eq!(cmd.kind, CommandKind::Pause),
+        Action::Resume => prop_assert_eq!(cmd.kind, CommandKind::Resume),
+        Action::Stop(order) => {
+            prop_assert!(order.timeout_s <= p.max_stop_timeout_s);
+            prop_assert!(!order.force || order.timeout_s == 0, "forced: no grace");
+            if let Some(r) = &order.reason {
+                prop_assert!(r.chars().count() <= 500 && printable(r), "reason {r:?}");
+            }
+            if let Some(by) = &order.requested_by {
+                prop_assert!(
+                    by.chars().count() <= 128 && printable(by),
+                    "requested_by {by:?}"
+                );
+            }
+        }
+        Action::Restart { timeout_s } | Action::Delete { timeout_s } => {
             prop_assert!(*timeout_s <= p.max_stop_timeout_s);
         }
     }
@@ -289,11 +311,12 @@ proptest! {
         prop_assert_eq!(&cmd.customer_id, &customer);
         prop_assert_eq!(&cmd.message_id, "m-1");
         match cmd.action {
-            Action::Stop { timeout_s } | Action::Restart { timeout_s } | Action::Delete { timeout_s } => {
+            Action::Stop(order) => prop_assert_eq!(order.timeout_s, timeout),
+            Action::Restart { timeout_s } | Action::Delete { timeout_s } => {
                 prop_assert_eq!(timeout_s, timeout)
             }
             Action::Update { patch } => prop_assert_eq!(patch, Default::default()),
-            Action::Start => {}
+            Action::Start | Action::Pause | Action::Resume => {}
             Action::Create { .. } => return Err(TestCaseError::fail("create from a non-create key")),
         }
     }

@@ -3,8 +3,9 @@
 //!
 //! - not a JSON object: rejected to the dead-letter queue (and logged);
 //! - a JSON object that can never succeed: answered with `agent.error`, then acked;
-//! - a valid command: routed to the supervisor in order, acked when the agent actor
-//!   reports it durable and answered; requeued when Redis or RabbitMQ was away.
+//! - a valid command (about an agent, or a team): routed to the supervisor in order,
+//!   acked when the agent actor (the team actor) reports it durable and answered;
+//!   requeued when Redis or RabbitMQ was away.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use super::publisher::EventPublisher;
 use super::{bounded, connect, topology, Backoff};
 use crate::config::{AgentPolicy, RabbitConfig};
 use crate::error::AgentError;
-use crate::protocol::{decode_command, Command, Event, Rejection};
+use crate::protocol::{decode, Command, Decoded, Event, Rejection, TeamCommand};
 
 /// Delay before a command that could not be made durable is handed back to RabbitMQ.
 const REQUEUE_DELAY: Duration = Duration::from_millis(500);
@@ -38,11 +39,19 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
 #[rtype(result = "Result<(), AgentError>")]
 pub struct Dispatch(pub Command);
 
+/// A valid team command; resolves when it is done. The supervisor handles it, handing
+/// it to the team actor.
+#[derive(Message)]
+#[rtype(result = "Result<(), AgentError>")]
+pub struct DispatchTeam(pub TeamCommand);
+
 pub struct CommandConsumer {
     cfg: RabbitConfig,
     policy: AgentPolicy,
     /// Where valid commands go (the supervisor), in delivery order.
     commands: Recipient<Dispatch>,
+    /// Where valid team commands go (the supervisor too: one mailbox keeps the order).
+    team_commands: Recipient<DispatchTeam>,
     publisher: EventPublisher,
     /// Deliveries received and not yet acked, rejected or requeued.
     inflight: Arc<AtomicUsize>,
@@ -55,6 +64,7 @@ impl CommandConsumer {
         cfg: RabbitConfig,
         policy: AgentPolicy,
         commands: Recipient<Dispatch>,
+        team_commands: Recipient<DispatchTeam>,
         publisher: EventPublisher,
         deps_ok: watch::Receiver<bool>,
     ) -> Self {
@@ -62,6 +72,7 @@ impl CommandConsumer {
             cfg,
             policy,
             commands,
+            team_commands,
             publisher,
             inflight: Arc::new(AtomicUsize::new(0)),
             deps_ok,
@@ -230,7 +241,7 @@ impl CommandConsumer {
             .map(|s| s.as_str().to_string());
         let acker = delivery.acker;
         let limit = Duration::from_secs(self.cfg.timeout_s);
-        match decode_command(
+        match decode(
             &routing_key,
             amqp_message_id.as_deref(),
             &delivery.data,
@@ -262,7 +273,9 @@ impl CommandConsumer {
                             invalid
                                 .command
                                 .as_deref()
-                                .filter(|c| c.starts_with("agent.") && c.len() < 20)
+                                .and_then(|c| {
+                                    crate::protocol::command_routing_keys().find(|k| *k == c)
+                                })
                                 .unwrap_or("unknown"),
                         ),
                         ("outcome", invalid.code.as_str()),
@@ -276,11 +289,21 @@ impl CommandConsumer {
                     settle(&acker, done, limit).await;
                 });
             }
-            Ok(cmd) => {
+            Ok(decoded) => {
                 // Sent now (in delivery order); awaited in a task so other agents'
                 // commands go on meanwhile.
-                let command = cmd.kind.routing_key();
-                let request = self.commands.send(Dispatch(cmd));
+                let (command, request) = match decoded {
+                    Decoded::Agent(cmd) => {
+                        let command = cmd.kind.routing_key();
+                        let request = self.commands.send(Dispatch(cmd));
+                        (command, futures_util::future::Either::Left(request))
+                    }
+                    Decoded::Team(cmd) => {
+                        let command = cmd.kind.routing_key();
+                        let request = self.team_commands.send(DispatchTeam(cmd));
+                        (command, futures_util::future::Either::Right(request))
+                    }
+                };
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let done = match request.await {

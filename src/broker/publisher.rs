@@ -251,14 +251,40 @@ impl EventPublisher {
         }
     }
 
-    /// Publishes `events` in order and waits for their confirms, retrying on a fresh
-    /// channel until `limit` has passed.
-    async fn publish_direct(&self, events: &[Event], limit: Duration) -> Result<(), PublishError> {
+    /// Publishes one message that is not an event (a team member's
+    /// `agent:<agent_id>:team`, contract section 9) to the exchange with `routing_key`:
+    /// persistent, JSON, confirmed, retried on a fresh channel until the timeout. It has
+    /// no outbox: while RabbitMQ is away it fails and the command sending it is retried.
+    pub async fn publish_message(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
+        let limit = Duration::from_secs(self.cfg.timeout_s);
+        self.retrying(limit, routing_key, |channel| async move {
+            self.publish_one(&channel, routing_key, body, limit).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` on the channel until it succeeds or `limit` has passed; a failed
+    /// attempt drops the link, so the next one gets a fresh channel. `what` names it in
+    /// the log.
+    async fn retrying<F, Fut>(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<(), PublishError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<(), PublishError>>,
+    {
         let deadline = Instant::now() + limit;
         let mut backoff = Backoff::new(Duration::from_secs(2));
         loop {
             let err = match self.channel().await {
-                Ok((channel, generation)) => match self.publish_on(&channel, events, limit).await {
+                Ok((channel, generation)) => match attempt(channel).await {
                     Ok(()) => return Ok(()),
                     Err(e) => {
                         self.drop_link(generation).await;
@@ -271,9 +297,53 @@ impl EventPublisher {
             if Instant::now() + delay >= deadline {
                 return Err(err);
             }
-            tracing::warn!(error = %err, "publishing events failed; retrying");
+            tracing::warn!(error = %err, what, "publishing failed; retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+
+    async fn publish_one(
+        &self,
+        channel: &Channel,
+        routing_key: &str,
+        body: &[u8],
+        limit: Duration,
+    ) -> Result<(), PublishError> {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()))
+            .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+        let confirm = bounded(
+            limit,
+            "publishing a message",
+            channel.basic_publish(
+                self.cfg.exchange.clone().into(),
+                routing_key.to_string().into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            ),
+        )
+        .await
+        .map_err(PublishError::Unavailable)?;
+        let confirmation = tokio::time::timeout(limit, confirm)
+            .await
+            .map_err(|_| PublishError::Timeout(limit.as_secs()))?
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        if confirmation.is_nack() {
+            return Err(PublishError::Nacked);
+        }
+        Ok(())
+    }
+
+    /// Publishes `events` in order and waits for their confirms, retrying on a fresh
+    /// channel until `limit` has passed.
+    async fn publish_direct(&self, events: &[Event], limit: Duration) -> Result<(), PublishError> {
+        self.retrying(limit, "events", |channel| async move {
+            self.publish_on(&channel, events, limit).await
+        })
+        .await
     }
 
     async fn publish_on(

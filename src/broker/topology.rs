@@ -9,7 +9,7 @@ use lapin::{Connection, ExchangeKind};
 
 use super::bounded;
 use crate::config::RabbitConfig;
-use crate::protocol::CommandKind;
+use crate::protocol::command_routing_keys;
 
 /// Redeliveries of one command before RabbitMQ dead-letters it (a poison message).
 pub const DELIVERY_LIMIT: i64 = 5;
@@ -127,14 +127,15 @@ pub async fn declare(conn: &Connection, cfg: &RabbitConfig) -> Result<(), String
         }
         Err(e) => return Err(e),
     };
-    for kind in CommandKind::ALL {
+    // Every command: section 2's, and section 9's pause, resume and team commands.
+    for routing_key in command_routing_keys() {
         bounded(
             limit,
             "binding the command queue",
             ch.queue_bind(
                 cfg.command_queue.clone().into(),
                 cfg.exchange.clone().into(),
-                kind.routing_key().into(),
+                routing_key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             ),

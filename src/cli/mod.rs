@@ -1,18 +1,20 @@
-//! The operator's commands: `agent-manager agents …` reads the agents' records and
-//! events from Redis and their logs from Docker; `agent-manager check` is the preflight
-//! (and the container's health check). `main.rs` parses the command line and calls
+//! The operator's commands: `agent-manager agents list|show|events|logs` reads the
+//! agents' records and events from Redis and their logs from Docker; `agent-manager
+//! agents pause|resume|stop` sends a command over RabbitMQ and can wait for its answer
+//! (`act`); `agent-manager check` is the preflight (and the container's health check). `main.rs` parses the command line and calls
 //! these; they write to the writers they are given, so tests can read the output.
 //!
 //! Exit codes (also in the README):
 //! - 0 ([`EXIT_OK`]): done; every check passed.
-//! - 1 ([`EXIT_FAILED`]): an agent was not found, a check failed, or a service the
-//!   command needs did not answer.
+//! - 1 ([`EXIT_FAILED`]): an agent was not found, a check failed, a service the command
+//!   needs did not answer, or the manager answered a command with `agent.error`.
 //! - 2 ([`EXIT_USAGE`]): bad arguments or configuration.
 //!
 //! Every Redis and Docker call is bounded by the configured timeouts (`REDIS_TIMEOUT_MS`,
 //! `DOCKER_TIMEOUT_S`); `--follow` waits for new output until interrupted, in bounded
 //! steps. URLs are printed with their passwords redacted ([`crate::redact`]).
 
+pub mod act;
 pub mod agents;
 pub mod check;
 pub mod table;
@@ -47,6 +49,9 @@ pub enum CliError {
     /// A service did not answer or failed (exit 1).
     #[error("{0}")]
     Unavailable(String),
+    /// The manager answered the command with `agent.error` (exit 1).
+    #[error("agent.error {code}: {message}")]
+    Refused { code: String, message: String },
     /// Some checks failed (exit 1); they are in the output already.
     #[error("{failed} check(s) failed")]
     ChecksFailed { failed: usize },
@@ -61,6 +66,7 @@ impl CliError {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::NotFound(_)
             | CliError::Unavailable(_)
+            | CliError::Refused { .. }
             | CliError::ChecksFailed { .. }
             | CliError::Output(_) => EXIT_FAILED,
         }
@@ -97,6 +103,15 @@ mod tests {
         assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
         assert_eq!(CliError::NotFound("x".into()).exit_code(), 1);
         assert_eq!(CliError::Unavailable("x".into()).exit_code(), 1);
+        let refused = CliError::Refused {
+            code: "validation_failed".into(),
+            message: "agent a is stopped".into(),
+        };
+        assert_eq!(refused.exit_code(), 1);
+        assert_eq!(
+            refused.to_string(),
+            "agent.error validation_failed: agent a is stopped"
+        );
         let pipe = CliError::Output(io::Error::from(io::ErrorKind::BrokenPipe));
         assert!(pipe.is_broken_pipe());
     }

@@ -16,6 +16,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPLOYMENT_MODE", "deployment_mode"),
     ("MANAGER_INSTANCE", "instance"),
     ("ADMIN_LISTEN", "admin_listen"),
+    ("AGENT_MANAGER_OPERATOR", "operator"),
     ("DOCKER_HOST", "docker.host"),
     ("DOCKER_TLS_VERIFY", "docker.tls_verify"),
     ("DOCKER_CERT_PATH", "docker.cert_path"),

@@ -6,7 +6,7 @@
 //! This file holds the settings' types, loading and what is derived from them (the
 //! command policy, the agents' URLs); [`ENV_VARS`] and reading the environment are in
 //! `env.rs`, the checks of each section in `validate.rs`. A string setting whose empty
-//! value means "not set" (`admin_listen`, `docker.host`, `agents.rabbitmq_url`,
+//! value means "not set" (`admin_listen`, `operator`, `docker.host`, `agents.rabbitmq_url`,
 //! `agents.redis_url`, `agents.user`, `gpu.image`) stays a string in TOML and in the
 //! environment, and is read as an `Option` through the accessor of the same name.
 
@@ -109,6 +109,9 @@ pub struct Config {
     pub instance: String,
     /// Admin HTTP endpoint address; empty: off. Read through [`Config::admin_listen`].
     pub admin_listen: String,
+    /// Who the operator's acting commands say asked (`requested_by`); empty: the OS
+    /// user. Read through [`Config::operator`].
+    pub operator: String,
     pub docker: DockerConfig,
     pub rabbitmq: RabbitConfig,
     pub redis: RedisConfig,
@@ -464,6 +467,11 @@ impl Config {
     /// The admin HTTP endpoint's address; `None`: off (`admin_listen = ""`).
     pub fn admin_listen(&self) -> Option<&str> {
         set(&self.admin_listen)
+    }
+
+    /// The operator's configured name; `None`: the OS user's (`operator = ""`).
+    pub fn operator(&self) -> Option<&str> {
+        set(&self.operator)
     }
 }
 

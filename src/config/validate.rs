@@ -67,6 +67,7 @@ impl Config {
     pub(super) fn validate(&self, problems: &mut Problems) {
         check_instance(&self.instance, problems);
         check_admin_listen(self, problems);
+        problems.printable("operator", &self.operator);
         check_docker(&self.docker, problems);
         check_rabbitmq(&self.rabbitmq, problems);
         check_redis(&self.redis, problems);

@@ -173,6 +173,19 @@ impl Executor<'_> {
                 transition(self.rec()?, *cause);
             }
             Step::ClearError => self.rec()?.last_error = None,
+            Step::NoteStop {
+                requested_by,
+                reason,
+            } => {
+                let record = self.rec()?;
+                record.stopped_by = requested_by.clone();
+                record.stop_reason = reason.clone();
+            }
+            Step::ForgetStop => {
+                let record = self.rec()?;
+                record.stopped_by = None;
+                record.stop_reason = None;
+            }
             Step::Report { event, details } => {
                 self.report(Some(*event), details.clone(), false).await?
             }
@@ -205,6 +218,8 @@ impl Executor<'_> {
             RuntimeCall::Remove { timeout_s } => {
                 workload::remove(runtime, self.rec()?, *timeout_s).await
             }
+            RuntimeCall::Pause => workload::pause(runtime, self.rec()?).await,
+            RuntimeCall::Unpause => workload::unpause(runtime, self.rec()?).await,
         }
     }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::config::{Config, CredentialMode, DeploymentMode};
 use crate::protocol::{
     Action, AgentSpec, AgentStatus, Command, DesiredState, ErrorCode, EventKind, SpecPatch,
+    StopOrder,
 };
 use crate::record::status::{Cause, Operation};
 use crate::record::AgentRecord;
@@ -25,6 +26,9 @@ pub struct Rules {
     pub replace_timeout_s: u32,
     /// Each agent has its own users (contract section 7): a delete removes them.
     pub per_agent_credentials: bool,
+    /// The runtime can freeze a workload (not swarm mode): else pause and resume are
+    /// refused as `unsupported`.
+    pub pause_supported: bool,
 }
 
 impl Rules {
@@ -33,6 +37,7 @@ impl Rules {
             gpus_enabled: config.deployment_mode == DeploymentMode::Gpu,
             replace_timeout_s: config.agents.stop_timeout_s,
             per_agent_credentials: config.agents.credentials == CredentialMode::PerAgent,
+            pause_supported: config.deployment_mode != DeploymentMode::Swarm,
         }
     }
 }
@@ -89,6 +94,13 @@ pub enum Step {
     Transition(Cause),
     /// The command succeeded: the agent's last error no longer applies.
     ClearError,
+    /// Who asked for this stop and why: kept in the record until the agent starts again.
+    NoteStop {
+        requested_by: Option<String>,
+        reason: Option<String>,
+    },
+    /// The agent starts again: the last stop's `stopped_by` and `stop_reason` go.
+    ForgetStop,
     /// Save the record with this event and publish it; the command goes on.
     Report { event: EventKind, details: Value },
     /// Save the record with this event as the command's answer (remembered under its
@@ -116,6 +128,10 @@ pub enum RuntimeCall {
     UpdateResources(AgentSpec),
     /// Stop with grace and remove; removing a missing workload succeeds.
     Remove { timeout_s: u32 },
+    /// Freeze every process of the workload (Docker pause).
+    Pause,
+    /// Thaw the workload.
+    Unpause,
 }
 
 /// What a failed [`Step::Runtime`] leaves behind before `agent.error` answers it.
@@ -181,9 +197,11 @@ pub fn plan(cmd: &Command, record: Option<&AgentRecord>, rules: &Rules) -> Plan 
         Action::Create { spec, auto_start } => create(cmd, record, spec, *auto_start, rules),
         Action::Update { patch } => for_owned(&|r| update(r, patch, rules)),
         Action::Start => for_owned(&start),
-        Action::Stop { timeout_s } => for_owned(&|r| stop(r, *timeout_s)),
+        Action::Stop(order) => for_owned(&|r| stop(r, order)),
         Action::Restart { timeout_s } => for_owned(&|_| restart(*timeout_s)),
         Action::Delete { timeout_s } => for_owned(&|_| delete(*timeout_s, rules)),
+        Action::Pause => for_owned(&|r| pause(cmd, r, rules)),
+        Action::Resume => for_owned(&|r| resume(cmd, r, rules)),
     }
 }
 
@@ -317,6 +335,7 @@ fn start_steps(answer: EventKind, details: Value) -> Vec<Step> {
             on_failure: OnFailure::MarkFailed,
         },
         Step::Transition(Cause::Started),
+        Step::ForgetStop,
         Step::ClearError,
         Step::Answer {
             event: answer,
@@ -330,7 +349,22 @@ fn start_steps(answer: EventKind, details: Value) -> Vec<Step> {
 /// its mailbox ahead of any later command; an exit that races the answer is healed
 /// like any other crash.
 fn start(record: &AgentRecord) -> Plan {
-    let steps = if record.runs_as_asked() {
+    // A paused agent is started by thawing it: Docker will not start a paused container.
+    let steps = if record.status() == AgentStatus::Paused {
+        vec![
+            Step::SetDesired(DesiredState::Running),
+            Step::Runtime {
+                call: RuntimeCall::Unpause,
+                on_failure: OnFailure::Keep,
+            },
+            Step::Transition(Cause::Resumed),
+            Step::ClearError,
+            Step::Answer {
+                event: EventKind::Started,
+                details: json!({"resumed": true}),
+            },
+        ]
+    } else if record.runs_as_asked() {
         vec![
             Step::ClearError,
             Step::Answer {
@@ -347,7 +381,9 @@ fn start(record: &AgentRecord) -> Plan {
     }
 }
 
-fn stop(record: &AgentRecord, timeout_s: u32) -> Plan {
+/// A stop (a forced one has no grace period: the decoder made its `timeout_s` 0). Who
+/// asked and why go into the record and `agent.stopped`.
+fn stop(record: &AgentRecord, order: &StopOrder) -> Plan {
     let mut steps = vec![Step::SetDesired(DesiredState::Stopped)];
     // Stopping a stopped agent is answered again; it never shows `stopping`.
     if !record.is_resting() {
@@ -355,14 +391,25 @@ fn stop(record: &AgentRecord, timeout_s: u32) -> Plan {
     }
     steps.extend([
         Step::Runtime {
-            call: RuntimeCall::Stop { timeout_s },
+            call: RuntimeCall::Stop {
+                timeout_s: order.timeout_s,
+            },
             on_failure: OnFailure::MarkFailed,
         },
         Step::Transition(Cause::Stopped),
+        Step::NoteStop {
+            requested_by: order.requested_by.clone(),
+            reason: order.reason.clone(),
+        },
         Step::ClearError,
         Step::Answer {
             event: EventKind::Stopped,
-            details: json!({"timeout_s": timeout_s}),
+            details: json!({
+                "timeout_s": order.timeout_s,
+                "force": order.force,
+                "reason": order.reason,
+                "requested_by": order.requested_by,
+            }),
         },
     ]);
     Plan {
@@ -381,6 +428,7 @@ fn restart(timeout_s: u32) -> Plan {
                 on_failure: OnFailure::MarkFailed,
             },
             Step::Transition(Cause::Started),
+            Step::ForgetStop,
             Step::ClearError,
             Step::Answer {
                 event: EventKind::Restarted,
@@ -388,6 +436,110 @@ fn restart(timeout_s: u32) -> Plan {
             },
         ],
         outcome: Some(AgentStatus::Running),
+    }
+}
+
+/// Statuses in which the workload runs (frozen or not) as the agent's record says.
+fn runs(record: &AgentRecord) -> bool {
+    matches!(
+        record.status(),
+        AgentStatus::Running | AgentStatus::Unhealthy | AgentStatus::Paused
+    )
+}
+
+/// `unsupported` where the runtime cannot freeze a workload (swarm mode).
+fn pause_unsupported(cmd: &Command, record: &AgentRecord, rules: &Rules) -> Option<Plan> {
+    (!rules.pause_supported).then(|| {
+        refuse(
+            Some(record),
+            ErrorCode::Unsupported,
+            format!(
+                "{} is not supported in swarm mode: Swarm services cannot be paused",
+                cmd.kind
+            ),
+        )
+    })
+}
+
+/// A running agent is frozen; a paused one is answered again (idempotent, as start and
+/// stop); any other is refused: only a running agent can be paused.
+fn pause(cmd: &Command, record: &AgentRecord, rules: &Rules) -> Plan {
+    if let Some(refusal) = pause_unsupported(cmd, record, rules) {
+        return refusal;
+    }
+    let answer = Step::Answer {
+        event: EventKind::Paused,
+        details: json!({}),
+    };
+    let steps = match record.status() {
+        AgentStatus::Paused => vec![answer],
+        _ if runs(record) => vec![
+            Step::Runtime {
+                call: RuntimeCall::Pause,
+                on_failure: OnFailure::Keep,
+            },
+            Step::Transition(Cause::Paused),
+            Step::ClearError,
+            answer,
+        ],
+        status => {
+            return refuse(
+                Some(record),
+                ErrorCode::ValidationFailed,
+                format!(
+                    "agent {} is {}: only a running agent can be paused",
+                    cmd.agent_id,
+                    status.as_str()
+                ),
+            )
+        }
+    };
+    Plan {
+        steps,
+        outcome: Some(AgentStatus::Paused),
+    }
+}
+
+/// A paused agent is thawed; a running one is answered again (idempotent); any other is
+/// refused: only a paused agent can be resumed.
+fn resume(cmd: &Command, record: &AgentRecord, rules: &Rules) -> Plan {
+    if let Some(refusal) = pause_unsupported(cmd, record, rules) {
+        return refusal;
+    }
+    let answer = Step::Answer {
+        event: EventKind::Resumed,
+        details: json!({}),
+    };
+    let steps = match record.status() {
+        AgentStatus::Paused => vec![
+            Step::Runtime {
+                call: RuntimeCall::Unpause,
+                on_failure: OnFailure::Keep,
+            },
+            Step::Transition(Cause::Resumed),
+            Step::ClearError,
+            answer,
+        ],
+        _ if runs(record) => vec![answer],
+        status => {
+            return refuse(
+                Some(record),
+                ErrorCode::ValidationFailed,
+                format!(
+                    "agent {} is {}: only a paused agent can be resumed",
+                    cmd.agent_id,
+                    status.as_str()
+                ),
+            )
+        }
+    };
+    let outcome = match record.status() {
+        AgentStatus::Unhealthy => AgentStatus::Unhealthy,
+        _ => AgentStatus::Running,
+    };
+    Plan {
+        steps,
+        outcome: Some(outcome),
     }
 }
 
@@ -443,6 +595,8 @@ fn update(record: &AgentRecord, patch: &SpecPatch, rules: &Rules) -> Plan {
                 });
             }
             let running = record.desired_state == DesiredState::Running;
+            // A paused agent stays paused: its new workload is frozen once started.
+            let paused = record.status() == AgentStatus::Paused;
             if running {
                 steps.push(Step::Begin(Operation::Restart));
             }
@@ -467,6 +621,14 @@ fn update(record: &AgentRecord, patch: &SpecPatch, rules: &Rules) -> Plan {
                 });
                 steps.push(Step::Transition(Cause::Started));
                 outcome = AgentStatus::Running;
+                if paused {
+                    steps.push(Step::Runtime {
+                        call: RuntimeCall::Pause,
+                        on_failure: OnFailure::MarkFailed,
+                    });
+                    steps.push(Step::Transition(Cause::Paused));
+                    outcome = AgentStatus::Paused;
+                }
             } else {
                 steps.push(Step::Transition(Cause::Stopped));
                 outcome = AgentStatus::Stopped;

@@ -14,7 +14,7 @@ use crate::health::Reason;
 use crate::ports::QuotaLedger;
 use crate::protocol::{
     sample_spec, Action, AgentSpec, AgentStatus, Command, CommandKind, DesiredState, ErrorCode,
-    Event, EventKind, ResourceChanges, SpecPatch,
+    Event, EventKind, ResourceChanges, SpecPatch, StopOrder,
 };
 use crate::record::status::{transition, Cause, Operation};
 use crate::record::{AgentRecord, PendingCommand};
@@ -33,9 +33,11 @@ fn kind_of(action: &Action) -> CommandKind {
         Action::Create { .. } => CommandKind::Create,
         Action::Update { .. } => CommandKind::Update,
         Action::Start => CommandKind::Start,
-        Action::Stop { .. } => CommandKind::Stop,
+        Action::Stop(_) => CommandKind::Stop,
         Action::Restart { .. } => CommandKind::Restart,
         Action::Delete { .. } => CommandKind::Delete,
+        Action::Pause => CommandKind::Pause,
+        Action::Resume => CommandKind::Resume,
     }
 }
 
@@ -82,10 +84,37 @@ fn every_action() -> Vec<(&'static str, Action)> {
         ("resize", resize()),
         ("reconfigure", reconfigure()),
         ("start", Action::Start),
-        ("stop", Action::Stop { timeout_s: 3 }),
+        ("stop", Action::Stop(StopOrder::graceful(3))),
         ("restart", Action::Restart { timeout_s: 3 }),
         ("delete", Action::Delete { timeout_s: 3 }),
+        ("force-stop", Action::Stop(forced())),
+        ("pause", Action::Pause),
+        ("resume", Action::Resume),
     ]
+}
+
+/// A forced stop with a reason, as an operator sends it.
+fn forced() -> StopOrder {
+    StopOrder {
+        timeout_s: 0,
+        force: true,
+        reason: Some("runaway loop".into()),
+        requested_by: Some("ops-alice".into()),
+    }
+}
+
+/// Statuses whose workload runs (frozen or not): the ones pause and resume act on.
+fn runs(status: AgentStatus) -> bool {
+    matches!(
+        status,
+        AgentStatus::Running | AgentStatus::Unhealthy | AgentStatus::Paused
+    )
+}
+
+/// Whether `name` on an agent in `status` is refused for the agent's state (only pause
+/// and resume are: a workload that does not run cannot be frozen or thawed).
+fn refused_in(name: &str, status: AgentStatus) -> bool {
+    matches!(name, "pause" | "resume") && !runs(status)
 }
 
 /// What the agent should be doing in each status, as the manager leaves it.
@@ -113,6 +142,9 @@ fn stored(f: &Fakes, status: AgentStatus) -> AgentRecord {
             AgentStatus::Running | AgentStatus::Unhealthy | AgentStatus::Stopping
         );
         let id = f.runtime.add(spec::build(&r, &f.deps.config), running);
+        if status == AgentStatus::Paused {
+            f.runtime.freeze(&id);
+        }
         r.workload_id = Some(id);
     }
     f.store.put(r.clone());
@@ -142,6 +174,20 @@ fn every_command_on_every_status_is_planned_to_the_status_it_promises() {
         let r = record(status);
         for (name, action) in every_action() {
             let p = plan(&command(action.clone(), OWNER, "m"), Some(&r), &rules());
+            if refused_in(name, status) {
+                assert!(
+                    matches!(
+                        p.steps.as_slice(),
+                        [Step::Refuse {
+                            code: ErrorCode::ValidationFailed,
+                            ..
+                        }]
+                    ),
+                    "{name} on {status:?} is refused for the agent's state: {p:?}"
+                );
+                assert_eq!(p.outcome, Some(status), "{name} on {status:?}: unchanged");
+                continue;
+            }
             assert!(!p.refuses(), "{name} on {status:?} is not refused: {p:?}");
             let expected = match name {
                 "create" => {
@@ -155,13 +201,17 @@ fn every_command_on_every_status_is_planned_to_the_status_it_promises() {
                     }
                 }
                 "resize" => Some(status),
+                "reconfigure" if status == AgentStatus::Paused => Some(AgentStatus::Paused),
                 "reconfigure" if r.desired_state == DesiredState::Running => {
                     Some(AgentStatus::Running)
                 }
                 "reconfigure" => Some(AgentStatus::Stopped),
                 "start" | "restart" => Some(AgentStatus::Running),
-                "stop" => Some(AgentStatus::Stopped),
+                "stop" | "force-stop" => Some(AgentStatus::Stopped),
                 "delete" => None,
+                "pause" => Some(AgentStatus::Paused),
+                "resume" if status == AgentStatus::Unhealthy => Some(AgentStatus::Unhealthy),
+                "resume" => Some(AgentStatus::Running),
                 other => panic!("{other}"),
             };
             assert_eq!(p.outcome, expected, "{name} on {status:?}");
@@ -196,7 +246,7 @@ fn operations_that_take_time_announce_their_status_before_the_runtime_call() {
     let at = |action, r: &AgentRecord| plan(&command(action, OWNER, "m"), Some(r), &rules());
     assert_eq!(begins(&at(Action::Start, &stopped)), [Operation::Start]);
     assert_eq!(
-        begins(&at(Action::Stop { timeout_s: 1 }, &running)),
+        begins(&at(Action::Stop(StopOrder::graceful(1)), &running)),
         [Operation::Stop]
     );
     assert_eq!(
@@ -210,7 +260,7 @@ fn operations_that_take_time_announce_their_status_before_the_runtime_call() {
     assert_eq!(begins(&at(reconfigure(), &running)), [Operation::Restart]);
     // Nothing to announce: already running, already stopped, a resize.
     assert!(begins(&at(Action::Start, &running)).is_empty());
-    assert!(begins(&at(Action::Stop { timeout_s: 1 }, &stopped)).is_empty());
+    assert!(begins(&at(Action::Stop(StopOrder::graceful(1)), &stopped)).is_empty());
     assert!(begins(&at(resize(), &running)).is_empty());
     // Each Begin comes before the runtime call it announces.
     let p = at(Action::Delete { timeout_s: 1 }, &running);
@@ -333,6 +383,19 @@ async fn every_command_on_every_status_does_what_its_plan_promises() {
             let case = format!("{name} on {status:?}");
             assert!(result.is_ok(), "{case}: {result:?}");
             let events = f.sink.published();
+            if refused_in(name, status) {
+                assert_eq!(
+                    error_code(&events).as_deref(),
+                    Some("validation_failed"),
+                    "{case}"
+                );
+                assert!(
+                    f.journal.matching("runtime ").is_empty(),
+                    "{case}: no Docker call"
+                );
+                assert_eq!(after.map(|a| a.status()), Some(status), "{case}: unchanged");
+                continue;
+            }
             assert_eq!(error_code(&events), None, "{case}: {events:?}");
             assert!(
                 events
@@ -344,9 +407,11 @@ async fn every_command_on_every_status_does_what_its_plan_promises() {
                 "create" => "agent.created",
                 "resize" | "reconfigure" => "agent.updated",
                 "start" => "agent.started",
-                "stop" => "agent.stopped",
+                "stop" | "force-stop" => "agent.stopped",
                 "restart" => "agent.restarted",
                 "delete" => "agent.deleted",
+                "pause" => "agent.paused",
+                "resume" => "agent.resumed",
                 other => panic!("{other}"),
             };
             let last = kinds(&events).last().copied();
@@ -394,6 +459,16 @@ async fn every_command_on_every_status_does_what_its_plan_promises() {
                         _ => running,
                     };
                     assert_eq!(running, expect_running, "{case}: workload");
+                    let frozen = r
+                        .workload_id
+                        .as_deref()
+                        .and_then(|id| f.runtime.paused(id))
+                        .unwrap_or(false);
+                    assert_eq!(
+                        frozen,
+                        promised == Some(AgentStatus::Paused),
+                        "{case}: frozen exactly when paused"
+                    );
                     assert!(r.last_error.is_none(), "{case}: no error left");
                 }
             }
@@ -407,7 +482,7 @@ async fn a_status_is_saved_before_the_runtime_call_it_announces() {
         (AgentStatus::Stopped, Action::Start, "starting", "start"),
         (
             AgentStatus::Running,
-            Action::Stop { timeout_s: 1 },
+            Action::Stop(StopOrder::graceful(1)),
             "stopping",
             "stop",
         ),
@@ -599,14 +674,14 @@ fn fails(
 async fn a_runtime_failure_at_each_step_is_answered_and_leaves_what_the_plan_says() {
     let mut new_image = sample_spec();
     new_image.image = "autogen-agent:v2".into();
-    use AgentStatus::{Failed, Running, Stopped};
+    use AgentStatus::{Failed, Paused, Running, Stopped};
     let new_image = Action::Update {
         patch: SpecPatch {
             image: Some("autogen-agent:v2".into()),
             ..Default::default()
         },
     };
-    let stop = Action::Stop { timeout_s: 1 };
+    let stop = Action::Stop(StopOrder::graceful(1));
     let restart = Action::Restart { timeout_s: 1 };
     let delete = Action::Delete { timeout_s: 1 };
     let new_agent = || create(sample_spec(), true);
@@ -711,6 +786,51 @@ async fn a_runtime_failure_at_each_step_is_answered_and_leaves_what_the_plan_say
             Some(Failed),
         ),
         fails(
+            "pause",
+            Some(Running),
+            Action::Pause,
+            "pause",
+            Fault::Docker,
+            "docker_error",
+            Some(Running),
+        ),
+        fails(
+            "pause: the workload vanished",
+            Some(Running),
+            Action::Pause,
+            "pause",
+            Fault::NotFound,
+            "not_found",
+            Some(Running),
+        ),
+        fails(
+            "resume",
+            Some(Paused),
+            Action::Resume,
+            "unpause",
+            Fault::Docker,
+            "docker_error",
+            Some(Paused),
+        ),
+        fails(
+            "start a paused agent",
+            Some(Paused),
+            Action::Start,
+            "unpause",
+            Fault::Docker,
+            "docker_error",
+            Some(Paused),
+        ),
+        fails(
+            "replace a paused agent: its pause",
+            Some(Paused),
+            reconfigure(),
+            "pause",
+            Fault::Docker,
+            "docker_error",
+            Some(Failed),
+        ),
+        fails(
             "replace: the new image",
             Some(Running),
             new_image,
@@ -801,7 +921,7 @@ async fn a_workload_that_vanished_is_made_anew() {
     let (after, result) = run_command(
         &f.deps,
         Some(r),
-        &command(Action::Stop { timeout_s: 1 }, OWNER, "m"),
+        &command(Action::Stop(StopOrder::graceful(1)), OWNER, "m"),
     )
     .await;
     result.expect("applied");
@@ -828,7 +948,7 @@ async fn with_redis_or_rabbitmq_away_nothing_is_answered_and_the_retry_applies_i
     let f = fakes();
     let r = stored(&f, AgentStatus::Running);
     f.sink.set_failing(true);
-    let cmd = command(Action::Stop { timeout_s: 1 }, OWNER, "m");
+    let cmd = command(Action::Stop(StopOrder::graceful(1)), OWNER, "m");
     let (after, result) = run_command(&f.deps, Some(r), &cmd).await;
     assert!(result.expect_err("retried").is_transient_infrastructure());
     f.sink.set_failing(false);
@@ -1256,4 +1376,188 @@ async fn a_delete_left_half_done_is_finished_and_answered() {
     assert_eq!(kinds(&events), ["agent.deleted"]);
     assert_eq!(events[0].correlation_id.as_deref(), Some("m-del"));
     assert_eq!(f.store.processed_answer("m-del"), Some(events));
+}
+
+// ---- Pause, resume, forced stop (contract section 9) ----
+
+#[tokio::test]
+async fn swarm_mode_answers_pause_and_resume_unsupported_without_touching_anything() {
+    let mut config = Config::defaults();
+    config.deployment_mode = DeploymentMode::Swarm;
+    let rules = Rules::of(&config);
+    for (status, action) in [
+        (AgentStatus::Running, Action::Pause),
+        (AgentStatus::Paused, Action::Resume),
+    ] {
+        let p = plan(
+            &command(action.clone(), OWNER, "m"),
+            Some(&record(status)),
+            &rules,
+        );
+        assert!(
+            matches!(
+                p.steps.as_slice(),
+                [Step::Refuse {
+                    code: ErrorCode::Unsupported,
+                    ..
+                }]
+            ),
+            "{p:?}"
+        );
+        // A foreign customer is still told `forbidden` first.
+        let foreign = plan(
+            &command(action.clone(), INTRUDER, "m"),
+            Some(&record(status)),
+            &rules,
+        );
+        assert!(matches!(
+            foreign.steps.as_slice(),
+            [Step::Refuse {
+                code: ErrorCode::Forbidden,
+                ..
+            }]
+        ));
+        let f = Fakes::new(config.clone(), 0);
+        let r = stored(&f, status);
+        f.journal.clear();
+        let (after, result) = run_command(&f.deps, Some(r), &command(action, OWNER, "m")).await;
+        result.expect("answered");
+        assert_eq!(
+            error_code(&f.sink.published()).as_deref(),
+            Some("unsupported")
+        );
+        assert!(f.journal.matching("runtime ").is_empty());
+        assert_eq!(after.map(|a| a.status()), Some(status));
+    }
+}
+
+#[tokio::test]
+async fn pause_then_resume_freezes_and_thaws_the_workload_and_says_so() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Running);
+    let id = r.workload_id.clone().expect("a container");
+    let (after, result) =
+        run_command(&f.deps, Some(r), &command(Action::Pause, OWNER, "m-p")).await;
+    result.expect("paused");
+    let after = after.expect("the agent");
+    assert_eq!(after.status(), AgentStatus::Paused);
+    assert_eq!(
+        after.desired_state,
+        DesiredState::Running,
+        "it should still run"
+    );
+    assert_eq!(f.runtime.paused(&id), Some(true));
+    let events = f.sink.published();
+    assert_eq!(kinds(&events), ["agent.paused"]);
+    assert_eq!(events[0].status, "paused");
+    assert_eq!(
+        f.store.record(AGENT).map(|r| r.status()),
+        Some(AgentStatus::Paused)
+    );
+    // Paused again: answered again, no Docker call.
+    f.journal.clear();
+    let (after, result) =
+        run_command(&f.deps, Some(after), &command(Action::Pause, OWNER, "m-p2")).await;
+    result.expect("answered");
+    assert!(f.journal.matching("runtime ").is_empty());
+    f.sink.clear();
+    let (after, result) = run_command(&f.deps, after, &command(Action::Resume, OWNER, "m-r")).await;
+    result.expect("resumed");
+    assert_eq!(after.map(|a| a.status()), Some(AgentStatus::Running));
+    assert_eq!(f.runtime.paused(&id), Some(false));
+    assert_eq!(kinds(&f.sink.published()), ["agent.resumed"]);
+}
+
+#[tokio::test]
+async fn stop_restart_delete_and_update_work_on_a_paused_agent() {
+    let actions = [
+        (
+            "stop",
+            Action::Stop(StopOrder::graceful(1)),
+            Some(AgentStatus::Stopped),
+        ),
+        (
+            "force-stop",
+            Action::Stop(forced()),
+            Some(AgentStatus::Stopped),
+        ),
+        (
+            "restart",
+            Action::Restart { timeout_s: 1 },
+            Some(AgentStatus::Running),
+        ),
+        ("start", Action::Start, Some(AgentStatus::Running)),
+        ("resize", resize(), Some(AgentStatus::Paused)),
+        ("reconfigure", reconfigure(), Some(AgentStatus::Paused)),
+        ("delete", Action::Delete { timeout_s: 1 }, None),
+    ];
+    for (name, action, outcome) in actions {
+        let f = fakes();
+        let r = stored(&f, AgentStatus::Paused);
+        let (after, result) = run_command(&f.deps, Some(r), &command(action, OWNER, "m")).await;
+        result.expect("applied");
+        assert_eq!(error_code(&f.sink.published()), None, "{name}");
+        assert_eq!(after.as_ref().map(|a| a.status()), outcome, "{name}");
+        if let Some(id) = after.as_ref().and_then(|a| a.workload_id.clone()) {
+            assert_eq!(
+                f.runtime.paused(&id),
+                Some(outcome == Some(AgentStatus::Paused)),
+                "{name}: the container as the status says"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_forced_stop_kills_at_once_and_the_record_keeps_who_and_why_until_a_start() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Running);
+    let p = plan(
+        &command(Action::Stop(forced()), OWNER, "m"),
+        Some(&r),
+        &rules(),
+    );
+    assert!(p.steps.contains(&Step::Runtime {
+        call: RuntimeCall::Stop { timeout_s: 0 },
+        on_failure: OnFailure::MarkFailed
+    }));
+    let (after, result) = run_command(
+        &f.deps,
+        Some(r),
+        &command(Action::Stop(forced()), OWNER, "m-f"),
+    )
+    .await;
+    result.expect("stopped");
+    let events = f.sink.published();
+    let stopped = events.last().expect("answered");
+    assert_eq!(stopped.routing_key(), "agent.stopped");
+    assert_eq!(stopped.details["force"], true);
+    assert_eq!(stopped.details["timeout_s"], 0);
+    assert_eq!(stopped.details["reason"], "runaway loop");
+    assert_eq!(stopped.details["requested_by"], "ops-alice");
+    let kept = f.store.record(AGENT).expect("stored");
+    assert_eq!(kept.stopped_by.as_deref(), Some("ops-alice"));
+    assert_eq!(kept.stop_reason.as_deref(), Some("runaway loop"));
+    // Stopped again without a reason: the record says so.
+    let (after, _) = run_command(
+        &f.deps,
+        after,
+        &command(Action::Stop(StopOrder::graceful(1)), OWNER, "m-s"),
+    )
+    .await;
+    let again = after.clone().expect("the agent");
+    assert_eq!((again.stopped_by, again.stop_reason), (None, None));
+    // A forced stop, then a start: the note goes.
+    let (after, _) = run_command(
+        &f.deps,
+        after,
+        &command(Action::Stop(forced()), OWNER, "m-f2"),
+    )
+    .await;
+    assert!(after.as_ref().is_some_and(|a| a.stop_reason.is_some()));
+    let (after, result) = run_command(&f.deps, after, &command(Action::Start, OWNER, "m-go")).await;
+    result.expect("started");
+    let started = after.expect("the agent");
+    assert_eq!((started.stopped_by, started.stop_reason), (None, None));
+    assert_eq!(f.store.record(AGENT).and_then(|r| r.stop_reason), None);
 }

@@ -125,6 +125,25 @@ pub async fn revoke(deps: &Deps, agent_id: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Freezes the workload. One the record does not name, or that vanished, cannot be
+/// paused (`not_found`); the next look at it says what became of it.
+pub async fn pause(runtime: &dyn Runtime, record: &AgentRecord) -> Result<(), AgentError> {
+    Ok(runtime.pause(&named_workload(record)?).await?)
+}
+
+/// Thaws the workload (`not_found` as for [`pause`]).
+pub async fn unpause(runtime: &dyn Runtime, record: &AgentRecord) -> Result<(), AgentError> {
+    Ok(runtime.unpause(&named_workload(record)?).await?)
+}
+
+/// The workload the record names.
+fn named_workload(record: &AgentRecord) -> Result<String, RuntimeError> {
+    record
+        .workload_id
+        .clone()
+        .ok_or_else(|| RuntimeError::NotFound(format!("agent {} has no workload", record.agent_id)))
+}
+
 /// The workload vanished behind the manager's back: make a new one and start it.
 async fn remake_and_start(deps: &Deps, record: &mut AgentRecord) -> Result<(), AgentError> {
     record.workload_id = None;

@@ -8,7 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The six commands the Core Engine sends, by routing key.
+/// The commands the Core Engine sends about one agent, by routing key (section 2, and
+/// section 9's pause and resume).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommandKind {
     Create,
@@ -17,16 +18,20 @@ pub enum CommandKind {
     Stop,
     Delete,
     Restart,
+    Pause,
+    Resume,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 6] = [
+    pub const ALL: [CommandKind; 8] = [
         CommandKind::Create,
         CommandKind::Update,
         CommandKind::Start,
         CommandKind::Stop,
         CommandKind::Delete,
         CommandKind::Restart,
+        CommandKind::Pause,
+        CommandKind::Resume,
     ];
 
     /// The routing key, which is also the value of the body's `command` field.
@@ -38,6 +43,8 @@ impl CommandKind {
             CommandKind::Stop => "agent.stop",
             CommandKind::Delete => "agent.delete",
             CommandKind::Restart => "agent.restart",
+            CommandKind::Pause => "agent.pause",
+            CommandKind::Resume => "agent.resume",
         }
     }
 
@@ -50,6 +57,49 @@ impl fmt::Display for CommandKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.routing_key())
     }
+}
+
+/// The commands about a team of agents (section 9), by routing key. They name a
+/// `team_id` instead of an `agent_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TeamCommandKind {
+    Orchestrate,
+    Disband,
+}
+
+impl TeamCommandKind {
+    pub const ALL: [TeamCommandKind; 2] = [TeamCommandKind::Orchestrate, TeamCommandKind::Disband];
+
+    /// The routing key, which is also the value of the body's `command` field.
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            TeamCommandKind::Orchestrate => "team.orchestrate",
+            TeamCommandKind::Disband => "team.disband",
+        }
+    }
+
+    pub fn from_routing_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.routing_key() == key)
+    }
+}
+
+impl fmt::Display for TeamCommandKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.routing_key())
+    }
+}
+
+/// Every routing key the command queue is bound to: the agent commands, then the team
+/// commands.
+pub fn command_routing_keys() -> impl Iterator<Item = &'static str> {
+    CommandKind::ALL
+        .into_iter()
+        .map(CommandKind::routing_key)
+        .chain(
+            TeamCommandKind::ALL
+                .into_iter()
+                .map(TeamCommandKind::routing_key),
+        )
 }
 
 /// The events the manager publishes, by routing key.
@@ -71,10 +121,18 @@ pub enum EventKind {
     Restarted,
     #[serde(rename = "agent.error")]
     Error,
+    #[serde(rename = "agent.paused")]
+    Paused,
+    #[serde(rename = "agent.resumed")]
+    Resumed,
+    #[serde(rename = "team.orchestrated")]
+    TeamOrchestrated,
+    #[serde(rename = "team.disbanded")]
+    TeamDisbanded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Created,
         EventKind::Started,
         EventKind::Stopped,
@@ -83,6 +141,10 @@ impl EventKind {
         EventKind::Updated,
         EventKind::Restarted,
         EventKind::Error,
+        EventKind::Paused,
+        EventKind::Resumed,
+        EventKind::TeamOrchestrated,
+        EventKind::TeamDisbanded,
     ];
 
     pub fn routing_key(self) -> &'static str {
@@ -95,6 +157,10 @@ impl EventKind {
             EventKind::Updated => "agent.updated",
             EventKind::Restarted => "agent.restarted",
             EventKind::Error => "agent.error",
+            EventKind::Paused => "agent.paused",
+            EventKind::Resumed => "agent.resumed",
+            EventKind::TeamOrchestrated => "team.orchestrated",
+            EventKind::TeamDisbanded => "team.disbanded",
         }
     }
 }
@@ -114,6 +180,8 @@ pub enum ErrorCode {
     CrashLoop,
     GpuUnavailable,
     Internal,
+    /// The deployment mode cannot do what was asked (section 9: pause in swarm mode).
+    Unsupported,
 }
 
 impl ErrorCode {
@@ -130,6 +198,7 @@ impl ErrorCode {
             ErrorCode::CrashLoop => "crash_loop",
             ErrorCode::GpuUnavailable => "gpu_unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unsupported => "unsupported",
         }
     }
 }
@@ -183,10 +252,13 @@ pub enum AgentStatus {
     Restarting,
     Failed,
     Deleting,
+    /// Frozen on purpose by `agent.pause` (section 9): every process of the agent is
+    /// suspended; neither a crash nor hung.
+    Paused,
 }
 
 impl AgentStatus {
-    pub const ALL: [AgentStatus; 10] = [
+    pub const ALL: [AgentStatus; 11] = [
         AgentStatus::Creating,
         AgentStatus::Created,
         AgentStatus::Starting,
@@ -197,6 +269,7 @@ impl AgentStatus {
         AgentStatus::Restarting,
         AgentStatus::Failed,
         AgentStatus::Deleting,
+        AgentStatus::Paused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -211,6 +284,7 @@ impl AgentStatus {
             AgentStatus::Restarting => "restarting",
             AgentStatus::Failed => "failed",
             AgentStatus::Deleting => "deleting",
+            AgentStatus::Paused => "paused",
         }
     }
 
@@ -326,6 +400,42 @@ impl SpecPatch {
 
 /// The contract's agent id pattern, as named in refusals.
 pub const AGENT_ID_RULE: &str = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$";
+
+/// The contract's team id pattern (section 9): the agent id's.
+pub const TEAM_ID_RULE: &str = AGENT_ID_RULE;
+
+/// Fewest and most members of a team (section 9).
+pub const TEAM_MIN_MEMBERS: usize = 2;
+pub const TEAM_MAX_MEMBERS: usize = 32;
+
+/// Longest `reason` of an `agent.stop`, in characters (section 9).
+pub const STOP_REASON_MAX_CHARS: usize = 500;
+
+/// How an `agent.stop` is to be done and who asked (section 9's `force`, `reason`,
+/// `requested_by`, beside section 2's `timeout_s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopOrder {
+    /// Grace period before SIGKILL; 0 when `force`.
+    pub timeout_s: u32,
+    /// Kill at once, no grace period.
+    pub force: bool,
+    /// Why, for people (secrets redacted, at most [`STOP_REASON_MAX_CHARS`]).
+    pub reason: Option<String>,
+    /// Who asked (an operator id).
+    pub requested_by: Option<String>,
+}
+
+impl StopOrder {
+    /// A plain stop with `timeout_s` of grace, no reason given.
+    pub fn graceful(timeout_s: u32) -> Self {
+        StopOrder {
+            timeout_s,
+            force: false,
+            reason: None,
+            requested_by: None,
+        }
+    }
+}
 
 /// True when `id` matches the contract's agent id pattern ([`AGENT_ID_RULE`]).
 pub fn valid_agent_id(id: &str) -> bool {

@@ -1,5 +1,5 @@
 //! The envelope of a command: the fields needed to answer it (`message_id`, `command`,
-//! `agent_id`, `customer_id`) even when its body is refused. [`Envelope::scan`] reads
+//! `agent_id` or `team_id`, `customer_id`) even when its body is refused. [`Envelope::scan`] reads
 //! them from raw bytes without building the body (a hand-written `Deserialize` that
 //! skips every other field), so an oversized or too deeply nested object is still
 //! answered with `agent.error`.
@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::command::{InvalidCommand, Rejection};
-use super::contract::{CommandKind, ErrorCode};
+use super::contract::{CommandKind, ErrorCode, TeamCommandKind};
 use super::fields::printable_prefix;
 
 /// A top-level field of the envelope as far as answering needs it.
@@ -49,6 +49,8 @@ pub(super) struct Envelope {
     pub(super) message_id: Field,
     pub(super) command: Field,
     pub(super) agent_id: Field,
+    /// Team commands name a team instead of an agent.
+    pub(super) team_id: Field,
     pub(super) customer_id: Field,
 }
 
@@ -64,6 +66,7 @@ impl Envelope {
             message_id: Field::of(obj.get("message_id")),
             command: Field::of(obj.get("command")),
             agent_id: Field::of(obj.get("agent_id")),
+            team_id: Field::of(obj.get("team_id")),
             customer_id: Field::of(obj.get("customer_id")),
         }
     }
@@ -94,6 +97,11 @@ impl Envelope {
             message_id,
             command,
             agent_id: printable_prefix(self.agent_id.as_str().unwrap_or(""), 63),
+            team_id: self
+                .team_id
+                .as_str()
+                .map(|t| printable_prefix(t, 63))
+                .filter(|t| !t.is_empty()),
             customer_id: printable_prefix(self.customer_id.as_str().unwrap_or(""), 128),
             code,
             message,
@@ -182,6 +190,7 @@ impl<'de> Deserialize<'de> for Envelope {
                         "message_id" => env.message_id = map.next_value()?,
                         "command" => env.command = map.next_value()?,
                         "agent_id" => env.agent_id = map.next_value()?,
+                        "team_id" => env.team_id = map.next_value()?,
                         "customer_id" => env.customer_id = map.next_value()?,
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
@@ -208,14 +217,14 @@ pub(super) fn refuse_unbuilt(
         return Rejection::NotAnObject(problem);
     };
     let (message_id, _) = envelope.message_id(amqp_message_id);
-    let command = CommandKind::from_routing_key(routing_key)
-        .or_else(|| {
-            envelope
-                .command
-                .as_str()
-                .and_then(CommandKind::from_routing_key)
-        })
-        .map(|k| k.routing_key().to_string());
+    let known = |key: &str| {
+        CommandKind::from_routing_key(key)
+            .map(CommandKind::routing_key)
+            .or_else(|| TeamCommandKind::from_routing_key(key).map(TeamCommandKind::routing_key))
+    };
+    let command = known(routing_key)
+        .or_else(|| envelope.command.as_str().and_then(known))
+        .map(str::to_string);
     Rejection::Invalid(Box::new(envelope.invalid(
         message_id,
         command,

@@ -1,6 +1,7 @@
 //! The event published to RabbitMQ and appended to the agent's Redis stream
-//! ([`Event`], contract section 3), the `details` of an `agent.error`
-//! ([`error_details`]) and how the contract writes a time ([`rfc3339`]).
+//! ([`Event`], contract section 3; a team's answers, section 9, are events too), the
+//! `details` of an `agent.error` ([`error_details`]) and how the contract writes a time
+//! ([`rfc3339`]).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,12 @@ pub struct Event {
     pub status: String,
     pub container_id: Option<String>,
     pub details: Value,
+    /// The team a team command's answer is about (section 9); absent from agent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// The team's members, in `team.orchestrated` and `team.disbanded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ids: Option<Vec<String>>,
 }
 
 impl Event {
@@ -45,13 +52,42 @@ impl Event {
             status: status.to_string(),
             container_id: container_id.map(str::to_string),
             details,
+            team_id: None,
+            agent_ids: None,
         }
+    }
+
+    /// An event about team `team_id` (no agent: `agent_id` is empty, no container):
+    /// `team.orchestrated`, `team.disbanded`, or the `agent.error` refusing a team
+    /// command. `status` says where the team stands (`orchestrated`, `disbanded`;
+    /// `failed` for a refusal).
+    pub fn for_team(
+        event: EventKind,
+        team_id: &str,
+        customer_id: &str,
+        correlation_id: Option<&str>,
+        status: &str,
+        agent_ids: Option<Vec<String>>,
+        details: Value,
+    ) -> Self {
+        let mut e = Event::new(
+            event,
+            "",
+            customer_id,
+            correlation_id,
+            status,
+            None,
+            details,
+        );
+        e.team_id = Some(team_id.to_string());
+        e.agent_ids = agent_ids;
+        e
     }
 
     /// The `agent.error` answering a command that failed decoding or validation. No
     /// agent status applies, so the status is `failed` (the command failed).
     pub fn for_invalid(invalid: &InvalidCommand) -> Self {
-        Event::new(
+        let mut e = Event::new(
             EventKind::Error,
             &invalid.agent_id,
             &invalid.customer_id,
@@ -59,7 +95,9 @@ impl Event {
             AgentStatus::Failed.as_str(),
             None,
             error_details(invalid.command.as_deref(), invalid.code, &invalid.message),
-        )
+        );
+        e.team_id = invalid.team_id.clone();
+        e
     }
 
     pub fn routing_key(&self) -> &'static str {
@@ -115,5 +153,26 @@ mod tests {
         }
         assert_eq!(v["event"], "agent.started");
         assert!(DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).is_ok());
+        assert!(v.get("team_id").is_none(), "agent events name no team");
+    }
+
+    #[test]
+    fn team_events_carry_the_team_and_its_members() {
+        let e = Event::for_team(
+            EventKind::TeamOrchestrated,
+            "t1",
+            "c",
+            Some("m"),
+            "orchestrated",
+            Some(vec!["a".into(), "b".into()]),
+            json!({}),
+        );
+        let v: Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v["event"], "team.orchestrated");
+        assert_eq!(v["team_id"], "t1");
+        assert_eq!(v["agent_ids"], json!(["a", "b"]));
+        assert_eq!(v["agent_id"], "");
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
     }
 }

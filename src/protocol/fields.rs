@@ -211,3 +211,28 @@ pub(super) fn timeout(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<
             }),
     }
 }
+
+/// The optional text `field`: at most `max_chars` characters, no control characters.
+/// An empty string is as good as none.
+pub(super) fn optional_text(
+    obj: &Map<String, Value>,
+    field: &str,
+    max_chars: usize,
+) -> Result<Option<String>, String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            if s.chars().count() > max_chars || !is_printable(s) {
+                return Err(format!(
+                    "field '{field}' must be at most {max_chars} characters without control characters"
+                ));
+            }
+            Ok(Some(s.clone()))
+        }
+        Some(other) => Err(format!(
+            "field '{field}' must be a string, got {}",
+            json_kind(other)
+        )),
+    }
+}

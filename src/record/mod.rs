@@ -1,9 +1,10 @@
 //! The agent's record: what the manager knows of one agent (its spec, where it runs,
 //! how it is doing). The domain object every layer above shares; [`crate::store`] maps
 //! it to the Redis hash of contract section 5. Its status changes only through
-//! [`status::transition`].
+//! [`status::transition`]. A team of agents has a record of its own ([`team`]).
 
 pub mod status;
+pub mod team;
 
 use chrono::{DateTime, Utc};
 
@@ -31,6 +32,10 @@ pub struct AgentRecord {
     pub last_error: Option<String>,
     /// The last lines of the container's log when it last died (secrets redacted).
     pub last_logs: Vec<String>,
+    /// Who asked for the last stop (`requested_by`), kept until the agent starts again.
+    pub stopped_by: Option<String>,
+    /// Why the agent was last stopped (`reason`, redacted), kept until it starts again.
+    pub stop_reason: Option<String>,
     /// The command being applied while it is half done, so a manager that died
     /// meanwhile can finish it at start and answer it.
     pub pending: Option<PendingCommand>,
@@ -70,6 +75,8 @@ impl AgentRecord {
             restart_count: 0,
             last_error: None,
             last_logs: Vec::new(),
+            stopped_by: None,
+            stop_reason: None,
             pending: None,
             generation: 0,
             created_at: now,

@@ -10,7 +10,14 @@
 //!  running ──Begin(Stop)──▶ stopping ──Stopped──▶ stopped        │            unhealthy
 //!  running ──Begin(Restart)──▶ restarting ──Started──▶ running   │
 //!  failed ──RestartScheduled──▶ restarting ──(automatic restart)─┘
+//!  running ──Paused──▶ paused ──Resumed──▶ running      (agent.pause / agent.resume)
+//!  any ──SeenPaused──▶ paused                           (Docker says it is frozen)
 //! ```
+//!
+//! `paused` is the one status that is frozen on purpose: a look that finds the
+//! container paused keeps it `paused` (never a crash, never unhealthy: see
+//! `health::assess`), and one that finds it running again (unpaused behind the
+//! manager's back) or gone takes the container's word as for any other status.
 //!
 //! `starting`, `stopping`, `restarting` and `deleting` are written while a command
 //! takes its time, so operators see them; a look at the container (`Observed`) never
@@ -49,7 +56,14 @@ pub enum Cause {
     /// A look at the workload: whether it runs, and whether Docker calls it unhealthy.
     Observed { running: bool, unhealthy: bool },
     /// Adopted at start from a container whose record was lost.
+    /// (A paused container's agent is then [`Cause::SeenPaused`].)
     Adopted { running: bool },
+    /// `agent.pause` froze the workload.
+    Paused,
+    /// `agent.resume` (or a start of a paused agent) thawed the workload.
+    Resumed,
+    /// A look found the workload frozen (Docker's `paused` state).
+    SeenPaused,
 }
 
 /// The status after `cause`, from `current` and what the agent should be doing.
@@ -68,6 +82,9 @@ pub fn next(current: AgentStatus, desired: DesiredState, cause: Cause) -> AgentS
         Cause::RestartScheduled => Restarting,
         Cause::Adopted { running: true } => Running,
         Cause::Adopted { running: false } => Stopped,
+        Cause::Paused | Cause::SeenPaused if matches!(current, Creating | Deleting) => current,
+        Cause::Paused | Cause::SeenPaused => Paused,
+        Cause::Resumed => Running,
         // A create or delete in progress is finished by its redelivery or at start.
         Cause::Observed { .. } if matches!(current, Creating | Deleting) => current,
         Cause::Observed {
@@ -122,10 +139,44 @@ mod tests {
                 assert_eq!(at(Cause::Failed), Failed);
                 assert_eq!(at(Cause::RestartScheduled), Restarting);
                 assert_eq!(at(Cause::Restored(current)), current);
+                assert_eq!(at(Cause::Resumed), Running);
                 assert_eq!(at(Cause::Adopted { running: true }), Running);
                 assert_eq!(at(Cause::Adopted { running: false }), Stopped);
             }
         }
+    }
+
+    /// Paused by a command or seen paused: `paused`, except while a create or a delete
+    /// is in progress (finished by its redelivery or at start).
+    #[test]
+    fn a_pause_or_a_frozen_container_makes_it_paused_except_while_creating_or_deleting() {
+        for current in AgentStatus::ALL {
+            for desired in [RUN, STOP] {
+                for cause in [Cause::Paused, Cause::SeenPaused] {
+                    let expected = match current {
+                        Creating | Deleting => current,
+                        _ => Paused,
+                    };
+                    assert_eq!(
+                        next(current, desired, cause),
+                        expected,
+                        "{current:?} {cause:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A paused agent found running (unpaused behind the manager's back) runs; found
+    /// exited (killed while frozen) it crashed, as from any other status.
+    #[test]
+    fn a_look_at_a_paused_agent_takes_the_containers_word() {
+        assert_eq!(next(Paused, RUN, seen(true, false)), Running);
+        assert_eq!(next(Paused, RUN, seen(false, false)), Failed);
+        assert_eq!(next(Paused, RUN, Cause::SeenPaused), Paused);
+        // Adopted from a container Docker says is running and paused.
+        let adopted = next(Creating, RUN, Cause::Adopted { running: true });
+        assert_eq!(next(adopted, RUN, Cause::SeenPaused), Paused);
     }
 
     /// Every status × every observation × every desired state.
@@ -167,6 +218,9 @@ mod tests {
         assert_eq!(transition(&mut r, Cause::ContainerCreated), Creating);
         assert_eq!(transition(&mut r, Cause::Begin(Operation::Start)), Created);
         assert_eq!(transition(&mut r, Cause::Started), Starting);
+        assert_eq!(r.status(), Running);
+        assert_eq!(transition(&mut r, Cause::Paused), Running);
+        assert_eq!(transition(&mut r, Cause::Resumed), Paused);
         assert_eq!(r.status(), Running);
     }
 }

@@ -274,6 +274,7 @@ fn brief_from(summary: ContainerSummary) -> Option<Observed> {
         .map(|s| s.to_string())
         .unwrap_or_else(|| "unknown".into());
     Some(Observed {
+        paused: state == "paused",
         id: summary.id?,
         name: summary
             .names
@@ -310,6 +311,7 @@ pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
             .map(|s| s.to_string())
             .unwrap_or_else(|| "unknown".into()),
         running: state.running.unwrap_or(false),
+        paused: state.paused.unwrap_or(false),
         exit_code: state.exit_code,
         oom_killed: state.oom_killed.unwrap_or(false),
         health: state
@@ -496,6 +498,40 @@ impl Runtime for DockerRuntime {
             .await
     }
 
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        let docker = self.client().clone();
+        let target = id.to_string();
+        let r = self
+            .engine
+            .call(DockerOp::PauseContainer, Duration::ZERO, async move {
+                docker.pause_container(&target).await
+            })
+            .await;
+        // 409 "is already paused": done. Any other 409 (not running) is an error.
+        if matches!(&r, Err(RuntimeError::Docker { status: Some(409), message, .. }) if message.contains("already paused"))
+        {
+            return Ok(());
+        }
+        r
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        let docker = self.client().clone();
+        let target = id.to_string();
+        let r = self
+            .engine
+            .call(DockerOp::UnpauseContainer, Duration::ZERO, async move {
+                docker.unpause_container(&target).await
+            })
+            .await;
+        // 409 "is not paused": done.
+        if matches!(&r, Err(RuntimeError::Docker { status: Some(409), message, .. }) if message.contains("not paused"))
+        {
+            return Ok(());
+        }
+        r
+    }
+
     async fn remove(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
         match self.stop(id, timeout_s).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
@@ -664,7 +700,17 @@ mod tests {
         assert_eq!(o.image, "autogen-agent:latest");
         assert_eq!(o.labels["autogen.agent-id"], "a-1");
         assert!(o.running);
+        assert!(!o.paused);
         assert_eq!(o.state, "running");
+
+        let paused = ContainerSummary {
+            id: Some("c3".into()),
+            state: Some(ContainerSummaryStateEnum::PAUSED),
+            ..Default::default()
+        };
+        let o = brief_from(paused).expect("has an id");
+        assert!(o.paused, "listed paused");
+        assert_eq!(o.state, "paused");
 
         let exited = ContainerSummary {
             id: Some("c2".into()),

@@ -54,6 +54,8 @@ pub enum DockerOp {
     RestartContainer,
     RemoveContainer,
     UpdateContainer,
+    PauseContainer,
+    UnpauseContainer,
     InspectContainer,
     ContainerStats,
     ContainerLogs,
@@ -74,7 +76,7 @@ pub enum DockerOp {
 
 impl DockerOp {
     /// Every operation, for tests and documentation.
-    pub const ALL: [DockerOp; 27] = [
+    pub const ALL: [DockerOp; 29] = [
         DockerOp::Connect,
         DockerOp::Ping,
         DockerOp::Info,
@@ -89,6 +91,8 @@ impl DockerOp {
         DockerOp::RestartContainer,
         DockerOp::RemoveContainer,
         DockerOp::UpdateContainer,
+        DockerOp::PauseContainer,
+        DockerOp::UnpauseContainer,
         DockerOp::InspectContainer,
         DockerOp::ContainerStats,
         DockerOp::ContainerLogs,
@@ -121,6 +125,8 @@ impl DockerOp {
             DockerOp::RestartContainer => "restart container",
             DockerOp::RemoveContainer => "remove container",
             DockerOp::UpdateContainer => "update container",
+            DockerOp::PauseContainer => "pause container",
+            DockerOp::UnpauseContainer => "unpause container",
             DockerOp::InspectContainer => "inspect container",
             DockerOp::ContainerStats => "container stats",
             DockerOp::ContainerLogs => "container logs",
@@ -149,6 +155,8 @@ impl DockerOp {
             | DockerOp::RestartContainer
             | DockerOp::RemoveContainer
             | DockerOp::UpdateContainer
+            | DockerOp::PauseContainer
+            | DockerOp::UnpauseContainer
             | DockerOp::CreateService
             | DockerOp::ScaleService
             | DockerOp::ForceUpdateService
@@ -510,8 +518,8 @@ mod tests {
     use std::collections::HashSet;
 
     /// The state-changing operations as they were named when admission control looked
-    /// them up by name: the admitted set must stay exactly this.
-    const ADMITTED_BEFORE: [&str; 12] = [
+    /// them up by name, and pause and unpause since: the admitted set is exactly this.
+    const ADMITTED_BEFORE: [&str; 14] = [
         "pull",
         "create container",
         "start container",
@@ -519,6 +527,8 @@ mod tests {
         "restart container",
         "remove container",
         "update container",
+        "pause container",
+        "unpause container",
         "create service",
         "scale service",
         "force-update service",
@@ -556,6 +566,8 @@ mod tests {
                 "restart container",
                 "remove container",
                 "update container",
+                "pause container",
+                "unpause container",
                 "inspect container",
                 "container stats",
                 "container logs",

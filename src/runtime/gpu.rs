@@ -476,6 +476,15 @@ impl Runtime for GpuRuntime {
         self.docker.update_resources(id, spec).await
     }
 
+    /// A paused agent keeps its GPUs (as at start, where `paused` containers hold theirs).
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker.pause(id).await
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker.unpause(id).await
+    }
+
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {
         let observed = self.docker.inspect(id_or_name).await?;
         if let Some(o) = &observed {

@@ -46,7 +46,11 @@ pub struct Observed {
     pub env: Vec<String>,
     /// Docker's state: created, running, exited, ...
     pub state: String,
+    /// True while the process runs, frozen or not (Docker: a paused container is
+    /// running and paused).
     pub running: bool,
+    /// Frozen by Docker's pause (freezer cgroup): not a crash, not hung.
+    pub paused: bool,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     /// healthy, unhealthy, starting or none.
@@ -160,6 +164,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Stops (with grace) and starts again; starts a stopped one. `NotFound` as for
     /// [`Runtime::start`].
     async fn restart(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError>;
+    /// Freezes every process of the container (Docker pause: the freezer cgroup).
+    /// Pausing a paused container succeeds. `Unsupported` where the mode cannot (Swarm).
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Thaws a paused container. Unpausing one that is not paused succeeds.
+    /// `Unsupported` where the mode cannot (Swarm).
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError>;
     /// Stops (with grace) and removes. Removing a missing container succeeds.
     async fn remove(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError>;
     /// Applies the spec's memory and CPU limits to the existing container.

@@ -307,6 +307,7 @@ pub fn observed_from(service: &Service, tasks: &[Task]) -> Observed {
             })
             .flatten(),
         oom_killed: false,
+        paused: false,
         health: if current.is_some_and(|t| task_state(t) == "starting") {
             "starting".into()
         } else {
@@ -950,6 +951,20 @@ impl Runtime for SwarmRuntime {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Swarm has no pause: a service's task cannot be frozen through the Swarm API
+    /// (contract section 9: `unsupported`).
+    async fn pause(&self, _id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "Swarm services cannot be paused (DEPLOYMENT_MODE=swarm)".into(),
+        ))
+    }
+
+    async fn unpause(&self, _id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "Swarm services cannot be paused or resumed (DEPLOYMENT_MODE=swarm)".into(),
+        ))
     }
 
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {

@@ -1,5 +1,5 @@
 //! The DockerWatcher: one Docker events stream for this instance's containers (die,
-//! oom, kill, health_status, start, stop), each sent on as a [`ContainerEvent`] to
+//! oom, kill, health_status, start, stop, pause, unpause), each sent on as a [`ContainerEvent`] to
 //! whoever holds the agents (the supervisor, which routes it to the owning agent actor)
 //! so a crash is seen in milliseconds. The stream is resubscribed with `since` = the
 //! last event's time after any break, so nothing is missed; a periodic relist
@@ -20,14 +20,23 @@ use super::spec::{self, LABEL_AGENT_ID};
 use crate::retry::Backoff;
 
 /// Container events that can change an agent's state.
-pub const WATCHED_EVENTS: [&str; 6] = ["die", "oom", "kill", "health_status", "start", "stop"];
+pub const WATCHED_EVENTS: [&str; 8] = [
+    "die",
+    "oom",
+    "kill",
+    "health_status",
+    "start",
+    "stop",
+    "pause",
+    "unpause",
+];
 
 /// A Docker event about an agent's container (from the DockerWatcher).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ContainerEvent {
     pub agent_id: String,
-    /// Docker's action: die, oom, kill, health_status: ..., start, stop.
+    /// Docker's action: die, oom, kill, health_status: ..., start, stop, pause, unpause.
     pub action: String,
     /// The exit code a `die` event carries.
     pub exit_code: Option<i64>,

@@ -52,6 +52,23 @@ impl Keys {
     }
 }
 
+/// Keys of the teams (contract section 9; [`crate::store`]'s `teams.rs`).
+impl Keys {
+    /// `team:<team_id>`: the team's record (hash).
+    pub fn team(&self, team_id: &str) -> String {
+        format!("{}team:{team_id}", self.prefix)
+    }
+    /// `customer:<customer_id>:teams`: one customer's team ids (set).
+    pub fn customer_teams(&self, customer_id: &str) -> String {
+        format!("{}customer:{customer_id}:teams", self.prefix)
+    }
+    /// `teams`: every team id (set; the manager's own index, as `agents` is for agents),
+    /// read by reconciliation at start.
+    pub fn teams(&self) -> String {
+        format!("{}teams", self.prefix)
+    }
+}
+
 /// Keys of the per-customer quota accounting ([`crate::quota`]; the scripts are in
 /// `src/store/quota.rs`).
 impl Keys {
@@ -100,6 +117,9 @@ mod tests {
         assert_eq!(k.gpu_allocations(), "t1:gpu:allocations");
         assert_eq!(k.processed("m"), "t1:processed:m");
         assert_eq!(k.outbox(), "t1:outbox");
+        assert_eq!(k.team("x"), "t1:team:x");
+        assert_eq!(k.customer_teams("c"), "t1:customer:c:teams");
+        assert_eq!(k.teams(), "t1:teams");
         assert_eq!(Keys::new("").agent("a"), "agent:a");
         assert_eq!(k.customer_usage("c"), "t1:customer:c:usage");
         assert_eq!(k.customer_reservations("c"), "t1:customer:c:reservations");

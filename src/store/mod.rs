@@ -12,6 +12,7 @@
 //! | `heartbeats.rs` | the agents' heartbeats, all in one round trip ([`HeartbeatBatch`]) | `agent:<id>:data:heartbeat` |
 //! | `processed.rs` | processed markers ([`Processed`]) | `processed:<message_id>` |
 //! | `outbox.rs` | events waiting for RabbitMQ | `outbox` |
+//! | `teams.rs` | team records (section 9): save, delete, load, list; [`TeamRecord`] ⇄ hash fields | `team:<id>`, `customer:<id>:teams`, `teams` |
 //! | `gpu.rs` | GPU mode's allocations (Lua scripts) | `gpu:allocations` |
 //! | `quota.rs` | per-customer quota accounting (Lua scripts; the policy is [`crate::quota`]) | `customer:<id>:usage`, `customer:<id>:reservations` |
 //! | `acl.rs` | the agents' own Redis users (`ACL SETUSER`/`DELUSER`/`LIST`; the rules are [`crate::credentials`]'s) | — |
@@ -22,6 +23,7 @@ use redis::aio::ConnectionManager;
 
 use crate::config::RedisConfig;
 use crate::error::StoreError;
+pub use crate::record::team::TeamRecord;
 pub use crate::record::AgentRecord;
 
 mod acl;
@@ -33,6 +35,7 @@ mod processed;
 mod quota;
 mod records;
 mod streams;
+mod teams;
 
 pub use heartbeats::HeartbeatBatch;
 pub use keys::Keys;
@@ -127,6 +130,27 @@ impl Store {
             .await
             .map_err(|_| StoreError::Timeout { op })?
             .map_err(|source| StoreError::Redis { op, source })
+    }
+
+    /// Runs `pipe` (its replies ignored) as `op`.
+    async fn run_pipe(&self, op: &'static str, pipe: redis::Pipeline) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.run(op, async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// The hash at `key` (empty when there is none), read as `op`.
+    async fn hash(
+        &self,
+        op: &'static str,
+        key: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = key.to_string();
+        self.run(op, async move {
+            redis::AsyncCommands::hgetall(&mut conn, key).await
+        })
+        .await
     }
 
     /// Whether Redis answers (readiness).

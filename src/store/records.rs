@@ -41,6 +41,8 @@ impl AgentRecord {
             ("memory_bytes", self.memory_bytes.to_string()),
             ("restart_count", self.restart_count.to_string()),
             ("last_error", self.last_error.clone().unwrap_or_default()),
+            ("stopped_by", self.stopped_by.clone().unwrap_or_default()),
+            ("stop_reason", self.stop_reason.clone().unwrap_or_default()),
             (
                 "last_logs",
                 serde_json::to_string(&self.last_logs).unwrap_or_else(|_| "[]".into()),
@@ -122,6 +124,8 @@ impl AgentRecord {
         record.memory_bytes = parsed(f, "memory_bytes").unwrap_or(0);
         record.restart_count = parsed(f, "restart_count").unwrap_or(0);
         record.last_error = non_empty("last_error");
+        record.stopped_by = non_empty("stopped_by");
+        record.stop_reason = non_empty("stop_reason");
         record.last_logs = f
             .get("last_logs")
             .and_then(|s| serde_json::from_str(s).ok())
@@ -199,22 +203,13 @@ impl Store {
         )
         .ignore();
         self.push_processed(&mut pipe, processed);
-        let mut conn = self.conn.clone();
-        self.run(
-            "delete",
-            async move { pipe.query_async::<()>(&mut conn).await },
-        )
-        .await
+        self.run_pipe("delete", pipe).await
     }
 
     /// The agent's record; `None` when it has none.
     pub async fn load(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         let key = self.keys.agent(agent_id);
-        let mut conn = self.conn.clone();
-        let k2 = key.clone();
-        let fields: HashMap<String, String> = self
-            .run("hgetall", async move { conn.hgetall(k2).await })
-            .await?;
+        let fields = self.hash("hgetall", &key).await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -326,6 +321,8 @@ mod tests {
         r.last_health_at = Some(Utc::now());
         r.last_heartbeat_at = DateTime::from_timestamp_millis(1_700_000_000_123);
         r.generation = 7;
+        r.stopped_by = Some("ops-alice".into());
+        r.stop_reason = Some("runaway loop".into());
         r.pending = Some(PendingCommand {
             command: "agent.create".into(),
             message_id: "m-1".into(),
@@ -343,6 +340,17 @@ mod tests {
         assert_eq!(back.generation, 7);
         assert_eq!(back.last_heartbeat_at, r.last_heartbeat_at, "ms kept");
         assert_eq!(back.pending, r.pending);
+        assert_eq!(back.stopped_by, r.stopped_by);
+        assert_eq!(back.stop_reason, r.stop_reason);
+        // A paused agent reads back paused.
+        transition(&mut r, Cause::Paused);
+        let fields: HashMap<String, String> = r
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let back = AgentRecord::from_fields("agent:a1", &fields).unwrap();
+        assert_eq!(back.status(), AgentStatus::Paused);
     }
 
     #[test]
@@ -365,6 +373,8 @@ mod tests {
             "memory_bytes",
             "restart_count",
             "last_error",
+            "stopped_by",
+            "stop_reason",
             "created_at",
             "updated_at",
             "last_health_at",

@@ -1,12 +1,18 @@
-//! [`decode_command`]: one delivery in, a validated [`Command`] or a [`Rejection`] out.
-//! The steps every command shares are here: UTF-8, size, JSON object, envelope, command
-//! kind, message id, customer id, agent id. What each kind reads from the body is in a
-//! file of its own (`create.rs`, `update.rs`, `start.rs`, `stop.rs`, `restart.rs`,
-//! `delete.rs`), each a `parse` from the JSON object and the policy to its [`Action`].
+//! [`decode`]: one delivery in, a validated [`Decoded`] command (about an agent or a
+//! team) or a [`Rejection`] out. The steps every command shares are here: UTF-8, size,
+//! JSON object, envelope, command kind, message id, customer id, agent id (team
+//! commands: team id). What each kind reads from the body is in a file of its own
+//! (`create.rs`, `update.rs`, `start.rs`, `stop.rs`, `restart.rs`, `delete.rs`,
+//! `pause.rs`, `resume.rs`; `orchestrate.rs`, `disband.rs` for teams), each a `parse`
+//! from the JSON object and the policy to its [`Action`] or [`TeamAction`].
 
 mod create;
 mod delete;
+mod disband;
+mod orchestrate;
+mod pause;
 mod restart;
+mod resume;
 mod start;
 mod stop;
 mod update;
@@ -14,20 +20,45 @@ mod update;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::protocol::command::{Command, Rejection};
-use crate::protocol::contract::{valid_agent_id, CommandKind, ErrorCode, AGENT_ID_RULE};
+use crate::protocol::command::{Command, Decoded, InvalidCommand, Rejection, TeamCommand};
+use crate::protocol::contract::{
+    command_routing_keys, valid_agent_id, CommandKind, ErrorCode, TeamCommandKind, AGENT_ID_RULE,
+    TEAM_ID_RULE,
+};
 use crate::protocol::envelope::{refuse_unbuilt, valid_message_id, Envelope, Field};
 use crate::protocol::fields::{is_printable, json_kind, printable_prefix, required_string};
 use crate::protocol::policy::AgentPolicy;
 
+/// The command a delivery names: about one agent, or about a team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Agent(CommandKind),
+    Team(TeamCommandKind),
+}
+
+impl Kind {
+    fn of(key: &str) -> Option<Kind> {
+        CommandKind::from_routing_key(key)
+            .map(Kind::Agent)
+            .or_else(|| TeamCommandKind::from_routing_key(key).map(Kind::Team))
+    }
+
+    fn routing_key(self) -> &'static str {
+        match self {
+            Kind::Agent(k) => k.routing_key(),
+            Kind::Team(k) => k.routing_key(),
+        }
+    }
+}
+
 /// Decodes and validates one delivery. `routing_key` and `amqp_message_id` come from the
 /// AMQP envelope; `policy` holds the configured defaults and bounds.
-pub fn decode_command(
+pub fn decode(
     routing_key: &str,
     amqp_message_id: Option<&str>,
     body: &[u8],
     policy: &AgentPolicy,
-) -> Result<Command, Rejection> {
+) -> Result<Decoded, Rejection> {
     let obj = json_object(routing_key, amqp_message_id, body, policy)?;
     let envelope = Envelope::of(&obj);
     let (message_id, message_id_given) = envelope.message_id(amqp_message_id);
@@ -51,6 +82,25 @@ pub fn decode_command(
 
     check_body_message_id(&envelope.message_id).map_err(&fail)?;
     let customer_id = customer_id(&obj).map_err(&fail)?;
+    let kind = match kind {
+        Kind::Agent(kind) => kind,
+        Kind::Team(kind) => {
+            let team_id = team_id(&obj).map_err(&fail)?;
+            let action = match kind {
+                TeamCommandKind::Orchestrate => orchestrate::parse(&obj, policy),
+                TeamCommandKind::Disband => disband::parse(&obj, policy),
+            }
+            .map_err(&fail)?;
+            return Ok(Decoded::Team(TeamCommand {
+                message_id,
+                message_id_given,
+                kind,
+                team_id,
+                customer_id,
+                action,
+            }));
+        }
+    };
     let given_message_id = message_id_given.then_some(message_id.as_str());
     let agent_id = agent_id(&obj, kind, given_message_id).map_err(&fail)?;
     let action = match kind {
@@ -60,17 +110,41 @@ pub fn decode_command(
         CommandKind::Stop => stop::parse(&obj, policy),
         CommandKind::Restart => restart::parse(&obj, policy),
         CommandKind::Delete => delete::parse(&obj, policy),
+        CommandKind::Pause => pause::parse(&obj, policy),
+        CommandKind::Resume => resume::parse(&obj, policy),
     }
     .map_err(&fail)?;
 
-    Ok(Command {
+    Ok(Decoded::Agent(Command {
         message_id,
         message_id_given,
         kind,
         agent_id,
         customer_id,
         action,
-    })
+    }))
+}
+
+/// [`decode`] for a delivery that must be an agent command (tests and benches that
+/// build one): a team command is refused as `invalid_message`.
+pub fn decode_command(
+    routing_key: &str,
+    amqp_message_id: Option<&str>,
+    body: &[u8],
+    policy: &AgentPolicy,
+) -> Result<Command, Rejection> {
+    match decode(routing_key, amqp_message_id, body, policy)? {
+        Decoded::Agent(cmd) => Ok(cmd),
+        Decoded::Team(team) => Err(Rejection::Invalid(Box::new(InvalidCommand {
+            message_id: team.message_id,
+            command: Some(team.kind.routing_key().to_string()),
+            agent_id: String::new(),
+            team_id: Some(team.team_id),
+            customer_id: team.customer_id,
+            code: ErrorCode::InvalidMessage,
+            message: format!("{} is a team command, not an agent command", team.kind),
+        }))),
+    }
 }
 
 /// The body as a JSON object. A body that is not UTF-8, not JSON or not an object is
@@ -125,18 +199,18 @@ fn json_object(
 fn command_kind(
     routing_key: &str,
     obj: &Map<String, Value>,
-) -> Result<CommandKind, (Option<String>, String)> {
-    if let Some(kind) = CommandKind::from_routing_key(routing_key) {
+) -> Result<Kind, (Option<String>, String)> {
+    if let Some(kind) = Kind::of(routing_key) {
         return Ok(kind);
     }
     match obj.get("command") {
-        Some(Value::String(c)) => CommandKind::from_routing_key(c).ok_or_else(|| {
+        Some(Value::String(c)) => Kind::of(c).ok_or_else(|| {
             (
                 Some(printable_prefix(c, 64)),
                 format!(
                     "unknown command '{}': expected one of {}",
                     printable_prefix(c, 64),
-                    CommandKind::ALL.map(CommandKind::routing_key).join(", ")
+                    command_routing_keys().collect::<Vec<_>>().join(", ")
                 ),
             )
         }),
@@ -201,6 +275,15 @@ fn agent_id(
     Ok(agent_id)
 }
 
+/// The team id of a team command, matching the contract's rule.
+fn team_id(obj: &Map<String, Value>) -> Result<String, String> {
+    let team_id = required_string(obj, "team_id")?;
+    if !valid_agent_id(&team_id) {
+        return Err(format!("field 'team_id' must match {TEAM_ID_RULE}"));
+    }
+    Ok(team_id)
+}
+
 /// The id of an agent created without one: a UUID v4. When the sender named the message
 /// id, the UUID is derived from it so that a redelivered create finds the same agent.
 fn generated_agent_id(message_id: Option<&str>) -> String {
@@ -221,7 +304,7 @@ mod testing {
     use serde_json::{json, Value};
 
     use super::decode_command;
-    use crate::protocol::command::{Command, InvalidCommand, Rejection};
+    use crate::protocol::command::{Command, Decoded, InvalidCommand, Rejection};
     use crate::protocol::policy::{sample_policy, AgentPolicy};
 
     pub fn policy() -> AgentPolicy {
@@ -232,7 +315,12 @@ mod testing {
         decode_command(rk, None, body.to_string().as_bytes(), &policy())
     }
 
-    pub fn invalid(r: Result<Command, Rejection>) -> InvalidCommand {
+    /// Any delivery, agent or team command.
+    pub fn decode_any(rk: &str, body: Value) -> Result<Decoded, Rejection> {
+        super::decode(rk, None, body.to_string().as_bytes(), &policy())
+    }
+
+    pub fn invalid<T: std::fmt::Debug>(r: Result<T, Rejection>) -> InvalidCommand {
         match r {
             Err(Rejection::Invalid(i)) => *i,
             other => panic!("expected an invalid command, got {other:?}"),
@@ -392,9 +480,58 @@ mod tests {
             "agent.update",
             "agent.delete",
             "agent.restart",
+            "agent.pause",
+            "agent.resume",
         ] {
             let e = invalid(decode(rk, json!({"customer_id": "c"})));
             assert!(e.message.contains("agent_id"), "{rk}");
+        }
+    }
+
+    #[test]
+    fn team_commands_need_a_team_id_by_the_rule_and_are_not_agent_commands() {
+        use super::testing::decode_any;
+        for rk in ["team.orchestrate", "team.disband"] {
+            let e = invalid(decode_any(rk, json!({"customer_id": "c"})));
+            assert!(e.message.contains("team_id"), "{rk}: {}", e.message);
+            assert_eq!(e.command.as_deref(), Some(rk));
+            let e = invalid(decode_any(rk, json!({"customer_id": "c", "team_id": "-x"})));
+            assert!(e.message.contains(TEAM_ID_RULE), "{rk}: {}", e.message);
+            assert_eq!(e.team_id.as_deref(), Some("-x"));
+        }
+        let body = json!({"team_id": "t1", "customer_id": "c"});
+        let Ok(Decoded::Team(team)) = decode_any("team.disband", body.clone()) else {
+            panic!("a team command")
+        };
+        assert_eq!(
+            (team.team_id.as_str(), team.kind),
+            ("t1", TeamCommandKind::Disband)
+        );
+        // Through the body's `command`, as on the default exchange.
+        let mut routed = body.clone();
+        routed["command"] = json!("team.disband");
+        assert!(matches!(
+            decode_any("agent-manager.commands", routed),
+            Ok(Decoded::Team(_))
+        ));
+        let e = invalid(decode("team.disband", body));
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+        assert_eq!(e.team_id.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn an_unknown_command_names_every_known_one() {
+        let e = invalid(decode(
+            "x",
+            json!({"command": "agent.freeze", "customer_id": "c"}),
+        ));
+        for known in [
+            "agent.pause",
+            "agent.resume",
+            "team.orchestrate",
+            "team.disband",
+        ] {
+            assert!(e.message.contains(known), "{}", e.message);
         }
     }
 

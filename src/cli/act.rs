@@ -1,0 +1,405 @@
+//! `agent-manager agents pause|resume|stop`: the operator's commands that act on an
+//! agent. Each sends the contract's command (section 2, section 9) to the exchange as
+//! the Core Engine would — with the owner read from the agent's record, a fresh
+//! `message_id`, persistent, mandatory and confirmed — and, with `--wait`, waits for the
+//! answer carrying that `message_id` as `correlation_id`: the command's success event
+//! (exit 0) or `agent.error` (exit 1, its code and message on stderr). [`send`] is the
+//! one path every acting command takes.
+
+use std::io::Write;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::BasicProperties;
+use serde_json::{json, Map, Value};
+
+use super::{CliError, Format};
+use crate::broker::{bounded, connect};
+use crate::config::Config;
+use crate::protocol::{valid_agent_id, CommandKind, Event, EventKind};
+use crate::redact;
+use crate::store::Store;
+
+/// One command for one agent, and the event that answers it when it succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub kind: CommandKind,
+    pub agent_id: String,
+    /// The command's own fields (`force`, `reason`, ...), beside the ids.
+    pub fields: Map<String, Value>,
+}
+
+impl Order {
+    pub fn pause(agent_id: &str) -> Self {
+        Order::of(CommandKind::Pause, agent_id, Map::new())
+    }
+
+    pub fn resume(agent_id: &str) -> Self {
+        Order::of(CommandKind::Resume, agent_id, Map::new())
+    }
+
+    /// A stop: `force` kills at once; `timeout_s` is the grace period otherwise (the
+    /// manager's default when `None`); `reason` and `requested_by` are recorded.
+    pub fn stop(
+        agent_id: &str,
+        force: bool,
+        timeout_s: Option<u32>,
+        reason: Option<&str>,
+        requested_by: Option<&str>,
+    ) -> Self {
+        let mut fields = Map::new();
+        if force {
+            fields.insert("force".into(), json!(true));
+        }
+        if let Some(t) = timeout_s {
+            fields.insert("timeout_s".into(), json!(t));
+        }
+        if let Some(r) = reason {
+            fields.insert("reason".into(), json!(r));
+        }
+        if let Some(by) = requested_by {
+            fields.insert("requested_by".into(), json!(by));
+        }
+        Order::of(CommandKind::Stop, agent_id, fields)
+    }
+
+    fn of(kind: CommandKind, agent_id: &str, fields: Map<String, Value>) -> Self {
+        Order {
+            kind,
+            agent_id: agent_id.to_string(),
+            fields,
+        }
+    }
+
+    /// The event that answers the command when it succeeds.
+    pub fn success(&self) -> EventKind {
+        match self.kind {
+            CommandKind::Create => EventKind::Created,
+            CommandKind::Update => EventKind::Updated,
+            CommandKind::Start => EventKind::Started,
+            CommandKind::Stop => EventKind::Stopped,
+            CommandKind::Delete => EventKind::Deleted,
+            CommandKind::Restart => EventKind::Restarted,
+            CommandKind::Pause => EventKind::Paused,
+            CommandKind::Resume => EventKind::Resumed,
+        }
+    }
+
+    /// The command's body as the contract writes it.
+    pub fn body(&self, message_id: &str, customer_id: &str) -> Value {
+        let mut body = self.fields.clone();
+        body.insert("message_id".into(), json!(message_id));
+        body.insert("command".into(), json!(self.kind.routing_key()));
+        body.insert("agent_id".into(), json!(self.agent_id));
+        body.insert("customer_id".into(), json!(customer_id));
+        Value::Object(body)
+    }
+}
+
+/// Who asks, for `requested_by`: the configured operator name, else the OS user
+/// (`USER`, `LOGNAME`, `USERNAME` from `env`), else nobody named.
+pub fn operator_name(
+    configured: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    configured
+        .map(str::to_string)
+        .or_else(|| {
+            ["USER", "LOGNAME", "USERNAME"]
+                .into_iter()
+                .find_map(|var| env(var).filter(|v| !v.trim().is_empty()))
+        })
+        .map(|name| name.trim().to_string())
+}
+
+/// Sends `order` for its agent and, when `wait` is given, waits that long for the
+/// answer. Prints what happened to `out`.
+pub async fn send(
+    config: &Config,
+    order: &Order,
+    wait: Option<Duration>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    if !valid_agent_id(&order.agent_id) {
+        return Err(CliError::Usage(format!(
+            "'{}' is not an agent id (letters, digits, '_', '.', '-'; at most 63)",
+            order.agent_id
+        )));
+    }
+    let customer_id = owner(config, &order.agent_id).await?;
+    let rabbit = &config.rabbitmq;
+    let limit = Duration::from_secs(rabbit.timeout_s);
+    let unavailable = |e: String| {
+        CliError::Unavailable(redact::secret_of_url_in(
+            &format!(
+                "RabbitMQ at {}: {e} (`agent-manager check` says what to do)",
+                redact::url(&rabbit.url)
+            ),
+            &rabbit.url,
+        ))
+    };
+    let conn = connect(rabbit, "agent-manager.cli")
+        .await
+        .map_err(unavailable)?;
+    let channel = bounded(limit, "opening a channel", conn.create_channel())
+        .await
+        .map_err(unavailable)?;
+    // The answer's queue is bound before the command goes, so the answer cannot be missed.
+    let answers = match wait {
+        Some(_) => Some(
+            answer_queue(&channel, &rabbit.exchange, order, limit)
+                .await
+                .map_err(unavailable)?,
+        ),
+        None => None,
+    };
+    bounded(
+        limit,
+        "enabling publisher confirms",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .map_err(unavailable)?;
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let body = order.body(&message_id, &customer_id).to_string();
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(ShortString::from(message_id.clone()));
+    let confirm = bounded(
+        limit,
+        "publishing the command",
+        channel.basic_publish(
+            rabbit.exchange.clone().into(),
+            order.kind.routing_key().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body.as_bytes(),
+            props,
+        ),
+    )
+    .await
+    .map_err(unavailable)?;
+    let confirmation = tokio::time::timeout(limit, confirm)
+        .await
+        .map_err(|_| unavailable("the broker did not confirm the command".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    if confirmation.is_nack() {
+        return Err(unavailable("the broker refused the command (nack)".into()));
+    }
+    if confirmation.take_message().is_some() {
+        return Err(CliError::Unavailable(format!(
+            "no queue takes {} on exchange {}: is the manager running? (it declares {})",
+            order.kind, rabbit.exchange, rabbit.command_queue
+        )));
+    }
+    let (Some(mut answers), Some(wait)) = (answers, wait) else {
+        match format {
+            Format::Json => writeln!(
+                out,
+                "{}",
+                json!({"sent": order.kind.routing_key(), "agent_id": order.agent_id, "message_id": message_id})
+            )?,
+            Format::Table => writeln!(
+                out,
+                "sent {} for agent {} (message_id {message_id})",
+                order.kind, order.agent_id
+            )?,
+        }
+        let _ = conn.close(200, "sent".into()).await;
+        return Ok(());
+    };
+    let answer = wait_answer(&mut answers, &message_id, order, wait).await;
+    let _ = conn.close(200, "answered".into()).await;
+    let event = answer?;
+    if event.event == EventKind::Error {
+        let detail = |k: &str| event.details[k].as_str().unwrap_or_default().to_string();
+        return Err(CliError::Refused {
+            code: detail("code"),
+            message: detail("message"),
+        });
+    }
+    match format {
+        Format::Json => writeln!(out, "{}", String::from_utf8_lossy(&event.to_json()))?,
+        Format::Table => writeln!(
+            out,
+            "{} {} (status {})",
+            event.routing_key(),
+            order.agent_id,
+            event.status
+        )?,
+    }
+    Ok(())
+}
+
+/// The agent's owner, from its record (the command must name it).
+async fn owner(config: &Config, agent_id: &str) -> Result<String, CliError> {
+    let down = |e: crate::error::StoreError| {
+        CliError::Unavailable(redact::secret_of_url_in(
+            &format!(
+                "Redis at {}: {} (`agent-manager check` says what to do)",
+                redact::url(&config.redis.url),
+                super::error_chain(&e)
+            ),
+            &config.redis.url,
+        ))
+    };
+    let store = Store::connect(&config.redis).await.map_err(down)?;
+    let found = store
+        .load_fields(&[agent_id.to_string()])
+        .await
+        .map_err(down)?;
+    found
+        .into_iter()
+        .next()
+        .and_then(|(_, fields)| fields.get("customer_id").cloned())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            let scope = match config.redis.prefix.as_str() {
+                "" => String::new(),
+                prefix => format!(" (REDIS_PREFIX '{prefix}')"),
+            };
+            CliError::NotFound(format!("agent {agent_id} not found{scope}"))
+        })
+}
+
+/// A queue of this command's own (server-named, exclusive), bound to its success event
+/// and to `agent.error`, consumed without acks.
+async fn answer_queue(
+    channel: &lapin::Channel,
+    exchange: &str,
+    order: &Order,
+    limit: Duration,
+) -> Result<lapin::Consumer, String> {
+    let queue = bounded(
+        limit,
+        "declaring an answer queue",
+        channel.queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    for key in [
+        order.success().routing_key(),
+        EventKind::Error.routing_key(),
+    ] {
+        bounded(
+            limit,
+            "binding the answer queue",
+            channel.queue_bind(
+                queue.name().clone(),
+                exchange.to_string().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+    }
+    bounded(
+        limit,
+        "consuming answers",
+        channel.basic_consume(
+            queue.name().clone(),
+            "agent-manager-cli".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+}
+
+/// The first success event or `agent.error` answering `message_id`, within `wait`.
+async fn wait_answer(
+    answers: &mut lapin::Consumer,
+    message_id: &str,
+    order: &Order,
+    wait: Duration,
+) -> Result<Event, CliError> {
+    let until = tokio::time::Instant::now() + wait;
+    let success = order.success();
+    loop {
+        let next = tokio::time::timeout_at(until, answers.next())
+            .await
+            .map_err(|_| {
+                CliError::Unavailable(format!(
+                    "{} for agent {} was sent (message_id {message_id}) but not answered within {} s",
+                    order.kind,
+                    order.agent_id,
+                    wait.as_secs()
+                ))
+            })?;
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(CliError::Unavailable(format!("RabbitMQ: {e}"))),
+            None => {
+                return Err(CliError::Unavailable(
+                    "RabbitMQ closed the answer queue".into(),
+                ))
+            }
+        };
+        let Ok(event) = serde_json::from_slice::<Event>(&delivery.data) else {
+            continue;
+        };
+        let answers_it = event.correlation_id.as_deref() == Some(message_id);
+        if answers_it && (event.event == success || event.event == EventKind::Error) {
+            return Ok(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operator_is_the_configured_name_else_the_os_user() {
+        let env = |k: &str| match k {
+            "USER" => Some("alice".to_string()),
+            "LOGNAME" => Some("al".to_string()),
+            _ => None,
+        };
+        assert_eq!(operator_name(Some("ops-bob"), env), Some("ops-bob".into()));
+        assert_eq!(operator_name(None, env), Some("alice".into()));
+        let no_user = |k: &str| (k == "LOGNAME").then(|| "al".to_string());
+        assert_eq!(operator_name(None, no_user), Some("al".into()));
+        assert_eq!(operator_name(None, |_| Some("  ".into())), None);
+        assert_eq!(operator_name(None, |_| None), None);
+    }
+
+    #[test]
+    fn a_stop_order_carries_only_what_was_given() {
+        let plain = Order::stop("a-1", false, None, None, None);
+        assert_eq!(
+            plain.body("m", "c"),
+            json!({"message_id": "m", "command": "agent.stop", "agent_id": "a-1", "customer_id": "c"})
+        );
+        let forced = Order::stop("a-1", true, Some(5), Some("runaway"), Some("ops"));
+        let body = forced.body("m", "c");
+        assert_eq!(body["force"], true);
+        assert_eq!(body["timeout_s"], 5);
+        assert_eq!(body["reason"], "runaway");
+        assert_eq!(body["requested_by"], "ops");
+        assert_eq!(forced.success(), EventKind::Stopped);
+        assert_eq!(Order::pause("a").success(), EventKind::Paused);
+        assert_eq!(Order::resume("a").success(), EventKind::Resumed);
+        assert_eq!(Order::pause("a").body("m", "c")["command"], "agent.pause");
+    }
+}

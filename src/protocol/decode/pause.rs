@@ -1,0 +1,26 @@
+//! `agent.pause`: nothing to read beyond what every command has (section 9).
+
+use serde_json::{Map, Value};
+
+use crate::protocol::command::Action;
+use crate::protocol::policy::AgentPolicy;
+
+/// The pause described by `_obj`: no fields of its own.
+pub(super) fn parse(_obj: &Map<String, Value>, _policy: &AgentPolicy) -> Result<Action, String> {
+    Ok(Action::Pause)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testing::decode;
+    use crate::protocol::command::Action;
+    use crate::protocol::CommandKind;
+
+    #[test]
+    fn pause_needs_only_the_ids() {
+        let cmd = decode("agent.pause", json!({"agent_id": "a", "customer_id": "c"})).unwrap();
+        assert_eq!((cmd.kind, cmd.action), (CommandKind::Pause, Action::Pause));
+    }
+}
