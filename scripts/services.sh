@@ -15,6 +15,12 @@
 #      the tag this checkout's tests use
 #   7. prints one line per service, and exits non-zero naming what failed
 #
+# With AGENT_MANAGER_REFERENCE_IMAGE=1 it also builds the reference AutoGen agent
+# (images/autogen-agent/build.sh: autogen-agent:ref-<hash of its sources>, which
+# tests/autogen.rs runs; needs debootstrap, Debian's mirror and PyPI the first
+# time: ~7 min cold, 0.1 s when up to date). `autogen-agent:latest` stays the
+# busybox test agent for now.
+#
 # Agents reach Redis (their heartbeats) and RabbitMQ at the gateway address of
 # `autogen-network` (the host's side of the bridge, e.g. 172.18.0.1): both also
 # listen there, never on 0.0.0.0, and where iptables works, connections to
@@ -37,6 +43,7 @@
 #   AGENT_MANAGER_SERVICES_DIR           logs/state dir
 #   AGENT_MANAGER_DOCKER_STORAGE_DRIVER  force a dockerd storage driver
 #                                        (default: dockerd's choice, then vfs)
+#   AGENT_MANAGER_REFERENCE_IMAGE        1: build the reference AutoGen agent
 
 set -euo pipefail
 
@@ -539,6 +546,21 @@ ensure_image() {
     summary image "$IMAGE up to date, also $tag ($IMAGE_HASH_LABEL=${hash:0:12})"
 }
 
+# The reference AutoGen agent (opt-in: AGENT_MANAGER_REFERENCE_IMAGE=1).
+ensure_reference_image() {
+    local rlog="$STATE_DIR/reference-image-build.log" tag
+    if ! installed debootstrap; then
+        log "installing debootstrap (for the reference agent's base)"
+        DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 \
+            install --no-install-recommends debootstrap >>"$rlog" 2>&1 || true
+    fi
+    if ! tag=$(bash "$SCRIPT_DIR/../images/autogen-agent/build.sh" 2>>"$rlog"); then
+        fail reference "images/autogen-agent/build.sh failed" "$rlog"
+        return 1
+    fi
+    summary reference "$tag up to date (the reference AutoGen agent)"
+}
+
 # ---------------------------------------------------------------------------
 # 7. The agents' way to the services
 # ---------------------------------------------------------------------------
@@ -603,6 +625,9 @@ main() {
         if start_docker; then
             if ensure_network; then agent_gateway; fi
             ensure_image || true
+            if [[ ${AGENT_MANAGER_REFERENCE_IMAGE:-} == 1 ]]; then
+                ensure_reference_image || true
+            fi
         else
             summary network "skipped (no docker)"
             summary image "skipped (no docker)"

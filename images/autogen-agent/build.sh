@@ -2,8 +2,9 @@
 # Builds the reference agent image (Dockerfile next to this script) without a
 # registry, and prints its tag:
 #
-#   bash images/autogen-agent/build.sh [TAG]     # default autogen-agent:dev
-#   bash images/autogen-agent/build.sh --hash    # the sources' hash (the label)
+#   bash images/autogen-agent/build.sh [TAG]  # default autogen-agent:ref-<hash>
+#   bash images/autogen-agent/build.sh --tag  # that default tag (tests/autogen.rs)
+#   bash images/autogen-agent/build.sh --hash # the sources' hash (the label)
 #
 # Three steps, each cached:
 #   1. the base image autogen-agent-base:bookworm: `debootstrap --variant=minbase`
@@ -137,12 +138,13 @@ build_image() {
 }
 
 main() {
-    local tag=${1:-autogen-agent:dev} hash
+    local tag=${1:-} hash
     hash=$(sources_hash)
-    if [[ $tag == --hash ]]; then
-        echo "$hash"
-        return 0
-    fi
+    case $tag in
+    --hash) echo "$hash"; return 0 ;;
+    --tag) echo "autogen-agent:ref-${hash:0:12}"; return 0 ;;
+    '') tag=autogen-agent:ref-${hash:0:12} ;;
+    esac
     if [[ $(label_of "$tag" "$IMAGE_LABEL") != "$hash" ]]; then
         ensure_base
         ensure_wheels

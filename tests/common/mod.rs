@@ -697,31 +697,11 @@ pub async fn consume_all_events(
     exchange: &str,
     tag: &str,
 ) -> (Channel, lapin::Consumer) {
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare an event queue");
-    for kind in agent_manager::protocol::EventKind::ALL {
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                kind.routing_key().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind an event queue");
-    }
+    let keys: Vec<String> = agent_manager::protocol::EventKind::ALL
+        .iter()
+        .map(|kind| kind.routing_key().to_string())
+        .collect();
+    let channel = bound_exclusive_queue(conn, queue, exchange, &keys).await;
     let consumer = channel
         .basic_consume(
             queue.into(),
@@ -735,6 +715,42 @@ pub async fn consume_all_events(
         .await
         .expect("consume events");
     (channel, consumer)
+}
+
+/// Declares `queue` (exclusive, auto-delete) on a new channel of `conn` and binds it to
+/// `exchange` with each of `routing_keys`; returns the channel.
+pub async fn bound_exclusive_queue(
+    conn: &Connection,
+    queue: &str,
+    exchange: &str,
+    routing_keys: &[String],
+) -> Channel {
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
+    for key in routing_keys {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("bind {queue} to {key}: {e}"));
+    }
+    channel
 }
 
 /// Queue arguments for queues a test makes: gone a minute after their last use.

@@ -1,0 +1,240 @@
+//! The reference agent (images/autogen-agent) run by the real manager, RabbitMQ, Redis
+//! and Docker: an agent created with a two-agent AutoGen team (replayed model answers,
+//! one tool call) as its AUTOGEN_CONFIG answers a task published to
+//! `agent:<id>:task` with a result on `agent:<id>:result` (contract section 8); ten
+//! tasks in a row come back in order, each once; a broken AUTOGEN_CONFIG ends the
+//! container with exit 2 and a log line naming the problem.
+//!
+//! The agent reaches the services at its network's gateway with the login the manager
+//! made for it (section 7): RabbitMQ's `guest` logs in from loopback only, so a result
+//! at all means it used its own.
+//!
+//! Needs the image `autogen-agent:ref-<hash of its sources>`, built by
+//! `bash images/autogen-agent/build.sh` (minutes, once). Without it the tests say so
+//! and pass, unless `AUTOGEN_IMAGE_REQUIRED=1` (then they fail).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestEnv, DEADLINE, RABBITMQ_URL};
+use lapin::options::*;
+use lapin::{Channel, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+
+const IMAGE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/images/autogen-agent");
+
+/// The reference image of this checkout's sources, or `None` when it is not built.
+fn reference_image() -> Option<String> {
+    let out = std::process::Command::new("timeout")
+        .args(["30", "bash", &format!("{IMAGE_DIR}/build.sh"), "--tag"])
+        .output()
+        .expect("run build.sh --tag");
+    assert!(out.status.success(), "build.sh --tag: {out:?}");
+    let tag = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    let present = std::process::Command::new("timeout")
+        .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Some(tag);
+    }
+    let hint = format!("build it with: bash images/autogen-agent/build.sh {tag}");
+    assert!(
+        std::env::var_os("AUTOGEN_IMAGE_REQUIRED").is_none(),
+        "the reference agent image {tag} is missing; {hint}"
+    );
+    eprintln!("SKIPPED: the reference agent image {tag} is missing; {hint}");
+    None
+}
+
+/// The example team (examples/make_team.py): analysis calls `get_price`, then answers;
+/// risk answers.
+fn example_team() -> Value {
+    let text = std::fs::read_to_string(format!("{IMAGE_DIR}/examples/analysis-risk-team.json"))
+        .expect("example team");
+    serde_json::from_str(&text).expect("example team JSON")
+}
+
+/// A queue of the test's own bound to `agent:<id>:result`, on a connection of its own.
+async fn results_queue(env: &TestEnv, agent_id: &str) -> (Connection, Channel, String) {
+    let conn = Connection::connect(RABBITMQ_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let queue = format!("test-{}.results.{agent_id}", env.id);
+    let ch = common::bound_exclusive_queue(
+        &conn,
+        &queue,
+        &env.config.rabbitmq.exchange,
+        &[format!("agent:{agent_id}:result")],
+    )
+    .await;
+    (conn, ch, queue)
+}
+
+/// The next result on `queue`, waiting up to `deadline`; None when none came.
+async fn next_result(ch: &Channel, queue: &str, deadline: Duration) -> Option<Value> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let got = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic_get");
+        if let Some(msg) = got {
+            return Some(serde_json::from_slice(&msg.delivery.data).expect("result JSON"));
+        }
+        if tokio::time::Instant::now() > until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates a running agent with `autogen_config` on the reference image.
+async fn create_agent(env: &TestEnv, agent_id: &str, autogen_config: Value) {
+    let mut body = env.create_body(agent_id);
+    body["agent_type"] = json!("analysis");
+    body["autogen_config"] = autogen_config;
+    body["resources"] = json!({"memory_mb": 512, "cpus": 1.0});
+    let mid = env.send("agent.create", body).await;
+    env.answer(&mid, "agent.created").await;
+    env.answer(&mid, "agent.started").await;
+}
+
+/// Waits until the agent's heartbeat says `ok`: its inbox is declared and consumed.
+async fn wait_consuming(env: &TestEnv, agent_id: &str) {
+    let key = env.key(&format!("agent:{agent_id}:data:heartbeat"));
+    common::wait_until("the agent's heartbeat ok", DEADLINE, || {
+        let key = key.clone();
+        async move {
+            let hb: Option<String> = env.redis_query(redis::cmd("GET").arg(&key)).await;
+            hb.and_then(|h| serde_json::from_str::<Value>(&h).ok())
+                .is_some_and(|h| h["status"] == "ok")
+        }
+    })
+    .await;
+}
+
+async fn send_task(env: &TestEnv, agent_id: &str, task_id: &str, text: &str) {
+    let body = json!({"task_id": task_id, "task": text});
+    env.publish_raw(
+        &format!("agent:{agent_id}:task"),
+        body.to_string().as_bytes(),
+        None,
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_task_comes_back_as_the_teams_result_and_ten_in_a_row_in_order() {
+    let Some(image) = reference_image() else {
+        return;
+    };
+    let env = TestEnv::start(&[
+        ("AGENT_IMAGE", image.as_str()),
+        ("HEARTBEAT_INTERVAL_S", "1"),
+    ])
+    .await;
+    let agent = env.agent_id("team");
+    let (_conn, ch, queue) = results_queue(&env, &agent).await;
+    create_agent(&env, &agent, example_team()).await;
+    wait_consuming(&env, &agent).await;
+
+    send_task(&env, &agent, "t-first", "Assess ACME").await;
+    let result = next_result(&ch, &queue, DEADLINE)
+        .await
+        .expect("a result within the deadline");
+    assert_eq!(result["task_id"], "t-first", "{result:#}");
+    assert_eq!(result["agent_id"], agent.as_str());
+    assert_eq!(result["status"], "completed", "{result:#}");
+    assert!(result.get("error").is_none(), "{result:#}");
+    let said: Vec<(String, String)> = result["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["source"].as_str().unwrap_or_default().to_string(),
+                m["type"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("user", "TextMessage"),
+        ("analysis", "ToolCallRequestEvent"),
+        ("analysis", "ToolCallExecutionEvent"),
+        ("analysis", "TextMessage"),
+        ("risk", "TextMessage"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(s, t)| (s.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(said, expected, "{result:#}");
+    assert_eq!(result["messages"][0]["content"], "Assess ACME");
+    assert_eq!(result["messages"][2]["content"][0]["content"], "101.50");
+    assert_eq!(
+        result["usage"],
+        json!({"prompt_tokens": 60, "completion_tokens": 25})
+    );
+    assert!(result["stop_reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("Maximum number of messages")));
+    let (started, finished) = (
+        chrono::DateTime::parse_from_rfc3339(result["started_at"].as_str().unwrap_or_default())
+            .expect("started_at RFC 3339"),
+        chrono::DateTime::parse_from_rfc3339(result["finished_at"].as_str().unwrap_or_default())
+            .expect("finished_at RFC 3339"),
+    );
+    assert!(started <= finished);
+
+    let ids: Vec<String> = (0..10).map(|i| format!("t-{i:02}")).collect();
+    for id in &ids {
+        send_task(&env, &agent, id, "Assess ACME").await;
+    }
+    let mut answered = Vec::new();
+    while let Some(r) = next_result(&ch, &queue, Duration::from_secs(3)).await {
+        answered.push(r["task_id"].as_str().unwrap_or_default().to_string());
+        if answered.len() > ids.len() {
+            break;
+        }
+        if answered.len() == ids.len() {
+            // A duplicate would come right behind: wait a little for one.
+            if let Some(extra) = next_result(&ch, &queue, Duration::from_secs(2)).await {
+                answered.push(extra["task_id"].to_string());
+            }
+            break;
+        }
+    }
+    assert_eq!(answered, ids, "each task once, in order");
+    env.finish().await;
+}
+
+#[actix_rt::test]
+async fn a_broken_autogen_config_exits_2_naming_the_problem() {
+    let Some(image) = reference_image() else {
+        return;
+    };
+    let env = TestEnv::start(&[("AGENT_IMAGE", image.as_str())]).await;
+    let agent = env.agent_id("broken");
+    let broken = json!({"provider": "nowhere.Team", "component_type": "team", "config": {}});
+    create_agent(&env, &agent, broken).await;
+    let id = agent.clone();
+    let exit = env
+        .wait_event("agent.health with the exit", DEADLINE, move |e| {
+            e.agent_id == id && e.details.get("exit_code").is_some_and(|c| c == 2)
+        })
+        .await;
+    assert_eq!(exit.details["exit_code"], 2, "{}", exit.details);
+    common::wait_until("the record's last log lines", DEADLINE, || async {
+        env.record(&agent)
+            .await
+            .get("last_logs")
+            .is_some_and(|l| l.contains("AUTOGEN_CONFIG is not a team"))
+    })
+    .await;
+    env.finish().await;
+}
