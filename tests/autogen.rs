@@ -51,11 +51,11 @@ fn reference_image() -> Option<String> {
     None
 }
 
-/// The example team (examples/make_team.py): analysis calls `get_price`, then answers;
-/// risk answers.
-fn example_team() -> Value {
-    let text = std::fs::read_to_string(format!("{IMAGE_DIR}/examples/analysis-risk-team.json"))
-        .expect("example team");
+/// An example team (examples/make_team.py): `analysis-risk-team` (analysis calls
+/// `get_price`, then answers; risk answers) or `slow-team` (its tool waits 8 s).
+fn example_team(name: &str) -> Value {
+    let text =
+        std::fs::read_to_string(format!("{IMAGE_DIR}/examples/{name}.json")).expect("example team");
     serde_json::from_str(&text).expect("example team JSON")
 }
 
@@ -104,15 +104,18 @@ async fn create_agent(env: &TestEnv, agent_id: &str, autogen_config: Value) {
     env.answer(&mid, "agent.started").await;
 }
 
-/// Waits until the agent's heartbeat says `ok`: its inbox is declared and consumed.
-async fn wait_consuming(env: &TestEnv, agent_id: &str) {
+/// Waits until the agent's heartbeat says `ok` with a detail containing `detail`
+/// (`""`: any): `ok` means its inbox is declared and consumed.
+async fn wait_heartbeat(env: &TestEnv, agent_id: &str, detail: &str) {
     let key = env.key(&format!("agent:{agent_id}:data:heartbeat"));
-    common::wait_until("the agent's heartbeat ok", DEADLINE, || {
+    common::wait_until("the agent's heartbeat", DEADLINE, || {
         let key = key.clone();
         async move {
             let hb: Option<String> = env.redis_query(redis::cmd("GET").arg(&key)).await;
             hb.and_then(|h| serde_json::from_str::<Value>(&h).ok())
-                .is_some_and(|h| h["status"] == "ok")
+                .is_some_and(|h| {
+                    h["status"] == "ok" && h["detail"].as_str().is_some_and(|d| d.contains(detail))
+                })
         }
     })
     .await;
@@ -140,8 +143,8 @@ async fn a_task_comes_back_as_the_teams_result_and_ten_in_a_row_in_order() {
     .await;
     let agent = env.agent_id("team");
     let (_conn, ch, queue) = results_queue(&env, &agent).await;
-    create_agent(&env, &agent, example_team()).await;
-    wait_consuming(&env, &agent).await;
+    create_agent(&env, &agent, example_team("analysis-risk-team")).await;
+    wait_heartbeat(&env, &agent, "").await;
 
     send_task(&env, &agent, "t-first", "Assess ACME").await;
     let result = next_result(&ch, &queue, DEADLINE)
@@ -210,6 +213,44 @@ async fn a_task_comes_back_as_the_teams_result_and_ten_in_a_row_in_order() {
         }
     }
     assert_eq!(answered, ids, "each task once, in order");
+    env.finish().await;
+}
+
+#[actix_rt::test]
+async fn a_task_in_hand_when_the_container_is_killed_is_answered_once_after_the_restart() {
+    let Some(image) = reference_image() else {
+        return;
+    };
+    let env = TestEnv::start(&[
+        ("AGENT_IMAGE", image.as_str()),
+        ("HEARTBEAT_INTERVAL_S", "1"),
+        ("RESTART_BACKOFF_BASE_MS", "100"),
+    ])
+    .await;
+    let agent = env.agent_id("killed");
+    let (_conn, ch, queue) = results_queue(&env, &agent).await;
+    create_agent(&env, &agent, example_team("slow-team")).await;
+    wait_heartbeat(&env, &agent, "").await;
+    send_task(&env, &agent, "t-kill", "wait").await;
+    wait_heartbeat(&env, &agent, "working on task t-kill").await;
+    let out = std::process::Command::new("docker")
+        .args(["kill", &format!("agent-{agent}")])
+        .output()
+        .expect("docker kill");
+    assert!(out.status.success(), "docker kill: {out:?}");
+    let id = agent.clone();
+    env.wait_event("agent.restarted", DEADLINE, move |e| {
+        e.agent_id == id && e.event.routing_key() == "agent.restarted"
+    })
+    .await;
+    let result = next_result(&ch, &queue, DEADLINE)
+        .await
+        .expect("the task answered after the restart");
+    assert_eq!(result["task_id"], "t-kill");
+    assert_eq!(result["status"], "completed", "{result:#}");
+    assert_eq!(result["messages"][3]["content"], "Done waiting.");
+    let again = next_result(&ch, &queue, Duration::from_secs(3)).await;
+    assert!(again.is_none(), "answered twice: {again:?}");
     env.finish().await;
 }
 

@@ -1,5 +1,6 @@
-"""Writes analysis-risk-team.json: an AUTOGEN_CONFIG for tests and offline runs.
+"""Writes the example AUTOGEN_CONFIGs, for tests and offline runs.
 
+analysis-risk-team.json (the default):
 A two-agent team (RoundRobinGroupChat: analysis, then risk) whose model answers are
 replayed (`ReplayChatCompletionClient`), so it runs without a network model. The
 analysis agent first asks for its tool `get_price`, then answers; the risk agent
@@ -70,5 +71,28 @@ def team() -> RoundRobinGroupChat:
     return RoundRobinGroupChat([analysis, risk], termination_condition=MaxMessageTermination(3))
 
 
+async def wait_seconds(seconds: float) -> str:
+    """Waits `seconds`, then says so."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return f"waited {seconds} s"
+
+
+def slow_team() -> RoundRobinGroupChat:
+    wait_call = FunctionCall(id="call-1", name="wait_seconds", arguments='{"seconds": 8}')
+    model = ReplayChatCompletionClient(
+        [answer([wait_call], 10, 5), answer("Done waiting.", 20, 8)], model_info=MODEL_INFO
+    )
+    slow = AssistantAgent(
+        "slow",
+        model_client=model,
+        tools=[FunctionTool(wait_seconds, description="Waits some seconds.")],
+        reflect_on_tool_use=True,
+    )
+    return RoundRobinGroupChat([slow], termination_condition=MaxMessageTermination(2))
+
+
 if __name__ == "__main__":
-    sys.stdout.write(team().dump_component().model_dump_json(indent=2) + "\n")
+    made = slow_team() if sys.argv[1:] == ["slow"] else team()
+    sys.stdout.write(made.dump_component().model_dump_json(indent=2) + "\n")

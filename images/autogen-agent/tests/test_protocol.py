@@ -36,6 +36,11 @@ class ProtocolTest(unittest.TestCase):
                     protocol.parse_task(body)
                 self.assertEqual(ctx.exception.task_id, task_id)
 
+    def test_task_id_of(self) -> None:
+        self.assertEqual(protocol.task_id_of(b'{"task_id": "t1", "task": "x"}'), "t1")
+        self.assertEqual(protocol.task_id_of(b'{"task_id": "t2"}'), "t2")
+        self.assertIsNone(protocol.task_id_of(b"nope"))
+
     def test_result_has_error_only_when_failed(self) -> None:
         common = dict(
             task_id="t1",

@@ -92,6 +92,14 @@ def parse_task(data: bytes) -> Task:
     return Task(task_id=task_id, task=task, body=body)
 
 
+def task_id_of(data: bytes) -> str | None:
+    """The task id of a delivery's body, when it has one (for logs and the heartbeat)."""
+    try:
+        return parse_task(data).task_id
+    except InvalidTask as e:
+        return e.task_id
+
+
 def result(
     *,
     task_id: str | None,

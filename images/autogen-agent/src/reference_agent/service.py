@@ -185,7 +185,7 @@ class Agent:
                 return
             work = asyncio.create_task(self._process(runner, message))
             self.in_hand = work
-            self.in_hand_id = message.correlation_id or message.message_id or "a task"
+            self.in_hand_id = protocol.task_id_of(message.body) or "a task without an id"
             try:
                 await work
             finally:
