@@ -95,9 +95,15 @@ async fn next_result(ch: &Channel, queue: &str, deadline: Duration) -> Option<Va
 
 /// Creates a running agent with `autogen_config` on the reference image.
 async fn create_agent(env: &TestEnv, agent_id: &str, autogen_config: Value) {
+    create_agent_with(env, agent_id, autogen_config, json!({})).await;
+}
+
+/// [`create_agent`] with `config` as the agent's CONFIG.
+async fn create_agent_with(env: &TestEnv, agent_id: &str, autogen_config: Value, config: Value) {
     let mut body = env.create_body(agent_id);
     body["agent_type"] = json!("analysis");
     body["autogen_config"] = autogen_config;
+    body["config"] = config;
     body["resources"] = json!({"memory_mb": 512, "cpus": 1.0});
     let mid = env.send("agent.create", body).await;
     env.answer(&mid, "agent.created").await;
@@ -131,27 +137,77 @@ async fn send_task(env: &TestEnv, agent_id: &str, task_id: &str, text: &str) {
     .await;
 }
 
+/// A running agent on the reference image, its inbox consumed, and a queue of the
+/// test's own for its results.
+struct Agent {
+    env: TestEnv,
+    id: String,
+    _conn: Connection,
+    ch: Channel,
+    queue: String,
+}
+
+impl Agent {
+    /// The agent `name` with `team` (an example's name) and CONFIG `config`; None when
+    /// the image is not built.
+    async fn start(name: &str, team: &str, config: Value) -> Option<Agent> {
+        let image = reference_image()?;
+        let env = TestEnv::start(&[
+            ("AGENT_IMAGE", image.as_str()),
+            ("HEARTBEAT_INTERVAL_S", "1"),
+            ("RESTART_BACKOFF_BASE_MS", "100"),
+        ])
+        .await;
+        let id = env.agent_id(name);
+        let (conn, ch, queue) = results_queue(&env, &id).await;
+        create_agent_with(&env, &id, example_team(team), config).await;
+        wait_heartbeat(&env, &id, "").await;
+        Some(Agent {
+            env,
+            id,
+            _conn: conn,
+            ch,
+            queue,
+        })
+    }
+
+    async fn send(&self, task_id: &str, text: &str) {
+        send_task(&self.env, &self.id, task_id, text).await;
+    }
+
+    /// The next result, waiting up to `deadline`.
+    async fn result(&self, deadline: Duration) -> Option<Value> {
+        next_result(&self.ch, &self.queue, deadline).await
+    }
+
+    /// Deletes the agent's inbox (the agent declared it; the manager leaves it), then
+    /// finishes the test's manager.
+    async fn finish(self) {
+        self.env
+            .delete_queue(&format!("agent:{}:inbox", self.id))
+            .await;
+        self.env.finish().await;
+    }
+
+    /// No further result comes within 3 s (a task answered twice would).
+    async fn no_more_results(&self) {
+        let again = self.result(Duration::from_secs(3)).await;
+        assert!(again.is_none(), "answered twice: {again:?}");
+    }
+}
+
 #[actix_rt::test]
 async fn a_task_comes_back_as_the_teams_result_and_ten_in_a_row_in_order() {
-    let Some(image) = reference_image() else {
+    let Some(a) = Agent::start("team", "analysis-risk-team", json!({})).await else {
         return;
     };
-    let env = TestEnv::start(&[
-        ("AGENT_IMAGE", image.as_str()),
-        ("HEARTBEAT_INTERVAL_S", "1"),
-    ])
-    .await;
-    let agent = env.agent_id("team");
-    let (_conn, ch, queue) = results_queue(&env, &agent).await;
-    create_agent(&env, &agent, example_team("analysis-risk-team")).await;
-    wait_heartbeat(&env, &agent, "").await;
-
-    send_task(&env, &agent, "t-first", "Assess ACME").await;
-    let result = next_result(&ch, &queue, DEADLINE)
+    a.send("t-first", "Assess ACME").await;
+    let result = a
+        .result(DEADLINE)
         .await
         .expect("a result within the deadline");
     assert_eq!(result["task_id"], "t-first", "{result:#}");
-    assert_eq!(result["agent_id"], agent.as_str());
+    assert_eq!(result["agent_id"], a.id.as_str());
     assert_eq!(result["status"], "completed", "{result:#}");
     assert!(result.get("error").is_none(), "{result:#}");
     let said: Vec<(String, String)> = result["messages"]
@@ -196,62 +252,87 @@ async fn a_task_comes_back_as_the_teams_result_and_ten_in_a_row_in_order() {
 
     let ids: Vec<String> = (0..10).map(|i| format!("t-{i:02}")).collect();
     for id in &ids {
-        send_task(&env, &agent, id, "Assess ACME").await;
+        a.send(id, "Assess ACME").await;
     }
     let mut answered = Vec::new();
-    while let Some(r) = next_result(&ch, &queue, Duration::from_secs(3)).await {
+    for _ in &ids {
+        let Some(r) = a.result(DEADLINE).await else {
+            break;
+        };
         answered.push(r["task_id"].as_str().unwrap_or_default().to_string());
-        if answered.len() > ids.len() {
-            break;
-        }
-        if answered.len() == ids.len() {
-            // A duplicate would come right behind: wait a little for one.
-            if let Some(extra) = next_result(&ch, &queue, Duration::from_secs(2)).await {
-                answered.push(extra["task_id"].to_string());
-            }
-            break;
-        }
     }
     assert_eq!(answered, ids, "each task once, in order");
-    env.finish().await;
+    a.no_more_results().await;
+    a.finish().await;
 }
 
 #[actix_rt::test]
 async fn a_task_in_hand_when_the_container_is_killed_is_answered_once_after_the_restart() {
-    let Some(image) = reference_image() else {
+    let Some(a) = Agent::start("killed", "slow-team", json!({})).await else {
         return;
     };
-    let env = TestEnv::start(&[
-        ("AGENT_IMAGE", image.as_str()),
-        ("HEARTBEAT_INTERVAL_S", "1"),
-        ("RESTART_BACKOFF_BASE_MS", "100"),
-    ])
-    .await;
-    let agent = env.agent_id("killed");
-    let (_conn, ch, queue) = results_queue(&env, &agent).await;
-    create_agent(&env, &agent, example_team("slow-team")).await;
-    wait_heartbeat(&env, &agent, "").await;
-    send_task(&env, &agent, "t-kill", "wait").await;
-    wait_heartbeat(&env, &agent, "working on task t-kill").await;
+    a.send("t-kill", "wait").await;
+    wait_heartbeat(&a.env, &a.id, "working on task t-kill").await;
     let out = std::process::Command::new("docker")
-        .args(["kill", &format!("agent-{agent}")])
+        .args(["kill", &format!("agent-{}", a.id)])
         .output()
         .expect("docker kill");
     assert!(out.status.success(), "docker kill: {out:?}");
-    let id = agent.clone();
-    env.wait_event("agent.restarted", DEADLINE, move |e| {
-        e.agent_id == id && e.event.routing_key() == "agent.restarted"
-    })
-    .await;
-    let result = next_result(&ch, &queue, DEADLINE)
+    let id = a.id.clone();
+    a.env
+        .wait_event("agent.restarted", DEADLINE, move |e| {
+            e.agent_id == id && e.event.routing_key() == "agent.restarted"
+        })
+        .await;
+    let result = a
+        .result(DEADLINE)
         .await
         .expect("the task answered after the restart");
     assert_eq!(result["task_id"], "t-kill");
     assert_eq!(result["status"], "completed", "{result:#}");
     assert_eq!(result["messages"][3]["content"], "Done waiting.");
-    let again = next_result(&ch, &queue, Duration::from_secs(3)).await;
-    assert!(again.is_none(), "answered twice: {again:?}");
-    env.finish().await;
+    a.no_more_results().await;
+    a.finish().await;
+}
+
+#[actix_rt::test]
+async fn a_stop_past_the_grace_gives_the_task_back_and_the_next_start_answers_it() {
+    let config = json!({"stop_grace_s": 1});
+    let Some(a) = Agent::start("stopped", "slow-team", config).await else {
+        return;
+    };
+    a.send("t-stop", "wait").await;
+    wait_heartbeat(&a.env, &a.id, "working on task t-stop").await;
+    let stop = a
+        .env
+        .command("agent.stop", &a.id, json!({"timeout_s": 10}))
+        .await;
+    a.env.answer(&stop, "agent.stopped").await;
+    let exit = a
+        .env
+        .inspect(&a.id)
+        .await
+        .and_then(|c| c.state)
+        .and_then(|s| s.exit_code);
+    assert_eq!(
+        exit,
+        Some(0),
+        "SIGTERM ends the agent with 0 within the grace"
+    );
+    assert!(
+        a.result(Duration::from_secs(1)).await.is_none(),
+        "the task was given back, not answered"
+    );
+    let start = a.env.command("agent.start", &a.id, json!({})).await;
+    a.env.answer(&start, "agent.started").await;
+    let result = a
+        .result(DEADLINE)
+        .await
+        .expect("the task answered after the start");
+    assert_eq!(result["task_id"], "t-stop");
+    assert_eq!(result["status"], "completed", "{result:#}");
+    a.no_more_results().await;
+    a.finish().await;
 }
 
 #[actix_rt::test]
