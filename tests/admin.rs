@@ -125,3 +125,94 @@ async fn per_agent_series_come_and_go_with_the_agent_and_pass_promtool() {
     assert!(left.is_empty(), "series of a deleted agent: {left:#?}");
     env.finish().await;
 }
+
+/// A Prometheus server (Debian's `prometheus`) scraping one target every second, with
+/// its own port and data folder, killed and removed in Drop.
+struct PrometheusServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl PrometheusServer {
+    fn start(target: std::net::SocketAddr, name: &str) -> PrometheusServer {
+        let dir = std::env::temp_dir().join(format!("agent-manager-prometheus-{name}"));
+        std::fs::create_dir_all(&dir).expect("prometheus folder");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: agent-manager\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("prometheus.yml");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .expect("an address");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (package prometheus: run `bash scripts/services.sh`)");
+        PrometheusServer { child, dir, addr }
+    }
+
+    /// Waits until the instant query `query` (URL-encoded) returns a result whose text
+    /// holds `needle`.
+    async fn wait_for(&self, query: &str, needle: &str) -> String {
+        let until = std::time::Instant::now() + common::DEADLINE;
+        let path = format!("/api/v1/query?query={query}");
+        loop {
+            let got = common::http_get(self.addr, &path, std::time::Duration::from_secs(2)).await;
+            if let Ok((200, body)) = &got {
+                if body.contains(needle) {
+                    return body.clone();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "Prometheus has no {needle} for {query} within {:?}: {got:?}",
+                common::DEADLINE
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[actix_rt::test]
+async fn a_real_prometheus_scrapes_the_per_agent_series() {
+    let env = TestEnv::start(&[]).await;
+    let id = env.agent_id("scraped");
+    env.create_running(&id).await;
+    let prometheus = PrometheusServer::start(env.admin_addr(), &env.id);
+    let agent = format!("\"agent\":\"{id}\"");
+    let info = prometheus
+        .wait_for("agent_manager_agent_info", &agent)
+        .await;
+    assert!(
+        info.contains(&format!("\"customer\":\"{}\"", env.customer())),
+        "{info}"
+    );
+    prometheus
+        .wait_for("container_memory_working_set_bytes", &agent)
+        .await;
+    prometheus.wait_for("up", "\"job\":\"agent-manager\"").await;
+    drop(prometheus);
+    env.finish().await;
+}
