@@ -263,6 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn a_starting_create_is_done_when_started_or_found_existing() {
+        use crate::protocol::Event;
+        let order = Order::create(map(json!({"agent_id": "a", "customer_id": "c"}))).unwrap();
+        assert_eq!(
+            order.answers(),
+            vec![EventKind::Created, EventKind::Started]
+        );
+        let event = |kind, details| Event::new(kind, "a", "c", Some("m"), "running", None, details);
+        assert!(!order.is_done_at(&event(EventKind::Created, json!({"image": "x"}))));
+        assert!(order.is_done_at(&event(EventKind::Created, json!({"existing": true}))));
+        assert!(order.is_done_at(&event(EventKind::Started, json!({}))));
+        let idle = Order::create(map(json!({"customer_id": "c", "auto_start": false}))).unwrap();
+        assert_eq!(idle.answers(), vec![EventKind::Created]);
+        assert!(idle.is_done_at(&event(EventKind::Created, json!({}))));
+    }
+
+    #[test]
     fn an_update_keeps_to_its_agent() {
         let order = Order::update("a-1", map(json!({"name": "New", "agent_id": "a-1"}))).unwrap();
         assert_eq!(order.fields, map(json!({"name": "New"})));
