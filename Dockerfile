@@ -23,6 +23,7 @@
 #                  (for RUNTIME_IMAGE's glibc): skips the cargo build, so no Rust
 #                  toolchain is needed (offline builds: scripts/base-image.sh makes
 #                  local base images, tests/image.rs shows the whole recipe).
+#   GIT_COMMIT     the commit `agent-manager --version` names (default: unknown)
 # The Dockerfile works with the classic builder (DOCKER_BUILDKIT=0) as well as BuildKit.
 ARG BUILD_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
@@ -41,6 +42,10 @@ RUN if [ -z "$PREBUILT" ]; then \
         && rm -rf src benches; \
     fi
 COPY . .
+# The commit `agent-manager --version` names (.git is not in the context; build.rs reads
+# GIT_COMMIT): --build-arg GIT_COMMIT=$(git rev-parse --short=12 HEAD); else "unknown".
+# Declared after the dependency layer, so a new commit does not rebuild that.
+ARG GIT_COMMIT=
 # (touch: the stand-ins above are newer than the real sources' copied mtimes.)
 RUN set -e; mkdir -p /out; \
     if [ -n "$PREBUILT" ]; then \

@@ -51,7 +51,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGE_SRC="$SCRIPT_DIR/agent-image"
 STATE_DIR=${AGENT_MANAGER_SERVICES_DIR:-/tmp/agent-manager-services}
 
-PACKAGES=(docker.io rabbitmq-server redis-server busybox-static openssl)
+# prometheus: its promtool checks /metrics (tests/admin.rs); the server itself is not
+# started here (policy-rc.d keeps the package's service down; tests start their own).
+PACKAGES=(docker.io rabbitmq-server redis-server busybox-static openssl prometheus)
 NETWORK=autogen-network
 IMAGE=autogen-agent:latest
 IMAGE_HASH_LABEL=autogen.image-hash

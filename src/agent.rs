@@ -326,6 +326,11 @@ impl Actor for AgentActor {
             }
         }
     }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Deleted (or the manager stops): its usage series go with it.
+        crate::metrics::usage::forget(&self.agent_id);
+    }
 }
 
 impl Handler<Apply> for AgentActor {

@@ -120,10 +120,15 @@ impl Manager {
         })?;
 
         // One trait, one backend per mode: the actors never know which.
+        let mut gpu_inventory = None;
         let runtime: Arc<dyn Runtime> = match config.deployment_mode {
             DeploymentMode::Docker => Arc::new(runtime),
             DeploymentMode::Swarm => Arc::new(SwarmRuntime::new(runtime, &config)),
-            DeploymentMode::Gpu => Arc::new(GpuRuntime::new(runtime, store.clone(), &config).await),
+            DeploymentMode::Gpu => {
+                let gpu = GpuRuntime::new(runtime, store.clone(), &config).await;
+                gpu_inventory = Some(gpu.inventory().len() as u64);
+                Arc::new(gpu)
+            }
         };
         runtime.prepare().await.map_err(|e| match e {
             RuntimeError::Setup(message) => StartError::Mode {
@@ -211,24 +216,28 @@ impl Manager {
                 message: "could not start consuming the command queue".into(),
             });
         }
-        let admin =
-            if let Some(listen) = config.admin_listen() {
-                let readiness = crate::admin::Readiness {
-                    consuming: ready.clone(),
-                    dependencies: deps_ok_rx,
-                };
-                let (server, addr) = crate::admin::serve(listen, readiness, store_for_admin)
-                    .map_err(|e| StartError::Admin {
-                        listen: listen.to_string(),
-                        message: e.to_string(),
-                    })?;
-                let handle = server.handle();
-                actix_rt::spawn(server);
-                tracing::info!(%addr, "admin endpoint: /healthz /readyz /metrics");
-                Some((handle, addr))
-            } else {
-                None
+        let admin = if let Some(listen) = config.admin_listen() {
+            let readiness = crate::admin::Readiness {
+                consuming: ready.clone(),
+                dependencies: deps_ok_rx,
             };
+            let source = crate::admin::MetricsSource {
+                store: store_for_admin,
+                gpu_inventory,
+                quotas: config.quotas.clone(),
+            };
+            let (server, addr) =
+                crate::admin::serve(listen, readiness, source).map_err(|e| StartError::Admin {
+                    listen: listen.to_string(),
+                    message: e.to_string(),
+                })?;
+            let handle = server.handle();
+            actix_rt::spawn(server);
+            tracing::info!(%addr, "admin endpoint: /healthz /readyz /metrics");
+            Some((handle, addr))
+        } else {
+            None
+        };
         tracing::info!(
             mode = ?config.deployment_mode,
             instance = %config.instance,

@@ -288,7 +288,18 @@ pub struct Observation {
     pub logs: Vec<String>,
 }
 
-/// Takes a new stats sample into the record: memory, and CPU % since the last sample.
+/// A stats sample as `/metrics` shows it (cAdvisor's container series).
+pub fn usage_of(s: &Stats) -> crate::metrics::usage::Usage {
+    crate::metrics::usage::Usage {
+        cpu_seconds: s.cpu_total_ns as f64 / 1e9,
+        memory_working_set_bytes: s.memory_bytes,
+        memory_limit_bytes: s.memory_limit_bytes,
+        oom_kills: s.oom_kills,
+        network_bytes: s.network.map(|n| (n.rx_bytes, n.tx_bytes)),
+    }
+}
+
+/// Takes a new stats sample into the record (and `/metrics`' usage samples): memory, and CPU % since the last sample.
 /// Stats are sampled apart from looks (a first sample of a new container takes Docker
 /// up to a second), so a look is never held up by them.
 pub fn apply_stats(record: &mut AgentRecord, watch: &mut Watch, sample: Option<Stats>) {
@@ -298,11 +309,13 @@ pub fn apply_stats(record: &mut AgentRecord, watch: &mut Watch, sample: Option<S
                 record.cpu_percent = now.cpu_percent_since(prev);
             }
             record.memory_bytes = now.memory_bytes;
+            crate::metrics::usage::record(&record.agent_id, usage_of(&now));
             watch.stats = Some(now);
         }
         None => {
             record.cpu_percent = 0.0;
             record.memory_bytes = 0;
+            crate::metrics::usage::forget(&record.agent_id);
             watch.stats = None;
         }
     }

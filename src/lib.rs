@@ -62,8 +62,9 @@
 //! - [`app`]: wires it all together and shuts it down.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` over HTTP.
 //! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`, reading
-//!   Redis and Docker; `agents pause|resume|stop`, sending commands over RabbitMQ);
-//!   `main.rs` parses the command line and calls them.
+//!   Redis and Docker; `agents create|update|start|stop|restart|delete|pause|resume`,
+//!   sending commands over RabbitMQ); `main.rs` parses the command line and calls them.
+//! - [`build_info`]: the version and git commit the binary was built from.
 //! - `fakes` (unit tests only): in-memory implementations of every port and the runtime.
 
 #![forbid(unsafe_code)]
@@ -72,6 +73,7 @@ pub mod admin;
 pub mod agent;
 pub mod app;
 pub mod broker;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod context;

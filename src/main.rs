@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agent_manager::cli::order::Order;
 use agent_manager::cli::{self, CliError, Format};
 use agent_manager::{Config, Manager};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -11,8 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(
     name = "agent-manager",
-    version,
-    about = "Runs AutoGen agents as Docker containers"
+    version = agent_manager::build_info::LONG_VERSION,
+    about = "Runs AutoGen agents as Docker containers",
+    after_help = "Examples:\n  agent-manager run\n  agent-manager check\n  agent-manager agents list -o wide\n  agent-manager agents restart trading-1\n  agent-manager completions bash > /etc/bash_completion.d/agent-manager"
 )]
 struct Cli {
     /// TOML file overriding config/default.toml (environment variables override both).
@@ -29,9 +31,21 @@ struct Cli {
 enum Cmd {
     /// Run the daemon: consume commands, manage agent containers, publish events.
     Run,
-    /// Print the effective configuration (secrets redacted) and exit.
-    Config,
-    /// Look at the agents: their records and events (Redis), their logs (Docker).
+    /// Print the effective configuration (passwords redacted) and exit; `-o toml` as a
+    /// file that --config loads back.
+    #[command(
+        after_help = "Examples:\n  agent-manager config\n  agent-manager config -o toml --show-secrets > /etc/agent-manager.toml\n  agent-manager --config /etc/agent-manager.toml check"
+    )]
+    Config {
+        /// text (for people) or toml (a file --config loads).
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: ConfigOutput,
+        /// -o toml: URLs with their passwords, so the file works as it is.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Look at the agents (records and events in Redis, logs from Docker) and act on
+    /// them (commands over RabbitMQ, as the Core Engine sends them).
     Agents {
         #[command(subcommand)]
         command: AgentsCmd,
@@ -40,11 +54,19 @@ enum Cmd {
     /// RabbitMQ, Redis. Exit 0 when all pass, 1 when one fails (each failure says what
     /// to do), 2 for a configuration error.
     Check(CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  agent-manager completions bash > /etc/bash_completion.d/agent-manager\n  agent-manager completions zsh > \"${fpath[1]}/_agent-manager\"\n  agent-manager completions fish > ~/.config/fish/completions/agent-manager.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
 enum AgentsCmd {
     /// List the agents (all, or one customer's), optionally of one status.
+    #[command(
+        after_help = "Examples:\n  agent-manager agents list --status failed\n  agent-manager agents list -o wide --watch\n  agent-manager agents list --customer acme -o json | jq -r '.[].agent_id'"
+    )]
     List {
         /// Only this customer's agents.
         #[arg(long)]
@@ -52,9 +74,23 @@ enum AgentsCmd {
         /// Only agents in this status (running, stopped, failed, ...).
         #[arg(long)]
         status: Option<String>,
+        /// table, wide (adds image and container), json or yaml.
         #[arg(short = 'o', long, value_enum, default_value_t)]
-        output: Output,
+        output: ListOutput,
+        /// After the table, print a row whenever an agent's status, health, restarts,
+        /// name or image changes, and when it is deleted (until Ctrl-C).
+        #[arg(short, long)]
+        watch: bool,
+        /// Print values whole, however wide the table gets.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Leave out the header line.
+        #[arg(long)]
+        no_headers: bool,
     },
+    /// Describe one agent for people: its record, its container's state and its last
+    /// events. Exit 1 when there is no such agent.
+    Describe { agent_id: String },
     /// Show one agent's whole record. Exit 1 when there is no such agent.
     Show {
         agent_id: String,
@@ -74,12 +110,39 @@ enum AgentsCmd {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Freeze every process of the agent (agent.pause). Exit 1 on agent.error.
-    Pause(ActArgs),
-    /// Thaw a paused agent (agent.resume). Exit 1 on agent.error.
-    Resume(ActArgs),
+    /// Create an agent from a spec file (agent.create): JSON or YAML with the contract's
+    /// fields; customer_id is required, agent_id is made when absent. --wait waits for
+    /// agent.started (agent.created with "auto_start": false).
+    #[command(
+        after_help = "Examples:\n  agent-manager agents create -f trading-1.yaml\n  agent-manager agents create -f - --no-wait < spec.json"
+    )]
+    Create {
+        /// The spec: a .json or .yaml file, or - for standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Change an agent (agent.update) with the fields of a patch file: name, config,
+    /// autogen_config, resources, image.
+    #[command(
+        after_help = "Example:\n  echo 'resources: {memory_mb: 512}' | agent-manager agents update trading-1 -f -"
+    )]
+    Update {
+        agent_id: String,
+        /// The patch: a .json or .yaml file, or - for standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Start a stopped agent (agent.start).
+    Start(ActArgs),
     /// Stop the agent (agent.stop): with --force at once, no grace period; --reason and
     /// who asked (AGENT_MANAGER_OPERATOR, else the OS user) are recorded and announced.
+    #[command(
+        after_help = "Example:\n  agent-manager agents stop trading-1 --force --reason \"runaway order loop\""
+    )]
     Stop {
         #[command(flatten)]
         act: ActArgs,
@@ -89,10 +152,27 @@ enum AgentsCmd {
         /// Why (at most 500 characters; kept in the record until the agent starts again).
         #[arg(long)]
         reason: Option<String>,
-        /// Grace period before SIGKILL, in seconds (default: the manager's STOP_TIMEOUT_S).
-        #[arg(long)]
-        timeout_s: Option<u32>,
+        #[command(flatten)]
+        grace: GraceArgs,
     },
+    /// Restart the agent (agent.restart): a crash-looped (failed) agent runs again.
+    Restart {
+        #[command(flatten)]
+        act: ActArgs,
+        #[command(flatten)]
+        grace: GraceArgs,
+    },
+    /// Delete the agent (agent.delete): its container, its state and its users.
+    Delete {
+        #[command(flatten)]
+        act: ActArgs,
+        #[command(flatten)]
+        grace: GraceArgs,
+    },
+    /// Freeze every process of the agent (agent.pause).
+    Pause(ActArgs),
+    /// Thaw a paused agent (agent.resume).
+    Resume(ActArgs),
     /// Print the agent container's output (Docker logs of agent-<id>).
     Logs {
         agent_id: String,
@@ -108,25 +188,47 @@ enum AgentsCmd {
     },
 }
 
-/// What every acting command takes: the agent, and whether to wait for the answer.
+/// What every acting command on one agent takes.
 #[derive(Args)]
 struct ActArgs {
     agent_id: String,
-    /// Wait for the manager's answer (exit 1 with its code and message on agent.error).
-    #[arg(short, long)]
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+/// Whether and how long an acting command waits for the manager's answer.
+#[derive(Args)]
+struct WaitArgs {
+    /// Wait for the answer (the default when stdout is a terminal); exit 1 with its
+    /// code and message on agent.error.
+    #[arg(short, long, overrides_with = "no_wait")]
     wait: bool,
-    /// How long --wait waits, in seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    wait_s: u64,
+    /// Do not wait: done once the broker has confirmed the command (the default when
+    /// stdout is not a terminal).
+    #[arg(long, overrides_with = "wait")]
+    no_wait: bool,
+    /// How long to wait for the answer: seconds, or with a unit (90s, 5m, 1h).
+    #[arg(long, alias = "wait-s", default_value = "60s", value_parser = cli::parse_wait)]
+    timeout: std::time::Duration,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
-impl ActArgs {
+impl WaitArgs {
+    /// How long to wait, when waiting.
     fn wait(&self) -> Option<std::time::Duration> {
-        self.wait
-            .then(|| std::time::Duration::from_secs(self.wait_s))
+        use std::io::IsTerminal;
+        let waiting = !self.no_wait && (self.wait || std::io::stdout().is_terminal());
+        waiting.then_some(self.timeout)
     }
+}
+
+/// The grace period of a command that stops the container.
+#[derive(Args)]
+struct GraceArgs {
+    /// Seconds between SIGTERM and SIGKILL (default: the manager's STOP_TIMEOUT_S).
+    #[arg(long, alias = "timeout-s")]
+    grace_period: Option<u32>,
 }
 
 #[derive(Args)]
@@ -143,6 +245,35 @@ struct CheckArgs {
     timeout_s: u64,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
+}
+
+/// `-o` of `config`.
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum ConfigOutput {
+    #[default]
+    Text,
+    Toml,
+}
+
+/// `-o` of `agents list`.
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum ListOutput {
+    #[default]
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+impl From<ListOutput> for cli::list::ListFormat {
+    fn from(o: ListOutput) -> Self {
+        match o {
+            ListOutput::Table => Self::Table,
+            ListOutput::Wide => Self::Wide,
+            ListOutput::Json => Self::Json,
+            ListOutput::Yaml => Self::Yaml,
+        }
+    }
 }
 
 /// `-o`: for people or for scripts.
@@ -183,6 +314,12 @@ fn init_logging(json: bool, daemon: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Completions { shell } = cli.command {
+        // Needs no configuration: works before any is written.
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "agent-manager", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     init_logging(cli.log_json, matches!(cli.command, Cmd::Run));
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -192,15 +329,32 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Config => {
+        Cmd::Config {
+            output: ConfigOutput::Text,
+            ..
+        } => {
             // The sections holding credentials show their URLs through
             // `agent_manager::redact::url` in their Debug output.
             println!("{config:#?}");
             ExitCode::SUCCESS
         }
+        Cmd::Config {
+            output: ConfigOutput::Toml,
+            show_secrets,
+        } => match config.to_toml(show_secrets) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agent-manager: cannot write the configuration as TOML: {e}");
+                ExitCode::from(cli::EXIT_FAILED)
+            }
+        },
         Cmd::Run => actix_rt::System::new().block_on(run(config)),
         Cmd::Agents { command } => operate(agents(&config, command)),
         Cmd::Check(args) => operate(check(&config, args)),
+        Cmd::Completions { .. } => ExitCode::SUCCESS,
     }
 }
 
@@ -266,17 +420,22 @@ async fn agents(config: &Config, command: AgentsCmd) -> Result<(), CliError> {
             customer,
             status,
             output,
+            watch,
+            no_trunc,
+            no_headers,
         } => {
-            cli::agents::list(
-                config,
-                customer.as_deref(),
-                status.as_deref(),
-                output.into(),
-                terminal_width(),
-                out,
-            )
-            .await
+            let opts = cli::list::ListOptions {
+                customer,
+                status,
+                format: output.into(),
+                no_trunc,
+                no_headers,
+                watch,
+                width: terminal_width(),
+            };
+            cli::list::list(config, &opts, out).await
         }
+        AgentsCmd::Describe { agent_id } => cli::describe::describe(config, &agent_id, out).await,
         AgentsCmd::Show { agent_id, output } => {
             cli::agents::show(config, &agent_id, output.into(), out).await
         }
@@ -286,29 +445,44 @@ async fn agents(config: &Config, command: AgentsCmd) -> Result<(), CliError> {
             count,
             output,
         } => cli::agents::events(config, &agent_id, count, follow, output.into(), out).await,
-        AgentsCmd::Pause(act) => {
-            let order = cli::act::Order::pause(&act.agent_id);
-            cli::act::send(config, &order, act.wait(), act.output.into(), out).await
+        AgentsCmd::Create { file, wait } => {
+            let order = cli::order::Order::create(cli::spec_file::read(&file)?)?;
+            act(config, &order, &wait, out).await
         }
-        AgentsCmd::Resume(act) => {
-            let order = cli::act::Order::resume(&act.agent_id);
-            cli::act::send(config, &order, act.wait(), act.output.into(), out).await
+        AgentsCmd::Update {
+            agent_id,
+            file,
+            wait,
+        } => {
+            let order = cli::order::Order::update(&agent_id, cli::spec_file::read(&file)?)?;
+            act(config, &order, &wait, out).await
         }
+        AgentsCmd::Start(a) => act(config, &Order::start(&a.agent_id), &a.wait, out).await,
+        AgentsCmd::Restart { act: a, grace } => {
+            let order = Order::restart(&a.agent_id, grace.grace_period);
+            act(config, &order, &a.wait, out).await
+        }
+        AgentsCmd::Delete { act: a, grace } => {
+            let order = Order::delete(&a.agent_id, grace.grace_period);
+            act(config, &order, &a.wait, out).await
+        }
+        AgentsCmd::Pause(a) => act(config, &Order::pause(&a.agent_id), &a.wait, out).await,
+        AgentsCmd::Resume(a) => act(config, &Order::resume(&a.agent_id), &a.wait, out).await,
         AgentsCmd::Stop {
-            act,
+            act: a,
             force,
             reason,
-            timeout_s,
+            grace,
         } => {
             let operator = cli::act::operator_name(config.operator(), |k| std::env::var(k).ok());
-            let order = cli::act::Order::stop(
-                &act.agent_id,
+            let order = Order::stop(
+                &a.agent_id,
                 force,
-                timeout_s,
+                grace.grace_period,
                 reason.as_deref(),
                 operator.as_deref(),
             );
-            cli::act::send(config, &order, act.wait(), act.output.into(), out).await
+            act(config, &order, &a.wait, out).await
         }
         AgentsCmd::Logs {
             agent_id,
@@ -320,6 +494,16 @@ async fn agents(config: &Config, command: AgentsCmd) -> Result<(), CliError> {
             cli::agents::logs(config, &agent_id, tail, follow, timestamps, out, &mut err).await
         }
     }
+}
+
+/// Sends `order` and, as `wait` says, waits for its answer.
+async fn act(
+    config: &Config,
+    order: &Order,
+    wait: &WaitArgs,
+    out: &mut dyn std::io::Write,
+) -> Result<(), CliError> {
+    cli::act::send(config, order, wait.wait(), wait.output.into(), out).await
 }
 
 async fn check(config: &Config, args: CheckArgs) -> Result<(), CliError> {

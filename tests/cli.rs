@@ -521,3 +521,327 @@ async fn check_passes_with_everything_up_and_names_the_fix_otherwise() {
     assert_eq!(bad.code, 2, "{bad:#?}");
     assert!(bad.stderr.contains("REDIS_TIMEOUT_MS"), "{bad:#?}");
 }
+
+/// A file for `-f`, removed when dropped.
+struct SpecFile(std::path::PathBuf);
+
+impl SpecFile {
+    fn write(name: &str, text: &str) -> SpecFile {
+        let path = std::env::temp_dir().join(format!("agent-manager-cli-{name}"));
+        std::fs::write(&path, text).expect("write the spec file");
+        SpecFile(path)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for SpecFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[actix_rt::test]
+async fn the_cli_creates_updates_starts_stops_restarts_and_deletes() {
+    let env = TestEnv::start(&[]).await;
+    let cfg = env.config.clone();
+    let id = env.agent_id("cli-act");
+    let spec = SpecFile::write(
+        &format!("{id}.yaml"),
+        &format!(
+            "agent_id: {id}\ncustomer_id: {}\nagent_type: trading\nname: Act {id}\n\
+             config: {{symbol: BTC-USD}}\nresources:\n  memory_mb: 64\n  cpus: 0.5\n",
+            env.customer()
+        ),
+    );
+
+    // create -f SPEC.yaml --wait: done when the agent runs.
+    let created = cli(&cfg, &["agents", "create", "-f", spec.arg(), "--wait"], &[]).await;
+    assert_eq!(created.code, 0, "{created:#?}");
+    assert!(
+        created.stdout.contains("agent.started") && created.stdout.contains(&id),
+        "{created:#?}"
+    );
+    assert!(env.running(&id).await, "the container runs");
+
+    // The same spec again is a no-op the manager answers again.
+    let again = cli(
+        &cfg,
+        &[
+            "agents",
+            "create",
+            "-f",
+            spec.arg(),
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(again.code, 0, "{again:#?}");
+
+    // update ID -f PATCH.json: the record takes the new name.
+    let patch = SpecFile::write(&format!("{id}-patch.json"), r#"{"name": "Renamed"}"#);
+    let updated = cli(
+        &cfg,
+        &[
+            "agents",
+            "update",
+            &id,
+            "-f",
+            patch.arg(),
+            "--wait",
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    let answer = json_of(&updated);
+    assert_eq!(answer["event"], "agent.updated", "{answer}");
+    assert_eq!(env.record(&id).await["name"], "Renamed");
+
+    // stop, start, restart: each waits for its event.
+    for (verb, event, status) in [
+        ("stop", "agent.stopped", "stopped"),
+        ("start", "agent.started", "running"),
+        ("restart", "agent.restarted", "running"),
+    ] {
+        let out = cli(
+            &cfg,
+            &["agents", verb, &id, "--wait", "--grace-period", "2"],
+            &[],
+        )
+        .await;
+        if verb == "start" {
+            // start takes no grace period: clap says so, exit 2.
+            assert_eq!(out.code, 2, "{out:#?}");
+            let out = cli(&cfg, &["agents", verb, &id, "--wait"], &[]).await;
+            assert_eq!(out.code, 0, "{verb}: {out:#?}");
+            assert!(out.stdout.contains(event), "{verb}: {out:#?}");
+            continue;
+        }
+        assert_eq!(out.code, 0, "{verb}: {out:#?}");
+        assert!(
+            out.stdout.contains(event) && out.stdout.contains(status),
+            "{verb}: {out:#?}"
+        );
+    }
+
+    // Without --wait (stdout is no terminal here): sent, confirmed, not waited for.
+    let sent = cli(&cfg, &["agents", "stop", &id], &[]).await;
+    assert_eq!(sent.code, 0, "{sent:#?}");
+    assert!(sent.stdout.starts_with("sent agent.stop"), "{sent:#?}");
+    let sent_mid = sent
+        .stdout
+        .split("message_id ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(")\n"))
+        .unwrap_or_else(|| panic!("no message_id: {sent:#?}"))
+        .to_string();
+    env.answer(&sent_mid, "agent.stopped").await;
+
+    // An error answer: exit 1 with its code and message.
+    let bad = SpecFile::write(
+        &format!("{id}-bad.json"),
+        r#"{"resources": {"memory_mb": 1}}"#,
+    );
+    let refused = cli(
+        &cfg,
+        &["agents", "update", &id, "-f", bad.arg(), "--wait"],
+        &[],
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{refused:#?}");
+    assert!(
+        refused.stderr.contains("agent.error validation_failed: "),
+        "{refused:#?}"
+    );
+
+    // delete: gone, and then every acting command finds no such agent.
+    let deleted = cli(
+        &cfg,
+        &["agents", "delete", &id, "--wait", "--grace-period", "1"],
+        &[],
+    )
+    .await;
+    assert_eq!(deleted.code, 0, "{deleted:#?}");
+    assert!(deleted.stdout.contains("agent.deleted"), "{deleted:#?}");
+    assert!(env.inspect(&id).await.is_none(), "the container is gone");
+    for verb in ["start", "stop", "restart", "delete"] {
+        let out = cli(&cfg, &["agents", verb, &id, "--wait"], &[]).await;
+        assert_eq!(out.code, 1, "{verb}: {out:#?}");
+        assert!(out.stderr.contains("not found"), "{verb}: {out:#?}");
+    }
+
+    // Files that cannot be commands: usage errors before anything is sent.
+    let no_owner = SpecFile::write(&format!("{id}-noowner.yaml"), "agent_type: trading\n");
+    let list = SpecFile::write(&format!("{id}-list.json"), "[1, 2]");
+    for args in [
+        vec!["agents", "create", "-f", no_owner.arg()],
+        vec!["agents", "create", "-f", list.arg()],
+        vec!["agents", "create", "-f", "/nonexistent/spec.json"],
+        vec!["agents", "stop", &id, "--timeout", "0"],
+    ] {
+        let out = cli(&cfg, &args, &[]).await;
+        assert_eq!(out.code, 2, "{args:?}: {out:#?}");
+    }
+    env.finish().await;
+}
+
+#[actix_rt::test]
+async fn version_completions_and_help_need_no_services() {
+    let cfg = common::test_config("offline", &[]);
+    let version = cli(&cfg, &["--version"], &[]).await;
+    assert_eq!(version.code, 0, "{version:#?}");
+    let commit = version
+        .stdout
+        .trim()
+        .strip_prefix(&format!(
+            "agent-manager {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{version:#?}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit}"
+    );
+
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef agent-manager"),
+        ("fish", "complete -c agent-manager"),
+    ] {
+        let out = cli(
+            &cfg,
+            &["completions", shell],
+            &[("REDIS_TIMEOUT_MS", "soon")],
+        )
+        .await;
+        assert_eq!(out.code, 0, "{shell}: {out:#?}");
+        assert!(out.stdout.contains(marker), "{shell}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("restart"),
+            "{shell} completes subcommands"
+        );
+    }
+
+    let help = cli(&cfg, &["agents", "create", "--help"], &[]).await;
+    assert_eq!(help.code, 0, "{help:#?}");
+    assert!(help.stdout.contains("Examples:"), "{}", help.stdout);
+}
+
+#[actix_rt::test]
+async fn list_shows_health_and_restarts_watches_and_describe_tells_the_story() {
+    let env = TestEnv::start(&[]).await;
+    let cfg = env.config.clone();
+    let id = env.agent_id("cli-desc");
+    env.create_running(&id).await;
+
+    let table = cli(&cfg, &["agents", "list"], &[]).await;
+    assert_eq!(table.code, 0, "{table:#?}");
+    let header = table.stdout.lines().next().unwrap_or_default();
+    for column in ["STATUS", "HEALTH", "RESTARTS", "AGE"] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(!header.contains("IMAGE"), "{header}");
+
+    let wide = cli(
+        &cfg,
+        &["agents", "list", "-o", "wide", "--no-trunc", "--no-headers"],
+        &[],
+    )
+    .await;
+    assert_eq!(wide.code, 0, "{wide:#?}");
+    let lines: Vec<&str> = wide.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "no header, one agent: {}", wide.stdout);
+    assert!(lines[0].starts_with(&id), "{}", wide.stdout);
+    assert!(lines[0].contains(common::agent_image()), "{}", wide.stdout);
+    assert!(!lines[0].contains('…'), "{}", wide.stdout);
+
+    let yaml = cli(&cfg, &["agents", "list", "-o", "yaml"], &[]).await;
+    assert_eq!(yaml.code, 0, "{yaml:#?}");
+    let records: Value = serde_norway::from_str(&yaml.stdout).expect("YAML");
+    assert_eq!(records[0]["agent_id"], id.as_str(), "{}", yaml.stdout);
+    assert_eq!(records[0]["resources"]["memory_mb"], 64);
+
+    // describe: the record, the container as Docker sees it, the last events.
+    let described = cli(&cfg, &["agents", "describe", &id], &[]).await;
+    assert_eq!(described.code, 0, "{described:#?}");
+    let text = &described.stdout;
+    for needle in [
+        format!("Name:           {id}"),
+        "Status:         running (desired: running)".to_string(),
+        "Container:".to_string(),
+        "  State:        running".to_string(),
+        "Events:".to_string(),
+        "agent.started".to_string(),
+    ] {
+        assert!(text.contains(&needle), "no {needle:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("gpt-test"),
+        "autogen_config stays hidden:\n{text}"
+    );
+    let ghost = cli(&cfg, &["agents", "describe", &env.agent_id("ghost")], &[]).await;
+    assert_eq!(ghost.code, 1, "{ghost:#?}");
+
+    // --watch: the table, then a row per change, and `deleted` when it goes.
+    let mut watch = Follow::spawn(&cfg, &["agents", "list", "--watch", "--no-headers"]);
+    let first = watch.line_with(&id).await;
+    assert!(first.contains("running"), "{first}");
+    let mid = env
+        .command("agent.stop", &id, json!({"timeout_s": 1}))
+        .await;
+    env.answer(&mid, "agent.stopped").await;
+    let stopped = watch.line_with("stopped").await;
+    assert!(stopped.starts_with(&id), "{stopped}");
+    let mid = env.command("agent.delete", &id, json!({})).await;
+    env.answer(&mid, "agent.deleted").await;
+    let deleted = watch.line_with("deleted").await;
+    assert!(deleted.starts_with(&id), "{deleted}");
+    drop(watch);
+    env.finish().await;
+}
+
+#[actix_rt::test]
+async fn config_as_toml_loads_back() {
+    let cfg = common::test_config("toml", &[]);
+    let printed = cli(&cfg, &["config", "-o", "toml", "--show-secrets"], &[]).await;
+    assert_eq!(printed.code, 0, "{printed:#?}");
+    let file = SpecFile::write(
+        &format!("config-{}.toml", std::process::id()),
+        &printed.stdout,
+    );
+    let loaded = cli(
+        &cfg,
+        &[
+            "--config",
+            file.arg(),
+            "config",
+            "-o",
+            "toml",
+            "--show-secrets",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(loaded.code, 0, "{loaded:#?}");
+    assert_eq!(loaded.stdout, printed.stdout);
+    assert!(printed
+        .stdout
+        .contains(&format!("prefix = \"{}\"", cfg.redis.prefix)));
+
+    let redacted = cli(&cfg, &["config", "-o", "toml"], &[]).await;
+    assert_eq!(redacted.code, 0, "{redacted:#?}");
+    assert!(
+        !redacted.stdout.contains("guest:guest@"),
+        "{}",
+        redacted.stdout
+    );
+}

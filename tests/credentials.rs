@@ -554,7 +554,8 @@ async fn containers_made_with_shared_credentials_are_replaced_by_a_per_agent_sta
     env.create_running(&id).await;
     let (shared_mq, _) = agent_urls(&env, &id).await;
     assert_eq!(
-        shared_mq, env.config.rabbitmq.url,
+        shared_mq,
+        common::agent_rabbitmq_url(),
         "shared: the URL as given"
     );
     let old = env

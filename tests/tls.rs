@@ -275,6 +275,8 @@ async fn a_manager_and_its_agents_run_over_rediss() {
     let env = TestEnv::start(&[
         ("REDIS_URL", url.as_str()),
         ("REDIS_TLS_CA_FILE", ca.as_str()),
+        // The agents get the manager's own (TLS) Redis, not the tests' gateway one.
+        ("AGENT_REDIS_URL", ""),
     ])
     .await;
     let id = env.agent_id("tls");

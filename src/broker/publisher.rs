@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use tokio::sync::{watch, Mutex, Notify};
 
 use super::{bounded, connect, Backoff};
@@ -327,14 +327,7 @@ impl EventPublisher {
         )
         .await
         .map_err(PublishError::Unavailable)?;
-        let confirmation = tokio::time::timeout(limit, confirm)
-            .await
-            .map_err(|_| PublishError::Timeout(limit.as_secs()))?
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-        if confirmation.is_nack() {
-            return Err(PublishError::Nacked);
-        }
-        Ok(())
+        confirmed(confirm, limit).await
     }
 
     /// Publishes `events` in order and waits for their confirms, retrying on a fresh
@@ -379,14 +372,20 @@ impl EventPublisher {
             confirms.push(confirm);
         }
         for confirm in confirms {
-            let confirmation = tokio::time::timeout(limit, confirm)
-                .await
-                .map_err(|_| PublishError::Timeout(limit.as_secs()))?
-                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-            if confirmation.is_nack() {
-                return Err(PublishError::Nacked);
-            }
+            confirmed(confirm, limit).await?;
         }
         Ok(())
     }
+}
+
+/// Waits up to `limit` for the broker's confirm of one publish; a nack is an error.
+async fn confirmed(confirm: PublisherConfirm, limit: Duration) -> Result<(), PublishError> {
+    let confirmation = tokio::time::timeout(limit, confirm)
+        .await
+        .map_err(|_| PublishError::Timeout(limit.as_secs()))?
+        .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+    if confirmation.is_nack() {
+        return Err(PublishError::Nacked);
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
-//! `agent-manager agents pause|resume|stop`: the operator's commands that act on an
-//! agent. Each sends the contract's command (section 2, section 9) to the exchange as
-//! the Core Engine would — with the owner read from the agent's record, a fresh
+//! `agent-manager agents create|update|start|stop|restart|delete|pause|resume`: the
+//! operator's commands that act on an agent. Each sends the contract's command (section
+//! 2, section 9; an [`Order`]) to the exchange as the Core Engine would — with the owner
+//! from the spec or read from the agent's record, a fresh
 //! `message_id`, persistent, mandatory and confirmed — and, with `--wait`, waits for the
 //! answer carrying that `message_id` as `correlation_id`: the command's success event
 //! (exit 0) or `agent.error` (exit 1, its code and message on stderr). [`send`] is the
@@ -16,90 +17,15 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::BasicProperties;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
+use super::order::Order;
 use super::{CliError, Format};
 use crate::broker::{bounded, connect};
 use crate::config::Config;
-use crate::protocol::{valid_agent_id, CommandKind, Event, EventKind};
+use crate::protocol::{valid_agent_id, Event, EventKind};
 use crate::redact;
 use crate::store::Store;
-
-/// One command for one agent, and the event that answers it when it succeeds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Order {
-    pub kind: CommandKind,
-    pub agent_id: String,
-    /// The command's own fields (`force`, `reason`, ...), beside the ids.
-    pub fields: Map<String, Value>,
-}
-
-impl Order {
-    pub fn pause(agent_id: &str) -> Self {
-        Order::of(CommandKind::Pause, agent_id, Map::new())
-    }
-
-    pub fn resume(agent_id: &str) -> Self {
-        Order::of(CommandKind::Resume, agent_id, Map::new())
-    }
-
-    /// A stop: `force` kills at once; `timeout_s` is the grace period otherwise (the
-    /// manager's default when `None`); `reason` and `requested_by` are recorded.
-    pub fn stop(
-        agent_id: &str,
-        force: bool,
-        timeout_s: Option<u32>,
-        reason: Option<&str>,
-        requested_by: Option<&str>,
-    ) -> Self {
-        let mut fields = Map::new();
-        if force {
-            fields.insert("force".into(), json!(true));
-        }
-        if let Some(t) = timeout_s {
-            fields.insert("timeout_s".into(), json!(t));
-        }
-        if let Some(r) = reason {
-            fields.insert("reason".into(), json!(r));
-        }
-        if let Some(by) = requested_by {
-            fields.insert("requested_by".into(), json!(by));
-        }
-        Order::of(CommandKind::Stop, agent_id, fields)
-    }
-
-    fn of(kind: CommandKind, agent_id: &str, fields: Map<String, Value>) -> Self {
-        Order {
-            kind,
-            agent_id: agent_id.to_string(),
-            fields,
-        }
-    }
-
-    /// The event that answers the command when it succeeds.
-    pub fn success(&self) -> EventKind {
-        match self.kind {
-            CommandKind::Create => EventKind::Created,
-            CommandKind::Update => EventKind::Updated,
-            CommandKind::Start => EventKind::Started,
-            CommandKind::Stop => EventKind::Stopped,
-            CommandKind::Delete => EventKind::Deleted,
-            CommandKind::Restart => EventKind::Restarted,
-            CommandKind::Pause => EventKind::Paused,
-            CommandKind::Resume => EventKind::Resumed,
-        }
-    }
-
-    /// The command's body as the contract writes it.
-    pub fn body(&self, message_id: &str, customer_id: &str) -> Value {
-        let mut body = self.fields.clone();
-        body.insert("message_id".into(), json!(message_id));
-        body.insert("command".into(), json!(self.kind.routing_key()));
-        body.insert("agent_id".into(), json!(self.agent_id));
-        body.insert("customer_id".into(), json!(customer_id));
-        Value::Object(body)
-    }
-}
 
 /// Who asks, for `requested_by`: the configured operator name, else the OS user
 /// (`USER`, `LOGNAME`, `USERNAME` from `env`), else nobody named.
@@ -132,7 +58,10 @@ pub async fn send(
             order.agent_id
         )));
     }
-    let customer_id = owner(config, &order.agent_id).await?;
+    let customer_id = match &order.customer_id {
+        Some(c) => c.clone(),
+        None => owner(config, &order.agent_id).await?,
+    };
     let rabbit = &config.rabbitmq;
     let limit = Duration::from_secs(rabbit.timeout_s);
     let unavailable = |e: String| {
@@ -293,10 +222,12 @@ async fn answer_queue(
         ),
     )
     .await?;
-    for key in [
-        order.success().routing_key(),
-        EventKind::Error.routing_key(),
-    ] {
+    for key in order
+        .answers()
+        .into_iter()
+        .chain([EventKind::Error])
+        .map(EventKind::routing_key)
+    {
         bounded(
             limit,
             "binding the answer queue",
@@ -334,7 +265,6 @@ async fn wait_answer(
     wait: Duration,
 ) -> Result<Event, CliError> {
     let until = tokio::time::Instant::now() + wait;
-    let success = order.success();
     loop {
         let next = tokio::time::timeout_at(until, answers.next())
             .await
@@ -359,7 +289,7 @@ async fn wait_answer(
             continue;
         };
         let answers_it = event.correlation_id.as_deref() == Some(message_id);
-        if answers_it && (event.event == success || event.event == EventKind::Error) {
+        if answers_it && (event.event == EventKind::Error || order.is_done_at(&event)) {
             return Ok(event);
         }
     }
@@ -382,24 +312,5 @@ mod tests {
         assert_eq!(operator_name(None, no_user), Some("al".into()));
         assert_eq!(operator_name(None, |_| Some("  ".into())), None);
         assert_eq!(operator_name(None, |_| None), None);
-    }
-
-    #[test]
-    fn a_stop_order_carries_only_what_was_given() {
-        let plain = Order::stop("a-1", false, None, None, None);
-        assert_eq!(
-            plain.body("m", "c"),
-            json!({"message_id": "m", "command": "agent.stop", "agent_id": "a-1", "customer_id": "c"})
-        );
-        let forced = Order::stop("a-1", true, Some(5), Some("runaway"), Some("ops"));
-        let body = forced.body("m", "c");
-        assert_eq!(body["force"], true);
-        assert_eq!(body["timeout_s"], 5);
-        assert_eq!(body["reason"], "runaway");
-        assert_eq!(body["requested_by"], "ops");
-        assert_eq!(forced.success(), EventKind::Stopped);
-        assert_eq!(Order::pause("a").success(), EventKind::Paused);
-        assert_eq!(Order::resume("a").success(), EventKind::Resumed);
-        assert_eq!(Order::pause("a").body("m", "c")["command"], "agent.pause");
     }
 }

@@ -1,5 +1,6 @@
-//! `agent-manager agents list|show|events|logs`: what the manager recorded about its
-//! agents (Redis, through [`Store`]) and what their containers print (Docker).
+//! `agent-manager agents show|events|logs`: what the manager recorded about an agent
+//! (Redis, through [`Store`]) and what its container prints (Docker); the helpers the
+//! other reading commands ([`super::list`], [`super::describe`]) share.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,11 +12,11 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::table::{self, Column, Cut};
+use super::table::{self, Cut};
 use super::{CliError, Format};
 use crate::config::Config;
 use crate::error::StoreError;
-use crate::protocol::{valid_agent_id, AgentStatus};
+use crate::protocol::valid_agent_id;
 use crate::redact;
 use crate::runtime::engine::connect_docker;
 use crate::runtime::spec::container_name;
@@ -25,14 +26,14 @@ use crate::store::{record_json, AgentRecord, Store, StreamEntry};
 const FOLLOW_STEP: Duration = Duration::from_secs(1);
 
 /// Connects to Redis, naming the URL (redacted) when it does not answer.
-async fn store(config: &Config) -> Result<Store, CliError> {
+pub(super) async fn store(config: &Config) -> Result<Store, CliError> {
     let store = Store::connect(&config.redis)
         .await
         .map_err(|e| redis_down(config, &e))?;
     Ok(store)
 }
 
-fn redis_down(config: &Config, e: &StoreError) -> CliError {
+pub(super) fn redis_down(config: &Config, e: &StoreError) -> CliError {
     CliError::Unavailable(redact::secret_of_url_in(
         &format!(
             "Redis at {}: {} (`agent-manager check` says what to do)",
@@ -43,13 +44,13 @@ fn redis_down(config: &Config, e: &StoreError) -> CliError {
     ))
 }
 
-fn docker_down(message: &str) -> CliError {
+pub(super) fn docker_down(message: &str) -> CliError {
     CliError::Unavailable(format!(
         "Docker: {message} (`agent-manager check` says what to do)"
     ))
 }
 
-fn check_id(agent_id: &str) -> Result<(), CliError> {
+pub(super) fn check_id(agent_id: &str) -> Result<(), CliError> {
     if valid_agent_id(agent_id) {
         Ok(())
     } else {
@@ -59,7 +60,7 @@ fn check_id(agent_id: &str) -> Result<(), CliError> {
     }
 }
 
-fn not_found(config: &Config, agent_id: &str) -> CliError {
+pub(super) fn not_found(config: &Config, agent_id: &str) -> CliError {
     let prefix = &config.redis.prefix;
     let scope = if prefix.is_empty() {
         String::new()
@@ -69,103 +70,20 @@ fn not_found(config: &Config, agent_id: &str) -> CliError {
     CliError::NotFound(format!("agent {agent_id} not found{scope}"))
 }
 
-/// `agents list`: every agent (or one customer's), optionally of one status.
-pub async fn list(
+/// The agent's record as stored (after checking the id), and the store it came from.
+pub(super) async fn stored_fields(
     config: &Config,
-    customer: Option<&str>,
-    status: Option<&str>,
-    format: Format,
-    width: usize,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    let status = match status {
-        None => None,
-        Some(s) => Some(AgentStatus::parse(s).ok_or_else(|| {
-            let all: Vec<&str> = AgentStatus::ALL.iter().map(|s| s.as_str()).collect();
-            CliError::Usage(format!("unknown status '{s}'; one of: {}", all.join(", ")))
-        })?),
-    };
+    agent_id: &str,
+) -> Result<(Store, HashMap<String, String>), CliError> {
+    check_id(agent_id)?;
     let store = store(config).await?;
-    let ids = store
-        .list_ids(customer)
-        .await
-        .map_err(|e| redis_down(config, &e))?;
-    let mut rows: Vec<(HashMap<String, String>, Result<AgentRecord, StoreError>)> = store
-        .load_fields(&ids)
+    let (_, fields) = store
+        .load_fields(&[agent_id.to_string()])
         .await
         .map_err(|e| redis_down(config, &e))?
-        .into_iter()
-        .map(|(id, fields)| {
-            let record = AgentRecord::from_fields(&store.keys().agent(&id), &fields);
-            (fields, record)
-        })
-        .collect();
-    // A corrupt record has no status to match: it is listed only when no status is asked.
-    if let Some(want) = status {
-        rows.retain(|(_, r)| r.as_ref().is_ok_and(|r| r.status() == want));
-    }
-    match format {
-        Format::Json => {
-            let records: Vec<Value> = rows.iter().map(|(f, _)| record_json(f)).collect();
-            serde_json::to_writer_pretty(&mut *out, &records).map_err(std::io::Error::from)?;
-            writeln!(out)?;
-        }
-        Format::Table if rows.is_empty() => writeln!(out, "no agents")?,
-        Format::Table => {
-            let now = Utc::now();
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|(fields, record)| list_row(fields, record, now))
-                .collect();
-            out.write_all(table::render(&list_columns(), &cells, width).as_bytes())?;
-        }
-    }
-    Ok(())
-}
-
-fn list_columns() -> Vec<Column> {
-    vec![
-        Column::new("AGENT ID", 12, 36, Cut::Middle).keep(),
-        Column::new("CUSTOMER", 8, 16, Cut::Middle),
-        Column::new("TYPE", 8, 14, Cut::End),
-        Column::new("NAME", 10, 24, Cut::End),
-        Column::new("STATUS", 10, 10, Cut::End),
-        Column::new("CPU%", 5, 6, Cut::End).right(),
-        Column::new("MEM", 7, 8, Cut::End).right(),
-        Column::new("AGE", 4, 5, Cut::End).right(),
-    ]
-}
-
-fn list_row(
-    fields: &HashMap<String, String>,
-    record: &Result<AgentRecord, StoreError>,
-    now: DateTime<Utc>,
-) -> Vec<String> {
-    match record {
-        Ok(r) => vec![
-            r.agent_id.clone(),
-            r.spec.customer_id.clone(),
-            r.spec.agent_type.as_str().to_string(),
-            r.spec.name.clone(),
-            r.status().as_str().to_string(),
-            format!("{:.1}", r.cpu_percent),
-            table::bytes(r.memory_bytes),
-            table::age((now - r.created_at).num_seconds()),
-        ],
-        Err(e) => {
-            let field = |name: &str| fields.get(name).cloned().unwrap_or_else(|| "?".into());
-            vec![
-                field("agent_id"),
-                field("customer_id"),
-                field("agent_type"),
-                format!("(corrupt record: {e})"),
-                field("status"),
-                "?".into(),
-                "?".into(),
-                "?".into(),
-            ]
-        }
-    }
+        .pop()
+        .ok_or_else(|| not_found(config, agent_id))?;
+    Ok((store, fields))
 }
 
 /// `agents show ID`: the whole record.
@@ -175,14 +93,7 @@ pub async fn show(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    check_id(agent_id)?;
-    let store = store(config).await?;
-    let (_, fields) = store
-        .load_fields(&[agent_id.to_string()])
-        .await
-        .map_err(|e| redis_down(config, &e))?
-        .pop()
-        .ok_or_else(|| not_found(config, agent_id))?;
+    let (store, fields) = stored_fields(config, agent_id).await?;
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, &record_json(&fields))
@@ -469,28 +380,5 @@ mod tests {
         assert!(matches!(check_id("-bad"), Err(CliError::Usage(_))));
         assert!(matches!(check_id("a/b"), Err(CliError::Usage(_))));
         assert!(check_id("trading-1").is_ok());
-    }
-
-    #[test]
-    fn the_list_fits_a_100_column_terminal_with_long_values() {
-        let long = "x".repeat(64);
-        let row = vec![
-            long.clone(),
-            long.clone(),
-            "portfolio_optimization".into(),
-            long,
-            "restarting".into(),
-            "100.0".into(),
-            "1023.9Mi".into(),
-            "364d".into(),
-        ];
-        let text = table::render(&list_columns(), std::slice::from_ref(&row), 100);
-        for line in text.lines() {
-            assert!(line.chars().count() <= 100, "{line}");
-        }
-        let text = table::render(&list_columns(), &[row], 80);
-        for line in text.lines() {
-            assert!(line.chars().count() <= 80, "{line}");
-        }
     }
 }

@@ -1,8 +1,11 @@
-//! The operator's commands: `agent-manager agents list|show|events|logs` reads the
-//! agents' records and events from Redis and their logs from Docker; `agent-manager
-//! agents pause|resume|stop` sends a command over RabbitMQ and can wait for its answer
-//! (`act`); `agent-manager check` is the preflight (and the container's health check). `main.rs` parses the command line and calls
-//! these; they write to the writers they are given, so tests can read the output.
+//! The operator's commands: `agent-manager agents list|describe|show|events|logs` reads
+//! the agents' records and events from Redis and their containers and logs from Docker
+//! ([`list`], [`describe`], [`agents`]); `agent-manager
+//! agents create|update|start|stop|restart|delete|pause|resume` sends a command
+//! ([`order`], read from a file by [`spec_file`]) over RabbitMQ and can wait for its
+//! answer ([`act`]); `agent-manager check` is the preflight (and the container's health
+//! check). `main.rs` parses the command line and calls these; they write to the writers
+//! they are given, so tests can read the output.
 //!
 //! Exit codes (also in the README):
 //! - 0 ([`EXIT_OK`]): done; every check passed.
@@ -17,9 +20,14 @@
 pub mod act;
 pub mod agents;
 pub mod check;
+pub mod describe;
+pub mod list;
+pub mod order;
+pub mod spec_file;
 pub mod table;
 
 use std::io;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -78,6 +86,34 @@ impl CliError {
     }
 }
 
+/// The longest `--timeout` an acting command waits.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// `--timeout` of the acting commands: seconds (`90`), or with a unit (`90s`, `5m`,
+/// `1h`); from 1 s to 1 h.
+pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (90, 90s, 5m, 1h)"))?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or_else(|| format!("'{text}' is not a duration (90, 90s, 5m, 1h)"))?;
+    let wait = Duration::from_secs(seconds);
+    if wait.is_zero() || wait > MAX_WAIT {
+        return Err(format!("'{text}' is not between 1s and 1h"));
+    }
+    Ok(wait)
+}
+
 /// The text of `e` and every error below it, joined with ": ", skipping causes whose
 /// text the outer message already includes.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -114,6 +150,17 @@ mod tests {
         );
         let pipe = CliError::Output(io::Error::from(io::ErrorKind::BrokenPipe));
         assert!(pipe.is_broken_pipe());
+    }
+
+    #[test]
+    fn waits_read_with_or_without_a_unit() {
+        assert_eq!(parse_wait("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_wait("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_wait("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_wait("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "0", "2h", "5x", "m", "-3", "1.5s"] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -56,9 +56,21 @@ const GAP: &str = "  ";
 /// minimums allow. Every line ends with `\n`; trailing spaces are trimmed.
 pub fn render(columns: &[Column], rows: &[Vec<String>], width: usize) -> String {
     let widths = fit(columns, rows, width);
+    render_rows(columns, &widths, rows, true)
+}
+
+/// Renders `rows` in columns of the given `widths` (from [`fit`]), under a header line
+/// when `header`.
+pub fn render_rows(
+    columns: &[Column],
+    widths: &[usize],
+    rows: &[Vec<String>],
+    header: bool,
+) -> String {
     let mut out = String::new();
-    let header: Vec<String> = columns.iter().map(|c| c.header.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    let header_row: Vec<String> = columns.iter().map(|c| c.header.to_string()).collect();
+    let lines = header.then_some(&header_row).into_iter().chain(rows);
+    for row in lines {
         let mut line = String::new();
         for (i, col) in columns.iter().enumerate() {
             let value = row.get(i).map(String::as_str).unwrap_or("");
@@ -98,7 +110,10 @@ pub fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> Vec<usize>
             longest.max(c.header.chars().count()).min(c.max)
         })
         .collect();
-    let total = |w: &[usize]| w.iter().sum::<usize>() + GAP.len() * w.len().saturating_sub(1);
+    let total = |w: &[usize]| {
+        w.iter().fold(0usize, |sum, x| sum.saturating_add(*x))
+            + GAP.len() * w.len().saturating_sub(1)
+    };
     while total(&widths) > width {
         let widest = |keep: bool| {
             widths

@@ -11,12 +11,13 @@
 //! environment, and is read as an `Option` through the accessor of the same name.
 
 mod env;
+mod toml_out;
 mod validate;
 
 use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::{Table, Value};
 
@@ -81,7 +82,7 @@ impl fmt::Display for SettingErrors {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentMode {
     Docker,
@@ -100,7 +101,7 @@ impl DeploymentMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Which runtime drives the agents.
@@ -124,7 +125,7 @@ pub struct Config {
 }
 
 /// Whose credentials agents get in `RABBITMQ_URL` and `REDIS_URL` (contract section 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum CredentialMode {
     /// Each agent its own RabbitMQ and Redis users, made, rotated and removed by the
     /// manager ([`crate::identity`]).
@@ -145,7 +146,7 @@ impl CredentialMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerConfig {
     /// Docker endpoint; empty for the local socket. Read through [`DockerConfig::host`].
@@ -174,7 +175,7 @@ pub struct DockerConfig {
 }
 
 /// Debug output never shows the credentials in `url` (see [`redact::url`]).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitConfig {
     pub url: String,
@@ -196,7 +197,7 @@ pub struct RabbitConfig {
 }
 
 /// Debug output never shows the credentials in `url`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     pub url: String,
@@ -215,7 +216,7 @@ pub struct RedisConfig {
 }
 
 /// Debug output never shows the credentials in the agents' URLs.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
     pub image: String,
@@ -256,7 +257,7 @@ pub struct AgentsConfig {
 }
 
 /// Per-customer limits; 0 means unlimited.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
     /// Agents one customer may have (running or stopped).
@@ -270,7 +271,7 @@ pub struct QuotaConfig {
 }
 
 /// Where resource samples (CPU, memory, pids, OOM kills) come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StatsSource {
     /// The cgroup files when the Docker host is this machine, else Docker's stats API.
@@ -281,7 +282,7 @@ pub enum StatsSource {
     Docker,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// How often each agent actor looks at its agent, and how often every agent's
@@ -323,7 +324,7 @@ pub struct HealthConfig {
 }
 
 /// Swarm mode: how the agents' services behave.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwarmConfig {
     /// Swarm's own restart policy for an agent's task: `on-failure`, `any` or `none`.
@@ -340,7 +341,7 @@ pub struct SwarmConfig {
 }
 
 /// GPU mode: the inventory and the image of GPU agents.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpuConfig {
     /// Device ids (indexes or UUIDs) the manager may hand out. When empty, the inventory

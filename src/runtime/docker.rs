@@ -499,14 +499,25 @@ impl Runtime for DockerRuntime {
     }
 
     async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
-        let docker = self.client().clone();
-        let target = id.to_string();
-        let r = self
-            .engine
-            .call(DockerOp::PauseContainer, Duration::ZERO, async move {
-                docker.pause_container(&target).await
-            })
-            .await;
+        let mut attempt = 0;
+        let r = loop {
+            let docker = self.client().clone();
+            let target = id.to_string();
+            let r = self
+                .engine
+                .call(DockerOp::PauseContainer, Duration::ZERO, async move {
+                    docker.pause_container(&target).await
+                })
+                .await;
+            attempt += 1;
+            match &r {
+                Err(e) if freeze_gave_up(e) && attempt < PAUSE_ATTEMPTS => {
+                    tracing::debug!(container = %id, attempt, "runc could not freeze the container; trying again");
+                    tokio::time::sleep(PAUSE_RETRY_DELAY * attempt).await;
+                }
+                _ => break r,
+            }
+        };
         // 409 "is already paused": done. Any other 409 (not running) is an error.
         if matches!(&r, Err(RuntimeError::Docker { status: Some(409), message, .. }) if message.contains("already paused"))
         {
@@ -642,8 +653,39 @@ impl Runtime for DockerRuntime {
     }
 }
 
+/// How often a pause is tried when runc gives up freezing, and the delay that grows
+/// between tries.
+const PAUSE_ATTEMPTS: u32 = 3;
+const PAUSE_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// runc gave up freezing the container's cgroup ("unable to freeze": a process in the
+/// middle of something the freezer must wait for, common on a loaded host). runc thaws
+/// it again before answering, so the pause can simply be tried once more.
+fn freeze_gave_up(e: &RuntimeError) -> bool {
+    matches!(e, RuntimeError::Docker { message, .. } if message.contains("unable to freeze"))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_freeze_runc_gave_up_on_is_tried_again_and_nothing_else() {
+        let docker = |status, message: &str| RuntimeError::Docker {
+            op: "pause container",
+            status,
+            message: message.into(),
+        };
+        assert!(freeze_gave_up(&docker(
+            Some(500),
+            "Cannot pause container 8dc3: OCI runtime pause failed: unable to freeze: unknown"
+        )));
+        assert!(!freeze_gave_up(&docker(
+            Some(409),
+            "Container 8dc3 is not running"
+        )));
+        assert!(!freeze_gave_up(&RuntimeError::NotFound("x".into())));
+    }
+
     use super::*;
     use bollard::models::ContainerSummaryStateEnum;
 

@@ -139,6 +139,28 @@ impl Store {
             .await
     }
 
+    /// The hashes at `keys` (each empty when there is none), in order, read as `op` in
+    /// one pipelined round trip per 200 keys.
+    async fn hashes(
+        &self,
+        op: &'static str,
+        keys: &[String],
+    ) -> Result<Vec<std::collections::HashMap<String, String>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(200) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.hgetall(key);
+            }
+            let mut conn = self.conn.clone();
+            let rows: Vec<std::collections::HashMap<String, String>> = self
+                .run(op, async move { pipe.query_async(&mut conn).await })
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// The hash at `key` (empty when there is none), read as `op`.
     async fn hash(
         &self,

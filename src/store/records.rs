@@ -256,28 +256,14 @@ impl Store {
         &self,
         ids: &[String],
     ) -> Result<Vec<(String, HashMap<String, String>)>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(200) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.hgetall(self.keys.agent(id));
-            }
-            let mut conn = self.conn.clone();
-            let rows: Vec<HashMap<String, String>> = self
-                .run(
-                    "hgetall many",
-                    async move { pipe.query_async(&mut conn).await },
-                )
-                .await?;
-            out.extend(
-                chunk
-                    .iter()
-                    .cloned()
-                    .zip(rows)
-                    .filter(|(_, fields)| !fields.is_empty()),
-            );
-        }
-        Ok(out)
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.agent(id)).collect();
+        let rows = self.hashes("hgetall many", &keys).await?;
+        Ok(ids
+            .iter()
+            .cloned()
+            .zip(rows)
+            .filter(|(_, fields)| !fields.is_empty())
+            .collect())
     }
 }
 

@@ -132,27 +132,16 @@ impl Store {
     /// The teams in `ids` that exist, in the order given (one pipelined read per 200);
     /// a corrupt record is skipped with a warning.
     pub async fn load_teams(&self, ids: &[String]) -> Result<Vec<TeamRecord>, StoreError> {
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.team(id)).collect();
+        let rows = self.hashes("hgetall teams", &keys).await?;
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(200) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.hgetall(self.keys.team(id));
+        for ((id, key), fields) in ids.iter().zip(&keys).zip(rows) {
+            if fields.is_empty() {
+                continue;
             }
-            let mut conn = self.conn.clone();
-            let rows: Vec<HashMap<String, String>> = self
-                .run(
-                    "hgetall teams",
-                    async move { pipe.query_async(&mut conn).await },
-                )
-                .await?;
-            for (id, fields) in chunk.iter().zip(rows) {
-                if fields.is_empty() {
-                    continue;
-                }
-                match TeamRecord::from_fields(&self.keys.team(id), &fields) {
-                    Ok(team) => out.push(team),
-                    Err(e) => tracing::warn!(team_id = %id, error = %e, "corrupt team record"),
-                }
+            match TeamRecord::from_fields(key, &fields) {
+                Ok(team) => out.push(team),
+                Err(e) => tracing::warn!(team_id = %id, error = %e, "corrupt team record"),
             }
         }
         Ok(out)

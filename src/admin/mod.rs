@@ -1,15 +1,16 @@
 //! The admin HTTP endpoint (loopback by default): `/healthz` (the process answers),
 //! `/readyz` (RabbitMQ consumed, Redis and Docker reachable, reconciliation done) and
-//! `/metrics` (Prometheus text format).
+//! `/metrics` (Prometheus text format: the registry's series, and per agent, per
+//! customer and of the process itself from [`scrape`]).
 
-use std::collections::BTreeMap;
+pub mod scrape;
+
 use std::net::SocketAddr;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use tokio::sync::watch;
 
-use crate::metrics;
-use crate::store::Store;
+pub use scrape::MetricsSource;
 
 /// What `/readyz` reports.
 #[derive(Clone)]
@@ -37,7 +38,7 @@ impl Readiness {
 
 struct State {
     readiness: Readiness,
-    store: Store,
+    metrics: MetricsSource,
 }
 
 async fn healthz() -> HttpResponse {
@@ -55,33 +56,10 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn metrics_text(state: web::Data<State>) -> HttpResponse {
-    // Agents by status and type, from the records operators read.
-    if let Ok(records) = state.store.load_all().await {
-        let mut counts: BTreeMap<(String, String), f64> = BTreeMap::new();
-        for (_, record) in records
-            .into_iter()
-            .filter_map(|(id, r)| r.ok().map(|r| (id, r)))
-        {
-            *counts
-                .entry((
-                    record.status().as_str().into(),
-                    record.spec.agent_type.as_str().into(),
-                ))
-                .or_default() += 1.0;
-        }
-        metrics::set_all(
-            "agent_manager_agents",
-            counts
-                .into_iter()
-                .map(|((status, kind), n)| (vec![("status", status), ("type", kind)], n))
-                .collect(),
-        );
-    }
     let (ready, _) = state.readiness.checks();
-    metrics::set("agent_manager_ready", &[], if ready { 1.0 } else { 0.0 });
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(metrics::render())
+        .body(scrape::render(&state.metrics, ready).await)
 }
 
 /// Binds `listen` and serves until the returned server is stopped. Returns the bound
@@ -89,9 +67,9 @@ async fn metrics_text(state: web::Data<State>) -> HttpResponse {
 pub fn serve(
     listen: &str,
     readiness: Readiness,
-    store: Store,
+    metrics: MetricsSource,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
-    let state = web::Data::new(State { readiness, store });
+    let state = web::Data::new(State { readiness, metrics });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

@@ -1,7 +1,14 @@
 //! Prometheus metrics: a small process-wide registry of counters, gauges and
-//! histograms, rendered in the text exposition format by the admin endpoint.
+//! histograms, rendered in the text exposition format by the admin endpoint; beside it
+//! the per-agent series ([`agents`], from the samples kept in [`usage`]), the process's
+//! own ([`process`]) and the format itself ([`text`]).
 //! Recording is a mutex-guarded map update (well under a microsecond), off every hot
 //! Docker or network path.
+
+pub mod agents;
+pub mod process;
+pub mod text;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -137,26 +144,11 @@ const HELP: &[(&str, &str, &str)] = &[
 ];
 
 fn render_labels(out: &mut String, l: &Labels, extra: Option<(&str, String)>) {
-    let mut all: Vec<(String, String)> =
-        l.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    if let Some((k, v)) = extra {
-        all.push((k.to_string(), v));
+    let mut all: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if let Some((k, v)) = &extra {
+        all.push((k, v.as_str()));
     }
-    if all.is_empty() {
-        return;
-    }
-    out.push('{');
-    for (i, (k, v)) in all.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let escaped = v
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = write!(out, "{k}=\"{escaped}\"");
-    }
-    out.push('}');
+    text::write_labels(out, &all);
 }
 
 /// Everything, in the Prometheus text format.

@@ -1,0 +1,291 @@
+//! The per-agent series of `/metrics`, named as cAdvisor (`container_*`) and
+//! kube-state-metrics (`*_info`, `*_status`, `*_restarts_total`, `*_resourcequota`)
+//! name theirs, so dashboards and alerts written for Kubernetes read them alike. An
+//! agent is the label `agent` (its id); `agent_manager_agent_info` carries its customer,
+//! type and image for joins (`* on (agent) group_left(customer) agent_manager_agent_info`).
+//! Pure: the admin endpoint hands in what it read; an agent not handed in has no series.
+
+use std::collections::HashMap;
+
+use super::text::{family, sample};
+use super::usage::Usage;
+
+/// One agent as its record says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub customer_id: String,
+    pub agent_type: String,
+    pub image: String,
+    /// Its status (contract section 5).
+    pub status: String,
+    /// healthy, unhealthy, starting or none.
+    pub health: String,
+    pub restarts: u64,
+}
+
+/// One customer's use of a quota resource, and its limit (0: unlimited).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaView {
+    pub customer_id: String,
+    /// `agents`, `memory_mb`, `cpus` or `gpus`.
+    pub resource: &'static str,
+    pub used: f64,
+    pub hard: f64,
+}
+
+/// The GPU inventory (gpu mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuView {
+    pub total: u64,
+    pub free: u64,
+}
+
+/// Every value `agent_manager_agent_health` has a series for.
+const HEALTHS: [&str; 4] = ["healthy", "unhealthy", "starting", "none"];
+
+/// Writes the per-agent, per-customer and GPU families; `statuses`: every status name.
+pub fn render(
+    out: &mut String,
+    agents: &[AgentView],
+    usage: &HashMap<String, Usage>,
+    quotas: &[QuotaView],
+    gpus: Option<GpuView>,
+    statuses: &[&str],
+) {
+    family(
+        out,
+        "agent_manager_agent_info",
+        "gauge",
+        "An agent: its customer, type and image (always 1).",
+    );
+    for a in agents {
+        let labels = [
+            ("agent", a.agent_id.as_str()),
+            ("customer", a.customer_id.as_str()),
+            ("type", a.agent_type.as_str()),
+            ("image", a.image.as_str()),
+        ];
+        sample(out, "agent_manager_agent_info", &labels, 1.0);
+    }
+    family(
+        out,
+        "agent_manager_agent_status",
+        "gauge",
+        "1 for the agent's status, 0 for the others.",
+    );
+    for a in agents {
+        for s in statuses {
+            let on = if a.status == *s { 1.0 } else { 0.0 };
+            sample(
+                out,
+                "agent_manager_agent_status",
+                &[("agent", &a.agent_id), ("status", s)],
+                on,
+            );
+        }
+    }
+    family(
+        out,
+        "agent_manager_agent_health",
+        "gauge",
+        "1 for the agent's health, 0 for the others.",
+    );
+    for a in agents {
+        let health = if a.health.is_empty() {
+            "none"
+        } else {
+            a.health.as_str()
+        };
+        for h in HEALTHS {
+            let on = if health == h { 1.0 } else { 0.0 };
+            sample(
+                out,
+                "agent_manager_agent_health",
+                &[("agent", &a.agent_id), ("health", h)],
+                on,
+            );
+        }
+    }
+    family(
+        out,
+        "agent_manager_agent_restarts_total",
+        "counter",
+        "Restarts of the agent's container (by the manager or Docker).",
+    );
+    for a in agents {
+        sample(
+            out,
+            "agent_manager_agent_restarts_total",
+            &[("agent", &a.agent_id)],
+            a.restarts as f64,
+        );
+    }
+    render_usage(out, agents, usage);
+    family(out, "agent_manager_customer_resourcequota", "gauge", "A customer's quota: type=used (all its agents, running or stopped) and type=hard (the limit; absent when unlimited), by resource.");
+    for q in quotas {
+        let labels = |kind| {
+            [
+                ("customer", q.customer_id.as_str()),
+                ("resource", q.resource),
+                ("type", kind),
+            ]
+        };
+        sample(
+            out,
+            "agent_manager_customer_resourcequota",
+            &labels("used"),
+            q.used,
+        );
+        if q.hard > 0.0 {
+            sample(
+                out,
+                "agent_manager_customer_resourcequota",
+                &labels("hard"),
+                q.hard,
+            );
+        }
+    }
+    if let Some(g) = gpus {
+        family(
+            out,
+            "agent_manager_gpus",
+            "gauge",
+            "GPUs in the inventory (gpu mode).",
+        );
+        sample(out, "agent_manager_gpus", &[], g.total as f64);
+        family(
+            out,
+            "agent_manager_gpus_free",
+            "gauge",
+            "GPUs held by no agent (gpu mode).",
+        );
+        sample(out, "agent_manager_gpus_free", &[], g.free as f64);
+    }
+}
+
+/// cAdvisor's container families, for the agents with a sample (running ones).
+fn render_usage(out: &mut String, agents: &[AgentView], usage: &HashMap<String, Usage>) {
+    type Pick = fn(&Usage) -> Option<f64>;
+    let families: [(&str, &str, &str, Pick); 6] = [
+        (
+            "container_cpu_usage_seconds_total",
+            "counter",
+            "CPU time of the agent's container.",
+            |u| Some(u.cpu_seconds),
+        ),
+        (
+            "container_memory_working_set_bytes",
+            "gauge",
+            "Memory in use by the agent's container, page cache excluded.",
+            |u| Some(u.memory_working_set_bytes as f64),
+        ),
+        (
+            "container_spec_memory_limit_bytes",
+            "gauge",
+            "Memory limit of the agent's container.",
+            |u| Some(u.memory_limit_bytes as f64),
+        ),
+        (
+            "container_oom_events_total",
+            "counter",
+            "OOM kills in the agent's container (cgroup samples only).",
+            |u| u.oom_kills.map(|n| n as f64),
+        ),
+        (
+            "container_network_receive_bytes_total",
+            "counter",
+            "Bytes received by the agent's container.",
+            |u| u.network_bytes.map(|(rx, _)| rx as f64),
+        ),
+        (
+            "container_network_transmit_bytes_total",
+            "counter",
+            "Bytes sent by the agent's container.",
+            |u| u.network_bytes.map(|(_, tx)| tx as f64),
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        family(out, name, kind, help);
+        for a in agents {
+            let Some(value) = usage.get(&a.agent_id).and_then(pick) else {
+                continue;
+            };
+            let container = format!("agent-{}", a.agent_id);
+            sample(
+                out,
+                name,
+                &[("agent", &a.agent_id), ("name", &container)],
+                value,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str) -> AgentView {
+        AgentView {
+            agent_id: id.into(),
+            customer_id: "acme".into(),
+            agent_type: "trading".into(),
+            image: "autogen-agent:latest".into(),
+            status: "running".into(),
+            health: "healthy".into(),
+            restarts: 2,
+        }
+    }
+
+    #[test]
+    fn each_agent_gets_its_series_and_only_sampled_ones_usage() {
+        let usage = HashMap::from([(
+            "a-1".to_string(),
+            Usage {
+                cpu_seconds: 12.5,
+                memory_working_set_bytes: 1024,
+                memory_limit_bytes: 67_108_864,
+                oom_kills: Some(1),
+                network_bytes: Some((10, 20)),
+            },
+        )]);
+        let quotas = [QuotaView {
+            customer_id: "acme".into(),
+            resource: "memory_mb",
+            used: 128.0,
+            hard: 0.0,
+        }];
+        let mut out = String::new();
+        render(
+            &mut out,
+            &[agent("a-1"), agent("a-2")],
+            &usage,
+            &quotas,
+            Some(GpuView { total: 2, free: 1 }),
+            &["running", "stopped"],
+        );
+        for line in [
+            "agent_manager_agent_info{agent=\"a-1\",customer=\"acme\",type=\"trading\",image=\"autogen-agent:latest\"} 1",
+            "agent_manager_agent_status{agent=\"a-2\",status=\"running\"} 1",
+            "agent_manager_agent_status{agent=\"a-2\",status=\"stopped\"} 0",
+            "agent_manager_agent_health{agent=\"a-1\",health=\"healthy\"} 1",
+            "agent_manager_agent_restarts_total{agent=\"a-1\"} 2",
+            "container_cpu_usage_seconds_total{agent=\"a-1\",name=\"agent-a-1\"} 12.5",
+            "container_spec_memory_limit_bytes{agent=\"a-1\",name=\"agent-a-1\"} 67108864",
+            "container_network_transmit_bytes_total{agent=\"a-1\",name=\"agent-a-1\"} 20",
+            "agent_manager_customer_resourcequota{customer=\"acme\",resource=\"memory_mb\",type=\"used\"} 128",
+            "agent_manager_gpus_free 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line} in:\n{out}");
+        }
+        assert!(
+            !out.contains("agent=\"a-2\",name="),
+            "a-2 has no sample:\n{out}"
+        );
+        assert!(
+            !out.contains("type=\"hard\""),
+            "unlimited has no hard series"
+        );
+    }
+}
