@@ -9,9 +9,8 @@
 //! made for it (section 7): RabbitMQ's `guest` logs in from loopback only, so a result
 //! at all means it used its own.
 //!
-//! Needs the image `autogen-agent:ref-<hash of its sources>`, built by
-//! `bash images/autogen-agent/build.sh` (minutes, once). Without it the tests say so
-//! and pass, unless `AUTOGEN_IMAGE_REQUIRED=1` (then they fail).
+//! Needs the image `autogen-agent:ref-<hash of its sources>`, which
+//! `bash scripts/services.sh` builds (images/autogen-agent/build.sh; minutes, once).
 
 mod common;
 
@@ -24,31 +23,30 @@ use serde_json::{json, Value};
 
 const IMAGE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/images/autogen-agent");
 
-/// The reference image of this checkout's sources, or `None` when it is not built.
-fn reference_image() -> Option<String> {
-    let out = std::process::Command::new("timeout")
-        .args(["30", "bash", &format!("{IMAGE_DIR}/build.sh"), "--tag"])
-        .output()
-        .expect("run build.sh --tag");
-    assert!(out.status.success(), "build.sh --tag: {out:?}");
-    let tag = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string();
-    let present = std::process::Command::new("timeout")
-        .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if present {
-        return Some(tag);
-    }
-    let hint = format!("build it with: bash images/autogen-agent/build.sh {tag}");
-    assert!(
-        std::env::var_os("AUTOGEN_IMAGE_REQUIRED").is_none(),
-        "the reference agent image {tag} is missing; {hint}"
-    );
-    eprintln!("SKIPPED: the reference agent image {tag} is missing; {hint}");
-    None
+/// The reference image of this checkout's sources, `autogen-agent:ref-<hash>`, which
+/// `scripts/services.sh` builds (and tags `autogen-agent:latest`).
+fn reference_image() -> String {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let out = std::process::Command::new("timeout")
+                .args(["30", "bash", &format!("{IMAGE_DIR}/build.sh"), "--tag"])
+                .output()
+                .expect("run images/autogen-agent/build.sh --tag");
+            assert!(out.status.success(), "build.sh --tag: {out:?}");
+            let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let present = std::process::Command::new("timeout")
+                .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(
+                present,
+                "the reference agent image {tag} is missing (its sources changed?): \
+                 run `bash scripts/services.sh` (it builds it; ~7 min the first time)"
+            );
+            tag
+        })
+        .clone()
 }
 
 /// An example team (examples/make_team.py): `analysis-risk-team` (analysis calls
@@ -148,10 +146,9 @@ struct Agent {
 }
 
 impl Agent {
-    /// The agent `name` with `team` (an example's name) and CONFIG `config`; None when
-    /// the image is not built.
-    async fn start(name: &str, team: &str, config: Value) -> Option<Agent> {
-        let image = reference_image()?;
+    /// The agent `name` with `team` (an example's name) and CONFIG `config`.
+    async fn start(name: &str, team: &str, config: Value) -> Agent {
+        let image = reference_image();
         let env = TestEnv::start(&[
             ("AGENT_IMAGE", image.as_str()),
             ("HEARTBEAT_INTERVAL_S", "1"),
@@ -162,13 +159,13 @@ impl Agent {
         let (conn, ch, queue) = results_queue(&env, &id).await;
         create_agent_with(&env, &id, example_team(team), config).await;
         wait_heartbeat(&env, &id, "").await;
-        Some(Agent {
+        Agent {
             env,
             id,
             _conn: conn,
             ch,
             queue,
-        })
+        }
     }
 
     async fn send(&self, task_id: &str, text: &str) {
@@ -198,9 +195,7 @@ impl Agent {
 
 #[actix_rt::test]
 async fn a_task_comes_back_as_the_teams_result_and_ten_in_a_row_in_order() {
-    let Some(a) = Agent::start("team", "analysis-risk-team", json!({})).await else {
-        return;
-    };
+    let a = Agent::start("team", "analysis-risk-team", json!({})).await;
     a.send("t-first", "Assess ACME").await;
     let result = a
         .result(DEADLINE)
@@ -268,9 +263,7 @@ async fn a_task_comes_back_as_the_teams_result_and_ten_in_a_row_in_order() {
 
 #[actix_rt::test]
 async fn a_task_in_hand_when_the_container_is_killed_is_answered_once_after_the_restart() {
-    let Some(a) = Agent::start("killed", "slow-team", json!({})).await else {
-        return;
-    };
+    let a = Agent::start("killed", "slow-team", json!({})).await;
     a.send("t-kill", "wait").await;
     wait_heartbeat(&a.env, &a.id, "working on task t-kill").await;
     let out = std::process::Command::new("docker")
@@ -298,9 +291,7 @@ async fn a_task_in_hand_when_the_container_is_killed_is_answered_once_after_the_
 #[actix_rt::test]
 async fn a_stop_past_the_grace_gives_the_task_back_and_the_next_start_answers_it() {
     let config = json!({"stop_grace_s": 1});
-    let Some(a) = Agent::start("stopped", "slow-team", config).await else {
-        return;
-    };
+    let a = Agent::start("stopped", "slow-team", config).await;
     a.send("t-stop", "wait").await;
     wait_heartbeat(&a.env, &a.id, "working on task t-stop").await;
     let stop = a
@@ -337,9 +328,7 @@ async fn a_stop_past_the_grace_gives_the_task_back_and_the_next_start_answers_it
 
 #[actix_rt::test]
 async fn a_broken_autogen_config_exits_2_naming_the_problem() {
-    let Some(image) = reference_image() else {
-        return;
-    };
+    let image = reference_image();
     let env = TestEnv::start(&[("AGENT_IMAGE", image.as_str())]).await;
     let agent = env.agent_id("broken");
     let broken = json!({"provider": "nowhere.Team", "component_type": "team", "config": {}});
@@ -359,4 +348,100 @@ async fn a_broken_autogen_config_exits_2_naming_the_problem() {
     })
     .await;
     env.finish().await;
+}
+
+/// The text of the first (replayed) answer of the team's participant `agent`.
+fn set_answer(team: &mut Value, agent: &str, text: &str) {
+    let participants = team["config"]["participants"]
+        .as_array_mut()
+        .expect("participants");
+    let p = participants
+        .iter_mut()
+        .find(|p| p["config"]["name"] == agent)
+        .expect("the participant");
+    p["config"]["model_client"]["config"]["chat_completions"][0]["content"] = json!(text);
+}
+
+#[actix_rt::test]
+async fn an_update_with_a_new_autogen_config_changes_the_next_answer() {
+    let a = Agent::start("updated", "analysis-risk-team", json!({})).await;
+    a.send("t-before", "Assess ACME").await;
+    let before = a.result(DEADLINE).await.expect("the first result");
+    assert_eq!(
+        before["messages"][4]["content"], "Risk: moderate. Position limit 2% of the portfolio.",
+        "{before:#}"
+    );
+    let mut team = example_team("analysis-risk-team");
+    set_answer(&mut team, "risk", "Risk: high. No new positions.");
+    let update = a
+        .env
+        .command("agent.update", &a.id, json!({"autogen_config": team}))
+        .await;
+    a.env.answer(&update, "agent.updated").await;
+    // The inbox is durable: a task sent now waits for the re-created container.
+    a.send("t-after", "Assess ACME").await;
+    let after = a
+        .result(DEADLINE)
+        .await
+        .expect("the result after the update");
+    assert_eq!(after["task_id"], "t-after", "{after:#}");
+    assert_eq!(
+        after["messages"][4]["content"], "Risk: high. No new positions.",
+        "{after:#}"
+    );
+    a.no_more_results().await;
+    a.finish().await;
+}
+
+/// The agent logs in to RabbitMQ as its own user (contract section 7): when that user
+/// is removed, the agent has lost the broker, says so in its heartbeat, and the manager
+/// reports it unhealthy with the agent's reason.
+#[actix_rt::test]
+async fn an_agent_that_lost_the_broker_reports_unhealthy() {
+    let a = Agent::start("lost", "analysis-risk-team", json!({})).await;
+    let env_vars = a
+        .env
+        .inspect(&a.id)
+        .await
+        .and_then(|c| c.config)
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    let user = format!("agent-{}", a.id);
+    assert!(
+        env_vars
+            .iter()
+            .any(|e| e.starts_with("RABBITMQ_URL=") && e.contains(&format!("//{user}:"))),
+        "the agent's RABBITMQ_URL names its own user"
+    );
+    let management = agent_manager::broker::management::Management::new(
+        &a.env.config.rabbitmq.management_url(),
+        None,
+        Duration::from_secs(10),
+    )
+    .expect("the management API client");
+    management
+        .delete_user(&user)
+        .await
+        .expect("delete the agent's RabbitMQ user");
+    management
+        .close_connections(&user)
+        .await
+        .expect("close the agent's connections");
+    let id = a.id.clone();
+    let sick = a
+        .env
+        .wait_event(
+            "agent.health: no connection to the broker",
+            DEADLINE,
+            move |e| {
+                e.agent_id == id
+                    && e.event.routing_key() == "agent.health"
+                    && e.details["heartbeat"]["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("no connection to the broker"))
+            },
+        )
+        .await;
+    assert_eq!(sick.details["health"], "unhealthy", "{}", sick.details);
+    a.finish().await;
 }

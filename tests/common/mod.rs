@@ -54,7 +54,7 @@ pub fn agent_gateway() -> Option<&'static str> {
 
 /// The image the tests' agents run: this checkout's test agent,
 /// `autogen-agent:src-<hash of scripts/agent-image>` (scripts/agent-image-tag.sh), which
-/// `scripts/services.sh` builds. `autogen-agent:latest` is whichever checkout sharing
+/// `scripts/services.sh` builds. `autogen-agent:busybox` is whichever checkout sharing
 /// this dockerd built last; it is used only when the tag cannot be worked out.
 pub fn agent_image() -> &'static str {
     static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -69,7 +69,7 @@ pub fn agent_image() -> &'static str {
             .map(|t| t.trim().to_string())
             .filter(|t| t.starts_with("autogen-agent:src-"));
         let Some(tag) = tag else {
-            return "autogen-agent:latest".to_string();
+            return "autogen-agent:busybox".to_string();
         };
         let present = std::process::Command::new("timeout")
             .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
