@@ -445,3 +445,24 @@ async fn an_agent_that_lost_the_broker_reports_unhealthy() {
     assert_eq!(sick.details["health"], "unhealthy", "{}", sick.details);
     a.finish().await;
 }
+
+/// The agent program's own unit tests (images/autogen-agent/tests), run by the Python
+/// and the packages of the image itself, offline and under the manager's hardening.
+#[actix_rt::test]
+async fn the_agent_programs_unit_tests_pass_in_its_image() {
+    let image = reference_image();
+    let mut cmd = std::process::Command::new("docker");
+    cmd.args(["run", "--rm", "--network", "none", "--read-only"])
+        .args(["--tmpfs", "/tmp:rw,noexec,nosuid", "--cap-drop", "ALL"])
+        .args(["--security-opt", "no-new-privileges"])
+        .args(["--entrypoint", "/opt/agent/bin/python"])
+        .args(["-v", &format!("{IMAGE_DIR}:/t:ro"), "-w", "/t", &image])
+        .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."]);
+    let out = tokio::task::spawn_blocking(move || {
+        common::run_bounded(cmd, Duration::from_secs(120), "the agent's unit tests")
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("\nOK"), "{}", out.stderr);
+}
