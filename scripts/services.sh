@@ -9,11 +9,20 @@
 #   4. RabbitMQ on 127.0.0.1:5672 (amqp://guest:guest@127.0.0.1:5672/%2f), with
 #      its management HTTP API on 127.0.0.1:15672 (the agents' own users)
 #   5. the Docker bridge network `autogen-network`
-#   6. the image `autogen-agent:latest`, built from scripts/agent-image/ (and
-#      rebuilt when its sources or busybox change: see `autogen.image-hash`),
-#      also tagged `autogen-agent:src-<hash>` (scripts/agent-image-tag.sh),
+#   6. the busybox test agent `autogen-agent:busybox`, built from
+#      scripts/agent-image/ (and rebuilt when its sources or busybox change: see
+#      `autogen.image-hash`), also tagged `autogen-agent:src-<hash>`
+#      (scripts/agent-image-tag.sh),
 #      the tag this checkout's tests use
 #   7. prints one line per service, and exits non-zero naming what failed
+#
+#   6b. the reference AutoGen agent `autogen-agent:latest` (the default AGENT_IMAGE),
+#      built by images/autogen-agent/build.sh, also tagged
+#      `autogen-agent:ref-<hash of its sources>` (tests/autogen.rs runs that tag);
+#      needs debootstrap, Debian's mirror and PyPI the first time: ~7 min cold,
+#      0.1 s when up to date. AGENT_MANAGER_REFERENCE_IMAGE=0 skips it (a quicker
+#      first run for work that needs only the busybox agent; tests/autogen.rs and
+#      the default AGENT_IMAGE then find no image).
 #
 # Agents reach Redis (their heartbeats) and RabbitMQ at the gateway address of
 # `autogen-network` (the host's side of the bridge, e.g. 172.18.0.1): both also
@@ -37,6 +46,7 @@
 #   AGENT_MANAGER_SERVICES_DIR           logs/state dir
 #   AGENT_MANAGER_DOCKER_STORAGE_DRIVER  force a dockerd storage driver
 #                                        (default: dockerd's choice, then vfs)
+#   AGENT_MANAGER_REFERENCE_IMAGE        0: do not build the reference AutoGen agent
 
 set -euo pipefail
 
@@ -46,9 +56,11 @@ STATE_DIR=${AGENT_MANAGER_SERVICES_DIR:-/tmp/agent-manager-services}
 
 # prometheus: its promtool checks /metrics (tests/admin.rs); the server itself is not
 # started here (policy-rc.d keeps the package's service down; tests start their own).
-PACKAGES=(docker.io rabbitmq-server redis-server busybox-static openssl prometheus)
+PACKAGES=(docker.io rabbitmq-server redis-server busybox-static openssl prometheus
+          debootstrap python3-pip)
 NETWORK=autogen-network
-IMAGE=autogen-agent:latest
+IMAGE=autogen-agent:busybox
+REFERENCE_IMAGE=autogen-agent:latest
 IMAGE_HASH_LABEL=autogen.image-hash
 BUSYBOX=/bin/busybox
 REDIS_PORT=6379
@@ -499,10 +511,11 @@ ensure_network() {
 # ---------------------------------------------------------------------------
 # 6. Agent image
 # ---------------------------------------------------------------------------
-# The image is built from scripts/agent-image and busybox; scripts/agent-image-tag.sh
-# hashes what goes into it. The same image is also tagged autogen-agent:src-<hash>
-# (the tests' agents run on that tag): other checkouts sharing this dockerd may
-# rebuild `latest` from their own sources, never this checkout's tag.
+# The busybox test agent (hundreds of them start in seconds) is built from
+# scripts/agent-image and busybox; scripts/agent-image-tag.sh hashes what goes into
+# it. The same image is also tagged autogen-agent:src-<hash> (the tests' agents run
+# on that tag): other checkouts sharing this dockerd may rebuild `busybox` from
+# their own sources, never this checkout's tag.
 ensure_image() {
     local hash tag current blog="$STATE_DIR/image-build.log"
     if [[ ! -x $BUSYBOX ]]; then
@@ -539,6 +552,22 @@ ensure_image() {
         return 1
     fi
     summary image "$IMAGE up to date, also $tag ($IMAGE_HASH_LABEL=${hash:0:12})"
+}
+
+# The reference AutoGen agent (images/autogen-agent): `autogen-agent:latest`, the
+# image an agent runs when its command names none. build.sh keeps its own caches
+# (base image, wheels) and tags autogen-agent:ref-<hash>; `latest` follows it.
+ensure_reference_image() {
+    local rlog="$STATE_DIR/reference-image-build.log" tag
+    if ! tag=$(bash "$SCRIPT_DIR/../images/autogen-agent/build.sh" 2>"$rlog"); then
+        fail reference "images/autogen-agent/build.sh failed" "$rlog"
+        return 1
+    fi
+    if ! timeout 10 docker tag "$tag" "$REFERENCE_IMAGE"; then
+        fail reference "docker tag $tag $REFERENCE_IMAGE failed"
+        return 1
+    fi
+    summary reference "$REFERENCE_IMAGE up to date, also $tag (the reference AutoGen agent)"
 }
 
 # ---------------------------------------------------------------------------
@@ -605,6 +634,11 @@ main() {
         if start_docker; then
             if ensure_network; then agent_gateway; fi
             ensure_image || true
+            if [[ ${AGENT_MANAGER_REFERENCE_IMAGE:-1} != 0 ]]; then
+                ensure_reference_image || true
+            else
+                summary reference "skipped (AGENT_MANAGER_REFERENCE_IMAGE=0)"
+            fi
         else
             summary network "skipped (no docker)"
             summary image "skipped (no docker)"

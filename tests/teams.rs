@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{TestEnv, DEADLINE, RABBITMQ_URL};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{json, Value};
@@ -28,36 +28,18 @@ impl Inboxes {
         let conn = Connection::connect(RABBITMQ_URL, ConnectionProperties::default())
             .await
             .expect("connect");
-        let channel = conn.create_channel().await.expect("channel");
         let queue = format!(
             "test-{}.team-inbox-{}",
             env.id,
             uuid::Uuid::new_v4().simple()
         );
-        channel
-            .queue_declare(
-                queue.clone().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare");
-        for id in agent_ids {
-            channel
-                .queue_bind(
-                    queue.clone().into(),
-                    env.config.rabbitmq.exchange.clone().into(),
-                    format!("agent:{id}:team").into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind");
-        }
+        let keys: Vec<String> = agent_ids
+            .iter()
+            .map(|id| format!("agent:{id}:team"))
+            .collect();
+        let channel =
+            common::bound_exclusive_queue(&conn, &queue, &env.config.rabbitmq.exchange, &keys)
+                .await;
         let mut consumer = channel
             .basic_consume(
                 queue.into(),

@@ -40,6 +40,9 @@ pub const ENV_HEARTBEAT_INTERVAL_S: &str = "HEARTBEAT_INTERVAL_S";
 /// The prefix of every Redis key (`REDIS_PREFIX`): the agent's heartbeat key and its
 /// `agent:<id>:data:*` keys are behind it.
 pub const ENV_REDIS_PREFIX: &str = "REDIS_PREFIX";
+/// The exchange the agent's tasks and results go through (contract section 8; the
+/// exchange its own RabbitMQ user may use, section 7).
+pub const ENV_RABBITMQ_EXCHANGE: &str = "RABBITMQ_EXCHANGE";
 /// GPU mode: the devices the NVIDIA runtime exposes to the agent.
 pub const ENV_NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
 /// GPU mode: the driver libraries the NVIDIA runtime mounts (compute and nvidia-smi).
@@ -249,6 +252,7 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
             config.health.heartbeat_interval_s
         ),
         format!("{ENV_REDIS_PREFIX}={}", config.redis.prefix),
+        format!("{ENV_RABBITMQ_EXCHANGE}={}", config.rabbitmq.exchange),
     ];
     ContainerSpec {
         name: container_name(&record.agent_id),
@@ -345,6 +349,7 @@ mod tests {
         assert!(c.env.iter().any(|e| e.starts_with("REDIS_URL=redis://")));
         assert!(c.env.contains(&"HEARTBEAT_INTERVAL_S=10".to_string()));
         assert!(c.env.contains(&"REDIS_PREFIX=".to_string()));
+        assert!(c.env.contains(&"RABBITMQ_EXCHANGE=autogen".to_string()));
         assert_eq!(c.memory_bytes, 256 * 1024 * 1024);
         assert_eq!(c.nano_cpus, 500_000_000);
         assert_eq!(c.network, "autogen-network");

@@ -54,7 +54,7 @@ pub fn agent_gateway() -> Option<&'static str> {
 
 /// The image the tests' agents run: this checkout's test agent,
 /// `autogen-agent:src-<hash of scripts/agent-image>` (scripts/agent-image-tag.sh), which
-/// `scripts/services.sh` builds. `autogen-agent:latest` is whichever checkout sharing
+/// `scripts/services.sh` builds. `autogen-agent:busybox` is whichever checkout sharing
 /// this dockerd built last; it is used only when the tag cannot be worked out.
 pub fn agent_image() -> &'static str {
     static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -69,7 +69,7 @@ pub fn agent_image() -> &'static str {
             .map(|t| t.trim().to_string())
             .filter(|t| t.starts_with("autogen-agent:src-"));
         let Some(tag) = tag else {
-            return "autogen-agent:latest".to_string();
+            return "autogen-agent:busybox".to_string();
         };
         let present = std::process::Command::new("timeout")
             .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
@@ -697,31 +697,11 @@ pub async fn consume_all_events(
     exchange: &str,
     tag: &str,
 ) -> (Channel, lapin::Consumer) {
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare an event queue");
-    for kind in agent_manager::protocol::EventKind::ALL {
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                kind.routing_key().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind an event queue");
-    }
+    let keys: Vec<String> = agent_manager::protocol::EventKind::ALL
+        .iter()
+        .map(|kind| kind.routing_key().to_string())
+        .collect();
+    let channel = bound_exclusive_queue(conn, queue, exchange, &keys).await;
     let consumer = channel
         .basic_consume(
             queue.into(),
@@ -735,6 +715,42 @@ pub async fn consume_all_events(
         .await
         .expect("consume events");
     (channel, consumer)
+}
+
+/// Declares `queue` (exclusive, auto-delete) on a new channel of `conn` and binds it to
+/// `exchange` with each of `routing_keys`; returns the channel.
+pub async fn bound_exclusive_queue(
+    conn: &Connection,
+    queue: &str,
+    exchange: &str,
+    routing_keys: &[String],
+) -> Channel {
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
+    for key in routing_keys {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("bind {queue} to {key}: {e}"));
+    }
+    channel
 }
 
 /// Queue arguments for queues a test makes: gone a minute after their last use.
