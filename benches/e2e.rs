@@ -1800,8 +1800,9 @@ async fn autogen(s: &Sizes) {
     // Create → first task answered, one agent at a time.
     let mut first_answer = Vec::new();
     for id in &ids {
-        // As the Core Engine may: the inbox declared (durable, no arguments, as the agent
-        // declares it) and bound before the create, so the first task waits in it.
+        // The manager makes the inbox when it handles the create (with the agent's
+        // users); the task is published before that, so, as a Core Engine may, the bench
+        // declares it first itself (durable, no arguments: the same queue).
         let inbox = format!("agent:{id}:inbox");
         ch.queue_declare(
             inbox.as_str().into(),

@@ -21,6 +21,7 @@ use crate::credentials::{
 };
 use crate::error::{CredentialError, LoginError};
 use crate::ports::CredentialIssuer;
+use crate::protocol::task;
 use crate::redact;
 use crate::store::Store;
 
@@ -85,11 +86,22 @@ impl Identities {
     ) -> Result<(), CredentialError> {
         let user = user_name(agent_id);
         let grants = RabbitGrants::of(agent_id, &self.vhost, &self.exchange);
-        // In this order: the topic permission, made last, marks a complete user.
+        // In this order: the topic permission, made last, marks a complete user (and
+        // one with its inbox: a task sent right after `agent.created` waits in it).
         self.management
             .put_user(&user, &password.rabbitmq_hash()?, &self.tag)
             .await?;
         self.management.put_permissions(&user, &grants).await?;
+        let inbox = task::inbox_queue(agent_id);
+        self.management.put_queue(&self.vhost, &inbox).await?;
+        self.management
+            .bind_queue(
+                &self.vhost,
+                &self.exchange,
+                &inbox,
+                &task::task_key(agent_id),
+            )
+            .await?;
         self.management.put_topic_permissions(&user, &grants).await
     }
 
@@ -109,9 +121,13 @@ impl Identities {
 
     async fn revoke_rabbitmq(&self, agent_id: &str) -> Result<(), CredentialError> {
         let user = user_name(agent_id);
-        // No new logins first, then the ones already open go.
+        // No new logins first, then the ones already open go, then the inbox with the
+        // tasks no one will take.
         self.management.delete_user(&user).await?;
-        self.management.close_connections(&user).await
+        self.management.close_connections(&user).await?;
+        self.management
+            .delete_queue(&self.vhost, &task::inbox_queue(agent_id))
+            .await
     }
 
     /// The agents whose RabbitMQ users this installation made, and those of them with

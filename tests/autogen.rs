@@ -177,8 +177,8 @@ impl Agent {
         next_result(&self.ch, &self.queue, deadline).await
     }
 
-    /// Deletes the agent's inbox (the agent declared it; the manager leaves it), then
-    /// finishes the test's manager.
+    /// Deletes the agent's inbox (the test's manager removes it with the agent's users
+    /// anyway; this is for a test that failed before), then finishes the test's manager.
     async fn finish(self) {
         self.env
             .delete_queue(&format!("agent:{}:inbox", self.id))

@@ -154,7 +154,9 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
     let inbox = format!("agent:{me}:inbox");
     let conn = amqp(&mq_url).await.expect("the agent logs in to RabbitMQ");
 
-    // Allowed: its inbox, bound to its task key, consumed; its results published.
+    // Allowed: its inbox (the manager made it; the agent declares it again as section 8
+    // says, durable, no arguments), bound to its task key, consumed; its results
+    // published.
     let ch = conn.create_channel().await.expect("channel");
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -165,7 +167,7 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
             durable: true,
             ..Default::default()
         },
-        common::expiring_queue(),
+        FieldTable::default(),
     )
     .await
     .expect("declare its inbox");
@@ -228,7 +230,7 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
     let refused = refusal(&conn, |ch| async move { publish(&ch, "", &q).await }).await;
     assert_refused("publishing to the default exchange", refused);
     // Reading the command queue, another agent's queue.
-    env.declare_queue(&format!("agent:{other}:inbox")).await;
+    // (The other agent's inbox exists: the manager made it with its users.)
     for q in [queue.clone(), format!("agent:{other}:inbox")] {
         let name = q.clone();
         let refused = refusal(&conn, |ch| async move {
@@ -458,8 +460,6 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
     redis_conn(&other_redis)
         .await
         .expect("the other agent still logs in to Redis");
-    env.delete_queue(&inbox).await;
-    env.delete_queue(&format!("agent:{other}:inbox")).await;
     env.finish().await;
 }
 
@@ -691,4 +691,55 @@ async fn kill_9_at_any_step_leaves_no_orphan_user_and_no_agent_without_a_working
     assert_eq!(census.complete, alive, "and complete");
     drop(manager);
     env.finish().await;
+}
+
+/// The manager makes the agent's inbox with its users (contract section 8's queue, bound
+/// to its task key): a task published right after `agent.created`, before the agent
+/// ever connects, waits in it; `agent.delete` removes it with the tasks left in it.
+#[actix_rt::test]
+async fn the_inbox_is_made_with_the_users_and_removed_by_delete() {
+    let env = TestEnv::start(&[]).await;
+    let id = env.agent_id("inboxed");
+    let body = env.create_body(&id);
+    let mid = env.send("agent.create", body).await;
+    env.answer(&mid, "agent.created").await;
+    let task = json!({"task_id": "t-early", "task": "before the agent listens"});
+    env.publish_raw(
+        &agent_manager::protocol::task::task_key(&id),
+        task.to_string().as_bytes(),
+        None,
+    )
+    .await;
+    let inbox = agent_manager::protocol::task::inbox_queue(&id);
+    let conn = Connection::connect(common::RABBITMQ_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let waiting = passive_count(&conn, &inbox)
+        .await
+        .expect("the inbox exists after agent.created");
+    assert_eq!(waiting, 1, "the early task waits in the inbox");
+    let delete = env.command("agent.delete", &id, json!({})).await;
+    env.answer(&delete, "agent.deleted").await;
+    let gone = passive_count(&conn, &inbox).await;
+    assert!(
+        gone.is_err(),
+        "agent.delete removes the inbox: {gone:?} messages left"
+    );
+    env.finish().await;
+}
+
+/// The messages in `queue` (a passive declare on a channel of its own); an error when the
+/// queue does not exist.
+async fn passive_count(conn: &Connection, queue: &str) -> lapin::Result<u32> {
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map(|q| q.message_count())
 }

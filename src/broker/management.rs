@@ -303,6 +303,44 @@ impl Management {
         .map(|_| ())
     }
 
+    /// Declares the durable queue `queue` in `vhost` (no arguments: as a client that
+    /// declares it with `durable` alone); an existing equal queue is fine.
+    pub async fn put_queue(&self, vhost: &str, queue: &str) -> Result<(), CredentialError> {
+        let body = json!({"durable": true, "auto_delete": false, "arguments": {}});
+        let path = format!("queues/{}/{}", segment(vhost), segment(queue));
+        self.call("put queue", Method::PUT, &path, Some(body), false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Binds `queue` to `exchange` with `routing_key` (binding twice is one binding).
+    pub async fn bind_queue(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        queue: &str,
+        routing_key: &str,
+    ) -> Result<(), CredentialError> {
+        let body = json!({"routing_key": routing_key, "arguments": {}});
+        let path = format!(
+            "bindings/{}/e/{}/q/{}",
+            segment(vhost),
+            segment(exchange),
+            segment(queue)
+        );
+        self.call("bind queue", Method::POST, &path, Some(body), false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes `queue` with the messages in it; a missing queue is fine.
+    pub async fn delete_queue(&self, vhost: &str, queue: &str) -> Result<(), CredentialError> {
+        let path = format!("queues/{}/{}", segment(vhost), segment(queue));
+        self.call("delete queue", Method::DELETE, &path, None, true)
+            .await
+            .map(|_| ())
+    }
+
     /// Every user's name and tags.
     pub async fn users(&self) -> Result<Vec<ListedUser>, CredentialError> {
         let body = self

@@ -19,6 +19,8 @@
 //! - [`heartbeat`]: the agent's heartbeat (section 8) and how it reads.
 //! - [`team`]: the message each member of a team is sent ([`team::TeamMessage`] on
 //!   routing key `agent:<agent_id>:team`).
+//! - [`task`]: the names of an agent's tasks and results (section 8: its inbox queue,
+//!   the task and result routing keys).
 //!
 //! Nothing here reads the configuration: `config::Config::agent_policy` builds the
 //! policy.
@@ -32,6 +34,7 @@ mod fields;
 pub mod heartbeat;
 pub mod image;
 pub mod policy;
+pub mod task;
 pub mod team;
 
 pub use command::{Action, Command, Decoded, InvalidCommand, Rejection, TeamAction, TeamCommand};
