@@ -380,3 +380,137 @@ async fn a_lost_node_s_agents_move_and_nothing_waits_for_it() {
     );
     env.finish().await;
 }
+
+/// What the agent's own process sees (`/proc/1/environ`): Docker's NVIDIA driver sets
+/// `NVIDIA_VISIBLE_DEVICES` there from the device request.
+fn visible_devices(docker_host: &str, agent_id: &str) -> String {
+    let out = std::process::Command::new("timeout")
+        .args(["20", "docker", "-H", docker_host, "exec"])
+        .arg(format!("agent-{agent_id}"))
+        .args(["cat", "/proc/1/environ"])
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix("NVIDIA_VISIBLE_DEVICES="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[actix_rt::test]
+async fn gpu_agents_get_distinct_gpus_and_give_them_back() {
+    // One node with two fake GPUs (the stand-in hook: Docker's nvidia driver works).
+    let cluster = Cluster::up(1, "1:2", "");
+    let host = cluster.node_host(1);
+    let mut env = TestEnv::start(&[
+        ("DEPLOYMENT_MODE", "gpu"),
+        ("DOCKER_HOST", host.as_str()),
+        ("GPU_DEVICES", "GPU-amc1-0,GPU-amc1-1"),
+    ])
+    .await;
+    let ids: Vec<String> = (0..3).map(|i| env.agent_id(&format!("g{i}"))).collect();
+    // A burst: three creates at once for two GPUs.
+    let mut mids = Vec::new();
+    for id in &ids {
+        let mut body = env.create_body(id);
+        body["resources"]["gpus"] = json!(1);
+        body["config"] = json!({"heartbeat": false});
+        mids.push(env.send("agent.create", body).await);
+    }
+    let mut started = Vec::new();
+    let mut refused = Vec::new();
+    for (id, mid) in ids.iter().zip(&mids) {
+        let mid2 = mid.clone();
+        let e = env
+            .wait_event("an answer", common::DEADLINE, move |e| {
+                e.correlation_id.as_deref() == Some(mid2.as_str())
+                    && matches!(e.event.routing_key(), "agent.started" | "agent.error")
+            })
+            .await;
+        if e.event.routing_key() == "agent.started" {
+            started.push(id.clone());
+        } else {
+            assert_eq!(e.details["code"], "gpu_unavailable", "{}", e.details);
+            refused.push(id.clone());
+        }
+    }
+    assert_eq!(
+        (started.len(), refused.len()),
+        (2, 1),
+        "two GPUs, three asked"
+    );
+    let seen: HashSet<String> = started
+        .iter()
+        .map(|id| visible_devices(&host, id))
+        .collect();
+    assert_eq!(
+        seen,
+        HashSet::from(["GPU-amc1-0".to_string(), "GPU-amc1-1".to_string()]),
+        "each running agent sees its own GPU"
+    );
+
+    // A manager restart after a Redis wipe of the allocations rebuilds them from Docker.
+    let key = env.key("gpu:allocations");
+    let mut redis = env.redis.clone();
+    env.restart_manager_with(|| async move {
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .expect("del");
+    })
+    .await;
+    let alloc = env.hash("gpu:allocations").await;
+    assert_eq!(alloc.len(), 2, "rebuilt: {alloc:?}");
+    for id in &started {
+        assert!(
+            alloc.values().any(|a| a == id),
+            "{id} holds a GPU: {alloc:?}"
+        );
+    }
+
+    // Delete gives the GPU back: the refused agent's create now succeeds with it.
+    let freed = visible_devices(&host, &started[0]);
+    let mid = env.command("agent.delete", &started[0], json!({})).await;
+    env.answer(&mid, "agent.deleted").await;
+    let mut body = env.create_body(&refused[0]);
+    body["resources"]["gpus"] = json!(1);
+    body["config"] = json!({"heartbeat": false});
+    let mid = env.send("agent.create", body).await;
+    env.answer(&mid, "agent.started").await;
+    assert_eq!(visible_devices(&host, &refused[0]), freed, "the freed GPU");
+    env.finish().await;
+}
+
+/// BENCHMARKS.md "Swarm on a 3-node cluster": create+start of `BENCH_AGENTS` (60)
+/// agents on `BENCH_NODES` (3) nodes. `cargo test --test cluster -- --ignored --nocapture`.
+#[actix_rt::test]
+#[ignore = "a benchmark, run by hand"]
+async fn bench_create_and_start_on_the_cluster() {
+    let var = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (nodes, agents) = (var("BENCH_NODES", 3), var("BENCH_AGENTS", 60));
+    let cluster = Cluster::up(nodes, "", "");
+    let env = start_manager(&cluster, &[], |_| {}).await;
+    let ids: Vec<String> = (0..agents)
+        .map(|i| env.agent_id(&format!("b{i}")))
+        .collect();
+    let t0 = Instant::now();
+    create_all(&env, &ids, "analysis").await;
+    let took = t0.elapsed().as_secs_f64();
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for id in &ids {
+        *per_node.entry(node_of(&env, id).await).or_default() += 1;
+    }
+    let mut spread: Vec<(String, usize)> = per_node.into_iter().collect();
+    spread.sort();
+    eprintln!(
+        "MEASURE {agents} agents on {nodes} node(s): create+start {took:.1} s, {:.2} agents/s, spread {spread:?}",
+        agents as f64 / took
+    );
+    env.finish().await;
+}

@@ -544,6 +544,41 @@ mod tests {
     }
 
     #[test]
+    fn placement_constraints_are_checked() {
+        let c = with_env(&[(
+            "SWARM_CONSTRAINTS",
+            "node.role==worker,node.labels.autogen.pool != gpu",
+        )])
+        .unwrap();
+        assert_eq!(c.swarm.constraints.len(), 2);
+        for bad in [
+            "role==worker",
+            "node.role=worker",
+            "node.role==",
+            "node.hostname",
+        ] {
+            let e = with_env(&[("SWARM_CONSTRAINTS", bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("SWARM_CONSTRAINTS"), "{bad}: {e}");
+        }
+        let mut c = Config::defaults();
+        c.swarm
+            .constraints_by_type
+            .insert("trader".into(), vec!["node.role==worker".into()]);
+        c.swarm
+            .constraints_by_customer
+            .insert("acme".into(), vec!["pool==x".into()]);
+        let mut p = super::Problems::default();
+        super::check_swarm(&c.swarm, &mut p);
+        let text = format!("{p:?}");
+        assert!(
+            text.contains("constraints_by_type") && text.contains("constraints_by_customer"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn hardening_settings_are_checked() {
         let c = Config::defaults();
         assert_eq!(c.agents.user, "65534:65534");

@@ -613,6 +613,7 @@ mod tests {
                 "inspect service",
                 "list services",
                 "list tasks",
+                "list nodes",
                 "scale service",
                 "force-update service",
                 "update service",

@@ -1408,6 +1408,121 @@ mod tests {
         assert_eq!(observed_from(&s, &[]).image, "autogen-agent:latest");
     }
 
+    fn node(id: &str, host: &str, state: NodeState) -> Node {
+        Node {
+            id: Some(id.into()),
+            description: Some(bollard::models::NodeDescription {
+                hostname: Some(host.into()),
+                ..Default::default()
+            }),
+            status: Some(bollard::models::NodeStatus {
+                state: Some(state),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn on(mut t: Task, node: &str) -> Task {
+        t.node_id = Some(node.into());
+        t
+    }
+
+    #[test]
+    fn the_current_task_names_its_node_by_hostname() {
+        let nodes = node_infos(&[
+            node("n1", "amc1", NodeState::READY),
+            node("n3", "amc3", NodeState::DOWN),
+        ]);
+        assert_eq!(
+            nodes.get("n3"),
+            Some(&NodeInfo {
+                hostname: "amc3".into(),
+                ready: false
+            })
+        );
+        let tasks = vec![
+            on(
+                task("old", 2, TaskState::RUNNING, TaskState::SHUTDOWN),
+                "n3",
+            ),
+            on(task("new", 5, TaskState::RUNNING, TaskState::RUNNING), "n1"),
+        ];
+        assert_eq!(placed_on(&tasks, &nodes).as_deref(), Some("amc1"));
+        // Not yet placed, or ended: no node.
+        let pending = vec![task("p", 1, TaskState::PENDING, TaskState::RUNNING)];
+        assert_eq!(placed_on(&pending, &nodes), None);
+        let ended = vec![on(
+            task("e", 1, TaskState::COMPLETE, TaskState::SHUTDOWN),
+            "n1",
+        )];
+        assert_eq!(placed_on(&ended, &nodes), None);
+        // A node the listing does not know yet: its id.
+        let unknown = vec![on(
+            task("u", 1, TaskState::RUNNING, TaskState::RUNNING),
+            "n9",
+        )];
+        assert_eq!(placed_on(&unknown, &nodes).as_deref(), Some("n9"));
+    }
+
+    #[test]
+    fn a_task_on_a_lost_node_is_not_waited_for() {
+        let nodes = node_infos(&[
+            node("n1", "amc1", NodeState::READY),
+            node("n3", "amc3", NodeState::DOWN),
+        ]);
+        let lost = on(task("t", 1, TaskState::RUNNING, TaskState::SHUTDOWN), "n3");
+        let here = on(task("t", 1, TaskState::RUNNING, TaskState::SHUTDOWN), "n1");
+        let gone = on(task("t", 1, TaskState::RUNNING, TaskState::SHUTDOWN), "n7");
+        let unplaced = task("t", 1, TaskState::PENDING, TaskState::SHUTDOWN);
+        let ended = on(task("t", 1, TaskState::SHUTDOWN, TaskState::SHUTDOWN), "n1");
+        assert!(!may_end(&lost, &nodes), "its node is down");
+        assert!(!may_end(&gone, &nodes), "its node left the swarm");
+        assert!(may_end(&here, &nodes));
+        assert!(may_end(&unplaced, &nodes), "no node yet: Swarm ends it");
+        assert!(!may_end(&ended, &nodes), "already ended");
+    }
+
+    #[test]
+    fn services_use_dnsrr_and_the_agents_placement_constraints() {
+        let mut policy = Config::defaults().swarm;
+        let s = service_spec(&container_spec(), 0, 10, 0, &policy);
+        assert_eq!(
+            s.endpoint_spec.as_ref().and_then(|e| e.mode),
+            Some(EndpointSpecModeEnum::DNSRR)
+        );
+        let placement = |s: &ServiceSpec| {
+            s.task_template
+                .as_ref()
+                .and_then(|t| t.placement.as_ref())
+                .and_then(|p| p.constraints.clone())
+                .unwrap_or_default()
+        };
+        assert!(placement(&s).is_empty(), "none configured: anywhere");
+        policy.constraints = vec!["node.role==worker".into()];
+        policy.constraints_by_type.insert(
+            "trading".into(),
+            vec!["node.labels.autogen.pool==trading".into()],
+        );
+        policy
+            .constraints_by_type
+            .insert("analysis".into(), vec!["node.labels.x==y".into()]);
+        policy.constraints_by_customer.insert(
+            "c1".into(),
+            vec!["node.labels.tenant==c1".into(), "node.role==worker".into()],
+        );
+        let s = service_spec(&container_spec(), 0, 10, 0, &policy);
+        assert_eq!(
+            placement(&s),
+            vec![
+                "node.role==worker".to_string(),
+                "node.labels.autogen.pool==trading".to_string(),
+                "node.labels.tenant==c1".to_string(),
+            ],
+            "general, then the type's (a trading agent), then the customer's, once each"
+        );
+    }
+
     #[test]
     fn api_versions_compare() {
         assert_eq!(api_version("1.41"), Some((1, 41)));

@@ -85,6 +85,11 @@ impl Cluster {
         }
     }
 
+    /// The `DOCKER_HOST` of node `index` (1 is the manager node).
+    pub fn node_host(&self, index: usize) -> String {
+        self.docker_host.replace("1.sock", &format!("{index}.sock"))
+    }
+
     /// Runs `scripts/cluster.sh <action> <node>` (stop-node, kill-node, start-node).
     pub fn node(&self, action: &str, index: usize) {
         let mut cmd = script();
