@@ -603,6 +603,9 @@ pub fn details(
     if let Some(node) = o.and_then(|o| o.node.as_deref()) {
         d["node"] = json!(node);
     }
+    if let Some(reason) = o.and_then(|o| o.reason.as_deref()) {
+        d["reason"] = json!(reason);
+    }
     if let Some(s) = stats {
         d["pids"] = json!(s.pids);
         d["stats_source"] = json!(s.origin.as_str());

@@ -51,12 +51,21 @@ async fn create_all(env: &TestEnv, ids: &[String], agent_type: &str) {
     }
 }
 
+/// The record's node, once a look after the agent's start has written it.
 async fn node_of(env: &TestEnv, id: &str) -> String {
-    env.record(id)
-        .await
-        .get("node")
-        .cloned()
-        .unwrap_or_default()
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let node = env
+            .record(id)
+            .await
+            .get("node")
+            .cloned()
+            .unwrap_or_default();
+        if !node.is_empty() || Instant::now() > until {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Tasks of the service that run and are meant to, on nodes Swarm sees.
@@ -304,8 +313,28 @@ async fn a_lost_node_s_agents_move_and_nothing_waits_for_it() {
         on3.len(),
         detect.as_secs_f64()
     );
-    // Reported as it happened: an agent.health naming the new node.
+    // Reported as it happened: an agent.health with the reason, then one naming the
+    // new node.
     for id in &on3 {
+        let id2 = id.clone();
+        let lost = env
+            .wait_event(
+                "agent.health with the reason",
+                Duration::from_secs(30),
+                |e| {
+                    e.agent_id == id2
+                        && e.event.routing_key() == "agent.health"
+                        && e.details.get("reason").is_some()
+                },
+            )
+            .await;
+        assert!(
+            lost.details["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("amc3")),
+            "{}",
+            lost.details
+        );
         let id = id.clone();
         env.wait_event(
             "agent.health on the new node",

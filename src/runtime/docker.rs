@@ -332,6 +332,7 @@ pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
             .collect(),
         task_container_id: None,
         node: None,
+        reason: None,
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Observed {
     /// Swarm mode: the hostname of the node the current task is placed on (`None` in
     /// docker and gpu modes, and while the task waits for a node).
     pub node: Option<String>,
+    /// Why the workload is not running when the runtime knows more than the state says
+    /// (swarm mode: its task's node was lost); `None` otherwise.
+    pub reason: Option<String>,
 }
 
 impl Observed {

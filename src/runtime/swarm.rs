@@ -136,6 +136,20 @@ fn may_end(t: &Task, nodes: &HashMap<String, NodeInfo>) -> bool {
     is_live(&task_state(t)) && task_node(t).is_none_or(|n| nodes.get(n).is_some_and(|i| i.ready))
 }
 
+/// The hostname of a node Swarm has lost that one of `tasks` was live on.
+pub fn lost_node(tasks: &[Task], nodes: &HashMap<String, NodeInfo>) -> Option<String> {
+    tasks
+        .iter()
+        .filter(|t| is_live(&task_state(t)) && !may_end(t, nodes))
+        .filter_map(task_node)
+        .map(|n| {
+            nodes
+                .get(n)
+                .map_or_else(|| n.to_string(), |i| i.hostname.clone())
+        })
+        .next()
+}
+
 /// The node the current task is placed on, by hostname.
 pub fn placed_on(tasks: &[Task], nodes: &HashMap<String, NodeInfo>) -> Option<String> {
     let current = current_task(tasks).filter(|t| is_live(&task_state(t)))?;
@@ -389,6 +403,7 @@ pub fn observed_from(service: &Service, tasks: &[Task]) -> Observed {
         gpu_devices: Vec::new(),
         task_container_id: current.and_then(task_container),
         node: None,
+        reason: None,
     }
 }
 
@@ -710,7 +725,17 @@ impl SwarmRuntime {
         let tasks = self.tasks(&id).await?;
         tracing::trace!(service = %id, tasks = ?tasks.iter().map(|t| (task_id(t), task_state(t), desired_state(t))).collect::<Vec<_>>(), "service tasks");
         let mut observed = observed_from(&service, &tasks);
-        observed.node = placed_on(&tasks, &self.known_nodes(&tasks).await);
+        let mut nodes = self.known_nodes(&tasks).await;
+        if !observed.running {
+            // Whether a node was lost is news the cached listing may not have yet.
+            match self.list_nodes().await {
+                Ok(fresh) => nodes = fresh,
+                Err(e) => tracing::debug!(error = %e, "cannot list the swarm's nodes"),
+            }
+            observed.reason = lost_node(&tasks, &nodes)
+                .map(|node| format!("node {node} is lost; Swarm reschedules the agent"));
+        }
+        observed.node = placed_on(&tasks, &nodes);
         // Health and out-of-memory are known to the node running the task: ask when it
         // is this one (a single-node swarm, or an agent placed on the manager's node).
         if let Some(container) = observed.task_container_id.clone() {
@@ -1481,6 +1506,11 @@ mod tests {
         assert!(may_end(&here, &nodes));
         assert!(may_end(&unplaced, &nodes), "no node yet: Swarm ends it");
         assert!(!may_end(&ended, &nodes), "already ended");
+        assert_eq!(
+            lost_node(&[here.clone(), lost.clone()], &nodes).as_deref(),
+            Some("amc3")
+        );
+        assert_eq!(lost_node(&[here], &nodes), None);
     }
 
     #[test]
