@@ -487,6 +487,9 @@ pub fn assess(
         record.last_heartbeat_at,
     );
     record.last_heartbeat_at = seen;
+    if let Some(o) = o {
+        record.node = o.node.clone();
+    }
     let docker_health = o.map(|o| o.health.as_str()).unwrap_or("none");
     record.health = combined_health(docker_health, &verdict);
     match &verdict {
@@ -597,6 +600,12 @@ pub fn details(
         "memory_limit_bytes": limit,
         "restart_count": record.restart_count,
     });
+    if let Some(node) = o.and_then(|o| o.node.as_deref()) {
+        d["node"] = json!(node);
+    }
+    if let Some(reason) = o.and_then(|o| o.reason.as_deref()) {
+        d["reason"] = json!(reason);
+    }
     if let Some(s) = stats {
         d["pids"] = json!(s.pids);
         d["stats_source"] = json!(s.origin.as_str());

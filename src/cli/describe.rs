@@ -109,6 +109,9 @@ fn record_section(text: &mut String, r: &AgentRecord, now: DateTime<Utc>) {
             table::bytes(r.memory_bytes)
         ),
     );
+    if let Some(node) = &r.node {
+        line(text, "Node", node.as_str());
+    }
     line(text, "Created", when(Some(r.created_at), now));
     line(text, "Updated", when(Some(r.updated_at), now));
     line(text, "Last health", when(r.last_health_at, now));

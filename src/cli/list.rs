@@ -1,5 +1,5 @@
 //! `agents list`: every agent (or one customer's, or those of one status) as a table
-//! (`-o wide` adds the image and container), JSON or YAML; `--watch` then prints a row
+//! (`-o wide` adds the image, container and node), JSON or YAML; `--watch` then prints a row
 //! each time an agent's status, health, restarts, name or image changes (and `deleted`
 //! when it goes), as `kubectl get -w` does.
 
@@ -222,7 +222,7 @@ fn field(fields: &HashMap<String, String>, name: &str) -> String {
 /// Where STATUS is among the columns.
 const STATUS_COLUMN: usize = 4;
 
-/// The columns; `wide` adds IMAGE and CONTAINER; `no_trunc` lifts every cap.
+/// The columns; `wide` adds IMAGE, CONTAINER and NODE (swarm mode: where the task runs); `no_trunc` lifts every cap.
 pub fn columns(wide: bool, no_trunc: bool) -> Vec<Column> {
     let mut columns = vec![
         // Minimums near the headers' widths, so that the table fits 80 columns.
@@ -240,6 +240,7 @@ pub fn columns(wide: bool, no_trunc: bool) -> Vec<Column> {
     if wide {
         columns.push(Column::new("IMAGE", 12, 40, Cut::Middle));
         columns.push(Column::new("CONTAINER", 12, 12, Cut::End));
+        columns.push(Column::new("NODE", 4, 24, Cut::End));
     }
     if no_trunc {
         for c in &mut columns {
@@ -291,6 +292,10 @@ pub fn row((fields, record): &Row, wide: bool, now: DateTime<Utc>) -> Vec<String
             "" => "-".to_string(),
             id => id.chars().take(12).collect(),
         });
+        cells.push(match fields.get("node").map_or("", String::as_str) {
+            "" => "-".to_string(),
+            node => node.to_string(),
+        });
     }
     cells
 }
@@ -316,6 +321,7 @@ mod tests {
         if wide {
             row.push(long);
             row.push("0123456789ab".into());
+            row.push("amc2".into());
         }
         row
     }

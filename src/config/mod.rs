@@ -338,6 +338,35 @@ pub struct SwarmConfig {
     /// How long start, stop, restart and update wait for the service's task to run or
     /// to end (a stop also gets its grace period).
     pub task_timeout_s: u64,
+    /// Placement constraints of every agent's service, in Swarm's syntax
+    /// (`node.labels.autogen.pool==general`, `node.role==worker`).
+    pub constraints: Vec<String>,
+    /// Per agent type (`trading`, ...): constraints added to `constraints`.
+    pub constraints_by_type: std::collections::BTreeMap<String, Vec<String>>,
+    /// Per customer id: constraints added to `constraints` and the type's.
+    pub constraints_by_customer: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl SwarmConfig {
+    /// Every constraint of an agent of `agent_type` owned by `customer_id`: the general
+    /// ones, then the type's, then the customer's (Swarm requires all of them).
+    pub fn constraints_for(&self, agent_type: &str, customer_id: &str) -> Vec<String> {
+        let mut all = self.constraints.clone();
+        for extra in [
+            self.constraints_by_type.get(agent_type),
+            self.constraints_by_customer.get(customer_id),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for c in extra {
+                if !all.contains(c) {
+                    all.push(c.clone());
+                }
+            }
+        }
+        all
+    }
 }
 
 /// GPU mode: the inventory and the image of GPU agents.

@@ -419,6 +419,42 @@ fn check_swarm(w: &SwarmConfig, p: &mut Problems) {
         );
     }
     p.positive("swarm.task_timeout_s", w.task_timeout_s);
+    // Swarm's grammar: `<attribute> == <value>` or `!=`; a typo would leave every agent
+    // pending ("no suitable node"), so it is caught here.
+    let ok = |c: &str| {
+        c.split_once("==")
+            .or_else(|| c.split_once("!="))
+            .is_some_and(|(k, v)| {
+                let (k, v) = (k.trim(), v.trim());
+                (k.starts_with("node.") || k.starts_with("engine.labels."))
+                    && !v.is_empty()
+                    && !c.contains(['\n', '\r'])
+            })
+    };
+    for c in &w.constraints {
+        if !ok(c) {
+            p.bad(
+                "swarm.constraints",
+                format!("'{c}' is not a placement constraint (node.<attribute>==<value> or !=)"),
+            );
+        }
+    }
+    for (agent_type, list) in &w.constraints_by_type {
+        if AgentType::parse(agent_type).is_none() || !list.iter().all(|c| ok(c)) {
+            p.bad(
+                "swarm.constraints_by_type",
+                format!("entry '{agent_type}' needs a known agent type and constraints node.<attribute>==<value> or !="),
+            );
+        }
+    }
+    for (customer, list) in &w.constraints_by_customer {
+        if !list.iter().all(|c| ok(c)) {
+            p.bad(
+                "swarm.constraints_by_customer",
+                format!("entry '{customer}' needs constraints node.<attribute>==<value> or !="),
+            );
+        }
+    }
 }
 
 fn check_gpu(g: &GpuConfig, p: &mut Problems) {
@@ -505,6 +541,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SWARM_RESTART_CONDITION"), "{e}");
+    }
+
+    #[test]
+    fn placement_constraints_are_checked() {
+        let c = with_env(&[(
+            "SWARM_CONSTRAINTS",
+            "node.role==worker,node.labels.autogen.pool != gpu",
+        )])
+        .unwrap();
+        assert_eq!(c.swarm.constraints.len(), 2);
+        for bad in [
+            "role==worker",
+            "node.role=worker",
+            "node.role==",
+            "node.hostname",
+        ] {
+            let e = with_env(&[("SWARM_CONSTRAINTS", bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("SWARM_CONSTRAINTS"), "{bad}: {e}");
+        }
+        let mut c = Config::defaults();
+        c.swarm
+            .constraints_by_type
+            .insert("trader".into(), vec!["node.role==worker".into()]);
+        c.swarm
+            .constraints_by_customer
+            .insert("acme".into(), vec!["pool==x".into()]);
+        let mut p = super::Problems::default();
+        super::check_swarm(&c.swarm, &mut p);
+        let text = format!("{p:?}");
+        assert!(
+            text.contains("constraints_by_type") && text.contains("constraints_by_customer"),
+            "{text}"
+        );
     }
 
     #[test]

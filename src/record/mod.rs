@@ -48,6 +48,9 @@ pub struct AgentRecord {
     /// When the agent wrote the last heartbeat the manager read (the agent's own `ts`):
     /// kept across manager restarts, so a key that expires meanwhile still means hung.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Swarm mode: the node (hostname) the agent's task was last seen placed on; `None`
+    /// in the other modes and while no task is placed.
+    pub node: Option<String>,
 }
 
 /// A command that has begun and not finished (its effects are partly durable).
@@ -83,6 +86,7 @@ impl AgentRecord {
             updated_at: now,
             last_health_at: None,
             last_heartbeat_at: None,
+            node: None,
         }
     }
 

@@ -331,6 +331,8 @@ pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
             .flat_map(|r| r.device_ids.unwrap_or_default())
             .collect(),
         task_container_id: None,
+        node: None,
+        reason: None,
     }
 }
 

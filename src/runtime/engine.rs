@@ -64,6 +64,8 @@ pub enum DockerOp {
     InspectService,
     ListServices,
     ListTasks,
+    /// Listing the swarm's nodes (where tasks run, which nodes are up).
+    ListNodes,
     /// Scaling a service to 0 or 1 replicas (stop, start).
     ScaleService,
     /// Bumping a service's `ForceUpdate` (restart).
@@ -76,7 +78,7 @@ pub enum DockerOp {
 
 impl DockerOp {
     /// Every operation, for tests and documentation.
-    pub const ALL: [DockerOp; 29] = [
+    pub const ALL: [DockerOp; 30] = [
         DockerOp::Connect,
         DockerOp::Ping,
         DockerOp::Info,
@@ -101,6 +103,7 @@ impl DockerOp {
         DockerOp::InspectService,
         DockerOp::ListServices,
         DockerOp::ListTasks,
+        DockerOp::ListNodes,
         DockerOp::ScaleService,
         DockerOp::ForceUpdateService,
         DockerOp::UpdateService,
@@ -135,6 +138,7 @@ impl DockerOp {
             DockerOp::InspectService => "inspect service",
             DockerOp::ListServices => "list services",
             DockerOp::ListTasks => "list tasks",
+            DockerOp::ListNodes => "list nodes",
             DockerOp::ScaleService => "scale service",
             DockerOp::ForceUpdateService => "force-update service",
             DockerOp::UpdateService => "update service",
@@ -176,6 +180,7 @@ impl DockerOp {
             | DockerOp::InspectService
             | DockerOp::ListServices
             | DockerOp::ListTasks
+            | DockerOp::ListNodes
             | DockerOp::ServiceLogs => false,
         }
     }
@@ -408,11 +413,43 @@ async fn lines_of(
         match chunk? {
             LogOutput::StdOut { message }
             | LogOutput::StdErr { message }
-            | LogOutput::Console { message } => text.push_str(&String::from_utf8_lossy(&message)),
+            | LogOutput::Console { message } => {
+                text.push_str(&String::from_utf8_lossy(&unframe(&message)))
+            }
             LogOutput::StdIn { .. } => {}
         }
     }
     Ok(text.lines().map(str::to_string).collect())
+}
+
+/// The text of output that may still carry Docker's stream framing: 8-byte headers
+/// (stream 0–3, three zero bytes, a big-endian length) before each payload. A Swarm
+/// service's logs mix framed frames from other nodes, and the daemon's own errors
+/// ("node … is not available") come as stream 3, which the client passes through
+/// undecoded. Bytes that do not start a whole frame are kept as they are.
+pub fn unframe(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        if rest.len() >= 8 && rest[0] <= 3 && rest[1..4] == [0, 0, 0] {
+            let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+            if let Some(payload) = rest.get(8..8 + len) {
+                if rest[0] == 3 {
+                    out.extend_from_slice(b"error from the Docker daemon: ");
+                }
+                out.extend_from_slice(payload);
+                if rest[0] == 3 && !payload.ends_with(b"\n") {
+                    out.push(b'\n');
+                }
+                i += 8 + len;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
 }
 
 /// A bollard client for `docker.host` (none: the local socket): a `unix://` socket,
@@ -576,6 +613,7 @@ mod tests {
                 "inspect service",
                 "list services",
                 "list tasks",
+                "list nodes",
                 "scale service",
                 "force-update service",
                 "update service",
@@ -681,6 +719,25 @@ mod tests {
         assert_eq!(
             (u.name.as_deref(), u.soft, u.hard),
             (Some("nofile"), Some(4096), Some(4096))
+        );
+    }
+
+    #[test]
+    fn framing_is_taken_off_and_plain_text_kept() {
+        let mut framed = vec![1, 0, 0, 0, 0, 0, 0, 6];
+        framed.extend_from_slice(b"hello\n");
+        framed.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 27]);
+        framed.extend_from_slice(b"node amc3 is not available ");
+        framed.extend_from_slice(b"plain\n");
+        assert_eq!(
+            String::from_utf8_lossy(&unframe(&framed)),
+            "hello\nerror from the Docker daemon: node amc3 is not available \nplain\n"
+        );
+        assert_eq!(unframe(b"no frames here\n"), b"no frames here\n");
+        // A header whose payload is cut short is text, not a frame.
+        assert_eq!(
+            unframe(&[1, 0, 0, 0, 0, 0, 0, 9, b'x']),
+            vec![1, 0, 0, 0, 0, 0, 0, 9, b'x']
         );
     }
 }

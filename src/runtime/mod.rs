@@ -64,6 +64,12 @@ pub struct Observed {
     /// Swarm mode: the container of the service's current task (it changes with every
     /// task); `None` in docker mode, where `id` is the container.
     pub task_container_id: Option<String>,
+    /// Swarm mode: the hostname of the node the current task is placed on (`None` in
+    /// docker and gpu modes, and while the task waits for a node).
+    pub node: Option<String>,
+    /// Why the workload is not running when the runtime knows more than the state says
+    /// (swarm mode: its task's node was lost); `None` otherwise.
+    pub reason: Option<String>,
 }
 
 impl Observed {

@@ -32,10 +32,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::models::{
-    ContainerSummary, Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig, Service,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecContainerSpecPrivileges, TaskSpecLogDriver, TaskSpecResources, TaskSpecRestartPolicy,
+    ContainerSummary, EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions,
+    MountType, NetworkAttachmentConfig, Node, NodeState, Service, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigOrderEnum, Task,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges, TaskSpecLogDriver,
+    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
 };
 use bollard::query_parameters::{
@@ -98,6 +99,66 @@ fn task_container(t: &Task) -> Option<String> {
         .and_then(|s| s.container_status.as_ref())
         .and_then(|c| c.container_id.clone())
         .filter(|c| !c.is_empty())
+}
+
+fn task_node(t: &Task) -> Option<&str> {
+    t.node_id.as_deref().filter(|n| !n.is_empty())
+}
+
+/// What the manager needs to know of a swarm node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub hostname: String,
+    /// Swarm sees the node (state `ready`); a task on a node that is not is lost with it.
+    pub ready: bool,
+}
+
+/// Node id → what one listing of the nodes says of it.
+pub fn node_infos(nodes: &[Node]) -> HashMap<String, NodeInfo> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let id = n.id.clone()?;
+            let hostname = n
+                .description
+                .as_ref()
+                .and_then(|d| d.hostname.clone())
+                .unwrap_or_else(|| id.clone());
+            let ready = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
+            Some((id, NodeInfo { hostname, ready }))
+        })
+        .collect()
+}
+
+/// A task that may still end by itself: live, and on a node Swarm still sees (a task
+/// on a lost node stays `running` in Swarm's books until the node comes back).
+fn may_end(t: &Task, nodes: &HashMap<String, NodeInfo>) -> bool {
+    is_live(&task_state(t)) && task_node(t).is_none_or(|n| nodes.get(n).is_some_and(|i| i.ready))
+}
+
+/// The hostname of a node Swarm has lost that one of `tasks` was live on.
+pub fn lost_node(tasks: &[Task], nodes: &HashMap<String, NodeInfo>) -> Option<String> {
+    tasks
+        .iter()
+        .filter(|t| is_live(&task_state(t)) && !may_end(t, nodes))
+        .filter_map(task_node)
+        .map(|n| {
+            nodes
+                .get(n)
+                .map_or_else(|| n.to_string(), |i| i.hostname.clone())
+        })
+        .next()
+}
+
+/// The node the current task is placed on, by hostname.
+pub fn placed_on(tasks: &[Task], nodes: &HashMap<String, NodeInfo>) -> Option<String> {
+    let current = current_task(tasks).filter(|t| is_live(&task_state(t)))?;
+    let id = task_node(current)?;
+    Some(
+        nodes
+            .get(id)
+            .map_or_else(|| id.to_string(), |n| n.hostname.clone()),
+    )
 }
 
 fn task_grace_s(t: &Task) -> Option<i64> {
@@ -252,6 +313,26 @@ pub fn service_spec(
                 name: Some(LOG_DRIVER.into()),
                 options: Some(json_file_log_options()),
             }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(
+                    policy.constraints_for(
+                        spec.labels
+                            .get(spec::LABEL_AGENT_TYPE)
+                            .map_or("", String::as_str),
+                        spec.labels
+                            .get(spec::LABEL_CUSTOMER_ID)
+                            .map_or("", String::as_str),
+                    ),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        // DNS round robin, not a virtual IP: VIPs need IPVS in every node's kernel, which
+        // hosts without the ip_vs module (and this project's test machines) lack. Agents
+        // publish no ports, so nothing is lost.
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
             ..Default::default()
         }),
         mode: Some(ServiceSpecMode {
@@ -321,6 +402,8 @@ pub fn observed_from(service: &Service, tasks: &[Task]) -> Observed {
         nano_cpus: limit.and_then(|l| l.nano_cpus).unwrap_or(0),
         gpu_devices: Vec::new(),
         task_container_id: current.and_then(task_container),
+        node: None,
+        reason: None,
     }
 }
 
@@ -367,6 +450,9 @@ pub struct SwarmRuntime {
     network_internal: bool,
     /// Extra security options from the config, which Swarm services cannot take.
     security_opt: Vec<String>,
+    /// The swarm's nodes as last listed: node ids of tasks read as hostnames without a
+    /// listing per look (listed again when a task names a node not in it).
+    nodes: std::sync::Mutex<HashMap<String, NodeInfo>>,
 }
 
 impl SwarmRuntime {
@@ -379,6 +465,7 @@ impl SwarmRuntime {
             task_timeout: Duration::from_secs(config.swarm.task_timeout_s),
             network_internal: config.docker.network_internal,
             security_opt: config.agents.security_opt.clone(),
+            nodes: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -397,6 +484,41 @@ impl SwarmRuntime {
                 docker.list_services(Some(options)).await
             })
             .await
+    }
+
+    /// The swarm's nodes now (one listing), kept for [`SwarmRuntime::known_nodes`].
+    async fn list_nodes(&self) -> Result<HashMap<String, NodeInfo>, RuntimeError> {
+        let docker = self.engine().client().clone();
+        let nodes = self
+            .engine()
+            .call(DockerOp::ListNodes, Duration::ZERO, async move {
+                docker
+                    .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+                    .await
+            })
+            .await?;
+        let infos = node_infos(&nodes);
+        *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = infos.clone();
+        Ok(infos)
+    }
+
+    /// The nodes as last listed, listed again when one of `tasks` names another.
+    async fn known_nodes(&self, tasks: &[Task]) -> HashMap<String, NodeInfo> {
+        let cached = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if tasks
+            .iter()
+            .filter_map(task_node)
+            .all(|n| cached.contains_key(n))
+        {
+            return cached;
+        }
+        match self.list_nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list the swarm's nodes");
+                cached
+            }
+        }
     }
 
     async fn inspect_service(&self, id: &str) -> Result<Option<Service>, RuntimeError> {
@@ -568,11 +690,34 @@ impl SwarmRuntime {
         service_id: &str,
         limit: Duration,
     ) -> Result<(), RuntimeError> {
-        self.wait_tasks(service_id, "tasks to end", limit, |tasks| {
-            Ok(!tasks.iter().any(|t| is_live(&task_state(t))))
-        })
-        .await
-        .map(|_| ())
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let tasks = self.tasks(service_id).await?;
+            if !tasks.iter().any(|t| is_live(&task_state(t))) {
+                return Ok(());
+            }
+            // Tasks on nodes Swarm has lost never report their end: not waited for.
+            let nodes = self.list_nodes().await?;
+            if !tasks.iter().any(|t| may_end(t, &nodes)) {
+                let lost: Vec<&str> = tasks
+                    .iter()
+                    .filter(|t| is_live(&task_state(t)))
+                    .filter_map(task_node)
+                    .map(|n| nodes.get(n).map_or(n, |i| i.hostname.as_str()))
+                    .collect();
+                tracing::warn!(service = service_id, nodes = ?lost, "the service's remaining tasks are on nodes the swarm has lost; not waiting for them");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= until {
+                let states: Vec<String> = tasks.iter().map(task_error).collect();
+                tracing::warn!(service = service_id, tasks = ?states, "swarm tasks did not end");
+                return Err(RuntimeError::Timeout {
+                    op: "wait for swarm task",
+                    after_s: limit.as_secs(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn observe(&self, service: Service) -> Result<Observed, RuntimeError> {
@@ -580,6 +725,17 @@ impl SwarmRuntime {
         let tasks = self.tasks(&id).await?;
         tracing::trace!(service = %id, tasks = ?tasks.iter().map(|t| (task_id(t), task_state(t), desired_state(t))).collect::<Vec<_>>(), "service tasks");
         let mut observed = observed_from(&service, &tasks);
+        let mut nodes = self.known_nodes(&tasks).await;
+        if !observed.running {
+            // Whether a node was lost is news the cached listing may not have yet.
+            match self.list_nodes().await {
+                Ok(fresh) => nodes = fresh,
+                Err(e) => tracing::debug!(error = %e, "cannot list the swarm's nodes"),
+            }
+            observed.reason = lost_node(&tasks, &nodes)
+                .map(|node| format!("node {node} is lost; Swarm reschedules the agent"));
+        }
+        observed.node = placed_on(&tasks, &nodes);
         // Health and out-of-memory are known to the node running the task: ask when it
         // is this one (a single-node swarm, or an agent placed on the manager's node).
         if let Some(container) = observed.task_container_id.clone() {
@@ -888,6 +1044,12 @@ impl Runtime for SwarmRuntime {
         let sid = service.id.clone().unwrap_or_else(|| id.to_string());
         match self.stop(&sid, timeout_s).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            // A task that does not end (its node unreachable, not yet known as lost) does
+            // not keep the agent: Swarm removes the task with the service, and a node
+            // that comes back removes its container.
+            Err(RuntimeError::Timeout { after_s, .. }) => {
+                tracing::warn!(service = %sid, after_s, "the service's task did not end; removing the service anyway");
+            }
             Err(e) => return Err(e),
         }
         self.delete_service(&sid).await?;
@@ -1020,7 +1182,23 @@ impl Runtime for SwarmRuntime {
                     .await
             })
             .await?;
-        Ok(briefs_from(&services, tasks))
+        let nodes = self.known_nodes(&tasks).await;
+        let mut node_of: HashMap<String, Option<String>> = HashMap::new();
+        for service in &services {
+            if let Some(id) = &service.id {
+                let own: Vec<Task> = tasks
+                    .iter()
+                    .filter(|t| t.service_id.as_deref() == Some(id))
+                    .cloned()
+                    .collect();
+                node_of.insert(id.clone(), placed_on(&own, &nodes));
+            }
+        }
+        let mut briefs = briefs_from(&services, tasks);
+        for b in &mut briefs {
+            b.node = node_of.get(&b.id).cloned().flatten();
+        }
+        Ok(briefs)
     }
 }
 
@@ -1253,6 +1431,126 @@ mod tests {
         let t = s.spec.as_mut().unwrap().task_template.as_mut().unwrap();
         t.container_spec.as_mut().unwrap().image = Some("autogen-agent:latest@sha256:0123".into());
         assert_eq!(observed_from(&s, &[]).image, "autogen-agent:latest");
+    }
+
+    fn node(id: &str, host: &str, state: NodeState) -> Node {
+        Node {
+            id: Some(id.into()),
+            description: Some(bollard::models::NodeDescription {
+                hostname: Some(host.into()),
+                ..Default::default()
+            }),
+            status: Some(bollard::models::NodeStatus {
+                state: Some(state),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn on(mut t: Task, node: &str) -> Task {
+        t.node_id = Some(node.into());
+        t
+    }
+
+    #[test]
+    fn the_current_task_names_its_node_by_hostname() {
+        let nodes = node_infos(&[
+            node("n1", "amc1", NodeState::READY),
+            node("n3", "amc3", NodeState::DOWN),
+        ]);
+        assert_eq!(
+            nodes.get("n3"),
+            Some(&NodeInfo {
+                hostname: "amc3".into(),
+                ready: false
+            })
+        );
+        let tasks = vec![
+            on(
+                task("old", 2, TaskState::RUNNING, TaskState::SHUTDOWN),
+                "n3",
+            ),
+            on(task("new", 5, TaskState::RUNNING, TaskState::RUNNING), "n1"),
+        ];
+        assert_eq!(placed_on(&tasks, &nodes).as_deref(), Some("amc1"));
+        // Not yet placed, or ended: no node.
+        let pending = vec![task("p", 1, TaskState::PENDING, TaskState::RUNNING)];
+        assert_eq!(placed_on(&pending, &nodes), None);
+        let ended = vec![on(
+            task("e", 1, TaskState::COMPLETE, TaskState::SHUTDOWN),
+            "n1",
+        )];
+        assert_eq!(placed_on(&ended, &nodes), None);
+        // A node the listing does not know yet: its id.
+        let unknown = vec![on(
+            task("u", 1, TaskState::RUNNING, TaskState::RUNNING),
+            "n9",
+        )];
+        assert_eq!(placed_on(&unknown, &nodes).as_deref(), Some("n9"));
+    }
+
+    #[test]
+    fn a_task_on_a_lost_node_is_not_waited_for() {
+        let nodes = node_infos(&[
+            node("n1", "amc1", NodeState::READY),
+            node("n3", "amc3", NodeState::DOWN),
+        ]);
+        let lost = on(task("t", 1, TaskState::RUNNING, TaskState::SHUTDOWN), "n3");
+        let here = on(task("t", 1, TaskState::RUNNING, TaskState::SHUTDOWN), "n1");
+        let gone = on(task("t", 1, TaskState::RUNNING, TaskState::SHUTDOWN), "n7");
+        let unplaced = task("t", 1, TaskState::PENDING, TaskState::SHUTDOWN);
+        let ended = on(task("t", 1, TaskState::SHUTDOWN, TaskState::SHUTDOWN), "n1");
+        assert!(!may_end(&lost, &nodes), "its node is down");
+        assert!(!may_end(&gone, &nodes), "its node left the swarm");
+        assert!(may_end(&here, &nodes));
+        assert!(may_end(&unplaced, &nodes), "no node yet: Swarm ends it");
+        assert!(!may_end(&ended, &nodes), "already ended");
+        assert_eq!(
+            lost_node(&[here.clone(), lost.clone()], &nodes).as_deref(),
+            Some("amc3")
+        );
+        assert_eq!(lost_node(&[here], &nodes), None);
+    }
+
+    #[test]
+    fn services_use_dnsrr_and_the_agents_placement_constraints() {
+        let mut policy = Config::defaults().swarm;
+        let s = service_spec(&container_spec(), 0, 10, 0, &policy);
+        assert_eq!(
+            s.endpoint_spec.as_ref().and_then(|e| e.mode),
+            Some(EndpointSpecModeEnum::DNSRR)
+        );
+        let placement = |s: &ServiceSpec| {
+            s.task_template
+                .as_ref()
+                .and_then(|t| t.placement.as_ref())
+                .and_then(|p| p.constraints.clone())
+                .unwrap_or_default()
+        };
+        assert!(placement(&s).is_empty(), "none configured: anywhere");
+        policy.constraints = vec!["node.role==worker".into()];
+        policy.constraints_by_type.insert(
+            "trading".into(),
+            vec!["node.labels.autogen.pool==trading".into()],
+        );
+        policy
+            .constraints_by_type
+            .insert("analysis".into(), vec!["node.labels.x==y".into()]);
+        policy.constraints_by_customer.insert(
+            "c1".into(),
+            vec!["node.labels.tenant==c1".into(), "node.role==worker".into()],
+        );
+        let s = service_spec(&container_spec(), 0, 10, 0, &policy);
+        assert_eq!(
+            placement(&s),
+            vec![
+                "node.role==worker".to_string(),
+                "node.labels.autogen.pool==trading".to_string(),
+                "node.labels.tenant==c1".to_string(),
+            ],
+            "general, then the type's (a trading agent), then the customer's, once each"
+        );
     }
 
     #[test]

@@ -72,6 +72,7 @@ impl AgentRecord {
                 "last_heartbeat_at",
                 self.last_heartbeat_at.map(rfc3339).unwrap_or_default(),
             ),
+            ("node", self.node.clone().unwrap_or_default()),
         ]
     }
 
@@ -143,6 +144,7 @@ impl AgentRecord {
         }
         record.last_health_at = time("last_health_at")?;
         record.last_heartbeat_at = time("last_heartbeat_at")?;
+        record.node = non_empty("node");
         Ok(record)
     }
 }

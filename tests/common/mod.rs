@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod swarm;
 
 use std::collections::HashMap;
@@ -169,6 +170,18 @@ impl TestEnv {
             .expect("declare topology");
         let _ = conn.close(200, "declared".into()).await;
         Self::start_inner(id, config, false).await
+    }
+
+    /// Like `start`, with the config changed by `change` first (settings that have no
+    /// environment variable: tables such as `swarm.constraints_by_type`).
+    pub async fn start_changed(
+        overrides: &[(&str, &str)],
+        change: impl FnOnce(&mut Config),
+    ) -> TestEnv {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let mut config = test_config(&id, overrides);
+        change(&mut config);
+        Self::start_with(id, config).await
     }
 
     async fn start_with(id: String, config: Config) -> TestEnv {
