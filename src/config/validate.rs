@@ -98,6 +98,17 @@ fn check_admin_listen(config: &Config, p: &mut Problems) {
             p.bad("admin_listen", format!("'{listen}' is not host:port"));
         }
     }
+    if let Some(token) = config.admin_token() {
+        // Never quoted back: it is a secret.
+        if token.chars().count() < 16 {
+            p.bad("admin_token", "must be at least 16 characters");
+        } else if !token.chars().all(|c| c.is_ascii_graphic()) {
+            p.bad(
+                "admin_token",
+                "must be printable ASCII without spaces (it travels in a header)",
+            );
+        }
+    }
 }
 
 fn check_docker(d: &DockerConfig, p: &mut Problems) {
