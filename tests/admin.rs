@@ -483,6 +483,9 @@ async fn the_status_page_and_its_data_ask_for_the_token_and_never_show_secrets()
     );
     let (status, _, _) = get("/api/agents/no-such-agent".into(), bearer.clone()).await;
     assert_eq!(status, 404);
+    // Only agent ids: not another of the agent's keys.
+    let (status, _, body) = get(format!("{detail_path}:events"), bearer.clone()).await;
+    assert_eq!(status, 404, "{body}");
     for shown in [&detail, &serde_json::to_string(&list).expect("JSON")] {
         assert!(
             !shown.contains(secret),

@@ -187,6 +187,10 @@ async fn api_agent(
     if let Some(denied) = state.deny(&req) {
         return denied;
     }
+    if !crate::protocol::valid_agent_id(&id) {
+        return page_headers(HttpResponse::NotFound())
+            .json(serde_json::json!({"error": "not an agent id"}));
+    }
     let store = &state.metrics.store;
     let record = match store.load(&id).await {
         Ok(Some(r)) => r,

@@ -519,6 +519,23 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_is_checked_without_being_quoted_back() {
+        for token in ["short-secret", "a token with spaces in it"] {
+            let e = with_env(&[("ADMIN_TOKEN", token)])
+                .expect_err(token)
+                .to_string();
+            assert!(e.contains("ADMIN_TOKEN"), "{e}");
+            assert!(!e.contains(token), "the token in the message: {e}");
+        }
+        let c = with_env(&[("ADMIN_TOKEN", "a-good-long-token-123")]).expect("a good token");
+        assert_eq!(c.admin_token(), Some("a-good-long-token-123"));
+        assert!(!format!("{c:?}").contains("a-good-long-token-123"), "Debug");
+        let toml = c.to_toml(false).expect("toml");
+        assert!(!toml.contains("a-good-long-token-123") && toml.contains("admin_token = \"***\""));
+        assert_eq!(Config::defaults().admin_token(), None);
+    }
+
+    #[test]
     fn hardening_settings_are_checked() {
         let c = Config::defaults();
         assert_eq!(c.agents.user, "65534:65534");
