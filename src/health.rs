@@ -316,7 +316,7 @@ pub fn apply_stats(record: &mut AgentRecord, watch: &mut Watch, sample: Option<S
                 crate::metrics::history::Point {
                     at_s: crate::metrics::history::now_s(),
                     cpu_percent: record.cpu_percent as f32,
-                    memory_bytes: record.memory_bytes,
+                    memory_kib: crate::metrics::history::Point::memory_kib_of(record.memory_bytes),
                 },
             );
             watch.stats = Some(now);

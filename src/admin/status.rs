@@ -194,7 +194,7 @@ pub fn event_row(e: &StreamEntry) -> Option<EventRow> {
 pub fn detail(r: &AgentRecord, events: Result<Vec<StreamEntry>, String>) -> AgentDetail {
     let points = history::of(&r.agent_id)
         .into_iter()
-        .map(|p| (p.at_s, p.cpu_percent, p.memory_bytes))
+        .map(|p| (p.at_s, p.cpu_percent, u64::from(p.memory_kib) * 1024))
         .collect();
     let (events, events_error) = match events {
         Ok(entries) => (entries.iter().rev().filter_map(event_row).collect(), None),

@@ -2,11 +2,11 @@
 //! samples the agent actors already take (every `HEALTH_CHECK_INTERVAL_S`), kept in a
 //! bounded ring per agent. Nothing is sampled for it.
 //!
-//! **Bounded.** A ring holds at most [`CAPACITY`] points of [`Point`] (16 bytes each):
-//! 361 × 16 B ≈ 5.6 KiB per agent, allocated once, whatever the check interval; 200
-//! agents ≈ 1.1 MiB. Points are kept at least [`SPACING`] apart (the newest replaces
+//! **Bounded.** A ring holds at most [`CAPACITY`] points of [`Point`] (12 bytes each):
+//! 181 × 12 B ≈ 2.1 KiB per agent, allocated once, whatever the check interval; 200
+//! agents ≈ 0.4 MiB. Points are kept at least [`SPACING_S`] apart (the newest replaces
 //! the last one while it is closer), so the ring spans an hour at any check interval;
-//! points older than [`WINDOW`] are not shown. An agent's ring goes when its actor
+//! points older than [`WINDOW_S`] are not shown. An agent's ring goes when its actor
 //! ends (the agent was deleted, or the manager let go of it); a stopped agent keeps its
 //! last hour.
 
@@ -16,19 +16,26 @@ use std::sync::{Mutex, OnceLock};
 /// What the charts show.
 pub const WINDOW_S: u32 = 3600;
 /// Least time between two kept points (but the newest), in seconds.
-pub const SPACING_S: u32 = 10;
+pub const SPACING_S: u32 = 20;
 /// Points per agent: an hour at [`SPACING_S`], and the newest.
 pub const CAPACITY: usize = (WINDOW_S / SPACING_S) as usize + 1;
 
-/// One sample as the charts draw it.
+/// One sample as the charts draw it: 12 bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
-    /// Memory in use, page cache excluded, bytes.
-    pub memory_bytes: u64,
     /// When it was taken, Unix seconds.
     pub at_s: u32,
     /// CPU % since the sample before (100 = one core).
     pub cpu_percent: f32,
+    /// Memory in use, page cache excluded, KiB (up to 4 TiB).
+    pub memory_kib: u32,
+}
+
+impl Point {
+    /// `memory_bytes` rounded to KiB (and capped).
+    pub fn memory_kib_of(memory_bytes: u64) -> u32 {
+        u32::try_from(memory_bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+    }
 }
 
 /// One agent's points, oldest first, never more than [`CAPACITY`].
@@ -133,13 +140,15 @@ mod tests {
         Point {
             at_s,
             cpu_percent: 1.0,
-            memory_bytes: u64::from(at_s),
+            memory_kib: at_s,
         }
     }
 
     #[test]
-    fn a_point_is_sixteen_bytes() {
-        assert_eq!(std::mem::size_of::<Point>(), 16);
+    fn a_point_is_twelve_bytes() {
+        assert_eq!(std::mem::size_of::<Point>(), 12);
+        assert_eq!(Point::memory_kib_of(1025), 2);
+        assert_eq!(Point::memory_kib_of(u64::MAX), u32::MAX);
     }
 
     #[test]
