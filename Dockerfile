@@ -1,7 +1,7 @@
 # agent-manager: the supervisor container (README "Deploy").
 #
 #   docker build -t agent-manager .
-#   docker run -d --name agent-manager \
+#   docker run -d --name agent-manager -p 127.0.0.1:9464:9464 \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
 #     -v /sys/fs/cgroup:/sys/fs/cgroup:ro -v /proc:/host/proc:ro -e PROC_ROOT=/host/proc \
 #     --group-add "$(stat -c %g /var/run/docker.sock)" \
@@ -67,10 +67,18 @@ RUN echo 'agent-manager:x:10001:10001:agent-manager:/nonexistent:/usr/sbin/nolog
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/agent-manager /usr/local/bin/agent-manager
 USER 10001:10001
-# Healthy while Docker, RabbitMQ and Redis answer (each within 5 s); the failure and
-# its fix are in `docker inspect --format '{{json .State.Health}}' agent-manager`.
-HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
-    CMD ["/usr/local/bin/agent-manager", "check", "--quiet", "--services-only", "--timeout-s", "5"]
+# The admin endpoint (/ status page, /metrics, /healthz, /readyz) on every interface of
+# the container, so that `-p 9464:9464`, Prometheus and other containers reach it.
+# Publish it to the host's loopback (`-p 127.0.0.1:9464:9464`) or set ADMIN_TOKEN before
+# exposing it further (README "Admin endpoint").
+ENV ADMIN_LISTEN=0.0.0.0:9464
+EXPOSE 9464
+# Healthy while the manager itself says it is ready (its /readyz: consuming commands,
+# Redis and Docker answering), asked on 127.0.0.1 within 5 s: a hung manager fails it,
+# not only a service that is away. The failure and its fix are in
+# `docker inspect --format '{{json .State.Health}}' agent-manager`.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["/usr/local/bin/agent-manager", "check", "--ready", "--quiet", "--timeout-s", "5"]
 # SIGTERM: stop consuming, finish in-flight commands, exit 0; agents keep running.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/agent-manager"]

@@ -3,7 +3,8 @@
 # 12 machine without systemd (developer machines and CI):
 #
 #   1. installs what is missing (apt): docker.io, rabbitmq-server,
-#      redis-server, busybox-static, openssl (the TLS tests make certificates)
+#      redis-server, busybox-static, openssl (the TLS tests make certificates),
+#      prometheus (promtool), chromium (the status page's browser test)
 #   2. a Docker engine (dockerd in the background, if `docker info` fails)
 #   3. Redis on 127.0.0.1:6379 (no persistence)
 #   4. RabbitMQ on 127.0.0.1:5672 (amqp://guest:guest@127.0.0.1:5672/%2f), with
@@ -56,8 +57,11 @@ STATE_DIR=${AGENT_MANAGER_SERVICES_DIR:-/tmp/agent-manager-services}
 
 # prometheus: its promtool checks /metrics (tests/admin.rs); the server itself is not
 # started here (policy-rc.d keeps the package's service down; tests start their own).
+# chromium (and a font for its screenshots): tests/status_page.rs loads the admin
+# endpoint's status page in headless Chromium. debootstrap and python3-pip: the
+# reference agent's base image and wheels (images/autogen-agent/build.sh).
 PACKAGES=(docker.io rabbitmq-server redis-server busybox-static openssl prometheus
-          debootstrap python3-pip)
+          chromium fonts-dejavu-core debootstrap python3-pip)
 NETWORK=autogen-network
 IMAGE=autogen-agent:busybox
 REFERENCE_IMAGE=autogen-agent:latest

@@ -328,8 +328,9 @@ impl Actor for AgentActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        // Deleted (or the manager stops): its usage series go with it.
+        // Deleted (or the manager stops): its usage series and last hour go with it.
         crate::metrics::usage::forget(&self.agent_id);
+        crate::metrics::history::forget(&self.agent_id);
     }
 }
 

@@ -226,14 +226,23 @@ impl Manager {
                 gpu_inventory,
                 quotas: config.quotas.clone(),
             };
-            let (server, addr) =
-                crate::admin::serve(listen, readiness, source).map_err(|e| StartError::Admin {
-                    listen: listen.to_string(),
-                    message: e.to_string(),
-                })?;
+            let (server, addr) = crate::admin::serve(
+                listen,
+                readiness,
+                source,
+                config.admin_token().map(str::to_string),
+            )
+            .map_err(|e| StartError::Admin {
+                listen: listen.to_string(),
+                message: e.to_string(),
+            })?;
             let handle = server.handle();
             actix_rt::spawn(server);
-            tracing::info!(%addr, "admin endpoint: /healthz /readyz /metrics");
+            tracing::info!(
+                %addr,
+                token = config.admin_token().is_some(),
+                "admin endpoint: / (status page) /healthz /readyz /metrics"
+            );
             Some((handle, addr))
         } else {
             None

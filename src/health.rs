@@ -299,7 +299,8 @@ pub fn usage_of(s: &Stats) -> crate::metrics::usage::Usage {
     }
 }
 
-/// Takes a new stats sample into the record (and `/metrics`' usage samples): memory, and CPU % since the last sample.
+/// Takes a new stats sample into the record (and `/metrics`' usage samples, and the
+/// status page's last hour): memory, and CPU % since the last sample.
 /// Stats are sampled apart from looks (a first sample of a new container takes Docker
 /// up to a second), so a look is never held up by them.
 pub fn apply_stats(record: &mut AgentRecord, watch: &mut Watch, sample: Option<Stats>) {
@@ -310,6 +311,14 @@ pub fn apply_stats(record: &mut AgentRecord, watch: &mut Watch, sample: Option<S
             }
             record.memory_bytes = now.memory_bytes;
             crate::metrics::usage::record(&record.agent_id, usage_of(&now));
+            crate::metrics::history::record(
+                &record.agent_id,
+                crate::metrics::history::Point {
+                    at_s: crate::metrics::history::now_s(),
+                    cpu_percent: record.cpu_percent as f32,
+                    memory_kib: crate::metrics::history::Point::memory_kib_of(record.memory_bytes),
+                },
+            );
             watch.stats = Some(now);
         }
         None => {

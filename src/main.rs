@@ -236,10 +236,14 @@ struct CheckArgs {
     /// Print only failures (nothing when all pass), e.g. for a health check.
     #[arg(short, long)]
     quiet: bool,
-    /// Check only Docker, RabbitMQ and Redis (not the agent image and network): what the
-    /// container's HEALTHCHECK runs.
+    /// Check only Docker, RabbitMQ and Redis (not the agent image and network).
     #[arg(long)]
     services_only: bool,
+    /// Ask only the running manager's own /readyz (at ADMIN_LISTEN; 0.0.0.0 is asked on
+    /// 127.0.0.1): what the container's HEALTHCHECK runs. Fails when the manager is
+    /// hung or not consuming, not only when a service is away.
+    #[arg(long, conflicts_with = "services_only")]
+    ready: bool,
     /// Seconds to wait for each service.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     timeout_s: u64,
@@ -511,6 +515,7 @@ async fn check(config: &Config, args: CheckArgs) -> Result<(), CliError> {
     let out = &mut std::io::stdout();
     let opts = cli::check::CheckOptions {
         services_only: args.services_only,
+        ready: args.ready,
         timeout: std::time::Duration::from_secs(args.timeout_s),
     };
     let results = cli::check::run(config, &opts).await;

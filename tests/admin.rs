@@ -1,5 +1,6 @@
 //! The admin endpoint of a running manager: liveness, readiness and Prometheus
-//! metrics that move with real commands.
+//! metrics that move with real commands; the status page's data and its token; the
+//! alert rules and the dashboard in deploy/ (promtool, and the series they name served).
 
 mod common;
 
@@ -114,6 +115,24 @@ async fn per_agent_series_come_and_go_with_the_agent_and_pass_promtool() {
         "{text}"
     );
     assert_eq!(promtool_complaints(&text, &id), "", "promtool on:\n{text}");
+    // What the alert rules and the dashboard ask for is what the manager serves.
+    let served = served_names(&text);
+    for (file, exprs) in [
+        (RULES, rule_exprs()),
+        (
+            DASHBOARD,
+            dashboard_exprs().into_iter().map(|(_, e)| e).collect(),
+        ),
+    ] {
+        for expr in exprs {
+            for name in metric_names(&expr) {
+                assert!(
+                    served.contains(&name),
+                    "{file} asks for {name}, which /metrics does not serve (in {expr})"
+                );
+            }
+        }
+    }
 
     // Deleted: every series naming the agent goes.
     let mid = env
@@ -214,5 +233,311 @@ async fn a_real_prometheus_scrapes_the_per_agent_series() {
         .await;
     prometheus.wait_for("up", "\"job\":\"agent-manager\"").await;
     drop(prometheus);
+    env.finish().await;
+}
+
+const RULES: &str = "deploy/prometheus/agent-manager.rules.yml";
+const RULE_TESTS: &str = "deploy/prometheus/agent-manager.rules.test.yml";
+const DASHBOARD: &str = "deploy/grafana/agent-manager.json";
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Runs `promtool ARGS` (Debian's `prometheus` package): (exit code, output).
+fn promtool(args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("exec promtool \"$@\"")
+        .arg("sh")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let out = common::run_bounded(cmd, common::DEADLINE, "promtool");
+    assert_ne!(
+        out.code, 127,
+        "no promtool (package prometheus): run `bash scripts/services.sh`"
+    );
+    (out.code, format!("{}{}", out.stdout, out.stderr))
+}
+
+/// Every metric name a scrape serves: its samples', and each histogram's `_bucket`,
+/// `_sum` and `_count` (a `# TYPE` line is there even before the first sample).
+fn served_names(text: &str) -> std::collections::HashSet<String> {
+    let mut names = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
+                names.insert(name.to_string());
+                if kind == "histogram" {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+            }
+        } else if !line.starts_with('#') {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_string());
+        }
+    }
+    names
+}
+
+/// The manager's metric names in a PromQL expression (`up` and functions are not).
+fn metric_names(expr: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\b(?:agent_manager|container|process)_[a-z_]+").expect("regex");
+    re.find_iter(expr).map(|m| m.as_str().to_string()).collect()
+}
+
+/// The alert rules' expressions.
+fn rule_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(repo_file(RULES)).expect("the rules file");
+    let rules: serde_json::Value = serde_norway::from_str(&text).expect("the rules are YAML");
+    let mut exprs = Vec::new();
+    for group in rules["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            exprs.push(rule["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    exprs
+}
+
+/// Every query of the dashboard: (panel title, expression with the dashboard's
+/// variables given values, as Grafana would).
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_file(DASHBOARD)).expect("the dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .expect("a target's expr")
+                .replace("$job", "agent-manager")
+                .replace("$instance", ".*")
+                .replace("$customer", ".*")
+                .replace("$agent", ".*");
+            exprs.push((panel["title"].as_str().unwrap_or("?").to_string(), expr));
+        }
+    }
+    exprs
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let (code, out) = promtool(&["check", "rules", RULES]);
+    assert_eq!(code, 0, "promtool check rules {RULES}:\n{out}");
+    let (code, out) = promtool(&["test", "rules", RULE_TESTS]);
+    assert_eq!(code, 0, "promtool test rules {RULE_TESTS}:\n{out}");
+    // Every alert the rules hold is exercised by the unit tests.
+    let tests = std::fs::read_to_string(repo_file(RULE_TESTS)).expect("the rule tests");
+    let rules = std::fs::read_to_string(repo_file(RULES)).expect("the rules");
+    for line in rules.lines() {
+        if let Some(alert) = line.trim().strip_prefix("- alert: ") {
+            assert!(
+                tests.contains(&format!("alertname: {alert}")),
+                "{RULE_TESTS} does not test {alert}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql() {
+    // promtool parses the expressions of a rules file: the dashboard's, as recording rules.
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (title, expr)) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      # {title}\n      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::to_string(expr).expect("a string")
+        ));
+    }
+    let file = std::env::temp_dir().join(format!(
+        "agent-manager-dashboard-{}.rules.yml",
+        std::process::id()
+    ));
+    std::fs::write(&file, &rules).expect("write the rules");
+    let (code, out) = promtool(&["check", "rules", &file.display().to_string()]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, 0, "{DASHBOARD}'s queries:\n{out}\n{rules}");
+}
+
+const TOKEN: &str = "status-page-test-token-0123456789";
+
+/// GET `path` from the admin endpoint at `addr` with `headers`: (status, head, body).
+async fn fetch(
+    addr: std::net::SocketAddr,
+    path: String,
+    headers: Vec<String>,
+) -> (u16, String, String) {
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    common::http_get_with(addr, &path, &headers, std::time::Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[actix_rt::test]
+async fn the_status_page_and_its_data_ask_for_the_token_and_never_show_secrets() {
+    let env = TestEnv::start(&[("ADMIN_TOKEN", TOKEN)]).await;
+    let addr = env.admin_addr();
+    let get = |path: String, headers: Vec<String>| fetch(addr, path, headers);
+    // Probes stay open; everything else asks for the token.
+    assert_eq!(get("/healthz".into(), vec![]).await.0, 200);
+    assert_eq!(get("/readyz".into(), vec![]).await.0, 200);
+    for path in ["/", "/status.js", "/metrics", "/api/agents"] {
+        let (status, head, _) = get(path.into(), vec![]).await;
+        assert_eq!(status, 401, "{path} without the token");
+        assert!(
+            head.to_lowercase().contains("www-authenticate: bearer"),
+            "{head}"
+        );
+        let wrong = vec!["Authorization: Bearer not-the-token-at-all".to_string()];
+        assert_eq!(
+            get(path.into(), wrong).await.0,
+            401,
+            "{path} with another token"
+        );
+    }
+    assert_eq!(
+        get("/?token=not-the-token-at-all".into(), vec![]).await.0,
+        401
+    );
+    // A browser: the token in the address once, then a cookie.
+    let (status, head, _) = get(format!("/?token={TOKEN}"), vec![]).await;
+    assert_eq!(status, 303, "{head}");
+    let lower = head.to_lowercase();
+    assert!(lower.contains("location: /\r\n"), "{head}");
+    assert!(
+        lower.contains(&format!(
+            "set-cookie: agent_manager_token={}",
+            TOKEN.to_lowercase()
+        )) && lower.contains("httponly")
+            && lower.contains("samesite=strict"),
+        "{head}"
+    );
+    let cookie = vec![format!("Cookie: agent_manager_token={TOKEN}")];
+    let (status, head, page) = get("/".into(), cookie.clone()).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(page.contains("<script src=\"/status.js\""), "{page}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    assert_eq!(get("/status.js".into(), cookie.clone()).await.0, 200);
+    let bearer = vec![format!("Authorization: Bearer {TOKEN}")];
+    assert_eq!(get("/metrics".into(), bearer.clone()).await.0, 200);
+
+    // An agent whose config carries a secret; the page's data never shows it.
+    let id = env.agent_id("paged");
+    let secret = "sk-status-page-secret-4242";
+    let mut body = env.create_body(&id);
+    body["config"] = serde_json::json!({"api_key": secret});
+    body["autogen_config"] = serde_json::json!({"llm": {"api_key": secret}});
+    let mid = env.send("agent.create", body).await;
+    env.answer(&mid, "agent.started").await;
+
+    let list_path = format!("/api/agents?customer={}", env.customer());
+    let (status, _, list) = get(list_path.clone(), bearer.clone()).await;
+    assert_eq!(status, 200, "{list}");
+    let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+    assert_eq!(list["ready"], true, "{list}");
+    let agents = list["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 1, "{list}");
+    assert_eq!(agents[0]["agent_id"], id.as_str());
+    assert_eq!(agents[0]["status"], "running");
+    assert_eq!(agents[0]["image"], common::agent_image());
+    assert!(list["customers"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c == env.customer().as_str())));
+    let (_, _, none) = get(format!("{list_path}&status=stopped"), bearer.clone()).await;
+    assert!(none.contains("\"agents\":[]"), "filtered by status: {none}");
+
+    // Its last hour fills from the samples the manager takes (every second here).
+    let detail_path = format!("/api/agents/{id}");
+    let until = std::time::Instant::now() + common::DEADLINE;
+    let detail = loop {
+        let (status, _, body) = get(detail_path.clone(), bearer.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        let detail: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        if detail["points"].as_array().is_some_and(|p| p.len() >= 2) {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "fewer than 2 samples of {id} within {:?}: {body}",
+            common::DEADLINE
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&detail).expect("JSON");
+    let point = &parsed["points"][0];
+    assert!(point[2].as_u64().is_some_and(|m| m > 0), "memory: {detail}");
+    assert!(
+        parsed["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == "agent.started")),
+        "{detail}"
+    );
+    let (status, _, _) = get("/api/agents/no-such-agent".into(), bearer.clone()).await;
+    assert_eq!(status, 404);
+    // Only agent ids: not another of the agent's keys.
+    let (status, _, body) = get(format!("{detail_path}:events"), bearer.clone()).await;
+    assert_eq!(status, 404, "{body}");
+    for shown in [&detail, &serde_json::to_string(&list).expect("JSON")] {
+        assert!(
+            !shown.contains(secret),
+            "a secret on the status page: {shown}"
+        );
+        assert!(
+            !shown.contains("RABBITMQ_URL") && !shown.contains("redis://"),
+            "{shown}"
+        );
+    }
+    env.finish().await;
+}
+
+/// `agent-manager check --ready --quiet --timeout-s 2` (the image's HEALTHCHECK) with
+/// `ADMIN_LISTEN=listen`.
+fn check_ready(listen: &str) -> common::CommandOut {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agent-manager"));
+    cmd.args(["check", "--ready", "--quiet", "--timeout-s", "2"])
+        .env("ADMIN_LISTEN", listen)
+        .env_remove("ADMIN_TOKEN");
+    common::run_bounded(cmd, common::DEADLINE, "agent-manager check --ready")
+}
+
+#[actix_rt::test]
+async fn the_health_check_asks_the_managers_own_readyz_and_fails_a_hung_one() {
+    let env = TestEnv::start(&[]).await;
+    // Ready: exit 0, nothing printed (--quiet). An address on every interface is asked
+    // on loopback, as in the image.
+    let port = env.admin_addr().port();
+    for listen in [env.admin_addr().to_string(), format!("0.0.0.0:{port}")] {
+        let out = tokio::task::spawn_blocking(move || check_ready(&listen))
+            .await
+            .expect("check");
+        assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
+    }
+    // Nothing listening: exit 1, and it says so.
+    let nobody = format!("127.0.0.1:{}", common::free_port());
+    let out = tokio::task::spawn_blocking(move || check_ready(&nobody))
+        .await
+        .expect("check");
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stdout.contains("not running"), "{out:#?}");
+    // Hung: a listener that takes the connection and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let listen = hung.local_addr().expect("its address").to_string();
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || check_ready(&listen))
+        .await
+        .expect("check");
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stdout.contains("no answer within 2 s"), "{out:#?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(hung);
     env.finish().await;
 }

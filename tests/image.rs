@@ -292,7 +292,14 @@ async fn the_image_serves_commands_as_a_non_root_container() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for (k, v) in common::config_env(&config) {
+    // On the host's network the image's own ADMIN_LISTEN (0.0.0.0:9464) would be the
+    // host's every interface, and a port other checkouts may hold: a free loopback port,
+    // where the HEALTHCHECK (`check --ready`) asks it.
+    let admin = format!("127.0.0.1:{}", common::free_port());
+    for (k, v) in common::config_env(&config)
+        .into_iter()
+        .chain([("ADMIN_LISTEN", admin.clone())])
+    {
         args.push("-e".into());
         args.push(format!("{k}={v}"));
     }
@@ -304,6 +311,27 @@ async fn the_image_serves_commands_as_a_non_root_container() {
     .await;
     assert_eq!(run.code, 0, "docker run failed: {run:#?}");
     assert_eq!(deployed.inspect("{{.Config.User}}"), "10001:10001");
+    // The image listens on every interface of its container, and says on which port.
+    let image_config = blocking({
+        let image = image.clone();
+        move || {
+            docker(
+                &[
+                    "image",
+                    "inspect",
+                    "-f",
+                    "{{json .Config.ExposedPorts}} {{json .Config.Healthcheck.Test}}",
+                    &image,
+                ],
+                Duration::from_secs(30),
+            )
+        }
+    })
+    .await;
+    assert!(
+        image_config.stdout.contains("\"9464/tcp\"") && image_config.stdout.contains("--ready"),
+        "{image_config:#?}"
+    );
 
     // Serving: its consumer is on the command queue.
     let queue = config.rabbitmq.command_queue.clone();
@@ -411,7 +439,8 @@ async fn the_image_serves_commands_as_a_non_root_container() {
         "{agent:#?}"
     );
 
-    // The HEALTHCHECK (`check --quiet --services-only` as uid 10001) passes.
+    // The HEALTHCHECK (`check --ready --quiet` as uid 10001: the manager's own /readyz)
+    // passes.
     let until = Instant::now() + DEADLINE;
     loop {
         match deployed.inspect("{{.State.Health.Status}}").as_str() {

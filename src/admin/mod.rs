@@ -1,13 +1,18 @@
 //! The admin HTTP endpoint (loopback by default): `/healthz` (the process answers),
-//! `/readyz` (RabbitMQ consumed, Redis and Docker reachable, reconciliation done) and
+//! `/readyz` (RabbitMQ consumed, Redis and Docker reachable, reconciliation done),
 //! `/metrics` (Prometheus text format: the registry's series, and per agent, per
-//! customer and of the process itself from [`scrape`]).
+//! customer and of the process itself from [`scrape`]), and the status page at `/`
+//! (its files in `page/`, compiled in; its data from [`status`] under `/api/`). With
+//! `ADMIN_TOKEN` set, everything but `/healthz` and `/readyz` asks for it ([`auth`]).
 
+pub mod auth;
 pub mod scrape;
+pub mod status;
 
 use std::net::SocketAddr;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use tokio::sync::watch;
 
 pub use scrape::MetricsSource;
@@ -39,6 +44,170 @@ impl Readiness {
 struct State {
     readiness: Readiness,
     metrics: MetricsSource,
+    /// `ADMIN_TOKEN`; `None`: nothing is guarded.
+    token: Option<String>,
+}
+
+impl State {
+    /// `None` when `req` may go on, else the refusal.
+    fn deny(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        match auth::check(req, self.token.as_deref()) {
+            auth::Access::Granted => None,
+            auth::Access::Denied => Some(
+                HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"agent-manager\""))
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .content_type("text/plain; charset=utf-8")
+                    .body(
+                        "401: this endpoint asks for ADMIN_TOKEN: send `Authorization: Bearer <token>`, \
+                         or open /?token=<token> once in a browser (it keeps a cookie).\n",
+                    ),
+            ),
+        }
+    }
+}
+
+/// The status page's files, compiled in: (path, content type, body).
+const PAGE: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("page/index.html"),
+    ),
+    (
+        "/status.js",
+        "text/javascript; charset=utf-8",
+        include_str!("page/status.js"),
+    ),
+    (
+        "/status.css",
+        "text/css; charset=utf-8",
+        include_str!("page/status.css"),
+    ),
+];
+
+/// Headers of every page answer: nothing from elsewhere may load or frame it, and
+/// nothing is cached (the data changes, and may be guarded).
+fn page_headers(mut resp: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    resp.insert_header((
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ))
+    .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+    .insert_header((header::REFERRER_POLICY, "no-referrer"))
+    .insert_header((header::CACHE_CONTROL, "no-store"));
+    resp
+}
+
+/// `/?token=…`: the token given in the address, and where to send the browser on to:
+/// `/` with the other parameters (the filter, the agent shown), without the token.
+fn token_in_address(query: &str) -> Option<(String, String)> {
+    let mut token = None;
+    let mut rest = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "token" {
+            token = Some(v.into_owned());
+        } else {
+            rest.append_pair(&k, &v);
+        }
+    }
+    let rest = rest.finish();
+    let next = if rest.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/?{rest}")
+    };
+    token.map(|t| (t, next))
+}
+
+async fn page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let path = req.path();
+    let Some((_, kind, body)) = PAGE.iter().find(|(p, _, _)| *p == path) else {
+        return HttpResponse::NotFound().finish();
+    };
+    // `/?token=…`: the cookie, then the page without the token in its address.
+    if path == "/" {
+        if let Some((given, next)) = token_in_address(req.query_string()) {
+            let token = state.token.as_deref();
+            if !auth::is_token(&given, token) {
+                return state.deny(&req).unwrap_or_else(|| {
+                    HttpResponse::SeeOther()
+                        .insert_header((header::LOCATION, next))
+                        .finish()
+                });
+            }
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, next))
+                .insert_header((header::SET_COOKIE, auth::set_cookie(token.unwrap_or(""))))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish();
+        }
+    }
+    if let Some(denied) = state.deny(&req) {
+        return denied;
+    }
+    page_headers(HttpResponse::Ok())
+        .content_type(*kind)
+        .body(*body)
+}
+
+async fn api_agents(
+    req: HttpRequest,
+    state: web::Data<State>,
+    filter: web::Query<status::Filter>,
+) -> HttpResponse {
+    if let Some(denied) = state.deny(&req) {
+        return denied;
+    }
+    let (ready, checks) = state.readiness.checks();
+    let (records, error) = match state.metrics.store.load_all().await {
+        Ok(all) => (all.into_iter().filter_map(|(_, r)| r.ok()).collect(), None),
+        Err(e) => (Vec::new(), Some(format!("agents not read from Redis: {e}"))),
+    };
+    let (agents, customers) = status::list(&records, &filter);
+    let body = status::AgentList {
+        agents,
+        customers,
+        statuses: status::statuses(),
+        total: records.len(),
+        ready,
+        checks,
+        error,
+        now: chrono::Utc::now().to_rfc3339(),
+    };
+    page_headers(HttpResponse::Ok()).json(body)
+}
+
+async fn api_agent(
+    req: HttpRequest,
+    state: web::Data<State>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    if let Some(denied) = state.deny(&req) {
+        return denied;
+    }
+    if !crate::protocol::valid_agent_id(&id) {
+        return page_headers(HttpResponse::NotFound())
+            .json(serde_json::json!({"error": "not an agent id"}));
+    }
+    let store = &state.metrics.store;
+    let record = match store.load(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return page_headers(HttpResponse::NotFound())
+                .json(serde_json::json!({"error": "no such agent"}))
+        }
+        Err(e) => {
+            return page_headers(HttpResponse::ServiceUnavailable())
+                .json(serde_json::json!({"error": format!("agent not read from Redis: {e}")}))
+        }
+    };
+    let events = store
+        .last_events(&record.agent_id, status::EVENTS_SHOWN)
+        .await
+        .map_err(|e| format!("events not read from Redis: {e}"));
+    page_headers(HttpResponse::Ok()).json(status::detail(&record, events))
 }
 
 async fn healthz() -> HttpResponse {
@@ -55,7 +224,10 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
     }
 }
 
-async fn metrics_text(state: web::Data<State>) -> HttpResponse {
+async fn metrics_text(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Some(denied) = state.deny(&req) {
+        return denied;
+    }
     let (ready, _) = state.readiness.checks();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -63,19 +235,31 @@ async fn metrics_text(state: web::Data<State>) -> HttpResponse {
 }
 
 /// Binds `listen` and serves until the returned server is stopped. Returns the bound
-/// address (useful with port 0).
+/// address (useful with port 0). `token`: `ADMIN_TOKEN`, asked for on everything but
+/// `/healthz` and `/readyz`.
 pub fn serve(
     listen: &str,
     readiness: Readiness,
     metrics: MetricsSource,
+    token: Option<String>,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
-    let state = web::Data::new(State { readiness, metrics });
+    let state = web::Data::new(State {
+        readiness,
+        metrics,
+        token,
+    });
     let server = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_text))
+            .route("/api/agents", web::get().to(api_agents))
+            .route("/api/agents/{id}", web::get().to(api_agent));
+        for (path, _, _) in PAGE {
+            app = app.route(path, web::get().to(page));
+        }
+        app
     })
     .workers(1)
     .disable_signals()
@@ -87,4 +271,23 @@ pub fn serve(
         .copied()
         .ok_or_else(|| std::io::Error::other("no address bound"))?;
     Ok((server.run(), addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_in_address;
+
+    #[test]
+    fn the_token_leaves_the_address_and_the_rest_stays() {
+        assert_eq!(token_in_address(""), None);
+        assert_eq!(token_in_address("customer=acme"), None);
+        assert_eq!(
+            token_in_address("token=abc"),
+            Some(("abc".into(), "/".into()))
+        );
+        assert_eq!(
+            token_in_address("customer=a%26b&token=x%2By&agent=t-1"),
+            Some(("x+y".into(), "/?customer=a%26b&agent=t-1".into()))
+        );
+    }
 }

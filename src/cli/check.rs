@@ -2,9 +2,10 @@
 //! usable by this user), the agent image present, the agent network there, RabbitMQ and
 //! Redis answering, and with per-agent credentials the management API and Redis ACLs
 //! that make the agents' own users. One line per check; each failure comes with what
-//! to do about it. With `services_only` (the container's HEALTHCHECK) only Docker, RabbitMQ and Redis
-//! are checked: the image may legitimately be pulled later, and the manager creates the
-//! network itself.
+//! to do about it. With `services_only` only Docker, RabbitMQ and Redis are checked:
+//! the image may legitimately be pulled later, and the manager creates the network
+//! itself. With `ready` (the container's HEALTHCHECK) only the running manager's own
+//! `/readyz` is asked ([`super::ready`]).
 
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ const DEFAULT_DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
 pub struct CheckOptions {
     /// Only the services (Docker, RabbitMQ, Redis), not the image and the network.
     pub services_only: bool,
+    /// Only the running manager's own `/readyz` ([`super::ready`]): the container's
+    /// HEALTHCHECK.
+    pub ready: bool,
     /// Bound on each check (each connects and asks once).
     pub timeout: Duration,
 }
@@ -77,6 +81,12 @@ impl CheckResult {
 
 /// Runs the checks (Docker's one after another, the services side by side).
 pub async fn run(config: &Config, opts: &CheckOptions) -> Vec<CheckResult> {
+    if opts.ready {
+        return vec![match super::ready::check(config, opts.timeout).await {
+            Ok(detail) => CheckResult::ok("ready", detail),
+            Err((detail, fix)) => CheckResult::fail("ready", detail, fix),
+        }];
+    }
     let (mut results, rabbit, redis) = tokio::join!(
         docker_checks(config, opts),
         rabbitmq_check(config, opts.timeout),

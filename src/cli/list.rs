@@ -106,7 +106,15 @@ pub async fn list(
             )?;
             out.flush()?;
             if opts.watch {
-                watch(config, &store, opts, status, &columns, &widths, rows, out).await?;
+                let watching = Watching {
+                    config,
+                    store: &store,
+                    opts,
+                    status,
+                    columns: &columns,
+                    widths: &widths,
+                };
+                watching.run(rows, out).await?;
             }
         }
     }
@@ -141,59 +149,67 @@ async fn load(
     Ok(rows)
 }
 
-/// `--watch`: every [`WATCH_EVERY`], the rows whose [`watched`] values changed, and a
-/// `deleted` row for each agent gone. Ends only with an error or the reader going.
-#[allow(clippy::too_many_arguments)]
-async fn watch(
-    config: &Config,
-    store: &Store,
-    opts: &ListOptions,
+/// What `--watch` keeps between its looks: where it reads, what it was asked for, and
+/// the table's columns and widths as the first listing fitted them (rows printed later
+/// line up under that header).
+struct Watching<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    opts: &'a ListOptions,
+    /// `opts.status`, parsed.
     status: Option<AgentStatus>,
-    columns: &[Column],
-    widths: &[usize],
-    rows: Vec<Row>,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    let wide = opts.format == ListFormat::Wide;
-    let mut seen: BTreeMap<String, (String, Vec<String>)> = rows
-        .iter()
-        .map(|r| {
-            (
-                field(&r.0, "agent_id"),
-                (watched(&r.0), row(r, wide, Utc::now())),
-            )
-        })
-        .collect();
-    loop {
-        tokio::time::sleep(WATCH_EVERY).await;
-        let now = Utc::now();
-        let rows = load(config, store, opts.customer.as_deref(), status).await?;
-        let mut changed = Vec::new();
-        let mut present = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id = field(&r.0, "agent_id");
-            let key = watched(&r.0);
-            present.push(id.clone());
-            if seen.get(&id).map(|(k, _)| k) != Some(&key) {
-                let cells = row(r, wide, now);
-                changed.push(cells.clone());
-                seen.insert(id, (key, cells));
-            }
-        }
-        let gone: Vec<String> = seen
-            .keys()
-            .filter(|id| !present.contains(id))
-            .cloned()
+    columns: &'a [Column],
+    widths: &'a [usize],
+}
+
+impl Watching<'_> {
+    /// Every [`WATCH_EVERY`], the rows whose [`watched`] values changed since `rows`
+    /// (the listing already printed), and a `deleted` row for each agent gone. Ends only
+    /// with an error or the reader going.
+    async fn run(&self, rows: Vec<Row>, out: &mut dyn Write) -> Result<(), CliError> {
+        let (config, store, opts, status) = (self.config, self.store, self.opts, self.status);
+        let (columns, widths) = (self.columns, self.widths);
+        let wide = opts.format == ListFormat::Wide;
+        let mut seen: BTreeMap<String, (String, Vec<String>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    field(&r.0, "agent_id"),
+                    (watched(&r.0), row(r, wide, Utc::now())),
+                )
+            })
             .collect();
-        for id in gone {
-            if let Some((_, mut cells)) = seen.remove(&id) {
-                cells[STATUS_COLUMN] = "deleted".into();
-                changed.push(cells);
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let now = Utc::now();
+            let rows = load(config, store, opts.customer.as_deref(), status).await?;
+            let mut changed = Vec::new();
+            let mut present = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let id = field(&r.0, "agent_id");
+                let key = watched(&r.0);
+                present.push(id.clone());
+                if seen.get(&id).map(|(k, _)| k) != Some(&key) {
+                    let cells = row(r, wide, now);
+                    changed.push(cells.clone());
+                    seen.insert(id, (key, cells));
+                }
             }
-        }
-        if !changed.is_empty() {
-            out.write_all(table::render_rows(columns, widths, &changed, false).as_bytes())?;
-            out.flush()?;
+            let gone: Vec<String> = seen
+                .keys()
+                .filter(|id| !present.contains(id))
+                .cloned()
+                .collect();
+            for id in gone {
+                if let Some((_, mut cells)) = seen.remove(&id) {
+                    cells[STATUS_COLUMN] = "deleted".into();
+                    changed.push(cells);
+                }
+            }
+            if !changed.is_empty() {
+                out.write_all(table::render_rows(columns, widths, &changed, false).as_bytes())?;
+                out.flush()?;
+            }
         }
     }
 }

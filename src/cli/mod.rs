@@ -3,8 +3,8 @@
 //! ([`list`], [`describe`], [`agents`]); `agent-manager
 //! agents create|update|start|stop|restart|delete|pause|resume` sends a command
 //! ([`order`], read from a file by [`spec_file`]) over RabbitMQ and can wait for its
-//! answer ([`act`]); `agent-manager check` is the preflight (and the container's health
-//! check). `main.rs` parses the command line and calls these; they write to the writers
+//! answer ([`act`]); `agent-manager check` is the preflight, and `check --ready` asks
+//! the running manager's `/readyz` ([`ready`], the container's health check). `main.rs` parses the command line and calls these; they write to the writers
 //! they are given, so tests can read the output.
 //!
 //! Exit codes (also in the README):
@@ -23,6 +23,7 @@ pub mod check;
 pub mod describe;
 pub mod list;
 pub mod order;
+pub mod ready;
 pub mod spec_file;
 pub mod table;
 

@@ -16,6 +16,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPLOYMENT_MODE", "deployment_mode"),
     ("MANAGER_INSTANCE", "instance"),
     ("ADMIN_LISTEN", "admin_listen"),
+    ("ADMIN_TOKEN", "admin_token"),
     ("AGENT_MANAGER_OPERATOR", "operator"),
     ("DOCKER_HOST", "docker.host"),
     ("DOCKER_TLS_VERIFY", "docker.tls_verify"),
@@ -120,6 +121,7 @@ pub const SECRET_VARS: &[&str] = &[
     "AGENT_RABBITMQ_URL",
     "AGENT_REDIS_URL",
     "RABBITMQ_MANAGEMENT_URL",
+    "ADMIN_TOKEN",
 ];
 
 /// The environment variable of setting `key`; `-` for a setting that has none.

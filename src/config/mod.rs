@@ -110,6 +110,9 @@ pub struct Config {
     pub instance: String,
     /// Admin HTTP endpoint address; empty: off. Read through [`Config::admin_listen`].
     pub admin_listen: String,
+    /// The bearer token the admin endpoint asks for (all but `/healthz` and `/readyz`);
+    /// empty: none. Read through [`Config::admin_token`].
+    pub admin_token: AdminToken,
     /// Who the operator's acting commands say asked (`requested_by`); empty: the OS
     /// user. Read through [`Config::operator`].
     pub operator: String,
@@ -172,6 +175,22 @@ pub struct DockerConfig {
     pub network_per_customer: bool,
     /// Per-customer networks are created `internal` (no traffic beyond the network).
     pub network_internal: bool,
+}
+
+/// The admin endpoint's bearer token (`ADMIN_TOKEN`): a secret, so Debug output shows
+/// `***` in its place.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"***\"")
+        }
+    }
 }
 
 /// Debug output never shows the credentials in `url` (see [`redact::url`]).
@@ -497,6 +516,11 @@ impl Config {
     /// The admin HTTP endpoint's address; `None`: off (`admin_listen = ""`).
     pub fn admin_listen(&self) -> Option<&str> {
         set(&self.admin_listen)
+    }
+
+    /// The admin endpoint's bearer token; `None`: it asks for none (`admin_token = ""`).
+    pub fn admin_token(&self) -> Option<&str> {
+        set(&self.admin_token.0)
     }
 
     /// The operator's configured name; `None`: the OS user's (`operator = ""`).

@@ -1,7 +1,7 @@
 //! `agent-manager config -o toml`: the effective configuration as a TOML file that
 //! `--config` loads back (the same settings, environment variables included, as values).
-//! Passwords in URLs are `***` unless asked for: such a file loads, but its URLs then
-//! need their passwords (or the `*_FILE` variables) again.
+//! Passwords in URLs (and the admin token) are `***` unless asked for: such a file
+//! loads, but its URLs then need their passwords (or the `*_FILE` variables) again.
 
 use super::Config;
 use crate::redact;
@@ -19,6 +19,9 @@ impl Config {
                 &mut shown.agents.redis_url,
             ] {
                 *url = redact::url(url);
+            }
+            if !shown.admin_token.0.is_empty() {
+                shown.admin_token.0 = "***".into();
             }
         }
         let body = toml::to_string_pretty(&shown)?;

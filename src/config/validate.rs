@@ -98,6 +98,17 @@ fn check_admin_listen(config: &Config, p: &mut Problems) {
             p.bad("admin_listen", format!("'{listen}' is not host:port"));
         }
     }
+    if let Some(token) = config.admin_token() {
+        // Never quoted back: it is a secret.
+        if token.chars().count() < 16 {
+            p.bad("admin_token", "must be at least 16 characters");
+        } else if !token.chars().all(|c| c.is_ascii_graphic()) {
+            p.bad(
+                "admin_token",
+                "must be printable ASCII without spaces (it travels in a header)",
+            );
+        }
+    }
 }
 
 fn check_docker(d: &DockerConfig, p: &mut Problems) {
@@ -576,6 +587,23 @@ mod tests {
             text.contains("constraints_by_type") && text.contains("constraints_by_customer"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_admin_token_is_checked_without_being_quoted_back() {
+        for token in ["short-secret", "a token with spaces in it"] {
+            let e = with_env(&[("ADMIN_TOKEN", token)])
+                .expect_err(token)
+                .to_string();
+            assert!(e.contains("ADMIN_TOKEN"), "{e}");
+            assert!(!e.contains(token), "the token in the message: {e}");
+        }
+        let c = with_env(&[("ADMIN_TOKEN", "a-good-long-token-123")]).expect("a good token");
+        assert_eq!(c.admin_token(), Some("a-good-long-token-123"));
+        assert!(!format!("{c:?}").contains("a-good-long-token-123"), "Debug");
+        let toml = c.to_toml(false).expect("toml");
+        assert!(!toml.contains("a-good-long-token-123") && toml.contains("admin_token = \"***\""));
+        assert_eq!(Config::defaults().admin_token(), None);
     }
 
     #[test]

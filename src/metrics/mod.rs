@@ -1,11 +1,13 @@
 //! Prometheus metrics: a small process-wide registry of counters, gauges and
 //! histograms, rendered in the text exposition format by the admin endpoint; beside it
 //! the per-agent series ([`agents`], from the samples kept in [`usage`]), the process's
-//! own ([`process`]) and the format itself ([`text`]).
+//! own ([`process`]), the format itself ([`text`]), and each agent's last hour of CPU
+//! and memory for the status page ([`history`], a bounded ring per agent).
 //! Recording is a mutex-guarded map update (well under a microsecond), off every hot
 //! Docker or network path.
 
 pub mod agents;
+pub mod history;
 pub mod process;
 pub mod text;
 pub mod usage;

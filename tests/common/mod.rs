@@ -1323,13 +1323,27 @@ pub async fn http_get(
     path: &str,
     limit: Duration,
 ) -> Result<(u16, String), String> {
+    http_get_with(addr, path, &[], limit)
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// GET `path` from `addr` with `headers` (`Name: value` lines): (status, the answer's
+/// headers as they came, body); `Err` when nothing answers (yet).
+pub async fn http_get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[&str],
+    limit: Duration,
+) -> Result<(u16, String, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
         let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n");
         stream
             .write_all(request.as_bytes())
             .await
@@ -1350,9 +1364,9 @@ pub async fn http_get(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
-    Ok((status, body))
+    Ok((status, head, body))
 }

@@ -1,0 +1,239 @@
+// agent-manager's status page: polls /api/agents (and /api/agents/<id> for the agent
+// shown below the list) every REFRESH_MS and draws the charts as SVG. Hand-written, no
+// library, served by the manager itself (works offline). Every value goes into the
+// page as text (textContent), never as markup.
+"use strict";
+
+const REFRESH_MS = 5000;
+const SVG = "http://www.w3.org/2000/svg";
+const W = 640, H = 180, PAD_L = 52, PAD_R = 8, PAD_T = 10, PAD_B = 22;
+
+const params = new URLSearchParams(location.search);
+const state = {
+  customer: params.get("customer") || "",
+  status: params.get("status") || "",
+  agent: params.get("agent") || "",
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = String(text);
+  return e;
+}
+
+function bytes(n) {
+  if (!n) return "0";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (n >= 100 || i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
+}
+
+function pct(n) { return (Number(n) || 0).toFixed(1); }
+
+function syncAddress() {
+  const q = new URLSearchParams();
+  for (const k of ["customer", "status", "agent"]) if (state[k]) q.set(k, state[k]);
+  const s = q.toString();
+  history.replaceState(null, "", s ? "?" + s : location.pathname);
+}
+
+async function getJSON(path) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 10000);
+  try {
+    const r = await fetch(path, { credentials: "same-origin", cache: "no-store", signal: ctl.signal });
+    if (r.status === 401) throw new Error("401: the endpoint asks for ADMIN_TOKEN (open /?token=<token> once)");
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+    return body;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function showError(text) {
+  const e = $("error");
+  e.hidden = !text;
+  e.textContent = text || "";
+}
+
+function fillSelect(select, values, current) {
+  const have = Array.from(select.options).map((o) => o.value).slice(1).join("\u001f");
+  if (have !== values.join("\u001f")) {
+    while (select.options.length > 1) select.remove(1);
+    for (const v of values) select.add(new Option(v, v));
+  }
+  select.value = values.includes(current) ? current : "";
+}
+
+function renderReadiness(list) {
+  const b = $("readiness");
+  b.dataset.ready = String(list.ready);
+  if (list.ready) {
+    b.textContent = "ready";
+  } else {
+    const failing = Object.entries(list.checks || {}).filter(([, ok]) => !ok).map(([k]) => k);
+    b.textContent = "not ready: " + (failing.join(", ") || "?");
+  }
+}
+
+function renderList(list) {
+  renderReadiness(list);
+  fillSelect($("customer"), list.customers, state.customer);
+  fillSelect($("status"), list.statuses, state.status);
+  $("updated").textContent = "updated " + new Date(list.now).toLocaleTimeString();
+  $("count").textContent = list.agents.length + " of " + list.total + " agents";
+  if (list.error) showError(list.error);
+  const body = $("agents").tBodies[0];
+  const rows = [];
+  for (const a of list.agents) {
+    const tr = el("tr");
+    tr.dataset.agent = a.agent_id;
+    if (a.agent_id === state.agent) tr.className = "selected";
+    tr.append(
+      el("td", a.agent_id),
+      el("td", a.customer_id),
+      el("td", a.agent_type),
+      el("td", a.name),
+      el("td", a.status, "status status-" + a.status),
+      el("td", a.health, "health health-" + a.health),
+      el("td", a.restarts, "num restarts"),
+      el("td", pct(a.cpu_percent), "num"),
+      el("td", bytes(a.memory_bytes), "num"),
+      el("td", a.image),
+    );
+    tr.addEventListener("click", () => select(a.agent_id));
+    rows.push(tr);
+  }
+  body.replaceChildren(...rows);
+  $("empty").hidden = list.agents.length > 0;
+}
+
+// The time the charts span: the last hour, or less while the agent has been sampled
+// for less (at least two minutes), so that a young agent's line is not a dot.
+function spanOf(points, nowS, windowS) {
+  const first = points.length ? points[0][0] : nowS;
+  return Math.min(windowS, Math.max(120, nowS - first));
+}
+
+function ago(s) {
+  return s >= 120 ? "-" + Math.round(s / 60) + " min" : "-" + Math.round(s) + " s";
+}
+
+// One chart: `points` are [unix s, value]; x spans `windowS` up to `nowS`.
+function drawChart(node, points, nowS, windowS, fmt, floorMax) {
+  const plotW = W - PAD_L - PAD_R, plotH = H - PAD_T - PAD_B;
+  const max = Math.max(floorMax, ...points.map((p) => p[1])) * 1.15 || 1;
+  const x = (t) => PAD_L + ((t - (nowS - windowS)) / windowS) * plotW;
+  const y = (v) => PAD_T + plotH - (v / max) * plotH;
+  const parts = [];
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    parts.push(svg("line", { class: "grid", x1: PAD_L, x2: W - PAD_R, y1: y(v), y2: y(v) }));
+    parts.push(svg("text", { class: "axis", x: PAD_L - 4, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
+  }
+  for (const [label, t] of [[ago(windowS), nowS - windowS], [ago(windowS / 2), nowS - windowS / 2], ["now", nowS]]) {
+    parts.push(svg("text", { class: "axis", x: x(t), y: H - 6, "text-anchor": t === nowS ? "end" : (t === nowS - windowS ? "start" : "middle") }, label));
+  }
+  if (points.length > 0) {
+    const coords = points.map((p) => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1));
+    const first = x(points[0][0]).toFixed(1), last = x(points[points.length - 1][0]).toFixed(1);
+    const base = y(0).toFixed(1);
+    parts.push(svg("polygon", { class: "area", points: first + "," + base + " " + coords.join(" ") + " " + last + "," + base }));
+    parts.push(svg("polyline", { class: "series", points: coords.join(" ") }));
+    const lastP = points[points.length - 1];
+    parts.push(svg("circle", { class: "point", cx: x(lastP[0]), cy: y(lastP[1]), r: 3 }));
+  } else {
+    parts.push(svg("text", { class: "axis", x: W / 2, y: H / 2, "text-anchor": "middle" }, "no samples yet (taken while the agent runs)"));
+  }
+  node.replaceChildren(...parts);
+  node.dataset.points = String(points.length);
+}
+
+function renderDetail(d) {
+  const a = d.agent;
+  $("detail").hidden = false;
+  $("detail-title").textContent = a.agent_id + " — " + a.status + ", " + a.health;
+  $("detail-facts").textContent =
+    "customer " + a.customer_id + " · " + a.agent_type + " · image " + a.image +
+    " · " + a.cpus + " CPUs, " + bytes(a.memory_limit_bytes) + " · restarts " + a.restarts +
+    (a.container_id ? " · container " + a.container_id.slice(0, 12) : "");
+  const err = $("detail-error");
+  const why = d.events_error || a.last_error;
+  err.hidden = !why;
+  err.textContent = why || "";
+  const nowS = Math.floor(Date.now() / 1000);
+  const lastS = d.points.length ? d.points[d.points.length - 1][0] : nowS;
+  const endS = Math.max(nowS, lastS);
+  const span = spanOf(d.points, endS, d.window_s);
+  drawChart($("cpu-chart"), d.points.map((p) => [p[0], p[1]]), endS, span, (v) => v.toFixed(v < 10 ? 1 : 0), 1);
+  drawChart($("mem-chart"), d.points.map((p) => [p[0], p[2]]), endS, span, bytes, 1024 * 1024);
+  const rows = d.events.map((e) => {
+    const tr = el("tr");
+    tr.append(
+      el("td", e.timestamp ? new Date(e.timestamp).toLocaleString() : ""),
+      el("td", e.event),
+      el("td", e.status),
+      el("td", e.summary),
+    );
+    return tr;
+  });
+  $("events").tBodies[0].replaceChildren(...rows);
+}
+
+async function refresh() {
+  try {
+    const q = new URLSearchParams();
+    if (state.customer) q.set("customer", state.customer);
+    if (state.status) q.set("status", state.status);
+    const list = await getJSON("/api/agents" + (q.toString() ? "?" + q : ""));
+    showError(null);
+    renderList(list);
+    if (state.agent) {
+      try {
+        renderDetail(await getJSON("/api/agents/" + encodeURIComponent(state.agent)));
+      } catch (e) {
+        $("detail").hidden = true;
+        showError(state.agent + ": " + e.message);
+      }
+    } else {
+      $("detail").hidden = true;
+    }
+  } catch (e) {
+    showError("cannot reach the manager: " + e.message);
+    const b = $("readiness");
+    b.dataset.ready = "false";
+    b.textContent = "unreachable";
+  }
+}
+
+function select(agent) {
+  state.agent = agent;
+  syncAddress();
+  refresh();
+}
+
+$("customer").addEventListener("change", (e) => { state.customer = e.target.value; syncAddress(); refresh(); });
+$("status").addEventListener("change", (e) => { state.status = e.target.value; syncAddress(); refresh(); });
+$("filters").addEventListener("submit", (e) => e.preventDefault());
+
+let timer = null;
+async function loop() {
+  await refresh();
+  timer = setTimeout(loop, REFRESH_MS);
+}
+loop();
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && timer !== null) { clearTimeout(timer); loop(); }
+});

@@ -1,0 +1,255 @@
+//! The status page's data, as JSON for its script (`src/admin/page/`): every agent
+//! (filtered by customer and status) with the manager's readiness, and one agent's
+//! last hour of CPU and memory ([`metrics::history`]) and its recent events.
+//!
+//! **Never a secret.** An agent is shown by what an operator's `agents list` shows:
+//! ids, type, name, status, health, restarts, image, usage, resources and its last error
+//! (redacted). Never its `config`, `autogen_config`, environment or logins. Events are
+//! shown by their name, time and status and a few whitelisted scalar `details`
+//! ([`EVENT_DETAILS`], redacted), never their whole `details`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::metrics::history;
+use crate::protocol::AgentStatus;
+use crate::record::AgentRecord;
+use crate::redact;
+use crate::store::StreamEntry;
+
+/// Events shown for one agent.
+pub const EVENTS_SHOWN: usize = 20;
+
+/// The `details` fields an event is summed up by (scalars only).
+pub const EVENT_DETAILS: &[&str] = &[
+    "code",
+    "message",
+    "health",
+    "state",
+    "exit_code",
+    "exit_class",
+    "oom_killed",
+    "reason",
+    "automatic",
+    "requested_by",
+    "resumed",
+];
+
+/// Longest text shown of one value.
+const MAX_TEXT: usize = 300;
+
+/// One agent as the page lists it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct AgentRow {
+    pub agent_id: String,
+    pub customer_id: String,
+    pub agent_type: String,
+    pub name: String,
+    pub status: String,
+    pub health: String,
+    pub restarts: u64,
+    pub image: String,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    /// The agent's memory limit (its `resources.memory_mb`), bytes.
+    pub memory_limit_bytes: u64,
+    pub cpus: f64,
+    pub container_id: Option<String>,
+    /// Why the agent is not as asked (redacted).
+    pub last_error: Option<String>,
+    pub updated_at: String,
+}
+
+/// What the page filters the list by (the query string of `/api/agents`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Filter {
+    /// Only this customer's agents; empty: all.
+    #[serde(default)]
+    pub customer: String,
+    /// Only agents in this status; empty: all.
+    #[serde(default)]
+    pub status: String,
+}
+
+/// The `/api/agents` answer.
+#[derive(Debug, Serialize)]
+pub struct AgentList {
+    /// The agents the filter lets through, by id.
+    pub agents: Vec<AgentRow>,
+    /// Every customer with an agent (for the filter's choices), sorted.
+    pub customers: Vec<String>,
+    /// Every status (for the filter's choices).
+    pub statuses: Vec<&'static str>,
+    /// Agents in all, before filtering.
+    pub total: usize,
+    /// `/readyz`'s answer.
+    pub ready: bool,
+    pub checks: Value,
+    /// The records could not be read (Redis away): why, for the page.
+    pub error: Option<String>,
+    pub now: String,
+}
+
+/// One event as the page shows it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct EventRow {
+    pub event: String,
+    pub timestamp: String,
+    pub status: String,
+    /// Whitelisted `details` fields, `key=value`, redacted.
+    pub summary: String,
+}
+
+/// The `/api/agents/{id}` answer.
+#[derive(Debug, Serialize)]
+pub struct AgentDetail {
+    pub agent: AgentRow,
+    /// `[unix seconds, cpu %, memory bytes]`, oldest first, over the last hour.
+    pub points: Vec<(u32, f32, u64)>,
+    pub window_s: u32,
+    /// The last [`EVENTS_SHOWN`] events, newest first.
+    pub events: Vec<EventRow>,
+    /// The events could not be read: why.
+    pub events_error: Option<String>,
+}
+
+fn cut(text: &str) -> String {
+    let red = redact::line(text);
+    match red.char_indices().nth(MAX_TEXT) {
+        Some((i, _)) => format!("{}…", &red[..i]),
+        None => red,
+    }
+}
+
+/// The row of `r`.
+pub fn row(r: &AgentRecord) -> AgentRow {
+    AgentRow {
+        agent_id: r.agent_id.clone(),
+        customer_id: r.spec.customer_id.clone(),
+        agent_type: r.spec.agent_type.as_str().into(),
+        name: cut(&r.spec.name),
+        status: r.status().as_str().into(),
+        health: r.health.clone(),
+        restarts: r.restart_count,
+        image: r.spec.image.clone(),
+        cpu_percent: r.cpu_percent,
+        memory_bytes: r.memory_bytes,
+        memory_limit_bytes: r.spec.resources.memory_mb.saturating_mul(1024 * 1024),
+        cpus: r.spec.resources.cpus,
+        container_id: r.workload_id.clone(),
+        last_error: r.last_error.as_deref().map(cut),
+        updated_at: r.updated_at.to_rfc3339(),
+    }
+}
+
+/// The list the page shows: `records` through `filter`, sorted by id.
+pub fn list(records: &[AgentRecord], filter: &Filter) -> (Vec<AgentRow>, Vec<String>) {
+    let mut customers: Vec<String> = records.iter().map(|r| r.spec.customer_id.clone()).collect();
+    customers.sort();
+    customers.dedup();
+    let mut rows: Vec<AgentRow> = records
+        .iter()
+        .filter(|r| filter.customer.is_empty() || r.spec.customer_id == filter.customer)
+        .filter(|r| filter.status.is_empty() || r.status().as_str() == filter.status)
+        .map(row)
+        .collect();
+    rows.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+    (rows, customers)
+}
+
+/// Every status name.
+pub fn statuses() -> Vec<&'static str> {
+    AgentStatus::ALL.iter().map(|s| s.as_str()).collect()
+}
+
+/// One event of the stream as the page shows it; `None` when its data is not JSON.
+pub fn event_row(e: &StreamEntry) -> Option<EventRow> {
+    let v: Value = serde_json::from_str(&e.data).ok()?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut summary = Vec::new();
+    if let Some(details) = v.get("details").and_then(Value::as_object) {
+        for key in EVENT_DETAILS {
+            let shown = match details.get(*key) {
+                Some(Value::String(s)) if !s.is_empty() => cut(s),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Bool(b)) => b.to_string(),
+                _ => continue,
+            };
+            summary.push(format!("{key}={shown}"));
+        }
+    }
+    Some(EventRow {
+        event: if e.event.is_empty() {
+            text("event")
+        } else {
+            e.event.clone()
+        },
+        timestamp: text("timestamp"),
+        status: text("status"),
+        summary: summary.join(" "),
+    })
+}
+
+/// The agent's page: its row, its last hour, its events (newest first).
+pub fn detail(r: &AgentRecord, events: Result<Vec<StreamEntry>, String>) -> AgentDetail {
+    let points = history::of(&r.agent_id)
+        .into_iter()
+        .map(|p| (p.at_s, p.cpu_percent, u64::from(p.memory_kib) * 1024))
+        .collect();
+    let (events, events_error) = match events {
+        Ok(entries) => (entries.iter().rev().filter_map(event_row).collect(), None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    AgentDetail {
+        agent: row(r),
+        points,
+        window_s: history::WINDOW_S,
+        events,
+        events_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_summed_up_by_whitelisted_scalars_only_and_redacted() {
+        let data = serde_json::json!({
+            "event": "agent.error",
+            "timestamp": "2026-01-01T00:00:00Z",
+            "status": "failed",
+            "details": {
+                "code": "docker_error",
+                "message": "pull from redis://user:hunter2@redis:6379/0 failed",
+                "config": {"api_key": "sk-secret"},
+                "autogen_config": "sk-other-secret",
+                "exit_code": 137,
+            }
+        });
+        let e = StreamEntry {
+            id: "1-0".into(),
+            event: "agent.error".into(),
+            event_id: "e".into(),
+            data: data.to_string(),
+        };
+        let row = event_row(&e).expect("a row");
+        assert_eq!(row.event, "agent.error");
+        assert_eq!(row.status, "failed");
+        assert!(
+            row.summary.starts_with("code=docker_error message="),
+            "{row:?}"
+        );
+        assert!(row.summary.contains("exit_code=137"), "{row:?}");
+        assert!(!row.summary.contains("hunter2"), "{row:?}");
+        assert!(!row.summary.contains("secret"), "{row:?}");
+    }
+
+    #[test]
+    fn long_text_is_cut() {
+        let long = "x".repeat(MAX_TEXT + 50);
+        let shown = cut(&long);
+        assert_eq!(shown.chars().count(), MAX_TEXT + 1);
+        assert!(shown.ends_with('…'));
+    }
+}
