@@ -1708,25 +1708,6 @@ async fn pause(s: &Sizes) {
     env.finish().await;
 }
 
-/// The reference agent's image of this checkout (`images/autogen-agent/build.sh --tag`).
-fn reference_image() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/images/autogen-agent/build.sh");
-    let out = Command::new("timeout")
-        .args(["30", "bash", script, "--tag"])
-        .output()
-        .expect("build.sh --tag");
-    let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let present = Command::new("timeout")
-        .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        present,
-        "the reference agent image {tag} is missing: run `bash scripts/services.sh`"
-    );
-    tag
-}
-
 /// The reference agent, its example team on the replay client: create → first answer,
 /// task round trips, idle cost.
 async fn autogen(s: &Sizes) {
@@ -1735,7 +1716,7 @@ async fn autogen(s: &Sizes) {
     };
     use lapin::types::FieldTable;
     let load_before = load();
-    let image = reference_image();
+    let image = common::reference_image().to_string();
     let team_file = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/images/autogen-agent/examples/analysis-risk-team.json"

@@ -8,10 +8,19 @@
 #   bash scripts/cluster.sh stop-node I   # stops node I's dockerd (SIGTERM: its containers stop)
 #   bash scripts/cluster.sh kill-node I   # host loss: SIGKILL every process of node I
 #   bash scripts/cluster.sh start-node I  # starts node I's dockerd again (it rejoins)
+#   bash scripts/cluster.sh registry      # the cluster's registry (10.213.0.1:5000), if any
 #
 # `up` prints, as its last line, the manager node's DOCKER_HOST (unix:///run/amc1.sock).
 # It is idempotent: nodes already up are kept, missing ones are started and joined,
 # images are (re)loaded only where a node lacks them.
+#
+# Images reach the nodes through a local registry when Debian's `docker-registry` is
+# installed (scripts/services.sh installs it): `up` loads CLUSTER_IMAGES into the manager
+# node and pushes each as `10.213.0.1:5000/<image>`; the other nodes pull from there
+# when Swarm places a task on them, and the agent manager pins services to the digest.
+# The registry speaks plain HTTP on the cluster's own network (every node's dockerd
+# lists it as an insecure registry); nothing outside the cluster reaches it. Without
+# the package (or with CLUSTER_REGISTRY=0) every node loads the images itself instead.
 #
 # Settings (environment):
 #   CLUSTER_PREFIX   node names `<prefix><i>` (default amc): amc1, amc2, …
@@ -23,16 +32,26 @@
 #   CLUSTER_LABELS   node labels, `I:key=value,…` (default empty), e.g.
 #                    `2:autogen.pool=trading`. Every node also gets `autogen.node=<name>`,
 #                    and GPU nodes `autogen.gpu=true`.
-#   CLUSTER_IMAGES   images put on every node (default: autogen-agent:latest and this
-#                    checkout's test tag, scripts/agent-image-tag.sh), from the host's dockerd.
+#   CLUSTER_IMAGES   images for the nodes (default: autogen-agent:latest and this
+#                    checkout's test tag, scripts/agent-image-tag.sh), from the host's
+#                    dockerd: pushed to the registry, or loaded on every node.
+#   CLUSTER_REGISTRY 0: no registry even where docker-registry is installed.
 #
 # How (docs: ../shared/notes/seen-working.md): each node is a network namespace with a
 # veth into a bridge in a "hub" namespace (10.213.0.0/24; a bridge in the host namespace
 # would meet the host's FORWARD DROP), its own dockerd (data, exec root, pidfile, socket,
 # cgroup parent, bip, hostname) entered with nsenter + unshare --uts (not `ip netns exec`,
-# which remounts /sys). Nothing is changed in the host's network namespace or iptables.
-# The node's containers reach the hub only; services on the host are not reachable from
-# agents in the cluster (their heartbeats do not arrive; they are judged by their state).
+# which remounts /sys).
+#
+# The cluster reaches this machine's services the way remote hosts would reach a
+# services host: a veth pair `<prefix>up` (10.213.255.1/30 on the host) into the hub,
+# which routes between it and the nodes; the host gets one route to the nodes' subnet,
+# and the firewall chain of scripts/services.sh (AGENT-MANAGER-SERVICES) admits what
+# comes in through that veth. So agents on every node heartbeat to Redis and reach
+# RabbitMQ at the addresses scripts/services.sh gives agents (172.18.0.1), and a
+# manager run as a Swarm service reaches them too. `down` removes the veth, the route
+# and the rule; nothing else in the host's network namespace is touched. (Rerunning
+# scripts/services.sh rebuilds its chain: run `up` again to admit the cluster again.)
 set -euo pipefail
 
 PREFIX=${CLUSTER_PREFIX:-amc}
@@ -40,6 +59,10 @@ STATE=/run/${PREFIX}-cluster
 DATA=/var/lib/${PREFIX}-cluster
 HUB=${PREFIX}hub
 SUBNET=10.213.0
+REGISTRY=$SUBNET.1:5000
+UPLINK=${PREFIX}up
+UPLINK_NET=10.213.255
+SERVICES_CHAIN=AGENT-MANAGER-SERVICES
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 HOOK_DIR="$HERE/cluster"
 
@@ -104,6 +127,62 @@ hub_up() {
         nsenter --net="/run/netns/$HUB" ip link add br0 type bridge
     fi
     nsenter --net="/run/netns/$HUB" ip link set br0 up
+    if ! nsenter --net="/run/netns/$HUB" ip -4 addr show br0 | grep -q "$SUBNET.1/"; then
+        nsenter --net="/run/netns/$HUB" ip addr add "$SUBNET.1/24" dev br0
+    fi
+}
+
+# The hub's way to the host (see the header).
+uplink_up() {
+    if ! ip link show "$UPLINK" >/dev/null 2>&1; then
+        ip link add "$UPLINK" type veth peer name uplink netns "$HUB"
+        ip addr add "$UPLINK_NET.1/30" dev "$UPLINK"
+        ip link set "$UPLINK" up
+        nsenter --net="/run/netns/$HUB" ip addr add "$UPLINK_NET.2/30" dev uplink
+        nsenter --net="/run/netns/$HUB" ip link set uplink up
+    fi
+    nsenter --net="/run/netns/$HUB" sysctl -qw net.ipv4.ip_forward=1
+    nsenter --net="/run/netns/$HUB" ip route replace default via "$UPLINK_NET.1"
+    ip route replace "$SUBNET.0/24" via "$UPLINK_NET.2" dev "$UPLINK"
+    if iptables -S "$SERVICES_CHAIN" >/dev/null 2>&1; then
+        iptables -C "$SERVICES_CHAIN" -i "$UPLINK" -j RETURN 2>/dev/null ||
+            iptables -I "$SERVICES_CHAIN" -i "$UPLINK" -j RETURN
+    fi
+}
+
+uplink_down() {
+    while iptables -D "$SERVICES_CHAIN" -i "$UPLINK" -j RETURN 2>/dev/null; do :; done
+    ip link del "$UPLINK" 2>/dev/null || true
+}
+
+registry_wanted() { [[ ${CLUSTER_REGISTRY:-1} != 0 ]] && command -v docker-registry >/dev/null; }
+
+# A registry in the hub namespace, where every node reaches it and nothing else does.
+registry_up() {
+    local dir=$DATA/registry pid
+    pid=$(cat "$STATE/registry.pid" 2>/dev/null || true)
+    if ! alive "$pid"; then
+        mkdir -p "$dir/data"
+        cat >"$dir/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+YML
+        nsenter --net="/run/netns/$HUB" docker-registry serve "$dir/config.yml" \
+            >>"$dir/registry.log" 2>&1 </dev/null 9>&- &
+        echo $! >"$STATE/registry.pid"
+        disown || true
+    fi
+    wait_for 30 nsenter --net="/run/netns/$HUB" curl -sf "http://$REGISTRY/v2/" ||
+        die "the registry did not answer within 30 s; see $dir/registry.log"
+    echo "$REGISTRY" >"$STATE/registry"
 }
 
 net_up() {
@@ -119,6 +198,7 @@ net_up() {
         nsenter --net="/run/netns/$n" ip addr add "$(addr "$i")/24" dev eth0
         nsenter --net="/run/netns/$n" ip link set eth0 up
     fi
+    nsenter --net="/run/netns/$n" ip route replace default via "$SUBNET.1"
 }
 
 dockerd_up() {
@@ -139,11 +219,13 @@ dockerd_up() {
         args+=(--node-generic-resource "NVIDIA-GPU=GPU-$n-$k")
     done
     ((gpus > 0)) && path="$HOOK_DIR:$PATH"
+    registry_wanted && args+=(--insecure-registry "$REGISTRY")
     nsenter --net="/run/netns/$n" unshare --uts env PATH="$path" sh -c '
         hostname "$1"; shift; exec "$@"' _ "$n" \
         dockerd --data-root "$DATA/$n/data" --exec-root "/run/$n" \
         --pidfile "$STATE/$n.pid" -H "$(sock "$i")" --cgroup-parent "/$n" \
-        --bip "172.30.$i.1/24" --log-level warn "${args[@]}" \
+        --bip "172.30.$i.1/24" --default-address-pool base=172.29.0.0/16,size=24 \
+        --log-level warn "${args[@]}" \
         >>"$DATA/$n/dockerd.log" 2>&1 </dev/null 9>&- &
     disown || true
     wait_for 60 dk "$i" version || die "$n: dockerd did not answer within 60 s; see $DATA/$n/dockerd.log"
@@ -205,6 +287,9 @@ up() {
     flock 9
     local t0=$SECONDS i
     hub_up
+    uplink_up
+    mkdir -p "$STATE"
+    if registry_wanted; then registry_up; else rm -f "$STATE/registry"; fi
     for ((i = 1; i <= n; i++)); do net_up "$i"; done
     local pids=()
     for ((i = 1; i <= n; i++)); do
@@ -215,12 +300,16 @@ up() {
     echo "$n" >"$STATE/size"
     swarm_up "$n"
     labels_up "$n"
-    pids=()
-    for ((i = 1; i <= n; i++)); do
-        images_up "$i" &
-        pids+=($!)
-    done
-    wait_all "${pids[@]}"
+    if [[ -f $STATE/registry ]]; then
+        images_pushed
+    else
+        pids=()
+        for ((i = 1; i <= n; i++)); do
+            images_up "$i" &
+            pids+=($!)
+        done
+        wait_all "${pids[@]}"
+    fi
     log "$n nodes up in $((SECONDS - t0)) s ($(dk 1 node ls --format '{{.Hostname}}:{{.Status}}' | tr '\n' ' '))"
     sock 1
 }
@@ -233,6 +322,19 @@ images_up() {
         [[ $(dk "$i" image inspect -f '{{.Id}}' "$img" 2>/dev/null) == "$id" ]] && continue
         timeout 120 docker save "$img" | dk "$i" load -q >/dev/null
     done
+}
+
+# The images in the registry, pushed from the manager node (which loads them once).
+images_pushed() {
+    local img
+    images_up 1
+    for img in $(images); do
+        timeout 30 docker image inspect "$img" >/dev/null 2>&1 || continue
+        dk 1 tag "$img" "$REGISTRY/$img"
+        timeout 300 docker -H "$(sock 1)" push "$REGISTRY/$img" >/dev/null ||
+            die "could not push $img to the registry $REGISTRY"
+    done
+    log "images in the registry $REGISTRY: $(images)"
 }
 
 wait_all() {
@@ -311,6 +413,9 @@ down() {
         done
         rm -rf "/run/$n" "/run/$n.sock"
     done
+    local pid
+    for pid in $(ip netns pids "$HUB" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
+    uplink_down
     ip netns del "$HUB" 2>/dev/null || true
     unmount_under "$DATA"
     rm -rf "$DATA" "$STATE" "/run/${PREFIX}-cluster.lock"
@@ -336,8 +441,9 @@ status) status ;;
 stop-node) stop_node "${1:?node index}" ;;
 kill-node) kill_node "${1:?node index}" ;;
 start-node) start_node "${1:?node index}" ;;
+registry) cat "$STATE/registry" 2>/dev/null || die "no registry (docker-registry not installed, CLUSTER_REGISTRY=0, or no cluster)" ;;
 *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

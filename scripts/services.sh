@@ -60,8 +60,10 @@ STATE_DIR=${AGENT_MANAGER_SERVICES_DIR:-/tmp/agent-manager-services}
 # chromium (and a font for its screenshots): tests/status_page.rs loads the admin
 # endpoint's status page in headless Chromium. debootstrap and python3-pip: the
 # reference agent's base image and wheels (images/autogen-agent/build.sh).
+# docker-registry: the local swarm's image registry (scripts/cluster.sh runs its own,
+# inside the cluster's network; the package's service stays down).
 PACKAGES=(docker.io rabbitmq-server redis-server busybox-static openssl prometheus
-          chromium fonts-dejavu-core debootstrap python3-pip)
+          chromium fonts-dejavu-core debootstrap python3-pip docker-registry)
 NETWORK=autogen-network
 IMAGE=autogen-agent:busybox
 REFERENCE_IMAGE=autogen-agent:latest

@@ -23,32 +23,6 @@ use serde_json::{json, Value};
 
 const IMAGE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/images/autogen-agent");
 
-/// The reference image of this checkout's sources, `autogen-agent:ref-<hash>`, which
-/// `scripts/services.sh` builds (and tags `autogen-agent:latest`).
-fn reference_image() -> String {
-    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            let out = std::process::Command::new("timeout")
-                .args(["30", "bash", &format!("{IMAGE_DIR}/build.sh"), "--tag"])
-                .output()
-                .expect("run images/autogen-agent/build.sh --tag");
-            assert!(out.status.success(), "build.sh --tag: {out:?}");
-            let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let present = std::process::Command::new("timeout")
-                .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            assert!(
-                present,
-                "the reference agent image {tag} is missing (its sources changed?): \
-                 run `bash scripts/services.sh` (it builds it; ~7 min the first time)"
-            );
-            tag
-        })
-        .clone()
-}
-
 /// An example team (examples/make_team.py): `analysis-risk-team` (analysis calls
 /// `get_price`, then answers; risk answers) or `slow-team` (its tool waits 8 s).
 fn example_team(name: &str) -> Value {
@@ -148,7 +122,7 @@ struct Agent {
 impl Agent {
     /// The agent `name` with `team` (an example's name) and CONFIG `config`.
     async fn start(name: &str, team: &str, config: Value) -> Agent {
-        let image = reference_image();
+        let image = common::reference_image().to_string();
         let env = TestEnv::start(&[
             ("AGENT_IMAGE", image.as_str()),
             ("HEARTBEAT_INTERVAL_S", "1"),
@@ -335,7 +309,7 @@ async fn a_stop_past_the_grace_gives_the_task_back_and_the_next_start_answers_it
 
 #[actix_rt::test]
 async fn a_broken_autogen_config_exits_2_naming_the_problem() {
-    let image = reference_image();
+    let image = common::reference_image().to_string();
     let env = TestEnv::start(&[("AGENT_IMAGE", image.as_str())]).await;
     let agent = env.agent_id("broken");
     let broken = json!({"provider": "nowhere.Team", "component_type": "team", "config": {}});
@@ -457,7 +431,7 @@ async fn an_agent_that_lost_the_broker_reports_unhealthy() {
 /// and the packages of the image itself, offline and under the manager's hardening.
 #[actix_rt::test]
 async fn the_agent_programs_unit_tests_pass_in_its_image() {
-    let image = reference_image();
+    let image = common::reference_image().to_string();
     let mut cmd = std::process::Command::new("docker");
     cmd.args(["run", "--rm", "--network", "none", "--read-only"])
         .args(["--tmpfs", "/tmp:rw,noexec,nosuid", "--cap-drop", "ALL"])

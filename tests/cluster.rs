@@ -1,6 +1,9 @@
 //! Swarm mode on a real multi-node cluster (`scripts/cluster.sh`: namespaced dockerd
-//! nodes on this machine): agents spread over the nodes, placement rules from the
-//! config, the node in each record, and node loss and drain.
+//! nodes on this machine, images from the cluster's registry): agents spread over the
+//! nodes, placement rules from the config, the node in each record, logs and heartbeats
+//! from every node, node loss and drain, GPUs (docker mode on a node with fake GPUs, and
+//! Swarm's generic resources), and deploy/stack.yml's manager adopting the agents when
+//! Swarm restarts it.
 //!
 //! One cluster at a time ([`common::cluster::Cluster`] holds a file lock), taken down
 //! in `Drop` whether the test passes or not. Needs root and what `scripts/cluster.sh`
@@ -26,24 +29,27 @@ async fn start_manager(
     change: impl FnOnce(&mut agent_manager::Config),
 ) -> TestEnv {
     let network = format!("autogen-cluster-{}", short_id());
+    // From the cluster's registry (pinned by digest), or loaded on every node.
+    let image = cluster.image(common::agent_image());
     let mut overrides = vec![
         ("DEPLOYMENT_MODE", "swarm"),
         ("DOCKER_HOST", cluster.docker_host.as_str()),
         ("DOCKER_NETWORK", network.as_str()),
-        // Agents in the cluster cannot reach this machine's Redis: judged by their tasks.
+        ("AGENT_IMAGE", image.as_str()),
         ("SWARM_RESTART_DELAY_S", "1"),
     ];
     overrides.extend_from_slice(extra);
     TestEnv::start_changed(&overrides, change).await
 }
 
-/// Creates `ids` (with `agent_type`) and waits for each `agent.started`.
-async fn create_all(env: &TestEnv, ids: &[String], agent_type: &str) {
+/// Creates `ids` (with `agent_type`) and waits for each `agent.started`. Agents
+/// heartbeat (through the cluster's uplink) only where `heartbeat`.
+async fn create_all(env: &TestEnv, ids: &[String], agent_type: &str, heartbeat: bool) {
     let mut mids = Vec::new();
     for id in ids {
         let mut body = env.create_body(id);
         body["agent_type"] = json!(agent_type);
-        body["config"] = json!({"heartbeat": false});
+        body["config"] = json!({"heartbeat": heartbeat});
         mids.push(env.send("agent.create", body).await);
     }
     for mid in &mids {
@@ -187,8 +193,8 @@ async fn agents_spread_over_the_nodes_and_follow_placement_rules() {
     .await;
     let trading: Vec<String> = (0..2).map(|i| env.agent_id(&format!("t{i}"))).collect();
     let analysis: Vec<String> = (0..6).map(|i| env.agent_id(&format!("a{i}"))).collect();
-    create_all(&env, &trading, "trading").await;
-    create_all(&env, &analysis, "analysis").await;
+    create_all(&env, &trading, "trading", false).await;
+    create_all(&env, &analysis, "analysis", true).await;
 
     for id in &trading {
         assert_eq!(
@@ -226,6 +232,19 @@ async fn agents_spread_over_the_nodes_and_follow_placement_rules() {
         .await
         .expect("service");
     let spec = svc.spec.expect("spec");
+    if let Some(registry) = &cluster.registry {
+        // The image came from the registry, and every node runs the same digest.
+        let image = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        assert!(
+            image.starts_with(&format!("{registry}/")) && image.contains("@sha256:"),
+            "the service is pinned to the registry's digest: {image}"
+        );
+    }
     assert_eq!(
         spec.endpoint_spec
             .and_then(|e| e.mode)
@@ -269,6 +288,43 @@ async fn agents_spread_over_the_nodes_and_follow_placement_rules() {
             "no framing bytes in logs: {line:?}"
         );
     }
+    // Agents on other nodes reach this machine's Redis (the cluster's uplink): their
+    // heartbeat arrives with their own credentials.
+    let key = env.key(&format!("agent:{remote}:data:heartbeat"));
+    common::wait_until("the remote agent's heartbeat", common::DEADLINE, || {
+        let key = key.clone();
+        let env = &env;
+        async move {
+            let beat: Option<String> = env.redis_query(redis::cmd("GET").arg(&key)).await;
+            beat.is_some_and(|b| b.contains("\"ok\""))
+        }
+    })
+    .await;
+
+    // The operator's `agents logs` reads it too, wherever the task runs.
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_agent-manager"));
+    for (var, _) in agent_manager::config::ENV_VARS {
+        cli.env_remove(var);
+    }
+    cli.envs(common::config_env(&env.config))
+        .env("DEPLOYMENT_MODE", "swarm")
+        .env("DOCKER_HOST", &cluster.docker_host)
+        .args(["agents", "logs", "--tail", "50", &remote]);
+    let out = common::run_bounded(cli, Duration::from_secs(30), "agent-manager agents logs");
+    assert_eq!(out.code, 0, "agents logs {remote}: {}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("agent {remote}: heartbeating to")),
+        "the remote agent's own output: {:?}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t'),
+        "no framing bytes: {:?}",
+        out.stdout
+    );
     env.finish().await;
 }
 
@@ -283,7 +339,7 @@ async fn a_lost_node_s_agents_move_and_nothing_waits_for_it() {
     )
     .await;
     let ids: Vec<String> = (0..4).map(|i| env.agent_id(&format!("n{i}"))).collect();
-    create_all(&env, &ids, "analysis").await;
+    create_all(&env, &ids, "analysis", false).await;
     let mut on3 = Vec::new();
     for id in &ids {
         if node_of(&env, id).await == "amc3" {
@@ -377,7 +433,7 @@ async fn a_lost_node_s_agents_move_and_nothing_waits_for_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let fresh: Vec<String> = (0..2).map(|i| env.agent_id(&format!("b{i}"))).collect();
-    create_all(&env, &fresh, "analysis").await;
+    create_all(&env, &fresh, "analysis", false).await;
     let mut on_back = Vec::new();
     for id in &fresh {
         if node_of(&env, id).await == "amc3" {
@@ -498,16 +554,397 @@ async fn gpu_agents_get_distinct_gpus_and_give_them_back() {
         );
     }
 
-    // Delete gives the GPU back: the refused agent's create now succeeds with it.
+    // A stop gives the GPU back: the refused agent's create now gets exactly that one,
+    // and the stopped agent cannot start while no GPU is free.
     let freed = visible_devices(&host, &started[0]);
-    let mid = env.command("agent.delete", &started[0], json!({})).await;
-    env.answer(&mid, "agent.deleted").await;
+    let mid = env.command("agent.stop", &started[0], json!({})).await;
+    env.answer(&mid, "agent.stopped").await;
     let mut body = env.create_body(&refused[0]);
     body["resources"]["gpus"] = json!(1);
     body["config"] = json!({"heartbeat": false});
     let mid = env.send("agent.create", body).await;
     env.answer(&mid, "agent.started").await;
-    assert_eq!(visible_devices(&host, &refused[0]), freed, "the freed GPU");
+    assert_eq!(
+        visible_devices(&host, &refused[0]),
+        freed,
+        "the stopped agent's GPU"
+    );
+    let mid = env.command("agent.start", &started[0], json!({})).await;
+    let e = env.answer(&mid, "agent.error").await;
+    assert_eq!(e.details["code"], "gpu_unavailable", "{}", e.details);
+
+    // Delete gives one back: the stopped agent now starts, with the deleted one's GPU.
+    let freed = visible_devices(&host, &started[1]);
+    let mid = env.command("agent.delete", &started[1], json!({})).await;
+    env.answer(&mid, "agent.deleted").await;
+    let mid = env.command("agent.start", &started[0], json!({})).await;
+    env.answer(&mid, "agent.started").await;
+    assert_eq!(
+        visible_devices(&host, &started[0]),
+        freed,
+        "the deleted agent's GPU"
+    );
+    env.finish().await;
+}
+
+/// The GPUs Swarm gave the agent's running task, and its node's hostname. The ids are
+/// read from Docker's own JSON (`GenericResources` of the task: the API description,
+/// and so bollard, calls the field `AssignedGenericResources`, which Docker never sends).
+async fn swarm_gpus(cluster: &Cluster, agent_id: &str) -> (String, Vec<String>) {
+    let (_, names) = nodes(cluster).await;
+    let filters = HashMap::from([
+        ("service", vec![format!("agent-{agent_id}")]),
+        ("desired-state", vec!["running".to_string()]),
+    ]);
+    let options = bollard::query_parameters::ListTasksOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    let tasks: Vec<Task> = tokio::time::timeout(
+        Duration::from_secs(20),
+        cluster.docker.list_tasks(Some(options)),
+    )
+    .await
+    .expect("list tasks in time")
+    .expect("list tasks");
+    let task = tasks
+        .iter()
+        .find(|t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.state)
+                .map(|s| s.to_string())
+                == Some("running".into())
+        })
+        .unwrap_or_else(|| panic!("agent {agent_id} has a running task: {tasks:?}"));
+    let node = task.node_id.clone().unwrap_or_default();
+    let host = names
+        .iter()
+        .find(|(_, id)| **id == node)
+        .map(|(h, _)| h.clone())
+        .unwrap_or(node);
+    let mut cmd = std::process::Command::new("docker");
+    cmd.args(["-H", &cluster.docker_host, "inspect"])
+        .arg(task.id.clone().unwrap_or_default());
+    let out = common::run_bounded(cmd, Duration::from_secs(20), "docker inspect task");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("task JSON");
+    let gpus = json[0]["GenericResources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["NamedResourceSpec"]["Kind"] == "NVIDIA-GPU")
+        .filter_map(|r| r["NamedResourceSpec"]["Value"].as_str().map(str::to_string))
+        .collect();
+    (host, gpus)
+}
+
+/// Sends a create of `id` asking one GPU; the answer (`agent.started` or `agent.error`).
+async fn create_gpu_agent(env: &TestEnv, id: &str) -> agent_manager::protocol::Event {
+    let mut body = env.create_body(id);
+    body["resources"]["gpus"] = json!(1);
+    body["config"] = json!({"heartbeat": false});
+    let mid = env.send("agent.create", body).await;
+    env.wait_event("an answer", common::DEADLINE, move |e| {
+        e.correlation_id.as_deref() == Some(mid.as_str())
+            && matches!(e.event.routing_key(), "agent.started" | "agent.error")
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn swarm_gpu_agents_land_on_gpu_nodes_and_are_refused_when_none_has_room() {
+    // amc1 (manager) has no GPU, amc2 two, amc3 one.
+    let cluster = Cluster::up(3, "2:2,3:1", "");
+    let env = start_manager(&cluster, &[], |_| {}).await;
+    let ids: Vec<String> = (0..3).map(|i| env.agent_id(&format!("g{i}"))).collect();
+    for id in &ids {
+        let e = create_gpu_agent(&env, id).await;
+        assert_eq!(
+            e.event.routing_key(),
+            "agent.started",
+            "{id}: {}",
+            e.details
+        );
+    }
+    let mut held = HashSet::new();
+    for id in &ids {
+        let (node, gpus) = swarm_gpus(&cluster, id).await;
+        assert!(
+            node == "amc2" || node == "amc3",
+            "{id} on a GPU node, not {node}"
+        );
+        assert_eq!(gpus.len(), 1, "{id}: {gpus:?}");
+        assert!(
+            gpus[0].starts_with(&format!("GPU-{node}-")),
+            "{id}: {gpus:?} on {node}"
+        );
+        held.insert(gpus[0].clone());
+    }
+    assert_eq!(held.len(), 3, "three distinct GPUs: {held:?}");
+
+    // No node has a free GPU: refused at once, nothing made.
+    let late = env.agent_id("late");
+    let e = create_gpu_agent(&env, &late).await;
+    assert_eq!(e.event.routing_key(), "agent.error", "{}", e.details);
+    assert_eq!(e.details["code"], "gpu_unavailable", "{}", e.details);
+    let gone = cluster
+        .docker
+        .inspect_service(
+            &format!("agent-{late}"),
+            None::<bollard::query_parameters::InspectServiceOptions>,
+        )
+        .await;
+    assert!(gone.is_err(), "no service left behind: {gone:?}");
+
+    // A stop gives its GPU back: the late agent gets exactly that one.
+    let (_, freed) = swarm_gpus(&cluster, &ids[0]).await;
+    let mid = env.command("agent.stop", &ids[0], json!({})).await;
+    env.answer(&mid, "agent.stopped").await;
+    let e = create_gpu_agent(&env, &late).await;
+    assert_eq!(e.event.routing_key(), "agent.started", "{}", e.details);
+    assert_eq!(
+        swarm_gpus(&cluster, &late).await.1,
+        freed,
+        "the stopped agent's GPU"
+    );
+
+    // The stopped agent cannot start again while every GPU is taken: answered, and its
+    // service is not left waiting to take one later.
+    let mid = env.command("agent.start", &ids[0], json!({})).await;
+    let e = env.answer(&mid, "agent.error").await;
+    assert_eq!(e.details["code"], "gpu_unavailable", "{}", e.details);
+    let svc = cluster
+        .docker
+        .inspect_service(
+            &format!("agent-{}", ids[0]),
+            None::<bollard::query_parameters::InspectServiceOptions>,
+        )
+        .await
+        .expect("the stopped agent's service stays");
+    assert_eq!(
+        agent_manager::runtime::swarm::replicas(&svc.spec.unwrap_or_default()),
+        0,
+        "scaled back to 0"
+    );
+
+    // A delete gives one back: now it starts.
+    let mid = env.command("agent.delete", &ids[1], json!({})).await;
+    env.answer(&mid, "agent.deleted").await;
+    let mid = env.command("agent.start", &ids[0], json!({})).await;
+    env.answer(&mid, "agent.started").await;
+    env.finish().await;
+}
+
+/// A RabbitMQ user for a manager that is not on this machine's loopback (`guest` logs
+/// in from loopback only); removed in Drop.
+struct BrokerUser(String);
+
+impl BrokerUser {
+    fn add(name: &str, password: &str) -> BrokerUser {
+        let user = BrokerUser(name.to_string());
+        for args in [
+            vec!["add_user", name, password],
+            vec!["set_user_tags", name, "administrator"],
+            vec!["set_permissions", "-p", "/", name, ".*", ".*", ".*"],
+        ] {
+            let mut cmd = std::process::Command::new("rabbitmqctl");
+            cmd.args(&args);
+            let out = common::run_bounded(cmd, Duration::from_secs(60), "rabbitmqctl");
+            assert_eq!(out.code, 0, "rabbitmqctl {}: {}", args[0], out.stderr);
+        }
+        user
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let mut cmd = std::process::Command::new("rabbitmqctl");
+        cmd.args(["delete_user", &self.0]);
+        let _ = common::run_bounded(cmd, Duration::from_secs(60), "rabbitmqctl delete_user");
+    }
+}
+
+/// A directory of the test's files, removed in Drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `docker -H <node 1> ARGS` (bounded); panics with its output when it fails.
+fn on_manager_node(cluster: &Cluster, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new("docker");
+    cmd.args(["-H", &cluster.docker_host])
+        .args(args)
+        .envs(envs.iter().copied());
+    let out = common::run_bounded(cmd, Duration::from_secs(120), "docker");
+    assert_eq!(
+        out.code, 0,
+        "docker {args:?}: {}\n{}",
+        out.stdout, out.stderr
+    );
+    out.stdout
+}
+
+/// The running container of the stack's manager on node 1, if any.
+fn manager_task_container(cluster: &Cluster, service: &str) -> Option<String> {
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    on_manager_node(cluster, &["ps", "-q", "--filter", &filter], &[])
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+}
+
+/// deploy/stack.yml, deployed as README says on the cluster's manager node: the manager
+/// runs as a Swarm service, Swarm restarts it when its container dies, and the new one
+/// adopts the agents on every node (answers for them; nothing duplicated).
+#[actix_rt::test]
+async fn the_stack_file_s_manager_adopts_every_agent_when_swarm_restarts_it() {
+    let cluster = Cluster::up(3, "", "");
+    let image = common::manager_image::manager_image();
+    // The manager's image on the manager node (not in the cluster's registry).
+    let saved = std::env::temp_dir().join(format!("manager-image-{}.tar", short_id()));
+    common::manager_image::docker(
+        &["save", "-o", saved.to_str().unwrap(), &image],
+        Duration::from_secs(120),
+    );
+    on_manager_node(
+        &cluster,
+        &["load", "-q", "-i", saved.to_str().unwrap()],
+        &[],
+    );
+    let _ = std::fs::remove_file(&saved);
+
+    let network = format!("autogen-cluster-{}", short_id());
+    let agent_image = cluster.image(common::agent_image());
+    let overrides = [
+        ("DEPLOYMENT_MODE", "swarm"),
+        ("DOCKER_HOST", cluster.docker_host.as_str()),
+        ("DOCKER_NETWORK", network.as_str()),
+        ("AGENT_IMAGE", agent_image.as_str()),
+        // The broker's management API listens on this machine's loopback only.
+        ("AGENT_CREDENTIALS", "shared"),
+        ("SWARM_RESTART_DELAY_S", "1"),
+    ];
+    let env = TestEnv::client_only(&overrides).await;
+    let gateway = common::agent_gateway().expect("the agents' network of scripts/services.sh");
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let _user = BrokerUser::add(&format!("test-{}-manager", env.id), &password);
+
+    // The env file and the two secrets, as deploy/agent-manager.env.example says.
+    let dir = TempDir(std::env::temp_dir().join(format!("stack-{}", env.id)));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let mut settings = String::new();
+    for (k, v) in common::test_env_vars(&env.id, &overrides) {
+        if !matches!(
+            k.as_str(),
+            "RABBITMQ_URL" | "REDIS_URL" | "ADMIN_LISTEN" | "DOCKER_HOST" | "DEPLOYMENT_MODE"
+        ) {
+            settings.push_str(&format!("{k}={v}\n"));
+        }
+    }
+    let env_file = dir.0.join("agent-manager.env");
+    std::fs::write(&env_file, settings).expect("env file");
+    let secrets = [
+        (
+            "rabbitmq_url",
+            format!(
+                "amqp://test-{}-manager:{password}@{gateway}:5672/%2f",
+                env.id
+            ),
+        ),
+        ("redis_url", format!("redis://{gateway}:6379/0")),
+    ];
+    for (name, value) in &secrets {
+        let file = dir.0.join(name);
+        std::fs::write(&file, value).expect("secret file");
+        on_manager_node(
+            &cluster,
+            &["secret", "create", name, file.to_str().unwrap()],
+            &[],
+        );
+    }
+    let socket = cluster
+        .docker_host
+        .trim_start_matches("unix://")
+        .to_string();
+    let stack_file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/stack.yml");
+    on_manager_node(
+        &cluster,
+        &["stack", "deploy", "-c", stack_file, "amtest"],
+        &[
+            ("AGENT_MANAGER_IMAGE", image.as_str()),
+            ("AGENT_MANAGER_ENV_FILE", env_file.to_str().unwrap()),
+            ("DOCKER_SOCKET", socket.as_str()),
+        ],
+    );
+    let service = "amtest_agent-manager";
+    let manager_logs = || {
+        let mut cmd = std::process::Command::new("docker");
+        cmd.args([
+            "-H",
+            &cluster.docker_host,
+            "service",
+            "logs",
+            "--tail",
+            "30",
+            service,
+        ]);
+        let out = common::run_bounded(cmd, Duration::from_secs(30), "service logs");
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    let until = Instant::now() + common::DEADLINE;
+    while manager_task_container(&cluster, service).is_none() {
+        assert!(
+            Instant::now() < until,
+            "the manager's task never ran: {}",
+            manager_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Agents through the manager in the swarm, heartbeating from their nodes.
+    let ids: Vec<String> = (0..3).map(|i| env.agent_id(&format!("s{i}"))).collect();
+    create_all(&env, &ids, "analysis", true).await;
+    let mut on = HashSet::new();
+    for id in &ids {
+        on.insert(node_of(&env, id).await);
+    }
+    assert!(on.len() >= 2, "agents on several nodes: {on:?}");
+
+    // The manager's container dies; Swarm starts another.
+    let old = manager_task_container(&cluster, service).expect("the manager runs");
+    on_manager_node(&cluster, &["kill", &old], &[]);
+    let until = Instant::now() + common::DEADLINE;
+    loop {
+        match manager_task_container(&cluster, service) {
+            Some(new) if new != old => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < until,
+            "Swarm did not restart the manager: {}",
+            manager_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The new manager answers for every agent, wherever it runs, and made no other.
+    for id in &ids {
+        let mid = env.command("agent.stop", id, json!({})).await;
+        env.answer(&mid, "agent.stopped").await;
+    }
+    let mid = env.command("agent.start", &ids[0], json!({})).await;
+    env.answer(&mid, "agent.started").await;
+    let filter = format!("label=autogen.manager-instance={}", env.config.instance);
+    let services = on_manager_node(&cluster, &["service", "ls", "-q", "--filter", &filter], &[]);
+    assert_eq!(
+        services.split_whitespace().count(),
+        3,
+        "one service per agent"
+    );
+    on_manager_node(&cluster, &["stack", "rm", "amtest"], &[]);
     env.finish().await;
 }
 
@@ -529,7 +966,7 @@ async fn bench_create_and_start_on_the_cluster() {
         .map(|i| env.agent_id(&format!("b{i}")))
         .collect();
     let t0 = Instant::now();
-    create_all(&env, &ids, "analysis").await;
+    create_all(&env, &ids, "analysis", false).await;
     let took = t0.elapsed().as_secs_f64();
     let mut per_node: HashMap<String, usize> = HashMap::new();
     for id in &ids {

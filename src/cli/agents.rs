@@ -7,18 +7,20 @@ use std::io::Write;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::query_parameters::{InspectContainerOptions, LogsOptionsBuilder};
+use bollard::query_parameters::{
+    InspectContainerOptions, InspectServiceOptions, LogsOptionsBuilder,
+};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::table::{self, Cut};
 use super::{CliError, Format};
-use crate::config::Config;
+use crate::config::{Config, DeploymentMode};
 use crate::error::StoreError;
 use crate::protocol::valid_agent_id;
 use crate::redact;
-use crate::runtime::engine::connect_docker;
+use crate::runtime::engine::{connect_docker, unframe};
 use crate::runtime::spec::container_name;
 use crate::store::{record_json, AgentRecord, Store, StreamEntry};
 
@@ -261,9 +263,15 @@ fn stream_id_time(id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
+/// A container's or a service's output, as Docker streams it.
+type LogStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+
 /// `agents logs ID`: the agent container's output (stdout to `out`, stderr to `err`);
 /// `tail` lines from the end, or all; with `follow`, until the container stops or the
-/// command is interrupted.
+/// command is interrupted. In swarm mode the agent's service's output, wherever its
+/// task runs (Swarm's log broker brings it through the manager node).
 pub async fn logs(
     config: &Config,
     agent_id: &str,
@@ -284,21 +292,33 @@ pub async fn logs(
             limit.as_secs()
         ))
     };
+    let swarm = config.deployment_mode == DeploymentMode::Swarm;
     let docker_failed = |e: bollard::errors::Error| match e {
         bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        } => CliError::NotFound(format!(
-            "agent {agent_id} has no container ({name}) on this Docker host"
-        )),
+        } => CliError::NotFound(if swarm {
+            format!("agent {agent_id} has no service ({name}) in this swarm")
+        } else {
+            format!("agent {agent_id} has no container ({name}) on this Docker host")
+        }),
         other => docker_down(&super::error_chain(&other)),
     };
-    tokio::time::timeout(
-        limit,
-        docker.inspect_container(&name, None::<InspectContainerOptions>),
-    )
-    .await
-    .map_err(|_| timed_out())?
-    .map_err(docker_failed)?;
+    let found = if swarm {
+        tokio::time::timeout(
+            limit,
+            docker.inspect_service(&name, None::<InspectServiceOptions>),
+        )
+        .await
+        .map(|r| r.map(|_| ()))
+    } else {
+        tokio::time::timeout(
+            limit,
+            docker.inspect_container(&name, None::<InspectContainerOptions>),
+        )
+        .await
+        .map(|r| r.map(|_| ()))
+    };
+    found.map_err(|_| timed_out())?.map_err(docker_failed)?;
 
     let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
     let options = LogsOptionsBuilder::new()
@@ -308,7 +328,11 @@ pub async fn logs(
         .timestamps(timestamps)
         .tail(&tail)
         .build();
-    let mut stream = docker.logs(&name, Some(options));
+    let mut stream: LogStream = if swarm {
+        Box::pin(docker.service_logs(&name, Some(options)))
+    } else {
+        Box::pin(docker.logs(&name, Some(options)))
+    };
     // Without --follow the whole read is bounded; with it, only the wait for Docker's
     // answer is (bollard's request timeout), then output comes as the agent writes it.
     let deadline = (!follow).then(|| tokio::time::Instant::now() + limit);
@@ -321,12 +345,13 @@ pub async fn logs(
         };
         let Some(item) = next else { break };
         match item.map_err(docker_failed)? {
+            // A service's output from other nodes may keep Docker's framing.
             LogOutput::StdErr { message } => {
-                err.write_all(&message)?;
+                err.write_all(&unframe(&message))?;
                 err.flush()?;
             }
             LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                out.write_all(&message)?;
+                out.write_all(&unframe(&message))?;
                 out.flush()?;
             }
             LogOutput::StdIn { .. } => {}

@@ -107,6 +107,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SWARM_RESTART_WINDOW_S", "swarm.restart_window_s"),
     ("SWARM_TASK_TIMEOUT_S", "swarm.task_timeout_s"),
     ("SWARM_CONSTRAINTS", "swarm.constraints"),
+    ("SWARM_GPU_RESOURCE", "swarm.gpu_resource"),
     ("GPU_DEVICES", "gpu.devices"),
     ("GPU_DISCOVER", "gpu.discover"),
     ("GPU_NVIDIA_SMI", "gpu.nvidia_smi"),

@@ -364,6 +364,9 @@ pub struct SwarmConfig {
     pub constraints_by_type: std::collections::BTreeMap<String, Vec<String>>,
     /// Per customer id: constraints added to `constraints` and the type's.
     pub constraints_by_customer: std::collections::BTreeMap<String, Vec<String>>,
+    /// The generic resource kind the swarm's nodes offer their GPUs as
+    /// (`--node-generic-resource NVIDIA-GPU=GPU-<uuid>`); GPU agents reserve it.
+    pub gpu_resource: String,
 }
 
 impl SwarmConfig {

@@ -430,6 +430,21 @@ fn check_swarm(w: &SwarmConfig, p: &mut Problems) {
         );
     }
     p.positive("swarm.task_timeout_s", w.task_timeout_s);
+    // Docker's kinds: letters, digits, `-`, `_`, `.` (it becomes an environment name).
+    if w.gpu_resource.is_empty()
+        || !w
+            .gpu_resource
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        p.bad(
+            "swarm.gpu_resource",
+            format!(
+                "'{}' is not a generic resource kind (letters, digits, -, _ and .)",
+                w.gpu_resource
+            ),
+        );
+    }
     // Swarm's grammar: `<attribute> == <value>` or `!=`; a typo would leave every agent
     // pending ("no suitable node"), so it is caught here.
     let ok = |c: &str| {

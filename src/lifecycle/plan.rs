@@ -20,7 +20,8 @@ use crate::record::AgentRecord;
 /// What planning needs from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
-    /// GPU mode: agents may ask for GPUs.
+    /// GPU or swarm mode: agents may ask for GPUs (device requests, or Swarm's generic
+    /// resources).
     pub gpus_enabled: bool,
     /// Grace period when an update removes the container it replaces.
     pub replace_timeout_s: u32,
@@ -34,7 +35,10 @@ pub struct Rules {
 impl Rules {
     pub fn of(config: &Config) -> Rules {
         Rules {
-            gpus_enabled: config.deployment_mode == DeploymentMode::Gpu,
+            gpus_enabled: matches!(
+                config.deployment_mode,
+                DeploymentMode::Gpu | DeploymentMode::Swarm
+            ),
             replace_timeout_s: config.agents.stop_timeout_s,
             per_agent_credentials: config.agents.credentials == CredentialMode::PerAgent,
             pause_supported: config.deployment_mode != DeploymentMode::Swarm,
@@ -236,7 +240,8 @@ fn forbidden(cmd: &Command, record: &AgentRecord) -> Plan {
 fn gpus_refused(spec: &AgentSpec, rules: &Rules) -> Option<String> {
     (spec.resources.gpus > 0 && !rules.gpus_enabled).then(|| {
         format!(
-            "{} GPU(s) requested but GPU mode is not enabled (DEPLOYMENT_MODE=gpu)",
+            "{} GPU(s) requested but this manager hands out no GPUs (DEPLOYMENT_MODE=gpu, \
+             or swarm with GPU nodes)",
             spec.resources.gpus
         )
     })

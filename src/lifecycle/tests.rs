@@ -331,6 +331,9 @@ fn refusals_are_decided_before_anything_is_done() {
         &Rules::of(&config),
     );
     assert_eq!(p.outcome, Some(AgentStatus::Running), "GPU mode: replaced");
+    // Swarm mode hands out GPUs too (the swarm's generic resources).
+    config.deployment_mode = DeploymentMode::Swarm;
+    assert!(Rules::of(&config).gpus_enabled);
 }
 
 #[test]

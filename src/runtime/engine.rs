@@ -74,11 +74,13 @@ pub enum DockerOp {
     UpdateService,
     RemoveService,
     ServiceLogs,
+    /// Asking the image's registry for its digest (swarm mode pins services to it).
+    ResolveDigest,
 }
 
 impl DockerOp {
     /// Every operation, for tests and documentation.
-    pub const ALL: [DockerOp; 30] = [
+    pub const ALL: [DockerOp; 31] = [
         DockerOp::Connect,
         DockerOp::Ping,
         DockerOp::Info,
@@ -109,6 +111,7 @@ impl DockerOp {
         DockerOp::UpdateService,
         DockerOp::RemoveService,
         DockerOp::ServiceLogs,
+        DockerOp::ResolveDigest,
     ];
 
     /// The operation's name: the metric's `op` label and the `op` of its errors.
@@ -144,6 +147,7 @@ impl DockerOp {
             DockerOp::UpdateService => "update service",
             DockerOp::RemoveService => "remove service",
             DockerOp::ServiceLogs => "service logs",
+            DockerOp::ResolveDigest => "resolve digest",
         }
     }
 
@@ -171,6 +175,7 @@ impl DockerOp {
             | DockerOp::Info
             | DockerOp::Version
             | DockerOp::InspectImage
+            | DockerOp::ResolveDigest
             | DockerOp::InspectNetwork
             | DockerOp::CreateNetwork
             | DockerOp::InspectContainer
@@ -619,6 +624,7 @@ mod tests {
                 "update service",
                 "remove service",
                 "service logs",
+                "resolve digest",
             ]
         );
         let unique: HashSet<&str> = names.iter().copied().collect();

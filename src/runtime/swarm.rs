@@ -25,9 +25,14 @@
 //! - a task keeps the `StopGracePeriod` it was created with, so a stop's timeout only
 //!   reaches the next task through the spec: for a task on this node the manager also
 //!   stops its container itself with the command's timeout;
-//! - no device requests (GPUs): agents asking for GPUs are refused (`gpu_unavailable`).
+//! - no device requests: GPUs are Swarm's generic resources instead ([`super::swarm_gpu`]),
+//!   and before Docker 23.0.2 a service with GPUs cannot also have a network (moby#44378):
+//!   GPU agents then run on no network;
+//! - the image is pinned to its registry digest where a registry knows it
+//!   ([`super::image_pin`]), else every node needs the tag.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,7 +54,12 @@ use super::engine::{
     health_config, json_file_log_options, nofile_ulimit, DockerOp, Engine, LogSource, NetworkKind,
     LOG_DRIVER, SECOND_NS,
 };
+use super::image_pin::{self, Unpinnable};
 use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_RECREATE_HASH};
+use super::swarm_gpu;
+use super::swarm_task::{
+    desired_state, is_live, task_container, task_id, task_node, task_reason, task_state,
+};
 use super::{Observed, Runtime, Stats};
 use crate::config::{Config, SwarmConfig};
 use crate::error::RuntimeError;
@@ -60,50 +70,6 @@ const POLL: Duration = Duration::from_millis(250);
 const LABEL_SWARM_SERVICE_ID: &str = "com.docker.swarm.service.id";
 /// The first API version whose services take `Privileges.NoNewPrivileges`.
 const NO_NEW_PRIVILEGES_API: (u32, u32) = (1, 46);
-
-/// Task states before the task ends (Docker's `TaskState`, as strings).
-fn is_live(state: &str) -> bool {
-    matches!(
-        state,
-        "new"
-            | "allocated"
-            | "pending"
-            | "assigned"
-            | "accepted"
-            | "preparing"
-            | "ready"
-            | "starting"
-            | "running"
-    )
-}
-
-fn task_state(t: &Task) -> String {
-    t.status
-        .as_ref()
-        .and_then(|s| s.state)
-        .map(|s| s.to_string())
-        .unwrap_or_default()
-}
-
-fn desired_state(t: &Task) -> String {
-    t.desired_state.map(|s| s.to_string()).unwrap_or_default()
-}
-
-fn task_id(t: &Task) -> String {
-    t.id.clone().unwrap_or_default()
-}
-
-fn task_container(t: &Task) -> Option<String> {
-    t.status
-        .as_ref()
-        .and_then(|s| s.container_status.as_ref())
-        .and_then(|c| c.container_id.clone())
-        .filter(|c| !c.is_empty())
-}
-
-fn task_node(t: &Task) -> Option<&str> {
-    t.node_id.as_deref().filter(|n| !n.is_empty())
-}
 
 /// What the manager needs to know of a swarm node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,12 +195,15 @@ fn limits(spec: &ServiceSpec) -> Option<&Limit> {
 }
 
 /// The service for `spec` (contract section 4, as far as Swarm can express it).
+/// `gpus_with_networks`: the swarm runs tasks with both GPUs and a network (see
+/// [`swarm_gpu::generic_resources_with_networks`]); when not, a GPU agent gets none.
 pub fn service_spec(
     spec: &ContainerSpec,
     replicas: i64,
     grace_s: u32,
     force_update: u64,
     policy: &SwarmConfig,
+    gpus_with_networks: bool,
 ) -> ServiceSpec {
     let mut mounts = vec![Mount {
         target: Some("/tmp".into()),
@@ -296,6 +265,7 @@ pub fn service_spec(
                     memory_bytes: Some(spec.memory_bytes),
                     pids: Some(spec.pids_limit),
                 }),
+                reservations: swarm_gpu::reservation(&policy.gpu_resource, spec.gpus),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
@@ -305,10 +275,12 @@ pub fn service_spec(
                 window: Some(policy.restart_window_s as i64 * SECOND_NS),
             }),
             force_update: Some(force_update),
-            networks: Some(vec![NetworkAttachmentConfig {
-                target: Some(spec.network.clone()),
-                ..Default::default()
-            }]),
+            networks: (spec.gpus == 0 || gpus_with_networks).then(|| {
+                vec![NetworkAttachmentConfig {
+                    target: Some(spec.network.clone()),
+                    ..Default::default()
+                }]
+            }),
             log_driver: Some(TaskSpecLogDriver {
                 name: Some(LOG_DRIVER.into()),
                 options: Some(json_file_log_options()),
@@ -400,6 +372,8 @@ pub fn observed_from(service: &Service, tasks: &[Task]) -> Observed {
         restart_count: tasks.iter().filter(|t| has_failed(t)).count() as i64,
         memory_bytes: limit.and_then(|l| l.memory_bytes).unwrap_or(0),
         nano_cpus: limit.and_then(|l| l.nano_cpus).unwrap_or(0),
+        // Docker's JSON names the task's GPU ids `GenericResources`, which the API
+        // description (and so this client) calls `AssignedGenericResources`: not seen.
         gpu_devices: Vec::new(),
         task_container_id: current.and_then(task_container),
         node: None,
@@ -453,6 +427,10 @@ pub struct SwarmRuntime {
     /// The swarm's nodes as last listed: node ids of tasks read as hostnames without a
     /// listing per look (listed again when a task names a node not in it).
     nodes: std::sync::Mutex<HashMap<String, NodeInfo>>,
+    /// Whether the swarm runs tasks with both GPUs and a network (set by `prepare`).
+    gpus_with_networks: AtomicBool,
+    /// Images whose registry digest could not be had lately.
+    unpinnable: Unpinnable,
 }
 
 impl SwarmRuntime {
@@ -466,6 +444,8 @@ impl SwarmRuntime {
             network_internal: config.docker.network_internal,
             security_opt: config.agents.security_opt.clone(),
             nodes: std::sync::Mutex::new(HashMap::new()),
+            gpus_with_networks: AtomicBool::new(true),
+            unpinnable: Unpinnable::default(),
         }
     }
 
@@ -486,17 +466,33 @@ impl SwarmRuntime {
             .await
     }
 
-    /// The swarm's nodes now (one listing), kept for [`SwarmRuntime::known_nodes`].
-    async fn list_nodes(&self) -> Result<HashMap<String, NodeInfo>, RuntimeError> {
+    /// One listing of the swarm's nodes, as Docker describes them.
+    async fn nodes_described(&self) -> Result<Vec<Node>, RuntimeError> {
         let docker = self.engine().client().clone();
-        let nodes = self
-            .engine()
+        self.engine()
             .call(DockerOp::ListNodes, Duration::ZERO, async move {
                 docker
                     .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
                     .await
             })
-            .await?;
+            .await
+    }
+
+    /// Every task of the swarm (one listing).
+    async fn all_tasks(&self) -> Result<Vec<Task>, RuntimeError> {
+        let docker = self.engine().client().clone();
+        self.engine()
+            .call(DockerOp::ListTasks, Duration::ZERO, async move {
+                docker
+                    .list_tasks(None::<bollard::query_parameters::ListTasksOptions>)
+                    .await
+            })
+            .await
+    }
+
+    /// The swarm's nodes now (one listing), kept for [`SwarmRuntime::known_nodes`].
+    async fn list_nodes(&self) -> Result<HashMap<String, NodeInfo>, RuntimeError> {
+        let nodes = self.nodes_described().await?;
         let infos = node_infos(&nodes);
         *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = infos.clone();
         Ok(infos)
@@ -517,6 +513,66 @@ impl SwarmRuntime {
             Err(e) => {
                 tracing::debug!(error = %e, "cannot list the swarm's nodes");
                 cached
+            }
+        }
+    }
+
+    fn gpus_with_networks(&self) -> bool {
+        self.gpus_with_networks.load(Ordering::Relaxed)
+    }
+
+    /// `gpu_unavailable` unless some ready, active node has `gpus` free now (Swarm
+    /// itself decides where; a race for the last ones is answered at start).
+    async fn check_gpu_room(&self, gpus: u32) -> Result<(), RuntimeError> {
+        let nodes = self.nodes_described().await?;
+        let tasks = self.all_tasks().await?;
+        let kind = &self.policy.gpu_resource;
+        let free = swarm_gpu::most_free(&nodes, &tasks, kind);
+        if free >= u64::from(gpus) {
+            return Ok(());
+        }
+        Err(RuntimeError::GpuUnavailable(format!(
+            "no swarm node has {gpus} free GPU(s) (generic resource {kind}); the most free \
+             on one ready node is {free}"
+        )))
+    }
+
+    /// `image` pinned to its registry digest, or `image` itself when no registry
+    /// answers for it (see [`image_pin`]).
+    async fn pin_image(&self, image: &str) -> String {
+        if !self.unpinnable.worth_asking(image) {
+            return image.to_string();
+        }
+        let docker = self.engine().client().clone();
+        let name = image.to_string();
+        let r = self
+            .engine()
+            .call(DockerOp::ResolveDigest, Duration::ZERO, async move {
+                docker.inspect_registry_image(&name, None).await
+            })
+            .await;
+        let pinned = match &r {
+            Ok(d) => d
+                .descriptor
+                .digest
+                .as_deref()
+                .and_then(|digest| image_pin::pinned(image, digest)),
+            Err(_) => None,
+        };
+        match pinned {
+            Some(p) => {
+                self.unpinnable.succeeded(image);
+                p
+            }
+            None => {
+                if self.unpinnable.failed(image) {
+                    let why = r
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "no digest".into());
+                    tracing::warn!(image, error = %why, "the image's registry gave no digest: agents' services name the tag, and every node must have the image (a local registry pins them; README \"Swarm mode\")");
+                }
+                image.to_string()
             }
         }
     }
@@ -663,6 +719,7 @@ impl SwarmRuntime {
         } else {
             "a running task"
         };
+        let began = tokio::time::Instant::now();
         self.wait_tasks(service_id, what, limit, |tasks| {
             let is_old = |t: &Task| before.contains(&task_id(t));
             if !fresh && tasks.iter().any(is_up) {
@@ -678,6 +735,18 @@ impl SwarmRuntime {
                     status: None,
                     message: task_error(failed),
                 });
+            }
+            // Only GPUs are reserved: a task no node has room for waits for GPUs.
+            let starved = tasks
+                .iter()
+                .find(|t| !is_old(t) && desired_state(t) == "running" && swarm_gpu::starved(t));
+            if let Some(t) = starved {
+                if began.elapsed() >= swarm_gpu::STARVED_GRACE {
+                    return Err(RuntimeError::GpuUnavailable(format!(
+                        "no swarm node has the GPUs the agent reserves free: {}",
+                        task_reason(t)
+                    )));
+                }
             }
             Ok(false)
         })
@@ -888,6 +957,17 @@ impl Runtime for SwarmRuntime {
                 docker.version().await
             })
             .await?;
+        let engine_version = version.version.clone().unwrap_or_default();
+        let gpus_with_networks = swarm_gpu::generic_resources_with_networks(&engine_version);
+        self.gpus_with_networks
+            .store(gpus_with_networks, Ordering::Relaxed);
+        if !gpus_with_networks {
+            tracing::info!(
+                engine = %engine_version,
+                "Docker before 23.0.2 rejects Swarm tasks with both GPUs (generic resources) \
+                 and a network (moby#44378): agents asking for GPUs run on no network"
+            );
+        }
         let api = version
             .api_version
             .as_deref()
@@ -919,19 +999,30 @@ impl Runtime for SwarmRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         if spec.gpus > 0 {
-            return Err(RuntimeError::GpuUnavailable(
-                "Swarm services cannot be given GPUs (Swarm has no device requests); use \
-                 DEPLOYMENT_MODE=gpu"
-                    .into(),
-            ));
+            self.check_gpu_room(spec.gpus).await?;
         }
         // The node running the task needs the image too; here it is at least checked.
         self.docker.ensure_image(&spec.image).await?;
         if spec.customer_network {
             self.ensure_customer_network(spec).await?;
         }
+        let image = self.pin_image(&spec.image).await;
         for _ in 0..3 {
-            let body = service_spec(spec, 0, spec.stop_timeout_s, 0, &self.policy);
+            let mut body = service_spec(
+                spec,
+                0,
+                spec.stop_timeout_s,
+                0,
+                &self.policy,
+                self.gpus_with_networks(),
+            );
+            if let Some(c) = body
+                .task_template
+                .as_mut()
+                .and_then(|t| t.container_spec.as_mut())
+            {
+                c.image = Some(image.clone());
+            }
             let docker = self.engine().client().clone();
             let r = self
                 .engine()
@@ -988,8 +1079,22 @@ impl Runtime for SwarmRuntime {
             }
         })
         .await?;
-        self.wait_task_up(&sid, &before, false, self.task_timeout)
+        match self
+            .wait_task_up(&sid, &before, false, self.task_timeout)
             .await
+        {
+            Err(e @ RuntimeError::GpuUnavailable(_)) => {
+                // Not left waiting: it would take GPUs later, unasked.
+                if let Err(undo) = self
+                    .update(&sid, DockerOp::ScaleService, |s| set_replicas(s, 0))
+                    .await
+                {
+                    tracing::warn!(service = %sid, error = %undo, "could not scale back a service no node has GPUs for");
+                }
+                Err(e)
+            }
+            r => r,
+        }
     }
 
     async fn stop(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError> {
@@ -1084,6 +1189,7 @@ impl Runtime for SwarmRuntime {
         let before: HashSet<String> = tasks.iter().map(task_id).collect();
         let running = replicas(&current) > 0;
         let policy = self.policy.clone();
+        let gpus_with_networks = self.gpus_with_networks();
         // Swarm has no in-place update: a new task template replaces the task.
         self.update(&sid, DockerOp::UpdateService, |s| {
             let template = s.task_template.clone().unwrap_or_default();
@@ -1097,14 +1203,23 @@ impl Runtime for SwarmRuntime {
             // Limits only: the task keeps its environment, the agent's own login included
             // (the spec built for a resize carries none).
             let env = template.container_spec.as_ref().and_then(|c| c.env.clone());
+            // And its image as pinned at create (the same name).
+            let image = template
+                .container_spec
+                .as_ref()
+                .and_then(|c| c.image.clone())
+                .filter(|i| i.split('@').next() == Some(spec.image.as_str()));
             let n = replicas(s) as i64;
-            *s = service_spec(spec, n, grace, force, &policy);
+            *s = service_spec(spec, n, grace, force, &policy, gpus_with_networks);
             if let Some(container) = s
                 .task_template
                 .as_mut()
                 .and_then(|t| t.container_spec.as_mut())
             {
                 container.env = env;
+                if image.is_some() {
+                    container.image = image;
+                }
             }
         })
         .await?;
@@ -1173,15 +1288,7 @@ impl Runtime for SwarmRuntime {
         if services.is_empty() {
             return Ok(Vec::new());
         }
-        let docker = self.engine().client().clone();
-        let tasks = self
-            .engine()
-            .call(DockerOp::ListTasks, Duration::ZERO, async move {
-                docker
-                    .list_tasks(None::<bollard::query_parameters::ListTasksOptions>)
-                    .await
-            })
-            .await?;
+        let tasks = self.all_tasks().await?;
         let nodes = self.known_nodes(&tasks).await;
         let mut node_of: HashMap<String, Option<String>> = HashMap::new();
         for service in &services {
@@ -1239,7 +1346,7 @@ mod tests {
     #[test]
     fn service_carries_the_containers_labels_env_limits_and_security() {
         let c = container_spec();
-        let s = service_spec(&c, 0, 10, 0, &Config::defaults().swarm);
+        let s = service_spec(&c, 0, 10, 0, &Config::defaults().swarm, true);
         assert_eq!(s.name.as_deref(), Some("agent-a1"));
         assert_eq!(s.labels.as_ref(), Some(&c.labels));
         assert_eq!(replicas(&s), 0);
@@ -1319,7 +1426,14 @@ mod tests {
         let c = container_spec();
         Service {
             id: Some("s1".into()),
-            spec: Some(service_spec(&c, replicas, 10, 0, &Config::defaults().swarm)),
+            spec: Some(service_spec(
+                &c,
+                replicas,
+                10,
+                0,
+                &Config::defaults().swarm,
+                true,
+            )),
             ..Default::default()
         }
     }
@@ -1514,9 +1628,34 @@ mod tests {
     }
 
     #[test]
+    fn gpu_agents_reserve_the_generic_resource_and_skip_the_network_where_docker_must() {
+        let policy = Config::defaults().swarm;
+        let plain = service_spec(&container_spec(), 0, 10, 0, &policy, false);
+        let template = plain.task_template.unwrap();
+        assert!(template.resources.unwrap().reservations.is_none());
+        assert_eq!(template.networks.unwrap().len(), 1, "no GPUs: the network");
+
+        let mut c = container_spec();
+        c.gpus = 2;
+        let template = service_spec(&c, 1, 10, 0, &policy, false)
+            .task_template
+            .unwrap();
+        let reserved = template
+            .resources
+            .and_then(|r| r.reservations)
+            .and_then(|r| r.generic_resources)
+            .unwrap();
+        let d = reserved[0].discrete_resource_spec.clone().unwrap();
+        assert_eq!((d.kind.as_deref(), d.value), (Some("NVIDIA-GPU"), Some(2)));
+        assert!(template.networks.is_none(), "moby#44378: no network");
+        let with = service_spec(&c, 0, 10, 0, &policy, true);
+        assert_eq!(with.task_template.unwrap().networks.unwrap().len(), 1);
+    }
+
+    #[test]
     fn services_use_dnsrr_and_the_agents_placement_constraints() {
         let mut policy = Config::defaults().swarm;
-        let s = service_spec(&container_spec(), 0, 10, 0, &policy);
+        let s = service_spec(&container_spec(), 0, 10, 0, &policy, true);
         assert_eq!(
             s.endpoint_spec.as_ref().and_then(|e| e.mode),
             Some(EndpointSpecModeEnum::DNSRR)
@@ -1541,7 +1680,7 @@ mod tests {
             "c1".into(),
             vec!["node.labels.tenant==c1".into(), "node.role==worker".into()],
         );
-        let s = service_spec(&container_spec(), 0, 10, 0, &policy);
+        let s = service_spec(&container_spec(), 0, 10, 0, &policy, true);
         assert_eq!(
             placement(&s),
             vec![

@@ -3,10 +3,11 @@
 //! hands out the manager node's `DOCKER_HOST`; `Drop` removes the test's services and
 //! runs `scripts/cluster.sh down`, whether the test passed or not.
 
-use std::fs::{File, OpenOptions};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use super::exclusive::{exclusive, Exclusive};
 
 use bollard::Docker;
 
@@ -21,8 +22,10 @@ pub struct Cluster {
     /// A client of the manager node.
     pub docker: Docker,
     pub nodes: usize,
-    _file: File,
-    _guard: MutexGuard<'static, ()>,
+    /// The cluster's registry (`10.213.0.1:5000`) when `docker-registry` is installed:
+    /// the images are there, not on the worker nodes.
+    pub registry: Option<String>,
+    _lock: Exclusive,
 }
 
 fn script() -> Command {
@@ -34,15 +37,7 @@ fn script() -> Command {
 impl Cluster {
     /// `nodes` nodes; `gpus` as CLUSTER_GPUS (`3:2`), `labels` as CLUSTER_LABELS.
     pub fn up(nodes: usize, gpus: &str, labels: &str) -> Cluster {
-        let guard = IN_PROCESS.lock().unwrap_or_else(PoisonError::into_inner);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(LOCK_FILE)
-            .unwrap_or_else(|e| panic!("{LOCK_FILE}: {e}"));
-        file.lock()
-            .unwrap_or_else(|e| panic!("lock {LOCK_FILE}: {e}"));
+        let lock = exclusive(LOCK_FILE, &IN_PROCESS);
         // A cluster a killed test left behind is not this test's: start clean.
         let _ = super::run_bounded(
             {
@@ -78,12 +73,26 @@ impl Cluster {
         let socket = docker_host.trim_start_matches("unix://");
         let docker = Docker::connect_with_unix(socket, 60, bollard::API_DEFAULT_VERSION)
             .unwrap_or_else(|e| panic!("Docker client for {docker_host}: {e}"));
+        let registry = {
+            let mut cmd = script();
+            cmd.arg("registry");
+            let out = super::run_bounded(cmd, Duration::from_secs(20), "cluster.sh registry");
+            (out.code == 0).then(|| out.stdout.trim().to_string())
+        };
         Cluster {
             docker_host,
             docker,
             nodes,
-            _file: file,
-            _guard: guard,
+            registry,
+            _lock: lock,
+        }
+    }
+
+    /// `image` as the nodes reach it: from the registry when there is one.
+    pub fn image(&self, image: &str) -> String {
+        match &self.registry {
+            Some(r) => format!("{r}/{image}"),
+            None => image.to_string(),
         }
     }
 

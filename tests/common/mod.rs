@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod exclusive;
+pub mod manager_image;
 pub mod swarm;
 
 use std::collections::HashMap;
@@ -72,13 +74,38 @@ pub fn agent_image() -> &'static str {
         let Some(tag) = tag else {
             return "autogen-agent:busybox".to_string();
         };
-        let present = std::process::Command::new("timeout")
-            .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", &tag])
-            .output()
-            .is_ok_and(|o| o.status.success());
         assert!(
-            present,
+            image_present(&tag),
             "the test agent image {tag} is missing (its sources changed?): {START_HINT}"
+        );
+        tag
+    })
+}
+
+/// Whether this machine's dockerd has image `tag` (bounded).
+pub fn image_present(tag: &str) -> bool {
+    std::process::Command::new("timeout")
+        .args(["10", "docker", "image", "inspect", "-f", "{{.Id}}", tag])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The reference AutoGen agent's tag for this checkout (`images/autogen-agent/build.sh
+/// --tag`), which `scripts/services.sh` builds; fails, naming the script, when missing.
+pub fn reference_image() -> &'static str {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/images/autogen-agent/build.sh");
+        let out = std::process::Command::new("timeout")
+            .args(["30", "bash", script, "--tag"])
+            .output()
+            .expect("run images/autogen-agent/build.sh --tag");
+        assert!(out.status.success(), "build.sh --tag: {out:?}");
+        let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            image_present(&tag),
+            "the reference agent image {tag} is missing (its sources changed?): run \
+             `bash scripts/services.sh` (it builds it; ~7 min the first time)"
         );
         tag
     })

@@ -6,10 +6,11 @@
 //! init and leave do not touch bridge networks. Each user gets an overlay network name
 //! of its own, removed in `Drop`.
 
-use std::fs::{File, OpenOptions};
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::exclusive::{exclusive, Exclusive};
 
 const START_HINT: &str = "start the services with `bash scripts/services.sh`";
 const LOCK_FILE: &str = "/tmp/agent-manager-swarm-tests.lock";
@@ -33,26 +34,11 @@ pub fn swarm_state() -> String {
 }
 
 /// Exclusive use of the node's swarm membership by this test.
-pub struct SwarmLock {
-    _file: File,
-    _guard: MutexGuard<'static, ()>,
-}
+pub struct SwarmLock(Exclusive);
 
 impl SwarmLock {
     pub fn acquire() -> SwarmLock {
-        let guard = IN_PROCESS.lock().unwrap_or_else(PoisonError::into_inner);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(LOCK_FILE)
-            .unwrap_or_else(|e| panic!("{LOCK_FILE}: {e}"));
-        file.lock()
-            .unwrap_or_else(|e| panic!("lock {LOCK_FILE}: {e}"));
-        SwarmLock {
-            _file: file,
-            _guard: guard,
-        }
+        SwarmLock(exclusive(LOCK_FILE, &IN_PROCESS))
     }
 }
 
