@@ -74,27 +74,39 @@ async fn node_of(env: &TestEnv, id: &str) -> String {
     }
 }
 
-/// Tasks of the service that run and are meant to, on nodes Swarm sees.
-async fn running_tasks(cluster: &Cluster, service: &str, ready: &HashSet<String>) -> usize {
-    let filters = HashMap::from([("service", vec![service.to_string()])]);
+/// The swarm's tasks that match `filters` (Docker's task filters), bounded.
+async fn list_tasks(cluster: &Cluster, filters: &[(&str, &str)]) -> Vec<Task> {
+    let mut by_name: HashMap<&str, Vec<String>> = HashMap::new();
+    for (k, v) in filters {
+        by_name.entry(k).or_default().push(v.to_string());
+    }
     let options = bollard::query_parameters::ListTasksOptionsBuilder::new()
-        .filters(&filters)
+        .filters(&by_name)
         .build();
-    let tasks: Vec<Task> = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(20),
         cluster.docker.list_tasks(Some(options)),
     )
     .await
     .expect("list tasks in time")
-    .expect("list tasks");
-    tasks
+    .expect("list tasks")
+}
+
+fn is_running(t: &Task) -> bool {
+    t.status
+        .as_ref()
+        .and_then(|s| s.state)
+        .map(|s| s.to_string())
+        == Some("running".into())
+}
+
+/// Tasks of the service that run and are meant to, on nodes Swarm sees.
+async fn running_tasks(cluster: &Cluster, service: &str, ready: &HashSet<String>) -> usize {
+    list_tasks(cluster, &[("service", service)])
+        .await
         .iter()
         .filter(|t| {
-            t.status
-                .as_ref()
-                .and_then(|s| s.state)
-                .map(|s| s.to_string())
-                == Some("running".into())
+            is_running(t)
                 && t.desired_state.map(|s| s.to_string()) == Some("running".into())
                 && t.node_id.as_ref().is_some_and(|n| ready.contains(n))
         })
@@ -592,29 +604,15 @@ async fn gpu_agents_get_distinct_gpus_and_give_them_back() {
 /// and so bollard, calls the field `AssignedGenericResources`, which Docker never sends).
 async fn swarm_gpus(cluster: &Cluster, agent_id: &str) -> (String, Vec<String>) {
     let (_, names) = nodes(cluster).await;
-    let filters = HashMap::from([
-        ("service", vec![format!("agent-{agent_id}")]),
-        ("desired-state", vec!["running".to_string()]),
-    ]);
-    let options = bollard::query_parameters::ListTasksOptionsBuilder::new()
-        .filters(&filters)
-        .build();
-    let tasks: Vec<Task> = tokio::time::timeout(
-        Duration::from_secs(20),
-        cluster.docker.list_tasks(Some(options)),
+    let service = format!("agent-{agent_id}");
+    let tasks = list_tasks(
+        cluster,
+        &[("service", &service), ("desired-state", "running")],
     )
-    .await
-    .expect("list tasks in time")
-    .expect("list tasks");
+    .await;
     let task = tasks
         .iter()
-        .find(|t| {
-            t.status
-                .as_ref()
-                .and_then(|s| s.state)
-                .map(|s| s.to_string())
-                == Some("running".into())
-        })
+        .find(|t| is_running(t))
         .unwrap_or_else(|| panic!("agent {agent_id} has a running task: {tasks:?}"));
     let node = task.node_id.clone().unwrap_or_default();
     let host = names
