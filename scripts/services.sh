@@ -73,7 +73,10 @@ REDIS_PORT=6379
 AMQP_PORT=5672
 MANAGEMENT_PORT=15672
 
-DOCKERD_DEADLINE=60    # seconds for dockerd to answer, per storage driver
+# Seconds for dockerd to answer, per storage driver. A fresh dockerd answers in ~2 s; one
+# restarted after it died with hundreds of containers first removes their stale sandboxes
+# (862 took over a minute here), and stopping it then to try vfs only made it worse.
+DOCKERD_DEADLINE=240
 REDIS_DEADLINE=15
 RABBITMQ_DEADLINE=120  # Erlang boot is slow on 2 cores (typically 5-15 s)
 
