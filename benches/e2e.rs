@@ -1719,9 +1719,7 @@ async fn pause(s: &Sizes) {
 /// The reference agent, its example team on the replay client: create → first answer,
 /// task round trips, idle cost.
 async fn autogen(s: &Sizes) {
-    use lapin::options::{
-        BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    };
+    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeleteOptions};
     use lapin::types::FieldTable;
     let load_before = load();
     let image = common::reference_image().to_string();
@@ -1746,19 +1744,10 @@ async fn autogen(s: &Sizes) {
         lapin::Connection::connect(common::RABBITMQ_URL, lapin::ConnectionProperties::default())
             .await
             .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
     let results = format!("bench-{}.results", env.id);
-    ch.queue_declare(
-        results.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("the results queue");
+    // Bound to each agent's result key as the agent is made.
+    let ch =
+        common::bound_exclusive_queue(&conn, &results, &env.config.rabbitmq.exchange, &[]).await;
     let ids: Vec<String> = (0..s.autogen_agents)
         .map(|i| env.agent_id(&format!("ag{i}")))
         .collect();
@@ -1792,17 +1781,7 @@ async fn autogen(s: &Sizes) {
         // The manager makes the inbox when it handles the create (with the agent's
         // users); the task is published before that, so, as a Core Engine may, the bench
         // declares it first itself (durable, no arguments: the same queue).
-        let inbox = format!("agent:{id}:inbox");
-        ch.queue_declare(
-            inbox.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare the inbox");
+        let inbox = common::declare_inbox(&ch, id).await;
         for (queue, key) in [
             (inbox.as_str(), format!("agent:{id}:task")),
             (results.as_str(), format!("agent:{id}:result")),

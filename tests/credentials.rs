@@ -151,7 +151,6 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
     assert_ne!(password, password_of(&other_mq));
 
     let exchange = env.config.rabbitmq.exchange.clone();
-    let inbox = format!("agent:{me}:inbox");
     let conn = amqp(&mq_url).await.expect("the agent logs in to RabbitMQ");
 
     // Allowed: its inbox (the manager made it; the agent declares it again as section 8
@@ -161,16 +160,7 @@ async fn an_agent_may_do_what_section_7_allows_and_nothing_else() {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    ch.queue_declare(
-        inbox.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare its inbox");
+    let inbox = common::declare_inbox(&ch, &me).await;
     ch.queue_bind(
         inbox.as_str().into(),
         exchange.as_str().into(),

@@ -759,6 +759,24 @@ pub async fn consume_all_events(
 
 /// Declares `queue` (exclusive, auto-delete) on a new channel of `conn` and binds it to
 /// `exchange` with each of `routing_keys`; returns the channel.
+/// Declares agent `agent_id`'s inbox on `channel` as contract section 8 says (durable,
+/// no arguments: the very queue the manager makes), and returns its name.
+pub async fn declare_inbox(channel: &Channel, agent_id: &str) -> String {
+    let inbox = format!("agent:{agent_id}:inbox");
+    channel
+        .queue_declare(
+            inbox.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("declare {inbox}: {e}"));
+    inbox
+}
+
 pub async fn bound_exclusive_queue(
     conn: &Connection,
     queue: &str,
