@@ -9,7 +9,11 @@
 #   3. Redis on 127.0.0.1:6379 (no persistence)
 #   4. RabbitMQ on 127.0.0.1:5672 (amqp://guest:guest@127.0.0.1:5672/%2f), with
 #      its management HTTP API on 127.0.0.1:15672 (the agents' own users)
-#   5. the Docker bridge network `autogen-network`
+#   5. the Docker bridge network `autogen-network`, and the host's per-CPU
+#      packet backlog (net.core.netdev_max_backlog) raised to at least
+#      $BACKLOG_MIN: a broadcast on a bridge is queued once per port, and with
+#      the kernel's default of 1000 the ports beyond the ~1,000th container
+#      lose every flood (their ARP for the gateway fails: "No route to host")
 #   6. the busybox test agent `autogen-agent:busybox`, built from
 #      scripts/agent-image/ (and rebuilt when its sources or busybox change: see
 #      `autogen.image-hash`), also tagged `autogen-agent:src-<hash>`
@@ -65,6 +69,7 @@ STATE_DIR=${AGENT_MANAGER_SERVICES_DIR:-/tmp/agent-manager-services}
 PACKAGES=(docker.io rabbitmq-server redis-server busybox-static openssl prometheus
           chromium fonts-dejavu-core debootstrap python3-pip docker-registry)
 NETWORK=autogen-network
+BACKLOG_MIN=${AGENT_MANAGER_NETDEV_BACKLOG:-16384}
 IMAGE=autogen-agent:busybox
 REFERENCE_IMAGE=autogen-agent:latest
 IMAGE_HASH_LABEL=autogen.image-hash
@@ -501,6 +506,7 @@ start_rabbitmq() {
 # ---------------------------------------------------------------------------
 ensure_network() {
     local driver
+    raise_backlog
     if driver=$(timeout 10 docker network inspect -f '{{.Driver}}' "$NETWORK" 2>/dev/null); then
         if [[ $driver != bridge ]]; then
             fail network "$NETWORK exists with driver '$driver', not bridge; remove it: docker network rm $NETWORK"
@@ -514,7 +520,25 @@ ensure_network() {
             return 1
         fi
     fi
-    summary network "$NETWORK present (bridge)"
+    summary network "$NETWORK present (bridge)${BACKLOG_NOTE:+, $BACKLOG_NOTE}"
+}
+
+# A frame flooded on a bridge (broadcast, or unicast to a MAC not yet learned)
+# is handed to every port's veth, each copy queued on this CPU's backlog; past
+# netdev_max_backlog copies are dropped, always those of the last ports. At
+# 1,000 agents on one bridge (found by the whole-machine benchmark) the 1,001st
+# never got the gateway's ARP answer. One global setting of the host.
+BACKLOG_NOTE=""
+raise_backlog() {
+    local now
+    now=$(sysctl -n net.core.netdev_max_backlog 2>/dev/null) || return 0
+    if ((now >= BACKLOG_MIN)); then
+        BACKLOG_NOTE="netdev_max_backlog $now"
+    elif sysctl -qw net.core.netdev_max_backlog="$BACKLOG_MIN" 2>/dev/null; then
+        BACKLOG_NOTE="netdev_max_backlog $now -> $BACKLOG_MIN"
+    else
+        BACKLOG_NOTE="netdev_max_backlog $now (could not raise it: agents beyond ~$now on one bridge lose broadcasts)"
+    fi
 }
 
 # ---------------------------------------------------------------------------

@@ -757,8 +757,6 @@ pub async fn consume_all_events(
     (channel, consumer)
 }
 
-/// Declares `queue` (exclusive, auto-delete) on a new channel of `conn` and binds it to
-/// `exchange` with each of `routing_keys`; returns the channel.
 /// Declares agent `agent_id`'s inbox on `channel` as contract section 8 says (durable,
 /// no arguments: the very queue the manager makes), and returns its name.
 pub async fn declare_inbox(channel: &Channel, agent_id: &str) -> String {
@@ -777,6 +775,8 @@ pub async fn declare_inbox(channel: &Channel, agent_id: &str) -> String {
     inbox
 }
 
+/// Declares `queue` (exclusive, auto-delete) on a new channel of `conn` and binds it to
+/// `exchange` with each of `routing_keys`; returns the channel.
 pub async fn bound_exclusive_queue(
     conn: &Connection,
     queue: &str,
