@@ -162,6 +162,14 @@ async fn full_lifecycle_container_record_and_events() {
     assert!(after.running.unwrap());
     assert_ne!(before, after.started_at, "the container was restarted");
 
+    // What the agent wrote itself (section 7's `agent:<id>:data:*`), and a key of a
+    // neighbour whose id begins with this one's, which must be left alone.
+    let data = env.key(&format!("agent:{id}:data:results:t1"));
+    let neighbour = env.key(&format!("agent:{id}x:data:results:t1"));
+    for key in [&data, &neighbour] {
+        let _: () = env.redis_query(redis::cmd("SET").arg(key).arg("{}")).await;
+    }
+
     // delete → agent.deleted; container and keys gone
     let mid = env.command("agent.delete", &id, json!({})).await;
     let deleted = env.answer(&mid, "agent.deleted").await;
@@ -172,6 +180,16 @@ async fn full_lifecycle_container_record_and_events() {
         .redis_query(redis::cmd("EXISTS").arg(env.key(&format!("agent:{id}:events"))))
         .await;
     assert_eq!(exists, 0, "event stream removed");
+    let exists: i64 = env
+        .redis_query(
+            redis::cmd("EXISTS")
+                .arg(&data)
+                .arg(env.key(&format!("agent:{id}:data:heartbeat"))),
+        )
+        .await;
+    assert_eq!(exists, 0, "the agent's own data keys removed");
+    let deleted: i64 = env.redis_query(redis::cmd("DEL").arg(&neighbour)).await;
+    assert_eq!(deleted, 1, "another agent's data is left alone");
     let member: bool = env
         .redis_query(redis::cmd("SISMEMBER").arg(env.key("agents")).arg(&id))
         .await;

@@ -33,6 +33,15 @@ impl Keys {
     pub fn heartbeat(&self, agent_id: &str) -> String {
         format!("{}agent:{agent_id}:data:heartbeat", self.prefix)
     }
+    /// A SCAN pattern matching every `agent:<agent_id>:data:*` key: what the agent
+    /// itself wrote (contract section 7 lets it write only those; its heartbeat is one).
+    pub fn agent_data_pattern(&self, agent_id: &str) -> String {
+        format!(
+            "{}agent:{}:data:*",
+            glob_escape(&self.prefix),
+            glob_escape(agent_id)
+        )
+    }
     /// `customer:<customer_id>:agents`: one customer's agent ids (set).
     pub fn customer_agents(&self, customer_id: &str) -> String {
         format!("{}customer:{customer_id}:agents", self.prefix)
@@ -50,6 +59,16 @@ impl Keys {
     pub fn outbox(&self) -> String {
         format!("{}outbox", self.prefix)
     }
+}
+
+/// `text` as a glob pattern that matches it literally (SCAN's MATCH syntax).
+fn glob_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\');
+            escape.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
 }
 
 /// Keys of the teams (contract section 9; [`crate::store`]'s `teams.rs`).
@@ -84,15 +103,7 @@ impl Keys {
     }
     /// A SCAN pattern matching every `customer:*:reservations` key of this prefix.
     pub fn customer_reservations_pattern(&self) -> String {
-        let escaped: String = self
-            .prefix
-            .chars()
-            .flat_map(|c| {
-                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\');
-                escape.then_some('\\').into_iter().chain(std::iter::once(c))
-            })
-            .collect();
-        format!("{escaped}customer:*:reservations")
+        format!("{}customer:*:reservations", glob_escape(&self.prefix))
     }
     /// The customer id of a `customer:<customer_id>:reservations` key.
     pub fn customer_of_reservations<'k>(&self, key: &'k str) -> Option<&'k str> {
@@ -130,6 +141,10 @@ mod tests {
         assert_eq!(
             Keys::new("p*[x]:").customer_reservations_pattern(),
             "p\\*\\[x\\]:customer:*:reservations"
+        );
+        assert_eq!(
+            Keys::new("p*[x]:").agent_data_pattern("a.1"),
+            "p\\*\\[x\\]:agent:a.1:data:*"
         );
     }
 }

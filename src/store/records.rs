@@ -186,14 +186,25 @@ impl Store {
         .await
     }
 
-    /// Removes every key of the agent (record, stream, set memberships) and records the
-    /// processed marker, atomically.
+    /// Removes every key of the agent: first what the agent wrote itself
+    /// (`agent:<id>:data:*`, found by SCAN: its workload and users are gone by now, so
+    /// nothing writes more), then, atomically, its record, stream and set memberships
+    /// with the processed marker. Contract section 5: after `agent.delete` the agent's
+    /// keys are gone, and a new agent of the same id finds none of the old one's data.
     pub async fn delete(
         &self,
         record: &AgentRecord,
         processed: Option<Processed<'_>>,
     ) -> Result<(), StoreError> {
         let k = &self.keys;
+        let data = self
+            .scan_keys(&k.agent_data_pattern(&record.agent_id))
+            .await?;
+        for chunk in data.chunks(500) {
+            let mut pipe = redis::pipe();
+            pipe.cmd("UNLINK").arg(chunk).ignore();
+            self.run_pipe("delete", pipe).await?;
+        }
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.del(k.agent(&record.agent_id)).ignore();
