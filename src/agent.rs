@@ -94,6 +94,13 @@ pub struct Beat(pub BeatRead);
 #[rtype(result = "Option<MemberState>")]
 pub struct Describe;
 
+/// The supervisor's audit found the agent's users missing or incomplete (Redis or
+/// RabbitMQ lost them): make them again with the password its workload holds, between
+/// commands. A busy actor skips it (the next audit asks again).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RestoreLogin;
+
 /// Stops the actor (sent by the supervisor once the agent is gone and idle).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -430,6 +437,38 @@ impl Handler<Describe> for AgentActor {
             customer_id: r.spec.customer_id.clone(),
             status: r.status(),
         })
+    }
+}
+
+impl Handler<RestoreLogin> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RestoreLogin, ctx: &mut Self::Context) {
+        let workload = self.record.as_ref().and_then(|r| r.workload_id.clone());
+        let (Some(workload), Some(issuer)) = (workload, self.deps.credentials.clone()) else {
+            return;
+        };
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let deps = self.deps.clone();
+        let agent_id = self.agent_id.clone();
+        let fut = async move {
+            crate::reconcile::reissue(&deps, issuer.as_ref(), &agent_id, &workload).await
+        };
+        ctx.wait(fut.into_actor(self).map(|result, act, _| {
+            act.busy = false;
+            match result {
+                Ok(crate::reconcile::Reissued::Restored) => {}
+                Ok(found) => {
+                    tracing::debug!(agent_id = %act.agent_id, ?found, "no login to restore")
+                }
+                Err(e) => {
+                    tracing::warn!(agent_id = %act.agent_id, error = %e, "could not make the agent's lost users again; the next audit tries again")
+                }
+            }
+        }));
     }
 }
 

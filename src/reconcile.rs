@@ -6,7 +6,8 @@
 //! With per-agent credentials ([`logins`]), an agent's users exist exactly while its
 //! workload does: users Redis or RabbitMQ lost are made again with the password the
 //! workload's environment holds (no restart), users of agents without a workload are
-//! removed, and a workload holding no login of its own is replaced.
+//! removed, and a workload holding no login of its own is replaced. While the manager
+//! runs, the supervisor's audit puts back lost users the same way ([`reissue`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -211,17 +212,10 @@ async fn restore(
     agent_id: &str,
     workload: &str,
 ) -> Result<Login, AgentError> {
-    let Some(observed) = deps.runtime.inspect(workload).await? else {
-        return Ok(Login::Gone);
-    };
-    let var = |name| observed.env_var(name).unwrap_or_default();
-    match own_password(agent_id, var(ENV_RABBITMQ_URL), var(ENV_REDIS_URL)) {
-        Some(password) => {
-            issuer.issue(agent_id, &password).await?;
-            tracing::info!(%agent_id, "made the agent's users again with the password its workload holds");
-            Ok(Login::Restored)
-        }
-        None => {
+    match reissue(deps, issuer, agent_id, workload).await? {
+        Reissued::Restored => Ok(Login::Restored),
+        Reissued::Gone => Ok(Login::Gone),
+        Reissued::NoOwnLogin => {
             tracing::warn!(%agent_id, workload, "the agent's workload holds no login of its own (made with shared credentials); replacing it");
             deps.runtime
                 .remove(workload, deps.config.agents.stop_timeout_s)
@@ -229,6 +223,38 @@ async fn restore(
             Ok(Login::Replaced)
         }
     }
+}
+
+/// What [`reissue`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reissued {
+    /// The agent's users are made again with the password its workload holds.
+    Restored,
+    /// The workload's environment holds no login of the agent's own.
+    NoOwnLogin,
+    /// There is no such workload.
+    Gone,
+}
+
+/// Makes `agent_id`'s users again with the password its workload `workload` holds (its
+/// `RABBITMQ_URL`/`REDIS_URL`), so the running agent logs in again untouched. Used at
+/// start and by the running manager's audit (the agent actor's `RestoreLogin`).
+pub async fn reissue(
+    deps: &Deps,
+    issuer: &dyn CredentialIssuer,
+    agent_id: &str,
+    workload: &str,
+) -> Result<Reissued, AgentError> {
+    let Some(observed) = deps.runtime.inspect(workload).await? else {
+        return Ok(Reissued::Gone);
+    };
+    let var = |name| observed.env_var(name).unwrap_or_default();
+    let Some(password) = own_password(agent_id, var(ENV_RABBITMQ_URL), var(ENV_REDIS_URL)) else {
+        return Ok(Reissued::NoOwnLogin);
+    };
+    issuer.issue(agent_id, &password).await?;
+    tracing::info!(%agent_id, "made the agent's users again with the password its workload holds");
+    Ok(Reissued::Restored)
 }
 
 /// Removes orphans after the grace period if they are still orphans (or, in dry-run,

@@ -4,7 +4,10 @@
 //! interval it reads every agent's heartbeat in one Redis round trip and hands each
 //! actor its own ([`Beat`]). Team commands go to the [`TeamActor`] it owns, with the
 //! would-be members' states asked of their actors at once (so in command order); a
-//! deleted agent's teams are told.
+//! deleted agent's teams are told. With per-agent credentials it audits the agents'
+//! users every `CREDENTIALS_AUDIT_INTERVAL_S` and as soon as a heartbeat read meets a
+//! restarted Redis: each agent whose users are missing is told to make them again
+//! ([`RestoreLogin`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::agent::{AgentActor, Apply, Beat, Describe, Listed, Look, Retire};
+use crate::agent::{AgentActor, Apply, Beat, Describe, Listed, Look, RestoreLogin, Retire};
 /// What the CommandConsumer sends, handled here.
 pub use crate::broker::consumer::{Dispatch, DispatchTeam};
 use crate::context::Deps;
@@ -64,6 +67,11 @@ pub struct Supervisor {
     beat_trust: BeatTrust,
     /// The one writer of team records; started with the supervisor.
     teams: Option<Addr<TeamActor>>,
+    /// The Redis server (`run_id`) of the last heartbeat read: another one is a
+    /// restarted Redis, which may have lost the agents' ACL users.
+    redis_server: Option<String>,
+    /// A users audit is in flight.
+    auditing_logins: bool,
 }
 
 impl Supervisor {
@@ -77,6 +85,8 @@ impl Supervisor {
             reading_beats: false,
             beat_trust: BeatTrust::new(grace),
             teams: None,
+            redis_server: None,
+            auditing_logins: false,
         }
     }
 
@@ -112,7 +122,7 @@ impl Supervisor {
                 .collect();
             Ok::<_, crate::error::StoreError>((ids, batch.server_run_id, parsed))
         };
-        ctx.spawn(read.into_actor(self).map(|result, act, _| {
+        ctx.spawn(read.into_actor(self).map(|result, act, ctx| {
             act.reading_beats = false;
             let (ids, server, parsed) = match result {
                 Ok(read) => read,
@@ -123,6 +133,14 @@ impl Supervisor {
                 }
             };
             let trusted = act.beat_trust.on_read(&server, Instant::now());
+            if act
+                .redis_server
+                .replace(server.clone())
+                .is_some_and(|s| s != server)
+            {
+                tracing::info!("Redis restarted; checking that the agents' users survived");
+                act.audit_logins(ctx);
+            }
             for (id, value) in ids.into_iter().zip(parsed) {
                 let Some(entry) = act.agents.get(&id) else {
                     continue;
@@ -134,6 +152,39 @@ impl Supervisor {
                 };
                 entry.addr.do_send(Beat(read));
             }
+        }));
+    }
+
+    /// Lists the agents' users (one census of RabbitMQ and Redis) and tells each agent
+    /// whose users are missing or incomplete to make them again.
+    fn audit_logins(&mut self, ctx: &mut Context<Self>) {
+        let Some(issuer) = self.deps.credentials.clone() else {
+            return;
+        };
+        if self.auditing_logins || self.agents.is_empty() {
+            return;
+        }
+        self.auditing_logins = true;
+        let census = async move { issuer.census().await };
+        ctx.spawn(census.into_actor(self).map(|result, act, _| {
+            act.auditing_logins = false;
+            let census = match result {
+                Ok(census) => census,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list the agents' users; the next audit tries again");
+                    return;
+                }
+            };
+            // Those without a workload (none made yet, failed, being deleted) have no
+            // users to keep and let the message go; the others log what they restore.
+            let mut lost = 0;
+            for (id, entry) in &act.agents {
+                if !census.complete.contains(id) {
+                    entry.addr.do_send(RestoreLogin);
+                    lost += 1;
+                }
+            }
+            tracing::debug!(agents = lost, "users audit: agents without complete users");
         }));
     }
 
@@ -173,6 +224,10 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let every = Duration::from_secs(self.deps.config.health.check_interval_s);
         ctx.run_interval(every, |act, ctx| act.read_heartbeats(ctx));
+        let audit = self.deps.config.agents.credentials_audit_interval_s;
+        if self.deps.credentials.is_some() && audit > 0 {
+            ctx.run_interval(Duration::from_secs(audit), |act, ctx| act.audit_logins(ctx));
+        }
         self.teams();
         // Adopted agents' first looks are spread evenly over ADOPTION_LOOK_SPREAD (or
         // the check interval, if shorter).

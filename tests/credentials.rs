@@ -480,22 +480,33 @@ async fn a_container_made_anew_gets_a_new_password_and_the_old_one_stops_working
     env.finish().await;
 }
 
+/// When the agent's container last started (a restart changes it).
+async fn started_at(env: &TestEnv, agent_id: &str) -> String {
+    let container = env.inspect(agent_id).await.expect("container");
+    container
+        .state
+        .and_then(|s| s.started_at)
+        .unwrap_or_default()
+}
+
+/// The broker's management API as the manager's own user.
+fn management_api(env: &TestEnv) -> agent_manager::broker::management::Management {
+    agent_manager::broker::management::Management::new(
+        &env.config.rabbitmq.management_url(),
+        None,
+        Duration::from_secs(10),
+    )
+    .expect("the management API's URL")
+}
+
 #[actix_rt::test]
 async fn a_start_puts_back_lost_users_without_a_restart_and_removes_orphans() {
     let mut env = TestEnv::start(&[]).await;
     let id = env.agent_id("survivor");
     env.create_running(&id).await;
-    let started_at = |c: bollard::models::ContainerInspectResponse| {
-        c.state.and_then(|s| s.started_at).unwrap_or_default()
-    };
-    let before = started_at(env.inspect(&id).await.expect("container"));
+    let before = started_at(&env, &id).await;
     let (mq_url, redis_url) = agent_urls(&env, &id).await;
-    let management = agent_manager::broker::management::Management::new(
-        &env.config.rabbitmq.management_url(),
-        None,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let management = management_api(&env);
     // While no manager runs: Redis and RabbitMQ lose the agent's users (restarted
     // without their data), and users are left of an agent that no longer exists.
     let user = format!("agent-{id}");
@@ -527,13 +538,49 @@ async fn a_start_puts_back_lost_users_without_a_restart_and_removes_orphans() {
     redis_conn(&redis_url)
         .await
         .expect("Redis login with the container's password");
-    let after = started_at(env.inspect(&id).await.expect("container"));
+    let after = started_at(&env, &id).await;
     assert_eq!(before, after, "the container was not restarted");
     let users = management.users().await.unwrap();
     assert!(!users.iter().any(|u| u.name == format!("agent-{ghost}")));
     let acl: Vec<String> = env.redis_query(redis::cmd("ACL").arg("USERS")).await;
     assert!(!acl.contains(&format!("agent-{ghost}")));
     assert!(acl.contains(&user));
+    env.finish().await;
+}
+
+#[actix_rt::test]
+async fn users_lost_while_the_manager_runs_are_put_back_by_its_audit() {
+    let env = TestEnv::start(&[("CREDENTIALS_AUDIT_INTERVAL_S", "1")]).await;
+    let id = env.agent_id("audited");
+    env.create_running(&id).await;
+    let before = started_at(&env, &id).await;
+    let (mq_url, redis_url) = agent_urls(&env, &id).await;
+    let management = management_api(&env);
+    // Both services lose the agent's users while the manager runs.
+    let user = format!("agent-{id}");
+    let removed: i64 = env
+        .redis_query(redis::cmd("ACL").arg("DELUSER").arg(&user))
+        .await;
+    assert_eq!(removed, 1, "the Redis user was there and is gone");
+    management
+        .delete_user(&user)
+        .await
+        .expect("delete the RabbitMQ user");
+    // Back within a few audits, with the container's own password.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let back = amqp(&mq_url).await.is_ok() && redis_conn(&redis_url).await.is_ok();
+        if back {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent's users were not made again within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = started_at(&env, &id).await;
+    assert_eq!(before, after, "the container was not restarted");
     env.finish().await;
 }
 

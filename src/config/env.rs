@@ -65,6 +65,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("AGENT_RABBITMQ_URL", "agents.rabbitmq_url"),
     ("AGENT_REDIS_URL", "agents.redis_url"),
     ("AGENT_CREDENTIALS", "agents.credentials"),
+    (
+        "CREDENTIALS_AUDIT_INTERVAL_S",
+        "agents.credentials_audit_interval_s",
+    ),
     ("AGENT_USER", "agents.user"),
     ("AGENT_CAP_ADD", "agents.cap_add"),
     ("AGENT_SECURITY_OPT", "agents.security_opt"),

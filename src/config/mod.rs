@@ -263,6 +263,9 @@ pub struct AgentsConfig {
     pub redis_url: String,
     /// `per-agent` (each agent its own users) or `shared` (the URLs above as they are).
     pub credentials: CredentialMode,
+    /// Seconds between the running manager's checks that every agent's users still
+    /// exist (per-agent credentials; 0: only at start and when Redis restarts).
+    pub credentials_audit_interval_s: u64,
     /// `UID[:GID]` agents run as (never root); empty keeps the image's user. Read through
     /// [`AgentsConfig::user`].
     pub user: String,
@@ -733,6 +736,7 @@ impl std::fmt::Debug for AgentsConfig {
             rabbitmq_url,
             redis_url,
             credentials,
+            credentials_audit_interval_s,
             user,
             cap_add,
             security_opt,
@@ -758,6 +762,7 @@ impl std::fmt::Debug for AgentsConfig {
             .field("rabbitmq_url", &redact::url(rabbitmq_url))
             .field("redis_url", &redact::url(redis_url))
             .field("credentials", credentials)
+            .field("credentials_audit_interval_s", credentials_audit_interval_s)
             .field("user", user)
             .field("cap_add", cap_add)
             .field("security_opt", security_opt)
