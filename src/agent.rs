@@ -96,7 +96,7 @@ pub struct Describe;
 
 /// The supervisor's audit found the agent's users missing or incomplete (Redis or
 /// RabbitMQ lost them): make them again with the password its workload holds, between
-/// commands. A busy actor skips it (the next audit asks again).
+/// commands (a busy actor does it once it is free).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RestoreLogin;
@@ -449,6 +449,8 @@ impl Handler<RestoreLogin> for AgentActor {
             return;
         };
         if self.busy {
+            // After the command or look in hand: a Redis restart's audit comes once.
+            ctx.notify_later(RestoreLogin, Duration::from_millis(100));
             return;
         }
         self.busy = true;
