@@ -1268,17 +1268,17 @@ impl MachineProbe {
     }
 }
 
-/// Stops, then removes, containers (names or ids), `workers` at a time, every call
-/// bounded; panics naming dockerd when one is not answered. A stop first, so the agent
-/// exits on its SIGTERM and the remove kills nothing: dockerd 20.10 stalled for good on
-/// 16 (and the CLI's 50) concurrent force-removes among 1,000 running containers (a
-/// kill waiting for an exit event that never came).
-async fn remove_all(env: &TestEnv, names: Vec<String>, workers: usize) {
+/// Stops, then removes, containers (names or ids), [`REMOVE_WORKERS`] at a time, every
+/// call bounded; panics naming dockerd when one is not answered. A stop first, so the
+/// agent exits on its SIGTERM and the remove kills nothing: dockerd 20.10 stalled for
+/// good on 16 (and the CLI's 50) concurrent force-removes among 1,000 running
+/// containers (a kill waiting for an exit event that never came).
+async fn remove_all(env: &TestEnv, names: Vec<String>) {
     let queue = std::sync::Arc::new(std::sync::Mutex::new(
         names.into_iter().collect::<std::collections::VecDeque<_>>(),
     ));
     let mut handles = Vec::new();
-    for _ in 0..workers {
+    for _ in 0..REMOVE_WORKERS {
         let (queue, docker) = (queue.clone(), env.docker.clone());
         handles.push(actix_rt::spawn(async move {
             let mut unanswered = Vec::new();
@@ -1321,6 +1321,17 @@ async fn remove_all(env: &TestEnv, names: Vec<String>, workers: usize) {
         unanswered.len(),
         unanswered[0]
     );
+}
+
+/// How many containers [`remove_all`] stops and removes at once.
+const REMOVE_WORKERS: usize = 4;
+
+/// Removes, as [`remove_all`] does, every container of the test's instance left after
+/// its manager is gone, before the test environment's cleanup would force-remove them
+/// all through the CLI (50 at a time).
+async fn remove_left(env: &TestEnv) {
+    let left = env.containers().await;
+    remove_all(env, left).await;
 }
 
 /// Hung agents, round after round: when each one's heartbeat key expired (polled PTTL,
@@ -1432,8 +1443,7 @@ async fn machine_with(s: &Sizes, n: usize) {
     let names = (0..n)
         .map(|i| format!("agent-{}", env.agent_id(&format!("dbarex{i}"))))
         .collect();
-    // Few at a time (see remove_all).
-    remove_all(&env, names, workers.min(4)).await;
+    remove_all(&env, names).await;
 
     // 2. The same agents under the manager.
     let (mut manager, admin, _) = spawn_manager(&env, &overrides);
@@ -1505,10 +1515,7 @@ async fn machine_with(s: &Sizes, n: usize) {
         }),
     );
     drop(manager);
-    // The same gentle removal, before the test environment's cleanup would force-remove
-    // them all through the CLI (50 at a time).
-    let left = env.containers().await;
-    remove_all(&env, left, workers.min(4)).await;
+    remove_left(&env).await;
     env.finish().await;
     if s.machine_exec_probe {
         machine_exec_probe(s, n, &overrides).await;
@@ -1550,8 +1557,7 @@ async fn machine_exec_probe(s: &Sizes, n: usize, overrides: &[(&str, &str)]) {
         }),
     );
     drop(manager);
-    let left = env.containers().await;
-    remove_all(&env, left, 4).await;
+    remove_left(&env).await;
     env.finish().await;
 }
 

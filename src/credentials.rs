@@ -243,8 +243,9 @@ impl RabbitGrants {
     }
 }
 
-/// A glob pattern matching `text` literally (Redis ACL key and channel patterns).
-fn glob_escape(text: &str) -> String {
+/// A glob pattern matching `text` literally (Redis ACL key and channel patterns, and
+/// SCAN's MATCH: the same glob syntax).
+pub fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

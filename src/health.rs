@@ -167,6 +167,12 @@ impl BeatTrust {
         self.from.is_some_and(|from| now >= from)
     }
 
+    /// Whether `run_id` is another server than the last read's: Redis restarted (and
+    /// lost what it did not persist, the agents' ACL users among it).
+    pub fn restarted(&self, run_id: &str) -> bool {
+        self.server.as_deref().is_some_and(|s| s != run_id)
+    }
+
     /// A read failed (Redis away).
     pub fn on_failure(&mut self) {
         self.from = None;
@@ -970,17 +976,24 @@ mod tests {
         let grace = Duration::from_secs(11);
         let mut trust = BeatTrust::new(grace);
         let t = Instant::now();
+        assert!(
+            !trust.restarted("r1"),
+            "the first server seen is no restart"
+        );
         assert!(!trust.on_read("r1", t), "the manager just started");
         assert!(!trust.on_read("r1", t + Duration::from_secs(5)));
         assert!(trust.on_read("r1", t + grace));
         // Redis away: the agents could not write either.
         trust.on_failure();
         let back = t + Duration::from_secs(60);
+        assert!(!trust.restarted("r1"), "away and back is no restart");
         assert!(!trust.on_read("r1", back));
         assert!(trust.on_read("r1", back + grace));
         // Redis restarted (every key lost) between two reads.
         let later = back + Duration::from_secs(60);
+        assert!(trust.restarted("r2"));
         assert!(!trust.on_read("r2", later));
+        assert!(!trust.restarted("r2"), "told once");
         assert!(trust.on_read("r2", later + grace));
     }
 

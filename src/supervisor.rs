@@ -67,9 +67,6 @@ pub struct Supervisor {
     beat_trust: BeatTrust,
     /// The one writer of team records; started with the supervisor.
     teams: Option<Addr<TeamActor>>,
-    /// The Redis server (`run_id`) of the last heartbeat read: another one is a
-    /// restarted Redis, which may have lost the agents' ACL users.
-    redis_server: Option<String>,
     /// A users audit is in flight.
     auditing_logins: bool,
 }
@@ -85,7 +82,6 @@ impl Supervisor {
             reading_beats: false,
             beat_trust: BeatTrust::new(grace),
             teams: None,
-            redis_server: None,
             auditing_logins: false,
         }
     }
@@ -132,15 +128,11 @@ impl Supervisor {
                     return;
                 }
             };
-            let trusted = act.beat_trust.on_read(&server, Instant::now());
-            if act
-                .redis_server
-                .replace(server.clone())
-                .is_some_and(|s| s != server)
-            {
+            if act.beat_trust.restarted(&server) {
                 tracing::info!("Redis restarted; checking that the agents' users survived");
                 act.audit_logins(ctx);
             }
+            let trusted = act.beat_trust.on_read(&server, Instant::now());
             for (id, value) in ids.into_iter().zip(parsed) {
                 let Some(entry) = act.agents.get(&id) else {
                     continue;

@@ -2,6 +2,8 @@
 //! (contract section 5 for the ones operators read; the others are the manager's own).
 //! The one place that spells a key; the other files of [`crate::store`] only call these.
 
+use crate::credentials::glob_escape;
+
 /// Key names, all behind the configured prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -59,16 +61,6 @@ impl Keys {
     pub fn outbox(&self) -> String {
         format!("{}outbox", self.prefix)
     }
-}
-
-/// `text` as a glob pattern that matches it literally (SCAN's MATCH syntax).
-fn glob_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\');
-            escape.then_some('\\').into_iter().chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 /// Keys of the teams (contract section 9; [`crate::store`]'s `teams.rs`).
