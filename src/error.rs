@@ -111,6 +111,12 @@ impl CredentialError {
             CredentialError::Redis(_) | CredentialError::Login(_) => false,
         }
     }
+
+    /// True when the management API answered with a 5xx status (it was reached, and
+    /// failed on its side).
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, CredentialError::Management { status: Some(s), .. } if *s >= 500)
+    }
 }
 
 /// Why a command for an agent failed.

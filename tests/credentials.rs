@@ -780,3 +780,52 @@ async fn passive_count(conn: &Connection, queue: &str) -> lapin::Result<u32> {
     .await
     .map(|q| q.message_count())
 }
+
+/// Issue 27: removing a user makes the broker close its connections by itself, and the
+/// close the revoke sends right after can meet one already closing (the management API
+/// then answered 500). Twenty users, each with an open connection of its own, revoked
+/// at once: every revoke succeeds and every connection is closed.
+#[actix_rt::test]
+async fn a_revoke_that_races_the_broker_s_own_close_succeeds_and_closes_every_connection() {
+    use agent_manager::ports::CredentialIssuer;
+    let env = TestEnv::start(&[]).await;
+    let store = agent_manager::store::Store::connect(&env.config.redis)
+        .await
+        .expect("Redis");
+    let identities = agent_manager::identity::Identities::new(&env.config, store)
+        .expect("the management API's URL");
+    let base = env.config.agent_rabbitmq_url().to_string();
+    let mut held = Vec::new();
+    for n in 0..20 {
+        let id = env.agent_id(&format!("racer{n}"));
+        let password = agent_manager::credentials::Password::generate().expect("a password");
+        identities.issue(&id, &password).await.expect("issue");
+        let url = agent_manager::credentials::url_with_login(
+            &base,
+            &agent_manager::credentials::user_name(&id),
+            &password,
+        )
+        .expect("the agent's URL");
+        let conn = amqp(&url).await.expect("the agent's own login");
+        held.push((id, conn));
+    }
+    let revokes = held.iter().map(|(id, _)| identities.revoke(id));
+    for (n, result) in futures_util::future::join_all(revokes)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        result.unwrap_or_else(|e| panic!("revoke of user {n} failed: {e}"));
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for (id, conn) in &held {
+        while conn.status().connected() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id}'s connection still open after its revoke"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    env.finish().await;
+}

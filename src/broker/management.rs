@@ -290,17 +290,53 @@ impl Management {
     }
 
     /// Closes every connection `user` holds (a removed user's open connections are not
-    /// closed by the removal itself).
+    /// always closed by the removal itself).
+    ///
+    /// A connection that is already closing counts as closed: RabbitMQ closes a deleted
+    /// user's connections by itself, and a close sent meanwhile can meet one on its way
+    /// out and answer 500 (`{shutdown,"Closed via management plugin"}` in its log). After
+    /// a failed close the user's connections are listed again: none left is success;
+    /// otherwise the close is sent again after a short pause, within the call timeout.
     pub async fn close_connections(&self, user: &str) -> Result<(), CredentialError> {
-        self.call(
-            "close connections",
-            Method::DELETE,
-            &format!("connections/username/{}", segment(user)),
-            None,
-            true,
-        )
-        .await
-        .map(|_| ())
+        let path = format!("connections/username/{}", segment(user));
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let failed = match self
+                .call("close connections", Method::DELETE, &path, None, true)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_server_error() => e,
+                Err(e) => return Err(e),
+            };
+            if self.open_connections(user).await? == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(failed);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(800));
+        }
+    }
+
+    /// How many connections `user` holds now, as the broker tracks them.
+    pub async fn open_connections(&self, user: &str) -> Result<usize, CredentialError> {
+        let path = format!("connections/username/{}", segment(user));
+        let body = self
+            .call("list connections", Method::GET, &path, None, true)
+            .await?;
+        if body.is_empty() {
+            return Ok(0);
+        }
+        serde_json::from_slice::<Vec<Value>>(&body)
+            .map(|c| c.len())
+            .map_err(|e| CredentialError::Management {
+                op: "list connections",
+                status: None,
+                message: format!("unexpected answer: {e}"),
+            })
     }
 
     /// Declares the durable queue `queue` in `vhost` (no arguments: as a client that
