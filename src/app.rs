@@ -16,6 +16,7 @@ use crate::error::RuntimeError;
 use crate::readiness;
 use crate::reconcile;
 use crate::redact;
+use crate::runtime::agent_urls::{self, AgentUrl};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::gpu::GpuRuntime;
 use crate::runtime::swarm::SwarmRuntime;
@@ -78,6 +79,43 @@ fn warn_about_transport(config: &Config) {
     }
 }
 
+/// Gives agents URLs they can use when AGENT_RABBITMQ_URL / AGENT_REDIS_URL are not set
+/// and the manager's own name loopback (the gateway of their network, where the service
+/// answers there), and says at start what they get or why they cannot.
+async fn derive_agent_urls(config: &mut Config, docker: &bollard::Docker) {
+    let timeout = Duration::from_secs(config.docker.timeout_s.clamp(1, 5));
+    let urls = agent_urls::resolve(config, docker, timeout).await;
+    for u in &urls {
+        match u {
+            AgentUrl::Derived {
+                service,
+                shown,
+                gateway,
+                ..
+            } => tracing::info!(
+                url = %shown,
+                %gateway,
+                network = %config.docker.network,
+                "agents reach {} at the gateway of their network ({} not set)",
+                service.name(),
+                service.setting()
+            ),
+            AgentUrl::Unreachable {
+                service,
+                shown,
+                why,
+            } => tracing::warn!(
+                url = %shown,
+                "agents are given a {} URL on loopback, which inside their containers is the \
+                 container itself: they cannot reach it (no heartbeat arrives): {why}; {}",
+                service.name(),
+                u.fix().unwrap_or_default()
+            ),
+        }
+    }
+    agent_urls::apply(config, &urls);
+}
+
 /// A running manager.
 pub struct Manager {
     supervisor: Addr<Supervisor>,
@@ -93,18 +131,13 @@ pub struct Manager {
 impl Manager {
     /// Starts everything and returns once the consumer is serving commands. Must run
     /// inside an actix system.
-    pub async fn start(config: Config) -> Result<Manager, StartError> {
-        let config = Arc::new(config);
-        for url in config.agent_urls_on_loopback() {
-            tracing::warn!(%url, "agents are given a URL on loopback, which inside their containers is the container itself: they cannot reach it (no heartbeat arrives); set AGENT_REDIS_URL / AGENT_RABBITMQ_URL to an address their network reaches");
-        }
+    pub async fn start(mut config: Config) -> Result<Manager, StartError> {
         let docker_host = config.docker.host().unwrap_or("local socket").to_string();
         let docker_err = |message: String| StartError::Docker {
             host: docker_host.clone(),
             message,
         };
         crate::tls::install_provider();
-        warn_about_transport(&config);
         let runtime = DockerRuntime::connect(&config).map_err(|e| docker_err(e.to_string()))?;
         let docker = runtime.client().clone();
 
@@ -141,6 +174,10 @@ impl Manager {
             },
             e => docker_err(e.to_string()),
         })?;
+
+        derive_agent_urls(&mut config, &docker).await;
+        warn_about_transport(&config);
+        let config = Arc::new(config);
 
         let publisher = EventPublisher::with_outbox(config.rabbitmq.clone(), store.clone());
         publisher

@@ -426,7 +426,9 @@ async fn check_passes_with_everything_up_and_names_the_fix_otherwise() {
         "check failed with the services up? {START_HINT}\n{}{}",
         ok.stdout, ok.stderr
     );
-    for name in ["docker", "image", "network", "rabbitmq", "redis", "logins"] {
+    for name in [
+        "docker", "image", "network", "agents", "rabbitmq", "redis", "logins",
+    ] {
         assert!(
             ok.stdout
                 .lines()
@@ -515,6 +517,49 @@ async fn check_passes_with_everything_up_and_names_the_fix_otherwise() {
         "{}",
         missing.stdout
     );
+
+    // Issue 27: a plain configuration (no AGENT_*_URL, the manager's own on loopback):
+    // the agents' URLs are derived from their network's gateway where the services
+    // answer, as `run` does; a service that answers on loopback only fails, naming the
+    // setting.
+    let gateway = common::agent_gateway().expect("autogen-network's gateway");
+    let plain = [("AGENT_REDIS_URL", ""), ("AGENT_RABBITMQ_URL", "")];
+    let derived = cli(&cfg, &["check"], &plain).await;
+    assert_eq!(derived.code, 0, "{derived:#?}");
+    let agents = derived
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("OK") && l.contains("agents"))
+        .unwrap_or_else(|| panic!("no OK agents line: {derived:#?}"));
+    assert!(
+        agents.contains(&format!("redis://{gateway}:6379")) && agents.contains("derived"),
+        "{agents}"
+    );
+    let loopback_only = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let port = loopback_only.local_addr().expect("its address").port();
+    let unreachable = cli(
+        &cfg,
+        &["check"],
+        &[
+            plain[0],
+            plain[1],
+            ("REDIS_URL", &format!("redis://127.0.0.1:{port}/0")),
+        ],
+    )
+    .await;
+    assert_eq!(unreachable.code, 1, "{unreachable:#?}");
+    let fail = unreachable
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("agents"))
+        .unwrap_or_else(|| panic!("no FAIL agents line: {unreachable:#?}"));
+    assert!(fail.contains(&format!("{gateway}:{port}")), "{fail}");
+    assert!(
+        unreachable.stdout.contains("fix: set AGENT_REDIS_URL"),
+        "{}",
+        unreachable.stdout
+    );
+    drop(loopback_only);
 
     // A configuration error is exit 2.
     let bad = cli(&cfg, &["check"], &[("REDIS_TIMEOUT_MS", "soon")]).await;

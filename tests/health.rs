@@ -404,6 +404,48 @@ async fn heartbeat_keeps_an_agent_healthy_without_an_exec_probe() {
     env.finish().await;
 }
 
+/// Issue 27: a plain `agent-manager run` (no AGENT_RABBITMQ_URL / AGENT_REDIS_URL, the
+/// manager's own URLs on 127.0.0.1) gives agents the gateway of their network, where the
+/// services answer (scripts/services.sh makes them listen there): the agent's heartbeat
+/// arrives, with its own login.
+#[actix_rt::test]
+async fn a_plain_run_gives_agents_the_gateway_of_their_network() {
+    let gateway = common::agent_gateway().expect("autogen-network's gateway (scripts/services.sh)");
+    let mut plain = BEATS.to_vec();
+    plain.extend([("AGENT_REDIS_URL", ""), ("AGENT_RABBITMQ_URL", "")]);
+    let env = TestEnv::start(&plain).await;
+    assert!(
+        env.config.redis.url.contains("127.0.0.1") && env.config.rabbitmq.url.contains("127.0.0.1"),
+        "the manager's own URLs are on loopback"
+    );
+    let id = env.agent_id("plain");
+    env.create_running(&id).await;
+    let vars = env
+        .inspect(&id)
+        .await
+        .and_then(|c| c.config)
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    for var in ["RABBITMQ_URL", "REDIS_URL"] {
+        let url = vars
+            .iter()
+            .find_map(|kv| kv.strip_prefix(&format!("{var}=")))
+            .unwrap_or_else(|| panic!("{var} in the agent's environment"));
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string));
+        assert_eq!(host.as_deref(), Some(gateway), "{var}'s host");
+    }
+    let aid = id.clone();
+    env.wait_event("agent.health healthy by heartbeat", DEADLINE, move |e| {
+        is(e, &aid, "agent.health")
+            && e.details["health"] == "healthy"
+            && e.details["heartbeat"]["status"] == "ok"
+    })
+    .await;
+    env.finish().await;
+}
+
 /// An agent whose heartbeat says `unhealthy` is reported and restarted, with its words.
 #[actix_rt::test]
 async fn agent_reporting_unhealthy_is_restarted() {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::error_chain;
 use crate::config::{Config, CredentialMode};
 use crate::redact;
+use crate::runtime::agent_urls::{self, AgentUrl};
 use crate::runtime::engine::connect_docker;
 
 /// Where bollard connects when `DOCKER_HOST` is empty.
@@ -106,7 +107,13 @@ async fn credentials_check(config: &Config, timeout: Duration) -> CheckResult {
     use crate::ports::CredentialIssuer;
     let management = config.rabbitmq.management_url();
     let shown = redact::url(&management);
-    let fix = || {
+    let fix = |e: &str| {
+        if is_certificate_problem(&e.to_lowercase()) {
+            return "the management API's TLS certificate was not accepted: set \
+                    RABBITMQ_MANAGEMENT_CA_FILE to the CA (PEM) that signed it, or fix the host \
+                    name in RABBITMQ_MANAGEMENT_URL"
+                .to_string();
+        }
         "enable the rabbitmq_management plugin (`rabbitmq-plugins enable rabbitmq_management`; \
          scripts/services.sh does), point RABBITMQ_MANAGEMENT_URL at it with a user tagged \
          administrator, let the manager's Redis user run ACL, or set AGENT_CREDENTIALS=shared"
@@ -117,7 +124,7 @@ async fn credentials_check(config: &Config, timeout: Duration) -> CheckResult {
             &redact::secret_of_url_in(&e, &management),
             &config.redis.url,
         );
-        CheckResult::fail("logins", detail, fix())
+        CheckResult::fail("logins", detail, fix(&e))
     };
     let census = async {
         let store = crate::store::Store::connect(&config.redis)
@@ -285,11 +292,58 @@ async fn docker_checks(config: &Config, opts: &CheckOptions) -> Vec<CheckResult>
             "dockerd is slow or stuck: `docker info` should answer".into(),
         ),
     });
+    results.push(agents_check(config, &docker, t).await);
     results
 }
 
+/// Can agents reach RabbitMQ and Redis at the URLs they are given? As the manager
+/// does at start: URLs on loopback are derived from the agents' network's gateway where
+/// the services answer there ([`crate::runtime::agent_urls`]); a URL on loopback that
+/// cannot be derived fails, naming the setting to fix.
+async fn agents_check(config: &Config, docker: &bollard::Docker, timeout: Duration) -> CheckResult {
+    let urls = agent_urls::resolve(config, docker, timeout).await;
+    let first_unreachable = urls.iter().find_map(|u| match u {
+        AgentUrl::Unreachable {
+            service,
+            shown,
+            why,
+        } => Some((u, service, shown, why)),
+        AgentUrl::Derived { .. } => None,
+    });
+    if let Some((bad, service, shown, why)) = first_unreachable {
+        return CheckResult::fail(
+            "agents",
+            format!(
+                "agents would be given {} URL {shown}, on loopback (inside their containers: \
+                 the container itself), and {why}",
+                service.name()
+            ),
+            bad.fix().unwrap_or_default(),
+        );
+    }
+    let mut derived = config.clone();
+    agent_urls::apply(&mut derived, &urls);
+    let how = if urls.is_empty() {
+        "as set".to_string()
+    } else {
+        format!(
+            "{} derived from the gateway of {}",
+            urls.len(),
+            config.docker.network
+        )
+    };
+    CheckResult::ok(
+        "agents",
+        format!(
+            "agents reach RabbitMQ at {} and Redis at {} ({how})",
+            redact::url(derived.agent_rabbitmq_url()),
+            redact::url(derived.agent_redis_url())
+        ),
+    )
+}
+
 /// The checks that need Docker, skipped.
-fn unreachable(config: &Config) -> [CheckResult; 2] {
+fn unreachable(config: &Config) -> [CheckResult; 3] {
     [
         CheckResult::skip(
             "image",
@@ -299,6 +353,7 @@ fn unreachable(config: &Config) -> [CheckResult; 2] {
             "network",
             format!("{}: Docker is not reachable", config.docker.network),
         ),
+        CheckResult::skip("agents", "Docker is not reachable".into()),
     ]
 }
 
@@ -364,10 +419,21 @@ async fn rabbitmq_check(config: &Config, timeout: Duration) -> CheckResult {
     }
 }
 
+/// Whether a failure's text says a TLS certificate was not accepted (rustls'
+/// `invalid peer certificate: UnknownIssuer`, `NotValidForName`, `Expired`, …).
+fn is_certificate_problem(lower: &str) -> bool {
+    lower.contains("certificate") || lower.contains("unknownissuer")
+}
+
 /// The fix for a RabbitMQ failure, from its text.
 pub fn rabbitmq_fix(message: &str) -> String {
     let lower = message.to_lowercase();
-    if lower.contains("access_refused")
+    if is_certificate_problem(&lower) {
+        "the broker's TLS certificate was not accepted: add the CA that signed it to this \
+         machine's trust store (`update-ca-certificates`), or fix the host name in RABBITMQ_URL \
+         to one the certificate names"
+            .into()
+    } else if lower.contains("access_refused")
         || lower.contains("access refused")
         || lower.contains("login")
     {
@@ -427,7 +493,11 @@ async fn redis_check(config: &Config, timeout: Duration) -> CheckResult {
 /// The fix for a Redis failure, from its text.
 pub fn redis_fix(message: &str) -> String {
     let lower = message.to_lowercase();
-    if lower.contains("noauth")
+    if is_certificate_problem(&lower) {
+        "Redis' TLS certificate was not accepted: set REDIS_TLS_CA_FILE to the CA (PEM) that \
+         signed it, or fix the host name in REDIS_URL to one the certificate names"
+            .into()
+    } else if lower.contains("noauth")
         || lower.contains("wrongpass")
         || lower.contains("invalid password")
         || lower.contains("authentication")
@@ -480,6 +550,13 @@ mod tests {
         assert!(rabbitmq_fix("IO error: Connection refused").contains("scripts/services.sh"));
         assert!(redis_fix("NOAUTH Authentication required.").contains("password"));
         assert!(redis_fix("Connection refused (os error 111)").contains("REDIS_URL"));
+        let untrusted = "rediss://127.0.0.1:6390/0: invalid peer certificate: UnknownIssuer";
+        assert!(
+            redis_fix(untrusted).contains("REDIS_TLS_CA_FILE"),
+            "{}",
+            redis_fix(untrusted)
+        );
+        assert!(rabbitmq_fix("invalid peer certificate: UnknownIssuer").contains("trust store"));
     }
 
     #[test]

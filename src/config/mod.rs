@@ -10,6 +10,7 @@
 //! `agents.redis_url`, `agents.user`, `gpu.image`) stays a string in TOML and in the
 //! environment, and is read as an `Option` through the accessor of the same name.
 
+pub mod agent_urls;
 mod env;
 mod toml_out;
 mod validate;
@@ -508,17 +509,6 @@ impl Config {
         self.agents.redis_url().unwrap_or(&self.redis.url)
     }
 
-    /// The agents' URLs (as given to them) whose host is a loopback address: inside an
-    /// agent's container that is the container itself, so the agent cannot reach the
-    /// service there (and no heartbeat arrives). Redacted, for a warning at start.
-    pub fn agent_urls_on_loopback(&self) -> Vec<String> {
-        [self.agent_rabbitmq_url(), self.agent_redis_url()]
-            .into_iter()
-            .filter(|url| url_host(url).is_some_and(is_loopback_host))
-            .map(redact::url)
-            .collect()
-    }
-
     /// The admin HTTP endpoint's address; `None`: off (`admin_listen = ""`).
     pub fn admin_listen(&self) -> Option<&str> {
         set(&self.admin_listen)
@@ -848,20 +838,7 @@ mod tests {
     }
 
     #[test]
-    fn agent_urls_on_loopback_are_named() {
-        let c = Config::defaults();
-        assert_eq!(
-            c.agent_urls_on_loopback().len(),
-            2,
-            "the defaults are loopback"
-        );
-        let c = with_env(&[
-            ("AGENT_RABBITMQ_URL", "amqp://u:secret@172.18.0.1:5672/%2f"),
-            ("AGENT_REDIS_URL", "redis://:secret@localhost:6379/0"),
-        ])
-        .unwrap();
-        let named = c.agent_urls_on_loopback();
-        assert_eq!(named, vec!["redis://:***@localhost:6379/0".to_string()]);
+    fn url_hosts_and_loopback_are_recognised() {
         for (url, host) in [
             ("redis://[::1]:6379", Some("::1")),
             ("amqp://a:b@mq/%2f", Some("mq")),

@@ -18,6 +18,7 @@
 //! ([`watcher::ContainerEvent`], [`watcher::LookAtAll`]) whoever holds the agents
 //! handles.
 
+pub mod agent_urls;
 pub mod cgroup;
 pub mod docker;
 pub mod engine;
