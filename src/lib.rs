@@ -27,7 +27,7 @@
 //!   names, passwords from the OS random source, the URLs that carry them, exactly what
 //!   the agent's RabbitMQ and Redis users may do.
 //! - [`ports`]: the traits the actors work through (record store, event sink, quota
-//!   ledger, credential issuer); [`runtime::Runtime`] is the fifth.
+//!   ledger, credential issuer, team store); [`runtime::Runtime`] is the sixth.
 //! - [`store`]: everything in Redis (section 5), one file per concern: the keys, the agent
 //!   records and sets, event streams, processed markers, the outbox, GPU allocations and
 //!   the quota scripts, and the agents' heartbeats (read in one round trip).

@@ -55,8 +55,11 @@ pub async fn describe(
 }
 
 /// `label:` then the value, aligned.
+/// The label column: the longest label (`Docker restarts:`, indented by two) and a space.
+const LABEL_WIDTH: usize = 19;
+
 fn line(text: &mut String, label: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(text, "{:<16}{value}", format!("{label}:"));
+    let _ = writeln!(text, "{:<LABEL_WIDTH$}{value}", format!("{label}:"));
 }
 
 fn when(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
@@ -192,7 +195,12 @@ fn container_section(
 ) -> String {
     let mut text = String::from("Container:\n");
     let item = |text: &mut String, label: &str, value: &str| {
-        let _ = writeln!(text, "  {:<14}{value}", format!("{label}:"));
+        let _ = writeln!(
+            text,
+            "  {:<width$}{value}",
+            format!("{label}:"),
+            width = LABEL_WIDTH - 2
+        );
     };
     item(&mut text, "Name", &container_name(agent_id));
     match state {
@@ -297,6 +305,32 @@ fn events_section(events: &[StreamEntry], now: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_label_is_followed_by_a_space_and_values_share_one_column() {
+        let found = ContainerInspectResponse {
+            id: Some("abc".into()),
+            restart_count: Some(0),
+            ..Default::default()
+        };
+        let text = container_section(
+            "a1",
+            &HashMap::new(),
+            ContainerState::Found(Box::new(found)),
+        );
+        assert!(text.contains("  Docker restarts: 0\n"), "{text}");
+        let mut top = String::new();
+        line(&mut top, "Last heartbeat", "x");
+        let column = top.find('x').unwrap();
+        for l in text.lines().skip(1).chain(top.lines()) {
+            let colon = l.find(':').unwrap();
+            assert!(colon + 1 < column, "{l:?}: no space after the label");
+            assert!(
+                l[colon + 1..column].chars().all(|c| c == ' '),
+                "{l:?}: value not at column {column}"
+            );
+        }
+    }
 
     #[test]
     fn events_are_listed_newest_first_with_their_age() {
