@@ -247,6 +247,10 @@ impl FakeRuntime {
 
 #[async_trait]
 impl Runtime for FakeRuntime {
+    fn mode(&self) -> &'static str {
+        "fake"
+    }
+
     async fn prepare(&self) -> Result<(), RuntimeError> {
         Ok(())
     }

@@ -27,8 +27,10 @@ use super::engine::{
     connect_docker, health_config, is_status, json_file_log_options, nofile_ulimit, DockerOp,
     Engine, LogSource, NetworkKind, LOG_DRIVER,
 };
-use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_RECREATE_HASH};
-use super::{NetworkBytes, Observed, Runtime, Stats, StatsOrigin};
+use super::spec::{self, ContainerSpec};
+use super::{
+    foreign_name, name_taken, NameTaken, NetworkBytes, Observed, Runtime, Stats, StatsOrigin,
+};
 use crate::config::{Config, StatsSource};
 use crate::error::RuntimeError;
 
@@ -338,6 +340,10 @@ pub fn observed_from(inspect: ContainerInspectResponse) -> Observed {
 
 #[async_trait]
 impl Runtime for DockerRuntime {
+    fn mode(&self) -> &'static str {
+        "docker"
+    }
+
     async fn prepare(&self) -> Result<(), RuntimeError> {
         self.engine
             .ensure_network(
@@ -409,29 +415,22 @@ impl Runtime for DockerRuntime {
                     status: Some(409), ..
                 }) => {
                     // The name is taken: by our own earlier attempt, or by a stale one.
-                    match self.inspect(&spec.name).await? {
-                        Some(found)
-                            if found.labels.get(LABEL_RECREATE_HASH) == Some(&spec.recreate_hash)
-                                && found.labels.get(LABEL_INSTANCE)
-                                    == spec.labels.get(LABEL_INSTANCE) =>
-                        {
-                            return Ok(found.id);
+                    if let Some(found) = self.inspect(&spec.name).await? {
+                        match name_taken(&found.labels, spec) {
+                            NameTaken::Reuse => return Ok(found.id),
+                            NameTaken::RemoveStale => {
+                                tracing::warn!(container = %found.id, "removing stale container of an earlier spec");
+                                self.remove(&found.id, 0).await?;
+                            }
+                            NameTaken::Foreign => {
+                                return Err(foreign_name(
+                                    DockerOp::CreateContainer.as_str(),
+                                    "container",
+                                    &spec.name,
+                                    &found.id,
+                                ))
+                            }
                         }
-                        Some(found) if found.labels.get(LABEL_INSTANCE) == spec.labels.get(LABEL_INSTANCE) => {
-                            tracing::warn!(container = %found.id, "removing stale container of an earlier spec");
-                            self.remove(&found.id, 0).await?;
-                        }
-                        Some(found) => {
-                            return Err(RuntimeError::Docker {
-                                op: DockerOp::CreateContainer.as_str(),
-                                status: Some(409),
-                                message: format!(
-                                    "the name {} is taken by container {} that this manager does not own",
-                                    spec.name, found.id
-                                ),
-                            })
-                        }
-                        None => {}
                     }
                 }
                 Err(e) => return Err(e),

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use super::docker::DockerRuntime;
 use super::engine::DockerOp;
 use super::spec::{self, ContainerSpec, LABEL_AGENT_ID};
-use super::{Observed, Runtime, Stats};
+use super::{Observed, Runtime};
 use crate::config::{Config, GpuConfig};
 use crate::error::RuntimeError;
 use crate::store::Store;
@@ -372,6 +372,17 @@ impl GpuRuntime {
 
 #[async_trait]
 impl Runtime for GpuRuntime {
+    fn mode(&self) -> &'static str {
+        "gpu"
+    }
+
+    /// Docker's runtime does the rest: ping, images, in-place resource changes, pause
+    /// and resume (a paused agent keeps its GPUs, as at start, where `paused`
+    /// containers hold theirs), stats and logs.
+    fn wrapped(&self) -> Option<&dyn Runtime> {
+        Some(&self.docker)
+    }
+
     async fn prepare(&self) -> Result<(), RuntimeError> {
         self.docker.prepare().await?;
         // Make Redis match the containers: running ones hold their devices; created
@@ -409,14 +420,6 @@ impl Runtime for GpuRuntime {
         self.store.gpu_reset(&pairs).await?;
         tracing::info!(inventory = ?self.inventory, allocated = pairs.len(), "GPU allocations reconciled");
         Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), RuntimeError> {
-        self.docker.ping().await
-    }
-
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        self.docker.ensure_image(image).await
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
@@ -472,33 +475,12 @@ impl Runtime for GpuRuntime {
         Ok(())
     }
 
-    async fn update_resources(&self, id: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        self.docker.update_resources(id, spec).await
-    }
-
-    /// A paused agent keeps its GPUs (as at start, where `paused` containers hold theirs).
-    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker.pause(id).await
-    }
-
-    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker.unpause(id).await
-    }
-
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {
         let observed = self.docker.inspect(id_or_name).await?;
         if let Some(o) = &observed {
             self.remember_observed(o);
         }
         Ok(observed)
-    }
-
-    async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
-        self.docker.stats(id).await
-    }
-
-    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
-        self.docker.logs(id, tail).await
     }
 
     async fn list_managed(&self) -> Result<Vec<Observed>, RuntimeError> {

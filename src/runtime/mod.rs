@@ -153,16 +153,29 @@ impl Stats {
 }
 
 /// The operations the agent actors need, whatever runs the agents.
+///
+/// What every mode must do is required: preparing the host, making, starting, stopping,
+/// removing and finding workloads. What a mode may lack, or a wrapper may leave as the
+/// runtime it wraps does, has a default: a runtime that wraps another (gpu mode wraps
+/// docker's) names it in [`Runtime::wrapped`] and writes only the methods whose
+/// behaviour it changes; a base runtime's unwritten defaults answer
+/// [`RuntimeError::Unsupported`] (swarm mode cannot pause), naming its mode.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
+    /// The mode's name in messages (`docker`, `swarm`, `gpu`).
+    fn mode(&self) -> &'static str;
+
+    /// The runtime this one adds to: every defaulted method it does not write is that
+    /// runtime's. `None` (the default): a base runtime.
+    fn wrapped(&self) -> Option<&dyn Runtime> {
+        None
+    }
+
     /// Prepares the host once at start (network).
     async fn prepare(&self) -> Result<(), RuntimeError>;
-    /// Succeeds when the container engine answers.
-    async fn ping(&self) -> Result<(), RuntimeError>;
-    /// Fails with `ImageNotFound` when the image is neither present nor pullable.
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
     /// Creates the container (not started) and returns its id. Idempotent: a container
-    /// of the same name and spec left by an earlier attempt is returned instead.
+    /// of the same name and spec left by an earlier attempt is returned instead
+    /// ([`name_taken`] says what a taken name means).
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
     /// Starts the container. `NotFound` when it is gone, including when the runtime had
     /// to remove it because it can no longer start as created (gpu mode: its GPUs went
@@ -174,16 +187,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// Stops (with grace) and starts again; starts a stopped one. `NotFound` as for
     /// [`Runtime::start`].
     async fn restart(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError>;
-    /// Freezes every process of the container (Docker pause: the freezer cgroup).
-    /// Pausing a paused container succeeds. `Unsupported` where the mode cannot (Swarm).
-    async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
-    /// Thaws a paused container. Unpausing one that is not paused succeeds.
-    /// `Unsupported` where the mode cannot (Swarm).
-    async fn unpause(&self, id: &str) -> Result<(), RuntimeError>;
     /// Stops (with grace) and removes. Removing a missing container succeeds.
     async fn remove(&self, id: &str, timeout_s: u32) -> Result<(), RuntimeError>;
-    /// Applies the spec's memory and CPU limits to the existing container.
-    async fn update_resources(&self, id: &str, spec: &ContainerSpec) -> Result<(), RuntimeError>;
     /// `None` when there is no such container.
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError>;
     /// Every container of this manager instance.
@@ -195,15 +200,131 @@ pub trait Runtime: Send + Sync + 'static {
     /// of Docker calls, not one per container. No default: each runtime lists in its
     /// own way, and forwarding to [`Runtime::list_managed`] would inspect every one.
     async fn list_managed_brief(&self) -> Result<Vec<Observed>, RuntimeError>;
+
+    /// Succeeds when the container engine answers.
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        match self.wrapped() {
+            Some(inner) => inner.ping().await,
+            None => Err(unsupported(self.mode(), "be pinged")),
+        }
+    }
+    /// Fails with `ImageNotFound` when the image is neither present nor pullable.
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.wrapped() {
+            Some(inner) => inner.ensure_image(image).await,
+            None => Err(unsupported(self.mode(), "check images")),
+        }
+    }
+    /// Freezes every process of the container (Docker pause: the freezer cgroup).
+    /// Pausing a paused container succeeds.
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.wrapped() {
+            Some(inner) => inner.pause(id).await,
+            None => Err(unsupported(self.mode(), "pause agents")),
+        }
+    }
+    /// Thaws a paused container. Unpausing one that is not paused succeeds.
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.wrapped() {
+            Some(inner) => inner.unpause(id).await,
+            None => Err(unsupported(self.mode(), "resume paused agents")),
+        }
+    }
+    /// Applies the spec's memory and CPU limits to the existing container.
+    async fn update_resources(&self, id: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        match self.wrapped() {
+            Some(inner) => inner.update_resources(id, spec).await,
+            None => Err(unsupported(self.mode(), "change resources in place")),
+        }
+    }
     /// One resource sample (`None` when the container is not running).
-    async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError>;
+    async fn stats(&self, id: &str) -> Result<Option<Stats>, RuntimeError> {
+        match self.wrapped() {
+            Some(inner) => inner.stats(id).await,
+            None => Err(unsupported(self.mode(), "sample resources")),
+        }
+    }
     /// The last `tail` lines of the container's output.
-    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError>;
+    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<String>, RuntimeError> {
+        match self.wrapped() {
+            Some(inner) => inner.logs(id, tail).await,
+            None => Err(unsupported(self.mode(), "read logs")),
+        }
+    }
+}
+
+/// What a base runtime's unwritten method answers.
+fn unsupported(mode: &str, what: &str) -> RuntimeError {
+    RuntimeError::Unsupported(format!(
+        "{mode} mode cannot {what} (DEPLOYMENT_MODE={mode})"
+    ))
+}
+
+/// What a create does when Docker says its name is taken (409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameTaken {
+    /// This instance's workload of the same spec: an earlier attempt of this create.
+    Reuse,
+    /// This instance's workload of an earlier spec: remove it and create again.
+    RemoveStale,
+    /// Not this instance's: refuse, never touch it.
+    Foreign,
+}
+
+/// The one rule for a taken name, from the labels of the workload holding it.
+pub fn name_taken(found: &HashMap<String, String>, spec: &ContainerSpec) -> NameTaken {
+    if found.get(spec::LABEL_INSTANCE) != spec.labels.get(spec::LABEL_INSTANCE) {
+        NameTaken::Foreign
+    } else if found.get(spec::LABEL_RECREATE_HASH) == Some(&spec.recreate_hash) {
+        NameTaken::Reuse
+    } else {
+        NameTaken::RemoveStale
+    }
+}
+
+/// The refusal of a create whose name another owner's workload (`kind` `id`) holds.
+pub fn foreign_name(op: &'static str, kind: &str, name: &str, id: &str) -> RuntimeError {
+    RuntimeError::Docker {
+        op,
+        status: Some(409),
+        message: format!("the name {name} is taken by {kind} {id} that this manager does not own"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_name_is_reused_replaced_or_refused_by_its_labels() {
+        let record = crate::record::AgentRecord::new(
+            "a1",
+            crate::protocol::sample_spec(),
+            crate::protocol::DesiredState::Running,
+        );
+        let mut config = crate::config::Config::defaults();
+        config.instance = "blue".into();
+        let mut spec = spec::build(&record, &config);
+        spec.recreate_hash = "h1".into();
+        let labels = |instance: &str, hash: &str| {
+            HashMap::from([
+                (spec::LABEL_INSTANCE.to_string(), instance.to_string()),
+                (spec::LABEL_RECREATE_HASH.to_string(), hash.to_string()),
+            ])
+        };
+        assert_eq!(name_taken(&labels("blue", "h1"), &spec), NameTaken::Reuse);
+        assert_eq!(
+            name_taken(&labels("blue", "h0"), &spec),
+            NameTaken::RemoveStale
+        );
+        assert_eq!(
+            name_taken(&labels("green", "h1"), &spec),
+            NameTaken::Foreign
+        );
+        assert_eq!(name_taken(&HashMap::new(), &spec), NameTaken::Foreign);
+        let e = foreign_name("create service", "service", "agent-a", "s1");
+        assert!(e.to_string().contains("taken by service s1"), "{e}");
+    }
 
     #[test]
     fn cpu_percent_uses_deltas_and_cpu_count() {

@@ -55,12 +55,12 @@ use super::engine::{
     LOG_DRIVER, SECOND_NS,
 };
 use super::image_pin::{self, Unpinnable};
-use super::spec::{self, ContainerSpec, LABEL_INSTANCE, LABEL_RECREATE_HASH};
+use super::spec::{self, ContainerSpec};
 use super::swarm_gpu;
 use super::swarm_task::{
     desired_state, is_live, task_container, task_id, task_node, task_reason, task_state,
 };
-use super::{Observed, Runtime, Stats};
+use super::{foreign_name, name_taken, NameTaken, Observed, Runtime, Stats};
 use crate::config::{Config, SwarmConfig};
 use crate::error::RuntimeError;
 
@@ -874,22 +874,20 @@ impl SwarmRuntime {
             .and_then(|s| s.labels.clone())
             .unwrap_or_default();
         let id = found.id.clone().unwrap_or_default();
-        if labels.get(LABEL_INSTANCE) != spec.labels.get(LABEL_INSTANCE) {
-            return Err(RuntimeError::Docker {
-                op: DockerOp::CreateService.as_str(),
-                status: Some(409),
-                message: format!(
-                    "the name {} is taken by service {id} that this manager does not own",
-                    spec.name
-                ),
-            });
+        match name_taken(&labels, spec) {
+            NameTaken::Reuse => Ok(Some(id)),
+            NameTaken::Foreign => Err(foreign_name(
+                DockerOp::CreateService.as_str(),
+                "service",
+                &spec.name,
+                &id,
+            )),
+            NameTaken::RemoveStale => {
+                tracing::warn!(service = %id, "removing stale service of an earlier spec");
+                self.remove(&id, 0).await?;
+                Ok(None)
+            }
         }
-        if labels.get(LABEL_RECREATE_HASH) == Some(&spec.recreate_hash) {
-            return Ok(Some(id));
-        }
-        tracing::warn!(service = %id, "removing stale service of an earlier spec");
-        self.remove(&id, 0).await?;
-        Ok(None)
     }
 
     /// The customer's own overlay network (`docker.network_per_customer`), labelled as
@@ -908,6 +906,12 @@ impl SwarmRuntime {
 
 #[async_trait]
 impl Runtime for SwarmRuntime {
+    /// No `pause`/`unpause`: a service's task cannot be frozen through the Swarm API
+    /// (contract section 9: `unsupported`, the trait's default answer).
+    fn mode(&self) -> &'static str {
+        "swarm"
+    }
+
     async fn prepare(&self) -> Result<(), RuntimeError> {
         let docker = self.engine().client().clone();
         let info = self
@@ -1228,20 +1232,6 @@ impl Runtime for SwarmRuntime {
                 .await?;
         }
         Ok(())
-    }
-
-    /// Swarm has no pause: a service's task cannot be frozen through the Swarm API
-    /// (contract section 9: `unsupported`).
-    async fn pause(&self, _id: &str) -> Result<(), RuntimeError> {
-        Err(RuntimeError::Unsupported(
-            "Swarm services cannot be paused (DEPLOYMENT_MODE=swarm)".into(),
-        ))
-    }
-
-    async fn unpause(&self, _id: &str) -> Result<(), RuntimeError> {
-        Err(RuntimeError::Unsupported(
-            "Swarm services cannot be paused or resumed (DEPLOYMENT_MODE=swarm)".into(),
-        ))
     }
 
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {
