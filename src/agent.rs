@@ -15,7 +15,7 @@ use crate::error::AgentError;
 use crate::health::{self, BeatRead, Heal, Healing, Reason, Watch};
 use crate::lifecycle;
 use crate::protocol::Command;
-use crate::record::AgentRecord;
+use crate::record::{status, AgentRecord};
 use crate::team::MemberState;
 
 /// Applies one command; answers whether the agent still exists afterwards.
@@ -61,7 +61,7 @@ pub enum Listed {
 
 /// Whether `listed` is what `record` expects, so the relist needs no closer look.
 pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
-    use crate::protocol::AgentStatus as S;
+    use status::Workload;
     match listed {
         Listed::Missing => record.workload_id.is_none(),
         Listed::Present {
@@ -70,12 +70,12 @@ pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
             paused,
         } => {
             // (runs, frozen) as the record expects them.
-            let expected = match record.status() {
-                S::Running | S::Unhealthy => (true, false),
-                S::Paused => (false, true),
-                S::Created | S::Stopped | S::Failed => (false, false),
+            let expected = match status::row(record.status()).workload {
+                Workload::Runs => (true, false),
+                Workload::Frozen => (false, true),
+                Workload::Down => (false, false),
                 // In between: a closer look settles it.
-                _ => return false,
+                Workload::Unsettled => return false,
             };
             record.workload_id.as_deref() == Some(id.as_str()) && (*running, *paused) == expected
         }
@@ -239,12 +239,10 @@ impl AgentActor {
     /// Samples stats beside (not inside) the agent's work; the numbers go out with the
     /// next look.
     fn sample_stats(&mut self, ctx: &mut Context<Self>) {
-        let running = self.record.as_ref().is_some_and(|r| {
-            matches!(
-                r.status(),
-                crate::protocol::AgentStatus::Running | crate::protocol::AgentStatus::Unhealthy
-            )
-        });
+        let running = self
+            .record
+            .as_ref()
+            .is_some_and(|r| status::row(r.status()).is_watched());
         let Some(id) = self.record.as_ref().and_then(|r| r.workload_id.clone()) else {
             return;
         };
@@ -415,10 +413,7 @@ impl Handler<Beat> for AgentActor {
             return;
         };
         let news = self.watch.verdict_with(record, Some(&msg.0)) != self.watch.verdict;
-        let watching = matches!(
-            record.status(),
-            crate::protocol::AgentStatus::Running | crate::protocol::AgentStatus::Unhealthy
-        );
+        let watching = status::row(record.status()).is_watched();
         self.watch.beat = Some(msg.0);
         if news && watching {
             tracing::debug!(agent_id = %self.agent_id, "the heartbeat says something new; looking");

@@ -1,5 +1,8 @@
-//! Typed errors of each boundary, and the one place they map to the contract's
-//! `agent.error` codes.
+//! Typed errors of each boundary, the one place they map to the contract's
+//! `agent.error` codes, and the one place that says what a failure does
+//! ([`AgentError::disposition`]: retried, and when, or answered).
+
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -177,9 +180,83 @@ impl AgentError {
     }
 }
 
+/// Who met a failure: what retrying it means differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A command from RabbitMQ (agent or team command).
+    Command,
+    /// Self-healing restarting an agent by itself.
+    Heal,
+    /// A delete that a manager which died left half done, finished at start.
+    FinishDelete,
+}
+
+/// When failed work is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAt {
+    /// Handed back to RabbitMQ after this pause (requeued), and answered by the retry.
+    After(Duration),
+    /// At the agent's next look (its crash policy's backoff decides again).
+    NextLook,
+    /// At the manager's next start (the start fails now, naming why).
+    NextStart,
+}
+
+/// What a failure does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Nothing is answered: the work is tried again.
+    Retry(RetryAt),
+    /// Answered with `agent.error` (what the failure left of the agent, the plan's
+    /// `OnFailure` said: kept, marked failed, or discarded).
+    Answer,
+}
+
+/// How long a command that met Redis or RabbitMQ away waits before it is requeued.
+pub const COMMAND_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+impl AgentError {
+    /// The error policy (kube-rs's `error_policy`): retry a failure a service being
+    /// away caused; answer the rest. A delete left half done is only ever finished at a
+    /// start: every failure of it fails that start.
+    pub fn disposition(&self, origin: Origin) -> Disposition {
+        match origin {
+            Origin::FinishDelete => Disposition::Retry(RetryAt::NextStart),
+            _ if !self.is_transient_infrastructure() => Disposition::Answer,
+            Origin::Command => Disposition::Retry(RetryAt::After(COMMAND_RETRY_AFTER)),
+            Origin::Heal => Disposition::Retry(RetryAt::NextLook),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_error_policy_retries_what_a_service_away_caused_and_answers_the_rest() {
+        let away = AgentError::Store(StoreError::Timeout { op: "save" });
+        let refused = AgentError::refused(ErrorCode::NotFound, "gone");
+        let docker = AgentError::Runtime(RuntimeError::NotFound("c".into()));
+        assert_eq!(
+            away.disposition(Origin::Command),
+            Disposition::Retry(RetryAt::After(COMMAND_RETRY_AFTER))
+        );
+        assert_eq!(
+            away.disposition(Origin::Heal),
+            Disposition::Retry(RetryAt::NextLook)
+        );
+        for e in [&refused, &docker] {
+            assert_eq!(e.disposition(Origin::Command), Disposition::Answer);
+            assert_eq!(e.disposition(Origin::Heal), Disposition::Answer);
+        }
+        for e in [&away, &refused, &docker] {
+            assert_eq!(
+                e.disposition(Origin::FinishDelete),
+                Disposition::Retry(RetryAt::NextStart)
+            );
+        }
+    }
 
     #[test]
     fn credential_errors_are_retried_only_when_a_service_was_away() {

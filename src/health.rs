@@ -22,7 +22,7 @@ use crate::crash_policy::{CrashPolicy, Decision};
 use crate::error::AgentError;
 use crate::protocol::heartbeat::{BeatStatus, Heartbeat};
 use crate::protocol::{error_details, rfc3339, AgentStatus, ErrorCode, EventKind};
-use crate::record::status::{transition, Cause};
+use crate::record::status::{self, transition, Cause};
 use crate::record::AgentRecord;
 use crate::redact;
 use crate::runtime::{Observed, Stats};
@@ -244,7 +244,8 @@ impl Watch {
     /// inspects the container (it may be a new one). A command that took a paused agent
     /// out of `paused` (resume, start) thawed it `now`.
     pub fn reset(&mut self, status: Option<AgentStatus>, now: Instant) {
-        if self.last.status == Some(AgentStatus::Paused) && status != Some(AgentStatus::Paused) {
+        let frozen = |s: Option<AgentStatus>| s.is_some_and(|s| status::row(s).is_frozen());
+        if frozen(self.last.status) && !frozen(status) {
             self.thawed_at = Some(now);
         }
         self.policy.reset();
@@ -482,7 +483,7 @@ pub fn assess(
         apply_stats(record, watch, None);
         return Heal::Nothing;
     }
-    if record.status() == AgentStatus::Paused {
+    if status::row(record.status()).is_frozen() {
         // Frozen at the last look or command, not now: thawed (behind the manager's back,
         // or by a resume whose look came first).
         watch.thawed_at = Some(now);

@@ -25,11 +25,9 @@ use tokio::sync::watch;
 use super::publisher::EventPublisher;
 use super::{bounded, connect, topology, Backoff};
 use crate::config::{AgentPolicy, RabbitConfig};
-use crate::error::AgentError;
+use crate::error::{AgentError, COMMAND_RETRY_AFTER};
 use crate::protocol::{decode, Command, Decoded, Event, Rejection, TeamCommand};
 
-/// Delay before a command that could not be made durable is handed back to RabbitMQ.
-const REQUEUE_DELAY: Duration = Duration::from_millis(500);
 /// Bound on waiting for in-flight commands at shutdown.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
 
@@ -333,8 +331,10 @@ async fn settle(acker: &Acker, done: Result<(), String>, limit: Duration) {
             }
         }
         Err(e) => {
+            // The error policy (`AgentError::disposition`): a command not done is retried
+            // after a pause, by RabbitMQ's redelivery.
             tracing::warn!(error = %e, "command not done; requeueing it");
-            tokio::time::sleep(REQUEUE_DELAY).await;
+            tokio::time::sleep(COMMAND_RETRY_AFTER).await;
             let _ = bounded(
                 limit,
                 "requeueing",

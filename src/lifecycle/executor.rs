@@ -3,20 +3,87 @@
 //! last step also records the command's message id with its answer, so that a
 //! redelivered command is answered again and applied once.
 //!
-//! A failed step is handled by its plan's word ([`OnFailure`]), then answered with
-//! `agent.error`, except when Redis or RabbitMQ is away: then nothing is answered and
-//! the command is retried (requeued by the consumer).
+//! A failed step is handled by its plan's word ([`OnFailure`]), then the error policy
+//! ([`AgentError::disposition`]) says whether it is answered with `agent.error` or
+//! retried (a command requeued by the consumer while Redis or RabbitMQ is away).
+//!
+//! Commands and what the manager does by itself ([`Automatic`]: self-healing, a delete
+//! left half done) run through the same executor; [`Trigger`] says which.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::plan::{plan, OnFailure, Rules, RuntimeCall, Step};
+use super::plan::{plan, plan_automatic, Automatic, OnFailure, Plan, Rules, RuntimeCall, Step};
 use super::workload;
 use crate::context::Deps;
-use crate::error::AgentError;
+use crate::error::{AgentError, Disposition, Origin};
 use crate::ports::Processed;
 use crate::protocol::{error_details, AgentStatus, Command, ErrorCode, Event, EventKind};
 use crate::record::status::{transition, Cause};
 use crate::record::{AgentRecord, PendingCommand};
+
+/// What set a plan going.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger<'a> {
+    /// A command: its events answer it (`correlation_id`), its answer is remembered under
+    /// its message id when one was given, and a failure names it.
+    Command(&'a Command),
+    /// The manager by itself, on the agent whose record it holds. `answers`: the message
+    /// id of the command it finishes (a half-done delete's), if any.
+    Automatic {
+        work: Automatic,
+        agent_id: &'a str,
+        customer_id: &'a str,
+        answers: Option<&'a str>,
+    },
+}
+
+impl<'a> Trigger<'a> {
+    fn agent_id(&self) -> &'a str {
+        match self {
+            Trigger::Command(cmd) => &cmd.agent_id,
+            Trigger::Automatic { agent_id, .. } => agent_id,
+        }
+    }
+
+    fn customer_id(&self) -> &'a str {
+        match self {
+            Trigger::Command(cmd) => &cmd.customer_id,
+            Trigger::Automatic { customer_id, .. } => customer_id,
+        }
+    }
+
+    /// The `correlation_id` of its events.
+    fn correlation(&self) -> Option<&'a str> {
+        match self {
+            Trigger::Command(cmd) => Some(&cmd.message_id),
+            Trigger::Automatic { answers, .. } => *answers,
+        }
+    }
+
+    /// The message id its answer is remembered under (a redelivery is answered from it).
+    fn remembered_as(&self) -> Option<&'a str> {
+        match self {
+            Trigger::Command(cmd) => cmd.message_id_given.then_some(cmd.message_id.as_str()),
+            Trigger::Automatic { answers, .. } => *answers,
+        }
+    }
+
+    /// The command an `agent.error` names (`details.command`); `None` for the manager's
+    /// own work.
+    fn command(&self) -> Option<&'static str> {
+        match self {
+            Trigger::Command(cmd) => Some(cmd.kind.routing_key()),
+            Trigger::Automatic { .. } => None,
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        match self {
+            Trigger::Command(_) => Origin::Command,
+            Trigger::Automatic { work, .. } => work.origin(),
+        }
+    }
+}
 
 /// Applies `cmd` to the agent whose current record is `record`. Returns the record
 /// afterwards (`None` when the agent does not exist) and whether the command is done:
@@ -50,10 +117,66 @@ pub async fn run_command(
             r.generation += 1;
         }
     }
+    let (record, result) = execute(deps, Trigger::Command(cmd), record, &plan).await;
+    let outcome = match &result {
+        Err(_) => "retry".to_string(),
+        Ok(answer) => answer
+            .iter()
+            .rev()
+            .find(|e| e.event == EventKind::Error)
+            .map_or("ok".to_string(), |error| {
+                error.details["code"]
+                    .as_str()
+                    .unwrap_or("error")
+                    .to_string()
+            }),
+    };
+    crate::metrics::inc(
+        "agent_manager_commands_total",
+        &[("command", cmd.kind.routing_key()), ("outcome", &outcome)],
+    );
+    (record, result.map(|_| ()))
+}
+
+/// Does what the manager decided by itself (`work`) to the agent of `record`. Returns
+/// the record afterwards (`None`: the agent is gone) and the outcome: `Ok` when it took
+/// effect or was answered with `agent.error`; `Err` when the error policy says to retry
+/// (the next look, the next start).
+pub async fn run_automatic(
+    deps: &Deps,
+    record: AgentRecord,
+    work: Automatic,
+) -> (Option<AgentRecord>, Result<(), AgentError>) {
+    let plan = plan_automatic(work, &Rules::of(&deps.config));
+    let (agent_id, customer_id) = (record.agent_id.clone(), record.spec.customer_id.clone());
+    let answers = match work {
+        Automatic::FinishDelete => record.pending.as_ref().map(|p| p.message_id.clone()),
+        Automatic::Heal(_) => None,
+    };
+    let trigger = Trigger::Automatic {
+        work,
+        agent_id: &agent_id,
+        customer_id: &customer_id,
+        answers: answers.as_deref(),
+    };
+    let (record, result) = execute(deps, trigger, Some(record), &plan).await;
+    (record, result.map(|_| ()))
+}
+
+/// Runs `plan` for `trigger` from `record`: the record afterwards and, when done, the
+/// events that answered it. On a failure to retry the record returned is the one it
+/// started from, so that the retry plans from what was stored, not from a half-applied
+/// plan (an update's new spec without the workload it never got).
+async fn execute(
+    deps: &Deps,
+    trigger: Trigger<'_>,
+    record: Option<AgentRecord>,
+    plan: &Plan,
+) -> (Option<AgentRecord>, Result<Vec<Event>, AgentError>) {
     let before = record.clone();
     let mut run = Executor {
         deps,
-        cmd,
+        trigger,
         record,
         answer: Vec::new(),
         resync_quota: false,
@@ -67,34 +190,18 @@ pub async fn run_command(
                     deps.quotas.resync(r).await;
                 }
             }
-            if e.is_transient_infrastructure() {
-                Err(e)
-            } else {
-                run.fail(e).await
+            match e.disposition(trigger.origin()) {
+                Disposition::Retry(_) => Err(e),
+                Disposition::Answer => run.fail(e).await,
             }
         }
     };
-    let outcome = match (
-        &result,
-        run.answer
-            .iter()
-            .rev()
-            .find(|e| e.event == EventKind::Error),
-    ) {
-        (Err(_), _) => "retry",
-        (Ok(()), Some(error)) => error.details["code"].as_str().unwrap_or("error"),
-        (Ok(()), None) => "ok",
-    };
-    crate::metrics::inc(
-        "agent_manager_commands_total",
-        &[("command", cmd.kind.routing_key()), ("outcome", outcome)],
-    );
     // Discarded on the way (a create that left nothing behind) stays discarded.
     let record = match &result {
         Err(_) if run.record.is_some() => before,
         _ => run.record,
     };
-    (record, result)
+    (record, result.map(|()| run.answer))
 }
 
 /// Answers a command for an agent this manager does not know.
@@ -102,10 +209,10 @@ pub async fn answer_unknown(deps: &Deps, cmd: &Command) -> Result<(), AgentError
     run_command(deps, None, cmd).await.1
 }
 
-/// One command's plan being carried out.
+/// One plan being carried out.
 struct Executor<'a> {
     deps: &'a Deps,
-    cmd: &'a Command,
+    trigger: Trigger<'a>,
     record: Option<AgentRecord>,
     /// Every event published for this command so far, remembered as its answer.
     answer: Vec<Event>,
@@ -137,7 +244,10 @@ impl Executor<'_> {
                 return Err(AgentError::refused(*code, message.clone()))
             }
             Step::ReserveQuota(spec) => {
-                self.deps.quotas.reserve(&self.cmd.agent_id, spec).await?;
+                self.deps
+                    .quotas
+                    .reserve(self.trigger.agent_id(), spec)
+                    .await?;
                 self.resync_quota = self.record.is_some();
             }
             Step::RevokeCredentials => {
@@ -148,11 +258,15 @@ impl Executor<'_> {
                 let customer = self.rec()?.spec.customer_id.clone();
                 self.deps
                     .quotas
-                    .release(&self.cmd.agent_id, &customer)
+                    .release(self.trigger.agent_id(), &customer)
                     .await?;
             }
             Step::NewRecord { spec, desired } => {
-                self.record = Some(AgentRecord::new(&self.cmd.agent_id, spec.clone(), *desired));
+                self.record = Some(AgentRecord::new(
+                    self.trigger.agent_id(),
+                    spec.clone(),
+                    *desired,
+                ));
                 self.report(None, Value::Null, false).await?;
             }
             Step::SetDesired(desired) => self.rec()?.desired_state = *desired,
@@ -193,6 +307,33 @@ impl Executor<'_> {
                 self.report(Some(*event), details.clone(), true).await?
             }
             Step::Forget { event, details } => self.forget(*event, details.clone()).await?,
+            Step::KeepLastLogs => {
+                let record = self.rec()?;
+                if record.last_logs.is_empty() {
+                    if let Some(id) = record.workload_id.clone() {
+                        let logs = crate::health::last_logs(self.deps, &id).await;
+                        self.rec()?.last_logs = logs;
+                    }
+                }
+            }
+            Step::Healed(reason) => {
+                let record = self.rec()?;
+                record.restart_count += 1;
+                crate::metrics::inc(
+                    "agent_manager_restarts_total",
+                    &[("reason", reason.as_str())],
+                );
+                tracing::info!(agent_id = %record.agent_id, reason = reason.as_str(), restarts = record.restart_count, "agent restarted by the manager");
+                let details = json!({
+                    "reason": reason.as_str(),
+                    "restart_count": record.restart_count,
+                    "automatic": true,
+                    "last_error": record.last_error.as_deref().unwrap_or_default(),
+                    "logs": record.last_logs,
+                });
+                self.report(Some(EventKind::Restarted), details, true)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -261,13 +402,13 @@ impl Executor<'_> {
     /// Without a record (an unknown agent, or one this command removed or refused to a
     /// foreign customer) the status is `failed` and the customer the command's.
     fn event(&self, kind: EventKind, details: Value) -> Event {
-        let correlation = Some(self.cmd.message_id.as_str());
+        let correlation = self.trigger.correlation();
         match &self.record {
             Some(r) => r.event(kind, correlation, details),
             None => Event::new(
                 kind,
-                &self.cmd.agent_id,
-                &self.cmd.customer_id,
+                self.trigger.agent_id(),
+                self.trigger.customer_id(),
                 correlation,
                 AgentStatus::Failed.as_str(),
                 None,
@@ -278,8 +419,8 @@ impl Executor<'_> {
 
     /// The processed marker of this command, once its whole answer is known.
     fn processed(&self) -> Option<Processed<'_>> {
-        self.cmd.message_id_given.then_some(Processed {
-            message_id: &self.cmd.message_id,
+        self.trigger.remembered_as().map(|message_id| Processed {
+            message_id,
             answer: &self.answer,
         })
     }
@@ -294,10 +435,13 @@ impl Executor<'_> {
     ) -> Result<(), AgentError> {
         let events: Vec<Event> = kind.map(|k| self.event(k, details)).into_iter().collect();
         self.answer.extend(events.iter().cloned());
-        let pending = (!last).then(|| PendingCommand {
-            command: self.cmd.kind.routing_key().to_string(),
-            message_id: self.cmd.message_id.clone(),
-        });
+        let pending = match self.trigger {
+            Trigger::Command(cmd) if !last => Some(PendingCommand {
+                command: cmd.kind.routing_key().to_string(),
+                message_id: cmd.message_id.clone(),
+            }),
+            _ => None,
+        };
         if let Some(rec) = self.record.as_mut() {
             rec.updated_at = chrono::Utc::now();
             rec.pending = pending;
@@ -326,12 +470,24 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Answers a failed command with `agent.error`; the agent (if any) records why.
+    /// Answers a failure with `agent.error`; the agent (if any) records why.
     async fn fail(&mut self, err: AgentError) -> Result<(), AgentError> {
         let code = err.code();
-        let message = err.to_string();
-        tracing::warn!(agent_id = %self.cmd.agent_id, message_id = %self.cmd.message_id, command = %self.cmd.kind, code = code.as_str(), %message, "command failed");
-        let details = error_details(Some(self.cmd.kind.routing_key()), code, &message);
+        let message = match self.trigger {
+            Trigger::Command(cmd) => {
+                let message = err.to_string();
+                tracing::warn!(agent_id = %cmd.agent_id, message_id = %cmd.message_id, command = %cmd.kind, code = code.as_str(), %message, "command failed");
+                message
+            }
+            Trigger::Automatic { agent_id, work, .. } => {
+                tracing::warn!(%agent_id, ?work, error = %err, "the manager's own work on the agent failed");
+                match work {
+                    Automatic::Heal(_) => format!("automatic restart failed: {err}"),
+                    Automatic::FinishDelete => err.to_string(),
+                }
+            }
+        };
+        let details = error_details(self.trigger.command(), code, &message);
         if code == ErrorCode::Forbidden {
             // Another customer's command leaves no trace on the owner's agent (record,
             // event stream) and its answer tells nothing about it (docs/SECURITY.md).

@@ -7,7 +7,11 @@
 //!   record store, event sink, quota ledger): durable before published, answered once.
 //! - [`workload`]: the runtime calls, with a vanished workload made anew in one place.
 //! - [`automatic`]: what happens without a command: healing a crashed or unhealthy
-//!   agent, finishing a delete a dead manager left half done.
+//!   agent, finishing a delete a dead manager left half done; plans of their own
+//!   ([`plan_automatic`]) run by the same executor.
+//!
+//! What a failure does (retried, and when, or answered) is said in one place:
+//! [`crate::error::AgentError::disposition`].
 //!
 //! Every status change goes through [`crate::record::status::transition`].
 //! The AgentActor runs these one at a time per agent.
@@ -21,5 +25,5 @@ pub mod workload;
 mod tests;
 
 pub use automatic::{finish_delete, heal};
-pub use executor::{answer_unknown, run_command};
-pub use plan::{plan, Plan, Rules, Step};
+pub use executor::{answer_unknown, run_automatic, run_command, Trigger};
+pub use plan::{plan, plan_automatic, Automatic, Plan, Rules, Step};

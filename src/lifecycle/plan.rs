@@ -10,6 +10,8 @@
 use serde_json::{json, Value};
 
 use crate::config::{Config, CredentialMode, DeploymentMode};
+use crate::error::Origin;
+use crate::health::Reason;
 use crate::protocol::{
     Action, AgentSpec, AgentStatus, Command, DesiredState, ErrorCode, EventKind, SpecPatch,
     StopOrder,
@@ -23,7 +25,9 @@ pub struct Rules {
     /// GPU or swarm mode: agents may ask for GPUs (device requests, or Swarm's generic
     /// resources).
     pub gpus_enabled: bool,
-    /// Grace period when an update removes the container it replaces.
+    /// The configured grace period (`STOP_TIMEOUT_S`): when an update removes the
+    /// container it replaces, self-healing restarts an unhealthy agent, or a delete
+    /// left half done is finished.
     pub replace_timeout_s: u32,
     /// Each agent has its own users (contract section 7): a delete removes them.
     pub per_agent_credentials: bool,
@@ -113,6 +117,73 @@ pub enum Step {
     /// Remove every key of the agent, remember the answer and publish it: the agent is
     /// gone.
     Forget { event: EventKind, details: Value },
+    /// Keep the exit's last log lines in the record, read now if the look that saw the
+    /// exit could not (they travel with `agent.restarted`).
+    KeepLastLogs,
+    /// Self-healing restarted the agent: count it and answer `agent.restarted`
+    /// (`automatic: true`, the reason, the restart count, the last error and logs).
+    Healed(Reason),
+}
+
+/// What the manager does to an agent by itself, without a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Automatic {
+    /// Self-healing restarts it: it crashed, or stayed unhealthy.
+    Heal(Reason),
+    /// A delete that a manager which died left half done (the record says `deleting`).
+    FinishDelete,
+}
+
+impl Automatic {
+    /// Where a failure of it goes ([`crate::error::AgentError::disposition`]).
+    pub fn origin(self) -> Origin {
+        match self {
+            Automatic::Heal(_) => Origin::Heal,
+            Automatic::FinishDelete => Origin::FinishDelete,
+        }
+    }
+}
+
+/// The plan of what the manager does by itself. Self-healing: start the workload again
+/// (a crash) or restart it with the grace period (unhealthy), a new one if it is gone;
+/// a failure marks the agent failed. A half-done delete: remove the workload and the
+/// agent's users, then every key, answering the delete's own message id.
+pub fn plan_automatic(work: Automatic, rules: &Rules) -> Plan {
+    match work {
+        Automatic::Heal(reason) => Plan {
+            steps: vec![
+                Step::KeepLastLogs,
+                Step::Runtime {
+                    call: match reason {
+                        Reason::Unhealthy => RuntimeCall::Restart {
+                            timeout_s: rules.replace_timeout_s,
+                        },
+                        Reason::Crashed => RuntimeCall::Start,
+                    },
+                    on_failure: OnFailure::MarkFailed,
+                },
+                Step::Transition(Cause::Started),
+                Step::Healed(reason),
+            ],
+            outcome: Some(AgentStatus::Running),
+        },
+        Automatic::FinishDelete => Plan {
+            steps: vec![
+                Step::Runtime {
+                    call: RuntimeCall::Remove {
+                        timeout_s: rules.replace_timeout_s,
+                    },
+                    on_failure: OnFailure::Keep,
+                },
+                Step::RevokeCredentials,
+                Step::Forget {
+                    event: EventKind::Deleted,
+                    details: json!({"finished_after_restart": true}),
+                },
+            ],
+            outcome: None,
+        },
+    }
 }
 
 /// What a [`Step::Runtime`] asks of the runtime.

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::automatic::{finish_delete, heal};
 use super::executor::run_command;
-use super::plan::{plan, OnFailure, Rules, RuntimeCall, Step};
+use super::plan::{plan, plan_automatic, Automatic, OnFailure, Rules, RuntimeCall, Step};
 use crate::config::{Config, CredentialMode, DeploymentMode};
 use crate::fakes::{Fakes, Fault};
 use crate::health::Reason;
@@ -1353,7 +1353,8 @@ async fn healing_that_fails_marks_the_agent_failed_and_says_why() {
     let r = stored(&f, AgentStatus::Running);
     f.runtime.fail("restart", Fault::Docker);
     let (after, result) = heal(&f.deps, r, Reason::Unhealthy).await;
-    assert!(result.is_err());
+    // Answered (the error policy: a Docker failure is the agent's, not a service away).
+    result.expect("answered with agent.error, not retried");
     assert_eq!(after.status(), AgentStatus::Failed);
     let events = f.sink.published();
     assert_eq!(error_code(&events).as_deref(), Some("docker_error"));
@@ -1379,6 +1380,73 @@ async fn a_delete_left_half_done_is_finished_and_answered() {
     assert_eq!(kinds(&events), ["agent.deleted"]);
     assert_eq!(events[0].correlation_id.as_deref(), Some("m-del"));
     assert_eq!(f.store.processed_answer("m-del"), Some(events));
+}
+
+/// What the manager does by itself is a plan like a command's, a table without
+/// services: self-healing starts (a crash) or restarts with the grace period
+/// (unhealthy), marking the agent failed when that fails; a half-done delete removes
+/// the workload and the users, then forgets the agent.
+#[test]
+fn the_manager_s_own_work_is_planned_like_a_command() {
+    let rules = Rules::of(&Config::defaults());
+    let healed = |reason, call| crate::lifecycle::Plan {
+        steps: vec![
+            Step::KeepLastLogs,
+            Step::Runtime {
+                call,
+                on_failure: OnFailure::MarkFailed,
+            },
+            Step::Transition(Cause::Started),
+            Step::Healed(reason),
+        ],
+        outcome: Some(AgentStatus::Running),
+    };
+    assert_eq!(
+        plan_automatic(Automatic::Heal(Reason::Crashed), &rules),
+        healed(Reason::Crashed, RuntimeCall::Start)
+    );
+    assert_eq!(
+        plan_automatic(Automatic::Heal(Reason::Unhealthy), &rules),
+        healed(
+            Reason::Unhealthy,
+            RuntimeCall::Restart {
+                timeout_s: rules.replace_timeout_s
+            }
+        )
+    );
+    let finish = plan_automatic(Automatic::FinishDelete, &rules);
+    assert_eq!(finish.outcome, None);
+    assert_eq!(
+        finish.steps[..2],
+        [
+            Step::Runtime {
+                call: RuntimeCall::Remove {
+                    timeout_s: rules.replace_timeout_s
+                },
+                on_failure: OnFailure::Keep,
+            },
+            Step::RevokeCredentials,
+        ]
+    );
+    assert!(matches!(
+        finish.steps[2],
+        Step::Forget {
+            event: EventKind::Deleted,
+            ..
+        }
+    ));
+}
+
+/// Self-healing that meets Redis away is not answered: the next look decides again.
+#[tokio::test]
+async fn healing_that_meets_redis_away_is_retried_at_the_next_look() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Failed);
+    f.runtime.fail("start", Fault::Store);
+    let (after, result) = heal(&f.deps, r.clone(), Reason::Crashed).await;
+    assert!(result.expect_err("retried").is_transient_infrastructure());
+    assert!(f.sink.published().is_empty(), "nothing answered");
+    assert_eq!(after.status(), r.status(), "the record it started from");
 }
 
 // ---- Pause, resume, forced stop (contract section 9) ----

@@ -27,6 +27,77 @@
 use super::AgentRecord;
 use crate::protocol::{AgentStatus, DesiredState};
 
+/// What the workload of an agent in a status is expected to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Runs: judged by its heartbeat (a new verdict is looked at at once), its usage
+    /// sampled, Docker's listing shows it running.
+    Runs,
+    /// Frozen on purpose (Docker pause): neither a crash nor hung; its heartbeat and
+    /// Docker's probe say nothing of it while frozen (nor for a grace after a thaw); a
+    /// look that finds it frozen keeps the status.
+    Frozen,
+    /// Not running (never started, stopped, or crashed).
+    Down,
+    /// A command is between two states: only a closer look tells.
+    Unsettled,
+}
+
+/// What one status means to the rest of the code. [`row`] is the table: one line per
+/// status, so adding a status is its row, the plan's arms that enter or leave it, and
+/// tests; the modules that act on statuses ask the row, never match on statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub status: AgentStatus,
+    /// What its workload should be (the relist compares Docker's listing with it; the
+    /// heartbeat and the usage samples are read only while it `Runs`).
+    pub workload: Workload,
+    /// A command holds the agent: a look at the workload does not change the status
+    /// (the command's redelivery, or the next start, finishes it).
+    pub held_by_command: bool,
+    /// A team may count on it as a running member (`team.orchestrate`).
+    pub serves: bool,
+}
+
+impl Row {
+    /// Its heartbeat is read and judged (a new verdict is looked at at once), and its
+    /// resource usage sampled.
+    pub fn is_watched(&self) -> bool {
+        self.workload == Workload::Runs
+    }
+
+    /// Frozen on purpose: a look that finds the workload frozen keeps the status.
+    pub fn is_frozen(&self) -> bool {
+        self.workload == Workload::Frozen
+    }
+}
+
+/// The table: what each status means.
+pub fn row(status: AgentStatus) -> Row {
+    use AgentStatus::*;
+    use Workload::*;
+    let (workload, held_by_command, serves) = match status {
+        //          workload   held   serves
+        Creating => (Unsettled, true, false),
+        Created => (Down, false, false),
+        Starting => (Unsettled, false, false),
+        Running => (Runs, false, true),
+        Unhealthy => (Runs, false, true),
+        Stopping => (Unsettled, false, false),
+        Stopped => (Down, false, false),
+        Restarting => (Unsettled, false, false),
+        Failed => (Down, false, false),
+        Deleting => (Unsettled, true, false),
+        Paused => (Frozen, false, false),
+    };
+    Row {
+        status,
+        workload,
+        held_by_command,
+        serves,
+    }
+}
+
 /// A command's step that takes time and has a status of its own while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -82,11 +153,11 @@ pub fn next(current: AgentStatus, desired: DesiredState, cause: Cause) -> AgentS
         Cause::RestartScheduled => Restarting,
         Cause::Adopted { running: true } => Running,
         Cause::Adopted { running: false } => Stopped,
-        Cause::Paused | Cause::SeenPaused if matches!(current, Creating | Deleting) => current,
+        Cause::Paused | Cause::SeenPaused if row(current).held_by_command => current,
         Cause::Paused | Cause::SeenPaused => Paused,
         Cause::Resumed => Running,
         // A create or delete in progress is finished by its redelivery or at start.
-        Cause::Observed { .. } if matches!(current, Creating | Deleting) => current,
+        Cause::Observed { .. } if row(current).held_by_command => current,
         Cause::Observed {
             running: true,
             unhealthy: true,
@@ -122,6 +193,33 @@ mod tests {
 
     fn seen(running: bool, unhealthy: bool) -> Cause {
         Cause::Observed { running, unhealthy }
+    }
+
+    #[test]
+    fn every_status_has_its_own_row() {
+        for status in AgentStatus::ALL {
+            assert_eq!(row(status).status, status);
+        }
+        let watched: Vec<_> = AgentStatus::ALL
+            .into_iter()
+            .filter(|s| row(*s).is_watched())
+            .collect();
+        assert_eq!(watched, vec![Running, Unhealthy]);
+        let frozen: Vec<_> = AgentStatus::ALL
+            .into_iter()
+            .filter(|s| row(*s).is_frozen())
+            .collect();
+        assert_eq!(frozen, vec![Paused]);
+        let held: Vec<_> = AgentStatus::ALL
+            .into_iter()
+            .filter(|s| row(*s).held_by_command)
+            .collect();
+        assert_eq!(held, vec![Creating, Deleting]);
+        let serving: Vec<_> = AgentStatus::ALL
+            .into_iter()
+            .filter(|s| row(*s).serves)
+            .collect();
+        assert_eq!(serving, vec![Running, Unhealthy]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::protocol::{AgentStatus, ErrorCode, TeamAction, TeamCommand, TEAM_MIN_MEMBERS};
+use crate::record::status;
 use crate::record::team::TeamRecord;
 
 /// What the agent actor of a would-be member knows of it.
@@ -150,9 +151,7 @@ pub fn unfit_members(
             let unfit = match state {
                 None => Unfit::NotFound,
                 Some(s) if s.customer_id != customer_id => Unfit::Forbidden,
-                Some(s) if matches!(s.status, AgentStatus::Running | AgentStatus::Unhealthy) => {
-                    return None
-                }
+                Some(s) if status::row(s.status).serves => return None,
                 Some(s) => Unfit::NotRunning(s.status),
             };
             Some((id.clone(), unfit))
