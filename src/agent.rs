@@ -3,7 +3,9 @@
 //! looks at its agent on four triggers — its timer, a Docker event, the watcher's
 //! relist, and a heartbeat read that changes what the heartbeat says — and heals what
 //! it finds: a crashed agent is restarted with backoff, one that stays unhealthy (or
-//! hung) is restarted, a crash loop is reported and left alone.
+//! hung) is restarted, a crash loop is reported and left alone. While its agent waits
+//! for its first heartbeat (`starting`), it asks the supervisor to read its key every
+//! second ([`AwaitingFirstBeat`]), so it turns healthy as soon as the agent writes one.
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +90,28 @@ pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Beat(pub BeatRead);
+
+/// Sent to the supervisor when the agent starts or stops waiting for its first
+/// heartbeat of this run (its image promises one, and its start period is not over):
+/// `within: Some(left)` asks for its key to be read every second for at most `left`
+/// (each read that finds it comes back as a [`Beat`]); `None` asks for no more.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct AwaitingFirstBeat {
+    pub agent_id: String,
+    pub within: Option<Duration>,
+}
+
+/// Whether the supervisor must be told again: it was told to read until `told`, and the
+/// agent now waits until `wants` (`None`: not waiting). A new wait differs by more than
+/// a read's period from the one told (another run of the container).
+pub fn retell_first_beat(told: Option<Instant>, wants: Option<Instant>) -> bool {
+    match (told, wants) {
+        (None, None) => false,
+        (Some(t), Some(w)) => t.max(w) - t.min(w) > Duration::from_secs(1),
+        _ => true,
+    }
+}
 /// The agent's owner and status, as they stand after every command the actor received
 /// before (a team's membership check: `None` when the agent does not exist).
 #[derive(Message)]
@@ -132,6 +156,11 @@ pub struct AgentActor {
     /// command's outcome stands, and a look checks the container instead of trusting
     /// the event.
     commanded_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Who reads the keys of agents waiting for their first heartbeat (the supervisor);
+    /// `None`: nobody, the regular read alone.
+    first_beats: Option<Recipient<AwaitingFirstBeat>>,
+    /// Until when that reader was last told to read this agent's key (`None`: not).
+    first_beat_told: Option<Instant>,
 }
 
 impl AgentActor {
@@ -149,7 +178,41 @@ impl AgentActor {
             busy: false,
             first_look_after: Duration::ZERO,
             commanded_until: None,
+            first_beats: None,
+            first_beat_told: None,
         }
+    }
+
+    /// Tells `reader` when the agent waits for its first heartbeat (see
+    /// [`AwaitingFirstBeat`]).
+    pub fn first_beats_to(mut self, reader: Recipient<AwaitingFirstBeat>) -> Self {
+        self.first_beats = Some(reader);
+        self
+    }
+
+    /// Tells the first-beat reader whether the agent waits for its first heartbeat now
+    /// (after every look, command and heal), when that changed.
+    fn tell_first_beat_wait(&mut self) {
+        let Some(reader) = &self.first_beats else {
+            return;
+        };
+        let within = self
+            .record
+            .as_ref()
+            .filter(|r| status::row(r.status()).is_watched())
+            .and_then(|_| {
+                health::first_beat_wait(&self.watch, &self.deps.config.health, chrono::Utc::now())
+            });
+        let now = Instant::now();
+        let wants = within.map(|left| now + left);
+        if !retell_first_beat(self.first_beat_told, wants) {
+            return;
+        }
+        self.first_beat_told = wants;
+        reader.do_send(AwaitingFirstBeat {
+            agent_id: self.agent_id.clone(),
+            within,
+        });
     }
 
     /// Delays an adopted agent's first look, so that a manager adopting hundreds of
@@ -180,6 +243,7 @@ impl AgentActor {
             // No command can have run meanwhile (wait), so these are current.
             act.record = Some(record);
             act.watch = watch;
+            act.tell_first_beat_wait();
             match result {
                 Ok(Heal::Nothing) | Ok(Heal::CrashLoop { .. }) => {}
                 Ok(Heal::RestartAfter(delay)) => {
@@ -282,7 +346,7 @@ impl AgentActor {
         self.busy = true;
         let deps = self.deps.clone();
         let fut = async move { lifecycle::heal(&deps, record, reason).await };
-        ctx.wait(fut.into_actor(self).map(|(record, result), act, _ctx| {
+        ctx.wait(fut.into_actor(self).map(|(record, result), act, ctx| {
             act.busy = false;
             if act.record.is_none() {
                 return;
@@ -296,7 +360,25 @@ impl AgentActor {
             if let Err(e) = result {
                 tracing::warn!(agent_id = %act.agent_id, error = %e, "automatic restart failed");
             }
+            act.after_a_new_run(ctx);
         }));
+    }
+
+    /// After a command or a heal: a running agent may run a new container, which the
+    /// watch knows nothing of yet. It is looked at now (not at the next tick), so it
+    /// reads `starting` at once and, while it waits for its first heartbeat, its key is
+    /// read every second from the start; other agents only tell the reader they no
+    /// longer wait.
+    fn after_a_new_run(&mut self, ctx: &mut Context<Self>) {
+        let running = self
+            .record
+            .as_ref()
+            .is_some_and(|r| status::row(r.status()).is_watched());
+        if running {
+            self.look_soon(ctx);
+        } else {
+            self.tell_first_beat_wait();
+        }
     }
 
     fn cancel_pending_restart(&mut self, ctx: &mut Context<Self>) {
@@ -353,13 +435,14 @@ impl Handler<Apply> for AgentActor {
         let span = tracing::info_span!("command", agent_id = %cmd.agent_id, message_id = %cmd.message_id, command = %cmd.kind);
         let fut = async move { lifecycle::run_command(&deps, record, &cmd).await }.instrument(span);
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
-            |(record, result), act, _| {
+            |(record, result), act, ctx| {
                 act.busy = false;
                 act.commanded_until = Some(chrono::Utc::now());
                 act.record = record;
                 // The events of the command told everyone the new status.
                 act.watch
                     .reset(act.record.as_ref().map(AgentRecord::status), Instant::now());
+                act.after_a_new_run(ctx);
                 result.map(|()| Applied {
                     exists: act.record.is_some(),
                 })
@@ -412,7 +495,11 @@ impl Handler<Beat> for AgentActor {
         let Some(record) = &self.record else {
             return;
         };
-        let news = self.watch.verdict_with(record, Some(&msg.0)) != self.watch.verdict;
+        let cfg = &self.deps.config.health;
+        let news = self
+            .watch
+            .verdict_with(record, Some(&msg.0), cfg, chrono::Utc::now())
+            != self.watch.verdict;
         let watching = status::row(record.status()).is_watched();
         self.watch.beat = Some(msg.0);
         if news && watching {
@@ -504,6 +591,26 @@ mod tests {
             running: false,
             paused: true,
         }
+    }
+
+    #[test]
+    fn the_first_beat_reader_is_told_only_what_changed() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        assert!(!retell_first_beat(None, None), "not waiting, and it knows");
+        assert!(retell_first_beat(None, Some(t + s(60))), "starts waiting");
+        assert!(retell_first_beat(Some(t + s(60)), None), "no longer waits");
+        assert!(
+            !retell_first_beat(
+                Some(t + s(60)),
+                Some(t + s(60) + Duration::from_millis(300))
+            ),
+            "the same wait, looked at again"
+        );
+        assert!(
+            retell_first_beat(Some(t + s(20)), Some(t + s(60))),
+            "a new run of the container: a new wait"
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! container started. And **Docker**: the container's state (from events, the relist,
 //! and an inspect when the heartbeat cannot answer) and a HEALTHCHECK where one is set.
 //! Either one saying unhealthy makes the agent unhealthy; an agent that never wrote a
-//! heartbeat is judged by Docker alone.
+//! heartbeat is judged by Docker alone, unless its image promises heartbeats (the label
+//! `autogen.heartbeat=true`, [`heartbeat::promised_by`]): then it is `starting` for the
+//! start period after its container starts ([`judge_silence`]; the supervisor reads its
+//! key every second meanwhile, [`first_beat_wait`]), and unhealthy if none came in it.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,7 @@ use crate::config::HealthConfig;
 use crate::context::Deps;
 use crate::crash_policy::{CrashPolicy, Decision};
 use crate::error::AgentError;
-use crate::protocol::heartbeat::{BeatStatus, Heartbeat};
+use crate::protocol::heartbeat::{self, BeatStatus, Heartbeat};
 use crate::protocol::{error_details, rfc3339, AgentStatus, ErrorCode, EventKind};
 use crate::record::status::{self, transition, Cause};
 use crate::record::AgentRecord;
@@ -48,21 +51,40 @@ pub enum Verdict {
     Unhealthy(String),
     /// It wrote a heartbeat since its container started, and the key expired.
     Hung,
+    /// None since its container started, which was within the start period, and its
+    /// image promises heartbeats: it is starting.
+    Starting,
+    /// Its image promises heartbeats and none came within the start period: why, for
+    /// people.
+    Overdue(String),
 }
 
 impl Verdict {
-    /// True when the heartbeat, not Docker, answers for the agent.
+    /// True when the heartbeat, not Docker, answers for the agent (an agent waiting for
+    /// its first heartbeat is still looked at by Docker).
     pub fn heartbeating(&self) -> bool {
+        matches!(
+            self,
+            Verdict::Healthy | Verdict::Unhealthy(_) | Verdict::Hung
+        )
+    }
+
+    /// True when `agent.health` says what the heartbeat says (`details.heartbeat`).
+    pub fn reported(&self) -> bool {
         !matches!(self, Verdict::Silent)
     }
 
-    /// The `heartbeat.status` of `agent.health`: `ok`, `unhealthy`, `expired`, `none`.
+    /// The `heartbeat.status` of `agent.health`: `ok`, `unhealthy`, `expired`,
+    /// `starting` (none yet, within the start period), `overdue` (none within it),
+    /// `none`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Verdict::Silent => "none",
             Verdict::Healthy => "ok",
             Verdict::Unhealthy(_) => "unhealthy",
             Verdict::Hung => "expired",
+            Verdict::Starting => "starting",
+            Verdict::Overdue(_) => "overdue",
         }
     }
 }
@@ -116,6 +138,84 @@ pub fn judge(
     }
 }
 
+/// What a silence means ([`Verdict::Silent`] from [`judge`]: no heartbeat since the
+/// container started) for an agent whose image promises heartbeats (`promised`): it is
+/// `Starting` while its container has run (`ran`) less than the start period
+/// (`period`), and `Overdue` after it, once a read of its key has been made (`read`:
+/// an agent whose key was never read yet, as after the manager's start, is not
+/// blamed). Any other verdict, an image that promises nothing, or a run whose length
+/// is unknown is left as it is: Docker decides.
+pub fn judge_silence(
+    verdict: Verdict,
+    read: bool,
+    promised: bool,
+    ran: Option<Duration>,
+    period: Duration,
+) -> Verdict {
+    match (verdict, promised, ran) {
+        (Verdict::Silent, true, Some(ran)) if ran < period => Verdict::Starting,
+        (Verdict::Silent, true, Some(_)) if read => Verdict::Overdue(overdue_reason(period)),
+        (verdict, _, _) => verdict,
+    }
+}
+
+/// Why an agent whose image promises heartbeats and wrote none in `period` is unhealthy,
+/// in words a person can act on.
+pub fn overdue_reason(period: Duration) -> String {
+    format!(
+        "the image says it writes heartbeats ({}=true) but none came in {} s since it started: \
+         can it reach Redis and RabbitMQ? see AGENT_REDIS_URL / AGENT_RABBITMQ_URL",
+        heartbeat::PROMISE_LABEL,
+        period.as_secs()
+    )
+}
+
+/// The start period of `cfg` (`HEARTBEAT_START_PERIOD_S`).
+pub fn start_period(cfg: &HealthConfig) -> Duration {
+    Duration::from_secs(cfg.heartbeat_start_period_s)
+}
+
+/// How long the container has run at `wall` (`None`: its start is unknown). A start a
+/// little ahead of `wall` (the Docker host's clock against the manager's) counts as
+/// just started.
+pub fn ran_for(observed: &Observed, wall: DateTime<Utc>) -> Option<Duration> {
+    let started = started_at(observed)?;
+    Some((wall - started).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The verdict of `read` for the container `observed`, at `wall`: [`judge`], then
+/// [`judge_silence`]. Returns it and the new last seen heartbeat time.
+pub fn verdict_of(
+    read: Option<&BeatRead>,
+    observed: Option<&Observed>,
+    last_seen: Option<DateTime<Utc>>,
+    cfg: &HealthConfig,
+    wall: Option<DateTime<Utc>>,
+) -> (Verdict, Option<DateTime<Utc>>) {
+    let (verdict, seen) = judge(read, observed.and_then(started_at), last_seen);
+    let Some(o) = observed else {
+        return (verdict, seen);
+    };
+    let ran = wall.and_then(|w| ran_for(o, w));
+    let promised = heartbeat::promised_by(&o.labels);
+    let verdict = judge_silence(verdict, read.is_some(), promised, ran, start_period(cfg));
+    (verdict, seen)
+}
+
+/// How much longer the supervisor should read the agent's key every second (its
+/// first-beat read) at `wall`: while the last look found it
+/// [`Verdict::Starting`], what is left of its start period; `None` otherwise (no extra
+/// read for an agent that heartbeats, has given up, or promises nothing).
+pub fn first_beat_wait(watch: &Watch, cfg: &HealthConfig, wall: DateTime<Utc>) -> Option<Duration> {
+    if watch.verdict != Verdict::Starting {
+        return None;
+    }
+    let ran = watch.observed.as_ref().and_then(|o| ran_for(o, wall))?;
+    start_period(cfg)
+        .checked_sub(ran)
+        .filter(|left| !left.is_zero())
+}
+
 /// When a container started, from Docker's `StartedAt` (`None`: unknown or never).
 pub fn started_at(observed: &Observed) -> Option<DateTime<Utc>> {
     let raw = observed.started_at.as_deref()?;
@@ -126,12 +226,15 @@ pub fn started_at(observed: &Observed) -> Option<DateTime<Utc>> {
 }
 
 /// The agent's `health` from Docker's and the heartbeat's: unhealthy when either says
-/// so; healthy when the heartbeat says ok; otherwise Docker's word.
+/// so; healthy when the heartbeat says ok; starting while the first heartbeat is awaited
+/// (unless a Docker HEALTHCHECK already has a verdict); otherwise Docker's word.
 pub fn combined_health(docker: &str, verdict: &Verdict) -> String {
     match verdict {
-        Verdict::Unhealthy(_) | Verdict::Hung => "unhealthy".into(),
+        Verdict::Unhealthy(_) | Verdict::Hung | Verdict::Overdue(_) => "unhealthy".into(),
         Verdict::Healthy if docker == "unhealthy" => "unhealthy".into(),
         Verdict::Healthy => "healthy".into(),
+        Verdict::Starting if matches!(docker, "healthy" | "unhealthy") => docker.to_string(),
+        Verdict::Starting => "starting".into(),
         Verdict::Silent => docker.to_string(),
     }
 }
@@ -255,11 +358,17 @@ impl Watch {
         self.observed = None;
     }
 
-    /// The verdict `read` would give now (for the container last inspected): a look is
-    /// due at once when it differs from the last look's.
-    pub fn verdict_with(&self, record: &AgentRecord, read: Option<&BeatRead>) -> Verdict {
-        let started = self.observed.as_ref().and_then(started_at);
-        judge(read, started, record.last_heartbeat_at).0
+    /// The verdict `read` would give at `wall` (for the container last inspected): a
+    /// look is due at once when it differs from the last look's.
+    pub fn verdict_with(
+        &self,
+        record: &AgentRecord,
+        read: Option<&BeatRead>,
+        cfg: &HealthConfig,
+        wall: DateTime<Utc>,
+    ) -> Verdict {
+        let observed = self.observed.as_ref();
+        verdict_of(read, observed, record.last_heartbeat_at, cfg, Some(wall)).0
     }
 
     /// The inspect a look can reuse instead of asking Docker: the running container
@@ -293,6 +402,9 @@ pub struct Observation {
     pub observed: Option<Observed>,
     /// Last log lines (redacted), read when the container has exited.
     pub logs: Vec<String>,
+    /// When the look was made (the wall clock), to tell how long the container has run
+    /// against the heartbeat start period; `None`: unknown, no start period applies.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// A stats sample as `/metrics` shows it (cAdvisor's container series).
@@ -401,6 +513,7 @@ pub async fn observe(
     };
     let mut obs = Observation {
         observed,
+        at: Some(Utc::now()),
         ..Default::default()
     };
     // After a die event the logs are read once the event is out (see `check`): Docker
@@ -497,10 +610,13 @@ pub fn assess(
     let beat_stale = since_thaw.is_some_and(|d| d < beat_thaw_grace(cfg));
     // A paused container writes nothing: its heartbeat says nothing of it.
     let judged = running && o.is_some_and(|o| o.state != "paused") && !beat_stale;
-    let (verdict, seen) = judge(
+    // Not judged (exited, frozen, just thawed): no read, no start period, Docker alone.
+    let (verdict, seen) = verdict_of(
         watch.beat.as_ref().filter(|_| judged),
-        o.and_then(started_at),
+        o.filter(|_| judged),
         record.last_heartbeat_at,
+        cfg,
+        obs.at,
     );
     record.last_heartbeat_at = seen;
     if let Some(o) = o {
@@ -516,9 +632,13 @@ pub fn assess(
                 record.last_heartbeat_at.map(rfc3339).unwrap_or_default()
             ))
         }
-        Verdict::Healthy | Verdict::Silent => {}
+        Verdict::Overdue(why) => record.last_error = Some(format!("heartbeat: {why}")),
+        Verdict::Healthy | Verdict::Silent | Verdict::Starting => {}
     }
-    let beat_unhealthy = matches!(verdict, Verdict::Unhealthy(_) | Verdict::Hung);
+    let beat_unhealthy = matches!(
+        verdict,
+        Verdict::Unhealthy(_) | Verdict::Hung | Verdict::Overdue(_)
+    );
     let docker_unhealthy = docker_health == "unhealthy" && !docker_stale;
     watch.verdict = verdict;
     let unhealthy = running && (beat_unhealthy || docker_unhealthy);
@@ -633,12 +753,12 @@ pub fn details(
             d["oom_kills"] = json!(kills);
         }
     }
-    if verdict.heartbeating() || record.last_heartbeat_at.is_some() {
+    if verdict.reported() || record.last_heartbeat_at.is_some() {
         let mut hb = json!({
             "status": verdict.as_str(),
             "last_at": record.last_heartbeat_at.map(rfc3339),
         });
-        if let Verdict::Unhealthy(why) = verdict {
+        if let Verdict::Unhealthy(why) | Verdict::Overdue(why) = verdict {
             hb["detail"] = json!(why);
         }
         d["heartbeat"] = hb;
@@ -1096,7 +1216,10 @@ mod tests {
         w.observed = Some(started(1_000));
         let mut r = r;
         r.last_heartbeat_at = Some(at(2_000));
-        assert_eq!(w.verdict_with(&r, Some(&BeatRead::Missing)), Verdict::Hung);
+        assert_eq!(
+            w.verdict_with(&r, Some(&BeatRead::Missing), &cfg, at(3_000)),
+            Verdict::Hung
+        );
     }
 
     #[test]
@@ -1202,6 +1325,240 @@ mod tests {
         // Past the grace and still no heartbeat: hung.
         assess(&mut r, &mut w, &look, &cfg, t + grace, 0.5);
         assert_eq!((r.status(), w.verdict.clone()), (Unhealthy, Verdict::Hung));
+    }
+
+    /// A running container of an image that promises heartbeats, started at
+    /// `started_ms`.
+    fn promising(started_ms: i64) -> Observed {
+        let mut o = started(started_ms);
+        o.labels
+            .insert(heartbeat::PROMISE_LABEL.into(), "true".into());
+        o
+    }
+
+    /// A look at `o` made at `wall_ms`.
+    fn look_at(o: Observed, wall_ms: i64) -> Observation {
+        Observation {
+            at: Some(at(wall_ms)),
+            ..look(o)
+        }
+    }
+
+    #[test]
+    fn a_silence_is_starting_then_overdue_only_where_the_image_promises_heartbeats() {
+        let period = Duration::from_secs(60);
+        let within = Some(Duration::from_secs(59));
+        let over = Some(period);
+        let silence =
+            |read, promised, ran| judge_silence(Verdict::Silent, read, promised, ran, period);
+        assert_eq!(silence(true, true, within), Verdict::Starting);
+        assert_eq!(
+            silence(false, true, within),
+            Verdict::Starting,
+            "not read yet"
+        );
+        assert_eq!(
+            silence(true, true, over),
+            Verdict::Overdue(overdue_reason(period))
+        );
+        assert_eq!(
+            silence(false, true, over),
+            Verdict::Silent,
+            "never read (the manager just started): not blamed"
+        );
+        assert_eq!(
+            silence(true, false, within),
+            Verdict::Silent,
+            "no promise: Docker decides"
+        );
+        assert_eq!(silence(true, false, over), Verdict::Silent);
+        assert_eq!(silence(true, true, None), Verdict::Silent, "start unknown");
+        for other in [
+            Verdict::Healthy,
+            Verdict::Hung,
+            Verdict::Unhealthy("x".into()),
+        ] {
+            assert_eq!(
+                judge_silence(other.clone(), true, true, within, period),
+                other
+            );
+        }
+        let why = overdue_reason(period);
+        for says in [
+            "autogen.heartbeat=true",
+            "60 s",
+            "AGENT_REDIS_URL",
+            "AGENT_RABBITMQ_URL",
+        ] {
+            assert!(why.contains(says), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_starting_agent_reads_starting_until_a_docker_healthcheck_has_its_word() {
+        assert_eq!(combined_health("none", &Verdict::Starting), "starting");
+        assert_eq!(combined_health("starting", &Verdict::Starting), "starting");
+        assert_eq!(combined_health("healthy", &Verdict::Starting), "healthy");
+        assert_eq!(
+            combined_health("unhealthy", &Verdict::Starting),
+            "unhealthy"
+        );
+        assert_eq!(
+            combined_health("none", &Verdict::Overdue("x".into())),
+            "unhealthy"
+        );
+    }
+
+    #[test]
+    fn an_agent_whose_image_promises_heartbeats_is_starting_then_healthy_at_its_first() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        let t = Instant::now();
+        let started_ms = 1_000_000;
+        // Not read yet, then read and missing, then an earlier run's heartbeat (the key
+        // outlives a restart): all within the start period, all `starting`.
+        for (beat_read, wall_ms) in [
+            (None, started_ms + 500),
+            (Some(BeatRead::Missing), started_ms + 5_000),
+            (
+                Some(beat(started_ms - 1, BeatStatus::Unhealthy, "old")),
+                started_ms + 59_000,
+            ),
+        ] {
+            w.beat = beat_read;
+            let look = look_at(promising(started_ms), wall_ms);
+            assert_eq!(assess(&mut r, &mut w, &look, &cfg, t, 0.5), Heal::Nothing);
+            assert_eq!((r.status(), r.health.as_str()), (Running, "starting"));
+            assert_eq!(w.verdict, Verdict::Starting);
+            assert_eq!(w.unhealthy_streak, 0);
+            assert!(r.last_error.is_none(), "{:?}", r.last_error);
+            let d = details(&r, &look, None, &w.verdict);
+            assert_eq!(d["health"], "starting");
+            assert_eq!(d["heartbeat"]["status"], "starting");
+        }
+        // Its first heartbeat: healthy at once.
+        w.beat = Some(beat(started_ms + 4_000, BeatStatus::Ok, "idle"));
+        let look = look_at(promising(started_ms), started_ms + 4_100);
+        assess(&mut r, &mut w, &look, &cfg, t, 0.5);
+        assert_eq!((r.status(), r.health.as_str()), (Running, "healthy"));
+        assert_eq!(w.verdict, Verdict::Healthy);
+    }
+
+    #[test]
+    fn an_agent_whose_image_promises_heartbeats_and_writes_none_is_unhealthy_after_the_period() {
+        let cfg = cfg(); // unhealthy_restart_after = 2
+        let period_ms = cfg.heartbeat_start_period_s as i64 * 1_000;
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        let t = Instant::now();
+        let started_ms = 1_000_000;
+        w.beat = Some(BeatRead::Missing);
+        let late = look_at(promising(started_ms), started_ms + period_ms);
+        assert_eq!(assess(&mut r, &mut w, &late, &cfg, t, 0.5), Heal::Nothing);
+        assert_eq!((r.status(), r.health.as_str()), (Unhealthy, "unhealthy"));
+        let why = overdue_reason(start_period(&cfg));
+        assert_eq!(w.verdict, Verdict::Overdue(why.clone()));
+        assert_eq!(r.last_error, Some(format!("heartbeat: {why}")));
+        let d = details(&r, &late, None, &w.verdict);
+        assert_eq!(d["heartbeat"]["status"], "overdue");
+        assert_eq!(d["heartbeat"]["detail"], why.as_str());
+        // Then like any unhealthy agent: restarted after unhealthy_restart_after looks.
+        assert_eq!(
+            assess(&mut r, &mut w, &late, &cfg, t, 0.5),
+            Heal::RestartNow(Reason::Unhealthy)
+        );
+        // The same image without the label: judged by its container, as before.
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Running);
+        w.beat = Some(BeatRead::Missing);
+        let unlabelled = look_at(started(started_ms), started_ms + period_ms);
+        assess(&mut r, &mut w, &unlabelled, &cfg, t, 0.5);
+        assert_eq!((r.status(), r.health.as_str()), (Running, "none"));
+        let early = look_at(started(started_ms), started_ms + 1_000);
+        assess(&mut r, &mut w, &early, &cfg, t, 0.5);
+        assert_eq!(r.health, "none", "no `starting` without the promise");
+        assert!(details(&r, &early, None, &w.verdict)
+            .get("heartbeat")
+            .is_none());
+    }
+
+    #[test]
+    fn a_thawed_agent_is_not_overdue_for_the_time_it_was_frozen() {
+        let cfg = cfg();
+        let period_ms = cfg.heartbeat_start_period_s as i64 * 1_000;
+        let t = Instant::now();
+        let mut w = Watch::new(&cfg);
+        let mut r = record(Paused);
+        w.last.status = Some(Paused);
+        transition(&mut r, Cause::Resumed);
+        w.reset(Some(Running), t);
+        w.beat = Some(BeatRead::Missing);
+        let look = look_at(promising(1_000), 1_000 + 2 * period_ms);
+        assess(&mut r, &mut w, &look, &cfg, t, 0.5);
+        assert_eq!(r.status(), Running, "within the thaw grace");
+        assert_eq!(w.verdict, Verdict::Silent);
+    }
+
+    #[test]
+    fn the_first_beat_read_lasts_while_the_agent_is_starting_and_its_period_lasts() {
+        let cfg = cfg();
+        let period = start_period(&cfg);
+        let mut w = Watch::new(&cfg);
+        w.observed = Some(promising(1_000_000));
+        assert_eq!(
+            first_beat_wait(&w, &cfg, at(1_000_000)),
+            None,
+            "silent: not read"
+        );
+        w.verdict = Verdict::Starting;
+        assert_eq!(first_beat_wait(&w, &cfg, at(1_000_000)), Some(period));
+        assert_eq!(
+            first_beat_wait(&w, &cfg, at(1_010_000)),
+            Some(period - Duration::from_secs(10))
+        );
+        assert_eq!(
+            first_beat_wait(&w, &cfg, at(1_000_000 + period.as_millis() as i64)),
+            None
+        );
+        w.observed = None;
+        assert_eq!(
+            first_beat_wait(&w, &cfg, at(1_000_000)),
+            None,
+            "no container known"
+        );
+        w.observed = Some(promising(1_000_000));
+        w.verdict = Verdict::Healthy;
+        assert_eq!(
+            first_beat_wait(&w, &cfg, at(1_000_000)),
+            None,
+            "it heartbeats"
+        );
+    }
+
+    #[test]
+    fn a_first_heartbeat_read_while_starting_is_news() {
+        let cfg = cfg();
+        let mut w = Watch::new(&cfg);
+        let r = record(Running);
+        w.observed = Some(promising(1_000_000));
+        w.verdict = Verdict::Starting;
+        let wall = at(1_002_000);
+        assert_eq!(
+            w.verdict_with(&r, Some(&BeatRead::Missing), &cfg, wall),
+            Verdict::Starting,
+            "still none: no news, no look"
+        );
+        let first = beat(1_001_500, BeatStatus::Ok, "");
+        assert_eq!(
+            w.verdict_with(&r, Some(&first), &cfg, wall),
+            Verdict::Healthy
+        );
+        let past = at(1_000_000 + cfg.heartbeat_start_period_s as i64 * 1_000);
+        assert!(matches!(
+            w.verdict_with(&r, Some(&BeatRead::Missing), &cfg, past),
+            Verdict::Overdue(_)
+        ));
     }
 
     #[test]

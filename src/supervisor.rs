@@ -2,7 +2,10 @@
 //! agent's actor (spawning one for a create), answers commands for unknown agents, and
 //! retires an actor once its agent is deleted and it has nothing left to do. Each check
 //! interval it reads every agent's heartbeat in one Redis round trip and hands each
-//! actor its own ([`Beat`]). Team commands go to the [`TeamActor`] it owns, with the
+//! actor its own ([`Beat`]); the agents waiting for their first heartbeat
+//! ([`AwaitingFirstBeat`]: starting, their image promises one) have their keys read
+//! every second besides, in one `MGET` for all of them (nothing when none waits), so
+//! each turns healthy within a second of writing it. Team commands go to the [`TeamActor`] it owns, with the
 //! would-be members' states asked of their actors at once (so in command order); a
 //! deleted agent's teams are told. With per-agent credentials it audits the agents'
 //! users every `CREDENTIALS_AUDIT_INTERVAL_S` and as soon as a heartbeat read meets a
@@ -15,7 +18,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::agent::{AgentActor, Apply, Beat, Describe, Listed, Look, RestoreLogin, Retire};
+use crate::agent::{
+    AgentActor, Apply, AwaitingFirstBeat, Beat, Describe, Listed, Look, RestoreLogin, Retire,
+};
 /// What the CommandConsumer sends, handled here.
 pub use crate::broker::consumer::{Dispatch, DispatchTeam};
 use crate::context::Deps;
@@ -37,6 +42,10 @@ pub const MAILBOX_CAPACITY: usize = 1 << 20;
 
 /// The time over which the first looks of the agents adopted at start are spread.
 const ADOPTION_LOOK_SPREAD: Duration = Duration::from_secs(1);
+
+/// How often the keys of agents waiting for their first heartbeat are read (when the
+/// check interval is longer: otherwise the regular read is as quick).
+pub const FIRST_BEAT_READ_EVERY: Duration = Duration::from_secs(1);
 
 /// How many agents the supervisor holds (for readiness and tests).
 #[derive(Message)]
@@ -69,6 +78,11 @@ pub struct Supervisor {
     teams: Option<Addr<TeamActor>>,
     /// A users audit is in flight.
     auditing_logins: bool,
+    /// Agents waiting for their first heartbeat, and until when their keys are read
+    /// every [`FIRST_BEAT_READ_EVERY`] (what is left of their start period).
+    first_beats: HashMap<String, Instant>,
+    /// A first-beat read is in flight (the next tick skips).
+    reading_first_beats: bool,
 }
 
 impl Supervisor {
@@ -83,6 +97,8 @@ impl Supervisor {
             beat_trust: BeatTrust::new(grace),
             teams: None,
             auditing_logins: false,
+            first_beats: HashMap::new(),
+            reading_first_beats: false,
         }
     }
 
@@ -147,6 +163,44 @@ impl Supervisor {
         }));
     }
 
+    /// Reads the keys of the agents waiting for their first heartbeat (one round trip;
+    /// nothing when none waits, or while the last read is in flight) and hands each key
+    /// found to its actor. A missing key is no news to an agent that has not written one
+    /// yet: the regular read, with [`BeatTrust`], passes those on.
+    fn read_first_beats(&mut self, ctx: &mut Context<Self>) {
+        if self.reading_first_beats {
+            return;
+        }
+        let ids = first_beat_ids(&mut self.first_beats, Instant::now());
+        if ids.is_empty() {
+            return;
+        }
+        self.reading_first_beats = true;
+        let records = self.deps.records.clone();
+        let read = async move {
+            let batch = records.heartbeats(&ids).await?;
+            Ok::<_, crate::error::StoreError>((ids, batch.values))
+        };
+        ctx.spawn(read.into_actor(self).map(|result, act, _| {
+            act.reading_first_beats = false;
+            let (ids, values) = match result {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the starting agents' heartbeats failed; the next tick tries again");
+                    return;
+                }
+            };
+            for (id, value) in ids.into_iter().zip(values) {
+                let (Some(raw), Some(entry)) = (value, act.agents.get(&id)) else {
+                    continue;
+                };
+                entry
+                    .addr
+                    .do_send(Beat(BeatRead::Present(heartbeat::parse(&raw))));
+            }
+        }));
+    }
+
     /// Lists the agents' users (one census of RabbitMQ and Redis) and tells each agent
     /// whose users are missing or incomplete to make them again.
     fn audit_logins(&mut self, ctx: &mut Context<Self>) {
@@ -182,16 +236,20 @@ impl Supervisor {
 
     fn spawn_agent(
         &mut self,
+        ctx: &mut Context<Self>,
         agent_id: &str,
         record: Option<AgentRecord>,
         first_look_after: Duration,
     ) -> &mut Entry {
         let deps = self.deps.clone();
         let id = agent_id.to_string();
+        let first_beats = ctx.address().recipient();
         self.agents.entry(id.clone()).or_insert_with(|| Entry {
             addr: AgentActor::create(|ctx| {
                 ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-                AgentActor::new(id, record, deps).first_look_after(first_look_after)
+                AgentActor::new(id, record, deps)
+                    .first_look_after(first_look_after)
+                    .first_beats_to(first_beats)
             }),
             inflight: 0,
         })
@@ -203,11 +261,20 @@ impl Supervisor {
         };
         entry.inflight = entry.inflight.saturating_sub(1);
         if entry.inflight == 0 && !exists {
+            self.first_beats.remove(agent_id);
             if let Some(entry) = self.agents.remove(agent_id) {
                 entry.addr.do_send(Retire);
             }
         }
     }
+}
+
+/// The agents whose keys the first-beat read reads at `now`: those still waiting, after
+/// forgetting those whose wait is over (an actor that stopped waiting says so; this
+/// bounds the reads even if one never does).
+pub fn first_beat_ids(waiting: &mut HashMap<String, Instant>, now: Instant) -> Vec<String> {
+    waiting.retain(|_, until| *until > now);
+    waiting.keys().cloned().collect()
 }
 
 impl Actor for Supervisor {
@@ -216,6 +283,9 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let every = Duration::from_secs(self.deps.config.health.check_interval_s);
         ctx.run_interval(every, |act, ctx| act.read_heartbeats(ctx));
+        if every > FIRST_BEAT_READ_EVERY {
+            ctx.run_interval(FIRST_BEAT_READ_EVERY, |act, ctx| act.read_first_beats(ctx));
+        }
         let audit = self.deps.config.agents.credentials_audit_interval_s;
         if self.deps.credentials.is_some() && audit > 0 {
             ctx.run_interval(Duration::from_secs(audit), |act, ctx| act.audit_logins(ctx));
@@ -228,7 +298,7 @@ impl Actor for Supervisor {
         let step = ADOPTION_LOOK_SPREAD.min(interval) / (adopted.len().max(1) as u32);
         for (i, record) in adopted.into_iter().enumerate() {
             let id = record.agent_id.clone();
-            self.spawn_agent(&id, Some(record), step * i as u32);
+            self.spawn_agent(ctx, &id, Some(record), step * i as u32);
         }
         self.read_heartbeats(ctx);
         tracing::info!(agents = self.agents.len(), "supervisor started");
@@ -238,7 +308,7 @@ impl Actor for Supervisor {
 impl Handler<Dispatch> for Supervisor {
     type Result = ResponseActFuture<Self, Result<(), AgentError>>;
 
-    fn handle(&mut self, msg: Dispatch, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Dispatch, ctx: &mut Self::Context) -> Self::Result {
         let cmd = msg.0;
         let agent_id = cmd.agent_id.clone();
         tracing::debug!(%agent_id, message_id = %cmd.message_id, command = %cmd.kind, "routing command");
@@ -250,7 +320,7 @@ impl Handler<Dispatch> for Supervisor {
                 async move { lifecycle::answer_unknown(&deps, &cmd).await }.into_actor(self),
             );
         }
-        let entry = self.spawn_agent(&agent_id, None, Duration::ZERO);
+        let entry = self.spawn_agent(ctx, &agent_id, None, Duration::ZERO);
         entry.inflight += 1;
         // A deleted agent leaves its teams (once the delete is done).
         let deleted_of = (cmd.kind == CommandKind::Delete).then(|| cmd.customer_id.clone());
@@ -412,10 +482,26 @@ impl Handler<Shutdown> for Supervisor {
             .collect();
         // The team actor stops once the last address of it is gone.
         self.teams = None;
+        self.first_beats.clear();
         ctx.stop();
         Box::pin(async move {
             futures_util::future::join_all(retiring).await;
         })
+    }
+}
+
+impl Handler<AwaitingFirstBeat> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AwaitingFirstBeat, _ctx: &mut Self::Context) {
+        match msg.within {
+            Some(left) if self.agents.contains_key(&msg.agent_id) => {
+                self.first_beats.insert(msg.agent_id, Instant::now() + left);
+            }
+            _ => {
+                self.first_beats.remove(&msg.agent_id);
+            }
+        }
     }
 }
 
@@ -424,5 +510,32 @@ impl Handler<CountAgents> for Supervisor {
 
     fn handle(&mut self, _: CountAgents, _ctx: &mut Self::Context) -> usize {
         self.agents.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_agents_still_waiting_for_their_first_heartbeat_are_read() {
+        let t = Instant::now();
+        let mut waiting = HashMap::new();
+        assert!(
+            first_beat_ids(&mut waiting, t).is_empty(),
+            "none waits: nothing read"
+        );
+        waiting.insert("a".to_string(), t + Duration::from_secs(30));
+        waiting.insert("b".to_string(), t + Duration::from_secs(2));
+        let mut ids = first_beat_ids(&mut waiting, t);
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        // b's start period is over: forgotten, even if its actor never says so.
+        assert_eq!(
+            first_beat_ids(&mut waiting, t + Duration::from_secs(2)),
+            ["a"]
+        );
+        assert_eq!(waiting.len(), 1);
+        assert!(first_beat_ids(&mut waiting, t + Duration::from_secs(31)).is_empty());
     }
 }

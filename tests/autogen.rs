@@ -3,7 +3,8 @@
 //! one tool call) as its AUTOGEN_CONFIG answers a task published to
 //! `agent:<id>:task` with a result on `agent:<id>:result` (contract section 8); ten
 //! tasks in a row come back in order, each once; a broken AUTOGEN_CONFIG ends the
-//! container with exit 2 and a log line naming the problem.
+//! container with exit 2 and a log line naming the problem; a new agent is `starting`,
+//! never `unhealthy`, until it consumes its inbox, and `healthy` within 3 s of that.
 //!
 //! The agent reaches the services at its network's gateway with the login the manager
 //! made for it (section 7): RabbitMQ's `guest` logs in from loopback only, so a result
@@ -425,6 +426,113 @@ async fn an_agent_that_lost_the_broker_reports_unhealthy() {
         .await;
     assert_eq!(sick.details["health"], "unhealthy", "{}", sick.details);
     a.finish().await;
+}
+
+/// When the agent logged `msg` first (its JSON log lines' `ts`), from `docker logs`.
+fn logged_at(agent_id: &str, msg: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let mut cmd = std::process::Command::new("docker");
+    cmd.args(["logs", &format!("agent-{agent_id}")]);
+    let out = common::run_bounded(cmd, Duration::from_secs(20), "docker logs");
+    out.stdout.lines().find_map(|line| {
+        let v: Value = serde_json::from_str(line).ok()?;
+        (v["msg"] == msg).then_some(())?;
+        let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str()?).ok()?;
+        Some(ts.with_timezone(&chrono::Utc))
+    })
+}
+
+fn timestamp(e: &agent_manager::protocol::Event) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&e.timestamp)
+        .expect("event timestamp")
+        .with_timezone(&chrono::Utc)
+}
+
+/// Issue 27: a new reference agent is `starting` until it has connected and consumes
+/// its inbox (it writes no heartbeat before, and the image's `autogen.heartbeat=true`
+/// label tells the manager one will come), `healthy` within 3 s of that, and never
+/// `unhealthy` in its first 30 s. With the default check interval (10 s): the
+/// supervisor's one-second read of starting agents' keys is what makes it quick.
+#[actix_rt::test]
+async fn a_new_agent_is_starting_then_healthy_within_3_s_of_consuming_never_unhealthy() {
+    let image = common::reference_image().to_string();
+    let env = TestEnv::start(&[
+        ("AGENT_IMAGE", image.as_str()),
+        ("HEALTH_CHECK_INTERVAL_S", "10"),
+    ])
+    .await;
+    let id = env.agent_id("fresh");
+    let created = tokio::time::Instant::now();
+    let created_at = chrono::Utc::now();
+    create_agent(&env, &id, example_team("analysis-risk-team")).await;
+    let promised = env
+        .inspect(&id)
+        .await
+        .and_then(|c| c.config)
+        .and_then(|c| c.labels)
+        .and_then(|l| l.get("autogen.heartbeat").cloned());
+    assert_eq!(
+        promised.as_deref(),
+        Some("true"),
+        "the image's label reaches the container"
+    );
+    let aid = id.clone();
+    let healthy = env
+        .wait_event("agent.health healthy", DEADLINE, move |e| {
+            e.agent_id == aid
+                && e.event.routing_key() == "agent.health"
+                && e.details["health"] == "healthy"
+        })
+        .await;
+    let consuming = logged_at(&id, "consuming tasks").expect("the agent's `consuming tasks` line");
+    let after = timestamp(&healthy) - consuming;
+    eprintln!(
+        "consuming {} ms after the create was sent; healthy {} ms after that",
+        (consuming - created_at).num_milliseconds(),
+        after.num_milliseconds()
+    );
+    assert!(
+        after <= chrono::Duration::seconds(3),
+        "healthy {after} after it began consuming (at {consuming}): {}",
+        healthy.details
+    );
+    let health_events = |env: &TestEnv| -> Vec<agent_manager::protocol::Event> {
+        env.events_of(&id)
+            .into_iter()
+            .filter(|e| e.event.routing_key() == "agent.health")
+            .collect()
+    };
+    let before: Vec<String> = health_events(&env)
+        .iter()
+        .take_while(|e| e.event_id != healthy.event_id)
+        .map(|e| e.details["health"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        !before.is_empty() && before.iter().all(|h| h == "starting"),
+        "before healthy, `starting` only: {before:?}"
+    );
+    // Its first 30 s: watched as they pass, failing at the first unhealthy report.
+    let window_end = created + Duration::from_secs(30);
+    loop {
+        let unhealthy: Vec<_> = health_events(&env)
+            .into_iter()
+            .filter(|e| e.details["health"] == "unhealthy" || e.status == "unhealthy")
+            .collect();
+        assert!(
+            unhealthy.is_empty(),
+            "unhealthy within 30 s: {unhealthy:#?}"
+        );
+        if tokio::time::Instant::now() >= window_end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = env.record(&id).await;
+    assert_eq!(
+        (r["status"].as_str(), r["health"].as_str()),
+        ("running", "healthy")
+    );
+    env.delete_queue(&format!("agent:{id}:inbox")).await;
+    env.finish().await;
 }
 
 /// The agent program's own unit tests (images/autogen-agent/tests), run by the Python

@@ -2,7 +2,9 @@
 //! events and restarted with backoff, crash loops given up on, OOM kills classified,
 //! unhealthy agents restarted (by their heartbeat or a Docker HEALTHCHECK), hung
 //! agents (heartbeat expired) reported within the check interval and restarted, stopped
-//! agents left alone, stats from the cgroup files matching Docker's.
+//! agents left alone, stats from the cgroup files matching Docker's, an agent whose
+//! image promises heartbeats (`autogen.heartbeat=true`) and writes none `starting`, then
+//! unhealthy with the reason once its start period is over.
 
 mod common;
 
@@ -519,6 +521,123 @@ async fn hung_agent_is_reported_within_the_interval_and_restarted() {
     assert_eq!(restarted.details["reason"], "unhealthy");
     let why = restarted.details["last_error"].as_str().unwrap_or_default();
     assert!(why.contains("hung"), "{why}");
+    env.finish().await;
+}
+
+/// The test agent's image with the label that promises heartbeats
+/// (`autogen.heartbeat=true`), built by the test (one `LABEL` layer) and removed in Drop,
+/// after the test's containers (declare it before the `TestEnv`).
+struct PromisingImage(String);
+
+impl PromisingImage {
+    fn build() -> PromisingImage {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let tag = format!("autogen-agent:promise-{id}");
+        let dir = std::env::temp_dir().join(format!("agent-manager-promise-{id}"));
+        std::fs::create_dir_all(&dir).expect("a build context");
+        let dockerfile = format!(
+            "FROM {}\nLABEL autogen.heartbeat=true\n",
+            common::agent_image()
+        );
+        std::fs::write(dir.join("Dockerfile"), dockerfile).expect("the Dockerfile");
+        let mut cmd = std::process::Command::new("docker");
+        // The classic builder: this dockerd may have no BuildKit.
+        cmd.env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", &tag])
+            .arg(&dir);
+        let out = common::run_bounded(cmd, Duration::from_secs(120), "docker build");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(out.code, 0, "docker build: {}", out.stderr);
+        PromisingImage(tag)
+    }
+}
+
+impl Drop for PromisingImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("timeout")
+            .args(["60", "docker", "rmi", &self.0])
+            .output();
+    }
+}
+
+/// An agent whose image promises heartbeats (`autogen.heartbeat=true`) and writes none
+/// is `starting` for HEARTBEAT_START_PERIOD_S after its container starts (no unhealthy
+/// report), then unhealthy with a reason a person can act on, and restarted like any
+/// unhealthy agent.
+#[actix_rt::test]
+async fn a_promised_heartbeat_that_never_comes_is_unhealthy_after_the_start_period() {
+    let image = PromisingImage::build();
+    let env = TestEnv::start(&[
+        ("AGENT_IMAGE", image.0.as_str()),
+        ("HEARTBEAT_INTERVAL_S", "1"),
+        ("HEALTH_CHECK_INTERVAL_S", "1"),
+        ("HEARTBEAT_START_PERIOD_S", "3"),
+        ("UNHEALTHY_RESTART_AFTER", "2"),
+    ])
+    .await;
+    let id = env.agent_id("promise");
+    create_with(&env, &id, json!({"heartbeat": false}), 64).await;
+    let aid = id.clone();
+    let overdue = env
+        .wait_event("agent.health unhealthy: no heartbeat", DEADLINE, move |e| {
+            is(e, &aid, "agent.health") && e.details["heartbeat"]["status"] == "overdue"
+        })
+        .await;
+    assert_eq!(
+        overdue.details["health"], "unhealthy",
+        "{}",
+        overdue.details
+    );
+    assert_eq!(overdue.status, "unhealthy");
+    let why = overdue.details["heartbeat"]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for says in [
+        "autogen.heartbeat=true",
+        "none came in 3 s since it started",
+        "AGENT_REDIS_URL",
+    ] {
+        assert!(why.contains(says), "{why}");
+    }
+    // Not before the start period was over.
+    let started = env
+        .inspect(&id)
+        .await
+        .and_then(|c| c.state)
+        .and_then(|s| s.started_at)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .expect("the container's start");
+    let reported = chrono::DateTime::parse_from_rfc3339(&overdue.timestamp).expect("timestamp");
+    assert!(
+        reported - started >= chrono::Duration::milliseconds(2_900),
+        "reported {} after the start",
+        reported - started
+    );
+    // Before it: `starting`, never unhealthy.
+    let before: Vec<String> = env
+        .events_of(&id)
+        .iter()
+        .filter(|e| e.event.routing_key() == "agent.health")
+        .take_while(|e| e.event_id != overdue.event_id)
+        .map(|e| e.details["health"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        !before.is_empty() && before.iter().all(|h| h == "starting"),
+        "{before:?}"
+    );
+    let aid = id.clone();
+    let restarted = env
+        .wait_event("agent.restarted: no heartbeat", DEADLINE, move |e| {
+            is(e, &aid, "agent.restarted")
+        })
+        .await;
+    assert_eq!(restarted.details["reason"], "unhealthy");
+    let last_error = restarted.details["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.contains("autogen.heartbeat=true"),
+        "{last_error}"
+    );
     env.finish().await;
 }
 

@@ -81,6 +81,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HEALTH_REPORT_INTERVAL_S", "health.report_interval_s"),
     ("RELIST_INTERVAL_S", "health.relist_interval_s"),
     ("HEARTBEAT_INTERVAL_S", "health.heartbeat_interval_s"),
+    (
+        "HEARTBEAT_START_PERIOD_S",
+        "health.heartbeat_start_period_s",
+    ),
     ("STATS_SOURCE", "health.stats_source"),
     ("CGROUP_ROOT", "health.cgroup_root"),
     ("PROC_ROOT", "health.proc_root"),

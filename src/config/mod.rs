@@ -318,6 +318,10 @@ pub struct HealthConfig {
     /// Given to agents as `HEARTBEAT_INTERVAL_S`: they write their heartbeat this often,
     /// with an expiry of three times it (contract section 8).
     pub heartbeat_interval_s: u64,
+    /// How long after its container starts an agent whose image promises heartbeats
+    /// (`autogen.heartbeat=true`) and has written none yet is `starting`; after it,
+    /// still none is unhealthy.
+    pub heartbeat_start_period_s: u64,
     /// Where resource samples come from.
     pub stats_source: StatsSource,
     /// The host's cgroup filesystem (v1 or v2), read for resource samples.
@@ -810,6 +814,7 @@ mod tests {
         assert_eq!(c.health.report_interval_s, 30);
         assert_eq!(c.agents.stop_timeout_s, 10);
         assert_eq!(c.health.heartbeat_interval_s, 10);
+        assert_eq!(c.health.heartbeat_start_period_s, 60);
         assert!(
             c.health.container_check.is_empty(),
             "no exec probe by default"
@@ -822,17 +827,24 @@ mod tests {
     fn heartbeat_and_stats_settings_are_checked() {
         let c = with_env(&[
             ("HEARTBEAT_INTERVAL_S", "2"),
+            ("HEARTBEAT_START_PERIOD_S", "5"),
             ("STATS_SOURCE", "docker"),
             ("CGROUP_ROOT", "/host/sys/fs/cgroup"),
         ])
         .unwrap();
         assert_eq!(c.health.heartbeat_interval_s, 2);
+        assert_eq!(c.health.heartbeat_start_period_s, 5);
         assert_eq!(c.health.stats_source, StatsSource::Docker);
         assert_eq!(c.health.cgroup_root, "/host/sys/fs/cgroup");
-        let e = with_env(&[("HEARTBEAT_INTERVAL_S", "0"), ("PROC_ROOT", "proc")])
-            .unwrap_err()
-            .to_string();
+        let e = with_env(&[
+            ("HEARTBEAT_INTERVAL_S", "0"),
+            ("PROC_ROOT", "proc"),
+            ("HEARTBEAT_START_PERIOD_S", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("HEARTBEAT_INTERVAL_S"), "{e}");
+        assert!(e.contains("HEARTBEAT_START_PERIOD_S"), "{e}");
         assert!(e.contains("PROC_ROOT"), "{e}");
         assert!(with_env(&[("STATS_SOURCE", "magic")]).is_err());
     }

@@ -357,6 +357,12 @@ fn check_health(h: &HealthConfig, p: &mut Problems) {
             "must be between 1 and 3600 (seconds)",
         );
     }
+    if !(1..=86_400).contains(&h.heartbeat_start_period_s) {
+        p.bad(
+            "health.heartbeat_start_period_s",
+            "must be between 1 and 86400 (seconds)",
+        );
+    }
     for (key, path) in [
         ("health.cgroup_root", &h.cgroup_root),
         ("health.proc_root", &h.proc_root),

@@ -3,8 +3,26 @@
 //! of [`TTL_INTERVALS`] times `HEARTBEAT_INTERVAL_S`.
 //!
 //! `{"ts": <unix ms>, "status": "ok" | "unhealthy", "detail": "<text>"}`
+//!
+//! An image may promise heartbeats with the label [`PROMISE_LABEL`]`=true` (the
+//! reference image does): its agents are `starting` until their first heartbeat, and
+//! unhealthy when none came within the start period (see `health`).
+
+use std::collections::HashMap;
 
 use serde::Deserialize;
+
+/// The image label (Docker merges it into each container's labels) that says the
+/// image's agents write the heartbeat: `autogen.heartbeat=true`.
+pub const PROMISE_LABEL: &str = "autogen.heartbeat";
+
+/// Whether a container's labels promise heartbeats ([`PROMISE_LABEL`] is `true`, in any
+/// case; anything else, or no label, promises nothing).
+pub fn promised_by(labels: &HashMap<String, String>) -> bool {
+    labels
+        .get(PROMISE_LABEL)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 
 /// The key's expiry, in heartbeat intervals: a hung agent's key is gone this long after
 /// its last write.
@@ -96,6 +114,17 @@ mod tests {
         assert_eq!(sick.detail, "db down", "control characters dropped");
         let no_detail = parse(r#"{"ts": 5.0, "status": "ok"}"#).unwrap();
         assert_eq!((no_detail.ts_ms, no_detail.detail.as_str()), (5, ""));
+    }
+
+    #[test]
+    fn only_the_label_set_to_true_promises_heartbeats() {
+        let labels = |v: &str| HashMap::from([(PROMISE_LABEL.to_string(), v.to_string())]);
+        assert!(promised_by(&labels("true")));
+        assert!(promised_by(&labels("TRUE")));
+        for no in ["false", "", "1", "yes please"] {
+            assert!(!promised_by(&labels(no)), "{no:?}");
+        }
+        assert!(!promised_by(&HashMap::new()));
     }
 
     #[test]

@@ -85,6 +85,12 @@ class Agent:
         self.in_hand_id: str | None = None
         #: True once the inbox is bound and consumed.
         self.consuming = False
+        #: Set once the inbox is consumed: the first heartbeat waits for it (see
+        #: `heartbeat_loop`).
+        self.ready = asyncio.Event()
+        #: Set when the health may have changed (the broker lost or back, consuming
+        #: begun): the heartbeat is written at once rather than at the next interval.
+        self.health_changed = asyncio.Event()
         self.redis = aioredis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=5
         )
@@ -101,26 +107,27 @@ class Agent:
         return protocol.OK, "idle"
 
     async def heartbeat_loop(self) -> None:
+        """Writes the heartbeat (contract section 8).
+
+        Nothing before the inbox is consumed: an agent that has not reached the broker
+        yet is starting, not unhealthy, and the manager reads its silence as `starting`
+        (the image's label `autogen.heartbeat=true` says a heartbeat will come). Then one
+        at once, one at once whenever the health may have changed (`health_changed`:
+        the broker lost or back), and one every `HEARTBEAT_INTERVAL_S` otherwise.
+        """
         s = self.settings
         key = protocol.heartbeat_redis_key(s.redis_prefix, s.agent_id)
         ttl_ms = protocol.heartbeat_ttl_ms(s.heartbeat_interval_s)
-        failing = False
-        last_status = None
+        await self.ready.wait()
+        writer = _HeartbeatWriter(self.redis, key, ttl_ms, self.log)
         while True:
-            status, detail = self.health()
+            # Cleared before the health is read: a change after this wakes the wait.
+            self.health_changed.clear()
+            await writer.write(*self.health())
             try:
-                await self.redis.set(key, protocol.heartbeat(status, detail), px=ttl_ms)
-                if failing:
-                    self.log.info("heartbeat written again")
-                failing = False
-            except Exception as e:
-                if not failing:
-                    self.log.warning("heartbeat not written", error=repr(e))
-                failing = True
-            if status != last_status:
-                self.log.info("health", status=status, detail=detail)
-                last_status = status
-            await asyncio.sleep(s.heartbeat_interval_s)
+                await asyncio.wait_for(self.health_changed.wait(), s.heartbeat_interval_s)
+            except asyncio.TimeoutError:
+                pass
 
     # --- broker ----------------------------------------------------------------
     async def connect(self) -> aio_pika.abc.AbstractRobustConnection:
@@ -155,9 +162,17 @@ class Agent:
     def _on_close(self, _conn: Any, exc: BaseException | None = None) -> None:
         if not self.stopping.is_set():
             self.log.warning("lost the broker; reconnecting", error=repr(exc))
+        self.health_changed.set()
 
     def _on_reconnect(self, _conn: Any) -> None:
         self.log.info("reconnected to the broker")
+        self.health_changed.set()
+
+    def _consuming_started(self) -> None:
+        """The inbox is consumed: the agent is ready, and says so at once."""
+        self.consuming = True
+        self.ready.set()
+        self.health_changed.set()
 
     async def consume(self) -> tuple[aio_pika.abc.AbstractQueue, str]:
         """Declares and binds the inbox and starts consuming: the queue and consumer tag."""
@@ -208,7 +223,7 @@ class Agent:
             attempt += 1
             try:
                 subscription = await self.consume()
-                self.consuming = True
+                self._consuming_started()
                 return subscription
             except Exception as e:
                 if attempt == 1 or attempt % 30 == 0:
@@ -299,6 +314,33 @@ class Agent:
             return
         task.cancel()
         await asyncio.wait({task}, timeout=2)
+
+
+class _HeartbeatWriter:
+    """Writes heartbeats, logging a failure once (and the recovery) and each change of
+    status, not every write."""
+
+    def __init__(self, client: aioredis.Redis, key: str, ttl_ms: int, log: Logger) -> None:
+        self._client = client
+        self._key = key
+        self._ttl_ms = ttl_ms
+        self._log = log
+        self._failing = False
+        self._last_status: str | None = None
+
+    async def write(self, status: str, detail: str) -> None:
+        try:
+            await self._client.set(self._key, protocol.heartbeat(status, detail), px=self._ttl_ms)
+            if self._failing:
+                self._log.info("heartbeat written again")
+            self._failing = False
+        except Exception as e:
+            if not self._failing:
+                self._log.warning("heartbeat not written", error=repr(e))
+            self._failing = True
+        if status != self._last_status:
+            self._log.info("health", status=status, detail=detail)
+            self._last_status = status
 
 
 async def _quietly(awaitable: Any, timeout_s: float = QUIET_TIMEOUT_S) -> bool:
