@@ -5,8 +5,8 @@
 //! `message_id`, persistent, mandatory and confirmed — and, with `--wait`, waits for the
 //! answer carrying that `message_id` as `correlation_id`: the command's success event
 //! (exit 0) or `agent.error` (exit 1, its code and message on stderr). [`send`] is the
-//! one path every acting command takes; its broker steps ([`confirmed_channel`],
-//! [`own_queue`], [`publish`], [`close`]) are functions of their own, and
+//! one path every acting command takes; its broker steps (`confirmed_channel`,
+//! `own_queue`, `publish`, `close`) are functions of their own, and
 //! [`super::task`]'s too.
 
 use std::io::Write;
