@@ -63,7 +63,8 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` over HTTP.
 //! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`, reading
 //!   Redis and Docker; `agents create|update|start|stop|restart|delete|pause|resume`,
-//!   sending commands over RabbitMQ); `main.rs` parses the command line and calls them.
+//!   sending commands over RabbitMQ; `agents task`, a task and its result); `main.rs`
+//!   parses the command line and calls them.
 //! - [`build_info`]: the version and git commit the binary was built from.
 //! - `fakes` (unit tests only): in-memory implementations of every port and the runtime.
 

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "agent-manager",
     version = agent_manager::build_info::LONG_VERSION,
     about = "Runs AutoGen agents as Docker containers",
-    after_help = "Examples:\n  agent-manager run\n  agent-manager check\n  agent-manager agents list -o wide\n  agent-manager agents restart trading-1\n  agent-manager completions bash > /etc/bash_completion.d/agent-manager"
+    after_help = "Examples:\n  agent-manager run\n  agent-manager check\n  agent-manager agents list -o wide\n  agent-manager agents restart trading-1\n  agent-manager agents task acme-analyst \"Assess ACME\"\n  agent-manager completions bash > /etc/bash_completion.d/agent-manager"
 )]
 struct Cli {
     /// TOML file overriding config/default.toml (environment variables override both).
@@ -173,6 +173,34 @@ enum AgentsCmd {
     Pause(ActArgs),
     /// Thaw a paused agent (agent.resume).
     Resume(ActArgs),
+    /// Give the agent a task and wait for its result (contract section 8).
+    ///
+    /// Publishes {"task_id", "task"} with routing key agent:<ID>:task and prints the team's
+    /// messages, then status, stop reason and token usage (-o json: the result as the
+    /// agent published it). Exit 0 when the result is completed; 1 when it failed, when
+    /// none came within --timeout, or when there is no such agent (at once). An agent
+    /// that is stopped, paused or failed is refused at once and nothing is sent: its
+    /// durable inbox would keep the task, but no result would come while you wait (start,
+    /// resume or restart it first); one that is starting or restarting is waited for.
+    #[command(
+        after_help = "Examples:\n  agent-manager agents task acme-analyst \"Assess ACME for a 2% position\"\n  agent-manager agents task acme-analyst -f task.json -o json\n  echo '{\"task_id\": \"t-42\", \"task\": \"Assess ACME\"}' | agent-manager agents task acme-analyst -f -"
+    )]
+    Task {
+        agent_id: String,
+        /// The task's text; sent as {"task_id": <a new UUID>, "task": TEXT}.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// The task's body instead: a JSON (or YAML) object with "task" (text) and any
+        /// other fields, "task_id" made when absent; - for standard input.
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// How long to wait for the result: seconds, or with a unit (90s, 5m, 1h).
+        #[arg(long, default_value = "60s", value_parser = cli::parse_wait)]
+        timeout: std::time::Duration,
+        /// table (for people) or json (the result as published).
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Print the agent container's output (Docker logs of agent-<id>).
     Logs {
         agent_id: String,
@@ -487,6 +515,21 @@ async fn agents(config: &Config, command: AgentsCmd) -> Result<(), CliError> {
                 operator.as_deref(),
             );
             act(config, &order, &a.wait, out).await
+        }
+        AgentsCmd::Task {
+            agent_id,
+            text,
+            file,
+            timeout,
+            output,
+        } => {
+            let body = cli::task::body(text.as_deref(), file.as_deref())?;
+            let opts = cli::task::TaskOptions {
+                wait: timeout,
+                format: output.into(),
+            };
+            let mut err = std::io::stderr();
+            cli::task::run(config, &agent_id, &body, opts, out, &mut err).await
         }
         AgentsCmd::Logs {
             agent_id,

@@ -5,7 +5,9 @@
 //! `message_id`, persistent, mandatory and confirmed — and, with `--wait`, waits for the
 //! answer carrying that `message_id` as `correlation_id`: the command's success event
 //! (exit 0) or `agent.error` (exit 1, its code and message on stderr). [`send`] is the
-//! one path every acting command takes.
+//! one path every acting command takes; its broker steps (`confirmed_channel`,
+//! `own_queue`, `publish`, `close`) are functions of their own, and
+//! [`super::task`]'s too.
 
 use std::io::Write;
 use std::time::Duration;
@@ -16,13 +18,13 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::BasicProperties;
+use lapin::{BasicProperties, Channel, Connection};
 use serde_json::json;
 
 use super::order::Order;
 use super::{CliError, Format};
 use crate::broker::{bounded, connect};
-use crate::config::Config;
+use crate::config::{Config, RabbitConfig};
 use crate::protocol::{valid_agent_id, Event, EventKind};
 use crate::redact;
 use crate::store::Store;
@@ -64,67 +66,36 @@ pub async fn send(
     };
     let rabbit = &config.rabbitmq;
     let limit = Duration::from_secs(rabbit.timeout_s);
-    let unavailable = |e: String| {
-        CliError::Unavailable(redact::secret_of_url_in(
-            &format!(
-                "RabbitMQ at {}: {e} (`agent-manager check` says what to do)",
-                redact::url(&rabbit.url)
-            ),
-            &rabbit.url,
-        ))
-    };
-    let conn = connect(rabbit, "agent-manager.cli")
-        .await
-        .map_err(unavailable)?;
-    let channel = bounded(limit, "opening a channel", conn.create_channel())
-        .await
-        .map_err(unavailable)?;
+    let unavailable = |e: String| rabbit_down(rabbit, &e);
+    let (conn, channel) = confirmed_channel(rabbit).await?;
     // The answer's queue is bound before the command goes, so the answer cannot be missed.
     let answers = match wait {
-        Some(_) => Some(
-            answer_queue(&channel, &rabbit.exchange, order, limit)
-                .await
-                .map_err(unavailable)?,
-        ),
+        Some(_) => {
+            let keys: Vec<String> = order
+                .answers()
+                .into_iter()
+                .chain([EventKind::Error])
+                .map(|k| k.routing_key().to_string())
+                .collect();
+            Some(
+                own_queue(&channel, &rabbit.exchange, &keys, limit)
+                    .await
+                    .map_err(unavailable)?,
+            )
+        }
         None => None,
     };
-    bounded(
-        limit,
-        "enabling publisher confirms",
-        channel.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .map_err(unavailable)?;
     let message_id = uuid::Uuid::new_v4().to_string();
     let body = order.body(&message_id, &customer_id).to_string();
-    let props = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(ShortString::from(message_id.clone()));
-    let confirm = bounded(
-        limit,
-        "publishing the command",
-        channel.basic_publish(
-            rabbit.exchange.clone().into(),
-            order.kind.routing_key().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            body.as_bytes(),
-            props,
-        ),
+    let routed = publish(
+        &channel,
+        rabbit,
+        order.kind.routing_key(),
+        body.as_bytes(),
+        &message_id,
     )
-    .await
-    .map_err(unavailable)?;
-    let confirmation = tokio::time::timeout(limit, confirm)
-        .await
-        .map_err(|_| unavailable("the broker did not confirm the command".into()))?
-        .map_err(|e| unavailable(e.to_string()))?;
-    if confirmation.is_nack() {
-        return Err(unavailable("the broker refused the command (nack)".into()));
-    }
-    if confirmation.take_message().is_some() {
+    .await?;
+    if !routed {
         return Err(CliError::Unavailable(format!(
             "no queue takes {} on exchange {}: is the manager running? (it declares {})",
             order.kind, rabbit.exchange, rabbit.command_queue
@@ -143,11 +114,11 @@ pub async fn send(
                 order.kind, order.agent_id
             )?,
         }
-        let _ = conn.close(200, "sent".into()).await;
+        close(&conn, limit).await;
         return Ok(());
     };
     let answer = wait_answer(&mut answers, &message_id, order, wait).await;
-    let _ = conn.close(200, "answered".into()).await;
+    close(&conn, limit).await;
     let event = answer?;
     if event.event == EventKind::Error {
         let detail = |k: &str| event.details[k].as_str().unwrap_or_default().to_string();
@@ -200,12 +171,95 @@ async fn owner(config: &Config, agent_id: &str) -> Result<String, CliError> {
         })
 }
 
-/// A queue of this command's own (server-named, exclusive), bound to its success event
-/// and to `agent.error`, consumed without acks.
-async fn answer_queue(
-    channel: &lapin::Channel,
+/// A RabbitMQ call that failed, naming the broker (password redacted) and the fix.
+pub(super) fn rabbit_down(rabbit: &RabbitConfig, e: &str) -> CliError {
+    CliError::Unavailable(redact::secret_of_url_in(
+        &format!(
+            "RabbitMQ at {}: {e} (`agent-manager check` says what to do)",
+            redact::url(&rabbit.url)
+        ),
+        &rabbit.url,
+    ))
+}
+
+/// A connection of the CLI's own and a channel on it with publisher confirms; each call
+/// bounded by `RABBITMQ_TIMEOUT_S`.
+pub(super) async fn confirmed_channel(
+    rabbit: &RabbitConfig,
+) -> Result<(Connection, Channel), CliError> {
+    let limit = Duration::from_secs(rabbit.timeout_s);
+    let conn = connect(rabbit, "agent-manager.cli")
+        .await
+        .map_err(|e| rabbit_down(rabbit, &e))?;
+    let channel = bounded(limit, "opening a channel", conn.create_channel())
+        .await
+        .map_err(|e| rabbit_down(rabbit, &e))?;
+    bounded(
+        limit,
+        "enabling publisher confirms",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .map_err(|e| rabbit_down(rabbit, &e))?;
+    Ok((conn, channel))
+}
+
+/// Publishes `body` to the exchange with `routing_key` as the Core Engine would:
+/// persistent, `application/json`, `message_id`, mandatory, and waits (bounded) for the
+/// broker's confirm. `Ok(false)`: no queue is bound to the key (the broker returned it).
+pub(super) async fn publish(
+    channel: &Channel,
+    rabbit: &RabbitConfig,
+    routing_key: &str,
+    body: &[u8],
+    message_id: &str,
+) -> Result<bool, CliError> {
+    let limit = Duration::from_secs(rabbit.timeout_s);
+    let unavailable = |e: String| rabbit_down(rabbit, &e);
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(ShortString::from(message_id.to_string()));
+    let confirm = bounded(
+        limit,
+        &format!("publishing {routing_key}"),
+        channel.basic_publish(
+            rabbit.exchange.clone().into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        ),
+    )
+    .await
+    .map_err(unavailable)?;
+    let confirmation = tokio::time::timeout(limit, confirm)
+        .await
+        .map_err(|_| unavailable(format!("the broker did not confirm {routing_key}")))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    if confirmation.is_nack() {
+        return Err(unavailable(format!(
+            "the broker refused {routing_key} (nack)"
+        )));
+    }
+    Ok(confirmation.take_message().is_none())
+}
+
+/// Closes the CLI's connection, waiting at most `limit` (the work is done either way).
+pub(super) async fn close(conn: &Connection, limit: Duration) {
+    let _ = tokio::time::timeout(limit, conn.close(200, "done".into())).await;
+}
+
+/// A queue of the CLI's own (server-named, exclusive, auto-delete), bound to `keys` on
+/// `exchange` and consumed without acks: bound before anything is sent, so no answer is
+/// missed.
+pub(super) async fn own_queue(
+    channel: &Channel,
     exchange: &str,
-    order: &Order,
+    keys: &[String],
     limit: Duration,
 ) -> Result<lapin::Consumer, String> {
     let queue = bounded(
@@ -222,19 +276,14 @@ async fn answer_queue(
         ),
     )
     .await?;
-    for key in order
-        .answers()
-        .into_iter()
-        .chain([EventKind::Error])
-        .map(EventKind::routing_key)
-    {
+    for key in keys {
         bounded(
             limit,
             "binding the answer queue",
             channel.queue_bind(
                 queue.name().clone(),
                 exchange.to_string().into(),
-                key.into(),
+                key.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             ),

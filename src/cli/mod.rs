@@ -3,14 +3,17 @@
 //! ([`list`], [`describe`], [`agents`]); `agent-manager
 //! agents create|update|start|stop|restart|delete|pause|resume` sends a command
 //! ([`order`], read from a file by [`spec_file`]) over RabbitMQ and can wait for its
-//! answer ([`act`]); `agent-manager check` is the preflight, and `check --ready` asks
-//! the running manager's `/readyz` ([`ready`], the container's health check). `main.rs` parses the command line and calls these; they write to the writers
-//! they are given, so tests can read the output.
+//! answer ([`act`]); `agent-manager agents task ID TEXT` gives an agent a task and waits
+//! for its result ([`task`], contract section 8); `agent-manager check` is the
+//! preflight, and `check --ready` asks the running manager's `/readyz` ([`ready`], the
+//! container's health check). `main.rs` parses the command line and calls these; they
+//! write to the writers they are given, so tests can read the output.
 //!
 //! Exit codes (also in the README):
 //! - 0 ([`EXIT_OK`]): done; every check passed.
 //! - 1 ([`EXIT_FAILED`]): an agent was not found, a check failed, a service the command
-//!   needs did not answer, or the manager answered a command with `agent.error`.
+//!   needs did not answer, or the manager answered a command with `agent.error`; a
+//!   task failed, was refused (the agent is not running) or got no result in time.
 //! - 2 ([`EXIT_USAGE`]): bad arguments or configuration.
 //!
 //! Every Redis and Docker call is bounded by the configured timeouts (`REDIS_TIMEOUT_MS`,
@@ -26,6 +29,7 @@ pub mod order;
 pub mod ready;
 pub mod spec_file;
 pub mod table;
+pub mod task;
 
 use std::io;
 use std::time::Duration;
@@ -61,6 +65,13 @@ pub enum CliError {
     /// The manager answered the command with `agent.error` (exit 1).
     #[error("agent.error {code}: {message}")]
     Refused { code: String, message: String },
+    /// The agent would not take a task now (stopped, paused, failed; exit 1); the text
+    /// names what to do.
+    #[error("{0}; nothing was sent")]
+    NotRunning(String),
+    /// The agent answered a task with a result that is not `completed` (exit 1).
+    #[error("task {task_id} failed: {error}")]
+    TaskFailed { task_id: String, error: String },
     /// Some checks failed (exit 1); they are in the output already.
     #[error("{failed} check(s) failed")]
     ChecksFailed { failed: usize },
@@ -76,6 +87,8 @@ impl CliError {
             CliError::NotFound(_)
             | CliError::Unavailable(_)
             | CliError::Refused { .. }
+            | CliError::NotRunning(_)
+            | CliError::TaskFailed { .. }
             | CliError::ChecksFailed { .. }
             | CliError::Output(_) => EXIT_FAILED,
         }
@@ -145,6 +158,13 @@ mod tests {
             message: "agent a is stopped".into(),
         };
         assert_eq!(refused.exit_code(), 1);
+        assert_eq!(CliError::NotRunning("x".into()).exit_code(), 1);
+        let failed = CliError::TaskFailed {
+            task_id: "t-1".into(),
+            error: "boom".into(),
+        };
+        assert_eq!(failed.exit_code(), 1);
+        assert_eq!(failed.to_string(), "task t-1 failed: boom");
         assert_eq!(
             refused.to_string(),
             "agent.error validation_failed: agent a is stopped"

@@ -1063,10 +1063,20 @@ pub struct CommandOut {
 /// Runs `cmd` to its end with its output captured; kills it and fails the test (naming
 /// `what`) when it runs longer than `limit`. Blocking: from async tests, call it in
 /// `spawn_blocking`.
-pub fn run_bounded(mut cmd: std::process::Command, limit: Duration, what: &str) -> CommandOut {
+pub fn run_bounded(cmd: std::process::Command, limit: Duration, what: &str) -> CommandOut {
+    run_bounded_with_stdin(cmd, std::process::Stdio::null(), limit, what)
+}
+
+/// [`run_bounded`] with `stdin` as the process's standard input (e.g. a file).
+pub fn run_bounded_with_stdin(
+    mut cmd: std::process::Command,
+    stdin: std::process::Stdio,
+    limit: Duration,
+    what: &str,
+) -> CommandOut {
     use std::io::Read;
     use std::process::Stdio;
-    cmd.stdin(Stdio::null())
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
