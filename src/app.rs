@@ -8,13 +8,14 @@ use actix::{Actor, Addr};
 use thiserror::Error;
 use tokio::sync::watch;
 
+use crate::actors::readiness;
+use crate::actors::reconcile;
+use crate::actors::supervisor::Supervisor;
 use crate::broker::consumer::CommandConsumer;
 use crate::broker::publisher::EventPublisher;
 use crate::config::{Config, CredentialMode, DeploymentMode};
 use crate::context::Deps;
 use crate::error::RuntimeError;
-use crate::readiness;
-use crate::reconcile;
 use crate::redact;
 use crate::runtime::agent_urls::{self, AgentUrl};
 use crate::runtime::docker::DockerRuntime;
@@ -23,7 +24,6 @@ use crate::runtime::swarm::SwarmRuntime;
 use crate::runtime::watcher::DockerWatcher;
 use crate::runtime::Runtime;
 use crate::store::Store;
-use crate::supervisor::Supervisor;
 
 /// Where to look when a service is down.
 const START_SERVICES: &str = "start it with scripts/services.sh";
@@ -209,7 +209,7 @@ impl Manager {
         actix_rt::spawn(reconcile::reap_orphans(deps.clone(), adoption.orphans));
         let adopted = adoption.agents;
         let supervisor = Supervisor::create(|ctx| {
-            ctx.set_mailbox_capacity(crate::supervisor::MAILBOX_CAPACITY);
+            ctx.set_mailbox_capacity(crate::actors::supervisor::MAILBOX_CAPACITY);
             Supervisor::new(deps, adopted)
         });
 
@@ -332,7 +332,7 @@ impl Manager {
         // timers and self-healing stop acting on agents this manager lets go of.
         let retired = tokio::time::timeout(
             Duration::from_secs(15),
-            self.supervisor.send(crate::supervisor::Shutdown),
+            self.supervisor.send(crate::actors::supervisor::Shutdown),
         )
         .await;
         if !matches!(retired, Ok(Ok(()))) {

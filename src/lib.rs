@@ -35,8 +35,10 @@
 //!   container (labels, env, limits, section 4); [`runtime::engine`] is the Docker
 //!   plumbing all modes share (bounded and admitted calls, errors, networks, logs);
 //!   [`runtime::docker`] drives Docker containers (docker mode), [`runtime::swarm`]
-//!   Swarm services (swarm mode), and [`runtime::gpu`] wraps the Docker runtime with
-//!   GPU allocation (gpu mode); [`runtime::watcher`] follows Docker events;
+//!   Swarm services (swarm mode: a folder with the pure translation, tasks, nodes, GPUs
+//!   and image pinning), and [`runtime::gpu`] wraps the Docker runtime with GPU
+//!   allocation (gpu mode); [`runtime::agent_urls`] finds the URLs agents reach the
+//!   services at; [`runtime::watcher`] follows Docker events;
 //!   [`runtime::cgroup`] reads resource samples from the containers' cgroup files.
 //! - [`broker`]: RabbitMQ topology, the command consumer, the event publisher and the
 //!   management HTTP API ([`broker::management`]).
@@ -49,16 +51,15 @@
 //!   doing: [`lifecycle::plan`] (pure), [`lifecycle::executor`] (over the ports).
 //! - [`team`]: what team commands and a member's deletion do to teams (contract section
 //!   9), deciding apart from doing: [`team::plan`] (pure), [`team::executor`].
-//! - [`health`]: looking at an agent: its heartbeat's verdict ([`health::judge`]), observe,
-//!   the pure `assess` (where a paused agent is told apart), `agent.health`.
-//! - [`agent`]: the AgentActor, one per agent, ordering its commands, looks and heals.
-//! - [`team_actor`]: the TeamActor, the one writer of team records, ordering team
-//!   commands and the cleanup after a member's deletion.
-//! - [`reconcile`]: adopts existing agents at start. [`readiness`]: pauses consuming
-//!   while Redis or Docker is unreachable.
-//! - [`supervisor`]: the registry of agent actors, routing commands and events to them
-//!   and team commands to the team actor, and every agent's heartbeat, read in one Redis
-//!   round trip per check interval.
+//! - [`health`]: looking at an agent: its heartbeat's verdict ([`health::verdict`]),
+//!   what a look means ([`health::assess`], pure: where a frozen agent is told apart),
+//!   and the look itself with its I/O ([`health::observe`]), `agent.health`.
+//! - [`actors`]: the AgentActor (one per agent, ordering its commands, looks and
+//!   heals), the TeamActor (the one writer of team records), the Supervisor (the
+//!   registry of agent actors, routing commands, events and every agent's heartbeat,
+//!   read in one Redis round trip per check interval), adoption at start
+//!   ([`actors::reconcile`]) and readiness ([`actors::readiness`]: pauses consuming
+//!   while Redis or Docker is unreachable).
 //! - [`app`]: wires it all together and shuts it down.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` over HTTP.
 //! - [`cli`]: the operator's commands (`agents list|show|events|logs`, `check`, reading
@@ -70,8 +71,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod actors;
 pub mod admin;
-pub mod agent;
 pub mod app;
 pub mod broker;
 pub mod build_info;
@@ -90,17 +91,13 @@ pub mod metrics;
 pub mod ports;
 pub mod protocol;
 pub mod quota;
-pub mod readiness;
-pub mod reconcile;
 pub mod record;
 pub mod redact;
 pub mod retry;
 pub mod runtime;
 pub mod security;
 pub mod store;
-pub mod supervisor;
 pub mod team;
-pub mod team_actor;
 pub mod tls;
 
 pub use app::Manager;

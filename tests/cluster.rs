@@ -719,7 +719,7 @@ async fn swarm_gpu_agents_land_on_gpu_nodes_and_are_refused_when_none_has_room()
         .await
         .expect("the stopped agent's service stays");
     assert_eq!(
-        agent_manager::runtime::swarm::replicas(&svc.spec.unwrap_or_default()),
+        agent_manager::runtime::swarm::service::replicas(&svc.spec.unwrap_or_default()),
         0,
         "scaled back to 0"
     );

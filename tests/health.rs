@@ -276,12 +276,12 @@ async fn stats_are_plausible() {
 #[actix_rt::test]
 async fn the_relist_finds_what_the_events_stream_missed() {
     use actix::Actor;
+    use agent_manager::actors::supervisor::{LookAtAll, Supervisor};
     use agent_manager::context::Deps;
     use agent_manager::protocol::{decode_command, Action, DesiredState};
     use agent_manager::record::status::{transition, Cause};
     use agent_manager::runtime::{docker::DockerRuntime, spec, Runtime};
     use agent_manager::store::{AgentRecord, Store};
-    use agent_manager::supervisor::{LookAtAll, Supervisor};
     use std::sync::Arc;
 
     let mut overrides = FAST.to_vec();
@@ -342,7 +342,7 @@ async fn the_relist_finds_what_the_events_stream_missed() {
     })
     .await;
     supervisor
-        .send(agent_manager::supervisor::Shutdown)
+        .send(agent_manager::actors::supervisor::Shutdown)
         .await
         .ok();
     env.finish().await;

@@ -23,11 +23,8 @@ pub mod cgroup;
 pub mod docker;
 pub mod engine;
 pub mod gpu;
-pub mod image_pin;
 pub mod spec;
 pub mod swarm;
-pub mod swarm_gpu;
-pub mod swarm_task;
 pub mod watcher;
 
 use std::collections::HashMap;

@@ -9,7 +9,7 @@
 //!   (durable first), the `agent:<agent_id>:team` message to each member, then the
 //!   answer, remembered under the command's message id.
 //!
-//! The team actor ([`crate::team_actor`]) runs these one at a time: it is the only
+//! The team actor ([`crate::actors::team`]) runs these one at a time: it is the only
 //! writer of team records.
 
 pub mod executor;

@@ -27,7 +27,7 @@ use bollard::models::{
     NodeSpecAvailabilityEnum, NodeState, ResourceObject, Task,
 };
 
-use super::swarm_task::{desired_state, is_live, task_node, task_reason, task_state};
+use super::task::{desired_state, is_live, task_node, task_reason, task_state};
 
 /// The generic resource kind GPUs are offered as, unless configured otherwise.
 pub const DEFAULT_KIND: &str = "NVIDIA-GPU";

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::agent::{
+use crate::actors::agent::{
     AgentActor, Apply, AwaitingFirstBeat, Beat, Describe, Listed, Look, RestoreLogin, Retire,
 };
+use crate::actors::team::{MemberGone, RunTeamCommand, TeamActor};
 /// What the CommandConsumer sends, handled here.
 pub use crate::broker::consumer::{Dispatch, DispatchTeam};
 use crate::context::Deps;
@@ -33,7 +34,6 @@ use crate::runtime::spec::LABEL_AGENT_ID;
 /// What the DockerWatcher sends, handled here.
 pub use crate::runtime::watcher::{ContainerEvent, LookAtAll};
 use crate::team::MemberView;
-use crate::team_actor::{MemberGone, RunTeamCommand, TeamActor};
 
 /// Mailbox bound of the supervisor and the agent actors. Deliveries in flight are
 /// already bounded by the RabbitMQ prefetch; a full actix mailbox would instead defer

@@ -539,12 +539,12 @@ impl Handler<RestoreLogin> for AgentActor {
         let deps = self.deps.clone();
         let agent_id = self.agent_id.clone();
         let fut = async move {
-            crate::reconcile::reissue(&deps, issuer.as_ref(), &agent_id, &workload).await
+            crate::actors::reconcile::reissue(&deps, issuer.as_ref(), &agent_id, &workload).await
         };
         ctx.wait(fut.into_actor(self).map(|result, act, _| {
             act.busy = false;
             match result {
-                Ok(crate::reconcile::Reissued::Restored) => {}
+                Ok(crate::actors::reconcile::Reissued::Restored) => {}
                 Ok(found) => {
                     tracing::debug!(agent_id = %act.agent_id, ?found, "no login to restore")
                 }

@@ -1,0 +1,18 @@
+//! The actors: thin shells that order work and hold state between messages; what they
+//! do is decided in `lifecycle`, `team` and `health`.
+//!
+//! - [`agent`]: the AgentActor, one per agent, ordering its commands, looks and heals.
+//! - [`team`]: the TeamActor, the one writer of team records, ordering team commands
+//!   and the cleanup after a member's deletion.
+//! - [`supervisor`]: the registry of agent actors, routing commands and events to them
+//!   and team commands to the team actor, and every agent's heartbeat, read in one Redis
+//!   round trip per check interval.
+//! - [`reconcile`]: adopts existing agents at start (not an actor: the start's first
+//!   step, and the reissue of a lost login the agent actor runs).
+//! - [`readiness`]: pauses consuming while Redis or Docker is unreachable.
+
+pub mod agent;
+pub mod readiness;
+pub mod reconcile;
+pub mod supervisor;
+pub mod team;
