@@ -238,6 +238,7 @@ impl Manager {
             config.agent_policy(),
             supervisor.clone().recipient(),
             supervisor.clone().recipient(),
+            supervisor.clone().recipient(),
             publisher,
             deps_ok,
         );

@@ -9,15 +9,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::broker::management::Management;
 use crate::broker::publisher::EventPublisher;
 use crate::config::{Config, CredentialMode};
 use crate::error::{CredentialError, PublishError, StoreError};
+use crate::halt_records::HaltRecords;
 use crate::identity::Identities;
 use crate::ports::{
-    CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore, TeamStore,
+    CredentialIssuer, EventSink, HaltStore, HeartbeatBatch, Processed, QuotaLedger, RecordStore,
+    TeamStore,
 };
 use crate::protocol::Event;
 use crate::quota::Quotas;
+use crate::record::holds::Holds;
 use crate::record::team::TeamRecord;
 use crate::record::AgentRecord;
 use crate::runtime::Runtime;
@@ -38,6 +42,11 @@ pub struct Deps {
     pub credentials: Option<Arc<dyn CredentialIssuer>>,
     /// The teams' records.
     pub teams: Arc<dyn TeamStore>,
+    /// The halts, kept in Redis and RabbitMQ (contract section 10).
+    pub halts: Arc<dyn HaltStore>,
+    /// Which halts hold which agents, in memory: what every actor asks before it gives
+    /// an agent anything back (the halt actor alone changes it).
+    pub holds: Holds,
     pub config: Arc<Config>,
 }
 
@@ -56,8 +65,24 @@ impl Deps {
             CredentialMode::PerAgent => Some(Arc::new(Identities::new(&config, store.clone())?)),
             CredentialMode::Shared => None,
         };
+        // The broker's copy of the halts needs its management API, which per-agent
+        // credentials already need; in shared mode Redis alone keeps them.
+        let management = match config.agents.credentials {
+            CredentialMode::PerAgent => Some(Management::new(
+                &config.rabbitmq.management_url(),
+                config.rabbitmq.management_ca_file(),
+                std::time::Duration::from_secs(config.rabbitmq.timeout_s),
+            )?),
+            CredentialMode::Shared => None,
+        };
         Ok(Deps {
             runtime,
+            halts: Arc::new(HaltRecords::new(
+                store.clone(),
+                management,
+                &config.instance,
+            )),
+            holds: Holds::default(),
             teams: Arc::new(store.clone()),
             records: Arc::new(store),
             events: Arc::new(publisher),

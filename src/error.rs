@@ -189,6 +189,9 @@ pub enum Origin {
     Heal,
     /// A delete that a manager which died left half done, finished at start.
     FinishDelete,
+    /// A halt taking an agent out or giving it back (the halt actor reports what failed
+    /// for which agent; the next look, or the next engage, applies it again).
+    Halt,
 }
 
 /// When failed work is tried again.
@@ -224,7 +227,7 @@ impl AgentError {
             Origin::FinishDelete => Disposition::Retry(RetryAt::NextStart),
             _ if !self.is_transient_infrastructure() => Disposition::Answer,
             Origin::Command => Disposition::Retry(RetryAt::After(COMMAND_RETRY_AFTER)),
-            Origin::Heal => Disposition::Retry(RetryAt::NextLook),
+            Origin::Heal | Origin::Halt => Disposition::Retry(RetryAt::NextLook),
         }
     }
 }

@@ -15,9 +15,11 @@ use crate::context::Deps;
 use crate::credentials::{LoginCensus, Password};
 use crate::error::{AgentError, CredentialError, PublishError, RuntimeError, StoreError};
 use crate::ports::{
-    CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore, TeamStore,
+    CredentialIssuer, EventSink, HaltStore, HeartbeatBatch, Processed, QuotaLedger, RecordStore,
+    TeamStore,
 };
 use crate::protocol::{AgentSpec, ErrorCode, Event};
+use crate::record::halt::{HaltEntry, HaltRecord};
 use crate::record::team::TeamRecord;
 use crate::record::AgentRecord;
 use crate::runtime::{ContainerSpec, Observed, Runtime, Stats};
@@ -815,6 +817,19 @@ impl CredentialIssuer for FakeIssuer {
         Ok(())
     }
 
+    async fn cut(&self, agent_ids: &[String]) -> Vec<(String, CredentialError)> {
+        let mut failed = Vec::new();
+        for id in agent_ids {
+            match self.enter("cut", id) {
+                Ok(mut s) => {
+                    s.users.remove(id);
+                }
+                Err(e) => failed.push((id.clone(), e)),
+            }
+        }
+        failed
+    }
+
     async fn census(&self) -> Result<LoginCensus, CredentialError> {
         let s = self.enter("census", "all")?;
         let owned: HashSet<String> = s.users.keys().cloned().collect();
@@ -822,6 +837,45 @@ impl CredentialIssuer for FakeIssuer {
             complete: owned.difference(&s.incomplete).cloned().collect(),
             owned,
         })
+    }
+}
+
+/// The halts kept outside the manager, in memory.
+#[derive(Clone, Default)]
+pub struct FakeHalts(Arc<Mutex<std::collections::BTreeMap<String, HaltRecord>>>);
+
+#[async_trait]
+impl HaltStore for FakeHalts {
+    async fn save_halt(
+        &self,
+        halt: &HaltRecord,
+        _entry: Option<HaltEntry<'_>>,
+        _processed: Option<Processed<'_>>,
+    ) -> Result<(), AgentError> {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(halt.halt_id.clone(), halt.clone());
+        }
+        Ok(())
+    }
+
+    async fn delete_halt(
+        &self,
+        halt: &HaltRecord,
+        _entry: Option<HaltEntry<'_>>,
+        _processed: Option<Processed<'_>>,
+    ) -> Result<(), AgentError> {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&halt.halt_id);
+        }
+        Ok(())
+    }
+
+    async fn load_halts(&self) -> Result<Vec<HaltRecord>, AgentError> {
+        Ok(self
+            .0
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
     }
 }
 
@@ -858,6 +912,8 @@ impl Fakes {
             events: Arc::new(sink.clone()),
             quotas: Arc::new(quota.clone()),
             credentials,
+            halts: Arc::new(FakeHalts::default()),
+            holds: crate::record::holds::Holds::default(),
             config: Arc::new(config),
         };
         Fakes {

@@ -174,6 +174,24 @@ fn owned_redis_users(lines: &[String], prefix: &str) -> HashSet<String> {
         .collect()
 }
 
+/// Runs `op` for every agent, 16 at a time: the agents it failed for, with why.
+async fn each<F, Fut>(agent_ids: &[String], op: F) -> Vec<(String, CredentialError)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CredentialError>>,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::iter(agent_ids.iter().cloned())
+        .map(|id| {
+            let run = op(id.clone());
+            async move { (id, run.await) }
+        })
+        .buffer_unordered(16)
+        .filter_map(|(id, r)| async move { r.err().map(|e| (id, e)) })
+        .collect()
+        .await
+}
+
 /// The histogram of the issuer's operations (both services together), by `op`: what a
 /// create pays for its agent's own login.
 pub const CALL_DURATION_METRIC: &str = "agent_manager_credential_call_duration_seconds";
@@ -207,6 +225,37 @@ impl CredentialIssuer for Identities {
         })
         .await;
         rabbitmq.and(redis)
+    }
+
+    async fn cut(&self, agent_ids: &[String]) -> Vec<(String, CredentialError)> {
+        let users: Vec<String> = agent_ids.iter().map(|a| user_name(a)).collect();
+        let (rabbitmq, redis) = timed("cut", async {
+            tokio::join!(
+                self.management.bulk_delete_users(&users),
+                self.store.acl_deluser_many(&users)
+            )
+        })
+        .await;
+        let mut failed = Vec::new();
+        if let Err(e) = rabbitmq {
+            tracing::warn!(error = %e, agents = agent_ids.len(), "cutting RabbitMQ users at once failed; one by one");
+            failed.extend(
+                each(agent_ids, |id: String| async move {
+                    self.management.delete_user(&user_name(&id)).await
+                })
+                .await,
+            );
+        }
+        if let Err(e) = redis {
+            tracing::warn!(error = %e, agents = agent_ids.len(), "cutting Redis users at once failed; one by one");
+            failed.extend(
+                each(agent_ids, |id: String| async move {
+                    Ok(self.store.acl_deluser(&user_name(&id)).await?)
+                })
+                .await,
+            );
+        }
+        failed
     }
 
     async fn census(&self) -> Result<LoginCensus, CredentialError> {

@@ -84,6 +84,8 @@ pub mod credentials;
 pub mod error;
 #[cfg(test)]
 pub mod fakes;
+pub mod halt;
+pub mod halt_records;
 pub mod health;
 pub mod identity;
 pub mod lifecycle;

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use crate::credentials::{LoginCensus, Password};
 use crate::error::{AgentError, CredentialError, PublishError, StoreError};
 use crate::protocol::{AgentSpec, Event};
+use crate::record::halt::{HaltEntry, HaltRecord};
 use crate::record::team::TeamRecord;
 use crate::record::AgentRecord;
 
@@ -132,4 +133,35 @@ pub trait CredentialIssuer: Send + Sync + 'static {
     /// Which agents have users made by this manager installation, and whose are
     /// complete (reconciliation).
     async fn census(&self) -> Result<LoginCensus, CredentialError>;
+    /// Cuts the agents off at once (a halt, section 10): their users removed in as few
+    /// calls as the brokers allow, each broker closing their open connections itself.
+    /// Their inboxes stay. Returns the agents that could not be cut, with why (empty:
+    /// every one was).
+    async fn cut(&self, agent_ids: &[String]) -> Vec<(String, CredentialError)>;
+}
+
+/// The engaged halts kept outside the manager (contract section 10): in Redis for
+/// operators (`halt:<halt_id>`, `halts`, the `halts:events` audit trail) and in
+/// RabbitMQ, so that a Redis wipe loses no halt.
+#[async_trait]
+pub trait HaltStore: Send + Sync + 'static {
+    /// Keeps `halt` (both copies), with its `halts:events` entry and the command's
+    /// processed marker when given.
+    async fn save_halt(
+        &self,
+        halt: &HaltRecord,
+        entry: Option<HaltEntry<'_>>,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), AgentError>;
+    /// Forgets `halt` (both copies), with its `halts:events` entry and the processed
+    /// marker when given.
+    async fn delete_halt(
+        &self,
+        halt: &HaltRecord,
+        entry: Option<HaltEntry<'_>>,
+        processed: Option<Processed<'_>>,
+    ) -> Result<(), AgentError>;
+    /// Every engaged halt either copy knows (the union, by id); the copies that were
+    /// missing are written back.
+    async fn load_halts(&self) -> Result<Vec<HaltRecord>, AgentError>;
 }

@@ -76,6 +76,8 @@ pub fn listing_agrees(record: &AgentRecord, listed: &Listed) -> bool {
                 Workload::Runs => (true, false),
                 Workload::Frozen => (false, true),
                 Workload::Down => (false, false),
+                // Frozen or down, as long as it does not run.
+                Workload::Held => (false, *paused),
                 // In between: a closer look settles it.
                 Workload::Unsettled => return false,
             };
@@ -259,9 +261,30 @@ impl AgentActor {
                     act.pending_restart = Some(handle);
                 }
                 Ok(Heal::RestartNow(reason)) => act.heal(ctx, reason),
+                Ok(Heal::Refreeze) => act.refreeze(ctx),
                 Err(e) => tracing::warn!(agent_id = %act.agent_id, error = %e, "look at the container failed"),
             }
         }));
+    }
+
+    /// A halted agent was found running: frozen again (its halt already on the record).
+    fn refreeze(&mut self, ctx: &mut Context<Self>) {
+        let Some(record) = &self.record else {
+            return;
+        };
+        let Some(halt_id) = record.halt_ids.first().cloned() else {
+            return;
+        };
+        tracing::warn!(agent_id = %self.agent_id, %halt_id, "a halted agent runs (thawed behind the manager's back?); freezing it again");
+        let order = lifecycle::HoldOrder {
+            halt_id,
+            reason: record.halt_reason.clone().unwrap_or_default(),
+            requested_by: record.halted_by.clone().unwrap_or_default(),
+            arrived: Instant::now(),
+            cut_ms: 0,
+        };
+        let work = self.run_halt_work(ctx, lifecycle::Automatic::Hold(order));
+        ctx.wait(work.map(|_, _, _| ()));
     }
 
     /// Looks as soon as the agent is not busy (a heartbeat's news must not wait for the
@@ -448,6 +471,108 @@ impl Handler<Apply> for AgentActor {
                 })
             },
         )))
+    }
+}
+
+/// A halt takes the agent out (section 10): its logins are cut already; the actor
+/// freezes it, marks it `halted` and reports `agent.halted`, after the commands it
+/// received before (in mailbox order). Answers what became of it.
+#[derive(Message)]
+#[rtype(result = "HaltOutcome")]
+pub struct HoldAgent(pub lifecycle::HoldOrder);
+
+/// `halt.release` of this halt: when no other halt holds the agent, its login comes back
+/// and it returns to its desired state (`agent.released`).
+#[derive(Message)]
+#[rtype(result = "HaltOutcome")]
+pub struct ReleaseAgent {
+    pub halt_id: String,
+    pub reason: String,
+    pub requested_by: String,
+}
+
+/// What a halt's order did to one agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaltOutcome {
+    /// Done; `frozen_ms`: since the halt command arrived (a hold), `None` for a release.
+    Done { frozen_ms: Option<u64> },
+    /// The agent has no record (never made, or deleted meanwhile): nothing to do.
+    Gone,
+    /// It failed for this agent (the others go on): why.
+    Failed(String),
+}
+
+impl AgentActor {
+    /// Runs the manager's own `work` on the agent between its commands (as a command
+    /// runs), answering what became of it.
+    fn run_halt_work(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: lifecycle::Automatic,
+    ) -> ResponseActFuture<Self, HaltOutcome> {
+        let Some(record) = self.record.clone() else {
+            return Box::pin(actix::fut::ready(HaltOutcome::Gone));
+        };
+        self.cancel_pending_restart(ctx);
+        self.busy = true;
+        let deps = self.deps.clone();
+        let arrived = match &work {
+            lifecycle::Automatic::Hold(order) => Some(order.arrived),
+            _ => None,
+        };
+        let span = tracing::info_span!("halt", agent_id = %self.agent_id);
+        let fut =
+            async move { lifecycle::run_automatic(&deps, record, work).await }.instrument(span);
+        Box::pin(fut.into_actor(self).map(move |(record, result), act, ctx| {
+            act.busy = false;
+            act.commanded_until = Some(chrono::Utc::now());
+            if record.is_some() {
+                act.record = record;
+            }
+            act.watch
+                .reset(act.record.as_ref().map(AgentRecord::status), Instant::now());
+            act.after_a_new_run(ctx);
+            match result {
+                Err(e) => HaltOutcome::Failed(e.to_string()),
+                Ok(events) => match events
+                    .iter()
+                    .find(|e| e.event == crate::protocol::EventKind::Error)
+                {
+                    Some(error) => HaltOutcome::Failed(
+                        error.details["message"]
+                            .as_str()
+                            .unwrap_or("failed")
+                            .to_string(),
+                    ),
+                    None => HaltOutcome::Done {
+                        frozen_ms: arrived.map(|a| a.elapsed().as_millis() as u64),
+                    },
+                },
+            }
+        }))
+    }
+}
+
+impl Handler<HoldAgent> for AgentActor {
+    type Result = AtomicResponse<Self, HaltOutcome>;
+
+    fn handle(&mut self, msg: HoldAgent, ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(self.run_halt_work(ctx, lifecycle::Automatic::Hold(msg.0)))
+    }
+}
+
+impl Handler<ReleaseAgent> for AgentActor {
+    type Result = AtomicResponse<Self, HaltOutcome>;
+
+    fn handle(&mut self, msg: ReleaseAgent, ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(self.run_halt_work(
+            ctx,
+            lifecycle::Automatic::Release {
+                halt_id: msg.halt_id,
+                reason: msg.reason,
+                requested_by: msg.requested_by,
+            },
+        ))
     }
 }
 

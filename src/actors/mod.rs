@@ -4,6 +4,8 @@
 //! - [`agent`]: the AgentActor, one per agent, ordering its commands, looks and heals.
 //! - [`team`]: the TeamActor, the one writer of team records, ordering team commands
 //!   and the cleanup after a member's deletion.
+//! - [`halt`]: the HaltActor, the one writer of halts: cut every agent in scope at
+//!   once, then has each frozen by its own actor, and gives them back on release.
 //! - [`supervisor`]: the registry of agent actors, routing commands and events to them
 //!   and team commands to the team actor, and every agent's heartbeat, read in one Redis
 //!   round trip per check interval.
@@ -12,6 +14,7 @@
 //! - [`readiness`]: pauses consuming while Redis or Docker is unreachable.
 
 pub mod agent;
+pub mod halt;
 pub mod readiness;
 pub mod reconcile;
 pub mod supervisor;

@@ -14,13 +14,12 @@ use std::collections::{HashMap, HashSet};
 use futures_util::StreamExt;
 
 use crate::context::Deps;
-use crate::credentials::own_password;
 use crate::error::AgentError;
 use crate::ports::CredentialIssuer;
 use crate::protocol::{AgentStatus, DesiredState};
 use crate::record::status::{transition, Cause};
 use crate::record::AgentRecord;
-use crate::runtime::spec::{spec_from_container, ENV_RABBITMQ_URL, ENV_REDIS_URL, LABEL_AGENT_ID};
+use crate::runtime::spec::{spec_from_container, LABEL_AGENT_ID};
 use crate::runtime::Observed;
 
 /// Agents whose users are looked at and restored at once at start.
@@ -111,6 +110,7 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         record.workload_id = None;
         adopted.push(record);
     }
+    hold(deps, &mut adopted).await?;
     if let Some(issuer) = &deps.credentials {
         logins(deps, issuer.as_ref(), &mut adopted).await?;
     }
@@ -127,6 +127,49 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         agents: adopted,
         orphans,
     })
+}
+
+/// The halts engaged before this start hold their agents again (contract section 10: a
+/// manager `kill -9`, a Redis `FLUSHALL` give nothing back): read from Redis and
+/// RabbitMQ (each copy gets what it lost), registered, every held agent cut again (a
+/// manager may have died before it cut them) and its record `halted` (rebuilt records
+/// learn it here). Each agent's first look freezes it again if it runs.
+async fn hold(deps: &Deps, adopted: &mut [AgentRecord]) -> Result<(), AgentError> {
+    let halts = deps.halts.load_halts().await?;
+    let alive: HashSet<String> = adopted.iter().map(|r| r.agent_id.clone()).collect();
+    for mut halt in halts {
+        let before = halt.agent_ids.len();
+        halt.agent_ids.retain(|a| alive.contains(a));
+        if halt.agent_ids.len() != before {
+            deps.halts.save_halt(&halt, None, None).await?;
+        }
+        deps.holds.engage(&halt);
+    }
+    let mut held = Vec::new();
+    for record in adopted.iter_mut() {
+        let holding = deps.holds.holding(&record.agent_id);
+        if holding.is_empty() {
+            continue;
+        }
+        if record.halt_ids != holding {
+            if let Some(halt) = holding.first().and_then(|h| deps.holds.halt(h)) {
+                record.halted_by = Some(halt.requested_by.clone());
+                record.halt_reason = Some(halt.reason.clone());
+                record.halted_at = record.halted_at.or(Some(halt.engaged_at));
+            }
+            record.halt_ids = holding;
+            transition(record, Cause::Halted);
+            deps.records.save(record, &[], None).await?;
+        }
+        held.push(record.agent_id.clone());
+    }
+    if let (Some(issuer), false) = (&deps.credentials, held.is_empty()) {
+        for (agent_id, e) in issuer.cut(&held).await {
+            tracing::warn!(%agent_id, error = %e, "could not cut a halted agent again at start");
+        }
+        tracing::info!(halted = held.len(), "halted agents held again");
+    }
+    Ok(())
 }
 
 /// What became of one adopted agent's login.
@@ -156,7 +199,8 @@ pub async fn logins(
     let census = issuer.census().await?;
     let incomplete: Vec<(String, String)> = adopted
         .iter()
-        .filter(|r| !census.complete.contains(&r.agent_id))
+        // A halted agent's users are gone on purpose: only halt.release makes them again.
+        .filter(|r| !census.complete.contains(&r.agent_id) && !deps.holds.is_held(&r.agent_id))
         .filter_map(|r| Some((r.agent_id.clone(), r.workload_id.clone()?)))
         .collect();
     let outcomes: Vec<(String, Result<Login, AgentError>)> = futures_util::stream::iter(incomplete)
@@ -225,37 +269,7 @@ async fn restore(
     }
 }
 
-/// What [`reissue`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reissued {
-    /// The agent's users are made again with the password its workload holds.
-    Restored,
-    /// The workload's environment holds no login of the agent's own.
-    NoOwnLogin,
-    /// There is no such workload.
-    Gone,
-}
-
-/// Makes `agent_id`'s users again with the password its workload `workload` holds (its
-/// `RABBITMQ_URL`/`REDIS_URL`), so the running agent logs in again untouched. Used at
-/// start and by the running manager's audit (the agent actor's `RestoreLogin`).
-pub async fn reissue(
-    deps: &Deps,
-    issuer: &dyn CredentialIssuer,
-    agent_id: &str,
-    workload: &str,
-) -> Result<Reissued, AgentError> {
-    let Some(observed) = deps.runtime.inspect(workload).await? else {
-        return Ok(Reissued::Gone);
-    };
-    let var = |name| observed.env_var(name).unwrap_or_default();
-    let Some(password) = own_password(agent_id, var(ENV_RABBITMQ_URL), var(ENV_REDIS_URL)) else {
-        return Ok(Reissued::NoOwnLogin);
-    };
-    issuer.issue(agent_id, &password).await?;
-    tracing::info!(%agent_id, "made the agent's users again with the password its workload holds");
-    Ok(Reissued::Restored)
-}
+pub use crate::lifecycle::workload::{reissue, Reissued};
 
 /// Removes orphans after the grace period if they are still orphans (or, in dry-run,
 /// only reports them), as Nomad's garbage collection does.

@@ -21,9 +21,10 @@ use tokio::sync::oneshot;
 use crate::actors::agent::{
     AgentActor, Apply, AwaitingFirstBeat, Beat, Describe, Listed, Look, RestoreLogin, Retire,
 };
+use crate::actors::halt::{HaltActor, HaltMemberGone, RunHalt};
 use crate::actors::team::{MemberGone, RunTeamCommand, TeamActor};
 /// What the CommandConsumer sends, handled here.
-pub use crate::broker::consumer::{Dispatch, DispatchTeam};
+pub use crate::broker::consumer::{Dispatch, DispatchHalt, DispatchTeam};
 use crate::context::Deps;
 use crate::error::AgentError;
 use crate::health::{BeatRead, BeatTrust};
@@ -61,6 +62,9 @@ pub struct Shutdown;
 
 struct Entry {
     addr: Addr<AgentActor>,
+    /// Whose agent it is and of what type, once known (a record, or a create's spec):
+    /// what a halt's scope is resolved against.
+    owner: Option<(String, crate::protocol::AgentType)>,
     /// Commands sent to the actor and not yet finished.
     inflight: usize,
 }
@@ -76,6 +80,8 @@ pub struct Supervisor {
     beat_trust: BeatTrust,
     /// The one writer of team records; started with the supervisor.
     teams: Option<Addr<TeamActor>>,
+    /// The one writer of halts; started with the supervisor.
+    halts: Option<Addr<HaltActor>>,
     /// A users audit is in flight.
     auditing_logins: bool,
     /// Agents waiting for their first heartbeat, and until when their keys are read
@@ -96,6 +102,7 @@ impl Supervisor {
             reading_beats: false,
             beat_trust: BeatTrust::new(grace),
             teams: None,
+            halts: None,
             auditing_logins: false,
             first_beats: HashMap::new(),
             reading_first_beats: false,
@@ -103,6 +110,18 @@ impl Supervisor {
     }
 
     /// The team actor (started with the supervisor; started here if asked earlier).
+    fn halts(&mut self) -> Addr<HaltActor> {
+        let deps = &self.deps;
+        self.halts
+            .get_or_insert_with(|| {
+                HaltActor::create(|ctx| {
+                    ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+                    HaltActor::new(deps.clone())
+                })
+            })
+            .clone()
+    }
+
     fn teams(&mut self) -> Addr<TeamActor> {
         let deps = &self.deps;
         self.teams
@@ -225,7 +244,8 @@ impl Supervisor {
             // users to keep and let the message go; the others log what they restore.
             let mut lost = 0;
             for (id, entry) in &act.agents {
-                if !census.complete.contains(id) {
+                // A halted agent's users are gone on purpose (section 10).
+                if !census.complete.contains(id) && !act.deps.holds.is_held(id) {
                     entry.addr.do_send(RestoreLogin);
                     lost += 1;
                 }
@@ -244,7 +264,11 @@ impl Supervisor {
         let deps = self.deps.clone();
         let id = agent_id.to_string();
         let first_beats = ctx.address().recipient();
+        let owner = record
+            .as_ref()
+            .map(|r| (r.spec.customer_id.clone(), r.spec.agent_type));
         self.agents.entry(id.clone()).or_insert_with(|| Entry {
+            owner,
             addr: AgentActor::create(|ctx| {
                 ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
                 AgentActor::new(id, record, deps)
@@ -291,6 +315,7 @@ impl Actor for Supervisor {
             ctx.run_interval(Duration::from_secs(audit), |act, ctx| act.audit_logins(ctx));
         }
         self.teams();
+        self.halts();
         // Adopted agents' first looks are spread evenly over ADOPTION_LOOK_SPREAD (or
         // the check interval, if shorter).
         let adopted = std::mem::take(&mut self.adopted);
@@ -322,6 +347,9 @@ impl Handler<Dispatch> for Supervisor {
         }
         let entry = self.spawn_agent(ctx, &agent_id, None, Duration::ZERO);
         entry.inflight += 1;
+        if let (None, crate::protocol::Action::Create { spec, .. }) = (&entry.owner, &cmd.action) {
+            entry.owner = Some((spec.customer_id.clone(), spec.agent_type));
+        }
         // A deleted agent leaves its teams (once the delete is done).
         let deleted_of = (cmd.kind == CommandKind::Delete).then(|| cmd.customer_id.clone());
         // `send` enqueues now, so commands reach the actor in the order received.
@@ -333,6 +361,9 @@ impl Handler<Dispatch> for Supervisor {
                     Ok(Ok(applied)) => {
                         act.finished(&agent_id, applied.exists);
                         if let (Some(customer_id), false) = (deleted_of, applied.exists) {
+                            act.halts().do_send(HaltMemberGone {
+                                agent_id: agent_id.clone(),
+                            });
                             act.teams().do_send(MemberGone {
                                 agent_id,
                                 customer_id,
@@ -354,6 +385,53 @@ impl Handler<Dispatch> for Supervisor {
                         ))
                     }
                 }),
+        )
+    }
+}
+
+impl Handler<DispatchHalt> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<(), AgentError>>;
+
+    /// Hands the halt command to the halt actor now, with every agent this supervisor
+    /// knows (owner, type, actor): the halt's orders to each agent then queue behind
+    /// the commands that agent was sent before.
+    fn handle(&mut self, msg: DispatchHalt, _ctx: &mut Self::Context) -> Self::Result {
+        let arrived = Instant::now();
+        let cmd = msg.0;
+        tracing::debug!(halt_id = %cmd.halt_id, message_id = %cmd.message_id, command = %cmd.kind, "routing halt command");
+        let known = self
+            .agents
+            .iter()
+            .filter_map(|(id, e)| {
+                let (customer_id, agent_type) = e.owner.clone()?;
+                Some(crate::halt::Known {
+                    agent_id: id.clone(),
+                    customer_id,
+                    agent_type,
+                })
+            })
+            .collect();
+        let actors = self
+            .agents
+            .iter()
+            .map(|(id, e)| (id.clone(), e.addr.clone()))
+            .collect();
+        let request = self.halts().send(RunHalt {
+            cmd,
+            known,
+            actors,
+            arrived,
+        });
+        Box::pin(
+            async move {
+                request.await.unwrap_or_else(|mailbox| {
+                    Err(AgentError::refused(
+                        ErrorCode::Internal,
+                        format!("halt actor unavailable: {mailbox}"),
+                    ))
+                })
+            }
+            .into_actor(self),
         )
     }
 }

@@ -26,7 +26,7 @@ use super::publisher::EventPublisher;
 use super::{bounded, connect, topology, Backoff};
 use crate::config::{AgentPolicy, RabbitConfig};
 use crate::error::{AgentError, COMMAND_RETRY_AFTER};
-use crate::protocol::{decode, Command, Decoded, Event, Rejection, TeamCommand};
+use crate::protocol::{decode, Command, Decoded, Event, HaltCommand, Rejection, TeamCommand};
 
 /// Bound on waiting for in-flight commands at shutdown.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
@@ -43,6 +43,12 @@ pub struct Dispatch(pub Command);
 #[rtype(result = "Result<(), AgentError>")]
 pub struct DispatchTeam(pub TeamCommand);
 
+/// A valid halt command; resolves when it is done. The supervisor handles it, handing
+/// it to the halt actor with the agents it knows.
+#[derive(Message)]
+#[rtype(result = "Result<(), AgentError>")]
+pub struct DispatchHalt(pub HaltCommand);
+
 pub struct CommandConsumer {
     cfg: RabbitConfig,
     policy: AgentPolicy,
@@ -50,6 +56,8 @@ pub struct CommandConsumer {
     commands: Recipient<Dispatch>,
     /// Where valid team commands go (the supervisor too: one mailbox keeps the order).
     team_commands: Recipient<DispatchTeam>,
+    /// Where valid halt commands go (the supervisor too).
+    halt_commands: Recipient<DispatchHalt>,
     publisher: EventPublisher,
     /// Deliveries received and not yet acked, rejected or requeued.
     inflight: Arc<AtomicUsize>,
@@ -63,6 +71,7 @@ impl CommandConsumer {
         policy: AgentPolicy,
         commands: Recipient<Dispatch>,
         team_commands: Recipient<DispatchTeam>,
+        halt_commands: Recipient<DispatchHalt>,
         publisher: EventPublisher,
         deps_ok: watch::Receiver<bool>,
     ) -> Self {
@@ -71,6 +80,7 @@ impl CommandConsumer {
             policy,
             commands,
             team_commands,
+            halt_commands,
             publisher,
             inflight: Arc::new(AtomicUsize::new(0)),
             deps_ok,
@@ -290,16 +300,31 @@ impl CommandConsumer {
             Ok(decoded) => {
                 // Sent now (in delivery order); awaited in a task so other agents'
                 // commands go on meanwhile.
-                let (command, request) = match decoded {
+                type Request = std::pin::Pin<
+                    Box<
+                        dyn std::future::Future<
+                            Output = Result<Result<(), AgentError>, actix::MailboxError>,
+                        >,
+                    >,
+                >;
+                let (command, request): (&str, Request) = match decoded {
                     Decoded::Agent(cmd) => {
                         let command = cmd.kind.routing_key();
-                        let request = self.commands.send(Dispatch(cmd));
-                        (command, futures_util::future::Either::Left(request))
+                        (command, Box::pin(self.commands.send(Dispatch(cmd))))
                     }
                     Decoded::Team(cmd) => {
                         let command = cmd.kind.routing_key();
-                        let request = self.team_commands.send(DispatchTeam(cmd));
-                        (command, futures_util::future::Either::Right(request))
+                        (
+                            command,
+                            Box::pin(self.team_commands.send(DispatchTeam(cmd))),
+                        )
+                    }
+                    Decoded::Halt(cmd) => {
+                        let command = cmd.kind.routing_key();
+                        (
+                            command,
+                            Box::pin(self.halt_commands.send(DispatchHalt(cmd))),
+                        )
                     }
                 };
                 actix_rt::spawn(async move {

@@ -377,6 +377,88 @@ impl Management {
             .map(|_| ())
     }
 
+    /// Removes every user of `users` in one call (`POST /api/users/bulk-delete`): the
+    /// broker closes their open connections itself. Users that do not exist are fine.
+    pub async fn bulk_delete_users(&self, users: &[String]) -> Result<(), CredentialError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        self.call(
+            "delete users",
+            Method::POST,
+            "users/bulk-delete",
+            Some(json!({ "users": users })),
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sets the global runtime parameter `name` to `value` (kept by the broker, across
+    /// its restarts).
+    pub async fn put_global_parameter(
+        &self,
+        name: &str,
+        value: &Value,
+    ) -> Result<(), CredentialError> {
+        let body = json!({"name": name, "value": value});
+        self.call(
+            "put global parameter",
+            Method::PUT,
+            &format!("global-parameters/{}", segment(name)),
+            Some(body),
+            false,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes the global runtime parameter `name`; a missing one is fine.
+    pub async fn delete_global_parameter(&self, name: &str) -> Result<(), CredentialError> {
+        self.call(
+            "delete global parameter",
+            Method::DELETE,
+            &format!("global-parameters/{}", segment(name)),
+            None,
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every global runtime parameter whose name begins with `prefix`: (name, value).
+    pub async fn global_parameters(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Value)>, CredentialError> {
+        let body = self
+            .call(
+                "list global parameters",
+                Method::GET,
+                "global-parameters",
+                None,
+                false,
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct Parameter {
+            name: String,
+            #[serde(default)]
+            value: Value,
+        }
+        let all: Vec<Parameter> =
+            serde_json::from_slice(&body).map_err(|e| CredentialError::Management {
+                op: "list global parameters",
+                status: None,
+                message: format!("unexpected answer: {e}"),
+            })?;
+        Ok(all
+            .into_iter()
+            .filter(|p| p.name.starts_with(prefix))
+            .map(|p| (p.name, p.value))
+            .collect())
+    }
+
     /// Every user's name and tags.
     pub async fn users(&self) -> Result<Vec<ListedUser>, CredentialError> {
         let body = self

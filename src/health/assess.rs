@@ -205,9 +205,15 @@ impl Reason {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Heal {
     Nothing,
+    /// A halted agent found running (thawed behind the manager's back, or a freeze that
+    /// failed): frozen again, never restarted (contract section 10).
+    Refreeze,
     RestartAfter(Duration),
     RestartNow(Reason),
-    CrashLoop { restarts: usize, window: Duration },
+    CrashLoop {
+        restarts: usize,
+        window: Duration,
+    },
 }
 
 /// How an exit is classified for people: `oom_killed`, `signal`, `error` or `clean`.
@@ -257,6 +263,18 @@ pub fn assess(
     now: Instant,
     jitter: f64,
 ) -> Heal {
+    if record.is_held() {
+        // Halted: nothing is healed, whatever the look finds; a workload that runs is
+        // frozen again.
+        let runs = obs
+            .observed
+            .as_ref()
+            .is_some_and(|o| o.running && !o.paused);
+        transition(record, Cause::Halted);
+        watch.unhealthy_streak = 0;
+        apply_stats(record, watch, None);
+        return if runs { Heal::Refreeze } else { Heal::Nothing };
+    }
     if is_frozen(obs) {
         // Paused: its processes cannot answer a health check or write a heartbeat, and
         // that is by design. It stays `paused`, nothing is healed, no unhealthy streak

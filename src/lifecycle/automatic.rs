@@ -20,7 +20,7 @@ pub async fn heal(
 ) -> (AgentRecord, Result<(), AgentError>) {
     let fallback = record.clone();
     let (after, result) = run_automatic(deps, record, Automatic::Heal(reason)).await;
-    (after.unwrap_or(fallback), result)
+    (after.unwrap_or(fallback), result.map(|_| ()))
 }
 
 /// Finishes a delete that a manager which died left half done (the record says
@@ -30,6 +30,7 @@ pub async fn heal(
 pub async fn finish_delete(deps: &Deps, record: AgentRecord) -> Result<(), AgentError> {
     let agent_id = record.agent_id.clone();
     let (_, result) = run_automatic(deps, record, Automatic::FinishDelete).await;
+    let result = result.map(|_| ());
     if result.is_ok() {
         tracing::info!(%agent_id, "finished a delete left half done");
     }

@@ -12,7 +12,9 @@
 
 use serde_json::{json, Value};
 
-use super::plan::{plan, plan_automatic, Automatic, OnFailure, Plan, Rules, RuntimeCall, Step};
+use super::plan::{
+    plan_automatic, plan_with_holds, Automatic, OnFailure, Plan, Rules, RuntimeCall, Step,
+};
 use super::workload;
 use crate::context::Deps;
 use crate::error::{AgentError, Disposition, Origin};
@@ -30,7 +32,7 @@ pub enum Trigger<'a> {
     /// The manager by itself, on the agent whose record it holds. `answers`: the message
     /// id of the command it finishes (a half-done delete's), if any.
     Automatic {
-        work: Automatic,
+        work: &'a Automatic,
         agent_id: &'a str,
         customer_id: &'a str,
         answers: Option<&'a str>,
@@ -109,7 +111,21 @@ pub async fn run_command(
         }
     }
     let mut record = record;
-    let plan = plan(cmd, record.as_ref(), &Rules::of(&deps.config));
+    let holding = deps.holds.holding(&cmd.agent_id);
+    let blocking = match &cmd.action {
+        crate::protocol::Action::Create { spec, .. } => {
+            deps.holds
+                .blocking_create(&cmd.agent_id, &spec.customer_id, spec.agent_type)
+        }
+        _ => None,
+    };
+    let plan = plan_with_holds(
+        cmd,
+        record.as_ref(),
+        &Rules::of(&deps.config),
+        &holding,
+        blocking.as_deref(),
+    );
     // A refused command changes nothing, not even the generation that fences off
     // work scheduled before it (an automatic restart).
     if !plan.refuses() {
@@ -139,28 +155,27 @@ pub async fn run_command(
 }
 
 /// Does what the manager decided by itself (`work`) to the agent of `record`. Returns
-/// the record afterwards (`None`: the agent is gone) and the outcome: `Ok` when it took
-/// effect or was answered with `agent.error`; `Err` when the error policy says to retry
-/// (the next look, the next start).
+/// the record afterwards (`None`: the agent is gone) and the outcome: `Ok` with the
+/// events that reported it when it took effect or was answered with `agent.error`;
+/// `Err` when the error policy says to retry (the next look, the next start).
 pub async fn run_automatic(
     deps: &Deps,
     record: AgentRecord,
     work: Automatic,
-) -> (Option<AgentRecord>, Result<(), AgentError>) {
-    let plan = plan_automatic(work, &Rules::of(&deps.config));
+) -> (Option<AgentRecord>, Result<Vec<Event>, AgentError>) {
+    let plan = plan_automatic(&work, &record, &Rules::of(&deps.config));
     let (agent_id, customer_id) = (record.agent_id.clone(), record.spec.customer_id.clone());
     let answers = match work {
         Automatic::FinishDelete => record.pending.as_ref().map(|p| p.message_id.clone()),
-        Automatic::Heal(_) => None,
+        _ => None,
     };
     let trigger = Trigger::Automatic {
-        work,
+        work: &work,
         agent_id: &agent_id,
         customer_id: &customer_id,
         answers: answers.as_deref(),
     };
-    let (record, result) = execute(deps, trigger, Some(record), &plan).await;
-    (record, result.map(|_| ()))
+    execute(deps, trigger, Some(record), &plan).await
 }
 
 /// Runs `plan` for `trigger` from `record`: the record afterwards and, when done, the
@@ -316,6 +331,35 @@ impl Executor<'_> {
                     }
                 }
             }
+            Step::Hold(order) => {
+                let record = self.rec()?;
+                if !record.halt_ids.contains(&order.halt_id) {
+                    record.halt_ids.push(order.halt_id.clone());
+                }
+                record.halted_by = Some(order.requested_by.clone());
+                record.halt_reason = Some(order.reason.clone());
+                record.halted_at = Some(chrono::Utc::now());
+            }
+            Step::Unhold { halt_id } => {
+                let record = self.rec()?;
+                record.halt_ids.retain(|h| h != halt_id);
+                if record.halt_ids.is_empty() {
+                    record.halted_by = None;
+                    record.halt_reason = None;
+                    record.halted_at = None;
+                }
+            }
+            Step::Save => self.report(None, Value::Null, true).await?,
+            Step::ReportHalted(order) => {
+                let details = json!({
+                    "halt_id": order.halt_id,
+                    "reason": order.reason,
+                    "requested_by": order.requested_by,
+                    "cut_ms": order.cut_ms,
+                    "frozen_ms": order.arrived.elapsed().as_millis() as u64,
+                });
+                self.report(Some(EventKind::Halted), details, true).await?
+            }
             Step::Healed(reason) => {
                 let record = self.rec()?;
                 record.restart_count += 1;
@@ -361,6 +405,9 @@ impl Executor<'_> {
             }
             RuntimeCall::Pause => workload::pause(runtime, self.rec()?).await,
             RuntimeCall::Unpause => workload::unpause(runtime, self.rec()?).await,
+            RuntimeCall::Freeze => workload::freeze(runtime, self.rec()?).await,
+            RuntimeCall::Thaw => workload::thaw(deps, self.rec()?).await,
+            RuntimeCall::RestoreLogin => workload::restore_login(deps, self.rec()?).await,
         }
     }
 
@@ -483,6 +530,15 @@ impl Executor<'_> {
                 tracing::warn!(%agent_id, ?work, error = %err, "the manager's own work on the agent failed");
                 match work {
                     Automatic::Heal(_) => format!("automatic restart failed: {err}"),
+                    Automatic::Hold(order) => {
+                        format!(
+                            "halt {}: the agent could not be frozen: {err}",
+                            order.halt_id
+                        )
+                    }
+                    Automatic::Release { halt_id, .. } => {
+                        format!("halt {halt_id}: the agent could not be given back: {err}")
+                    }
                     Automatic::FinishDelete => err.to_string(),
                 }
             }

@@ -26,4 +26,4 @@ mod tests;
 
 pub use automatic::{finish_delete, heal};
 pub use executor::{answer_unknown, run_automatic, run_command, Trigger};
-pub use plan::{plan, plan_automatic, Automatic, Plan, Rules, Step};
+pub use plan::{plan, plan_automatic, plan_with_holds, Automatic, HoldOrder, Plan, Rules, Step};

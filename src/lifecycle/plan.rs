@@ -123,23 +123,55 @@ pub enum Step {
     /// Self-healing restarted the agent: count it and answer `agent.restarted`
     /// (`automatic: true`, the reason, the restart count, the last error and logs).
     Healed(Reason),
+    /// A halt holds the agent from now on (its id on the record, who and why).
+    Hold(HoldOrder),
+    /// A halt no longer holds the agent.
+    Unhold { halt_id: String },
+    /// Save the record as it stands, no event.
+    Save,
+    /// Answer `agent.halted` (`halt_id`, `reason`, `requested_by`, `cut_ms`, and
+    /// `frozen_ms`: since the halt command arrived, measured now).
+    ReportHalted(HoldOrder),
 }
 
-/// What the manager does to an agent by itself, without a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A halt taking one agent out (section 10): which halt, who and why, and when the
+/// halt command arrived and the agent was cut (for `agent.halted`'s figures).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldOrder {
+    pub halt_id: String,
+    pub reason: String,
+    pub requested_by: String,
+    /// When the halt command arrived: `frozen_ms` is measured from it.
+    pub arrived: std::time::Instant,
+    /// Milliseconds from the command's arrival until every agent was cut.
+    pub cut_ms: u64,
+}
+
+/// What the manager does to an agent by itself, without a command of the agent's.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Automatic {
     /// Self-healing restarts it: it crashed, or stayed unhealthy.
     Heal(Reason),
     /// A delete that a manager which died left half done (the record says `deleting`).
     FinishDelete,
+    /// A halt takes it out (its logins were cut already): frozen, `halted`.
+    Hold(HoldOrder),
+    /// `halt.release` of `halt_id`: when no other halt holds it, its login comes back
+    /// and it returns to its desired state.
+    Release {
+        halt_id: String,
+        reason: String,
+        requested_by: String,
+    },
 }
 
 impl Automatic {
     /// Where a failure of it goes ([`crate::error::AgentError::disposition`]).
-    pub fn origin(self) -> Origin {
+    pub fn origin(&self) -> Origin {
         match self {
             Automatic::Heal(_) => Origin::Heal,
             Automatic::FinishDelete => Origin::FinishDelete,
+            Automatic::Hold(_) | Automatic::Release { .. } => Origin::Halt,
         }
     }
 }
@@ -148,8 +180,14 @@ impl Automatic {
 /// (a crash) or restart it with the grace period (unhealthy), a new one if it is gone;
 /// a failure marks the agent failed. A half-done delete: remove the workload and the
 /// agent's users, then every key, answering the delete's own message id.
-pub fn plan_automatic(work: Automatic, rules: &Rules) -> Plan {
+pub fn plan_automatic(work: &Automatic, record: &AgentRecord, rules: &Rules) -> Plan {
     match work {
+        Automatic::Hold(order) => hold(order, record),
+        Automatic::Release {
+            halt_id,
+            reason,
+            requested_by,
+        } => release(halt_id, reason, requested_by, record),
         Automatic::Heal(reason) => Plan {
             steps: vec![
                 Step::KeepLastLogs,
@@ -163,7 +201,7 @@ pub fn plan_automatic(work: Automatic, rules: &Rules) -> Plan {
                     on_failure: OnFailure::MarkFailed,
                 },
                 Step::Transition(Cause::Started),
-                Step::Healed(reason),
+                Step::Healed(*reason),
             ],
             outcome: Some(AgentStatus::Running),
         },
@@ -207,6 +245,14 @@ pub enum RuntimeCall {
     Pause,
     /// Thaw the workload.
     Unpause,
+    /// Take the workload out for a halt: frozen (Docker pause; swarm: scaled to 0);
+    /// nothing to do when nothing runs.
+    Freeze,
+    /// Give a halted workload back: thawed, or started again when it no longer runs.
+    Thaw,
+    /// The agent's own users made again with the password its workload holds (after a
+    /// halt cut them); nothing without a workload.
+    RestoreLogin,
 }
 
 /// What a failed [`Step::Runtime`] leaves behind before `agent.error` answers it.
@@ -259,6 +305,133 @@ pub fn changed_fields(old: &AgentSpec, new: &AgentSpec) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))
     .collect()
+}
+
+/// A halt takes the agent out: on the record, frozen, `agent.halted`. A halt that
+/// already holds it (engaged again) only freezes it again.
+fn hold(order: &HoldOrder, record: &AgentRecord) -> Plan {
+    let freeze = Step::Runtime {
+        call: RuntimeCall::Freeze,
+        on_failure: OnFailure::Keep,
+    };
+    let steps = if record.halt_ids.contains(&order.halt_id) {
+        vec![freeze, Step::Transition(Cause::Halted), Step::Save]
+    } else {
+        vec![
+            Step::Hold(order.clone()),
+            freeze,
+            Step::Transition(Cause::Halted),
+            Step::ReportHalted(order.clone()),
+        ]
+    };
+    Plan {
+        steps,
+        outcome: Some(AgentStatus::Halted),
+    }
+}
+
+/// A halt lets go of the agent: still `halted` while another holds it; else its login
+/// back (its workload's password), its workload back to the desired state (thawed or
+/// started again), `agent.released`.
+fn release(halt_id: &str, reason: &str, requested_by: &str, record: &AgentRecord) -> Plan {
+    let unhold = Step::Unhold {
+        halt_id: halt_id.to_string(),
+    };
+    if record.halt_ids.iter().any(|h| h != halt_id) {
+        return Plan {
+            steps: vec![unhold, Step::Save],
+            outcome: Some(AgentStatus::Halted),
+        };
+    }
+    let running = record.desired_state == DesiredState::Running;
+    let mut steps = vec![
+        unhold,
+        Step::Runtime {
+            call: RuntimeCall::RestoreLogin,
+            on_failure: OnFailure::Keep,
+        },
+    ];
+    if running {
+        steps.push(Step::Runtime {
+            call: RuntimeCall::Thaw,
+            on_failure: OnFailure::MarkFailed,
+        });
+    }
+    steps.extend([
+        Step::Transition(Cause::Released { running }),
+        Step::Report {
+            event: EventKind::Released,
+            details: json!({
+                "halt_id": halt_id,
+                "reason": reason,
+                "requested_by": requested_by,
+            }),
+        },
+    ]);
+    Plan {
+        steps,
+        outcome: Some(if running {
+            AgentStatus::Running
+        } else {
+            AgentStatus::Stopped
+        }),
+    }
+}
+
+/// The plan of `cmd` while the halts `holding` hold the agent (the shared registry's
+/// word, which may come before the agent's record knows) and, for a create of a new
+/// agent, while `blocking` is an engaged halt whose scope it falls in (section 10): a
+/// start, resume, restart, update, pause, or a create, of a held agent is refused
+/// `halted`; stop and delete work. Everything else is [`plan`]'s, which decides first
+/// (another customer's command is `forbidden`, whatever holds the agent).
+pub fn plan_with_holds(
+    cmd: &Command,
+    record: Option<&AgentRecord>,
+    rules: &Rules,
+    holding: &[String],
+    blocking: Option<&str>,
+) -> Plan {
+    let planned = plan(cmd, record, rules);
+    if planned.refuses() {
+        return planned;
+    }
+    let mut halts: Vec<String> = record.map(|r| r.halt_ids.clone()).unwrap_or_default();
+    for h in holding {
+        if !halts.contains(h) {
+            halts.push(h.clone());
+        }
+    }
+    let refused = match &cmd.action {
+        Action::Stop(_) | Action::Delete { .. } => false,
+        Action::Create { .. } if record.is_none() => {
+            if let Some(halt) = blocking {
+                return refuse(
+                    None,
+                    ErrorCode::Halted,
+                    format!(
+                        "agent {} falls in the scope of halt {halt}: nothing in it is created \
+                         until halt.release",
+                        cmd.agent_id
+                    ),
+                );
+            }
+            false
+        }
+        _ => !halts.is_empty(),
+    };
+    if refused {
+        return refuse(
+            record,
+            ErrorCode::Halted,
+            format!(
+                "agent {} is halted ({}): only agent.stop and agent.delete work until \
+                 halt.release",
+                cmd.agent_id,
+                halts.join(", ")
+            ),
+        );
+    }
+    planned
 }
 
 /// The plan of `cmd` for the agent whose record is `record` (`None`: unknown agent).

@@ -1402,11 +1402,19 @@ fn the_manager_s_own_work_is_planned_like_a_command() {
         outcome: Some(AgentStatus::Running),
     };
     assert_eq!(
-        plan_automatic(Automatic::Heal(Reason::Crashed), &rules),
+        plan_automatic(
+            &Automatic::Heal(Reason::Crashed),
+            &record(AgentStatus::Failed),
+            &rules
+        ),
         healed(Reason::Crashed, RuntimeCall::Start)
     );
     assert_eq!(
-        plan_automatic(Automatic::Heal(Reason::Unhealthy), &rules),
+        plan_automatic(
+            &Automatic::Heal(Reason::Unhealthy),
+            &record(AgentStatus::Running),
+            &rules
+        ),
         healed(
             Reason::Unhealthy,
             RuntimeCall::Restart {
@@ -1414,7 +1422,11 @@ fn the_manager_s_own_work_is_planned_like_a_command() {
             }
         )
     );
-    let finish = plan_automatic(Automatic::FinishDelete, &rules);
+    let finish = plan_automatic(
+        &Automatic::FinishDelete,
+        &record(AgentStatus::Deleting),
+        &rules,
+    );
     assert_eq!(finish.outcome, None);
     assert_eq!(
         finish.steps[..2],

@@ -10,9 +10,12 @@
 
 use crate::config::Config;
 use crate::context::Deps;
-use crate::credentials::{AgentLogin, AgentUrls};
+use crate::credentials::{own_password, AgentLogin, AgentUrls};
 use crate::error::{AgentError, CredentialError, RuntimeError};
+use crate::ports::CredentialIssuer;
+use crate::protocol::ErrorCode;
 use crate::record::AgentRecord;
+use crate::runtime::spec::{ENV_RABBITMQ_URL, ENV_REDIS_URL};
 use crate::runtime::{spec, Runtime};
 
 /// Creates the agent's workload unless the record names one; returns its id. With
@@ -23,6 +26,7 @@ pub async fn ensure(deps: &Deps, record: &mut AgentRecord) -> Result<String, Age
     if let Some(id) = &record.workload_id {
         return Ok(id.clone());
     }
+    refuse_if_held(deps, &record.agent_id)?;
     let config = deps.config.as_ref();
     let mut spec = spec::build(record, config);
     if let Some(issuer) = &deps.credentials {
@@ -123,6 +127,96 @@ pub async fn revoke(deps: &Deps, agent_id: &str) -> Result<(), AgentError> {
         issuer.revoke(agent_id).await?;
     }
     Ok(())
+}
+
+/// What [`reissue`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reissued {
+    /// The agent's users are made again with the password its workload holds.
+    Restored,
+    /// The workload's environment holds no login of the agent's own.
+    NoOwnLogin,
+    /// There is no such workload.
+    Gone,
+}
+
+/// Makes `agent_id`'s users again with the password its workload `workload` holds (its
+/// `RABBITMQ_URL`/`REDIS_URL`), so the running agent logs in again untouched. Used at
+/// start, by the running manager's audit (the agent actor's `RestoreLogin`) and when a
+/// halt lets go of the agent. Refused (`halted`) while a halt holds it.
+pub async fn reissue(
+    deps: &Deps,
+    issuer: &dyn CredentialIssuer,
+    agent_id: &str,
+    workload: &str,
+) -> Result<Reissued, AgentError> {
+    refuse_if_held(deps, agent_id)?;
+    let Some(observed) = deps.runtime.inspect(workload).await? else {
+        return Ok(Reissued::Gone);
+    };
+    let var = |name| observed.env_var(name).unwrap_or_default();
+    let Some(password) = own_password(agent_id, var(ENV_RABBITMQ_URL), var(ENV_REDIS_URL)) else {
+        return Ok(Reissued::NoOwnLogin);
+    };
+    issuer.issue(agent_id, &password).await?;
+    tracing::info!(%agent_id, "made the agent's users again with the password its workload holds");
+    Ok(Reissued::Restored)
+}
+
+/// A halt holds the agent (section 10): nothing gives it a login back but
+/// `halt.release`.
+fn refuse_if_held(deps: &Deps, agent_id: &str) -> Result<(), AgentError> {
+    let halts = deps.holds.holding(agent_id);
+    if halts.is_empty() {
+        return Ok(());
+    }
+    Err(AgentError::refused(
+        ErrorCode::Halted,
+        format!(
+            "agent {agent_id} is halted ({}): no new login until halt.release",
+            halts.join(", ")
+        ),
+    ))
+}
+
+/// Takes the workload out for a halt (frozen, or scaled to 0 in swarm mode); nothing to
+/// do without one, or when it does not run.
+pub async fn freeze(runtime: &dyn Runtime, record: &AgentRecord) -> Result<(), AgentError> {
+    match &record.workload_id {
+        Some(id) => Ok(runtime.freeze(id).await?),
+        None => Ok(()),
+    }
+}
+
+/// Gives a halted workload back: thawed, then started again when it does not run (made
+/// anew when it is gone, with a new login).
+pub async fn thaw(deps: &Deps, record: &mut AgentRecord) -> Result<(), AgentError> {
+    if let Some(id) = record.workload_id.clone() {
+        match deps.runtime.thaw(&id).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if deps
+            .runtime
+            .inspect(&id)
+            .await?
+            .is_some_and(|o| o.running && !o.paused)
+        {
+            return Ok(());
+        }
+    }
+    start(deps, record).await
+}
+
+/// The agent's own users made again with the password its workload holds (a halt cut
+/// them); a workload without one, or none at all, gets a new login when it is made.
+pub async fn restore_login(deps: &Deps, record: &AgentRecord) -> Result<(), AgentError> {
+    let (Some(issuer), Some(workload)) = (&deps.credentials, &record.workload_id) else {
+        return Ok(());
+    };
+    reissue(deps, issuer.as_ref(), &record.agent_id, workload)
+        .await
+        .map(|_| ())
 }
 
 /// Freezes the workload. One the record does not name, or that vanished, cannot be

@@ -5,7 +5,10 @@
 
 use serde_json::Value;
 
-use super::contract::{AgentSpec, CommandKind, ErrorCode, SpecPatch, StopOrder, TeamCommandKind};
+use super::contract::{
+    AgentSpec, AgentType, CommandKind, ErrorCode, HaltCommandKind, SpecPatch, StopOrder,
+    TeamCommandKind,
+};
 
 /// What a command asks for, with the fields each kind needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +74,85 @@ pub struct TeamCommand {
     pub action: TeamAction,
 }
 
+/// Which agents a halt takes out (section 10): one target, narrowed by agent types.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HaltScope {
+    pub target: HaltTarget,
+    /// Only agents of these types; `None`: every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_types: Option<Vec<AgentType>>,
+}
+
+/// The one target of a halt's scope.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaltTarget {
+    /// These agents (each must exist and be the command's customer's).
+    AgentIds(Vec<String>),
+    /// The members of this team.
+    TeamId(String),
+    /// Every agent of this customer (the command's own).
+    CustomerId(String),
+    /// Every agent of this manager installation.
+    Platform,
+}
+
+impl HaltScope {
+    /// The scope as the contract writes it: `{"agent_ids": [...]}`, `{"team_id": ..}`,
+    /// `{"customer_id": ..}` or `{"platform": true}`, with `agent_types` when narrowed.
+    pub fn to_json(&self) -> Value {
+        let mut v = match &self.target {
+            HaltTarget::AgentIds(ids) => serde_json::json!({ "agent_ids": ids }),
+            HaltTarget::TeamId(id) => serde_json::json!({ "team_id": id }),
+            HaltTarget::CustomerId(id) => serde_json::json!({ "customer_id": id }),
+            HaltTarget::Platform => serde_json::json!({ "platform": true }),
+        };
+        if let (Some(types), Some(obj)) = (&self.agent_types, v.as_object_mut()) {
+            obj.insert(
+                "agent_types".into(),
+                types.iter().map(|t| Value::from(t.as_str())).collect(),
+            );
+        }
+        v
+    }
+
+    /// Whether an agent of `agent_type` passes the `agent_types` narrowing.
+    pub fn admits_type(&self, agent_type: AgentType) -> bool {
+        self.agent_types
+            .as_ref()
+            .is_none_or(|types| types.contains(&agent_type))
+    }
+}
+
+/// What a halt command asks for (section 10).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HaltAction {
+    /// Take every agent in `scope` out: cut, then freeze.
+    Engage {
+        scope: HaltScope,
+        reason: String,
+        requested_by: String,
+    },
+    /// Give the halt's agents back (those no other halt holds).
+    Release {
+        reason: String,
+        requested_by: String,
+    },
+}
+
+/// A decoded, validated halt command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HaltCommand {
+    /// Idempotency key, echoed as the answer's `correlation_id`.
+    pub message_id: String,
+    /// As [`Command::message_id_given`].
+    pub message_id_given: bool,
+    pub kind: HaltCommandKind,
+    pub halt_id: String,
+    pub customer_id: String,
+    pub action: HaltAction,
+}
+
 /// A delivery decoded into the command it carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
@@ -78,6 +160,8 @@ pub enum Decoded {
     Agent(Command),
     /// About a team: goes to the team actor.
     Team(TeamCommand),
+    /// About a halt: goes to the halt actor.
+    Halt(HaltCommand),
 }
 
 /// Why a delivery was not turned into a command.
@@ -98,6 +182,8 @@ pub struct InvalidCommand {
     pub agent_id: String,
     /// The `team_id` the body names, when it names one (team commands).
     pub team_id: Option<String>,
+    /// The `halt_id` the body names, when it names one (halt commands).
+    pub halt_id: Option<String>,
     pub customer_id: String,
     pub code: ErrorCode,
     pub message: String,

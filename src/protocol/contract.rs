@@ -100,7 +100,46 @@ pub fn command_routing_keys() -> impl Iterator<Item = &'static str> {
                 .into_iter()
                 .map(TeamCommandKind::routing_key),
         )
+        .chain(
+            HaltCommandKind::ALL
+                .into_iter()
+                .map(HaltCommandKind::routing_key),
+        )
 }
+
+/// The commands of a halt (section 10), by routing key. They name a `halt_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HaltCommandKind {
+    Engage,
+    Release,
+}
+
+impl HaltCommandKind {
+    pub const ALL: [HaltCommandKind; 2] = [HaltCommandKind::Engage, HaltCommandKind::Release];
+
+    /// The routing key, which is also the value of the body's `command` field.
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            HaltCommandKind::Engage => "halt.engage",
+            HaltCommandKind::Release => "halt.release",
+        }
+    }
+
+    pub fn from_routing_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.routing_key() == key)
+    }
+}
+
+impl fmt::Display for HaltCommandKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.routing_key())
+    }
+}
+
+/// A halt's `reason` (and a release's): 1 to 500 characters (section 10).
+pub const HALT_REASON_MAX_CHARS: usize = 500;
+/// The most agents a halt's `agent_ids` scope may name.
+pub const HALT_MAX_AGENT_IDS: usize = 10_000;
 
 /// The events the manager publishes, by routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -129,10 +168,20 @@ pub enum EventKind {
     TeamOrchestrated,
     #[serde(rename = "team.disbanded")]
     TeamDisbanded,
+    /// One agent taken out by a halt (section 10): cut, then frozen.
+    #[serde(rename = "agent.halted")]
+    Halted,
+    /// One agent given back by `halt.release`.
+    #[serde(rename = "agent.released")]
+    Released,
+    #[serde(rename = "halt.engaged")]
+    HaltEngaged,
+    #[serde(rename = "halt.released")]
+    HaltReleased,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Created,
         EventKind::Started,
         EventKind::Stopped,
@@ -145,6 +194,10 @@ impl EventKind {
         EventKind::Resumed,
         EventKind::TeamOrchestrated,
         EventKind::TeamDisbanded,
+        EventKind::Halted,
+        EventKind::Released,
+        EventKind::HaltEngaged,
+        EventKind::HaltReleased,
     ];
 
     pub fn routing_key(self) -> &'static str {
@@ -161,6 +214,10 @@ impl EventKind {
             EventKind::Resumed => "agent.resumed",
             EventKind::TeamOrchestrated => "team.orchestrated",
             EventKind::TeamDisbanded => "team.disbanded",
+            EventKind::Halted => "agent.halted",
+            EventKind::Released => "agent.released",
+            EventKind::HaltEngaged => "halt.engaged",
+            EventKind::HaltReleased => "halt.released",
         }
     }
 }
@@ -182,6 +239,8 @@ pub enum ErrorCode {
     Internal,
     /// The deployment mode cannot do what was asked (section 9: pause in swarm mode).
     Unsupported,
+    /// A halt holds the agent, or a create falls in an engaged halt's scope (section 10).
+    Halted,
 }
 
 impl ErrorCode {
@@ -199,6 +258,7 @@ impl ErrorCode {
             ErrorCode::GpuUnavailable => "gpu_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Halted => "halted",
         }
     }
 }
@@ -255,10 +315,13 @@ pub enum AgentStatus {
     /// Frozen on purpose by `agent.pause` (section 9): every process of the agent is
     /// suspended; neither a crash nor hung.
     Paused,
+    /// Taken out by a halt (section 10): its logins cut, its workload frozen (or down),
+    /// until `halt.release`.
+    Halted,
 }
 
 impl AgentStatus {
-    pub const ALL: [AgentStatus; 11] = [
+    pub const ALL: [AgentStatus; 12] = [
         AgentStatus::Creating,
         AgentStatus::Created,
         AgentStatus::Starting,
@@ -270,6 +333,7 @@ impl AgentStatus {
         AgentStatus::Failed,
         AgentStatus::Deleting,
         AgentStatus::Paused,
+        AgentStatus::Halted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -285,6 +349,7 @@ impl AgentStatus {
             AgentStatus::Failed => "failed",
             AgentStatus::Deleting => "deleting",
             AgentStatus::Paused => "paused",
+            AgentStatus::Halted => "halted",
         }
     }
 

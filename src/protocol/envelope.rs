@@ -1,5 +1,5 @@
 //! The envelope of a command: the fields needed to answer it (`message_id`, `command`,
-//! `agent_id` or `team_id`, `customer_id`) even when its body is refused. [`Envelope::scan`] reads
+//! `agent_id`, `team_id` or `halt_id`, `customer_id`) even when its body is refused. [`Envelope::scan`] reads
 //! them from raw bytes without building the body (a hand-written `Deserialize` that
 //! skips every other field), so an oversized or too deeply nested object is still
 //! answered with `agent.error`.
@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::command::{InvalidCommand, Rejection};
-use super::contract::{CommandKind, ErrorCode, TeamCommandKind};
+use super::contract::{CommandKind, ErrorCode, HaltCommandKind, TeamCommandKind};
 use super::fields::printable_prefix;
 
 /// A top-level field of the envelope as far as answering needs it.
@@ -51,6 +51,8 @@ pub(super) struct Envelope {
     pub(super) agent_id: Field,
     /// Team commands name a team instead of an agent.
     pub(super) team_id: Field,
+    /// Halt commands name a halt.
+    pub(super) halt_id: Field,
     pub(super) customer_id: Field,
 }
 
@@ -67,6 +69,7 @@ impl Envelope {
             command: Field::of(obj.get("command")),
             agent_id: Field::of(obj.get("agent_id")),
             team_id: Field::of(obj.get("team_id")),
+            halt_id: Field::of(obj.get("halt_id")),
             customer_id: Field::of(obj.get("customer_id")),
         }
     }
@@ -99,6 +102,11 @@ impl Envelope {
             agent_id: printable_prefix(self.agent_id.as_str().unwrap_or(""), 63),
             team_id: self
                 .team_id
+                .as_str()
+                .map(|t| printable_prefix(t, 63))
+                .filter(|t| !t.is_empty()),
+            halt_id: self
+                .halt_id
                 .as_str()
                 .map(|t| printable_prefix(t, 63))
                 .filter(|t| !t.is_empty()),
@@ -191,6 +199,7 @@ impl<'de> Deserialize<'de> for Envelope {
                         "command" => env.command = map.next_value()?,
                         "agent_id" => env.agent_id = map.next_value()?,
                         "team_id" => env.team_id = map.next_value()?,
+                        "halt_id" => env.halt_id = map.next_value()?,
                         "customer_id" => env.customer_id = map.next_value()?,
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
@@ -221,6 +230,7 @@ pub(super) fn refuse_unbuilt(
         CommandKind::from_routing_key(key)
             .map(CommandKind::routing_key)
             .or_else(|| TeamCommandKind::from_routing_key(key).map(TeamCommandKind::routing_key))
+            .or_else(|| HaltCommandKind::from_routing_key(key).map(HaltCommandKind::routing_key))
     };
     let command = known(routing_key)
         .or_else(|| envelope.command.as_str().and_then(known))

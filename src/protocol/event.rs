@@ -27,9 +27,13 @@ pub struct Event {
     /// The team a team command's answer is about (section 9); absent from agent events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_id: Option<String>,
-    /// The team's members, in `team.orchestrated` and `team.disbanded`.
+    /// The team's members, in `team.orchestrated` and `team.disbanded`; the halt's
+    /// agents, in `halt.engaged` and `halt.released`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_ids: Option<Vec<String>>,
+    /// The halt a halt command's answer is about (section 10); absent from other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_id: Option<String>,
 }
 
 impl Event {
@@ -54,6 +58,7 @@ impl Event {
             details,
             team_id: None,
             agent_ids: None,
+            halt_id: None,
         }
     }
 
@@ -84,6 +89,33 @@ impl Event {
         e
     }
 
+    /// An event about halt `halt_id` (no agent: `agent_id` is empty, no container):
+    /// `halt.engaged`, `halt.released`, or the `agent.error` refusing a halt command.
+    /// `status` says where the halt stands (`engaged`, `released`; `failed` for a
+    /// refusal).
+    pub fn for_halt(
+        event: EventKind,
+        halt_id: &str,
+        customer_id: &str,
+        correlation_id: Option<&str>,
+        status: &str,
+        agent_ids: Option<Vec<String>>,
+        details: Value,
+    ) -> Self {
+        let mut e = Event::new(
+            event,
+            "",
+            customer_id,
+            correlation_id,
+            status,
+            None,
+            details,
+        );
+        e.halt_id = Some(halt_id.to_string());
+        e.agent_ids = agent_ids;
+        e
+    }
+
     /// The `agent.error` answering a command that failed decoding or validation. No
     /// agent status applies, so the status is `failed` (the command failed).
     pub fn for_invalid(invalid: &InvalidCommand) -> Self {
@@ -97,6 +129,7 @@ impl Event {
             error_details(invalid.command.as_deref(), invalid.code, &invalid.message),
         );
         e.team_id = invalid.team_id.clone();
+        e.halt_id = invalid.halt_id.clone();
         e
     }
 

@@ -37,15 +37,18 @@ pub mod policy;
 pub mod task;
 pub mod team;
 
-pub use command::{Action, Command, Decoded, InvalidCommand, Rejection, TeamAction, TeamCommand};
+pub use command::{
+    Action, Command, Decoded, HaltAction, HaltCommand, HaltScope, HaltTarget, InvalidCommand,
+    Rejection, TeamAction, TeamCommand,
+};
 #[cfg(test)]
 pub use contract::sample_spec;
 pub use contract::{
     command_routing_keys, valid_agent_id, AgentSpec, AgentStatus, AgentType, CommandKind,
-    DesiredState, ErrorCode, EventKind, ResourceChanges, Resources, SpecPatch, StopOrder,
-    TeamCommandKind, AGENT_ID_RULE, STOP_REASON_MAX_CHARS, TEAM_ID_RULE, TEAM_MAX_MEMBERS,
-    TEAM_MIN_MEMBERS,
+    DesiredState, ErrorCode, EventKind, HaltCommandKind, ResourceChanges, Resources, SpecPatch,
+    StopOrder, TeamCommandKind, AGENT_ID_RULE, HALT_MAX_AGENT_IDS, HALT_REASON_MAX_CHARS,
+    STOP_REASON_MAX_CHARS, TEAM_ID_RULE, TEAM_MAX_MEMBERS, TEAM_MIN_MEMBERS,
 };
-pub use decode::{decode, decode_command};
+pub use decode::{decode, decode_command, halt_scope_from_json};
 pub use event::{error_details, rfc3339, Event};
 pub use policy::AgentPolicy;

@@ -3,6 +3,8 @@
 //! it to the Redis hash of contract section 5. Its status changes only through
 //! [`status::transition`]. A team of agents has a record of its own ([`team`]).
 
+pub mod halt;
+pub mod holds;
 pub mod status;
 pub mod team;
 
@@ -51,6 +53,15 @@ pub struct AgentRecord {
     /// Swarm mode: the node (hostname) the agent's task was last seen placed on; `None`
     /// in the other modes and while no task is placed.
     pub node: Option<String>,
+    /// The halts holding the agent (contract section 10), oldest first; empty when none.
+    /// While it is not empty the agent is `halted` ([`status::transition`]).
+    pub halt_ids: Vec<String>,
+    /// Who engaged the halt that last took the agent out (`requested_by`).
+    pub halted_by: Option<String>,
+    /// Why (the halt's `reason`).
+    pub halt_reason: Option<String>,
+    /// When the agent was taken out.
+    pub halted_at: Option<DateTime<Utc>>,
 }
 
 /// A command that has begun and not finished (its effects are partly durable).
@@ -87,7 +98,16 @@ impl AgentRecord {
             last_health_at: None,
             last_heartbeat_at: None,
             node: None,
+            halt_ids: Vec::new(),
+            halted_by: None,
+            halt_reason: None,
+            halted_at: None,
         }
+    }
+
+    /// A halt holds the agent (section 10): nothing but `halt.release` gives it back.
+    pub fn is_held(&self) -> bool {
+        !self.halt_ids.is_empty()
     }
 
     /// The agent's status (contract section 5).

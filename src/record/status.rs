@@ -39,6 +39,9 @@ pub enum Workload {
     Frozen,
     /// Not running (never started, stopped, or crashed).
     Down,
+    /// Held by a halt: frozen or down, never running (a look that finds it running
+    /// freezes it again).
+    Held,
     /// A command is between two states: only a closer look tells.
     Unsettled,
 }
@@ -52,9 +55,10 @@ pub struct Row {
     /// What its workload should be (the relist compares Docker's listing with it; the
     /// heartbeat and the usage samples are read only while it `Runs`).
     pub workload: Workload,
-    /// A command holds the agent: a look at the workload does not change the status
-    /// (the command's redelivery, or the next start, finishes it).
-    pub held_by_command: bool,
+    /// A command or a halt holds the agent: a look at the workload does not change the
+    /// status (the command's redelivery or the next start finishes it; only
+    /// `halt.release` ends a halt).
+    pub held: bool,
     /// A team may count on it as a running member (`team.orchestrate`).
     pub serves: bool,
 }
@@ -76,7 +80,7 @@ impl Row {
 pub fn row(status: AgentStatus) -> Row {
     use AgentStatus::*;
     use Workload::*;
-    let (workload, held_by_command, serves) = match status {
+    let (workload, held, serves) = match status {
         //          workload   held   serves
         Creating => (Unsettled, true, false),
         Created => (Down, false, false),
@@ -89,11 +93,12 @@ pub fn row(status: AgentStatus) -> Row {
         Failed => (Down, false, false),
         Deleting => (Unsettled, true, false),
         Paused => (Frozen, false, false),
+        Halted => (Held, true, false),
     };
     Row {
         status,
         workload,
-        held_by_command,
+        held,
         serves,
     }
 }
@@ -135,6 +140,10 @@ pub enum Cause {
     Resumed,
     /// A look found the workload frozen (Docker's `paused` state).
     SeenPaused,
+    /// A halt took the agent out (cut, then frozen).
+    Halted,
+    /// `halt.release` gave it back: its workload runs again, or stays down.
+    Released { running: bool },
 }
 
 /// The status after `cause`, from `current` and what the agent should be doing.
@@ -153,11 +162,18 @@ pub fn next(current: AgentStatus, desired: DesiredState, cause: Cause) -> AgentS
         Cause::RestartScheduled => Restarting,
         Cause::Adopted { running: true } => Running,
         Cause::Adopted { running: false } => Stopped,
-        Cause::Paused | Cause::SeenPaused if row(current).held_by_command => current,
+        Cause::Paused | Cause::SeenPaused if row(current).held => current,
         Cause::Paused | Cause::SeenPaused => Paused,
         Cause::Resumed => Running,
+        Cause::Halted => Halted,
+        Cause::Released { running: true } => Running,
+        Cause::Released { running: false } if current == Created => Created,
+        Cause::Released { running: false } => match desired {
+            DesiredState::Running => Failed,
+            DesiredState::Stopped => Stopped,
+        },
         // A create or delete in progress is finished by its redelivery or at start.
-        Cause::Observed { .. } if row(current).held_by_command => current,
+        Cause::Observed { .. } if row(current).held => current,
         Cause::Observed {
             running: true,
             unhealthy: true,
@@ -173,10 +189,15 @@ pub fn next(current: AgentStatus, desired: DesiredState, cause: Cause) -> AgentS
     }
 }
 
-/// Changes `record`'s status for `cause`; returns the status it had before.
+/// Changes `record`'s status for `cause`; returns the status it had before. While a
+/// halt holds the agent its status is `halted` whatever happens, but for the commands
+/// that still work on it while they run (stopping, deleting).
 pub fn transition(record: &mut AgentRecord, cause: Cause) -> AgentStatus {
     let before = record.status;
     record.status = next(before, record.desired_state, cause);
+    if record.is_held() && !matches!(record.status, AgentStatus::Stopping | AgentStatus::Deleting) {
+        record.status = AgentStatus::Halted;
+    }
     if before != record.status {
         tracing::trace!(agent_id = %record.agent_id, from = before.as_str(), to = record.status.as_str(), ?cause, "status");
     }
@@ -212,9 +233,9 @@ mod tests {
         assert_eq!(frozen, vec![Paused]);
         let held: Vec<_> = AgentStatus::ALL
             .into_iter()
-            .filter(|s| row(*s).held_by_command)
+            .filter(|s| row(*s).held)
             .collect();
-        assert_eq!(held, vec![Creating, Deleting]);
+        assert_eq!(held, vec![Creating, Deleting, Halted]);
         let serving: Vec<_> = AgentStatus::ALL
             .into_iter()
             .filter(|s| row(*s).serves)
@@ -252,7 +273,7 @@ mod tests {
             for desired in [RUN, STOP] {
                 for cause in [Cause::Paused, Cause::SeenPaused] {
                     let expected = match current {
-                        Creating | Deleting => current,
+                        Creating | Deleting | Halted => current,
                         _ => Paused,
                     };
                     assert_eq!(
@@ -283,7 +304,7 @@ mod tests {
         for current in AgentStatus::ALL {
             for desired in [RUN, STOP] {
                 let at = |running, unhealthy| next(current, desired, seen(running, unhealthy));
-                if matches!(current, Creating | Deleting) {
+                if matches!(current, Creating | Deleting | Halted) {
                     for (r, u) in [(true, true), (true, false), (false, false)] {
                         assert_eq!(at(r, u), current, "{current:?} is kept");
                     }
@@ -307,6 +328,39 @@ mod tests {
         assert_eq!(next(Starting, RUN, seen(false, false)), Failed);
         assert_eq!(next(Stopping, STOP, seen(false, false)), Stopped);
         assert_eq!(next(Restarting, RUN, seen(true, false)), Running);
+    }
+
+    /// While a halt holds the agent it is `halted`, whatever happens, but for a stop or
+    /// a delete while it runs; `Released` gives it its place back.
+    #[test]
+    fn a_held_agent_stays_halted_until_released() {
+        let mut r = AgentRecord::new("a", crate::protocol::sample_spec(), RUN);
+        transition(&mut r, Cause::Started);
+        r.halt_ids.push("h1".into());
+        transition(&mut r, Cause::Halted);
+        assert_eq!(r.status(), Halted);
+        for cause in [
+            seen(true, false),
+            seen(false, false),
+            Cause::Started,
+            Cause::SeenPaused,
+            Cause::Resumed,
+        ] {
+            transition(&mut r, cause);
+            assert_eq!(r.status(), Halted, "{cause:?}");
+        }
+        transition(&mut r, Cause::Begin(Operation::Stop));
+        assert_eq!(r.status(), Stopping, "a stop shows while it runs");
+        transition(&mut r, Cause::Stopped);
+        assert_eq!(r.status(), Halted, "and the agent is still held");
+        r.halt_ids.clear();
+        transition(&mut r, Cause::Released { running: false });
+        assert_eq!(r.status(), Failed, "desired running, not running");
+        r.desired_state = STOP;
+        transition(&mut r, Cause::Released { running: false });
+        assert_eq!(r.status(), Stopped);
+        transition(&mut r, Cause::Released { running: true });
+        assert_eq!(r.status(), Running);
     }
 
     #[test]

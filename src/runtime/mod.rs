@@ -227,6 +227,33 @@ pub trait Runtime: Send + Sync + 'static {
             None => Err(unsupported(self.mode(), "resume paused agents")),
         }
     }
+    /// Takes the workload out for a halt (section 10): its processes frozen. A wrapper's
+    /// is its runtime's; a base runtime's pauses it. A workload that does not run (or
+    /// is gone, or is paused already) is fine.
+    async fn freeze(&self, id: &str) -> Result<(), RuntimeError> {
+        if let Some(inner) = self.wrapped() {
+            return inner.freeze(id).await;
+        }
+        match self.pause(id).await {
+            Err(RuntimeError::NotFound(_))
+            | Err(RuntimeError::Docker {
+                status: Some(409), ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
+    /// Gives a frozen workload back (thaws it); one that is not frozen is fine.
+    async fn thaw(&self, id: &str) -> Result<(), RuntimeError> {
+        if let Some(inner) = self.wrapped() {
+            return inner.thaw(id).await;
+        }
+        match self.unpause(id).await {
+            Err(RuntimeError::Docker {
+                status: Some(409), ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
     /// Applies the spec's memory and CPU limits to the existing container.
     async fn update_resources(&self, id: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         match self.wrapped() {

@@ -30,6 +30,22 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Removes every user of `users` in one command (Redis closes their connections);
+    /// missing users are fine.
+    pub async fn acl_deluser_many(&self, users: &[String]) -> Result<(), StoreError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("DELUSER").arg(users);
+        let mut conn = self.conn.clone();
+        self.run("acl deluser", async move {
+            cmd.query_async::<i64>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Every user with its rules, one line each (`user <name> on #<hash> ~… +@…`).
     pub async fn acl_list(&self) -> Result<Vec<String>, StoreError> {
         let mut cmd = redis::cmd("ACL");

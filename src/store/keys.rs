@@ -75,6 +75,21 @@ impl Keys {
     }
     /// `teams`: every team id (set; the manager's own index, as `agents` is for agents),
     /// read by reconciliation at start.
+    /// One halt's record (contract section 10).
+    pub fn halt(&self, halt_id: &str) -> String {
+        format!("{}halt:{halt_id}", self.prefix)
+    }
+
+    /// Every engaged halt's id.
+    pub fn halts(&self) -> String {
+        format!("{}halts", self.prefix)
+    }
+
+    /// The audit trail of every engage, release and automatic halt.
+    pub fn halt_events(&self) -> String {
+        format!("{}halts:events", self.prefix)
+    }
+
     pub fn teams(&self) -> String {
         format!("{}teams", self.prefix)
     }

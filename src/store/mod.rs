@@ -28,6 +28,7 @@ pub use crate::record::AgentRecord;
 
 mod acl;
 mod gpu;
+mod halts;
 mod heartbeats;
 mod keys;
 mod outbox;
@@ -37,6 +38,7 @@ mod records;
 mod streams;
 mod teams;
 
+pub use halts::HALT_EVENTS_KEPT;
 pub use heartbeats::HeartbeatBatch;
 pub use keys::Keys;
 pub use processed::Processed;

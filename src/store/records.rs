@@ -73,6 +73,13 @@ impl AgentRecord {
                 self.last_heartbeat_at.map(rfc3339).unwrap_or_default(),
             ),
             ("node", self.node.clone().unwrap_or_default()),
+            (
+                "halt_ids",
+                serde_json::to_string(&self.halt_ids).unwrap_or_else(|_| "[]".into()),
+            ),
+            ("halted_by", self.halted_by.clone().unwrap_or_default()),
+            ("halt_reason", self.halt_reason.clone().unwrap_or_default()),
+            ("halted_at", self.halted_at.map(rfc3339).unwrap_or_default()),
         ]
     }
 
@@ -145,6 +152,13 @@ impl AgentRecord {
         record.last_health_at = time("last_health_at")?;
         record.last_heartbeat_at = time("last_heartbeat_at")?;
         record.node = non_empty("node");
+        record.halt_ids = f
+            .get("halt_ids")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        record.halted_by = non_empty("halted_by");
+        record.halt_reason = non_empty("halt_reason");
+        record.halted_at = time("halted_at")?;
         Ok(record)
     }
 }

@@ -160,12 +160,18 @@ pub fn unfit_members(
 }
 
 /// The refusal naming every unfit member: `forbidden` when one is another customer's,
-/// else `not_found` when one does not exist, else `validation_failed` (not running).
+/// else `not_found` when one does not exist, else `halted` when a halt holds one
+/// (section 10), else `validation_failed` (not running).
 fn refuse_members(team_id: &str, unfit: Vec<(String, Unfit)>) -> TeamPlan {
     let code = if unfit.iter().any(|(_, u)| *u == Unfit::Forbidden) {
         ErrorCode::Forbidden
     } else if unfit.iter().any(|(_, u)| *u == Unfit::NotFound) {
         ErrorCode::NotFound
+    } else if unfit
+        .iter()
+        .any(|(_, u)| *u == Unfit::NotRunning(AgentStatus::Halted))
+    {
+        ErrorCode::Halted
     } else {
         ErrorCode::ValidationFailed
     };

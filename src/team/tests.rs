@@ -104,7 +104,11 @@ fn every_member_must_exist_belong_to_the_customer_and_run() {
         let mut members = running(&["a", "b"]);
         members.push(view("c", OWNER, status));
         let (code, unfit) = refusal(&plan(&cmd, None, &members));
-        assert_eq!(code, ErrorCode::ValidationFailed, "{status:?}");
+        let expected = match status {
+            AgentStatus::Halted => ErrorCode::Halted,
+            _ => ErrorCode::ValidationFailed,
+        };
+        assert_eq!(code, expected, "{status:?}");
         assert_eq!(unfit, vec![("c".to_string(), Unfit::NotRunning(status))]);
     }
     // Unknown (no view, or no state) and foreign members; the worst decides the code.

@@ -9,6 +9,9 @@
 mod create;
 mod delete;
 mod disband;
+mod halt_engage;
+pub use halt_engage::scope_from_json as halt_scope_from_json;
+mod halt_release;
 mod orchestrate;
 mod pause;
 mod restart;
@@ -20,10 +23,12 @@ mod update;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::protocol::command::{Command, Decoded, InvalidCommand, Rejection, TeamCommand};
+use crate::protocol::command::{
+    Command, Decoded, HaltCommand, InvalidCommand, Rejection, TeamCommand,
+};
 use crate::protocol::contract::{
-    command_routing_keys, valid_agent_id, CommandKind, ErrorCode, TeamCommandKind, AGENT_ID_RULE,
-    TEAM_ID_RULE,
+    command_routing_keys, valid_agent_id, CommandKind, ErrorCode, HaltCommandKind, TeamCommandKind,
+    AGENT_ID_RULE, TEAM_ID_RULE,
 };
 use crate::protocol::envelope::{refuse_unbuilt, valid_message_id, Envelope, Field};
 use crate::protocol::fields::{is_printable, json_kind, printable_prefix, required_string};
@@ -34,6 +39,7 @@ use crate::protocol::policy::AgentPolicy;
 enum Kind {
     Agent(CommandKind),
     Team(TeamCommandKind),
+    Halt(HaltCommandKind),
 }
 
 impl Kind {
@@ -41,12 +47,14 @@ impl Kind {
         CommandKind::from_routing_key(key)
             .map(Kind::Agent)
             .or_else(|| TeamCommandKind::from_routing_key(key).map(Kind::Team))
+            .or_else(|| HaltCommandKind::from_routing_key(key).map(Kind::Halt))
     }
 
     fn routing_key(self) -> &'static str {
         match self {
             Kind::Agent(k) => k.routing_key(),
             Kind::Team(k) => k.routing_key(),
+            Kind::Halt(k) => k.routing_key(),
         }
     }
 }
@@ -100,6 +108,22 @@ pub fn decode(
                 action,
             }));
         }
+        Kind::Halt(kind) => {
+            let halt_id = halt_id(&obj).map_err(&fail)?;
+            let action = match kind {
+                HaltCommandKind::Engage => halt_engage::parse(&obj),
+                HaltCommandKind::Release => halt_release::parse(&obj),
+            }
+            .map_err(&fail)?;
+            return Ok(Decoded::Halt(HaltCommand {
+                message_id,
+                message_id_given,
+                kind,
+                halt_id,
+                customer_id,
+                action,
+            }));
+        }
     };
     let given_message_id = message_id_given.then_some(message_id.as_str());
     let agent_id = agent_id(&obj, kind, given_message_id).map_err(&fail)?;
@@ -140,9 +164,20 @@ pub fn decode_command(
             command: Some(team.kind.routing_key().to_string()),
             agent_id: String::new(),
             team_id: Some(team.team_id),
+            halt_id: None,
             customer_id: team.customer_id,
             code: ErrorCode::InvalidMessage,
             message: format!("{} is a team command, not an agent command", team.kind),
+        }))),
+        Decoded::Halt(halt) => Err(Rejection::Invalid(Box::new(InvalidCommand {
+            message_id: halt.message_id,
+            command: Some(halt.kind.routing_key().to_string()),
+            agent_id: String::new(),
+            team_id: None,
+            halt_id: Some(halt.halt_id),
+            customer_id: halt.customer_id,
+            code: ErrorCode::InvalidMessage,
+            message: format!("{} is a halt command, not an agent command", halt.kind),
         }))),
     }
 }
@@ -282,6 +317,31 @@ fn team_id(obj: &Map<String, Value>) -> Result<String, String> {
         return Err(format!("field 'team_id' must match {TEAM_ID_RULE}"));
     }
     Ok(team_id)
+}
+
+/// The halt id of a halt command (the team id's rule, section 10).
+fn halt_id(obj: &Map<String, Value>) -> Result<String, String> {
+    let halt_id = required_string(obj, "halt_id")?;
+    if !valid_agent_id(&halt_id) {
+        return Err(format!("field 'halt_id' must match {TEAM_ID_RULE}"));
+    }
+    Ok(halt_id)
+}
+
+/// A halt's `reason` or `requested_by`: required, 1 to `max` printable characters.
+pub(super) fn bounded_text(
+    obj: &Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<String, String> {
+    let text = required_string(obj, field)?;
+    let chars = text.chars().count();
+    if chars == 0 || chars > max || !is_printable(&text) {
+        return Err(format!(
+            "field '{field}' must be 1-{max} printable characters"
+        ));
+    }
+    Ok(text)
 }
 
 /// The id of an agent created without one: a UUID v4. When the sender named the message

@@ -896,6 +896,20 @@ impl Runtime for SwarmRuntime {
         Ok(())
     }
 
+    /// A halt in swarm mode: the service scaled to 0 at once (no grace: the agent is
+    /// cut off already), so no node runs it, whatever Swarm or a node loss does.
+    async fn freeze(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.stop(id, 0).await {
+            Err(RuntimeError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Scaled back to 1, waiting for its task to run (as a start).
+    async fn thaw(&self, id: &str) -> Result<(), RuntimeError> {
+        self.start(id).await
+    }
+
     async fn inspect(&self, id_or_name: &str) -> Result<Option<Observed>, RuntimeError> {
         match self.inspect_service(id_or_name).await? {
             Some(service) => self.observe(service).await.map(Some),
