@@ -95,7 +95,7 @@ pub fn plan(
                     },
                     again: false,
                 },
-                Err(refusal) => refusal,
+                Err(refusal) => *refusal,
             }
         }
         HaltAction::Release {
@@ -131,7 +131,7 @@ fn agents_in(
     scope: &HaltScope,
     known: &[Known],
     team: Option<&TeamRecord>,
-) -> Result<Vec<String>, HaltPlan> {
+) -> Result<Vec<String>, Box<HaltPlan>> {
     let of_type = |k: &&Known| scope.admits_type(k.agent_type);
     let ids = |it: &mut dyn Iterator<Item = &Known>| -> Vec<String> {
         let mut v: Vec<String> = it.filter(of_type).map(|k| k.agent_id.clone()).collect();
@@ -151,44 +151,44 @@ fn agents_in(
                 }
             }
             if !foreign.is_empty() {
-                return Err(refuse(
+                return Err(Box::new(refuse(
                     ErrorCode::Forbidden,
                     format!(
                         "agents of another customer in the scope: {}",
                         foreign.join(", ")
                     ),
                     foreign,
-                ));
+                )));
             }
             if !missing.is_empty() {
-                return Err(refuse(
+                return Err(Box::new(refuse(
                     ErrorCode::NotFound,
                     format!("agents in the scope do not exist: {}", missing.join(", ")),
                     missing,
-                ));
+                )));
             }
             Ok(ids(&mut found.into_iter()))
         }
         HaltTarget::TeamId(team_id) => match team {
-            None => Err(refuse(
+            None => Err(Box::new(refuse(
                 ErrorCode::NotFound,
                 format!("team {team_id} does not exist"),
                 Vec::new(),
-            )),
-            Some(t) if t.customer_id != cmd.customer_id => Err(refuse(
+            ))),
+            Some(t) if t.customer_id != cmd.customer_id => Err(Box::new(refuse(
                 ErrorCode::Forbidden,
                 format!("team {team_id} belongs to another customer"),
                 Vec::new(),
-            )),
+            ))),
             Some(t) => Ok(ids(&mut known
                 .iter()
                 .filter(|k| t.agent_ids.contains(&k.agent_id)))),
         },
-        HaltTarget::CustomerId(customer) if customer != &cmd.customer_id => Err(refuse(
+        HaltTarget::CustomerId(customer) if customer != &cmd.customer_id => Err(Box::new(refuse(
             ErrorCode::Forbidden,
             format!("a customer may halt only its own agents, not customer {customer}'s"),
             Vec::new(),
-        )),
+        ))),
         HaltTarget::CustomerId(customer) => Ok(ids(&mut known
             .iter()
             .filter(|k| &k.customer_id == customer))),

@@ -392,7 +392,18 @@ pub fn plan_with_holds(
     blocking: Option<&str>,
 ) -> Plan {
     let planned = plan(cmd, record, rules);
-    if planned.refuses() {
+    // Whose agent it is, and whether it exists, are said first: another customer learns
+    // nothing of a halt.
+    let answered_first = planned.steps.iter().any(|s| {
+        matches!(
+            s,
+            Step::Refuse {
+                code: ErrorCode::Forbidden | ErrorCode::NotFound,
+                ..
+            }
+        )
+    });
+    if answered_first {
         return planned;
     }
     let mut halts: Vec<String> = record.map(|r| r.halt_ids.clone()).unwrap_or_default();

@@ -1644,3 +1644,189 @@ async fn a_forced_stop_kills_at_once_and_the_record_keeps_who_and_why_until_a_st
     assert_eq!((started.stopped_by, started.stop_reason), (None, None));
     assert_eq!(f.store.record(AGENT).and_then(|r| r.stop_reason), None);
 }
+
+// ---- Halt (contract section 10) ----
+
+fn order(halt_id: &str) -> crate::lifecycle::HoldOrder {
+    crate::lifecycle::HoldOrder {
+        halt_id: halt_id.into(),
+        reason: "runaway".into(),
+        requested_by: "ops".into(),
+        arrived: std::time::Instant::now(),
+        cut_ms: 3,
+    }
+}
+
+/// A hold freezes the agent and reports it once; a release gives it back (login, then
+/// thaw) only when no other halt holds it.
+#[test]
+fn a_hold_freezes_and_a_release_thaws_only_the_last_halt() {
+    let rules = Rules::of(&Config::defaults());
+    let running = record(AgentStatus::Running);
+    let hold = plan_automatic(&Automatic::Hold(order("h1")), &running, &rules);
+    assert!(matches!(hold.steps[0], Step::Hold(_)));
+    assert!(hold.steps.contains(&Step::Runtime {
+        call: RuntimeCall::Freeze,
+        on_failure: OnFailure::Keep
+    }));
+    assert!(matches!(hold.steps.last(), Some(Step::ReportHalted(_))));
+    assert_eq!(hold.outcome, Some(AgentStatus::Halted));
+    let mut held = running.clone();
+    held.halt_ids = vec!["h1".into()];
+    let again = plan_automatic(&Automatic::Hold(order("h1")), &held, &rules);
+    assert!(
+        !again
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::ReportHalted(_) | Step::Hold(_))),
+        "engaged again: frozen again, not reported again"
+    );
+    let release = |record: &AgentRecord| {
+        plan_automatic(
+            &Automatic::Release {
+                halt_id: "h1".into(),
+                reason: "fixed".into(),
+                requested_by: "ops".into(),
+            },
+            record,
+            &rules,
+        )
+    };
+    let last = release(&held);
+    let calls: Vec<&RuntimeCall> = last
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Runtime { call, .. } => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls, [&RuntimeCall::RestoreLogin, &RuntimeCall::Thaw]);
+    assert_eq!(last.outcome, Some(AgentStatus::Running));
+    held.halt_ids.push("h2".into());
+    let not_last = release(&held);
+    assert_eq!(
+        not_last.steps,
+        [
+            Step::Unhold {
+                halt_id: "h1".into()
+            },
+            Step::Save
+        ]
+    );
+    let mut stopped = held.clone();
+    stopped.halt_ids = vec!["h1".into()];
+    stopped.desired_state = DesiredState::Stopped;
+    let quiet = release(&stopped);
+    assert!(!quiet.steps.contains(&Step::Runtime {
+        call: RuntimeCall::Thaw,
+        on_failure: OnFailure::MarkFailed
+    }));
+    assert_eq!(quiet.outcome, Some(AgentStatus::Stopped));
+}
+
+/// While a halt holds it (the record, or the registry before the record knows), an
+/// agent's start, resume, restart, update and pause are refused `halted`; stop and
+/// delete work; another customer is told `forbidden` first; a create in an engaged
+/// halt's scope is refused.
+#[test]
+fn a_held_agent_refuses_what_would_give_it_back() {
+    let rules = Rules::of(&Config::defaults());
+    let r = record(AgentStatus::Running);
+    let holding = vec!["h1".to_string()];
+    let code = |action: Action, customer: &str, holding: &[String]| {
+        let p = crate::lifecycle::plan_with_holds(
+            &command(action, customer, "m"),
+            Some(&r),
+            &rules,
+            holding,
+            None,
+        );
+        p.steps.iter().find_map(|s| match s {
+            Step::Refuse { code, .. } => Some(*code),
+            _ => None,
+        })
+    };
+    for action in [
+        Action::Start,
+        Action::Resume,
+        Action::Restart { timeout_s: 1 },
+        Action::Pause,
+        Action::Update {
+            patch: Default::default(),
+        },
+    ] {
+        assert_eq!(
+            code(action.clone(), OWNER, &holding),
+            Some(ErrorCode::Halted),
+            "{action:?}"
+        );
+        assert_eq!(
+            code(action.clone(), "c9", &holding),
+            Some(ErrorCode::Forbidden),
+            "{action:?}"
+        );
+        assert_ne!(code(action, OWNER, &[]), Some(ErrorCode::Halted));
+    }
+    for action in [
+        Action::Stop(StopOrder {
+            timeout_s: 1,
+            force: false,
+            reason: None,
+            requested_by: None,
+        }),
+        Action::Delete { timeout_s: 1 },
+    ] {
+        assert_eq!(code(action, OWNER, &holding), None);
+    }
+    let create = command(
+        Action::Create {
+            spec: crate::protocol::sample_spec(),
+            auto_start: true,
+        },
+        OWNER,
+        "m",
+    );
+    let p = crate::lifecycle::plan_with_holds(&create, None, &rules, &[], Some("h9"));
+    assert!(matches!(
+        p.steps.as_slice(),
+        [Step::Refuse {
+            code: ErrorCode::Halted,
+            ..
+        }]
+    ));
+}
+
+/// A halt's order through the executor: frozen (the fake pauses it), halted, reported
+/// with its figures; the release gives the login back and thaws it.
+#[tokio::test]
+async fn a_hold_and_its_release_run_over_the_ports() {
+    let f = fakes();
+    let r = stored(&f, AgentStatus::Running);
+    let (after, result) =
+        crate::lifecycle::run_automatic(&f.deps, r, Automatic::Hold(order("h1"))).await;
+    let events = result.expect("held");
+    let after = after.expect("the record");
+    assert_eq!(after.status(), AgentStatus::Halted);
+    assert_eq!(after.halt_ids, vec!["h1".to_string()]);
+    assert_eq!(kinds(&events), ["agent.halted"]);
+    assert_eq!(events[0].details["cut_ms"], 3);
+    let id = after.workload_id.clone().unwrap();
+    assert_eq!(f.runtime.paused(&id), Some(true));
+    let (after, result) = crate::lifecycle::run_automatic(
+        &f.deps,
+        after,
+        Automatic::Release {
+            halt_id: "h1".into(),
+            reason: "fixed".into(),
+            requested_by: "ops".into(),
+        },
+    )
+    .await;
+    let events = result.expect("released");
+    let after = after.expect("the record");
+    assert_eq!(kinds(&events), ["agent.released"]);
+    assert_eq!(after.status(), AgentStatus::Running);
+    assert!(after.halt_ids.is_empty() && after.halted_by.is_none());
+    assert_eq!(f.runtime.paused(&id), Some(false));
+}

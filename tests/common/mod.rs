@@ -1050,6 +1050,19 @@ pub async fn remove_agent_users(config: &Config) {
             let _ = identities.revoke(&agent).await;
         }
     }
+    // The halts' copies in RabbitMQ (global parameters of this instance).
+    if let Ok(management) = agent_manager::broker::management::Management::new(
+        &config.rabbitmq.management_url(),
+        None,
+        Duration::from_secs(5),
+    ) {
+        let prefix = format!("autogen-halt.{}.", config.instance);
+        if let Ok(params) = management.global_parameters(&prefix).await {
+            for (name, _) in params {
+                let _ = management.delete_global_parameter(&name).await;
+            }
+        }
+    }
 }
 
 /// What a finished process left.
