@@ -402,6 +402,25 @@ configure_management() {
             "management.tcp.ip = 127.0.0.1" "management.tcp.port = $MANAGEMENT_PORT" \
             >>"$RABBITMQ_CONF"
     fi
+    # The automatic halt reads every channel's publish counter (HALT_WATCH_INTERVAL_MS):
+    # counters refreshed every second, not every five (RabbitMQ's default).
+    if ! grep -q '^collect_statistics_interval' "$RABBITMQ_CONF" 2>/dev/null; then
+        printf '%s\n' "# agent-manager's scripts/services.sh: channel counters every second (halts)." \
+            "collect_statistics_interval = $STATS_INTERVAL_MS" >>"$RABBITMQ_CONF"
+    fi
+}
+
+# A running broker started before the setting gets it live (channels opened from now
+# on report at that interval).
+STATS_INTERVAL_MS=1000
+ensure_stats_interval() {
+    local current
+    current=$(timeout 30 rabbitmqctl -q eval 'application:get_env(rabbit, collect_statistics_interval).' 2>/dev/null) || return 0
+    [[ $current == *"$STATS_INTERVAL_MS"* ]] && return 0
+    configure_management
+    log "rabbitmq: channel statistics every ${STATS_INTERVAL_MS} ms (was $current)"
+    timeout 30 rabbitmqctl -q eval \
+        "application:set_env(rabbit, collect_statistics_interval, $STATS_INTERVAL_MS)." >/dev/null 2>&1 || true
 }
 
 # A broker started before the plugin was configured gets it now, on loopback.
@@ -498,6 +517,7 @@ start_rabbitmq() {
         return 1
     fi
     ensure_management || return 1
+    ensure_stats_interval
     summary rabbitmq "running (amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f${GATEWAY:+; agents: $GATEWAY:$AMQP_PORT}, management http://127.0.0.1:$MANAGEMENT_PORT)"
 }
 

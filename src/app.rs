@@ -217,6 +217,27 @@ impl Manager {
         let drainer = actix_rt::spawn(publisher.clone().drain_outbox(shutdown_rx.clone()));
         let (deps_ok_tx, deps_ok) = watch::channel(true);
         let store_for_admin = store.clone();
+        // The automatic halt (section 10): with per-agent credentials (an agent is known
+        // by its own user) and a limit above 0.
+        if config.agents.credentials == CredentialMode::PerAgent
+            && config.halt.max_messages_per_s > 0.0
+        {
+            if let Ok(management) = crate::broker::management::Management::new(
+                &config.rabbitmq.management_url(),
+                config.rabbitmq.management_ca_file(),
+                Duration::from_secs(config.rabbitmq.timeout_s),
+            ) {
+                actix_rt::spawn(crate::actors::rate_watch::run(
+                    management,
+                    store.clone(),
+                    config.halt.max_messages_per_s,
+                    Duration::from_secs(config.halt.window_s),
+                    Duration::from_millis(config.halt.watch_interval_ms),
+                    supervisor.clone().recipient(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
         actix_rt::spawn(readiness::watch_dependencies(
             store,
             runtime,

@@ -264,6 +264,7 @@ mod tests {
             memory_mb: 512,
             cpus: 0.333_7,
             gpus: 1,
+            max_messages_per_s: None,
         });
         assert_eq!(h.cpus_milli, 334);
         assert_eq!(h.amounts(), [512, 334, 1]);

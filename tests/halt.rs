@@ -399,3 +399,100 @@ async fn a_halt_survives_kill_9_and_a_redis_wipe_and_release_still_works() {
     drop(manager);
     env.finish().await;
 }
+
+/// The automatic halt: an agent whose own user publishes more than its limit averaged
+/// over the window is halted by the manager itself within the window and 5 s, with
+/// `auto-<agent_id>-<ms>`, `requested_by` `agent-manager` and the rate in the reason,
+/// an `automatic` entry in the audit trail; only `halt.release` gives it back.
+#[actix_rt::test]
+async fn an_agent_that_floods_is_halted_by_the_manager_itself() {
+    let env = TestEnv::start(&[
+        ("HALT_MAX_MESSAGES_PER_S", "20"),
+        ("HALT_WINDOW_S", "2"),
+        ("HALT_WATCH_INTERVAL_MS", "500"),
+    ])
+    .await;
+    let (flood, calm) = (env.agent_id("flood"), env.agent_id("calm"));
+    env.create_running(&flood).await;
+    env.create_running(&calm).await;
+    let (mq, _) = agent_urls(&env, &flood).await;
+    let mq = from_host(&mq, &env.config.rabbitmq.url);
+    let conn = amqp(&mq).await.expect("the agent's own login");
+    let ch = conn.create_channel().await.expect("a channel");
+    let key = agent_manager::protocol::task::result_key(&flood);
+    let exchange = env.config.rabbitmq.exchange.clone();
+    let flooding = tokio::spawn(async move {
+        // ~100 messages a second until the broker cuts the connection.
+        loop {
+            let sent = ch
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"{}",
+                    BasicProperties::default(),
+                )
+                .await;
+            if sent.is_err() || !conn.status().connected() {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let started = Instant::now();
+    let id = flood.clone();
+    let halted = env
+        .wait_event("agent.halted of the flooding agent", DEADLINE, move |e| {
+            e.agent_id == id && e.event.routing_key() == "agent.halted"
+        })
+        .await;
+    let took = started.elapsed();
+    let halt_id = halted.details["halt_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(halt_id.starts_with(&format!("auto-{flood}-")), "{halt_id}");
+    assert_eq!(halted.details["requested_by"], "agent-manager");
+    assert!(
+        halted.details["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("messages/s"),
+        "{}",
+        halted.details
+    );
+    assert!(
+        took < Duration::from_secs(2 + 5 + 5),
+        "halted {took:?} after the flood began"
+    );
+    tokio::time::timeout(DEADLINE, flooding)
+        .await
+        .expect("the flood's connection cut")
+        .expect("flood task");
+    assert_eq!(
+        env.record(&calm).await["status"],
+        "running",
+        "a calm agent is left alone"
+    );
+    let trail: Vec<(String, Vec<(String, String)>)> = env
+        .redis_query(
+            redis::cmd("XRANGE")
+                .arg(env.key("halts:events"))
+                .arg("-")
+                .arg("+"),
+        )
+        .await;
+    assert!(
+        trail
+            .iter()
+            .any(|(_, fields)| fields.contains(&("kind".to_string(), "automatic".to_string()))),
+        "{trail:?}"
+    );
+    let mid = release(&env, &halt_id).await;
+    env.answer(&mid, "halt.released").await;
+    common::wait_until("the agent runs again", DEADLINE, || async {
+        env.record(&flood).await.get("status").map(String::as_str) == Some("running")
+    })
+    .await;
+    env.finish().await;
+}

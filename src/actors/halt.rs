@@ -42,6 +42,9 @@ pub struct RunHalt {
     pub actors: HashMap<String, Addr<AgentActor>>,
     /// When the command arrived: `cut_ms` and `frozen_ms` are measured from it.
     pub arrived: Instant,
+    /// Engaged by the manager itself (a rate over the limit): its answer answers no
+    /// command, and the audit trail says `automatic`.
+    pub automatic: bool,
 }
 
 /// Agent `agent_id` was deleted: it leaves its halts.
@@ -141,7 +144,10 @@ async fn run(deps: &Deps, msg: RunHalt) -> Result<(), AgentError> {
             );
             answer(deps, cmd, event).await
         }
-        HaltPlan::Engage { halt, again } => engage(deps, &msg, halt, again).await,
+        HaltPlan::Engage { mut halt, again } => {
+            halt.automatic |= msg.automatic;
+            engage(deps, &msg, halt, again).await
+        }
         HaltPlan::Release {
             halt,
             reason,
@@ -174,7 +180,11 @@ async fn engage(
     // Kept first: a manager that dies from here on is followed by one that holds the
     // same agents (and the command's redelivery engages it again).
     let entry = (!again).then(|| HaltEntry {
-        kind: HaltEventKind::Engaged,
+        kind: if msg.automatic {
+            HaltEventKind::Automatic
+        } else {
+            HaltEventKind::Engaged
+        },
         halt: &halt,
         requested_by: &halt.requested_by,
         reason: &halt.reason,
@@ -229,11 +239,14 @@ async fn engage(
         "agent_manager_commands_total",
         &[("command", cmd.kind.routing_key()), ("outcome", "ok")],
     );
+    if msg.automatic {
+        crate::metrics::inc("agent_manager_automatic_halts_total", &[]);
+    }
     let event = Event::for_halt(
         EventKind::HaltEngaged,
         &halt.halt_id,
         &cmd.customer_id,
-        Some(&cmd.message_id),
+        (!msg.automatic).then_some(cmd.message_id.as_str()),
         "engaged",
         Some(halt.agent_ids.clone()),
         json!({
@@ -244,6 +257,7 @@ async fn engage(
             "reason": halt.reason,
             "requested_by": halt.requested_by,
             "again": again,
+            "automatic": msg.automatic,
         }),
     );
     answer(deps, cmd, event).await

@@ -6,6 +6,8 @@
 //!   and the cleanup after a member's deletion.
 //! - [`halt`]: the HaltActor, the one writer of halts: cut every agent in scope at
 //!   once, then has each frozen by its own actor, and gives them back on release.
+//! - [`rate_watch`]: the automatic halt's watch of every agent's publishing rate (one
+//!   listing of the broker's channels per interval).
 //! - [`supervisor`]: the registry of agent actors, routing commands and events to them
 //!   and team commands to the team actor, and every agent's heartbeat, read in one Redis
 //!   round trip per check interval.
@@ -15,6 +17,7 @@
 
 pub mod agent;
 pub mod halt;
+pub mod rate_watch;
 pub mod readiness;
 pub mod reconcile;
 pub mod supervisor;

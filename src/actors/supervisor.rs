@@ -22,6 +22,7 @@ use crate::actors::agent::{
     AgentActor, Apply, AwaitingFirstBeat, Beat, Describe, Listed, Look, RestoreLogin, Retire,
 };
 use crate::actors::halt::{HaltActor, HaltMemberGone, RunHalt};
+pub use crate::actors::rate_watch::AutoHalt;
 use crate::actors::team::{MemberGone, RunTeamCommand, TeamActor};
 /// What the CommandConsumer sends, handled here.
 pub use crate::broker::consumer::{Dispatch, DispatchHalt, DispatchTeam};
@@ -399,6 +400,31 @@ impl Handler<DispatchHalt> for Supervisor {
         let arrived = Instant::now();
         let cmd = msg.0;
         tracing::debug!(halt_id = %cmd.halt_id, message_id = %cmd.message_id, command = %cmd.kind, "routing halt command");
+        let (known, actors) = self.directory();
+        let request = self.halts().send(RunHalt {
+            cmd,
+            known,
+            actors,
+            arrived,
+            automatic: false,
+        });
+        Box::pin(
+            async move {
+                request.await.unwrap_or_else(|mailbox| {
+                    Err(AgentError::refused(
+                        ErrorCode::Internal,
+                        format!("halt actor unavailable: {mailbox}"),
+                    ))
+                })
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl Supervisor {
+    /// Every agent it knows with its owner, and their actors (a halt's view).
+    fn directory(&self) -> (Vec<crate::halt::Known>, HashMap<String, Addr<AgentActor>>) {
         let known = self
             .agents
             .iter()
@@ -416,23 +442,63 @@ impl Handler<DispatchHalt> for Supervisor {
             .iter()
             .map(|(id, e)| (id.clone(), e.addr.clone()))
             .collect();
+        (known, actors)
+    }
+}
+
+impl Handler<AutoHalt> for Supervisor {
+    type Result = ();
+
+    /// The manager halts an agent over its publishing limit itself (section 10):
+    /// `auto-<agent_id>-<unix ms>`, requested by `agent-manager`, the measured rate in
+    /// the reason. An agent already held, or unknown, is left alone.
+    fn handle(&mut self, msg: AutoHalt, _ctx: &mut Self::Context) {
+        if self.deps.holds.is_held(&msg.agent_id) {
+            return;
+        }
+        let Some((customer_id, _)) = self.agents.get(&msg.agent_id).and_then(|e| e.owner.clone())
+        else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let halt_id = format!("auto-{}-{}", msg.agent_id, now.timestamp_millis());
+        let cmd = crate::protocol::HaltCommand {
+            message_id: uuid::Uuid::new_v4().to_string(),
+            message_id_given: false,
+            kind: crate::protocol::HaltCommandKind::Engage,
+            halt_id,
+            customer_id,
+            action: crate::protocol::HaltAction::Engage {
+                scope: crate::protocol::HaltScope {
+                    target: crate::protocol::HaltTarget::AgentIds(vec![msg.agent_id.clone()]),
+                    agent_types: None,
+                },
+                reason: format!(
+                    "published {:.1} messages/s averaged over {} s, more than its limit of {} \
+                     (max_messages_per_s)",
+                    msg.rate, msg.window_s, msg.limit
+                ),
+                requested_by: "agent-manager".into(),
+            },
+        };
+        let (known, actors) = self.directory();
         let request = self.halts().send(RunHalt {
             cmd,
             known,
             actors,
-            arrived,
+            arrived: Instant::now(),
+            automatic: true,
         });
-        Box::pin(
-            async move {
-                request.await.unwrap_or_else(|mailbox| {
-                    Err(AgentError::refused(
-                        ErrorCode::Internal,
-                        format!("halt actor unavailable: {mailbox}"),
-                    ))
-                })
+        let agent_id = msg.agent_id;
+        actix_rt::spawn(async move {
+            match request.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(%agent_id, error = %e, "the automatic halt failed; the watch tries again")
+                }
+                Err(e) => tracing::warn!(%agent_id, error = %e, "halt actor unavailable"),
             }
-            .into_actor(self),
-        )
+        });
     }
 }
 

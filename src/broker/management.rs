@@ -70,6 +70,14 @@ pub struct TopicPermission {
     pub exchange: String,
 }
 
+/// One channel's publish counter, as `GET /api/channels` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPublishes {
+    pub name: String,
+    pub user: String,
+    pub published: u64,
+}
+
 /// A client of one broker's management API.
 #[derive(Clone)]
 pub struct Management {
@@ -456,6 +464,47 @@ impl Management {
             .into_iter()
             .filter(|p| p.name.starts_with(prefix))
             .map(|p| (p.name, p.value))
+            .collect())
+    }
+
+    /// Every channel's name, user and publish counter (`GET /api/channels`, only those
+    /// columns): what the automatic halt watches. The broker refreshes the counters
+    /// every `collect_statistics_interval`.
+    pub async fn channel_publish_counts(&self) -> Result<Vec<ChannelPublishes>, CredentialError> {
+        let body = self
+            .call(
+                "list channels",
+                Method::GET,
+                "channels?columns=name,user,message_stats.publish",
+                None,
+                false,
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct Stats {
+            #[serde(default)]
+            publish: u64,
+        }
+        #[derive(Deserialize)]
+        struct Listed {
+            name: String,
+            #[serde(default)]
+            user: String,
+            message_stats: Option<Stats>,
+        }
+        let listed: Vec<Listed> =
+            serde_json::from_slice(&body).map_err(|e| CredentialError::Management {
+                op: "list channels",
+                status: None,
+                message: format!("unexpected answer: {e}"),
+            })?;
+        Ok(listed
+            .into_iter()
+            .map(|c| ChannelPublishes {
+                name: c.name,
+                user: c.user,
+                published: c.message_stats.map_or(0, |s| s.publish),
+            })
             .collect())
     }
 

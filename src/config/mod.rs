@@ -126,6 +126,22 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// Per-customer limits (see [`crate::quota`]).
     pub quotas: QuotaConfig,
+    /// The automatic halt (contract section 10).
+    pub halt: HaltConfig,
+}
+
+/// The automatic halt on a publishing rate (contract section 10).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaltConfig {
+    /// Messages per second an agent may publish, averaged over `window_s`, unless its
+    /// `resources.max_messages_per_s` says otherwise; 0: no automatic halt.
+    pub max_messages_per_s: f64,
+    /// The window the rate is averaged over, seconds.
+    pub window_s: u64,
+    /// How often the broker's channel counters are read (one listing for every agent),
+    /// milliseconds.
+    pub watch_interval_ms: u64,
 }
 
 /// Whose credentials agents get in `RABBITMQ_URL` and `REDIS_URL` (contract section 7).

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 
 use super::env::env_var_of;
 use super::{
-    AgentsConfig, Config, CredentialMode, DockerConfig, GpuConfig, HealthConfig, QuotaConfig,
-    RabbitConfig, RedisConfig, SettingError, SwarmConfig,
+    AgentsConfig, Config, CredentialMode, DockerConfig, GpuConfig, HaltConfig, HealthConfig,
+    QuotaConfig, RabbitConfig, RedisConfig, SettingError, SwarmConfig,
 };
 use crate::credentials::can_carry_login;
 use crate::protocol::image::{check_image_pattern, parse_image_ref};
@@ -77,6 +77,7 @@ impl Config {
         check_agent_urls(self, problems);
         check_health(&self.health, problems);
         check_quotas(&self.quotas, problems);
+        check_halt(&self.halt, problems);
         check_swarm(&self.swarm, problems);
         check_gpu(&self.gpu, problems);
     }
@@ -425,6 +426,19 @@ fn check_quotas(q: &QuotaConfig, p: &mut Problems) {
             "quotas.max_cpus",
             "must be 0 (unlimited) or a positive number",
         );
+    }
+}
+
+fn check_halt(h: &HaltConfig, p: &mut Problems) {
+    if !(h.max_messages_per_s >= 0.0 && h.max_messages_per_s.is_finite()) {
+        p.bad(
+            "halt.max_messages_per_s",
+            "must be 0 (no automatic halt) or a positive number",
+        );
+    }
+    p.positive("halt.window_s", h.window_s);
+    if !(100..=60_000).contains(&h.watch_interval_ms) {
+        p.bad("halt.watch_interval_ms", "must be between 100 and 60000");
     }
 }
 

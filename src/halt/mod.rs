@@ -5,6 +5,9 @@
 //!   knows and the scope's team → a [`HaltPlan`]: the agents a new halt takes out, or a
 //!   refusal naming what does not exist or is another customer's.
 //!
+//! - [`rate`]: pure. Each agent's publishing rate from the broker's channel counters,
+//!   for the automatic halt.
+//!
 //! The halt actor ([`crate::actors::halt`]) carries a plan out, one halt command at a
 //! time: the halt kept (Redis and RabbitMQ) and registered in [`crate::record::holds`],
 //! every agent cut at once ([`crate::ports::CredentialIssuer::cut`]), then each agent
@@ -13,5 +16,6 @@
 //! [`crate::record::status`] and [`crate::lifecycle::plan`].
 
 pub mod plan;
+pub mod rate;
 
 pub use plan::{plan, HaltPlan, Known};

@@ -286,6 +286,8 @@ pub fn update_kind(old: &AgentSpec, new: &AgentSpec) -> UpdateKind {
     let mut resized = old.clone();
     resized.resources.memory_mb = new.resources.memory_mb;
     resized.resources.cpus = new.resources.cpus;
+    // A new publishing limit is the manager's to watch, not the container's.
+    resized.resources.max_messages_per_s = new.resources.max_messages_per_s;
     if &resized == new {
         UpdateKind::InPlace
     } else {

@@ -392,6 +392,10 @@ pub struct Resources {
     pub cpus: f64,
     /// GPUs to allocate (GPU mode only).
     pub gpus: u32,
+    /// Messages per second the agent may publish before the manager halts it
+    /// (section 10); `None`: `HALT_MAX_MESSAGES_PER_S`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_s: Option<f64>,
 }
 
 /// Everything the Core Engine decides about an agent: two equal specs give equal
@@ -419,6 +423,8 @@ pub struct ResourceChanges {
     pub cpus: Option<f64>,
     /// New number of GPUs.
     pub gpus: Option<u32>,
+    /// New publishing limit (section 10).
+    pub max_messages_per_s: Option<f64>,
 }
 
 impl ResourceChanges {
@@ -428,6 +434,7 @@ impl ResourceChanges {
             memory_mb: self.memory_mb.unwrap_or(resources.memory_mb),
             cpus: self.cpus.unwrap_or(resources.cpus),
             gpus: self.gpus.unwrap_or(resources.gpus),
+            max_messages_per_s: self.max_messages_per_s.or(resources.max_messages_per_s),
         }
     }
 }
@@ -526,6 +533,7 @@ pub fn sample_spec() -> AgentSpec {
             memory_mb: 256,
             cpus: 0.5,
             gpus: 0,
+            max_messages_per_s: None,
         },
         image: "autogen-agent:latest".into(),
     }

@@ -92,8 +92,11 @@ pub(super) fn json_depth(v: &Value) -> usize {
     }
 }
 
-/// The changes of the `resources` object if given: only `memory_mb`, `cpus` and `gpus`,
-/// each within the policy's bounds.
+/// The largest `resources.max_messages_per_s` a command may set.
+pub(super) const MAX_MESSAGES_PER_S_LIMIT: f64 = 1_000_000.0;
+
+/// The changes of the `resources` object if given: only `memory_mb`, `cpus`, `gpus`
+/// and `max_messages_per_s` (section 10), each within the policy's bounds.
 pub(super) fn resources(
     obj: &Map<String, Value>,
     policy: &AgentPolicy,
@@ -108,12 +111,14 @@ pub(super) fn resources(
             ))
         }
     };
-    if let Some(unknown) = res
-        .keys()
-        .find(|k| !matches!(k.as_str(), "memory_mb" | "cpus" | "gpus"))
-    {
+    if let Some(unknown) = res.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "memory_mb" | "cpus" | "gpus" | "max_messages_per_s"
+        )
+    }) {
         return Err(format!(
-            "field 'resources.{}' is unknown: expected memory_mb, cpus, gpus",
+            "field 'resources.{}' is unknown: expected memory_mb, cpus, gpus, max_messages_per_s",
             printable_prefix(unknown, 64)
         ));
     }
@@ -162,10 +167,24 @@ pub(super) fn resources(
             Some(gpus as u32)
         }
     };
+    let max_messages_per_s = match res.get("max_messages_per_s") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|r| *r > 0.0 && *r <= MAX_MESSAGES_PER_S_LIMIT)
+                .ok_or_else(|| {
+                    format!(
+                        "field 'resources.max_messages_per_s' must be a number above 0 and at \
+                         most {MAX_MESSAGES_PER_S_LIMIT}"
+                    )
+                })?,
+        ),
+    };
     Ok(ResourceChanges {
         memory_mb,
         cpus,
         gpus,
+        max_messages_per_s,
     })
 }
 

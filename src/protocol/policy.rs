@@ -56,6 +56,7 @@ impl AgentPolicy {
             memory_mb: self.memory_mb,
             cpus: self.cpus,
             gpus: 0,
+            max_messages_per_s: None,
         }
     }
 

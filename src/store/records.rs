@@ -169,6 +169,31 @@ fn parsed<T: std::str::FromStr>(f: &HashMap<String, String>, name: &str) -> Opti
 }
 
 impl Store {
+    /// The `resources` of each of `agent_ids`' records (one pipelined read), in order;
+    /// `None` where there is no record or it does not read.
+    pub async fn resources_of(
+        &self,
+        agent_ids: &[String],
+    ) -> Result<Vec<Option<Resources>>, StoreError> {
+        if agent_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in agent_ids {
+            pipe.hget(self.keys.agent(id), "resources");
+        }
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<String>> = self
+            .run("hget resources", async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|r| r.and_then(|s| serde_json::from_str(&s).ok()))
+            .collect())
+    }
+
     /// Writes the record, its set memberships, `events` to its stream and, when given,
     /// the processed marker: one atomic transaction.
     pub async fn save(

@@ -28,6 +28,7 @@ fn container_spec() -> ContainerSpec {
                 memory_mb: 256,
                 cpus: 0.5,
                 gpus: 0,
+                max_messages_per_s: None,
             },
             image: "autogen-agent:latest".into(),
         },
