@@ -478,6 +478,112 @@ async fn a_lost_node_s_agents_move_and_nothing_waits_for_it() {
     env.finish().await;
 }
 
+/// A halt in swarm mode (contract section 10): the agent's service scaled to 0, so no
+/// node runs it: not Swarm's own restart policy, not a node that is lost and comes
+/// back. `halt.release` scales it back to 1.
+#[actix_rt::test]
+async fn a_halted_swarm_agent_stays_out_through_a_node_loss_until_released() {
+    let cluster = Cluster::up(3, "", "");
+    let env = start_manager(
+        &cluster,
+        &[("SWARM_CONSTRAINTS", "node.role==worker")],
+        |_| {},
+    )
+    .await;
+    let ids: Vec<String> = (0..4).map(|i| env.agent_id(&format!("hs{i}"))).collect();
+    create_all(&env, &ids, "trading", false).await;
+    let mut target = None;
+    for id in &ids {
+        if node_of(&env, id).await == "amc3" {
+            target = Some(id.clone());
+            break;
+        }
+    }
+    let target = target.expect("Swarm spread the agents over both workers");
+    let halt_id = format!("hs-{}", env.id);
+    let mid = env
+        .send(
+            "halt.engage",
+            json!({"halt_id": halt_id, "customer_id": env.customer(),
+                   "scope": {"agent_ids": [target]}, "reason": "swarm test",
+                   "requested_by": "ops-test"}),
+        )
+        .await;
+    let engaged = env.answer(&mid, "halt.engaged").await;
+    assert_eq!(engaged.details["failed"], json!([]), "{}", engaged.details);
+    let service = format!("agent-{target}");
+    let svc = cluster
+        .docker
+        .inspect_service(
+            &service,
+            None::<bollard::query_parameters::InspectServiceOptions>,
+        )
+        .await
+        .expect("the service");
+    assert_eq!(
+        agent_manager::runtime::swarm::service::replicas(&svc.spec.unwrap_or_default()),
+        0,
+        "scaled to 0"
+    );
+    let (ready, _) = nodes(&cluster).await;
+    assert_eq!(running_tasks(&cluster, &service, &ready).await, 0);
+    assert_eq!(env.record(&target).await["status"], "halted");
+    // The node is lost (Swarm sees it down), then comes back: nothing brings the agent
+    // back meanwhile.
+    cluster.node("kill-node", 3);
+    let lost = Instant::now();
+    while node_ready(&cluster, "amc3").await {
+        assert!(
+            lost.elapsed() < Duration::from_secs(60),
+            "Swarm never saw amc3 down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ready, _) = nodes(&cluster).await;
+    assert_eq!(
+        running_tasks(&cluster, &service, &ready).await,
+        0,
+        "not moved elsewhere"
+    );
+    cluster.node("start-node", 3);
+    let back = Instant::now();
+    while !node_ready(&cluster, "amc3").await {
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "amc3 did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ready, _) = nodes(&cluster).await;
+    assert_eq!(
+        running_tasks(&cluster, &service, &ready).await,
+        0,
+        "still out"
+    );
+    assert_eq!(env.record(&target).await["status"], "halted");
+    let mid = env
+        .send(
+            "halt.release",
+            json!({"halt_id": halt_id, "customer_id": env.customer(),
+                   "reason": "done", "requested_by": "ops-test"}),
+        )
+        .await;
+    env.answer(&mid, "halt.released").await;
+    let released = Instant::now();
+    loop {
+        let (ready, _) = nodes(&cluster).await;
+        if running_tasks(&cluster, &service, &ready).await == 1 {
+            break;
+        }
+        assert!(
+            released.elapsed() < Duration::from_secs(90),
+            "not running again"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    env.finish().await;
+}
+
 /// What the agent's own process sees (`/proc/1/environ`): Docker's NVIDIA driver sets
 /// `NVIDIA_VISIBLE_DEVICES` there from the device request.
 fn visible_devices(docker_host: &str, agent_id: &str) -> String {
