@@ -111,6 +111,8 @@ struct RuntimeState {
     containers: Vec<Container>,
     next_id: u32,
     faults: HashMap<&'static str, Fault>,
+    /// Faults of one operation on one container (by id or name).
+    faults_for: HashMap<(&'static str, String), Fault>,
 }
 
 /// Containers in memory. Operation names for [`FakeRuntime::fail`]: `ensure_image`,
@@ -137,9 +139,19 @@ impl FakeRuntime {
         lock(&self.state).faults.insert(op, fault);
     }
 
+    /// Every later call of `op` on container `target` (its id or name) fails with
+    /// `fault`; other containers are untouched.
+    pub fn fail_for(&self, op: &'static str, target: &str, fault: Fault) {
+        lock(&self.state)
+            .faults_for
+            .insert((op, target.to_string()), fault);
+    }
+
     /// No more injected failures.
     pub fn heal(&self) {
-        lock(&self.state).faults.clear();
+        let mut s = lock(&self.state);
+        s.faults.clear();
+        s.faults_for.clear();
     }
 
     /// A container made outside the lifecycle (adopted, or set up by a test).
@@ -208,7 +220,19 @@ impl FakeRuntime {
     /// Journals the call and gives the injected failure, if any.
     fn enter(&self, op: &'static str, target: &str) -> Result<(), RuntimeError> {
         self.journal.push(format!("runtime {op} {target}"));
-        match lock(&self.state).faults.get(op) {
+        let s = lock(&self.state);
+        let named = s
+            .containers
+            .iter()
+            .find(|c| c.id == target || c.spec.name == target)
+            .map(|c| (c.id.clone(), c.spec.name.clone()));
+        let own = named.and_then(|(id, name)| {
+            s.faults_for
+                .get(&(op, id))
+                .or_else(|| s.faults_for.get(&(op, name)))
+                .copied()
+        });
+        match own.or_else(|| s.faults.get(op).copied()) {
             Some(fault) => Err(fault.error(op)),
             None => Ok(()),
         }

@@ -371,3 +371,102 @@ async fn release(
     );
     answer(deps, cmd, event).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::fakes::{Fakes, Fault};
+    use crate::protocol::{AgentStatus, DesiredState, HaltCommandKind, HaltScope};
+    use crate::record::status::{transition, Cause};
+    use crate::record::AgentRecord;
+    use crate::runtime::spec;
+
+    /// A running agent of customer `c1`, stored, with its actor.
+    async fn running_agent(f: &Fakes, id: &str) -> (Addr<AgentActor>, String) {
+        let mut record =
+            AgentRecord::new(id, crate::protocol::sample_spec(), DesiredState::Running);
+        let container = f.runtime.add(spec::build(&record, &f.deps.config), true);
+        record.workload_id = Some(container.clone());
+        transition(&mut record, Cause::Started);
+        f.store.put(record.clone());
+        let deps = f.deps.clone();
+        let id = id.to_string();
+        (
+            AgentActor::create(move |_| AgentActor::new(id, Some(record), deps)),
+            container,
+        )
+    }
+
+    /// A halt that meets a Docker error for one agent still takes every other one out,
+    /// cuts them all, and says which one failed and at which step.
+    #[actix_rt::test]
+    async fn a_failure_for_one_agent_leaves_the_others_halted_and_is_named() {
+        let f = Fakes::new(Config::defaults(), 0);
+        let customer = crate::protocol::sample_spec().customer_id;
+        let (a, _) = running_agent(&f, "a1").await;
+        let (b, b_container) = running_agent(&f, "a2").await;
+        f.runtime.fail_for("pause", &b_container, Fault::Docker);
+        let cmd = HaltCommand {
+            message_id: "m-halt".into(),
+            message_id_given: true,
+            kind: HaltCommandKind::Engage,
+            halt_id: "h1".into(),
+            customer_id: customer.clone(),
+            action: HaltAction::Engage {
+                scope: HaltScope {
+                    target: HaltTarget::CustomerId(customer.clone()),
+                    agent_types: None,
+                },
+                reason: "test".into(),
+                requested_by: "ops".into(),
+            },
+        };
+        let agent_type = crate::protocol::sample_spec().agent_type;
+        let known = ["a1", "a2"]
+            .map(|id| Known {
+                agent_id: id.into(),
+                customer_id: customer.clone(),
+                agent_type,
+            })
+            .to_vec();
+        let actors = HashMap::from([("a1".to_string(), a), ("a2".to_string(), b)]);
+        run(
+            &f.deps,
+            RunHalt {
+                cmd,
+                known,
+                actors,
+                arrived: Instant::now(),
+                automatic: false,
+            },
+        )
+        .await
+        .expect("answered");
+        let answer = f
+            .sink
+            .published()
+            .into_iter()
+            .find(|e| e.event == EventKind::HaltEngaged)
+            .expect("halt.engaged");
+        let failed = answer.details["failed"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(failed.len(), 1, "{}", answer.details);
+        assert_eq!(failed[0]["agent_id"], "a2");
+        assert_eq!(failed[0]["step"], "freeze");
+        assert!(f.deps.holds.is_held("a1") && f.deps.holds.is_held("a2"));
+        assert_eq!(
+            f.store.record("a1").map(|r| r.status()),
+            Some(AgentStatus::Halted)
+        );
+        let cuts: Vec<String> = f
+            .journal
+            .entries()
+            .into_iter()
+            .filter(|e| e.starts_with("credentials cut"))
+            .collect();
+        assert_eq!(cuts.len(), 2, "both cut: {cuts:?}");
+    }
+}
