@@ -435,16 +435,18 @@ impl Executor<'_> {
     ) -> Result<(), AgentError> {
         let events: Vec<Event> = kind.map(|k| self.event(k, details)).into_iter().collect();
         self.answer.extend(events.iter().cloned());
-        let pending = match self.trigger {
-            Trigger::Command(cmd) if !last => Some(PendingCommand {
-                command: cmd.kind.routing_key().to_string(),
-                message_id: cmd.message_id.clone(),
-            }),
-            _ => None,
-        };
+        let trigger = self.trigger;
         if let Some(rec) = self.record.as_mut() {
             rec.updated_at = chrono::Utc::now();
-            rec.pending = pending;
+            // A command marks itself half done until its last step; the manager's own
+            // work leaves the mark of a command a dead manager left half done alone (its
+            // redelivery finishes it, and answers it in full).
+            if let Trigger::Command(cmd) = trigger {
+                rec.pending = (!last).then(|| PendingCommand {
+                    command: cmd.kind.routing_key().to_string(),
+                    message_id: cmd.message_id.clone(),
+                });
+            }
         }
         let processed = if last { self.processed() } else { None };
         match &self.record {
