@@ -75,11 +75,6 @@ impl Identities {
         })
     }
 
-    /// The management API's endpoint, without credentials.
-    pub fn management_endpoint(&self) -> &str {
-        self.management.endpoint()
-    }
-
     async fn issue_rabbitmq(
         &self,
         agent_id: &str,
