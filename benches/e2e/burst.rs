@@ -2,12 +2,13 @@
 //! running agents: command-to-answer latency, commands/s, every command answered once
 //! and acked.
 
+use agent_manager::metrics::Metric;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::common::TestEnv;
-use crate::support::manager::{mean_ms, metric_sum_count, running_fleet};
+use crate::support::manager::{mean_ms, metric_sum_count, running_fleet, Series};
 use crate::support::probe::CpuProbe;
 use crate::support::report::{dist, load, ms, write_result};
 use crate::support::sizes::Sizes;
@@ -39,8 +40,8 @@ pub async fn burst(s: &Sizes) {
     let direct_cpu = direct_probe.percent();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let start_series = "agent_manager_docker_call_duration_seconds{op=\"start container\"}";
-    let command_series = "agent_manager_command_duration_seconds{command=\"agent.start\"}";
+    let start_series: Series = (Metric::DockerCallDurationSeconds, &["start container"]);
+    let command_series: Series = (Metric::CommandDurationSeconds, &["agent.start"]);
     let start_before = metric_sum_count(admin, start_series).await;
     let command_before = metric_sum_count(admin, command_series).await;
     let started_before = tap.count("agent.started");

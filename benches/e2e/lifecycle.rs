@@ -5,6 +5,7 @@
 //! concurrency (`DOCKER_MAX_CONCURRENT_OPS` workers), in batches of LIFECYCLE_BATCH
 //! rotating which path goes first. Throughput, ratios, latency distributions.
 
+use agent_manager::metrics::Metric;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -144,17 +145,13 @@ pub async fn lifecycle(s: &Sizes) {
     let shared_cpu = shared_probe.percent();
     let mut op_ms = serde_json::Map::new();
     for op in ["create container", "start container"] {
-        let series = format!("agent_manager_docker_call_duration_seconds{{op=\"{op}\"}}");
-        let mean = mean_ms(metric_sum_count(admin, &series).await, None);
+        let series = (Metric::DockerCallDurationSeconds, &[op][..]);
+        let mean = mean_ms(metric_sum_count(admin, series).await, None);
         op_ms.insert(op.into(), json!(mean));
     }
     // What making each agent's own users cost (both services, per create).
     let issue_ms = mean_ms(
-        metric_sum_count(
-            admin,
-            "agent_manager_credential_call_duration_seconds{op=\"issue\"}",
-        )
-        .await,
+        metric_sum_count(admin, (Metric::CredentialCallDurationSeconds, &["issue"])).await,
         None,
     );
     let rate = |i: usize| n as f64 / totals[i].as_secs_f64();

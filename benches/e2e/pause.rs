@@ -6,13 +6,14 @@
 //! `agent.paused` (the manager's part after the freeze). Issue 17 goal: p99 < 100 ms
 //! beyond Docker's.
 
+use agent_manager::metrics::Metric;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::common::{self, TestEnv};
 use crate::support::docker::docker_events;
-use crate::support::manager::{mean_ms, metric_sum_count, running_fleet};
+use crate::support::manager::{mean_ms, metric_sum_count, running_fleet, Series};
 use crate::support::report::{dist, load, ms, write_result};
 use crate::support::sizes::Sizes;
 
@@ -81,7 +82,7 @@ pub async fn pause(s: &Sizes) {
     let docker = env.docker.clone();
     let bounded = Duration::from_secs(30);
 
-    let pause_series = "agent_manager_docker_call_duration_seconds{op=\"pause container\"}";
+    let pause_series: Series = (Metric::DockerCallDurationSeconds, &["pause container"]);
     let calls_before = metric_sum_count(admin, pause_series).await;
     let mut to_answer = Vec::with_capacity(s.pauses);
     let mut after_event = Vec::with_capacity(s.pauses);

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use agent_manager::metrics::Metric;
 use serde_json::json;
 
 use crate::common::{self, TestEnv};
@@ -41,17 +42,31 @@ pub async fn wait_ready(
     }
 }
 
+/// One series of a histogram the manager serves: the metric, and its label values in
+/// the metric's declared label order.
+pub type Series<'a> = (Metric, &'a [&'a str]);
+
 /// `(sum, count)` of a Prometheus histogram series of the manager's `/metrics`.
-pub async fn metric_sum_count(admin: std::net::SocketAddr, series: &str) -> Option<(f64, f64)> {
+pub async fn metric_sum_count(
+    admin: std::net::SocketAddr,
+    (metric, values): Series<'_>,
+) -> Option<(f64, f64)> {
     let (_, text) = common::http_get(admin, "/metrics", Duration::from_secs(10))
         .await
         .ok()?;
+    let name = metric.name();
+    let labels: Vec<String> = metric
+        .labels()
+        .iter()
+        .zip(values)
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect();
+    let labels = labels.join(",");
     let value = |suffix: &str| -> Option<f64> {
-        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
         let key = if labels.is_empty() {
             format!("{name}{suffix}")
         } else {
-            format!("{name}{suffix}{{{labels}")
+            format!("{name}{suffix}{{{labels}}}")
         };
         text.lines()
             .find(|l| l.starts_with(&format!("{key} ")))?
