@@ -372,10 +372,6 @@ struct StoreState {
     records: HashMap<String, AgentRecord>,
     streams: HashMap<String, Vec<Event>>,
     processed: HashMap<String, Vec<Event>>,
-    /// The agents' heartbeat keys (agent id → the JSON they hold).
-    heartbeats: HashMap<String, String>,
-    /// How many times the fake Redis has restarted (its `run_id`).
-    restarts: u32,
     teams: HashMap<String, TeamRecord>,
     /// The next this many writes fail (Redis away).
     failing_writes: usize,
@@ -418,22 +414,6 @@ impl FakeStore {
             .get(agent_id)
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// The agent writes `json` as its heartbeat (`None`: the key expires).
-    pub fn set_heartbeat(&self, agent_id: &str, json: Option<&str>) {
-        let mut s = lock(&self.state);
-        match json {
-            Some(json) => s.heartbeats.insert(agent_id.to_string(), json.to_string()),
-            None => s.heartbeats.remove(agent_id),
-        };
-    }
-
-    /// Redis restarts without persistence: every heartbeat key is gone, the run id new.
-    pub fn restart_server(&self) {
-        let mut s = lock(&self.state);
-        s.heartbeats.clear();
-        s.restarts += 1;
     }
 
     pub fn processed_answer(&self, message_id: &str) -> Option<Vec<Event>> {
@@ -524,13 +504,11 @@ impl RecordStore for FakeStore {
     }
 
     async fn heartbeats(&self, agent_ids: &[String]) -> Result<HeartbeatBatch, StoreError> {
-        let s = self.enter(format!("heartbeats {}", agent_ids.len()), false)?;
+        // No agent of the fakes writes a heartbeat, and the fake Redis never restarts.
+        let _s = self.enter(format!("heartbeats {}", agent_ids.len()), false)?;
         Ok(HeartbeatBatch {
-            server_run_id: format!("fake-{}", s.restarts),
-            values: agent_ids
-                .iter()
-                .map(|id| s.heartbeats.get(id).cloned())
-                .collect(),
+            server_run_id: "fake-0".into(),
+            values: vec![None; agent_ids.len()],
         })
     }
 }

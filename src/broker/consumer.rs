@@ -26,6 +26,7 @@ use super::publisher::EventPublisher;
 use super::{bounded, connect, topology, Backoff};
 use crate::config::{AgentPolicy, RabbitConfig};
 use crate::error::{AgentError, COMMAND_RETRY_AFTER};
+use crate::metrics::events::{CommandAcknowledged, CommandHandled, Reconnecting};
 use crate::protocol::{decode, Command, Decoded, Event, Rejection, TeamCommand};
 
 /// Bound on waiting for in-flight commands at shutdown.
@@ -102,10 +103,9 @@ impl CommandConsumer {
                 }
                 Err(e) => {
                     let _ = ready.send(false);
-                    crate::metrics::inc(
-                        "agent_manager_reconnects_total",
-                        &[("service", "rabbitmq_consumer")],
-                    );
+                    crate::metrics::emit(Reconnecting {
+                        service: "rabbitmq_consumer",
+                    });
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "command consumer lost RabbitMQ; reconnecting");
                     tokio::select! {
@@ -247,10 +247,10 @@ impl CommandConsumer {
         ) {
             Err(Rejection::NotAnObject(reason)) => {
                 tracing::warn!(%routing_key, bytes = delivery.data.len(), %reason, "dead-lettering a delivery that is not a JSON object");
-                crate::metrics::inc(
-                    "agent_manager_commands_total",
-                    &[("command", "unknown"), ("outcome", "dead_lettered")],
-                );
+                crate::metrics::emit(CommandHandled {
+                    command: "unknown",
+                    outcome: "dead_lettered",
+                });
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let _ = bounded(
@@ -263,22 +263,14 @@ impl CommandConsumer {
             }
             Err(Rejection::Invalid(invalid)) => {
                 tracing::info!(message_id = %invalid.message_id, agent_id = %invalid.agent_id, code = invalid.code.as_str(), message = %invalid.message, "refusing an invalid command");
-                crate::metrics::inc(
-                    "agent_manager_commands_total",
-                    &[
-                        (
-                            "command",
-                            invalid
-                                .command
-                                .as_deref()
-                                .and_then(|c| {
-                                    crate::protocol::command_routing_keys().find(|k| *k == c)
-                                })
-                                .unwrap_or("unknown"),
-                        ),
-                        ("outcome", invalid.code.as_str()),
-                    ],
-                );
+                crate::metrics::emit(CommandHandled {
+                    command: invalid
+                        .command
+                        .as_deref()
+                        .and_then(|c| crate::protocol::command_routing_keys().find(|k| *k == c))
+                        .unwrap_or("unknown"),
+                    outcome: invalid.code.as_str(),
+                });
                 let publisher = self.publisher.clone();
                 actix_rt::spawn(async move {
                     let _guard = guard;
@@ -309,11 +301,10 @@ impl CommandConsumer {
                         Err(e) => Err(format!("supervisor unavailable: {e}")),
                     };
                     if done.is_ok() {
-                        crate::metrics::observe(
-                            "agent_manager_command_duration_seconds",
-                            &[("command", command)],
-                            received.elapsed(),
-                        );
+                        crate::metrics::emit(CommandAcknowledged {
+                            command,
+                            took: received.elapsed(),
+                        });
                     }
                     settle(&acker, done, limit).await;
                 });

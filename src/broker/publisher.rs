@@ -15,6 +15,7 @@ use tokio::sync::{watch, Mutex, Notify};
 use super::{bounded, connect, Backoff};
 use crate::config::RabbitConfig;
 use crate::error::PublishError;
+use crate::metrics::events::{EventPublished, OutboxLength, Reconnecting};
 use crate::protocol::Event;
 use crate::store::Store;
 
@@ -134,7 +135,9 @@ impl EventPublisher {
         }
         let _guard = ob.lock.lock().await;
         let left = ob.store.outbox_pop(read).await.map_err(|e| e.to_string())?;
-        crate::metrics::set("agent_manager_outbox_events", &[], left as f64);
+        crate::metrics::emit(OutboxLength {
+            events: left as u64,
+        });
         if read > 0 {
             tracing::info!(
                 published = events.len(),
@@ -156,7 +159,7 @@ impl EventPublisher {
         ob.pending.store(true, std::sync::atomic::Ordering::SeqCst);
         ob.wake.notify_one();
         if let Ok(len) = ob.store.outbox_len().await {
-            crate::metrics::set("agent_manager_outbox_events", &[], len as f64);
+            crate::metrics::emit(OutboxLength { events: len as u64 });
         }
         Ok(())
     }
@@ -192,10 +195,9 @@ impl EventPublisher {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         if generation > 1 {
-            crate::metrics::inc(
-                "agent_manager_reconnects_total",
-                &[("service", "rabbitmq_publisher")],
-            );
+            crate::metrics::emit(Reconnecting {
+                service: "rabbitmq_publisher",
+            });
         }
         *guard = Some(Link {
             _conn: conn,
@@ -221,10 +223,9 @@ impl EventPublisher {
         let result = self.publish_durably(events).await;
         if result.is_ok() {
             for e in events {
-                crate::metrics::inc(
-                    "agent_manager_events_published_total",
-                    &[("event", e.routing_key())],
-                );
+                crate::metrics::emit(EventPublished {
+                    event: e.routing_key(),
+                });
             }
         }
         result

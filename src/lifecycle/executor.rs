@@ -16,6 +16,7 @@ use super::plan::{plan, plan_automatic, Automatic, OnFailure, Plan, Rules, Runti
 use super::workload;
 use crate::context::Deps;
 use crate::error::{AgentError, Disposition, Origin};
+use crate::metrics::events::{AgentHealed, CommandHandled};
 use crate::ports::Processed;
 use crate::protocol::{error_details, AgentStatus, Command, ErrorCode, Event, EventKind};
 use crate::record::status::{transition, Cause};
@@ -131,10 +132,10 @@ pub async fn run_command(
                     .to_string()
             }),
     };
-    crate::metrics::inc(
-        "agent_manager_commands_total",
-        &[("command", cmd.kind.routing_key()), ("outcome", &outcome)],
-    );
+    crate::metrics::emit(CommandHandled {
+        command: cmd.kind.routing_key(),
+        outcome: &outcome,
+    });
     (record, result.map(|_| ()))
 }
 
@@ -319,10 +320,9 @@ impl Executor<'_> {
             Step::Healed(reason) => {
                 let record = self.rec()?;
                 record.restart_count += 1;
-                crate::metrics::inc(
-                    "agent_manager_restarts_total",
-                    &[("reason", reason.as_str())],
-                );
+                crate::metrics::emit(AgentHealed {
+                    reason: reason.as_str(),
+                });
                 tracing::info!(agent_id = %record.agent_id, reason = reason.as_str(), restarts = record.restart_count, "agent restarted by the manager");
                 let details = json!({
                     "reason": reason.as_str(),
