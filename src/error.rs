@@ -132,6 +132,16 @@ pub enum CredentialError {
     Login(#[from] LoginError),
     #[error("RabbitMQ management API: {op} timed out after {after_s} s")]
     ManagementTimeout { op: &'static str, after_s: u64 },
+    /// The management API was not reached: refused, unresolved, or its TLS certificate
+    /// not accepted. The message carries the whole cause (hyper's own says only
+    /// "client error (Connect)"); `endpoint` is shown without credentials.
+    #[error("RabbitMQ management API: {op} failed: {endpoint}: {}", chain(source))]
+    ManagementUnreachable {
+        op: &'static str,
+        endpoint: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     #[error("RabbitMQ management API: {op} failed: {message}")]
     Management {
         op: &'static str,
@@ -148,7 +158,8 @@ impl CredentialError {
     /// command that met it is retried like one that met RabbitMQ or Redis away.
     pub fn is_transient(&self) -> bool {
         match self {
-            CredentialError::ManagementTimeout { .. } => true,
+            CredentialError::ManagementTimeout { .. }
+            | CredentialError::ManagementUnreachable { .. } => true,
             CredentialError::Management { status, .. } => status.is_none_or(|s| s >= 500),
             CredentialError::Redis(StoreError::Timeout { .. }) => true,
             CredentialError::Redis(StoreError::Redis { source, .. }) => {
