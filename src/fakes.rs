@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use crate::config::{Config, CredentialMode};
 use crate::context::Deps;
 use crate::credentials::{LoginCensus, Password};
-use crate::error::{AgentError, CredentialError, PublishError, RuntimeError, StoreError};
+use crate::error::{
+    AgentError, BrokerError, CredentialError, PublishError, RuntimeError, StoreError,
+};
 use crate::ports::{
     CredentialIssuer, EventSink, HeartbeatBatch, Processed, QuotaLedger, RecordStore, TeamStore,
 };
@@ -601,7 +603,10 @@ impl EventSink for FakeSink {
                 .push(format!("publish {} {}", e.routing_key(), e.agent_id));
         }
         if *lock(&self.failing) {
-            return Err(PublishError::Unavailable("injected".into()));
+            return Err(PublishError::Unavailable(BrokerError::Timeout {
+                op: "publishing (injected)".into(),
+                after_s: 0,
+            }));
         }
         lock(&self.published).extend(events.iter().cloned());
         Ok(())
@@ -610,7 +615,10 @@ impl EventSink for FakeSink {
     async fn publish_message(&self, routing_key: &str, body: &[u8]) -> Result<(), PublishError> {
         self.journal.push(format!("message {routing_key}"));
         if *lock(&self.failing) {
-            return Err(PublishError::Unavailable("injected".into()));
+            return Err(PublishError::Unavailable(BrokerError::Timeout {
+                op: "publishing (injected)".into(),
+                after_s: 0,
+            }));
         }
         let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
         lock(&self.messages).push((routing_key.to_string(), body));

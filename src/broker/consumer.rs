@@ -23,9 +23,9 @@ use lapin::Acker;
 use tokio::sync::watch;
 
 use super::publisher::EventPublisher;
-use super::{bounded, connect, topology, Backoff};
+use super::{bounded, connect, topology, Backoff, BrokerError};
 use crate::config::{AgentPolicy, RabbitConfig};
-use crate::error::{AgentError, COMMAND_RETRY_AFTER};
+use crate::error::{AgentError, PublishError, COMMAND_RETRY_AFTER};
 use crate::metrics::events::{CommandAcknowledged, CommandHandled, Reconnecting};
 use crate::protocol::{decode, Command, Decoded, Event, Rejection, TeamCommand};
 
@@ -138,7 +138,7 @@ impl CommandConsumer {
         &self,
         shutdown: &mut watch::Receiver<bool>,
         ready: &watch::Sender<bool>,
-    ) -> Result<lapin::Connection, String> {
+    ) -> Result<lapin::Connection, BrokerError> {
         let limit = Duration::from_secs(self.cfg.timeout_s);
         let conn = connect(&self.cfg, "agent-manager.consumer").await?;
         topology::declare(&conn, &self.cfg).await?;
@@ -177,8 +177,10 @@ impl CommandConsumer {
                 tokio::select! {
                     next = deliveries.next() => match next {
                         Some(Ok(delivery)) => self.handle(delivery),
-                        Some(Err(e)) => return Err(format!("consumer stream: {e}")),
-                        None => return Err("consumer stream ended".into()),
+                        Some(Err(source)) => {
+                            return Err(BrokerError::Call { op: "consumer stream".into(), source })
+                        }
+                        None => return Err(BrokerError::StreamEnded),
                     },
                     changed = deps_ok.changed() => {
                         if changed.is_ok() && !*deps_ok.borrow() {
@@ -275,7 +277,7 @@ impl CommandConsumer {
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let event = Event::for_invalid(&invalid);
-                    let done = publisher.publish(&[event]).await.map_err(|e| e.to_string());
+                    let done = publisher.publish(&[event]).await.map_err(NotDone::from);
                     settle(&acker, done, limit).await;
                 });
             }
@@ -297,8 +299,8 @@ impl CommandConsumer {
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let done = match request.await {
-                        Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(e) => Err(format!("supervisor unavailable: {e}")),
+                        Ok(done) => done.map_err(NotDone::from),
+                        Err(unanswered) => Err(NotDone::from(unanswered)),
                     };
                     if done.is_ok() {
                         crate::metrics::emit(CommandAcknowledged {
@@ -313,8 +315,22 @@ impl CommandConsumer {
     }
 }
 
+/// Why a delivery was not done: it goes back to RabbitMQ, and the reason to the log.
+#[derive(Debug, thiserror::Error)]
+enum NotDone {
+    /// The command met a service away (the error policy said retry).
+    #[error(transparent)]
+    Command(#[from] AgentError),
+    /// The answer to an invalid command could not be made durable.
+    #[error(transparent)]
+    Answer(#[from] PublishError),
+    /// The supervisor's mailbox did not take or answer the command.
+    #[error("supervisor unavailable: {0}")]
+    Supervisor(#[from] actix::MailboxError),
+}
+
 /// Acks a done command; hands an undone one back to RabbitMQ after a pause.
-async fn settle(acker: &Acker, done: Result<(), String>, limit: Duration) {
+async fn settle(acker: &Acker, done: Result<(), NotDone>, limit: Duration) {
     match done {
         Ok(()) => {
             if let Err(e) = bounded(limit, "acking", acker.ack(BasicAckOptions::default())).await {
