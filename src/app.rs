@@ -125,7 +125,6 @@ pub struct Manager {
     drainer: actix_rt::task::JoinHandle<()>,
     /// The admin HTTP server and the address it listens on.
     admin: Option<(actix_web::dev::ServerHandle, std::net::SocketAddr)>,
-    ready: watch::Receiver<bool>,
 }
 
 impl Manager {
@@ -318,7 +317,6 @@ impl Manager {
             shutdown,
             consumer,
             drainer,
-            ready,
             admin,
         })
     }
@@ -330,11 +328,6 @@ impl Manager {
     /// Where the admin endpoint listens (when on).
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin.as_ref().map(|(_, addr)| *addr)
-    }
-
-    /// True while the consumer holds a live channel.
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
     }
 
     /// Stops consuming, lets in-flight commands finish and settle, and returns. Agent

@@ -2,6 +2,7 @@
 //! `agent.error` codes, and the one place that says what a failure does
 //! ([`AgentError::disposition`]: retried, and when, or answered).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -56,15 +57,60 @@ pub enum StoreError {
     Tls { message: String },
 }
 
+/// Errors from RabbitMQ over AMQP (lapin): connecting, declaring the topology,
+/// consuming, settling deliveries, publishing. `op` says what was being done, in words
+/// a log reader follows ("declaring the command queue", "connecting to amqp://u:***@h").
+/// No variant holds a password: URLs are redacted before they get here, and lapin's own
+/// errors do not repeat the URL.
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    /// `RABBITMQ_URL` (shown redacted) does not parse as an AMQP URL.
+    #[error("RABBITMQ_URL {url} is not an AMQP URL: {message}")]
+    Url { url: String, message: String },
+    /// The broker refused the call, or the connection or channel broke.
+    #[error("{op}: {source}")]
+    Call {
+        op: Cow<'static, str>,
+        #[source]
+        source: lapin::Error,
+    },
+    /// The call got no answer within `RABBITMQ_TIMEOUT_S`.
+    #[error("{op}: timed out after {after_s} s")]
+    Timeout { op: Cow<'static, str>, after_s: u64 },
+    /// The broker nacked a publish.
+    #[error("{op}: the broker refused it (nack)")]
+    Nacked { op: Cow<'static, str> },
+    /// The consumer's stream of deliveries ended (the channel or connection closed).
+    #[error("consumer stream ended")]
+    StreamEnded,
+}
+
+impl BrokerError {
+    /// True when the broker refused a declaration because the thing exists with other
+    /// arguments (AMQP 406 `PRECONDITION_FAILED`, "inequivalent arg").
+    pub fn is_precondition_failed(&self) -> bool {
+        const PRECONDITION_FAILED: u16 = 406;
+        matches!(
+            self,
+            BrokerError::Call { source, .. }
+                if matches!(source.kind(), lapin::ErrorKind::ProtocolError(e)
+                    if e.get_id() == PRECONDITION_FAILED)
+        )
+    }
+}
+
 /// Errors from publishing to RabbitMQ.
 #[derive(Debug, Error)]
 pub enum PublishError {
     #[error("RabbitMQ unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] BrokerError),
     #[error("RabbitMQ did not confirm the event (nacked)")]
     Nacked,
     #[error("publishing timed out after {0} s")]
     Timeout(u64),
+    /// The Redis outbox, where events wait while RabbitMQ is away, failed too.
+    #[error("the Redis outbox failed: {0}")]
+    Outbox(#[source] StoreError),
 }
 
 /// Why an agent's login could not be made (no I/O involved).
@@ -86,6 +132,16 @@ pub enum CredentialError {
     Login(#[from] LoginError),
     #[error("RabbitMQ management API: {op} timed out after {after_s} s")]
     ManagementTimeout { op: &'static str, after_s: u64 },
+    /// The management API was not reached: refused, unresolved, or its TLS certificate
+    /// not accepted. The message carries the whole cause (hyper's own says only
+    /// "client error (Connect)"); `endpoint` is shown without credentials.
+    #[error("RabbitMQ management API: {op} failed: {endpoint}: {}", chain(source))]
+    ManagementUnreachable {
+        op: &'static str,
+        endpoint: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     #[error("RabbitMQ management API: {op} failed: {message}")]
     Management {
         op: &'static str,
@@ -102,7 +158,8 @@ impl CredentialError {
     /// command that met it is retried like one that met RabbitMQ or Redis away.
     pub fn is_transient(&self) -> bool {
         match self {
-            CredentialError::ManagementTimeout { .. } => true,
+            CredentialError::ManagementTimeout { .. }
+            | CredentialError::ManagementUnreachable { .. } => true,
             CredentialError::Management { status, .. } => status.is_none_or(|s| s >= 500),
             CredentialError::Redis(StoreError::Timeout { .. }) => true,
             CredentialError::Redis(StoreError::Redis { source, .. }) => {
@@ -120,6 +177,22 @@ impl CredentialError {
     pub fn is_server_error(&self) -> bool {
         matches!(self, CredentialError::Management { status: Some(s), .. } if *s >= 500)
     }
+}
+
+/// `e` and each of its causes, once each, joined by ": " (a cause whose text the
+/// message already holds is not repeated).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Why a command for an agent failed.
@@ -296,6 +369,55 @@ mod tests {
         for e in refused {
             assert!(!AgentError::from(e).is_transient_infrastructure());
         }
+    }
+
+    #[test]
+    fn a_declaration_refused_for_other_arguments_is_told_apart_by_its_code() {
+        use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+        let refused = |kind: AMQPSoftError| BrokerError::Call {
+            op: "declaring the command queue".into(),
+            source: lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+                AMQPErrorKind::Soft(kind),
+                "inequivalent arg 'x-queue-type'".into(),
+            ))),
+        };
+        let inequivalent = refused(AMQPSoftError::PRECONDITIONFAILED);
+        assert!(inequivalent.is_precondition_failed());
+        assert!(
+            inequivalent
+                .to_string()
+                .starts_with("declaring the command queue: protocol error: "),
+            "{inequivalent}"
+        );
+        assert!(!refused(AMQPSoftError::ACCESSREFUSED).is_precondition_failed());
+        assert!(!BrokerError::StreamEnded.is_precondition_failed());
+        // Every broker failure met while publishing is a service away: retried.
+        let away = AgentError::from(PublishError::from(BrokerError::StreamEnded));
+        assert!(away.is_transient_infrastructure());
+        assert_eq!(
+            away.to_string(),
+            "RabbitMQ unavailable: consumer stream ended"
+        );
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        #[derive(Debug, Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            chain(&e),
+            "client error (Connect): Connection refused (os error 111)"
+        );
+        let store = StoreError::Timeout { op: "outbox push" };
+        assert_eq!(
+            chain(&PublishError::Outbox(store)),
+            "the Redis outbox failed: Redis call 'outbox push' timed out"
+        );
     }
 
     #[test]

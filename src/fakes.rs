@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use crate::config::{Config, CredentialMode};
 use crate::context::Deps;
 use crate::credentials::{LoginCensus, Password};
-use crate::error::{AgentError, CredentialError, PublishError, RuntimeError, StoreError};
+use crate::error::{
+    AgentError, BrokerError, CredentialError, PublishError, RuntimeError, StoreError,
+};
 use crate::ports::{
     CredentialIssuer, EventSink, HaltStore, HeartbeatBatch, Processed, QuotaLedger, RecordStore,
     TeamStore,
@@ -398,10 +400,6 @@ struct StoreState {
     records: HashMap<String, AgentRecord>,
     streams: HashMap<String, Vec<Event>>,
     processed: HashMap<String, Vec<Event>>,
-    /// The agents' heartbeat keys (agent id → the JSON they hold).
-    heartbeats: HashMap<String, String>,
-    /// How many times the fake Redis has restarted (its `run_id`).
-    restarts: u32,
     teams: HashMap<String, TeamRecord>,
     /// The next this many writes fail (Redis away).
     failing_writes: usize,
@@ -444,22 +442,6 @@ impl FakeStore {
             .get(agent_id)
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// The agent writes `json` as its heartbeat (`None`: the key expires).
-    pub fn set_heartbeat(&self, agent_id: &str, json: Option<&str>) {
-        let mut s = lock(&self.state);
-        match json {
-            Some(json) => s.heartbeats.insert(agent_id.to_string(), json.to_string()),
-            None => s.heartbeats.remove(agent_id),
-        };
-    }
-
-    /// Redis restarts without persistence: every heartbeat key is gone, the run id new.
-    pub fn restart_server(&self) {
-        let mut s = lock(&self.state);
-        s.heartbeats.clear();
-        s.restarts += 1;
     }
 
     pub fn processed_answer(&self, message_id: &str) -> Option<Vec<Event>> {
@@ -550,13 +532,11 @@ impl RecordStore for FakeStore {
     }
 
     async fn heartbeats(&self, agent_ids: &[String]) -> Result<HeartbeatBatch, StoreError> {
-        let s = self.enter(format!("heartbeats {}", agent_ids.len()), false)?;
+        // No agent of the fakes writes a heartbeat, and the fake Redis never restarts.
+        let _s = self.enter(format!("heartbeats {}", agent_ids.len()), false)?;
         Ok(HeartbeatBatch {
-            server_run_id: format!("fake-{}", s.restarts),
-            values: agent_ids
-                .iter()
-                .map(|id| s.heartbeats.get(id).cloned())
-                .collect(),
+            server_run_id: "fake-0".into(),
+            values: vec![None; agent_ids.len()],
         })
     }
 }
@@ -649,7 +629,10 @@ impl EventSink for FakeSink {
                 .push(format!("publish {} {}", e.routing_key(), e.agent_id));
         }
         if *lock(&self.failing) {
-            return Err(PublishError::Unavailable("injected".into()));
+            return Err(PublishError::Unavailable(BrokerError::Timeout {
+                op: "publishing (injected)".into(),
+                after_s: 0,
+            }));
         }
         lock(&self.published).extend(events.iter().cloned());
         Ok(())
@@ -658,7 +641,10 @@ impl EventSink for FakeSink {
     async fn publish_message(&self, routing_key: &str, body: &[u8]) -> Result<(), PublishError> {
         self.journal.push(format!("message {routing_key}"));
         if *lock(&self.failing) {
-            return Err(PublishError::Unavailable("injected".into()));
+            return Err(PublishError::Unavailable(BrokerError::Timeout {
+                op: "publishing (injected)".into(),
+                after_s: 0,
+            }));
         }
         let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
         lock(&self.messages).push((routing_key.to_string(), body));

@@ -20,6 +20,7 @@ use crate::credentials::{
     RabbitGrants,
 };
 use crate::error::{CredentialError, LoginError};
+use crate::metrics::events::CredentialCallTimed;
 use crate::ports::CredentialIssuer;
 use crate::protocol::task;
 use crate::redact;
@@ -72,11 +73,6 @@ impl Identities {
             redis_db: redis_db(config.agent_redis_url()),
             tag: instance_tag(&config.instance),
         })
-    }
-
-    /// The management API's endpoint, without credentials.
-    pub fn management_endpoint(&self) -> &str {
-        self.management.endpoint()
     }
 
     async fn issue_rabbitmq(
@@ -192,15 +188,16 @@ where
         .await
 }
 
-/// The histogram of the issuer's operations (both services together), by `op`: what a
-/// create pays for its agent's own login.
-pub const CALL_DURATION_METRIC: &str = "agent_manager_credential_call_duration_seconds";
-
-/// Runs one of the issuer's operations and records how long it took.
+/// Runs one of the issuer's operations and records how long it took
+/// (`agent_manager_credential_call_duration_seconds`, both services together, by `op`:
+/// what a create pays for its agent's own login).
 async fn timed<T>(op: &'static str, call: impl std::future::Future<Output = T>) -> T {
     let started = std::time::Instant::now();
     let out = call.await;
-    crate::metrics::observe(CALL_DURATION_METRIC, &[("op", op)], started.elapsed());
+    crate::metrics::emit(CredentialCallTimed {
+        op,
+        took: started.elapsed(),
+    });
     out
 }
 

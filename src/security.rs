@@ -8,6 +8,7 @@
 
 use std::path::{Component, Path};
 
+use thiserror::Error;
 use uuid::Uuid;
 
 use crate::protocol::valid_agent_id;
@@ -61,17 +62,67 @@ pub const PROTECTED_TARGETS: [&str; 14] = [
     "/usr", "/run", "/var/run", "/tmp",
 ];
 
+/// Why a setting breaks a security rule. Configuration validation reports it under the
+/// setting's name, so each message names the value and the rule, for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SecurityRuleError {
+    /// `agents.cap_add`: not one of [`ADDABLE_CAPABILITIES`].
+    #[error("capability '{0}' may not be added; allowed: {allowed}", allowed = ADDABLE_CAPABILITIES.join(", "))]
+    Capability(String),
+    /// `agents.security_opt`: an option is one word.
+    #[error("'{0}' must be one word without spaces or control characters")]
+    OptionNotOneWord(String),
+    /// `agents.security_opt`: would switch confinement off.
+    #[error("'{0}' would switch confinement off (seccomp, AppArmor, SELinux and system paths always stay confined)")]
+    Unconfined(String),
+    /// `agents.security_opt`: seccomp profiles are Docker's default, always.
+    #[error(
+        "'{0}': custom seccomp profiles are not supported; Docker's default profile always applies"
+    )]
+    Seccomp(String),
+    /// `agents.security_opt`: `no-new-privileges` is always on.
+    #[error("'{0}': no-new-privileges is always set and cannot be configured")]
+    NoNewPrivileges(String),
+    /// `agents.security_opt`: neither an AppArmor profile nor an SELinux label.
+    #[error("'{0}' is not an allowed security option: use apparmor=<profile> or label=<user|role|type|level>:<value>")]
+    OptionNotAllowed(String),
+    /// `agents.user`: root, by UID or GID.
+    #[error("'{0}' is root; agents never run as root")]
+    Root(String),
+    /// `agents.user`: a name, or not a number.
+    #[error(
+        "'{0}' must be a numeric UID or UID:GID (e.g. 65534:65534), or empty for the image's user"
+    )]
+    UserNotNumeric(String),
+    /// `agents.module_mounts`: not `host:container`.
+    #[error("'{0}' must be /host/path:/container/path")]
+    MountShape(String),
+    /// `agents.module_mounts`: a host path that is relative or has `.`/`..`.
+    #[error("'{0}': the host path must be absolute, without '.' or '..'")]
+    MountHostPath(String),
+    /// `agents.module_mounts`: a container path that is relative or has `.`/`..`.
+    #[error("'{0}': the container path must be absolute, without '.' or '..'")]
+    MountContainerPath(String),
+    /// `agents.module_mounts`: a socket, `/` or one of [`FORBIDDEN_HOST_PATHS`].
+    #[error("'{0}' would expose the host (sockets, /, {forbidden}); refused", forbidden = FORBIDDEN_HOST_PATHS.join(", "))]
+    ExposesHost(String),
+    /// `agents.module_mounts`: a symbolic link to what [`SecurityRuleError::ExposesHost`]
+    /// refuses.
+    #[error("'{mount}': the host path resolves to {real}, which would expose the host; refused")]
+    ResolvesToHost { mount: String, real: String },
+    /// `agents.module_mounts`: over `/` or one of [`PROTECTED_TARGETS`].
+    #[error("'{0}': the container path would shadow a system path ({protected}); refused", protected = PROTECTED_TARGETS.join(", "))]
+    ShadowsSystemPath(String),
+}
+
 /// `cap` as Docker wants it (upper case, no `CAP_` prefix), if it may be added.
-pub fn addable_capability(cap: &str) -> Result<String, String> {
+pub fn addable_capability(cap: &str) -> Result<String, SecurityRuleError> {
     let upper = cap.trim().to_ascii_uppercase();
     let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
     if ADDABLE_CAPABILITIES.contains(&name) {
         Ok(name.to_string())
     } else {
-        Err(format!(
-            "capability '{cap}' may not be added; allowed: {}",
-            ADDABLE_CAPABILITIES.join(", ")
-        ))
+        Err(SecurityRuleError::Capability(cap.to_string()))
     }
 }
 
@@ -80,17 +131,13 @@ pub fn addable_capability(cap: &str) -> Result<String, String> {
 /// `label=disable`, `systempaths=unconfined`), and `no-new-privileges` and seccomp are not
 /// configurable: the first is always on and Docker's default seccomp profile always
 /// applies.
-pub fn check_security_opt(opt: &str) -> Result<(), String> {
+pub fn check_security_opt(opt: &str) -> Result<(), SecurityRuleError> {
     if opt.is_empty() || opt.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "'{opt}' must be one word without spaces or control characters"
-        ));
+        return Err(SecurityRuleError::OptionNotOneWord(opt.to_string()));
     }
     let lower = opt.to_ascii_lowercase();
     if lower.contains("unconfined") || lower.contains("disable") {
-        return Err(format!(
-            "'{opt}' would switch confinement off (seccomp, AppArmor, SELinux and system paths always stay confined)"
-        ));
+        return Err(SecurityRuleError::Unconfined(opt.to_string()));
     }
     // Docker accepts both `key=value` and the older `key:value`.
     let (key, value) = opt
@@ -106,15 +153,9 @@ pub fn check_security_opt(opt: &str) -> Result<(), String> {
         {
             Ok(())
         }
-        "seccomp" => Err(format!(
-            "'{opt}': custom seccomp profiles are not supported; Docker's default profile always applies"
-        )),
-        "no-new-privileges" => Err(format!(
-            "'{opt}': no-new-privileges is always set and cannot be configured"
-        )),
-        _ => Err(format!(
-            "'{opt}' is not an allowed security option: use apparmor=<profile> or label=<user|role|type|level>:<value>"
-        )),
+        "seccomp" => Err(SecurityRuleError::Seccomp(opt.to_string())),
+        "no-new-privileges" => Err(SecurityRuleError::NoNewPrivileges(opt.to_string())),
+        _ => Err(SecurityRuleError::OptionNotAllowed(opt.to_string())),
     }
 }
 
@@ -129,7 +170,7 @@ pub fn security_opts(extra: &[String]) -> Vec<String> {
 /// Checks `agents.user`: empty (the image's own user), or a numeric `UID` or `UID:GID`
 /// that is not root. Names are refused: the agent image need not have /etc/passwd, and a
 /// number cannot be redefined by the image.
-pub fn check_user(user: &str) -> Result<(), String> {
+pub fn check_user(user: &str) -> Result<(), SecurityRuleError> {
     if user.is_empty() {
         return Ok(());
     }
@@ -143,13 +184,9 @@ pub fn check_user(user: &str) -> Result<(), String> {
             .flatten()
     };
     match (number(uid), gid.map(number)) {
-        (Some(0), _) | (_, Some(Some(0))) => {
-            Err(format!("'{user}' is root; agents never run as root"))
-        }
+        (Some(0), _) | (_, Some(Some(0))) => Err(SecurityRuleError::Root(user.to_string())),
         (Some(_), None) | (Some(_), Some(Some(_))) => Ok(()),
-        _ => Err(format!(
-            "'{user}' must be a numeric UID or UID:GID (e.g. 65534:65534), or empty for the image's user"
-        )),
+        _ => Err(SecurityRuleError::UserNotNumeric(user.to_string())),
     }
 }
 
@@ -186,17 +223,17 @@ fn overlaps(a: &str, b: &str) -> bool {
 /// cleaned pair. Host paths must stay clear of [`FORBIDDEN_HOST_PATHS`] (and of `/`),
 /// also after following symbolic links where the path exists on this machine; targets
 /// must stay clear of [`PROTECTED_TARGETS`]. Every module mount is read-only.
-pub fn check_module_mount(mount: &str) -> Result<(String, String), String> {
-    let shape = || format!("'{mount}' must be /host/path:/container/path");
-    let (host, target) = mount.split_once(':').ok_or_else(shape)?;
+pub fn check_module_mount(mount: &str) -> Result<(String, String), SecurityRuleError> {
+    let refused = |rule: fn(String) -> SecurityRuleError| rule(mount.to_string());
+    let (host, target) = mount
+        .split_once(':')
+        .ok_or_else(|| refused(SecurityRuleError::MountShape))?;
     if target.contains(':') {
-        return Err(shape());
+        return Err(refused(SecurityRuleError::MountShape));
     }
-    let host = clean_absolute(host)
-        .ok_or_else(|| format!("'{mount}': the host path must be absolute, without '.' or '..'"))?;
-    let target = clean_absolute(target).ok_or_else(|| {
-        format!("'{mount}': the container path must be absolute, without '.' or '..'")
-    })?;
+    let host = clean_absolute(host).ok_or_else(|| refused(SecurityRuleError::MountHostPath))?;
+    let target =
+        clean_absolute(target).ok_or_else(|| refused(SecurityRuleError::MountContainerPath))?;
     let exposes = |p: &str| {
         p == "/"
             || p.contains("docker.sock")
@@ -205,26 +242,21 @@ pub fn check_module_mount(mount: &str) -> Result<(String, String), String> {
             || FORBIDDEN_HOST_PATHS.iter().any(|f| overlaps(p, f))
     };
     if exposes(&host) {
-        return Err(format!(
-            "'{mount}' would expose the host (sockets, /, {}); refused",
-            FORBIDDEN_HOST_PATHS.join(", ")
-        ));
+        return Err(refused(SecurityRuleError::ExposesHost));
     }
     // A symbolic link may point somewhere forbidden. Only checkable where the path exists
     // on this machine (with a remote DOCKER_HOST the daemon's file system is elsewhere).
     if let Ok(real) = std::fs::canonicalize(&host) {
         let real = real.to_string_lossy().to_string();
         if exposes(&real) {
-            return Err(format!(
-                "'{mount}': the host path resolves to {real}, which would expose the host; refused"
-            ));
+            return Err(SecurityRuleError::ResolvesToHost {
+                mount: mount.to_string(),
+                real,
+            });
         }
     }
     if target == "/" || PROTECTED_TARGETS.iter().any(|p| overlaps(&target, p)) {
-        return Err(format!(
-            "'{mount}': the container path would shadow a system path ({}); refused",
-            PROTECTED_TARGETS.join(", ")
-        ));
+        return Err(refused(SecurityRuleError::ShadowsSystemPath));
     }
     Ok((host, target))
 }
@@ -383,7 +415,34 @@ mod tests {
         std::os::unix::fs::symlink("/etc", &link).unwrap();
         let r = check_module_mount(&format!("{}:/opt/m", link.display()));
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(r.unwrap_err().contains("resolves to /etc"));
+        assert!(r.unwrap_err().to_string().contains("resolves to /etc"));
+    }
+
+    #[test]
+    fn refusals_name_the_value_and_the_rule() {
+        assert_eq!(
+            addable_capability("SYS_ADMIN").unwrap_err().to_string(),
+            format!(
+                "capability 'SYS_ADMIN' may not be added; allowed: {}",
+                ADDABLE_CAPABILITIES.join(", ")
+            )
+        );
+        assert_eq!(
+            check_user("0:0").unwrap_err().to_string(),
+            "'0:0' is root; agents never run as root"
+        );
+        assert_eq!(
+            check_security_opt("seccomp=p.json").unwrap_err(),
+            SecurityRuleError::Seccomp("seccomp=p.json".into())
+        );
+        assert_eq!(
+            check_module_mount("/opt/m").unwrap_err().to_string(),
+            "'/opt/m' must be /host/path:/container/path"
+        );
+        assert!(check_module_mount("/opt/m:/tmp")
+            .unwrap_err()
+            .to_string()
+            .ends_with("/var/run, /tmp); refused"));
     }
 
     #[test]

@@ -820,10 +820,10 @@ async fn list_shows_health_and_restarts_watches_and_describe_tells_the_story() {
     assert_eq!(described.code, 0, "{described:#?}");
     let text = &described.stdout;
     for needle in [
-        format!("Name:           {id}"),
-        "Status:         running (desired: running)".to_string(),
+        format!("Name:              {id}"),
+        "Status:            running (desired: running)".to_string(),
         "Container:".to_string(),
-        "  State:        running".to_string(),
+        "  State:           running".to_string(),
         "Events:".to_string(),
         "agent.started".to_string(),
     ] {

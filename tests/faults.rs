@@ -1,7 +1,8 @@
 //! Fault injection on the real services: the manager killed with SIGKILL in a burst of
 //! creates, RabbitMQ restarted in a burst, Redis losing every key, dockerd restarted,
-//! SIGTERM. Afterwards nothing is lost: every command answered, every agent with
-//! exactly one running container and a correct record.
+//! SIGTERM, a command queue someone else declared with other arguments. Afterwards
+//! nothing is lost: every command answered, every agent with exactly one running
+//! container and a correct record.
 //!
 //! These tests disturb shared services (RabbitMQ, dockerd), so they run one at a time.
 
@@ -411,4 +412,75 @@ async fn commands_wait_while_redis_is_away_then_are_applied() {
     let (status, _) = env.admin_get("/readyz").await;
     assert_eq!(status, 200);
     env.finish().await;
+}
+
+/// Someone declared the command queue before the manager, without its arguments (a
+/// classic queue, no dead-lettering): the broker answers the manager's declaration
+/// `PRECONDITION_FAILED`, which the typed [`agent_manager::broker::BrokerError`] tells
+/// apart, and the manager uses the queue as it is (with a warning) instead of failing.
+#[actix_rt::test]
+async fn a_command_queue_declared_with_other_arguments_is_used_as_it_is() {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let config = common::test_config(&id, &[]);
+    struct Cleanup(agent_manager::Config);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            common::cleanup_test_resources(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(config.clone());
+    let rabbit = &config.rabbitmq;
+    let conn = connect_with_retry().await;
+    let ch = conn.create_channel().await.expect("a channel");
+    ch.queue_declare(
+        rabbit.command_queue.clone().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("a classic command queue");
+    let manager = agent_manager::broker::connect(rabbit, "agent-manager.test")
+        .await
+        .expect("the manager's connection");
+    // The declaration itself is refused as inequivalent...
+    let refused = manager
+        .create_channel()
+        .await
+        .expect("a channel")
+        .queue_declare(
+            rabbit.command_queue.clone().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            agent_manager::broker::topology::command_queue_arguments(rabbit),
+        )
+        .await
+        .expect_err("other arguments");
+    let typed = agent_manager::broker::BrokerError::Call {
+        op: "declaring the command queue".into(),
+        source: refused,
+    };
+    assert!(typed.is_precondition_failed(), "{typed}");
+    // ...and the topology as a whole is declared, binding the queue as it is.
+    agent_manager::broker::topology::declare(&manager, rabbit)
+        .await
+        .expect("the topology, with the queue as it is");
+    let bound = ch
+        .queue_declare(
+            rabbit.command_queue.clone().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the queue is still there");
+    assert_eq!(bound.message_count(), 0);
+    let _ = manager.close(200, "done".into()).await;
+    let _ = conn.close(200, "done".into()).await;
 }

@@ -1,8 +1,10 @@
 //! TLS that the docs promise, against real servers with certificates made here by
 //! `openssl`: `rediss://` (a `redis-server --tls-port`, with and without client
-//! certificates; a whole manager and its agent's own login over it), and a Docker host
-//! on `tcp://` with `DOCKER_TLS_VERIFY` (a second dockerd listening with `--tlsverify`,
-//! its own data root, exec root and pid file, started and stopped here).
+//! certificates; a whole manager and its agent's own login over it), an `https://`
+//! management API trusted through `RABBITMQ_MANAGEMENT_CA_FILE` (the broker's own API
+//! behind a TLS front made here), and a Docker host on `tcp://` with
+//! `DOCKER_TLS_VERIFY` (a second dockerd listening with `--tlsverify`, its own data
+//! root, exec root and pid file, started and stopped here).
 
 mod common;
 
@@ -311,6 +313,94 @@ async fn a_manager_and_its_agents_run_over_rediss() {
         "{refused:?}"
     );
     env.finish().await;
+}
+
+/// An `https://127.0.0.1:<port>` front of the management API at `backend`
+/// (`host:port`), with `dir`'s server certificate (signed by its `ca`); it serves while
+/// the test's runtime runs.
+async fn https_front(dir: &TempDir, backend: String) -> u16 {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(dir.path("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the server certificate");
+    let key = PrivateKeyDer::from_pem_file(dir.path("server.key")).expect("server.key");
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("the server's certificate and key");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    actix_rt::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, backend) = (acceptor.clone(), backend.clone());
+            actix_rt::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut api) = tokio::net::TcpStream::connect(backend.as_str()).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut api).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[actix_rt::test]
+async fn an_https_management_api_is_trusted_through_its_ca_file() {
+    use agent_manager::broker::management::Management;
+    let dir = pki("mtls");
+    let config = config_with(&[]);
+    let plain = url::Url::parse(&config.rabbitmq.management_url()).expect("its URL");
+    let backend = format!(
+        "{}:{}",
+        plain.host_str().expect("a host"),
+        plain.port_or_known_default().expect("a port")
+    );
+    let port = https_front(&dir, backend).await;
+    let mut https = plain.clone();
+    https.set_scheme("https").expect("https");
+    https.set_port(Some(port)).expect("the front's port");
+    let timeout = Duration::from_secs(10);
+    let trusting = Management::new(https.as_str(), Some(&dir.str("ca.pem")), timeout)
+        .expect("a client with the CA file");
+    assert_eq!(trusting.endpoint(), format!("https://127.0.0.1:{port}"));
+    let users = trusting
+        .users()
+        .await
+        .expect("the API over https, its certificate's CA trusted");
+    assert!(
+        users.iter().any(|u| u.name == plain.username()),
+        "{users:?}"
+    );
+    // Without the CA file the certificate is not accepted, and the error says so (so
+    // that `check` can name RABBITMQ_MANAGEMENT_CA_FILE), without the password.
+    let doubting = Management::new(https.as_str(), None, timeout).expect("a client");
+    let e = doubting
+        .users()
+        .await
+        .expect_err("a certificate of an unknown CA");
+    let text = e.to_string();
+    assert!(
+        text.contains("invalid peer certificate") && text.contains("UnknownIssuer"),
+        "{text}"
+    );
+    let password = plain.password().expect("a password");
+    assert!(!text.contains(&format!(":{password}@")), "{text}");
+    // A CA file that cannot be read is refused when the client is made.
+    let missing = Management::new(https.as_str(), Some(&dir.str("absent.pem")), timeout)
+        .err()
+        .expect("an unreadable CA file");
+    assert!(missing.to_string().contains("absent.pem"), "{missing}");
 }
 
 /// A dockerd of the test's own, listening only on `tcp://127.0.0.1:<port>` with

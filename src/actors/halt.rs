@@ -26,6 +26,7 @@ use crate::context::Deps;
 use crate::error::AgentError;
 use crate::halt::{self, HaltPlan, Known};
 use crate::lifecycle::HoldOrder;
+use crate::metrics::events::{CommandHandled, HaltEngaged, HaltsHeld};
 use crate::ports::Processed;
 use crate::protocol::Event;
 use crate::protocol::{error_details, EventKind, HaltAction, HaltCommand, HaltTarget};
@@ -126,13 +127,10 @@ async fn run(deps: &Deps, msg: RunHalt) -> Result<(), AgentError> {
             agent_ids,
         } => {
             tracing::warn!(code = code.as_str(), %message, "halt command refused");
-            crate::metrics::inc(
-                "agent_manager_commands_total",
-                &[
-                    ("command", cmd.kind.routing_key()),
-                    ("outcome", code.as_str()),
-                ],
-            );
+            crate::metrics::emit(CommandHandled {
+                command: cmd.kind.routing_key(),
+                outcome: code.as_str(),
+            });
             let event = Event::for_halt(
                 EventKind::Error,
                 &cmd.halt_id,
@@ -154,6 +152,14 @@ async fn run(deps: &Deps, msg: RunHalt) -> Result<(), AgentError> {
             requested_by,
         } => release(deps, &msg, halt, &reason, &requested_by).await,
     }
+}
+
+/// The halts' gauges, as the registry of holds stands.
+fn held(deps: &Deps) {
+    crate::metrics::emit(HaltsHeld {
+        halts: deps.holds.all().len(),
+        agents: deps.holds.held_agents(),
+    });
 }
 
 /// Remembers `event` as the command's answer, then publishes it.
@@ -235,13 +241,18 @@ async fn engage(
             "halt engaged; some agents could not be taken out fully"
         );
     }
-    crate::metrics::inc(
-        "agent_manager_commands_total",
-        &[("command", cmd.kind.routing_key()), ("outcome", "ok")],
-    );
-    if msg.automatic {
-        crate::metrics::inc("agent_manager_automatic_halts_total", &[]);
+    if !msg.automatic {
+        crate::metrics::emit(CommandHandled {
+            command: cmd.kind.routing_key(),
+            outcome: "ok",
+        });
     }
+    if !again {
+        crate::metrics::emit(HaltEngaged {
+            automatic: msg.automatic,
+        });
+    }
+    held(deps);
     let event = Event::for_halt(
         EventKind::HaltEngaged,
         &halt.halt_id,
@@ -351,10 +362,11 @@ async fn release(
         failed = failed.len(),
         "halt released"
     );
-    crate::metrics::inc(
-        "agent_manager_commands_total",
-        &[("command", cmd.kind.routing_key()), ("outcome", "ok")],
-    );
+    crate::metrics::emit(CommandHandled {
+        command: cmd.kind.routing_key(),
+        outcome: "ok",
+    });
+    held(deps);
     let event = Event::for_halt(
         EventKind::HaltReleased,
         &halt.halt_id,

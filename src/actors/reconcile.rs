@@ -163,6 +163,10 @@ async fn hold(deps: &Deps, adopted: &mut [AgentRecord]) -> Result<(), AgentError
         }
         held.push(record.agent_id.clone());
     }
+    crate::metrics::emit(crate::metrics::events::HaltsHeld {
+        halts: deps.holds.all().len(),
+        agents: deps.holds.held_agents(),
+    });
     if let (Some(issuer), false) = (&deps.credentials, held.is_empty()) {
         for (agent_id, e) in issuer.cut(&held).await {
             tracing::warn!(%agent_id, error = %e, "could not cut a halted agent again at start");

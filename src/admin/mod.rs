@@ -205,8 +205,7 @@ async fn api_agent(
     };
     let events = store
         .last_events(&record.agent_id, status::EVENTS_SHOWN)
-        .await
-        .map_err(|e| format!("events not read from Redis: {e}"));
+        .await;
     page_headers(HttpResponse::Ok()).json(status::detail(&record, events))
 }
 

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::config::QuotaConfig;
-use crate::metrics::{self, agents::AgentView, agents::GpuView, agents::QuotaView};
+use crate::metrics;
+use crate::metrics::agents::{AgentView, GpuView, QuotaView};
+use crate::metrics::events::{AgentsCounted, Readiness};
 use crate::protocol::AgentStatus;
 use crate::record::AgentRecord;
 use crate::store::Store;
@@ -38,14 +40,10 @@ pub async fn render(source: &MetricsSource, ready: bool) -> String {
         );
         *by_status.entry(key).or_default() += 1.0;
     }
-    metrics::set_all(
-        "agent_manager_agents",
-        by_status
-            .into_iter()
-            .map(|((status, kind), n)| (vec![("status", status), ("type", kind)], n))
-            .collect(),
-    );
-    metrics::set("agent_manager_ready", &[], if ready { 1.0 } else { 0.0 });
+    metrics::emit(AgentsCounted {
+        by_status_and_type: by_status,
+    });
+    metrics::emit(Readiness { ready });
     let mut out = metrics::render();
 
     let views: Vec<AgentView> = records.iter().map(view).collect();

@@ -11,6 +11,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::error::StoreError;
 use crate::metrics::history;
 use crate::protocol::AgentStatus;
 use crate::record::AgentRecord;
@@ -191,14 +192,14 @@ pub fn event_row(e: &StreamEntry) -> Option<EventRow> {
 }
 
 /// The agent's page: its row, its last hour, its events (newest first).
-pub fn detail(r: &AgentRecord, events: Result<Vec<StreamEntry>, String>) -> AgentDetail {
+pub fn detail(r: &AgentRecord, events: Result<Vec<StreamEntry>, StoreError>) -> AgentDetail {
     let points = history::of(&r.agent_id)
         .into_iter()
         .map(|p| (p.at_s, p.cpu_percent, u64::from(p.memory_kib) * 1024))
         .collect();
     let (events, events_error) = match events {
         Ok(entries) => (entries.iter().rev().filter_map(event_row).collect(), None),
-        Err(e) => (Vec::new(), Some(e)),
+        Err(e) => (Vec::new(), Some(format!("events not read from Redis: {e}"))),
     };
     AgentDetail {
         agent: row(r),

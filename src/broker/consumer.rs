@@ -23,9 +23,10 @@ use lapin::Acker;
 use tokio::sync::watch;
 
 use super::publisher::EventPublisher;
-use super::{bounded, connect, topology, Backoff};
+use super::{bounded, connect, topology, Backoff, BrokerError};
 use crate::config::{AgentPolicy, RabbitConfig};
-use crate::error::{AgentError, COMMAND_RETRY_AFTER};
+use crate::error::{AgentError, PublishError, COMMAND_RETRY_AFTER};
+use crate::metrics::events::{CommandAcknowledged, CommandHandled, Reconnecting};
 use crate::protocol::{decode, Command, Decoded, Event, HaltCommand, Rejection, TeamCommand};
 
 /// Bound on waiting for in-flight commands at shutdown.
@@ -112,10 +113,9 @@ impl CommandConsumer {
                 }
                 Err(e) => {
                     let _ = ready.send(false);
-                    crate::metrics::inc(
-                        "agent_manager_reconnects_total",
-                        &[("service", "rabbitmq_consumer")],
-                    );
+                    crate::metrics::emit(Reconnecting {
+                        service: "rabbitmq_consumer",
+                    });
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "command consumer lost RabbitMQ; reconnecting");
                     tokio::select! {
@@ -148,7 +148,7 @@ impl CommandConsumer {
         &self,
         shutdown: &mut watch::Receiver<bool>,
         ready: &watch::Sender<bool>,
-    ) -> Result<lapin::Connection, String> {
+    ) -> Result<lapin::Connection, BrokerError> {
         let limit = Duration::from_secs(self.cfg.timeout_s);
         let conn = connect(&self.cfg, "agent-manager.consumer").await?;
         topology::declare(&conn, &self.cfg).await?;
@@ -187,8 +187,10 @@ impl CommandConsumer {
                 tokio::select! {
                     next = deliveries.next() => match next {
                         Some(Ok(delivery)) => self.handle(delivery),
-                        Some(Err(e)) => return Err(format!("consumer stream: {e}")),
-                        None => return Err("consumer stream ended".into()),
+                        Some(Err(source)) => {
+                            return Err(BrokerError::Call { op: "consumer stream".into(), source })
+                        }
+                        None => return Err(BrokerError::StreamEnded),
                     },
                     changed = deps_ok.changed() => {
                         if changed.is_ok() && !*deps_ok.borrow() {
@@ -257,10 +259,10 @@ impl CommandConsumer {
         ) {
             Err(Rejection::NotAnObject(reason)) => {
                 tracing::warn!(%routing_key, bytes = delivery.data.len(), %reason, "dead-lettering a delivery that is not a JSON object");
-                crate::metrics::inc(
-                    "agent_manager_commands_total",
-                    &[("command", "unknown"), ("outcome", "dead_lettered")],
-                );
+                crate::metrics::emit(CommandHandled {
+                    command: "unknown",
+                    outcome: "dead_lettered",
+                });
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let _ = bounded(
@@ -273,27 +275,19 @@ impl CommandConsumer {
             }
             Err(Rejection::Invalid(invalid)) => {
                 tracing::info!(message_id = %invalid.message_id, agent_id = %invalid.agent_id, code = invalid.code.as_str(), message = %invalid.message, "refusing an invalid command");
-                crate::metrics::inc(
-                    "agent_manager_commands_total",
-                    &[
-                        (
-                            "command",
-                            invalid
-                                .command
-                                .as_deref()
-                                .and_then(|c| {
-                                    crate::protocol::command_routing_keys().find(|k| *k == c)
-                                })
-                                .unwrap_or("unknown"),
-                        ),
-                        ("outcome", invalid.code.as_str()),
-                    ],
-                );
+                crate::metrics::emit(CommandHandled {
+                    command: invalid
+                        .command
+                        .as_deref()
+                        .and_then(|c| crate::protocol::command_routing_keys().find(|k| *k == c))
+                        .unwrap_or("unknown"),
+                    outcome: invalid.code.as_str(),
+                });
                 let publisher = self.publisher.clone();
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let event = Event::for_invalid(&invalid);
-                    let done = publisher.publish(&[event]).await.map_err(|e| e.to_string());
+                    let done = publisher.publish(&[event]).await.map_err(NotDone::from);
                     settle(&acker, done, limit).await;
                 });
             }
@@ -330,15 +324,14 @@ impl CommandConsumer {
                 actix_rt::spawn(async move {
                     let _guard = guard;
                     let done = match request.await {
-                        Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(e) => Err(format!("supervisor unavailable: {e}")),
+                        Ok(done) => done.map_err(NotDone::from),
+                        Err(unanswered) => Err(NotDone::from(unanswered)),
                     };
                     if done.is_ok() {
-                        crate::metrics::observe(
-                            "agent_manager_command_duration_seconds",
-                            &[("command", command)],
-                            received.elapsed(),
-                        );
+                        crate::metrics::emit(CommandAcknowledged {
+                            command,
+                            took: received.elapsed(),
+                        });
                     }
                     settle(&acker, done, limit).await;
                 });
@@ -347,8 +340,22 @@ impl CommandConsumer {
     }
 }
 
+/// Why a delivery was not done: it goes back to RabbitMQ, and the reason to the log.
+#[derive(Debug, thiserror::Error)]
+enum NotDone {
+    /// The command met a service away (the error policy said retry).
+    #[error(transparent)]
+    Command(#[from] AgentError),
+    /// The answer to an invalid command could not be made durable.
+    #[error(transparent)]
+    Answer(#[from] PublishError),
+    /// The supervisor's mailbox did not take or answer the command.
+    #[error("supervisor unavailable: {0}")]
+    Supervisor(#[from] actix::MailboxError),
+}
+
 /// Acks a done command; hands an undone one back to RabbitMQ after a pause.
-async fn settle(acker: &Acker, done: Result<(), String>, limit: Duration) {
+async fn settle(acker: &Acker, done: Result<(), NotDone>, limit: Duration) {
     match done {
         Ok(()) => {
             if let Err(e) = bounded(limit, "acking", acker.ack(BasicAckOptions::default())).await {

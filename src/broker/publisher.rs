@@ -12,9 +12,10 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use tokio::sync::{watch, Mutex, Notify};
 
-use super::{bounded, connect, Backoff};
+use super::{bounded, connect, Backoff, BrokerError};
 use crate::config::RabbitConfig;
 use crate::error::PublishError;
+use crate::metrics::events::{EventPublished, OutboxLength, Reconnecting};
 use crate::protocol::Event;
 use crate::store::Store;
 
@@ -120,21 +121,25 @@ impl EventPublisher {
     }
 
     /// Publishes one batch of the outbox; `Ok(true)` when it is empty afterwards.
-    async fn drain_once(&self, ob: &Outbox) -> Result<bool, String> {
+    async fn drain_once(&self, ob: &Outbox) -> Result<bool, PublishError> {
         let (read, events) = ob
             .store
             .outbox_peek(OUTBOX_BATCH)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(PublishError::Outbox)?;
         if read > 0 {
             let limit = Duration::from_secs(self.cfg.timeout_s);
-            self.publish_direct(&events, limit)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.publish_direct(&events, limit).await?;
         }
         let _guard = ob.lock.lock().await;
-        let left = ob.store.outbox_pop(read).await.map_err(|e| e.to_string())?;
-        crate::metrics::set("agent_manager_outbox_events", &[], left as f64);
+        let left = ob
+            .store
+            .outbox_pop(read)
+            .await
+            .map_err(PublishError::Outbox)?;
+        crate::metrics::emit(OutboxLength {
+            events: left as u64,
+        });
         if read > 0 {
             tracing::info!(
                 published = events.len(),
@@ -150,13 +155,14 @@ impl EventPublisher {
     }
 
     async fn push_outbox(&self, ob: &Outbox, events: &[Event]) -> Result<(), PublishError> {
-        ob.store.outbox_push(events).await.map_err(|e| {
-            PublishError::Unavailable(format!("RabbitMQ and the Redis outbox both failed: {e}"))
-        })?;
+        ob.store
+            .outbox_push(events)
+            .await
+            .map_err(PublishError::Outbox)?;
         ob.pending.store(true, std::sync::atomic::Ordering::SeqCst);
         ob.wake.notify_one();
         if let Ok(len) = ob.store.outbox_len().await {
-            crate::metrics::set("agent_manager_outbox_events", &[], len as f64);
+            crate::metrics::emit(OutboxLength { events: len as u64 });
         }
         Ok(())
     }
@@ -173,29 +179,23 @@ impl EventPublisher {
                 return Ok((link.channel.clone(), link.generation));
             }
         }
-        let conn = connect(&self.cfg, "agent-manager.publisher")
-            .await
-            .map_err(PublishError::Unavailable)?;
+        let conn = connect(&self.cfg, "agent-manager.publisher").await?;
         let limit = Duration::from_secs(self.cfg.timeout_s);
-        let channel = bounded(limit, "opening the publish channel", conn.create_channel())
-            .await
-            .map_err(PublishError::Unavailable)?;
+        let channel = bounded(limit, "opening the publish channel", conn.create_channel()).await?;
         bounded(
             limit,
             "enabling publisher confirms",
             channel.confirm_select(ConfirmSelectOptions::default()),
         )
-        .await
-        .map_err(PublishError::Unavailable)?;
+        .await?;
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         if generation > 1 {
-            crate::metrics::inc(
-                "agent_manager_reconnects_total",
-                &[("service", "rabbitmq_publisher")],
-            );
+            crate::metrics::emit(Reconnecting {
+                service: "rabbitmq_publisher",
+            });
         }
         *guard = Some(Link {
             _conn: conn,
@@ -221,10 +221,9 @@ impl EventPublisher {
         let result = self.publish_durably(events).await;
         if result.is_ok() {
             for e in events {
-                crate::metrics::inc(
-                    "agent_manager_events_published_total",
-                    &[("event", e.routing_key())],
-                );
+                crate::metrics::emit(EventPublished {
+                    event: e.routing_key(),
+                });
             }
         }
         result
@@ -325,8 +324,7 @@ impl EventPublisher {
                 props,
             ),
         )
-        .await
-        .map_err(PublishError::Unavailable)?;
+        .await?;
         confirmed(confirm, limit).await
     }
 
@@ -367,8 +365,7 @@ impl EventPublisher {
                     props,
                 ),
             )
-            .await
-            .map_err(PublishError::Unavailable)?;
+            .await?;
             confirms.push(confirm);
         }
         for confirm in confirms {
@@ -383,7 +380,10 @@ async fn confirmed(confirm: PublisherConfirm, limit: Duration) -> Result<(), Pub
     let confirmation = tokio::time::timeout(limit, confirm)
         .await
         .map_err(|_| PublishError::Timeout(limit.as_secs()))?
-        .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        .map_err(|source| BrokerError::Call {
+            op: "waiting for the broker's confirm".into(),
+            source,
+        })?;
     if confirmation.is_nack() {
         return Err(PublishError::Nacked);
     }

@@ -7,7 +7,7 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ExchangeKind};
 
-use super::bounded;
+use super::{bounded, BrokerError};
 use crate::config::RabbitConfig;
 use crate::protocol::command_routing_keys;
 
@@ -35,7 +35,7 @@ pub fn command_queue_arguments(cfg: &RabbitConfig) -> FieldTable {
 
 /// Declares everything. When the command queue already exists with other arguments
 /// (declared by someone else), it is used as it is and a warning says so.
-pub async fn declare(conn: &Connection, cfg: &RabbitConfig) -> Result<(), String> {
+pub async fn declare(conn: &Connection, cfg: &RabbitConfig) -> Result<(), BrokerError> {
     let limit = Duration::from_secs(cfg.timeout_s);
     let ch = bounded(limit, "opening a channel", conn.create_channel()).await?;
     let durable = ExchangeDeclareOptions {
@@ -103,7 +103,7 @@ pub async fn declare(conn: &Connection, cfg: &RabbitConfig) -> Result<(), String
     .await;
     let ch = match declared {
         Ok(_) => ch,
-        Err(e) if e.contains("PRECONDITION_FAILED") || e.contains("inequivalent") => {
+        Err(e) if e.is_precondition_failed() => {
             tracing::warn!(
                 queue = %cfg.command_queue,
                 error = %e,

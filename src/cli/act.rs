@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::order::Order;
 use super::{CliError, Format};
-use crate::broker::{bounded, connect};
+use crate::broker::{bounded, connect, BrokerError};
 use crate::config::{Config, RabbitConfig};
 use crate::protocol::{valid_agent_id, Event, EventKind};
 use crate::redact;
@@ -66,7 +66,7 @@ pub async fn send(
     };
     let rabbit = &config.rabbitmq;
     let limit = Duration::from_secs(rabbit.timeout_s);
-    let unavailable = |e: String| rabbit_down(rabbit, &e);
+    let unavailable = |e: BrokerError| rabbit_down(rabbit, &e);
     let (conn, channel) = confirmed_channel(rabbit).await?;
     // The answer's queue is bound before the command goes, so the answer cannot be missed.
     let answers = match wait {
@@ -171,12 +171,14 @@ async fn owner(config: &Config, agent_id: &str) -> Result<String, CliError> {
         })
 }
 
-/// A RabbitMQ call that failed, naming the broker (password redacted) and the fix.
-pub(super) fn rabbit_down(rabbit: &RabbitConfig, e: &str) -> CliError {
+/// A RabbitMQ call that failed, naming the broker (password redacted) and the fix: the
+/// one place the CLI turns a [`BrokerError`] into its own.
+pub(super) fn rabbit_down(rabbit: &RabbitConfig, e: &BrokerError) -> CliError {
     CliError::Unavailable(redact::secret_of_url_in(
         &format!(
-            "RabbitMQ at {}: {e} (`agent-manager check` says what to do)",
-            redact::url(&rabbit.url)
+            "RabbitMQ at {}: {} (`agent-manager check` says what to do)",
+            redact::url(&rabbit.url),
+            super::error_chain(e)
         ),
         &rabbit.url,
     ))
@@ -215,14 +217,14 @@ pub(super) async fn publish(
     message_id: &str,
 ) -> Result<bool, CliError> {
     let limit = Duration::from_secs(rabbit.timeout_s);
-    let unavailable = |e: String| rabbit_down(rabbit, &e);
+    let unavailable = |e: BrokerError| rabbit_down(rabbit, &e);
     let props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(ShortString::from(message_id.to_string()));
     let confirm = bounded(
         limit,
-        &format!("publishing {routing_key}"),
+        format!("publishing {routing_key}"),
         channel.basic_publish(
             rabbit.exchange.clone().into(),
             routing_key.into(),
@@ -236,14 +238,10 @@ pub(super) async fn publish(
     )
     .await
     .map_err(unavailable)?;
-    let confirmation = tokio::time::timeout(limit, confirm)
-        .await
-        .map_err(|_| unavailable(format!("the broker did not confirm {routing_key}")))?
-        .map_err(|e| unavailable(e.to_string()))?;
+    let op = || format!("confirming {routing_key}");
+    let confirmation = bounded(limit, op(), confirm).await.map_err(unavailable)?;
     if confirmation.is_nack() {
-        return Err(unavailable(format!(
-            "the broker refused {routing_key} (nack)"
-        )));
+        return Err(unavailable(BrokerError::Nacked { op: op().into() }));
     }
     Ok(confirmation.take_message().is_none())
 }
@@ -261,7 +259,7 @@ pub(super) async fn own_queue(
     exchange: &str,
     keys: &[String],
     limit: Duration,
-) -> Result<lapin::Consumer, String> {
+) -> Result<lapin::Consumer, BrokerError> {
     let queue = bounded(
         limit,
         "declaring an answer queue",

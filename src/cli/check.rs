@@ -127,12 +127,9 @@ async fn credentials_check(config: &Config, timeout: Duration) -> CheckResult {
         CheckResult::fail("logins", detail, fix(&e))
     };
     let census = async {
-        let store = crate::store::Store::connect(&config.redis)
-            .await
-            .map_err(|e| e.to_string())?;
-        let identities =
-            crate::identity::Identities::new(config, store).map_err(|e| e.to_string())?;
-        identities.census().await.map_err(|e| e.to_string())
+        let store = crate::store::Store::connect(&config.redis).await?;
+        let identities = crate::identity::Identities::new(config, store)?;
+        identities.census().await
     };
     match tokio::time::timeout(timeout, census).await {
         Ok(Ok(census)) => CheckResult::ok(
@@ -142,7 +139,7 @@ async fn credentials_check(config: &Config, timeout: Duration) -> CheckResult {
                 census.owned.len()
             ),
         ),
-        Ok(Err(e)) => fail(e),
+        Ok(Err(e)) => fail(error_chain(&e)),
         Err(_) => fail(format!("{shown}: no answer within {} s", timeout.as_secs_f32())),
     }
 }
@@ -411,8 +408,8 @@ async fn rabbitmq_check(config: &Config, timeout: Duration) -> CheckResult {
             let _ = tokio::time::timeout(timeout, conn.close(200, "check done".into())).await;
             CheckResult::ok("rabbitmq", shown)
         }
-        Err(message) => {
-            let message = redact::secret_of_url_in(&message, url);
+        Err(e) => {
+            let message = redact::secret_of_url_in(&error_chain(&e), url);
             let fix = rabbitmq_fix(&message);
             CheckResult::fail("rabbitmq", message, fix)
         }

@@ -103,46 +103,41 @@ impl CliError {
 /// The longest `--timeout` an acting command waits.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
+/// Why a `--timeout` is refused (clap shows it under the flag's name).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WaitError {
+    #[error("'{0}' is not a duration (90, 90s, 5m, 1h)")]
+    NotADuration(String),
+    #[error("'{0}' is not between 1s and 1h")]
+    OutOfRange(String),
+}
+
 /// `--timeout` of the acting commands: seconds (`90`), or with a unit (`90s`, `5m`,
 /// `1h`); from 1 s to 1 h.
-pub fn parse_wait(text: &str) -> Result<Duration, String> {
+pub fn parse_wait(text: &str) -> Result<Duration, WaitError> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
         None => (text, "s"),
     };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (90, 90s, 5m, 1h)"))?;
+    let not_a_duration = || WaitError::NotADuration(text.to_string());
+    let n: u64 = number.parse().map_err(|_| not_a_duration())?;
     let seconds = match unit {
         "s" => Some(n),
         "m" => n.checked_mul(60),
         "h" => n.checked_mul(3600),
         _ => None,
     }
-    .ok_or_else(|| format!("'{text}' is not a duration (90, 90s, 5m, 1h)"))?;
+    .ok_or_else(not_a_duration)?;
     let wait = Duration::from_secs(seconds);
     if wait.is_zero() || wait > MAX_WAIT {
-        return Err(format!("'{text}' is not between 1s and 1h"));
+        return Err(WaitError::OutOfRange(text.to_string()));
     }
     Ok(wait)
 }
 
-/// The text of `e` and every error below it, joined with ": ", skipping causes whose
-/// text the outer message already includes.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+/// The text of an error and every error below it ([`crate::error::chain`]).
+pub use crate::error::chain as error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -44,10 +44,22 @@ pub fn read(path: &Path) -> Result<Map<String, Value>, CliError> {
     parse(&text, syntax_of(path)).map_err(|e| CliError::Usage(format!("{name}: {e}")))
 }
 
+/// Why a spec file's text is not the object an order is made of.
+#[derive(Debug, thiserror::Error)]
+enum SpecFileError {
+    #[error("not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("not YAML: {0}")]
+    Yaml(#[source] serde_norway::Error),
+    /// JSON or YAML, but not an object (the value as it reads).
+    #[error("an object (name: value pairs) is needed, not {0}")]
+    NotAnObject(Value),
+}
+
 /// The object in `text`.
-fn parse(text: &str, syntax: Syntax) -> Result<Map<String, Value>, String> {
-    let json = || serde_json::from_str::<Value>(text).map_err(|e| format!("not JSON: {e}"));
-    let yaml = || serde_norway::from_str::<Value>(text).map_err(|e| format!("not YAML: {e}"));
+fn parse(text: &str, syntax: Syntax) -> Result<Map<String, Value>, SpecFileError> {
+    let json = || serde_json::from_str::<Value>(text).map_err(SpecFileError::Json);
+    let yaml = || serde_norway::from_str::<Value>(text).map_err(SpecFileError::Yaml);
     let value = match syntax {
         Syntax::Json => json()?,
         Syntax::Yaml => yaml()?,
@@ -55,9 +67,7 @@ fn parse(text: &str, syntax: Syntax) -> Result<Map<String, Value>, String> {
     };
     match value {
         Value::Object(map) => Ok(map),
-        other => Err(format!(
-            "an object (name: value pairs) is needed, not {other}"
-        )),
+        other => Err(SpecFileError::NotAnObject(other)),
     }
 }
 
@@ -82,10 +92,14 @@ mod tests {
 
     #[test]
     fn only_objects_are_taken() {
-        assert!(parse("[1, 2]", Syntax::Json).is_err());
+        assert_eq!(
+            parse("[1, 2]", Syntax::Json).unwrap_err().to_string(),
+            "an object (name: value pairs) is needed, not [1,2]"
+        );
         assert!(parse("- a\n- b\n", Syntax::Yaml).is_err());
         assert!(parse("{not json", Syntax::Json)
             .unwrap_err()
+            .to_string()
             .starts_with("not JSON"));
     }
 

@@ -27,11 +27,11 @@ impl Problems {
 
     /// Records that setting `key` is wrong; its environment variable comes from
     /// [`super::ENV_VARS`].
-    fn bad(&mut self, key: &str, message: impl Into<String>) {
+    fn bad(&mut self, key: &str, message: impl std::fmt::Display) {
         self.0.push(SettingError {
             key: key.into(),
             env: env_var_of(key).into(),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::config::HealthConfig;
-use crate::protocol::heartbeat::{self, BeatStatus, Heartbeat};
+use crate::protocol::heartbeat::{self, BeatStatus, Heartbeat, HeartbeatError};
 use crate::protocol::DesiredState;
 use crate::protocol::{rfc3339, AgentStatus};
 use crate::record::status::{transition, Cause};
@@ -178,9 +178,12 @@ fn a_heartbeat_that_says_unhealthy_is_unhealthy_with_its_words() {
         v,
         Verdict::Unhealthy("the agent says it is unhealthy".into())
     );
-    let garbage = BeatRead::Present(Err("not JSON".into()));
+    let garbage = BeatRead::Present(Err(HeartbeatError::NotTheObject("not JSON".into())));
     let (v, seen) = judge(Some(&garbage), None, Some(at(1)));
-    assert!(matches!(v, Verdict::Unhealthy(why) if why.contains("does not read: not JSON")));
+    assert!(
+        matches!(&v, Verdict::Unhealthy(why) if why.contains("does not read: the heartbeat is not the contract's JSON object: not JSON")),
+        "{v:?}"
+    );
     assert_eq!(seen, Some(at(1)));
 }
 

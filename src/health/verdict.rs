@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::config::HealthConfig;
-use crate::protocol::heartbeat::{self, BeatStatus, Heartbeat};
+use crate::protocol::heartbeat::{self, BeatStatus, Heartbeat, HeartbeatError};
 use crate::runtime::Observed;
 
 use super::*;
@@ -18,7 +18,7 @@ use super::*;
 #[derive(Debug, Clone, PartialEq)]
 pub enum BeatRead {
     /// The key holds a heartbeat (or, `Err`, something that does not read as one).
-    Present(Result<Heartbeat, String>),
+    Present(Result<Heartbeat, HeartbeatError>),
     /// There is no key: never written, or expired.
     Missing,
 }

@@ -18,6 +18,7 @@ use super::plan::{
 use super::workload;
 use crate::context::Deps;
 use crate::error::{AgentError, Disposition, Origin};
+use crate::metrics::events::{AgentHealed, CommandHandled};
 use crate::ports::Processed;
 use crate::protocol::{error_details, AgentStatus, Command, ErrorCode, Event, EventKind};
 use crate::record::status::{transition, Cause};
@@ -147,10 +148,10 @@ pub async fn run_command(
                     .to_string()
             }),
     };
-    crate::metrics::inc(
-        "agent_manager_commands_total",
-        &[("command", cmd.kind.routing_key()), ("outcome", &outcome)],
-    );
+    crate::metrics::emit(CommandHandled {
+        command: cmd.kind.routing_key(),
+        outcome: &outcome,
+    });
     (record, result.map(|_| ()))
 }
 
@@ -363,10 +364,9 @@ impl Executor<'_> {
             Step::Healed(reason) => {
                 let record = self.rec()?;
                 record.restart_count += 1;
-                crate::metrics::inc(
-                    "agent_manager_restarts_total",
-                    &[("reason", reason.as_str())],
-                );
+                crate::metrics::emit(AgentHealed {
+                    reason: reason.as_str(),
+                });
                 tracing::info!(agent_id = %record.agent_id, reason = reason.as_str(), restarts = record.restart_count, "agent restarted by the manager");
                 let details = json!({
                     "reason": reason.as_str(),
@@ -482,16 +482,18 @@ impl Executor<'_> {
     ) -> Result<(), AgentError> {
         let events: Vec<Event> = kind.map(|k| self.event(k, details)).into_iter().collect();
         self.answer.extend(events.iter().cloned());
-        let pending = match self.trigger {
-            Trigger::Command(cmd) if !last => Some(PendingCommand {
-                command: cmd.kind.routing_key().to_string(),
-                message_id: cmd.message_id.clone(),
-            }),
-            _ => None,
-        };
+        let trigger = self.trigger;
         if let Some(rec) = self.record.as_mut() {
             rec.updated_at = chrono::Utc::now();
-            rec.pending = pending;
+            // A command marks itself half done until its last step; the manager's own
+            // work leaves the mark of a command a dead manager left half done alone (its
+            // redelivery finishes it, and answers it in full).
+            if let Trigger::Command(cmd) = trigger {
+                rec.pending = (!last).then(|| PendingCommand {
+                    command: cmd.kind.routing_key().to_string(),
+                    message_id: cmd.message_id.clone(),
+                });
+            }
         }
         let processed = if last { self.processed() } else { None };
         match &self.record {

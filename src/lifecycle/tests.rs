@@ -1449,6 +1449,26 @@ fn the_manager_s_own_work_is_planned_like_a_command() {
     ));
 }
 
+/// A create cut short by a dead manager (its record `starting`, pending) that
+/// self-healing restarts first is still answered in full by its redelivery: healing
+/// leaves the command's half-done mark alone.
+#[tokio::test]
+async fn healing_leaves_a_half_done_command_s_mark_for_its_redelivery() {
+    let f = fakes();
+    let mut r = stored(&f, AgentStatus::Failed);
+    r.pending = Some(PendingCommand {
+        command: "agent.create".into(),
+        message_id: "m-create".into(),
+    });
+    let (after, result) = heal(&f.deps, r, Reason::Crashed).await;
+    result.expect("healed");
+    assert!(after.is_pending("m-create"), "the mark stays");
+    assert!(f
+        .store
+        .record(AGENT)
+        .is_some_and(|r| r.is_pending("m-create")));
+}
+
 /// Self-healing that meets Redis away is not answered: the next look decides again.
 #[tokio::test]
 async fn healing_that_meets_redis_away_is_retried_at_the_next_look() {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::text::{family, sample};
+use super::catalog::Metric;
 use super::usage::Usage;
 
 /// One agent as its record says.
@@ -53,44 +53,24 @@ pub fn render(
     gpus: Option<GpuView>,
     statuses: &[&str],
 ) {
-    family(
-        out,
-        "agent_manager_agent_info",
-        "gauge",
-        "An agent: its customer, type and image (always 1).",
-    );
+    Metric::AgentInfo.family(out);
     for a in agents {
         let labels = [
-            ("agent", a.agent_id.as_str()),
-            ("customer", a.customer_id.as_str()),
-            ("type", a.agent_type.as_str()),
-            ("image", a.image.as_str()),
+            a.agent_id.as_str(),
+            a.customer_id.as_str(),
+            a.agent_type.as_str(),
+            a.image.as_str(),
         ];
-        sample(out, "agent_manager_agent_info", &labels, 1.0);
+        Metric::AgentInfo.sample(out, labels, 1.0);
     }
-    family(
-        out,
-        "agent_manager_agent_status",
-        "gauge",
-        "1 for the agent's status, 0 for the others.",
-    );
+    Metric::AgentStatus.family(out);
     for a in agents {
         for s in statuses {
             let on = if a.status == *s { 1.0 } else { 0.0 };
-            sample(
-                out,
-                "agent_manager_agent_status",
-                &[("agent", &a.agent_id), ("status", s)],
-                on,
-            );
+            Metric::AgentStatus.sample(out, [&a.agent_id, s], on);
         }
     }
-    family(
-        out,
-        "agent_manager_agent_health",
-        "gauge",
-        "1 for the agent's health, 0 for the others.",
-    );
+    Metric::AgentHealth.family(out);
     for a in agents {
         let health = if a.health.is_empty() {
             "none"
@@ -99,125 +79,61 @@ pub fn render(
         };
         for h in HEALTHS {
             let on = if health == h { 1.0 } else { 0.0 };
-            sample(
-                out,
-                "agent_manager_agent_health",
-                &[("agent", &a.agent_id), ("health", h)],
-                on,
-            );
+            Metric::AgentHealth.sample(out, [&a.agent_id, h], on);
         }
     }
-    family(
-        out,
-        "agent_manager_agent_restarts_total",
-        "counter",
-        "Restarts of the agent's container (by the manager or Docker).",
-    );
+    Metric::AgentRestartsTotal.family(out);
     for a in agents {
-        sample(
-            out,
-            "agent_manager_agent_restarts_total",
-            &[("agent", &a.agent_id)],
-            a.restarts as f64,
-        );
+        Metric::AgentRestartsTotal.sample(out, [&a.agent_id], a.restarts as f64);
     }
     render_usage(out, agents, usage);
-    family(out, "agent_manager_customer_resourcequota", "gauge", "A customer's quota: type=used (all its agents, running or stopped) and type=hard (the limit; absent when unlimited), by resource.");
+    Metric::CustomerResourcequota.family(out);
     for q in quotas {
-        let labels = |kind| {
-            [
-                ("customer", q.customer_id.as_str()),
-                ("resource", q.resource),
-                ("type", kind),
-            ]
-        };
-        sample(
-            out,
-            "agent_manager_customer_resourcequota",
-            &labels("used"),
-            q.used,
-        );
+        let labels = |kind| [q.customer_id.as_str(), q.resource, kind];
+        Metric::CustomerResourcequota.sample(out, labels("used"), q.used);
         if q.hard > 0.0 {
-            sample(
-                out,
-                "agent_manager_customer_resourcequota",
-                &labels("hard"),
-                q.hard,
-            );
+            Metric::CustomerResourcequota.sample(out, labels("hard"), q.hard);
         }
     }
     if let Some(g) = gpus {
-        family(
-            out,
-            "agent_manager_gpus",
-            "gauge",
-            "GPUs in the inventory (gpu mode).",
-        );
-        sample(out, "agent_manager_gpus", &[], g.total as f64);
-        family(
-            out,
-            "agent_manager_gpus_free",
-            "gauge",
-            "GPUs held by no agent (gpu mode).",
-        );
-        sample(out, "agent_manager_gpus_free", &[], g.free as f64);
+        Metric::Gpus.family(out);
+        Metric::Gpus.sample(out, [], g.total as f64);
+        Metric::GpusFree.family(out);
+        Metric::GpusFree.sample(out, [], g.free as f64);
     }
 }
 
 /// cAdvisor's container families, for the agents with a sample (running ones).
 fn render_usage(out: &mut String, agents: &[AgentView], usage: &HashMap<String, Usage>) {
     type Pick = fn(&Usage) -> Option<f64>;
-    let families: [(&str, &str, &str, Pick); 6] = [
-        (
-            "container_cpu_usage_seconds_total",
-            "counter",
-            "CPU time of the agent's container.",
-            |u| Some(u.cpu_seconds),
-        ),
-        (
-            "container_memory_working_set_bytes",
-            "gauge",
-            "Memory in use by the agent's container, page cache excluded.",
-            |u| Some(u.memory_working_set_bytes as f64),
-        ),
-        (
-            "container_spec_memory_limit_bytes",
-            "gauge",
-            "Memory limit of the agent's container.",
-            |u| Some(u.memory_limit_bytes as f64),
-        ),
-        (
-            "container_oom_events_total",
-            "counter",
-            "OOM kills in the agent's container (cgroup samples only).",
-            |u| u.oom_kills.map(|n| n as f64),
-        ),
-        (
-            "container_network_receive_bytes_total",
-            "counter",
-            "Bytes received by the agent's container.",
-            |u| u.network_bytes.map(|(rx, _)| rx as f64),
-        ),
-        (
-            "container_network_transmit_bytes_total",
-            "counter",
-            "Bytes sent by the agent's container.",
-            |u| u.network_bytes.map(|(_, tx)| tx as f64),
-        ),
+    let families: [(Metric, Pick); 6] = [
+        (Metric::ContainerCpuUsageSecondsTotal, |u| {
+            Some(u.cpu_seconds)
+        }),
+        (Metric::ContainerMemoryWorkingSetBytes, |u| {
+            Some(u.memory_working_set_bytes as f64)
+        }),
+        (Metric::ContainerSpecMemoryLimitBytes, |u| {
+            Some(u.memory_limit_bytes as f64)
+        }),
+        (Metric::ContainerOomEventsTotal, |u| {
+            u.oom_kills.map(|n| n as f64)
+        }),
+        (Metric::ContainerNetworkReceiveBytesTotal, |u| {
+            u.network_bytes.map(|(rx, _)| rx as f64)
+        }),
+        (Metric::ContainerNetworkTransmitBytesTotal, |u| {
+            u.network_bytes.map(|(_, tx)| tx as f64)
+        }),
     ];
-    for (name, kind, help, pick) in families {
-        family(out, name, kind, help);
+    for (metric, pick) in families {
+        metric.family(out);
         for a in agents {
             let Some(value) = usage.get(&a.agent_id).and_then(pick) else {
                 continue;
             };
             let container = format!("agent-{}", a.agent_id);
-            sample(
-                out,
-                name,
-                &[("agent", &a.agent_id), ("name", &container)],
-                value,
-            );
+            metric.sample(out, [&a.agent_id, &container], value);
         }
     }
 }

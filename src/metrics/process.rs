@@ -2,7 +2,7 @@
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...), read from
 //! `/proc/self` at each scrape (Linux; nothing elsewhere), and `agent_manager_build_info`.
 
-use super::text::{family, sample};
+use super::catalog::Metric;
 
 /// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`: 100 on Linux).
 const TICKS_PER_S: f64 = 100.0;
@@ -80,61 +80,21 @@ fn max_open_files(limits: &str) -> Option<f64> {
 /// Writes the process families (when `/proc/self` reads) and `agent_manager_build_info`.
 pub fn render(out: &mut String, process: Option<ProcessView>, version: &str, commit: &str) {
     if let Some(p) = process {
-        let families: [(&str, &str, &str, f64); 6] = [
-            (
-                "process_cpu_seconds_total",
-                "counter",
-                "User and system CPU time spent, in seconds.",
-                p.cpu_seconds,
-            ),
-            (
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-                p.resident_memory_bytes,
-            ),
-            (
-                "process_virtual_memory_bytes",
-                "gauge",
-                "Virtual memory size in bytes.",
-                p.virtual_memory_bytes,
-            ),
-            (
-                "process_start_time_seconds",
-                "gauge",
-                "Start time of the process since the Unix epoch, in seconds.",
-                p.start_time_seconds,
-            ),
-            (
-                "process_open_fds",
-                "gauge",
-                "Open file descriptors.",
-                p.open_fds,
-            ),
-            (
-                "process_max_fds",
-                "gauge",
-                "Maximum number of open file descriptors.",
-                p.max_fds,
-            ),
+        let families: [(Metric, f64); 6] = [
+            (Metric::ProcessCpuSecondsTotal, p.cpu_seconds),
+            (Metric::ProcessResidentMemoryBytes, p.resident_memory_bytes),
+            (Metric::ProcessVirtualMemoryBytes, p.virtual_memory_bytes),
+            (Metric::ProcessStartTimeSeconds, p.start_time_seconds),
+            (Metric::ProcessOpenFds, p.open_fds),
+            (Metric::ProcessMaxFds, p.max_fds),
         ];
-        for (name, kind, help, value) in families {
-            family(out, name, kind, help);
-            sample(out, name, &[], value);
+        for (metric, value) in families {
+            metric.family(out);
+            metric.sample(out, [], value);
         }
     }
-    family(
-        out,
-        "agent_manager_build_info",
-        "gauge",
-        "The version and git commit the manager was built from (always 1).",
-    );
-    sample(
-        out,
-        "agent_manager_build_info",
-        &[("version", version), ("commit", commit)],
-        1.0,
-    );
+    Metric::BuildInfo.family(out);
+    Metric::BuildInfo.sample(out, [version, commit], 1.0);
 }
 
 #[cfg(test)]

@@ -1,5 +1,20 @@
 //! The Prometheus text exposition format, written by hand: a family's `# HELP` and
 //! `# TYPE` lines, then its samples with escaped label values.
+//!
+//! # Why not `prometheus-client` or `prometheus` (issue 26)
+//! Kept, because the crates do not offer this part alone: both encode their own
+//! registry of metric objects, not the samples this manager renders at each scrape from
+//! its views (records, usage samples, GPU allocations, `/proc/self`: per-agent series
+//! that come and go with the agents). Moving would mean moving the registry
+//! ([`super`]) too, and a `Collector` for every view. The costs seen in
+//! `prometheus-client` 0.26 (adds 3 packages: cheap) are in what it writes: counters
+//! must be registered without `_total` (it appends it; a name ending in it panics in
+//! debug builds), every `# HELP` gets a `.` appended, and its default encoder writes
+//! OpenMetrics (`# EOF`) — each a change to the exposition that the dashboard and the
+//! alert rules (`deploy/`) read. `prometheus` 0.14 adds 5 packages (protobuf, a second
+//! `thiserror`) for the same registry model. What is here is five pure functions with
+//! a test; what the format asks (escaping `\`, `"` and newlines in label values, `NaN`
+//! and `±Inf`) is all in them.
 
 use std::fmt::Write;
 

@@ -65,23 +65,36 @@ struct Wire {
     detail: Option<String>,
 }
 
-/// Reads a heartbeat's JSON. The error says, for people, what is wrong with it.
-pub fn parse(raw: &str) -> Result<Heartbeat, String> {
-    let wire: Wire = serde_json::from_str(raw)
-        .map_err(|e| format!("the heartbeat is not the contract's JSON object: {e}"))?;
+/// Why a heartbeat does not read; the message says, for people, what is wrong with it
+/// (the agent's health says it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatError {
+    /// Not JSON, or not the contract's object (serde_json's words).
+    #[error("the heartbeat is not the contract's JSON object: {0}")]
+    NotTheObject(String),
+    #[error("the heartbeat's ts {0} is not a Unix time in ms")]
+    NotAUnixTime(serde_json::Number),
+    /// Its status (at most 40 characters of it) is neither `ok` nor `unhealthy`.
+    #[error("the heartbeat's status '{0}' is neither ok nor unhealthy")]
+    UnknownStatus(String),
+}
+
+/// Reads a heartbeat's JSON.
+pub fn parse(raw: &str) -> Result<Heartbeat, HeartbeatError> {
+    let wire: Wire =
+        serde_json::from_str(raw).map_err(|e| HeartbeatError::NotTheObject(e.to_string()))?;
     let ts_ms = wire
         .ts
         .as_i64()
         .or_else(|| wire.ts.as_f64().map(|f| f as i64))
         .filter(|t| *t >= 0)
-        .ok_or_else(|| format!("the heartbeat's ts {} is not a Unix time in ms", wire.ts))?;
+        .ok_or_else(|| HeartbeatError::NotAUnixTime(wire.ts.clone()))?;
     let status = match wire.status.as_str() {
         "ok" => BeatStatus::Ok,
         "unhealthy" => BeatStatus::Unhealthy,
         other => {
-            return Err(format!(
-                "the heartbeat's status '{}' is neither ok nor unhealthy",
-                other.chars().take(40).collect::<String>()
+            return Err(HeartbeatError::UnknownStatus(
+                other.chars().take(40).collect(),
             ))
         }
     };
@@ -135,7 +148,7 @@ mod tests {
             (r#"{"ts": -1, "status": "ok"}"#, "not a Unix time"),
             (r#"{"ts": 1, "status": "fine"}"#, "neither ok nor unhealthy"),
         ] {
-            let e = parse(raw).unwrap_err();
+            let e = parse(raw).unwrap_err().to_string();
             assert!(e.contains(says), "{raw}: {e}");
         }
         let long = format!(

@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use regex::Regex;
+use thiserror::Error;
 
 /// A parsed image reference: `repository[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,26 +54,40 @@ pub fn parse_image_ref(image: &str) -> Option<ImageRef> {
     })
 }
 
+/// Why an `agents.allowed_images` pattern is refused (configuration validation names
+/// the setting).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ImagePatternError {
+    #[error("'{0}' must not be empty or contain spaces or control characters")]
+    NotOneWord(String),
+    /// `repository:*` whose repository is not one.
+    #[error("'{pattern}': '{repository}' is not a repository name")]
+    NotARepository { pattern: String, repository: String },
+    #[error("'{0}' is not an image reference")]
+    NotAReference(String),
+}
+
 /// Checks one `agents.allowed_images` pattern: a reference, `repository:*`,
 /// `prefix/*`, or (older form) any prefix followed by `*`.
-pub fn check_image_pattern(pattern: &str) -> Result<(), String> {
+pub fn check_image_pattern(pattern: &str) -> Result<(), ImagePatternError> {
     if pattern.is_empty() || pattern.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "'{pattern}' must not be empty or contain spaces or control characters"
-        ));
+        return Err(ImagePatternError::NotOneWord(pattern.to_string()));
     }
     if let Some(repo) = pattern.strip_suffix(":*") {
         if parse_image_ref(repo).is_some_and(|r| r.tag.is_none() && r.digest.is_none()) {
             return Ok(());
         }
-        return Err(format!("'{pattern}': '{repo}' is not a repository name"));
+        return Err(ImagePatternError::NotARepository {
+            pattern: pattern.to_string(),
+            repository: repo.to_string(),
+        });
     }
     if pattern.ends_with('*') {
         return Ok(());
     }
     parse_image_ref(pattern)
         .map(|_| ())
-        .ok_or_else(|| format!("'{pattern}' is not an image reference"))
+        .ok_or_else(|| ImagePatternError::NotAReference(pattern.to_string()))
 }
 
 /// True when the allowlist admits `image`. `image` must first be a valid reference.

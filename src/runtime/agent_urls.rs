@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bollard::query_parameters::InspectNetworkOptions;
 use bollard::Docker;
+use thiserror::Error;
 
 use crate::config::agent_urls::{AgentService, Candidate, NotDerived};
 use crate::config::Config;
@@ -51,23 +52,40 @@ impl AgentUrl {
     }
 }
 
+/// Why the gateway of the agents' network could not be read (said as why the agents'
+/// URLs are not derived).
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("Docker did not describe network {network} within {} s", .after.as_secs_f32())]
+    Timeout { network: String, after: Duration },
+    #[error("network {network}: {source}")]
+    Docker {
+        network: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
 /// The gateway of Docker network `network` (its first IPAM configuration's), bounded
 /// by `timeout`. `Ok(None)`: the network has none (or does not exist).
 pub async fn network_gateway(
     docker: &Docker,
     network: &str,
     timeout: Duration,
-) -> Result<Option<IpAddr>, String> {
+) -> Result<Option<IpAddr>, GatewayError> {
     let inspect = docker.inspect_network(network, None::<InspectNetworkOptions>);
     match tokio::time::timeout(timeout, inspect).await {
-        Err(_) => Err(format!(
-            "Docker did not describe network {network} within {} s",
-            timeout.as_secs_f32()
-        )),
+        Err(_) => Err(GatewayError::Timeout {
+            network: network.to_string(),
+            after: timeout,
+        }),
         Ok(Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         })) => Ok(None),
-        Ok(Err(e)) => Err(format!("network {network}: {e}")),
+        Ok(Err(source)) => Err(GatewayError::Docker {
+            network: network.to_string(),
+            source,
+        }),
         Ok(Ok(n)) => Ok(n
             .ipam
             .and_then(|i| i.config)
@@ -102,7 +120,7 @@ pub async fn resolve(config: &Config, docker: &Docker, timeout: Duration) -> Vec
             let why = format!("network {network} has no gateway address (or does not exist yet)");
             return unreachable_all(&candidates, &why);
         }
-        Err(e) => return unreachable_all(&candidates, &e),
+        Err(e) => return unreachable_all(&candidates, &e.to_string()),
     };
     let mut out = Vec::new();
     for c in candidates {

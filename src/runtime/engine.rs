@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use super::spec::{Healthcheck, LOG_MAX_FILES, LOG_MAX_SIZE};
 use crate::config::DockerConfig;
 use crate::error::RuntimeError;
+use crate::metrics::events::DockerCallTimed;
 
 /// Nanoseconds in a second: Docker gives durations in ns.
 pub const SECOND_NS: i64 = 1_000_000_000;
@@ -323,11 +324,10 @@ impl Engine {
         let limit = self.timeout + extra;
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(limit, fut).await;
-        crate::metrics::observe(
-            "agent_manager_docker_call_duration_seconds",
-            &[("op", op.as_str())],
-            started.elapsed(),
-        );
+        crate::metrics::emit(DockerCallTimed {
+            op: op.as_str(),
+            took: started.elapsed(),
+        });
         result
             .map_err(|_| RuntimeError::Timeout {
                 op: op.as_str(),

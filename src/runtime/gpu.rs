@@ -123,28 +123,47 @@ pub async fn inventory(cfg: &GpuConfig) -> Vec<String> {
     found.into_iter().map(|d| d.uuid).collect()
 }
 
+/// Why [`choose`] cannot give an agent the GPUs it wants (the create or start is
+/// refused `gpu_unavailable`, with this as its message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GpuShortage {
+    #[error(
+        "{wanted} GPU(s) requested but the GPU inventory is empty (set GPU_DEVICES, or run \
+         the manager where nvidia-smi lists the host's GPUs)"
+    )]
+    NoInventory { wanted: usize },
+    #[error("{wanted} GPU(s) requested but the inventory has only {inventory}")]
+    MoreThanInventory { wanted: usize, inventory: usize },
+    /// Other agents hold the rest.
+    #[error(
+        "{wanted} GPU(s) requested but only {free} of the {inventory} in the inventory are free"
+    )]
+    TooFewFree {
+        wanted: usize,
+        free: usize,
+        inventory: usize,
+    },
+}
+
 /// Picks `wanted` devices for `agent` from `inventory`, given who holds what
 /// (`allocations`: device → agent). Devices in `preferred` (the agent's container's
 /// current ones) come first, then devices the agent already holds, then free ones in
-/// inventory order. Fails with a message for a person when too few are usable.
+/// inventory order. Fails, saying why for a person, when too few are usable.
 pub fn choose(
     inventory: &[String],
     allocations: &HashMap<String, String>,
     agent: &str,
     wanted: usize,
     preferred: &[String],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, GpuShortage> {
     if inventory.is_empty() && wanted > 0 {
-        return Err(format!(
-            "{wanted} GPU(s) requested but the GPU inventory is empty (set GPU_DEVICES, or \
-             run the manager where nvidia-smi lists the host's GPUs)"
-        ));
+        return Err(GpuShortage::NoInventory { wanted });
     }
     if wanted > inventory.len() {
-        return Err(format!(
-            "{wanted} GPU(s) requested but the inventory has only {}",
-            inventory.len()
-        ));
+        return Err(GpuShortage::MoreThanInventory {
+            wanted,
+            inventory: inventory.len(),
+        });
     }
     let usable = |d: &String| {
         inventory.contains(d) && allocations.get(d).is_none_or(|holder| holder == agent)
@@ -163,11 +182,11 @@ pub fn choose(
         }
     }
     if chosen.len() < wanted {
-        let free_now = inventory.iter().filter(|d| usable(d)).count();
-        return Err(format!(
-            "{wanted} GPU(s) requested but only {free_now} of the {} in the inventory are free",
-            inventory.len()
-        ));
+        return Err(GpuShortage::TooFewFree {
+            wanted,
+            free: inventory.iter().filter(|d| usable(d)).count(),
+            inventory: inventory.len(),
+        });
     }
     Ok(chosen)
 }
@@ -279,7 +298,7 @@ impl GpuRuntime {
         for _ in 0..8 {
             let allocations = self.store.gpu_allocations().await?;
             let chosen = choose(&self.inventory, &allocations, agent, wanted, preferred)
-                .map_err(RuntimeError::GpuUnavailable)?;
+                .map_err(|e| RuntimeError::GpuUnavailable(e.to_string()))?;
             let release: Vec<String> = allocations
                 .iter()
                 .filter(|(d, holder)| *holder == agent && !chosen.contains(d))
@@ -535,10 +554,13 @@ mod tests {
         let i = inv(&["0", "1"]);
         let taken = held(&[("0", "b"), ("1", "c")]);
         let e = choose(&i, &taken, "a", 1, &[]).unwrap_err();
-        assert!(e.contains("only 0 of the 2"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "1 GPU(s) requested but only 0 of the 2 in the inventory are free"
+        );
         // Preferring a device another agent holds does not get it.
         let e = choose(&i, &taken, "a", 1, &inv(&["0"])).unwrap_err();
-        assert!(e.contains("free"), "{e}");
+        assert!(matches!(e, GpuShortage::TooFewFree { free: 0, .. }), "{e}");
     }
 
     #[test]
@@ -566,9 +588,13 @@ mod tests {
     #[test]
     fn requests_beyond_the_inventory_are_refused_clearly() {
         let e = choose(&inv(&[]), &held(&[]), "a", 1, &[]).unwrap_err();
-        assert!(e.contains("inventory is empty"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("inventory is empty (set GPU_DEVICES"),
+            "{e}"
+        );
         let e = choose(&inv(&["0"]), &held(&[]), "a", 2, &[]).unwrap_err();
-        assert!(e.contains("inventory has only 1"), "{e}");
+        assert!(e.to_string().contains("inventory has only 1"), "{e}");
         // Devices no longer in the inventory are not handed out.
         let e = choose(&inv(&["0"]), &held(&[]), "a", 1, &inv(&["7"])).unwrap();
         assert_eq!(e, inv(&["0"]));

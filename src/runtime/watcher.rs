@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::spec::{self, LABEL_AGENT_ID};
+use crate::metrics::events::Reconnecting;
 use crate::retry::Backoff;
 
 /// Container events that can change an agent's state.
@@ -126,10 +127,9 @@ impl DockerWatcher {
                     _ = shutdown.changed() => return,
                 }
             };
-            crate::metrics::inc(
-                "agent_manager_reconnects_total",
-                &[("service", "docker_events")],
-            );
+            crate::metrics::emit(Reconnecting {
+                service: "docker_events",
+            });
             let delay = backoff.next_delay();
             tracing::warn!(error = %broke, retry_in_ms = delay.as_millis() as u64, "Docker events stream broke; resubscribing");
             // Whatever happened while the stream was down is looked at now.

@@ -1,6 +1,6 @@
 //! The agents' event streams (`agent:<agent_id>:events`, contract section 5): appending
-//! events (capped at the configured length, alone or inside a record's transaction) and
-//! reading them back for operators' tools ([`StreamEntry`]).
+//! events (capped at the configured length, inside a record's transaction) and reading
+//! them back for operators' tools ([`StreamEntry`]).
 
 use std::time::Duration;
 
@@ -26,20 +26,6 @@ impl Store {
             .arg("data")
             .arg(json)
             .ignore();
-    }
-
-    /// Appends events to their agents' streams (health reports, no record change).
-    pub async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        for event in events {
-            self.push_event(&mut pipe, event);
-        }
-        let mut conn = self.conn.clone();
-        self.run(
-            "xadd",
-            async move { pipe.query_async::<()>(&mut conn).await },
-        )
-        .await
     }
 
     /// The last `count` entries of the agent's event stream, oldest first.

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use super::plan::{after_loss, plan, AfterLoss, MemberView, TeamPlan};
 use crate::context::Deps;
 use crate::error::AgentError;
+use crate::metrics::events::CommandHandled;
 use crate::ports::Processed;
 use crate::protocol::team::{routing_key, TeamMessage};
 use crate::protocol::{error_details, Event, EventKind, TeamCommand};
@@ -46,13 +47,10 @@ pub async fn run_command(
         _ => "ok",
     };
     let result = carry_out(deps, cmd, decided).await;
-    crate::metrics::inc(
-        "agent_manager_commands_total",
-        &[
-            ("command", cmd.kind.routing_key()),
-            ("outcome", if result.is_ok() { outcome } else { "retry" }),
-        ],
-    );
+    crate::metrics::emit(CommandHandled {
+        command: cmd.kind.routing_key(),
+        outcome: if result.is_ok() { outcome } else { "retry" },
+    });
     result
 }
 

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::protocol::command::Action;
 use crate::protocol::contract::{AgentSpec, AgentType};
-use crate::protocol::fields::{self, check_name, json_kind, optional_object, required_string};
+use crate::protocol::fields::{self, check_name, optional_object, required_string, FieldError};
 use crate::protocol::policy::AgentPolicy;
 
 /// The create of `customer_id`'s agent described by `obj`.
@@ -13,12 +13,15 @@ pub(super) fn parse(
     obj: &Map<String, Value>,
     customer_id: &str,
     policy: &AgentPolicy,
-) -> Result<Action, String> {
+) -> Result<Action, FieldError> {
     let type_str = required_string(obj, "agent_type")?;
     let agent_type = AgentType::parse(&type_str).ok_or_else(|| {
-        format!(
-            "field 'agent_type' must be one of {}",
-            AgentType::ALL.map(AgentType::as_str).join(", ")
+        FieldError::rule(
+            "agent_type",
+            format!(
+                "must be one of {}",
+                AgentType::ALL.map(AgentType::as_str).join(", ")
+            ),
         )
     })?;
     let name = required_string(obj, "name")?;
@@ -31,12 +34,7 @@ pub(super) fn parse(
     let auto_start = match obj.get("auto_start") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(format!(
-                "field 'auto_start' must be a boolean, got {}",
-                json_kind(other)
-            ))
-        }
+        Some(other) => return Err(FieldError::wrong_kind("auto_start", "a boolean", other)),
     };
     Ok(Action::Create {
         spec: AgentSpec {

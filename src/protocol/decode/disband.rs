@@ -4,13 +4,14 @@
 use serde_json::{Map, Value};
 
 use crate::protocol::command::TeamAction;
+use crate::protocol::fields::FieldError;
 use crate::protocol::policy::AgentPolicy;
 
 /// The disband described by `_obj`: no fields of its own.
 pub(super) fn parse(
     _obj: &Map<String, Value>,
     _policy: &AgentPolicy,
-) -> Result<TeamAction, String> {
+) -> Result<TeamAction, FieldError> {
     Ok(TeamAction::Disband)
 }
 

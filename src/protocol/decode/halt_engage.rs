@@ -11,20 +11,20 @@ use crate::protocol::contract::{
     valid_agent_id, AgentType, AGENT_ID_RULE, HALT_MAX_AGENT_IDS, HALT_REASON_MAX_CHARS,
     TEAM_ID_RULE,
 };
-use crate::protocol::fields::{json_kind, printable_prefix};
+use crate::protocol::fields::{json_kind, printable_prefix, FieldError};
 
 /// The most characters of `requested_by` (an operator or system id).
 pub(super) const REQUESTED_BY_MAX_CHARS: usize = 128;
 
 /// The halt described by `obj`.
-pub(super) fn parse(obj: &Map<String, Value>) -> Result<HaltAction, String> {
+pub(super) fn parse(obj: &Map<String, Value>) -> Result<HaltAction, FieldError> {
     let scope = match obj.get("scope") {
         Some(Value::Object(scope)) => scope,
-        None | Some(Value::Null) => return Err("field 'scope' is required".into()),
+        None | Some(Value::Null) => return Err(FieldError::rule("scope", "is required")),
         Some(other) => {
-            return Err(format!(
-                "field 'scope' must be an object, got {}",
-                json_kind(other)
+            return Err(FieldError::rule(
+                "scope",
+                format!("must be an object, got {}", json_kind(other)),
             ))
         }
     };
@@ -38,7 +38,7 @@ pub(super) fn parse(obj: &Map<String, Value>) -> Result<HaltAction, String> {
 /// A halt's scope as the contract writes it (what [`HaltScope::to_json`] gives).
 pub fn scope_from_json(scope: &Value) -> Result<HaltScope, String> {
     match scope {
-        Value::Object(obj) => parse_scope(obj),
+        Value::Object(obj) => parse_scope(obj).map_err(|e| e.to_string()),
         other => Err(format!(
             "a scope must be an object, got {}",
             json_kind(other)
@@ -46,7 +46,7 @@ pub fn scope_from_json(scope: &Value) -> Result<HaltScope, String> {
     }
 }
 
-fn parse_scope(scope: &Map<String, Value>) -> Result<HaltScope, String> {
+fn parse_scope(scope: &Map<String, Value>) -> Result<HaltScope, FieldError> {
     let targets: Vec<&str> = ["agent_ids", "team_id", "customer_id", "platform"]
         .into_iter()
         .filter(|k| !matches!(scope.get(*k), None | Some(Value::Null)))
@@ -55,27 +55,38 @@ fn parse_scope(scope: &Map<String, Value>) -> Result<HaltScope, String> {
         ["agent_ids"] => HaltTarget::AgentIds(agent_ids(&scope["agent_ids"])?),
         ["team_id"] => match &scope["team_id"] {
             Value::String(id) if valid_agent_id(id) => HaltTarget::TeamId(id.clone()),
-            _ => return Err(format!("field 'scope.team_id' must match {TEAM_ID_RULE}")),
+            _ => {
+                return Err(FieldError::rule(
+                    "scope.team_id",
+                    format!("must match {TEAM_ID_RULE}"),
+                ))
+            }
         },
         ["customer_id"] => match &scope["customer_id"] {
             Value::String(id) if !id.is_empty() && id.len() <= 128 => {
                 HaltTarget::CustomerId(id.clone())
             }
-            _ => return Err("field 'scope.customer_id' must be 1-128 characters".into()),
+            _ => {
+                return Err(FieldError::rule(
+                    "scope.customer_id",
+                    "must be 1-128 characters",
+                ))
+            }
         },
         ["platform"] => match &scope["platform"] {
             Value::Bool(true) => HaltTarget::Platform,
-            _ => return Err("field 'scope.platform' must be true".into()),
+            _ => return Err(FieldError::rule("scope.platform", "must be true")),
         },
         [] => {
-            return Err(
-                "field 'scope' must name one of agent_ids, team_id, customer_id or platform".into(),
-            )
+            return Err(FieldError::rule(
+                "scope",
+                "must name one of agent_ids, team_id, customer_id or platform",
+            ))
         }
         many => {
-            return Err(format!(
-                "field 'scope' must name one target, got {}",
-                many.join(", ")
+            return Err(FieldError::rule(
+                "scope",
+                format!("must name one target, got {}", many.join(", ")),
             ))
         }
     };
@@ -87,16 +98,22 @@ fn parse_scope(scope: &Map<String, Value>) -> Result<HaltScope, String> {
                 .enumerate()
                 .map(|(i, t)| {
                     t.as_str().and_then(AgentType::parse).ok_or_else(|| {
-                        format!(
-                            "field 'scope.agent_types[{i}]' must be one of {}",
-                            AgentType::ALL.map(AgentType::as_str).join(", ")
+                        FieldError::rule(
+                            format!("scope.agent_types[{i}]"),
+                            format!(
+                                "must be one of {}",
+                                AgentType::ALL.map(AgentType::as_str).join(", ")
+                            ),
                         )
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         Some(_) => {
-            return Err("field 'scope.agent_types' must be a non-empty array of agent types".into())
+            return Err(FieldError::rule(
+                "scope.agent_types",
+                "must be a non-empty array of agent types",
+            ))
         }
     };
     Ok(HaltScope {
@@ -105,37 +122,41 @@ fn parse_scope(scope: &Map<String, Value>) -> Result<HaltScope, String> {
     })
 }
 
-fn agent_ids(value: &Value) -> Result<Vec<String>, String> {
+fn agent_ids(value: &Value) -> Result<Vec<String>, FieldError> {
     let Value::Array(ids) = value else {
-        return Err(format!(
-            "field 'scope.agent_ids' must be an array of agent ids, got {}",
-            json_kind(value)
+        return Err(FieldError::rule(
+            "scope.agent_ids",
+            format!("must be an array of agent ids, got {}", json_kind(value)),
         ));
     };
     if ids.is_empty() || ids.len() > HALT_MAX_AGENT_IDS {
-        return Err(format!(
-            "field 'scope.agent_ids' must name 1 to {HALT_MAX_AGENT_IDS} agents, got {}",
-            ids.len()
+        return Err(FieldError::rule(
+            "scope.agent_ids",
+            format!(
+                "must name 1 to {HALT_MAX_AGENT_IDS} agents, got {}",
+                ids.len()
+            ),
         ));
     }
     let mut out: Vec<String> = Vec::with_capacity(ids.len());
     let mut seen = std::collections::HashSet::new();
     for (i, id) in ids.iter().enumerate() {
         let Value::String(id) = id else {
-            return Err(format!(
-                "field 'scope.agent_ids[{i}]' must be a string, got {}",
-                json_kind(id)
+            return Err(FieldError::rule(
+                format!("scope.agent_ids[{i}]"),
+                format!("must be a string, got {}", json_kind(id)),
             ));
         };
         if !valid_agent_id(id) {
-            return Err(format!(
-                "field 'scope.agent_ids[{i}]' must match {AGENT_ID_RULE}"
+            return Err(FieldError::rule(
+                format!("scope.agent_ids[{i}]"),
+                format!("must match {AGENT_ID_RULE}"),
             ));
         }
         if !seen.insert(id.as_str()) {
-            return Err(format!(
-                "field 'scope.agent_ids' names agent {} twice",
-                printable_prefix(id, 63)
+            return Err(FieldError::rule(
+                "scope.agent_ids",
+                format!("names agent {} twice", printable_prefix(id, 63)),
             ));
         }
         out.push(id.clone());

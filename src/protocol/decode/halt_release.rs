@@ -7,9 +7,10 @@ use super::bounded_text;
 use super::halt_engage::REQUESTED_BY_MAX_CHARS;
 use crate::protocol::command::HaltAction;
 use crate::protocol::contract::HALT_REASON_MAX_CHARS;
+use crate::protocol::fields::FieldError;
 
 /// The release described by `obj`.
-pub(super) fn parse(obj: &Map<String, Value>) -> Result<HaltAction, String> {
+pub(super) fn parse(obj: &Map<String, Value>) -> Result<HaltAction, FieldError> {
     Ok(HaltAction::Release {
         reason: bounded_text(obj, "reason", HALT_REASON_MAX_CHARS)?,
         requested_by: bounded_text(obj, "requested_by", REQUESTED_BY_MAX_CHARS)?,

@@ -31,7 +31,9 @@ use crate::protocol::contract::{
     AGENT_ID_RULE, TEAM_ID_RULE,
 };
 use crate::protocol::envelope::{refuse_unbuilt, valid_message_id, Envelope, Field};
-use crate::protocol::fields::{is_printable, json_kind, printable_prefix, required_string};
+use crate::protocol::fields::{
+    is_printable, json_kind, printable_prefix, required_string, FieldError,
+};
 use crate::protocol::policy::AgentPolicy;
 
 /// The command a delivery names: about one agent, or about a team.
@@ -79,12 +81,12 @@ pub fn decode(
         )))
     };
     let kind = command_kind(routing_key, &obj)
-        .map_err(|(command, message)| refuse(ErrorCode::InvalidMessage, command, message))?;
-    let fail = |message: String| {
+        .map_err(|e| refuse(ErrorCode::InvalidMessage, e.echo(), e.to_string()))?;
+    let fail = |e: FieldError| {
         refuse(
             ErrorCode::ValidationFailed,
             Some(kind.routing_key().to_string()),
-            message,
+            e.to_string(),
         )
     };
 
@@ -229,58 +231,68 @@ fn json_object(
     }
 }
 
-/// The command: the routing key when it is one, else the body's `command` field. On
-/// failure, the command as far as it can be echoed and the refusal's message.
-fn command_kind(
-    routing_key: &str,
-    obj: &Map<String, Value>,
-) -> Result<Kind, (Option<String>, String)> {
+/// Why a delivery names no command this manager knows (`invalid_message`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UnknownCommand {
+    /// The body's `command` names none (kept as far as it can be echoed).
+    #[error("unknown command '{0}': expected one of {known}", known = command_routing_keys().collect::<Vec<_>>().join(", "))]
+    Unknown(String),
+    #[error("field 'command' must be a string")]
+    NotAString,
+    /// Neither the routing key (kept as far as it can be echoed) nor a `command` field.
+    #[error("routing key '{0}' is not a command and the body has no 'command' field")]
+    Unnamed(String),
+}
+
+impl UnknownCommand {
+    /// The command to echo in the refusal, when the body named one.
+    fn echo(&self) -> Option<String> {
+        match self {
+            UnknownCommand::Unknown(c) => Some(c.clone()),
+            UnknownCommand::NotAString | UnknownCommand::Unnamed(_) => None,
+        }
+    }
+}
+
+/// The command: the routing key when it is one, else the body's `command` field.
+fn command_kind(routing_key: &str, obj: &Map<String, Value>) -> Result<Kind, UnknownCommand> {
     if let Some(kind) = Kind::of(routing_key) {
         return Ok(kind);
     }
     match obj.get("command") {
-        Some(Value::String(c)) => Kind::of(c).ok_or_else(|| {
-            (
-                Some(printable_prefix(c, 64)),
-                format!(
-                    "unknown command '{}': expected one of {}",
-                    printable_prefix(c, 64),
-                    command_routing_keys().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        }),
-        Some(_) => Err((None, "field 'command' must be a string".into())),
-        None => Err((
-            None,
-            format!(
-                "routing key '{}' is not a command and the body has no 'command' field",
-                printable_prefix(routing_key, 64)
-            ),
-        )),
+        Some(Value::String(c)) => {
+            Kind::of(c).ok_or_else(|| UnknownCommand::Unknown(printable_prefix(c, 64)))
+        }
+        Some(_) => Err(UnknownCommand::NotAString),
+        None => Err(UnknownCommand::Unnamed(printable_prefix(routing_key, 64))),
     }
 }
 
 /// A `message_id` in the body must be usable as one (else the command is refused, and
 /// answered under the AMQP or a generated message id).
-fn check_body_message_id(field: &Field) -> Result<(), String> {
+fn check_body_message_id(field: &Field) -> Result<(), FieldError> {
     let invalid = match field {
         Field::Absent => false,
         Field::Str(id) => !valid_message_id(id),
         Field::Other => true,
     };
     if invalid {
-        return Err(
-            "field 'message_id' must be a string of 1-255 bytes without control characters".into(),
-        );
+        return Err(FieldError::rule(
+            "message_id",
+            "must be a string of 1-255 bytes without control characters",
+        ));
     }
     Ok(())
 }
 
 /// The owner: 1-128 printable characters.
-fn customer_id(obj: &Map<String, Value>) -> Result<String, String> {
+fn customer_id(obj: &Map<String, Value>) -> Result<String, FieldError> {
     let customer_id = required_string(obj, "customer_id")?;
     if customer_id.is_empty() || customer_id.len() > 128 || !is_printable(&customer_id) {
-        return Err("field 'customer_id' must be 1-128 printable characters".into());
+        return Err(FieldError::rule(
+            "customer_id",
+            "must be 1-128 printable characters",
+        ));
     }
     Ok(customer_id)
 }
@@ -290,40 +302,44 @@ fn agent_id(
     obj: &Map<String, Value>,
     kind: CommandKind,
     given_message_id: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, FieldError> {
     let agent_id = match obj.get("agent_id") {
         Some(Value::String(id)) => id.clone(),
         None | Some(Value::Null) if kind == CommandKind::Create => {
             generated_agent_id(given_message_id)
         }
-        None | Some(Value::Null) => return Err("field 'agent_id' is required".into()),
-        Some(other) => {
-            return Err(format!(
-                "field 'agent_id' must be a string, got {}",
-                json_kind(other)
-            ))
-        }
+        None | Some(Value::Null) => return Err(FieldError::Missing { field: "agent_id" }),
+        Some(other) => return Err(FieldError::wrong_kind("agent_id", "a string", other)),
     };
     if !valid_agent_id(&agent_id) {
-        return Err(format!("field 'agent_id' must match {AGENT_ID_RULE}"));
+        return Err(FieldError::rule(
+            "agent_id",
+            format!("must match {AGENT_ID_RULE}"),
+        ));
     }
     Ok(agent_id)
 }
 
 /// The team id of a team command, matching the contract's rule.
-fn team_id(obj: &Map<String, Value>) -> Result<String, String> {
+fn team_id(obj: &Map<String, Value>) -> Result<String, FieldError> {
     let team_id = required_string(obj, "team_id")?;
     if !valid_agent_id(&team_id) {
-        return Err(format!("field 'team_id' must match {TEAM_ID_RULE}"));
+        return Err(FieldError::rule(
+            "team_id",
+            format!("must match {TEAM_ID_RULE}"),
+        ));
     }
     Ok(team_id)
 }
 
 /// The halt id of a halt command (the team id's rule, section 10).
-fn halt_id(obj: &Map<String, Value>) -> Result<String, String> {
+fn halt_id(obj: &Map<String, Value>) -> Result<String, FieldError> {
     let halt_id = required_string(obj, "halt_id")?;
     if !valid_agent_id(&halt_id) {
-        return Err(format!("field 'halt_id' must match {TEAM_ID_RULE}"));
+        return Err(FieldError::rule(
+            "halt_id",
+            format!("must match {TEAM_ID_RULE}"),
+        ));
     }
     Ok(halt_id)
 }
@@ -331,14 +347,15 @@ fn halt_id(obj: &Map<String, Value>) -> Result<String, String> {
 /// A halt's `reason` or `requested_by`: required, 1 to `max` printable characters.
 pub(super) fn bounded_text(
     obj: &Map<String, Value>,
-    field: &str,
+    field: &'static str,
     max: usize,
-) -> Result<String, String> {
+) -> Result<String, FieldError> {
     let text = required_string(obj, field)?;
     let chars = text.chars().count();
     if chars == 0 || chars > max || !is_printable(&text) {
-        return Err(format!(
-            "field '{field}' must be 1-{max} printable characters"
+        return Err(FieldError::rule(
+            field,
+            format!("must be 1-{max} printable characters"),
         ));
     }
     Ok(text)
@@ -593,6 +610,64 @@ mod tests {
         ] {
             assert!(e.message.contains(known), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn refusals_read_as_before_the_errors_were_typed() {
+        // The messages are the contract's `agent.error` text: typed errors render them
+        // word for word as the strings they replaced.
+        let cases = [
+            (
+                json!({"customer_id": "c"}),
+                "agent.start",
+                "field 'agent_id' is required",
+            ),
+            (
+                json!({"agent_id": 5, "customer_id": "c"}),
+                "agent.start",
+                "field 'agent_id' must be a string, got a number",
+            ),
+            (
+                json!({"agent_id": "a", "customer_id": ""}),
+                "agent.start",
+                "field 'customer_id' must be 1-128 printable characters",
+            ),
+            (
+                json!({"agent_id": "a", "customer_id": "c", "resources": {"disk": 1}}),
+                "agent.update",
+                "field 'resources.disk' is unknown: expected memory_mb, cpus, gpus, max_messages_per_s",
+            ),
+            (
+                json!({"agent_id": "a", "customer_id": "c", "force": "yes"}),
+                "agent.stop",
+                "field 'force' must be a boolean, got a string",
+            ),
+            (
+                json!({"customer_id": "c"}),
+                "x",
+                "routing key 'x' is not a command and the body has no 'command' field",
+            ),
+            (
+                json!({"command": 1, "customer_id": "c"}),
+                "x",
+                "field 'command' must be a string",
+            ),
+        ];
+        for (body, rk, says) in cases {
+            let e = invalid(decode(rk, body));
+            assert_eq!(e.message, says);
+        }
+        let e = invalid(decode(
+            "x",
+            json!({"command": "agent.melt", "customer_id": "c"}),
+        ));
+        assert!(
+            e.message
+                .starts_with("unknown command 'agent.melt': expected one of agent.create"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.command.as_deref(), Some("agent.melt"));
     }
 
     #[test]

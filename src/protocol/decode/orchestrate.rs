@@ -7,42 +7,53 @@ use crate::protocol::command::TeamAction;
 use crate::protocol::contract::{
     valid_agent_id, AGENT_ID_RULE, TEAM_MAX_MEMBERS, TEAM_MIN_MEMBERS,
 };
-use crate::protocol::fields::{json_kind, optional_object, printable_prefix};
+use crate::protocol::fields::{optional_object, printable_prefix, FieldError};
 use crate::protocol::policy::AgentPolicy;
 
 /// The team described by `obj`.
-pub(super) fn parse(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<TeamAction, String> {
+pub(super) fn parse(
+    obj: &Map<String, Value>,
+    policy: &AgentPolicy,
+) -> Result<TeamAction, FieldError> {
     let ids = match obj.get("agent_ids") {
         Some(Value::Array(ids)) => ids,
-        None | Some(Value::Null) => return Err("field 'agent_ids' is required".into()),
+        None | Some(Value::Null) => return Err(FieldError::Missing { field: "agent_ids" }),
         Some(other) => {
-            return Err(format!(
-                "field 'agent_ids' must be an array of agent ids, got {}",
-                json_kind(other)
+            return Err(FieldError::wrong_kind(
+                "agent_ids",
+                "an array of agent ids",
+                other,
             ))
         }
     };
     if !(TEAM_MIN_MEMBERS..=TEAM_MAX_MEMBERS).contains(&ids.len()) {
-        return Err(format!(
-            "field 'agent_ids' must name {TEAM_MIN_MEMBERS} to {TEAM_MAX_MEMBERS} agents, got {}",
-            ids.len()
+        return Err(FieldError::rule(
+            "agent_ids",
+            format!(
+                "must name {TEAM_MIN_MEMBERS} to {TEAM_MAX_MEMBERS} agents, got {}",
+                ids.len()
+            ),
         ));
     }
     let mut agent_ids: Vec<String> = Vec::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
         let Value::String(id) = id else {
-            return Err(format!(
-                "field 'agent_ids[{i}]' must be a string, got {}",
-                json_kind(id)
+            return Err(FieldError::wrong_kind(
+                format!("agent_ids[{i}]"),
+                "a string",
+                id,
             ));
         };
         if !valid_agent_id(id) {
-            return Err(format!("field 'agent_ids[{i}]' must match {AGENT_ID_RULE}"));
+            return Err(FieldError::rule(
+                format!("agent_ids[{i}]"),
+                format!("must match {AGENT_ID_RULE}"),
+            ));
         }
         if agent_ids.contains(id) {
-            return Err(format!(
-                "field 'agent_ids' names agent {} twice",
-                printable_prefix(id, 63)
+            return Err(FieldError::rule(
+                "agent_ids",
+                format!("names agent {} twice", printable_prefix(id, 63)),
             ));
         }
         agent_ids.push(id.clone());

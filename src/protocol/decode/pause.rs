@@ -3,10 +3,14 @@
 use serde_json::{Map, Value};
 
 use crate::protocol::command::Action;
+use crate::protocol::fields::FieldError;
 use crate::protocol::policy::AgentPolicy;
 
 /// The pause described by `_obj`: no fields of its own.
-pub(super) fn parse(_obj: &Map<String, Value>, _policy: &AgentPolicy) -> Result<Action, String> {
+pub(super) fn parse(
+    _obj: &Map<String, Value>,
+    _policy: &AgentPolicy,
+) -> Result<Action, FieldError> {
     Ok(Action::Pause)
 }
 

@@ -4,11 +4,11 @@
 use serde_json::{Map, Value};
 
 use crate::protocol::command::Action;
-use crate::protocol::fields;
+use crate::protocol::fields::{self, FieldError};
 use crate::protocol::policy::AgentPolicy;
 
 /// The restart described by `obj`.
-pub(super) fn parse(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<Action, String> {
+pub(super) fn parse(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<Action, FieldError> {
     Ok(Action::Restart {
         timeout_s: fields::timeout(obj, policy)?,
     })

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::protocol::command::Action;
 use crate::protocol::contract::{StopOrder, STOP_REASON_MAX_CHARS};
-use crate::protocol::fields::{self, json_kind, optional_text};
+use crate::protocol::fields::{self, optional_text, FieldError};
 use crate::protocol::policy::AgentPolicy;
 use crate::redact;
 
@@ -15,16 +15,11 @@ use crate::redact;
 const REQUESTED_BY_MAX_CHARS: usize = 128;
 
 /// The stop described by `obj`.
-pub(super) fn parse(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<Action, String> {
+pub(super) fn parse(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<Action, FieldError> {
     let force = match obj.get("force") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(force)) => *force,
-        Some(other) => {
-            return Err(format!(
-                "field 'force' must be a boolean, got {}",
-                json_kind(other)
-            ))
-        }
+        Some(other) => return Err(FieldError::wrong_kind("force", "a boolean", other)),
     };
     let timeout_s = fields::timeout(obj, policy)?;
     let reason = optional_text(obj, "reason", STOP_REASON_MAX_CHARS)?;

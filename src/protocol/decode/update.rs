@@ -5,23 +5,18 @@ use serde_json::{Map, Value};
 
 use crate::protocol::command::Action;
 use crate::protocol::contract::SpecPatch;
-use crate::protocol::fields::{self, check_name, json_kind, optional_object};
+use crate::protocol::fields::{self, check_name, optional_object, FieldError};
 use crate::protocol::policy::AgentPolicy;
 
 /// The update described by `obj`: only the fields it gives change.
-pub(super) fn parse(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<Action, String> {
+pub(super) fn parse(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<Action, FieldError> {
     let name = match obj.get("name") {
         None | Some(Value::Null) => None,
         Some(Value::String(n)) => {
             check_name(n)?;
             Some(n.clone())
         }
-        Some(other) => {
-            return Err(format!(
-                "field 'name' must be a string, got {}",
-                json_kind(other)
-            ))
-        }
+        Some(other) => return Err(FieldError::wrong_kind("name", "a string", other)),
     };
     let resources = fields::resources(obj, policy)?;
     Ok(Action::Update {

@@ -1,0 +1,75 @@
+//! How big each scenario runs: full sizes under `cargo bench`, tiny ones in the quick
+//! test mode (`cargo test --bench e2e`, as `cargo test --all-targets` runs it), each
+//! overridden by its environment variable.
+
+use std::time::Duration;
+
+pub struct Sizes {
+    pub quick: bool,
+    pub detect_agents: usize,
+    pub kills: usize,
+    pub monitor_agents: usize,
+    pub window: Duration,
+    pub lifecycle_agents: usize,
+    pub lifecycle_batch: usize,
+    pub burst_agents: usize,
+    pub burst_commands: usize,
+    pub scale_running: usize,
+    pub scale_stopped: usize,
+    pub scale_window: Duration,
+    pub recovery_agents: usize,
+    pub restarts: usize,
+    pub machine_agents: Vec<usize>,
+    pub machine_window: Duration,
+    pub machine_settle: Duration,
+    pub machine_interval_s: u64,
+    pub hung_agents: usize,
+    pub hung_rounds: usize,
+    pub machine_exec_probe: bool,
+    pub pause_agents: usize,
+    pub pauses: usize,
+    pub autogen_agents: usize,
+    pub autogen_tasks: usize,
+    pub autogen_idle: Duration,
+}
+
+pub fn sizes() -> Sizes {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let n = |var: &str, full: usize, small: usize| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { small } else { full })
+    };
+    Sizes {
+        quick,
+        detect_agents: n("DETECT_AGENTS", 5, 2),
+        kills: n("KILLS", 60, 4),
+        monitor_agents: n("AGENTS", 100, 3),
+        window: Duration::from_secs(n("WINDOW_S", 60, 6) as u64),
+        lifecycle_agents: n("LIFECYCLE_AGENTS", 100, 5),
+        lifecycle_batch: n("LIFECYCLE_BATCH", 25, 5),
+        burst_agents: n("BURST_AGENTS", 50, 5),
+        burst_commands: n("BURST_COMMANDS", 5000, 200),
+        scale_running: n("SCALE_RUNNING", 200, 5),
+        scale_stopped: n("SCALE_STOPPED", 1000, 10),
+        scale_window: Duration::from_secs(n("SCALE_WINDOW_S", 60, 3) as u64),
+        recovery_agents: n("RECOVERY_AGENTS", 200, 5),
+        restarts: n("RESTARTS", 5, 1),
+        machine_agents: std::env::var("MACHINE_AGENTS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| if quick { vec![3] } else { vec![200, 1000] }),
+        machine_window: Duration::from_secs(n("MACHINE_WINDOW_S", 60, 3) as u64),
+        machine_settle: Duration::from_secs(n("MACHINE_SETTLE_S", 30, 1) as u64),
+        machine_interval_s: n("MACHINE_INTERVAL_S", 10, 1) as u64,
+        hung_agents: n("HUNG_AGENTS", 20, 1),
+        hung_rounds: n("HUNG_ROUNDS", 5, 1),
+        machine_exec_probe: n("MACHINE_EXEC_PROBE", 0, 0) > 0,
+        pause_agents: n("PAUSE_AGENTS", 5, 2),
+        pauses: n("PAUSES", 200, 6),
+        autogen_agents: n("AUTOGEN_AGENTS", 10, 1),
+        autogen_tasks: n("AUTOGEN_TASKS", 100, 3),
+        autogen_idle: Duration::from_secs(n("AUTOGEN_IDLE_S", 60, 2) as u64),
+    }
+}
