@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "agent-manager",
     version = agent_manager::build_info::LONG_VERSION,
     about = "Runs AutoGen agents as Docker containers",
-    after_help = "Examples:\n  agent-manager run\n  agent-manager check\n  agent-manager agents list -o wide\n  agent-manager agents restart trading-1\n  agent-manager agents task acme-analyst \"Assess ACME\"\n  agent-manager completions bash > /etc/bash_completion.d/agent-manager"
+    after_help = "Examples:\n  agent-manager run\n  agent-manager check\n  agent-manager agents list -o wide\n  agent-manager agents restart trading-1\n  agent-manager agents task acme-analyst \"Assess ACME\"\n  agent-manager halt engage --customer acme --reason \"leaked key\" --wait\n  agent-manager completions bash > /etc/bash_completion.d/agent-manager"
 )]
 struct Cli {
     /// TOML file overriding config/default.toml (environment variables override both).
@@ -49,6 +49,12 @@ enum Cmd {
     Agents {
         #[command(subcommand)]
         command: AgentsCmd,
+    },
+    /// Halts (contract section 10): take agents out of the platform at once (their
+    /// logins cut, then frozen) until a person releases them; list and show halts.
+    Halt {
+        #[command(subcommand)]
+        command: HaltCmd,
     },
     /// Preflight: Docker (and its socket's permission), the agent image and network,
     /// RabbitMQ, Redis. Exit 0 when all pass, 1 when one fails (each failure says what
@@ -214,6 +220,104 @@ enum AgentsCmd {
         #[arg(short, long)]
         timestamps: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum HaltCmd {
+    /// Take agents out at once (halt.engage): each agent in scope is cut (its own
+    /// RabbitMQ and Redis logins deleted, its connections closed), then frozen, until
+    /// `halt release`. Prints the halt id (made when --halt-id is not given);
+    /// --wait waits for halt.engaged: the agents, cut_ms, frozen_ms and any that failed
+    /// (exit 0), or agent.error (exit 1). requested_by is AGENT_MANAGER_OPERATOR, else
+    /// the OS user.
+    #[command(
+        after_help = "Examples:\n  agent-manager halt engage --agent trading-1 --reason \"runaway order loop\" --wait\n  agent-manager halt engage --customer acme --type trading --reason \"leaked key\" --wait=2m\n  agent-manager halt engage --platform --customer-id ops --reason \"exchange outage\" --halt-id outage-1"
+    )]
+    Engage(EngageArgs),
+    /// Give a halt's agents back (halt.release): each agent no other halt holds gets
+    /// its logins back and returns to its desired state. Sent as the customer that
+    /// engaged it (from halt:<HALT_ID>); exit 1 at once when no such halt is engaged.
+    #[command(
+        after_help = "Example:\n  agent-manager halt release halt-20250304T050607-0a1f --reason \"strategy fixed\" --wait"
+    )]
+    Release {
+        halt_id: String,
+        /// Why (1-500 characters; kept in halts:events and agent.released).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        wait: HaltWait,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Every engaged halt: id, customer, scope, agents, age, who, why.
+    List {
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// One halt: its record, each of its agents (status, halted at, when it was cut and
+    /// frozen) and its entries of halts:events. Exit 1 when it is not engaged.
+    Show {
+        halt_id: String,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// `halt engage`'s arguments: one scope, its narrowing, why, and how to send it.
+#[derive(Args)]
+#[command(group(
+    clap::ArgGroup::new("scope")
+        .required(true)
+        .args(["agent", "team", "customer", "platform"])
+))]
+struct EngageArgs {
+    /// These agents (repeat, or comma-separated); all of one customer.
+    #[arg(long, value_name = "ID", num_args = 1.., value_delimiter = ',')]
+    agent: Vec<String>,
+    /// The members of this team.
+    #[arg(long, value_name = "TEAM_ID")]
+    team: Option<String>,
+    /// Every agent of this customer.
+    #[arg(long, value_name = "CUSTOMER_ID")]
+    customer: Option<String>,
+    /// Every agent of this installation (needs --customer-id).
+    #[arg(long)]
+    platform: bool,
+    /// Only agents of these types (trading, analysis, risk_management,
+    /// portfolio_optimization, custom; repeat, or comma-separated).
+    #[arg(long = "type", value_name = "TYPE", num_args = 1.., value_delimiter = ',')]
+    types: Vec<String>,
+    /// Why (1-500 characters; on each agent's record and in halts:events).
+    #[arg(long)]
+    reason: String,
+    /// The halt's id (letters, digits, '_', '.', '-'); default: halt-<UTC time>-<4 hex>.
+    #[arg(long)]
+    halt_id: Option<String>,
+    /// The customer the command is sent as: required with --platform; else the owner
+    /// of the agents or team, read from Redis.
+    #[arg(long)]
+    customer_id: Option<String>,
+    #[command(flatten)]
+    wait: HaltWait,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// Whether and how long a halt command waits for the manager's answer.
+#[derive(Args)]
+struct HaltWait {
+    /// Wait for the answer (default 60s; --wait=DURATION: 90, 90s, 5m, 1h); without it,
+    /// done once the broker has confirmed the command.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "60s",
+        value_parser = cli::parse_wait
+    )]
+    wait: Option<std::time::Duration>,
 }
 
 /// What every acting command on one agent takes.
@@ -385,6 +489,7 @@ fn main() -> ExitCode {
         },
         Cmd::Run => actix_rt::System::new().block_on(run(config)),
         Cmd::Agents { command } => operate(agents(&config, command)),
+        Cmd::Halt { command } => operate(halt(&config, command)),
         Cmd::Check(args) => operate(check(&config, args)),
         Cmd::Completions { .. } => ExitCode::SUCCESS,
     }
@@ -539,6 +644,53 @@ async fn agents(config: &Config, command: AgentsCmd) -> Result<(), CliError> {
         } => {
             let mut err = std::io::stderr();
             cli::agents::logs(config, &agent_id, tail, follow, timestamps, out, &mut err).await
+        }
+    }
+}
+
+async fn halt(config: &Config, command: HaltCmd) -> Result<(), CliError> {
+    let out = &mut std::io::stdout();
+    let operator = || cli::act::operator_name(config.operator(), |k| std::env::var(k).ok());
+    match command {
+        HaltCmd::Engage(a) => {
+            let target = match (a.agent, a.team, a.customer, a.platform) {
+                (_, Some(team), _, _) => cli::halt::Target::Team(team),
+                (_, _, Some(customer), _) => cli::halt::Target::Customer(customer),
+                (_, _, _, true) => cli::halt::Target::Platform,
+                (agents, _, _, false) => cli::halt::Target::Agents(agents),
+            };
+            let opts = cli::halt::EngageOptions {
+                target,
+                types: a.types,
+                reason: a.reason,
+                halt_id: a.halt_id,
+                customer_id: a.customer_id,
+                requested_by: operator(),
+                wait: a.wait.wait,
+                format: a.output.into(),
+            };
+            cli::halt::engage(config, &opts, out).await
+        }
+        HaltCmd::Release {
+            halt_id,
+            reason,
+            wait,
+            output,
+        } => {
+            let opts = cli::halt::ReleaseOptions {
+                halt_id,
+                reason,
+                requested_by: operator(),
+                wait: wait.wait,
+                format: output.into(),
+            };
+            cli::halt::release(config, &opts, out).await
+        }
+        HaltCmd::List { output } => {
+            cli::halt::list(config, output.into(), terminal_width(), out).await
+        }
+        HaltCmd::Show { halt_id, output } => {
+            cli::halt::show(config, &halt_id, output.into(), out).await
         }
     }
 }

@@ -13,29 +13,15 @@ use agent_manager::Config;
 use common::{run_bounded, CommandOut as Out, TestEnv, DEADLINE};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-manager");
 /// Bound on one CLI run that should end by itself.
 const CLI_DEADLINE: Duration = Duration::from_secs(30);
 const START_HINT: &str = "start the services with `bash scripts/services.sh`";
 
 /// The CLI with `args`, configured for `config` plus `overrides` (and nothing from the
-/// developer's environment that would change its configuration).
+/// developer's environment that would change its configuration), its output piped.
 fn command(config: &Config, args: &[&str], overrides: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (var, _) in agent_manager::config::ENV_VARS {
-        cmd.env_remove(var);
-    }
-    for var in ["AGENT_MANAGER_CONFIG", "RUST_LOG", "COLUMNS", "LOG_JSON"] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in common::config_env(config) {
-        cmd.env(k, v);
-    }
-    for (k, v) in overrides {
-        cmd.env(k, v);
-    }
-    cmd.args(args)
-        .stdin(Stdio::null())
+    let mut cmd = common::cli_command(config, args, overrides);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd

@@ -22,7 +22,6 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-manager");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Bound on one CLI run: above the command's own default `--timeout` (60 s).
 const CLI_DEADLINE: Duration = Duration::from_secs(90);
@@ -32,18 +31,7 @@ const AT_ONCE: Duration = Duration::from_secs(10);
 /// The CLI with `args`, configured for `config` (and nothing from the developer's
 /// environment that would change its configuration).
 fn command(config: &Config, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (var, _) in agent_manager::config::ENV_VARS {
-        cmd.env_remove(var);
-    }
-    for var in ["AGENT_MANAGER_CONFIG", "RUST_LOG", "COLUMNS", "LOG_JSON"] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in common::config_env(config) {
-        cmd.env(k, v);
-    }
-    cmd.args(args);
-    cmd
+    common::cli_command(config, args, &[])
 }
 
 /// Runs the CLI to its end (bounded, off the test's async thread so the manager keeps

@@ -5,9 +5,10 @@
 //! `message_id`, persistent, mandatory and confirmed — and, with `--wait`, waits for the
 //! answer carrying that `message_id` as `correlation_id`: the command's success event
 //! (exit 0) or `agent.error` (exit 1, its code and message on stderr). [`send`] is the
-//! one path every acting command takes; its broker steps (`confirmed_channel`,
-//! `own_queue`, `publish`, `close`) are functions of their own, and
-//! [`super::task`]'s too.
+//! one path every acting command on an agent takes; [`round_trip`] is the one path of
+//! any command the CLI sends (the halt commands of [`super::halt`] too), and its broker
+//! steps (`confirmed_channel`, `own_queue`, `publish`, `close`) are functions of their
+//! own, which [`super::task`] uses as well.
 
 use std::io::Write;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::order::Order;
 use super::{CliError, Format};
@@ -64,44 +65,16 @@ pub async fn send(
         Some(c) => c.clone(),
         None => owner(config, &order.agent_id).await?,
     };
-    let rabbit = &config.rabbitmq;
-    let limit = Duration::from_secs(rabbit.timeout_s);
-    let unavailable = |e: BrokerError| rabbit_down(rabbit, &e);
-    let (conn, channel) = confirmed_channel(rabbit).await?;
-    // The answer's queue is bound before the command goes, so the answer cannot be missed.
-    let answers = match wait {
-        Some(_) => {
-            let keys: Vec<String> = order
-                .answers()
-                .into_iter()
-                .chain([EventKind::Error])
-                .map(|k| k.routing_key().to_string())
-                .collect();
-            Some(
-                own_queue(&channel, &rabbit.exchange, &keys, limit)
-                    .await
-                    .map_err(unavailable)?,
-            )
-        }
-        None => None,
-    };
     let message_id = uuid::Uuid::new_v4().to_string();
-    let body = order.body(&message_id, &customer_id).to_string();
-    let routed = publish(
-        &channel,
-        rabbit,
-        order.kind.routing_key(),
-        body.as_bytes(),
-        &message_id,
-    )
-    .await?;
-    if !routed {
-        return Err(CliError::Unavailable(format!(
-            "no queue takes {} on exchange {}: is the manager running? (it declares {})",
-            order.kind, rabbit.exchange, rabbit.command_queue
-        )));
-    }
-    let (Some(mut answers), Some(wait)) = (answers, wait) else {
+    let command = Outgoing {
+        routing_key: order.kind.routing_key(),
+        body: order.body(&message_id, &customer_id),
+        message_id: &message_id,
+        answers: order.answers(),
+        what: format!("{} for agent {}", order.kind, order.agent_id),
+    };
+    let answer = round_trip(&config.rabbitmq, &command, wait, |e| order.is_done_at(e)).await?;
+    let Some(event) = answer else {
         match format {
             Format::Json => writeln!(
                 out,
@@ -114,18 +87,10 @@ pub async fn send(
                 order.kind, order.agent_id
             )?,
         }
-        close(&conn, limit).await;
         return Ok(());
     };
-    let answer = wait_answer(&mut answers, &message_id, order, wait).await;
-    close(&conn, limit).await;
-    let event = answer?;
-    if event.event == EventKind::Error {
-        let detail = |k: &str| event.details[k].as_str().unwrap_or_default().to_string();
-        return Err(CliError::Refused {
-            code: detail("code"),
-            message: detail("message"),
-        });
+    if let Some(refused) = refusal(&event) {
+        return Err(refused);
     }
     match format {
         Format::Json => writeln!(out, "{}", String::from_utf8_lossy(&event.to_json()))?,
@@ -138,6 +103,85 @@ pub async fn send(
         )?,
     }
     Ok(())
+}
+
+/// A command of the contract on its way, and the events that answer it.
+pub(super) struct Outgoing<'a> {
+    /// Its routing key (`agent.stop`, `halt.engage`, ...).
+    pub routing_key: &'static str,
+    /// Its body, carrying `message_id`.
+    pub body: Value,
+    pub message_id: &'a str,
+    /// The events that may answer it when it succeeds (`agent.error` always may): the
+    /// answer queue is bound to them.
+    pub answers: Vec<EventKind>,
+    /// What it is, for people ("agent.stop for agent a1").
+    pub what: String,
+}
+
+/// Sends `command` to the exchange as the Core Engine would and, when `wait` is given,
+/// waits that long for its answer: the first event carrying its `message_id` as
+/// `correlation_id` that is `agent.error` or that `done` says ends it. `Ok(None)`: not
+/// waiting, the broker confirmed the command. The answer queue is bound before the
+/// command goes, so the answer cannot be missed; the connection is closed either way.
+pub(super) async fn round_trip(
+    rabbit: &RabbitConfig,
+    command: &Outgoing<'_>,
+    wait: Option<Duration>,
+    done: impl Fn(&Event) -> bool,
+) -> Result<Option<Event>, CliError> {
+    let limit = Duration::from_secs(rabbit.timeout_s);
+    let (conn, channel) = confirmed_channel(rabbit).await?;
+    let answers = match wait {
+        Some(_) => {
+            let keys: Vec<String> = command
+                .answers
+                .iter()
+                .copied()
+                .chain([EventKind::Error])
+                .map(|k| k.routing_key().to_string())
+                .collect();
+            Some(
+                own_queue(&channel, &rabbit.exchange, &keys, limit)
+                    .await
+                    .map_err(|e| rabbit_down(rabbit, &e))?,
+            )
+        }
+        None => None,
+    };
+    let body = command.body.to_string();
+    let routed = publish(
+        &channel,
+        rabbit,
+        command.routing_key,
+        body.as_bytes(),
+        command.message_id,
+    )
+    .await;
+    let answer = match (routed, answers, wait) {
+        (Err(e), _, _) => Err(e),
+        (Ok(false), _, _) => Err(CliError::Unavailable(format!(
+            "no queue takes {} on exchange {}: is the manager running? (it declares {})",
+            command.routing_key, rabbit.exchange, rabbit.command_queue
+        ))),
+        (Ok(true), Some(mut answers), Some(wait)) => wait_answer(&mut answers, command, wait, done)
+            .await
+            .map(Some),
+        (Ok(true), _, _) => Ok(None),
+    };
+    close(&conn, limit).await;
+    answer
+}
+
+/// The refusal `event` carries when it is `agent.error`: its code and message.
+pub(super) fn refusal(event: &Event) -> Option<CliError> {
+    (event.event == EventKind::Error).then(|| {
+        let detail = |k: &str| event.details[k].as_str().unwrap_or_default().to_string();
+        CliError::Refused {
+            code: detail("code"),
+            message: detail("message"),
+        }
+    })
 }
 
 /// The agent's owner, from its record (the command must name it).
@@ -304,12 +348,13 @@ pub(super) async fn own_queue(
     .await
 }
 
-/// The first success event or `agent.error` answering `message_id`, within `wait`.
+/// The first event answering `command` that is `agent.error` or that `done` says ends
+/// it, within `wait`.
 async fn wait_answer(
     answers: &mut lapin::Consumer,
-    message_id: &str,
-    order: &Order,
+    command: &Outgoing<'_>,
     wait: Duration,
+    done: impl Fn(&Event) -> bool,
 ) -> Result<Event, CliError> {
     let until = tokio::time::Instant::now() + wait;
     loop {
@@ -317,9 +362,9 @@ async fn wait_answer(
             .await
             .map_err(|_| {
                 CliError::Unavailable(format!(
-                    "{} for agent {} was sent (message_id {message_id}) but not answered within {} s",
-                    order.kind,
-                    order.agent_id,
+                    "{} was sent (message_id {}) but not answered within {} s",
+                    command.what,
+                    command.message_id,
                     wait.as_secs()
                 ))
             })?;
@@ -335,8 +380,8 @@ async fn wait_answer(
         let Ok(event) = serde_json::from_slice::<Event>(&delivery.data) else {
             continue;
         };
-        let answers_it = event.correlation_id.as_deref() == Some(message_id);
-        if answers_it && (event.event == EventKind::Error || order.is_done_at(&event)) {
+        let answers_it = event.correlation_id.as_deref() == Some(command.message_id);
+        if answers_it && (event.event == EventKind::Error || done(&event)) {
             return Ok(event);
         }
     }

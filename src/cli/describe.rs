@@ -54,15 +54,16 @@ pub async fn describe(
     Ok(())
 }
 
-/// `label:` then the value, aligned.
 /// The label column: the longest label (`Docker restarts:`, indented by two) and a space.
 const LABEL_WIDTH: usize = 19;
 
-fn line(text: &mut String, label: &str, value: impl std::fmt::Display) {
+/// `label:` then the value, aligned (also `halt show`'s).
+pub(super) fn line(text: &mut String, label: &str, value: impl std::fmt::Display) {
     let _ = writeln!(text, "{:<LABEL_WIDTH$}{value}", format!("{label}:"));
 }
 
-fn when(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+/// A time and how long ago it was, or `<none>`.
+pub(super) fn when(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match at {
         Some(t) => format!(
             "{} ({} ago)",
@@ -127,6 +128,12 @@ fn record_section(text: &mut String, r: &AgentRecord, now: DateTime<Utc>) {
     if r.stopped_by.is_some() || r.stop_reason.is_some() {
         line(text, "Stopped by", r.stopped_by.as_deref().unwrap_or("-"));
         line(text, "Stop reason", r.stop_reason.as_deref().unwrap_or("-"));
+    }
+    if !r.halt_ids.is_empty() {
+        line(text, "Halts", r.halt_ids.join(", "));
+        line(text, "Halted by", r.halted_by.as_deref().unwrap_or("-"));
+        line(text, "Halt reason", r.halt_reason.as_deref().unwrap_or("-"));
+        line(text, "Halted", when(r.halted_at, now));
     }
     if let Some(p) = &r.pending {
         line(text, "Pending", format!("{} ({})", p.command, p.message_id));
@@ -329,6 +336,33 @@ mod tests {
                 l[colon + 1..column].chars().all(|c| c == ' '),
                 "{l:?}: value not at column {column}"
             );
+        }
+    }
+
+    #[test]
+    fn a_halted_agent_says_which_halts_hold_it_who_asked_and_why() {
+        let now = Utc::now();
+        let mut r = AgentRecord::new(
+            "a1",
+            crate::protocol::sample_spec(),
+            crate::protocol::DesiredState::Running,
+        );
+        let mut text = String::new();
+        record_section(&mut text, &r, now);
+        assert!(!text.contains("Halts:"), "{text}");
+        r.halt_ids = vec!["h1".into(), "auto-a1-1".into()];
+        r.halted_by = Some("alice".into());
+        r.halt_reason = Some("runaway".into());
+        r.halted_at = Some(now);
+        let mut text = String::new();
+        record_section(&mut text, &r, now);
+        for want in [
+            "Halts:             h1, auto-a1-1\n",
+            "Halted by:         alice\n",
+            "Halt reason:       runaway\n",
+            "(0s ago)",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
         }
     }
 

@@ -4,16 +4,19 @@
 //! agents create|update|start|stop|restart|delete|pause|resume` sends a command
 //! ([`order`], read from a file by [`spec_file`]) over RabbitMQ and can wait for its
 //! answer ([`act`]); `agent-manager agents task ID TEXT` gives an agent a task and waits
-//! for its result ([`task`], contract section 8); `agent-manager check` is the
+//! for its result ([`task`], contract section 8); `agent-manager halt
+//! engage|release|list|show` takes agents out at once and gives them back, and reads the
+//! halts ([`halt`], contract section 10); `agent-manager check` is the
 //! preflight, and `check --ready` asks the running manager's `/readyz` ([`ready`], the
 //! container's health check). `main.rs` parses the command line and calls these; they
 //! write to the writers they are given, so tests can read the output.
 //!
 //! Exit codes (also in the README):
 //! - 0 ([`EXIT_OK`]): done; every check passed.
-//! - 1 ([`EXIT_FAILED`]): an agent was not found, a check failed, a service the command
-//!   needs did not answer, or the manager answered a command with `agent.error`; a
-//!   task failed, was refused (the agent is not running) or got no result in time.
+//! - 1 ([`EXIT_FAILED`]): an agent (a team, a halt) was not found, a check failed, a
+//!   service the command needs did not answer, or the manager answered a command with
+//!   `agent.error`; a task failed, was refused (the agent is not running) or got no
+//!   result in time.
 //! - 2 ([`EXIT_USAGE`]): bad arguments or configuration.
 //!
 //! Every Redis and Docker call is bounded by the configured timeouts (`REDIS_TIMEOUT_MS`,
@@ -24,6 +27,7 @@ pub mod act;
 pub mod agents;
 pub mod check;
 pub mod describe;
+pub mod halt;
 pub mod list;
 pub mod order;
 pub mod ready;
@@ -56,7 +60,7 @@ pub enum CliError {
     /// Bad arguments (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// The agent (or its container) does not exist (exit 1).
+    /// The agent (or its container, its team, the halt) does not exist (exit 1).
     #[error("{0}")]
     NotFound(String),
     /// A service did not answer or failed (exit 1).

@@ -139,25 +139,29 @@ impl Store {
         Ok(out)
     }
 
-    /// The last `count` entries of `halts:events`, newest first, as JSON objects
-    /// (`id`, `kind`, `halt_id`, `customer_id`, `requested_by`, `reason`, `at`, `halt`).
-    pub async fn halt_events(&self, count: usize) -> Result<Vec<serde_json::Value>, StoreError> {
-        let mut conn = self.conn.clone();
-        let key = self.keys.halt_events();
-        let rows: redis::streams::StreamRangeReply = self
-            .run("xrevrange halts:events", async move {
-                redis::cmd("XREVRANGE")
-                    .arg(key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(&mut conn)
-                    .await
-            })
+    /// Halt `halt_id` as Redis keeps it; `None` when it is not engaged.
+    pub async fn load_halt(&self, halt_id: &str) -> Result<Option<HaltRecord>, StoreError> {
+        let key = self.keys.halt(halt_id);
+        let fields = self.hash("hgetall halt", &key).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        HaltRecord::from_fields(&key, &fields).map(Some)
+    }
+
+    /// Up to `count` entries of `halts:events` older than the entry `before` (all when
+    /// `None`), newest first, as JSON objects (`id`, `kind`, `halt_id`, `customer_id`,
+    /// `requested_by`, `reason`, `at`, `halt`): fewer than `count` means the stream
+    /// ends there. Pass the last entry's `id` to read on.
+    pub async fn halt_events(
+        &self,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows = self
+            .stream_before(&self.keys.halt_events(), before, count)
             .await?;
         Ok(rows
-            .ids
             .into_iter()
             .map(|entry| {
                 let field = |name: &str| -> String {

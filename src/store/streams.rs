@@ -46,6 +46,49 @@ impl Store {
         Ok(entries)
     }
 
+    /// Up to `count` entries of the agent's event stream older than the entry
+    /// `before` (from the newest when `None`), newest first: fewer than `count` means
+    /// the stream ends there. Pass the last entry's `id` to read on.
+    pub async fn events_before(
+        &self,
+        agent_id: &str,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let rows = self
+            .stream_before(&self.keys.events(agent_id), before, count)
+            .await?;
+        Ok(rows.into_iter().map(StreamEntry::from).collect())
+    }
+
+    /// Up to `count` entries of stream `key` older than the entry `before` (from the
+    /// newest when `None`), newest first. `before` is read inclusively and dropped, so
+    /// that Redis before 6.2 (no exclusive ranges) answers too.
+    pub(super) async fn stream_before(
+        &self,
+        key: &str,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<redis::streams::StreamId>, StoreError> {
+        let end = before.unwrap_or("+").to_string();
+        let asked = count + usize::from(before.is_some());
+        let key = key.to_string();
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = self
+            .run("xrevrange", async move {
+                conn.xrevrange_count(key, end, "-", asked).await
+            })
+            .await?;
+        let mut rows = reply.ids;
+        if let (Some(before), Some(first)) = (before, rows.first()) {
+            if first.id == before {
+                rows.remove(0);
+            }
+        }
+        rows.truncate(count);
+        Ok(rows)
+    }
+
     /// Entries of the agent's event stream after stream id `after` ("0" for all),
     /// waiting up to `block` (XREAD BLOCK) when there are none yet. `block` is capped
     /// at half the Redis timeout so that the call itself stays bounded; an empty answer

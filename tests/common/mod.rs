@@ -937,6 +937,31 @@ pub fn config_env(config: &Config) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The built CLI (`agent-manager`) with `args`, configured for `config` (its names,
+/// [`config_env`]) plus `overrides` (environment names), and nothing from the
+/// developer's environment that would change its configuration.
+pub fn cli_command(
+    config: &Config,
+    args: &[&str],
+    overrides: &[(&str, &str)],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agent-manager"));
+    for (var, _) in agent_manager::config::ENV_VARS {
+        cmd.env_remove(var);
+    }
+    for var in ["AGENT_MANAGER_CONFIG", "RUST_LOG", "COLUMNS", "LOG_JSON"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in config_env(config) {
+        cmd.env(k, v);
+    }
+    for (k, v) in overrides {
+        cmd.env(k, v);
+    }
+    cmd.args(args);
+    cmd
+}
+
 /// Removes what a test with `config` left behind: its containers (instance label), its
 /// Redis keys (prefix), its queues and exchanges, its agents' own users (instance tag,
 /// prefix). Blocking; for `Drop` of test fixtures that run no manager in-process.
