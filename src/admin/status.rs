@@ -366,6 +366,89 @@ mod tests {
         assert!(!row.summary.contains("secret"), "{row:?}");
     }
 
+    fn agent(
+        id: &str,
+        customer: &str,
+        kind: crate::protocol::AgentType,
+        halt: Option<&str>,
+    ) -> AgentRecord {
+        use crate::record::status::{transition, Cause};
+        let mut spec = crate::protocol::sample_spec();
+        spec.customer_id = customer.into();
+        spec.agent_type = kind;
+        let mut r = AgentRecord::new(id, spec, crate::protocol::DesiredState::Running);
+        transition(&mut r, Cause::Started);
+        if let Some(h) = halt {
+            r.halt_ids.push(h.into());
+            r.halted_by = Some("ops".into());
+            r.halt_reason = Some("leaked api_key=sk-leaked-123456789".into());
+            transition(&mut r, Cause::Halted);
+        }
+        r
+    }
+
+    #[test]
+    fn customers_and_the_platform_are_counted_by_status_and_type_and_a_row_names_its_halts() {
+        use crate::protocol::AgentType::{Analysis, Trading};
+        let records = vec![
+            agent("a1", "c1", Trading, Some("h1")),
+            agent("a2", "c1", Analysis, None),
+            agent("b1", "c2", Trading, None),
+        ];
+        let (rows, platform) = customer_rows(&records);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].customer_id, "c1");
+        assert_eq!((rows[0].counts.agents, rows[0].counts.halted), (2, 1));
+        assert_eq!(rows[0].counts.by_type.get("trading"), Some(&1));
+        assert_eq!((platform.agents, platform.halted), (3, 1));
+        assert_eq!(platform.by_type.get("trading"), Some(&2));
+        let json = serde_json::to_value(&rows[1]).expect("JSON");
+        assert_eq!(json["customer_id"], "c2");
+        assert_eq!(json["agents"], 1, "counts flattened: {json}");
+        let held = row(&records[0]);
+        assert_eq!(held.status, "halted");
+        assert_eq!(held.halt_ids, vec!["h1".to_string()]);
+        assert_eq!(held.halted_by.as_deref(), Some("ops"));
+        assert!(
+            held.halt_reason
+                .as_deref()
+                .is_some_and(|r| !r.contains("sk-leaked")),
+            "redacted: {held:?}"
+        );
+        assert!(row(&records[1]).halt_ids.is_empty());
+    }
+
+    #[test]
+    fn halts_are_listed_oldest_first_with_their_scope_for_people() {
+        use crate::protocol::{HaltScope, HaltTarget};
+        let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).expect("a time");
+        let halt = |id: &str, target: HaltTarget, when: i64, automatic: bool| HaltRecord {
+            halt_id: id.into(),
+            customer_id: "c1".into(),
+            scope: HaltScope {
+                target,
+                agent_types: None,
+            },
+            reason: "why".into(),
+            requested_by: "status-page".into(),
+            engaged_at: at(when),
+            agent_ids: vec!["a1".into(), "a2".into()],
+            automatic,
+        };
+        let rows = halt_rows(&[
+            halt("late", HaltTarget::Platform, 200, false),
+            halt("early", HaltTarget::AgentIds(vec!["a1".into()]), 100, true),
+        ]);
+        assert_eq!(rows[0].halt_id, "early");
+        assert_eq!(rows[0].scope, "agents a1");
+        assert!(rows[0].automatic && !rows[0].platform);
+        assert_eq!(rows[1].scope, "platform");
+        assert!(rows[1].platform);
+        assert_eq!(rows[1].agents, 2);
+        assert_eq!(rows[1].scope_json, serde_json::json!({"platform": true}));
+        assert_eq!(rows[1].engaged_at, "1970-01-01T00:03:20.000Z");
+    }
+
     #[test]
     fn long_text_is_cut() {
         let long = "x".repeat(MAX_TEXT + 50);

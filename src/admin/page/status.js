@@ -129,12 +129,12 @@ function renderList(list) {
       el("td", a.agent_type),
       el("td", a.name),
       statusCell,
+      haltCell,
       el("td", a.health, "health health-" + a.health),
       el("td", a.restarts, "num restarts"),
       el("td", pct(a.cpu_percent), "num"),
       el("td", bytes(a.memory_bytes), "num"),
       el("td", a.image),
-      haltCell,
     );
     tr.addEventListener("click", () => select(a.agent_id));
     rows.push(tr);
