@@ -474,6 +474,13 @@ async fn chromium_halts_an_agent_by_its_button_and_releases_it() {
         browser.text("#confirm-what").await,
         format!("Halt all 1 agent of customer {customer}?")
     );
+    let type_shown =
+        "getComputedStyle(document.getElementById('confirm-type-label')).display !== 'none'";
+    assert_eq!(
+        browser.eval(type_shown).await,
+        json!(true),
+        "a customer's halt may be narrowed by type"
+    );
     browser.click("#confirm-cancel").await;
     browser
         .wait_for("the confirmation closed", &format!("!{is_open}"), page)
@@ -500,6 +507,11 @@ async fn chromium_halts_an_agent_by_its_button_and_releases_it() {
         browser.text("#confirm-what").await,
         format!("Halt agent {agent} (customer {customer})?")
     );
+    assert_eq!(
+        browser.eval(type_shown).await,
+        json!(false),
+        "one agent: no type to choose"
+    );
     browser.click("#confirm-ok").await;
     assert_eq!(
         browser.eval(is_open).await,
@@ -510,6 +522,13 @@ async fn chromium_halts_an_agent_by_its_button_and_releases_it() {
     browser
         .type_into("#confirm-reason", "runaway strategy (browser test)")
         .await;
+    assert_eq!(
+        browser
+            .eval("document.getElementById('confirm-error').hidden")
+            .await,
+        json!(true),
+        "typing a reason clears the complaint"
+    );
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     browser
         .screenshot(&target.join("status-page-confirm.png"))

@@ -340,6 +340,7 @@ $("confirm-form").addEventListener("submit", async (e) => {
   $("confirm").close();
   refresh();
 });
+$("confirm-reason").addEventListener("input", () => { $("confirm-error").hidden = true; });
 $("confirm-cancel").addEventListener("click", () => { pending = null; $("confirm").close(); });
 $("confirm-type").addEventListener("change", (e) => {
   if (pending) $("confirm-what").textContent = pending.what(e.target.value);
