@@ -289,6 +289,7 @@ impl Manager {
                 readiness,
                 source,
                 config.admin_token().map(str::to_string),
+                config.rabbitmq.clone(),
             )
             .map_err(|e| StartError::Admin {
                 listen: listen.to_string(),
