@@ -488,6 +488,7 @@ pub async fn halt(s: &Sizes) {
     let names: Vec<String> = ids.iter().map(|id| format!("agent-{id}")).collect();
     probes.set(true);
     wait_published(&held, &counts(&held), 1, Duration::from_secs(30)).await;
+    let busy = CpuProbe::start(None);
     let base_ns = now_ns();
     let t0 = Instant::now();
     let (paused, pause_failed) = docker_all(&env, &names, h.in_flight, true).await;
@@ -495,6 +496,7 @@ pub async fn halt(s: &Sizes) {
     let plain_events =
         wait_docker_events(&paused_seen, &ids, base_ns, Duration::from_secs(30)).await;
     let (unpaused, unpause_failed) = docker_all(&env, &names, h.in_flight, false).await;
+    let cpu_plain = busy.percent();
     probes.set(false);
     assert!(
         pause_failed.is_empty() && unpause_failed.is_empty(),
@@ -525,6 +527,7 @@ pub async fn halt(s: &Sizes) {
     probes.set(true);
     wait_published(&held, &counts(&held), 2, Duration::from_secs(30)).await;
     let halt_id = format!("bench-{}", env.id);
+    let busy = CpuProbe::start(Some(manager.pid()));
     let engage_ns = now_ns();
     let sent = env
         .send_many(vec![(
@@ -564,6 +567,7 @@ pub async fn halt(s: &Sizes) {
         Ok(last) => (last - engage_ns) as f64 / 1e6,
         Err(seen) => panic!("Docker reported {seen} of {n} pauses after halt.engage"),
     };
+    let cpu_halt = busy.percent();
     let halted = events
         .wait_n(n, for_all(n), |e| {
             e.event.routing_key() == "agent.halted" && e.details["halt_id"] == halt_id.as_str()
@@ -590,8 +594,14 @@ pub async fn halt(s: &Sizes) {
     let (released_at, released) = events
         .answer(&release_mid, "halt.released", for_all(n))
         .await;
-    let running_at = wait_statuses(&env, &ids, "running", for_all(n)).await;
-    let logged_in = logins_work(&owns, h.in_flight, Duration::from_secs(60)).await;
+    // The logins begin once the manager has answered (every user is back by then),
+    // beside the records' polling.
+    let logins_began = Instant::now();
+    let (running_at, logged_in) = tokio::join!(
+        wait_statuses(&env, &ids, "running", for_all(n)),
+        logins_work(&owns, h.in_flight, Duration::from_secs(60)),
+    );
+    let logins_took = logins_began.elapsed();
     let thawed = wait_docker_events(&unpaused_seen, &ids, release_ns, for_all(n)).await;
     let agents_released = events
         .wait_n(n, for_all(n), |e| {
@@ -677,7 +687,7 @@ pub async fn halt(s: &Sizes) {
             "quick": s.quick,
             "manager": "process (the binary cargo built for this bench)",
             "cpus": std::thread::available_parallelism().map_or(1, |c| c.get()),
-            "rabbitmq_sockets_total_used": sockets,
+            "rabbitmq_sockets": sockets.map(|(total, used)| json!({"total": total, "used": used})),
             "probe_ms": h.probe_ms,
             "in_flight": h.in_flight,
             "agents_started_in_s": started_in.as_secs_f64(),
@@ -700,6 +710,8 @@ pub async fn halt(s: &Sizes) {
                 "agent_halted_events": halted,
                 "plain_docker_pause_to_last_event_ms": tenth(plain_ms),
                 "plain_docker_pause_calls_ms": plain_calls_ms.map(tenth),
+                "cpu_percent_of_one_core_during_plain_pause_and_unpause": cpu_plain,
+                "cpu_percent_of_one_core_from_engage_to_all_frozen": cpu_halt,
                 "ratio": (ratio * 100.0).round() / 100.0,
                 "goal_ratio": 1.2,
                 "goal_met": ratio <= 1.2,
@@ -713,6 +725,7 @@ pub async fn halt(s: &Sizes) {
                 "all_unpaused_events_ms": thawed_ms.map(tenth),
                 "all_logged_in_ms": tenth(all_logged_in_ms),
                 "logins_failed": logins_failed,
+                "logins_per_s_from_halt_released": tenth(n as f64 / logins_took.as_secs_f64()),
                 "redis_logins_refused_after": redis_refused_after,
                 "goal_ms": 10_000,
                 "goal_met": logins_failed == 0 && back_ms <= 10_000.0,
