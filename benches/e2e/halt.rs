@@ -14,8 +14,8 @@
 //!    running, the probes on, as during the halt), from the burst's start to its last
 //!    `pause` event; they are unpaused before the halt. Goal: ratio ≤ 1.2.
 //! 3. **Release**: `halt.release` → every agent's record `running` again and a RabbitMQ
-//!    login with each agent's user (HALT_IN_FLIGHT at a time, once the manager has
-//!    answered `halt.released`). Goal: ≤ 10 s.
+//!    login with each agent's user (HALT_LOGIN_IN_FLIGHT, default 64, at a time, once
+//!    the manager has answered `halt.released`). Goal: ≤ 10 s.
 //! 4. **Automatic halt**: one more agent of the customer, its
 //!    `resources.max_messages_per_s` HALT_FLOOD_LIMIT (default 5), publishes ten times
 //!    that on its own connection → its `agent.halted` with an `auto-` halt id, under a
@@ -23,7 +23,7 @@
 //!    window + 5 s.
 //! 5. **Rate watch cost**: the manager's CPU with the agents idle (their held
 //!    connections open, nothing published) over HALT_CPU_WINDOW_S (default 60, after
-//!    HALT_SETTLE_S, default 20), with the rate watch off (`HALT_MAX_MESSAGES_PER_S=0`,
+//!    HALT_SETTLE_S, default 30), with the rate watch off (`HALT_MAX_MESSAGES_PER_S=0`,
 //!    the watch does not run) and on (the default 50, one listing per second), and
 //!    RabbitMQ's (beam.smp) beside, since the listing is RabbitMQ's work too. Goal: the
 //!    manager's difference ≤ 1 % of one core.
@@ -49,7 +49,7 @@ use tokio::sync::Notify;
 use crate::common::{self, TestEnv};
 use crate::machine::remove_left;
 use crate::pause::now_ns;
-use crate::support::docker::{docker_events, SeenEvents};
+use crate::support::docker::docker_events_since;
 use crate::support::logins::{
     amqp_connect, amqp_login, hold_all, own_urls, redis_login, Held, OwnUrls, Probes, CALL_LIMIT,
 };
@@ -308,10 +308,11 @@ async fn docker_all(
 }
 
 /// Waits until Docker has reported `event` for every one of `ids` at or after `since_ns`
-/// (its own clock, ns); the last one's time, or `None` (with how many were seen) after
-/// `deadline`.
+/// (its own clock, ns; asked again every 100 ms): the last agent's first such event's
+/// time, or how many agents had one by `deadline`.
 async fn wait_docker_events(
-    seen: &SeenEvents,
+    env: &TestEnv,
+    event: &str,
     ids: &[String],
     since_ns: i64,
     deadline: Duration,
@@ -321,20 +322,24 @@ async fn wait_docker_events(
     loop {
         // Each agent's first such event.
         let mut first: HashMap<String, i64> = HashMap::new();
-        for (id, t) in seen.lock().unwrap().iter() {
-            if *t >= since_ns && wanted.contains(id.as_str()) {
-                let e = first.entry(id.clone()).or_insert(*t);
-                *e = (*e).min(*t);
+        match docker_events_since(env, event, since_ns).await {
+            Ok(seen) => {
+                for (id, t) in seen {
+                    if t >= since_ns && wanted.contains(id.as_str()) {
+                        let e = first.entry(id).or_insert(t);
+                        *e = (*e).min(t);
+                    }
+                }
             }
+            Err(e) => eprintln!("halt: Docker's {event} events: {e}"),
         }
-        let last = first;
-        if last.len() == ids.len() {
-            return Ok(last.values().copied().max().unwrap_or(since_ns));
+        if first.len() == ids.len() {
+            return Ok(first.values().copied().max().unwrap_or(since_ns));
         }
         if Instant::now() > until {
-            return Err(last.len());
+            return Err(first.len());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -447,8 +452,6 @@ pub async fn halt(s: &Sizes) {
     let env = TestEnv::client_only(&on).await;
     let sockets = check_sockets(n + 1).await;
     let (_events_conn, events) = HaltEvents::start(&env).await;
-    let paused_seen = docker_events(&env, "pause");
-    let unpaused_seen = docker_events(&env, "unpause");
 
     // The agents, under a manager without the rate watch, and their held connections.
     let (mut manager, admin, _) = spawn_manager(&env, &off);
@@ -468,7 +471,7 @@ pub async fn halt(s: &Sizes) {
         &env.config.rabbitmq.exchange,
         probe_every,
         &probes_on,
-        h.in_flight,
+        h.login_in_flight,
     )
     .await;
     let held_in = t0.elapsed();
@@ -494,7 +497,7 @@ pub async fn halt(s: &Sizes) {
     let (paused, pause_failed) = docker_all(&env, &names, h.in_flight, true).await;
     let plain_calls_ms = paused.iter().max().map(|at| ms(*at - t0));
     let plain_events =
-        wait_docker_events(&paused_seen, &ids, base_ns, Duration::from_secs(30)).await;
+        wait_docker_events(&env, "pause", &ids, base_ns, Duration::from_secs(30)).await;
     let (unpaused, unpause_failed) = docker_all(&env, &names, h.in_flight, false).await;
     let cpu_plain = busy.percent();
     probes.set(false);
@@ -562,7 +565,7 @@ pub async fn halt(s: &Sizes) {
         }
     }
     let first_reason = held.iter().find_map(|c| c.refused()).map(|r| r.why);
-    let frozen = wait_docker_events(&paused_seen, &ids, engage_ns, for_all(n)).await;
+    let frozen = wait_docker_events(&env, "pause", &ids, engage_ns, for_all(n)).await;
     let frozen_ms = match frozen {
         Ok(last) => (last - engage_ns) as f64 / 1e6,
         Err(seen) => panic!("Docker reported {seen} of {n} pauses after halt.engage"),
@@ -599,10 +602,10 @@ pub async fn halt(s: &Sizes) {
     let logins_began = Instant::now();
     let (running_at, logged_in) = tokio::join!(
         wait_statuses(&env, &ids, "running", for_all(n)),
-        logins_work(&owns, h.in_flight, Duration::from_secs(60)),
+        logins_work(&owns, h.login_in_flight, Duration::from_secs(60)),
     );
     let logins_took = logins_began.elapsed();
-    let thawed = wait_docker_events(&unpaused_seen, &ids, release_ns, for_all(n)).await;
+    let thawed = wait_docker_events(&env, "unpause", &ids, release_ns, for_all(n)).await;
     let agents_released = events
         .wait_n(n, for_all(n), |e| {
             e.event.routing_key() == "agent.released" && e.details["halt_id"] == halt_id.as_str()
@@ -690,6 +693,7 @@ pub async fn halt(s: &Sizes) {
             "rabbitmq_sockets": sockets.map(|(total, used)| json!({"total": total, "used": used})),
             "probe_ms": h.probe_ms,
             "in_flight": h.in_flight,
+            "login_in_flight": h.login_in_flight,
             "agents_started_in_s": started_in.as_secs_f64(),
             "connections_opened_in_s": held_in.as_secs_f64(),
             "cut": {

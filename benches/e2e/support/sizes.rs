@@ -44,8 +44,11 @@ pub struct HaltSizes {
     pub settle: Duration,
     /// How often each held connection publishes while the probes are on, ms.
     pub probe_ms: u64,
-    /// Docker calls, and connections opened, at once (the plain pause's 16 in flight).
+    /// Docker calls at once (the plain pause's 16 in flight), and inspects.
     pub in_flight: usize,
+    /// Logins at once: the held connections opened, and the logins after the release
+    /// (the bench's own pace, not the manager's).
+    pub login_in_flight: usize,
     /// New logins tried while halted (they must be refused).
     pub login_sample: usize,
     /// `HALT_WINDOW_S` of the manager: the automatic halt's window, seconds.
@@ -95,9 +98,10 @@ pub fn sizes() -> Sizes {
         halt: HaltSizes {
             agents: n("HALT_AGENTS", 1000, 3),
             cpu_window: Duration::from_secs(n("HALT_CPU_WINDOW_S", 60, 1) as u64),
-            settle: Duration::from_secs(n("HALT_SETTLE_S", 20, 0) as u64),
+            settle: Duration::from_secs(n("HALT_SETTLE_S", 30, 0) as u64),
             probe_ms: n("HALT_PROBE_MS", 50, 50) as u64,
             in_flight: n("HALT_IN_FLIGHT", 16, 16).max(1),
+            login_in_flight: n("HALT_LOGIN_IN_FLIGHT", 64, 16).max(1),
             login_sample: n("HALT_LOGIN_SAMPLE", 20, 3),
             auto_window_s: n("HALT_AUTO_WINDOW_S", 5, 2) as u64,
             flood_limit: n("HALT_FLOOD_LIMIT", 5, 5) as f64,
