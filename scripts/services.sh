@@ -478,6 +478,17 @@ rabbit_node_registered() {
     timeout 3 epmd -names 2>/dev/null | grep -q '^name rabbit at port'
 }
 
+# The open-file limit RabbitMQ is started with: the hard limit, at most 65536.
+rabbitmq_nofile() {
+    local hard
+    hard=$(ulimit -Hn)
+    if [[ $hard == unlimited ]] || ((hard > 65536)); then
+        echo 65536
+    else
+        echo "$hard"
+    fi
+}
+
 start_rabbitmq() {
     local qlog="$STATE_DIR/rabbitmq.log" pid=""
     if ! amqp_ok; then
@@ -494,8 +505,14 @@ start_rabbitmq() {
             echo "=== $(date -u +%FT%TZ) services.sh starting rabbitmq-server" >>"$qlog"
             # In the foreground of its own session, in the background of ours
             # (rather than -detached, which loses its early output). The
-            # Debian wrapper drops to the rabbitmq user.
-            setsid rabbitmq-server </dev/null >>"$qlog" 2>&1 9>&- &
+            # Debian wrapper drops to the rabbitmq user. RabbitMQ takes its
+            # connection limit from the open-file limit (a soft 1024 gives 832
+            # sockets): raised to the hard limit (at most 65536) for the
+            # thousand agents' own connections (benches/e2e/halt.rs).
+            (
+                ulimit -n "$(rabbitmq_nofile)" 2>/dev/null || true
+                exec setsid rabbitmq-server </dev/null >>"$qlog" 2>&1 9>&-
+            ) &
             pid=$!
             echo "$pid" >"$STATE_DIR/rabbitmq.pid"
         fi

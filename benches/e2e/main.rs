@@ -21,6 +21,9 @@
 //!   and hung agents' reports.
 //! - `autogen`: the reference AutoGen agent: create → first answer, task round trips,
 //!   idle cost.
+//! - `halt`: a customer's halt of running agents whose own connections the bench holds:
+//!   connections refused, containers frozen beside Docker's own pause, the release, the
+//!   automatic halt, and what the rate watch costs.
 //!
 //! What they share is in `support/`. Results are printed and written to
 //! `target/bench-results/<scenario>.json`, with the load average before and after each
@@ -32,6 +35,7 @@ mod common;
 mod autogen;
 mod burst;
 mod detect;
+mod halt;
 mod lifecycle;
 mod machine;
 mod monitor;
@@ -80,6 +84,9 @@ fn main() {
         }
         if wanted("autogen") {
             autogen::autogen(&s).await;
+        }
+        if wanted("halt") {
+            halt::halt(&s).await;
         }
     });
 }

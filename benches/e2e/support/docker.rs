@@ -123,3 +123,56 @@ pub fn docker_events(env: &TestEnv, event: &str) -> SeenEvents {
     });
     seen
 }
+
+/// `ns` since the epoch as Docker's `since`/`until` take it: `seconds.nanoseconds`.
+fn docker_time(ns: i64) -> String {
+    format!(
+        "{}.{:09}",
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000)
+    )
+}
+
+/// Docker's `event` events of the test's containers from `since_ns` until now, as one
+/// bounded query (Docker replays them and ends the stream; no long-lived subscription
+/// to break): (agent id, Docker's own timestamp in ns).
+pub async fn docker_events_since(
+    env: &TestEnv,
+    event: &str,
+    since_ns: i64,
+) -> Result<Vec<(String, i64)>, String> {
+    use futures_util::StreamExt;
+    let filters = std::collections::HashMap::from([
+        ("event", vec![event.to_string()]),
+        (
+            "label",
+            vec![format!("autogen.manager-instance={}", env.config.instance)],
+        ),
+    ]);
+    let until = crate::pause::now_ns();
+    let options = bollard::query_parameters::EventsOptionsBuilder::new()
+        .since(&docker_time(since_ns))
+        .until(&docker_time(until))
+        .filters(&filters)
+        .build();
+    let read = env
+        .docker
+        .events(Some(options))
+        .map(|e| {
+            e.map(|e| {
+                let id = e
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut a| a.remove("autogen.agent-id"))
+                    .unwrap_or_default();
+                (id, e.time_nano.unwrap_or(0))
+            })
+        })
+        .collect::<Vec<_>>();
+    let all = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .map_err(|_| "Docker's events not listed within 30 s".to_string())?;
+    all.into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}

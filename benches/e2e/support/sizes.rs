@@ -31,6 +31,30 @@ pub struct Sizes {
     pub autogen_agents: usize,
     pub autogen_tasks: usize,
     pub autogen_idle: Duration,
+    pub halt: HaltSizes,
+}
+
+/// The `halt` scenario's sizes (see its `//!`).
+pub struct HaltSizes {
+    /// Running agents of one customer, each with a connection of its own user.
+    pub agents: usize,
+    /// How long the manager is measured idle, with the rate watch on and off.
+    pub cpu_window: Duration,
+    /// How long the manager settles before each CPU window.
+    pub settle: Duration,
+    /// How often each held connection publishes while the probes are on, ms.
+    pub probe_ms: u64,
+    /// Docker calls at once (the plain pause's 16 in flight), and inspects.
+    pub in_flight: usize,
+    /// Logins at once: the held connections opened, and the logins after the release
+    /// (the bench's own pace, not the manager's).
+    pub login_in_flight: usize,
+    /// New logins tried while halted (they must be refused).
+    pub login_sample: usize,
+    /// `HALT_WINDOW_S` of the manager: the automatic halt's window, seconds.
+    pub auto_window_s: u64,
+    /// The flooding agent's `resources.max_messages_per_s`.
+    pub flood_limit: f64,
 }
 
 pub fn sizes() -> Sizes {
@@ -71,5 +95,16 @@ pub fn sizes() -> Sizes {
         autogen_agents: n("AUTOGEN_AGENTS", 10, 1),
         autogen_tasks: n("AUTOGEN_TASKS", 100, 3),
         autogen_idle: Duration::from_secs(n("AUTOGEN_IDLE_S", 60, 2) as u64),
+        halt: HaltSizes {
+            agents: n("HALT_AGENTS", 1000, 3),
+            cpu_window: Duration::from_secs(n("HALT_CPU_WINDOW_S", 60, 1) as u64),
+            settle: Duration::from_secs(n("HALT_SETTLE_S", 30, 0) as u64),
+            probe_ms: n("HALT_PROBE_MS", 50, 50) as u64,
+            in_flight: n("HALT_IN_FLIGHT", 16, 16).max(1),
+            login_in_flight: n("HALT_LOGIN_IN_FLIGHT", 64, 16).max(1),
+            login_sample: n("HALT_LOGIN_SAMPLE", 20, 3),
+            auto_window_s: n("HALT_AUTO_WINDOW_S", 5, 2) as u64,
+            flood_limit: n("HALT_FLOOD_LIMIT", 5, 5) as f64,
+        },
     }
 }
