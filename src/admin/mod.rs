@@ -24,18 +24,24 @@ pub struct Readiness {
     pub consuming: watch::Receiver<bool>,
     /// Redis and Docker answer.
     pub dependencies: watch::Receiver<bool>,
+    /// Leader, standby or deposed (contract section 12): only a leader is ready.
+    pub role: watch::Receiver<crate::leader::Role>,
 }
 
 impl Readiness {
     fn checks(&self) -> (bool, serde_json::Value) {
         let consuming = *self.consuming.borrow();
         let deps = *self.dependencies.borrow();
+        let role = *self.role.borrow();
+        let leads = matches!(role, crate::leader::Role::Leader { .. });
         (
-            consuming && deps,
+            leads && consuming && deps,
             serde_json::json!({
+                "role": role.name(),
+                "term": role.term(),
                 "rabbitmq_consuming": consuming,
                 "redis_and_docker": deps,
-                "reconciled": true,
+                "reconciled": leads && consuming,
             }),
         )
     }
