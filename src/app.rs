@@ -293,6 +293,7 @@ impl Standby {
                 readiness,
                 source,
                 config.admin_token().map(str::to_string),
+                config.rabbitmq.clone(),
             )
             .map_err(|e| StartError::Admin {
                 listen: listen.to_string(),

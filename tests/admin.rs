@@ -541,3 +541,216 @@ async fn the_health_check_asks_the_managers_own_readyz_and_fails_a_hung_one() {
     drop(hung);
     env.finish().await;
 }
+
+/// POST `body` to `path` at `addr` with `headers`: (status, head, body).
+async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[String],
+    body: &str,
+) -> (u16, String, String) {
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    common::http_request(
+        addr,
+        "POST",
+        path,
+        &headers,
+        Some(body),
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// The headers of a write as the status page sends it, with `token`.
+fn write_headers(token: &str) -> Vec<String> {
+    vec![
+        format!("Authorization: Bearer {token}"),
+        "Content-Type: application/json".to_string(),
+        "X-Agent-Manager: 1".to_string(),
+    ]
+}
+
+#[actix_rt::test]
+async fn without_an_admin_token_the_page_reads_but_every_write_is_refused_403() {
+    let env = TestEnv::start(&[]).await;
+    let addr = env.admin_addr();
+    let (status, list) = env.admin_get("/api/agents").await;
+    assert_eq!(status, 200, "reads stay open: {list}");
+    let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+    assert_eq!(list["writes"], false, "{list}");
+    let engage = format!(
+        r#"{{"scope": {{"customer_id": "{}"}}, "reason": "test"}}"#,
+        env.customer()
+    );
+    for path in ["/api/halts", "/api/halts/some-halt/release"] {
+        let (status, _, body) = post(addr, path, &write_headers("anything"), &engage).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(
+            body.contains("set ADMIN_TOKEN to allow writes from the status page"),
+            "{path}: {body}"
+        );
+    }
+    let halts: Vec<String> = env
+        .redis_query(redis::cmd("SMEMBERS").arg(env.key("halts")))
+        .await;
+    assert!(halts.is_empty(), "nothing engaged: {halts:?}");
+    env.finish().await;
+}
+
+#[actix_rt::test]
+async fn a_halt_write_needs_the_token_json_and_the_page_header_and_goes_through_the_broker() {
+    let env = TestEnv::start(&[("ADMIN_TOKEN", TOKEN)]).await;
+    let addr = env.admin_addr();
+    let customer = env.customer();
+    let engage = format!(
+        r#"{{"scope": {{"customer_id": "{customer}"}}, "reason": "admin write test", "requested_by": "ops-test"}}"#
+    );
+    let ok = write_headers(TOKEN);
+    let without = |name: &str| -> Vec<String> {
+        ok.iter()
+            .filter(|h| !h.to_lowercase().starts_with(&name.to_lowercase()))
+            .cloned()
+            .collect()
+    };
+    // The token: missing or another, 401.
+    let (status, head, body) = post(addr, "/api/halts", &without("Authorization"), &engage).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        head.to_lowercase().contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let (status, _, body) =
+        post(addr, "/api/halts", &write_headers("not-the-token"), &engage).await;
+    assert_eq!(status, 401, "{body}");
+    // What a cross-site form or script cannot send: refused.
+    let mut form = without("Content-Type");
+    form.push("Content-Type: application/x-www-form-urlencoded".into());
+    let (status, _, body) = post(addr, "/api/halts", &form, &engage).await;
+    assert_eq!(status, 415, "{body}");
+    let (status, _, body) = post(addr, "/api/halts", &without("Content-Type"), &engage).await;
+    assert_eq!(status, 415, "{body}");
+    let (status, _, body) = post(addr, "/api/halts", &without("X-Agent-Manager"), &engage).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("x-agent-manager: 1"), "{body}");
+    let mut elsewhere = ok.clone();
+    elsewhere.push("Origin: https://evil.example".into());
+    let (status, _, body) = post(addr, "/api/halts", &elsewhere, &engage).await;
+    assert_eq!(status, 403, "{body}");
+    let halts: Vec<String> = env
+        .redis_query(redis::cmd("SMEMBERS").arg(env.key("halts")))
+        .await;
+    assert!(
+        halts.is_empty(),
+        "nothing engaged by a refused write: {halts:?}"
+    );
+
+    // What the body must say: a reason, a scope the decoder takes, known agents, the
+    // scope's own customer.
+    let (status, _, body) = post(addr, "/api/halts", &ok, r#"{"scope": {"platform": true}}"#).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = post(
+        addr,
+        "/api/halts",
+        &ok,
+        r#"{"scope": {"platform": true}, "reason": "  "}"#,
+    )
+    .await;
+    assert!(
+        status == 400 && body.contains("reason is required"),
+        "{body}"
+    );
+    let (status, _, body) = post(
+        addr,
+        "/api/halts",
+        &ok,
+        r#"{"scope": {"agent_ids": ["no-such-agent-here"]}, "reason": "r"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let foreign = format!(
+        r#"{{"scope": {{"customer_id": "{customer}"}}, "customer_id": "someone-else", "reason": "r"}}"#
+    );
+    let (status, _, body) = post(addr, "/api/halts", &ok, &foreign).await;
+    assert_eq!(status, 400, "{body}");
+
+    // A valid write: halt.engage over the broker, answered halt.engaged, recorded with
+    // its audit entry, shown on the page; then released the same way.
+    let (status, _, body) = post(addr, "/api/halts", &ok, &engage).await;
+    assert_eq!(status, 200, "{body}");
+    let engaged: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(engaged["answer"], "halt.engaged", "{engaged}");
+    assert_eq!(engaged["customer_id"], customer.as_str(), "{engaged}");
+    let halt_id = engaged["halt_id"].as_str().expect("halt_id").to_string();
+    assert!(
+        engaged["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("halt.engaged {halt_id}"))),
+        "{engaged}"
+    );
+    let halt = env.hash(&format!("halt:{halt_id}")).await;
+    assert_eq!(
+        halt.get("requested_by").map(String::as_str),
+        Some("ops-test")
+    );
+    assert_eq!(
+        halt.get("reason").map(String::as_str),
+        Some("admin write test")
+    );
+    assert_eq!(halt.get("customer_id"), Some(&customer));
+    assert!(
+        env.all_events()
+            .iter()
+            .any(|e| e.halt_id.as_deref() == Some(halt_id.as_str())
+                && e.routing_key() == "halt.engaged"),
+        "halt.engaged published on the exchange"
+    );
+    let bearer = vec![format!("Authorization: Bearer {TOKEN}")];
+    let (_, _, list) = fetch(addr, "/api/agents".into(), bearer.clone()).await;
+    let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+    assert_eq!(list["writes"], true, "{list}");
+    let shown = list["halts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["halt_id"] == halt_id.as_str()))
+        .unwrap_or_else(|| panic!("the halt on the page: {list}"));
+    assert_eq!(shown["scope"], format!("customer {customer}"));
+    assert_eq!(shown["requested_by"], "ops-test");
+    assert_eq!(shown["automatic"], false);
+
+    let (status, _, body) = post(
+        addr,
+        "/api/halts/no-such-halt/release",
+        &ok,
+        r#"{"reason": "r"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let release = format!("/api/halts/{halt_id}/release");
+    let (status, _, body) = post(
+        addr,
+        &release,
+        &without("X-Agent-Manager"),
+        r#"{"reason": "r"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = post(addr, &release, &ok, r#"{"reason": "over"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"answer\":\"halt.released\""), "{body}");
+    assert!(env.hash(&format!("halt:{halt_id}")).await.is_empty());
+    let trail: Vec<(String, Vec<(String, String)>)> = env
+        .redis_query(
+            redis::cmd("XRANGE")
+                .arg(env.key("halts:events"))
+                .arg("-")
+                .arg("+"),
+        )
+        .await;
+    let kinds: Vec<&str> = trail
+        .iter()
+        .filter(|(_, f)| f.contains(&("halt_id".to_string(), halt_id.clone())))
+        .filter_map(|(_, f)| f.iter().find(|(k, _)| k == "kind").map(|(_, v)| v.as_str()))
+        .collect();
+    assert_eq!(kinds, ["engaged", "released"], "{trail:?}");
+    env.finish().await;
+}

@@ -4,8 +4,13 @@
 //! customer and of the process itself from [`scrape`]), and the status page at `/`
 //! (its files in `page/`, compiled in; its data from [`status`] under `/api/`). With
 //! `ADMIN_TOKEN` set, everything but `/healthz` and `/readyz` asks for it ([`auth`]).
+//! The page's only writes, engaging and releasing halts (`POST /api/halts`,
+//! `POST /api/halts/{id}/release`), are [`halts`]: refused unless `ADMIN_TOKEN` is set,
+//! guarded against cross-site requests, and sent as `halt.engage`/`halt.release` commands
+//! through the broker like any other.
 
 pub mod auth;
+pub mod halts;
 pub mod scrape;
 pub mod status;
 
@@ -14,6 +19,8 @@ use std::net::SocketAddr;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use tokio::sync::watch;
+
+use crate::config::RabbitConfig;
 
 pub use scrape::MetricsSource;
 
@@ -50,8 +57,10 @@ impl Readiness {
 struct State {
     readiness: Readiness,
     metrics: MetricsSource,
-    /// `ADMIN_TOKEN`; `None`: nothing is guarded.
+    /// `ADMIN_TOKEN`; `None`: nothing is guarded, and nothing may be written.
     token: Option<String>,
+    /// Where the page's writes go: the installation's command exchange.
+    rabbit: RabbitConfig,
 }
 
 impl State {
@@ -172,10 +181,20 @@ async fn api_agents(
         Err(e) => (Vec::new(), Some(format!("agents not read from Redis: {e}"))),
     };
     let (agents, customers) = status::list(&records, &filter);
+    let (customer_rows, platform) = status::customer_rows(&records);
+    let (halts, halts_error) = match state.metrics.store.load_halts().await {
+        Ok(halts) => (status::halt_rows(&halts), None),
+        Err(e) => (Vec::new(), Some(format!("halts not read from Redis: {e}"))),
+    };
     let body = status::AgentList {
         agents,
         customers,
         statuses: status::statuses(),
+        customer_rows,
+        platform,
+        halts,
+        halts_error,
+        writes: state.token.is_some(),
         total: records.len(),
         ready,
         checks,
@@ -215,6 +234,56 @@ async fn api_agent(
     page_headers(HttpResponse::Ok()).json(status::detail(&record, events))
 }
 
+/// A write refused before anything was sent ([`halts::may_write`]): plain text.
+fn refused(r: halts::Refusal) -> HttpResponse {
+    let mut resp = HttpResponse::build(r.status);
+    if r.status == actix_web::http::StatusCode::UNAUTHORIZED {
+        resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"agent-manager\""));
+    }
+    resp.insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{}: {}\n", r.status.as_u16(), r.text))
+}
+
+fn replied(r: halts::Reply) -> HttpResponse {
+    page_headers(HttpResponse::build(r.status)).json(r.body)
+}
+
+fn bad_request(text: String) -> HttpResponse {
+    page_headers(HttpResponse::BadRequest()).json(serde_json::json!({ "error": text }))
+}
+
+/// `POST /api/halts`: engage a halt ([`halts`]).
+async fn api_halt_engage(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(r) = halts::may_write(&req, state.token.as_deref()) {
+        return refused(r);
+    }
+    match halts::engage_of(&body) {
+        Ok(e) => replied(halts::engage(&state.metrics.store, &state.rabbit, e).await),
+        Err(text) => bad_request(text),
+    }
+}
+
+/// `POST /api/halts/{id}/release`: release a halt ([`halts`]).
+async fn api_halt_release(
+    req: HttpRequest,
+    state: web::Data<State>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(r) = halts::may_write(&req, state.token.as_deref()) {
+        return refused(r);
+    }
+    match halts::release_of(&id, &body) {
+        Ok(r) => replied(halts::release(&state.metrics.store, &state.rabbit, r).await),
+        Err(text) => bad_request(text),
+    }
+}
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
@@ -241,17 +310,20 @@ async fn metrics_text(req: HttpRequest, state: web::Data<State>) -> HttpResponse
 
 /// Binds `listen` and serves until the returned server is stopped. Returns the bound
 /// address (useful with port 0). `token`: `ADMIN_TOKEN`, asked for on everything but
-/// `/healthz` and `/readyz`.
+/// `/healthz` and `/readyz`, and without which nothing may be written. `rabbit`: where
+/// the page's halt commands go.
 pub fn serve(
     listen: &str,
     readiness: Readiness,
     metrics: MetricsSource,
     token: Option<String>,
+    rabbit: RabbitConfig,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
     let state = web::Data::new(State {
         readiness,
         metrics,
         token,
+        rabbit,
     });
     let server = HttpServer::new(move || {
         let mut app = App::new()
@@ -260,7 +332,9 @@ pub fn serve(
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_text))
             .route("/api/agents", web::get().to(api_agents))
-            .route("/api/agents/{id}", web::get().to(api_agent));
+            .route("/api/agents/{id}", web::get().to(api_agent))
+            .route("/api/halts", web::post().to(api_halt_engage))
+            .route("/api/halts/{id}/release", web::post().to(api_halt_release));
         for (path, _, _) in PAGE {
             app = app.route(path, web::get().to(page));
         }

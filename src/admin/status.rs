@@ -1,6 +1,8 @@
 //! The status page's data, as JSON for its script (`src/admin/page/`): every agent
-//! (filtered by customer and status) with the manager's readiness, and one agent's
-//! last hour of CPU and memory ([`metrics::history`]) and its recent events.
+//! (filtered by customer and status) with the manager's readiness, the engaged halts
+//! ([`halt_rows`]) and each customer's agents counted ([`customer_rows`], for the halt
+//! buttons' confirmations), and one agent's last hour of CPU and memory
+//! ([`metrics::history`]) and its recent events.
 //!
 //! **Never a secret.** An agent is shown by what an operator's `agents list` shows:
 //! ids, type, name, status, health, restarts, image, usage, resources and its last error
@@ -8,12 +10,16 @@
 //! shown by their name, time and status and a few whitelisted scalar `details`
 //! ([`EVENT_DETAILS`], redacted), never their whole `details`.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cli::halt::scope_text;
 use crate::error::StoreError;
 use crate::metrics::history;
-use crate::protocol::AgentStatus;
+use crate::protocol::{rfc3339, AgentStatus, HaltTarget};
+use crate::record::halt::HaltRecord;
 use crate::record::AgentRecord;
 use crate::redact;
 use crate::store::StreamEntry;
@@ -59,6 +65,63 @@ pub struct AgentRow {
     /// Why the agent is not as asked (redacted).
     pub last_error: Option<String>,
     pub updated_at: String,
+    /// The halts holding the agent (status `halted` while not empty), oldest first.
+    pub halt_ids: Vec<String>,
+    /// Who engaged the halt that last took it out, and why (redacted), and when.
+    pub halted_by: Option<String>,
+    pub halt_reason: Option<String>,
+    pub halted_at: Option<String>,
+}
+
+/// One engaged halt as the page lists it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct HaltRow {
+    pub halt_id: String,
+    /// The customer that engaged it (who may release it, unless it is the platform's).
+    pub customer_id: String,
+    /// The scope for people (`agents a1, a2`, `customer c1`, `platform [trading]`).
+    pub scope: String,
+    /// The scope as the contract writes it.
+    pub scope_json: Value,
+    /// A platform halt (any sender may release it).
+    pub platform: bool,
+    pub reason: String,
+    pub requested_by: String,
+    pub engaged_at: String,
+    /// How many agents it holds, and which.
+    pub agents: usize,
+    pub agent_ids: Vec<String>,
+    /// Engaged by the manager itself (a publishing rate over the limit).
+    pub automatic: bool,
+}
+
+/// Agents counted: all, halted, and by type (what a halt of them would take out).
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Counts {
+    pub agents: usize,
+    pub halted: usize,
+    pub by_type: BTreeMap<String, usize>,
+}
+
+impl Counts {
+    fn add(&mut self, r: &AgentRecord) {
+        self.agents += 1;
+        if r.status() == AgentStatus::Halted {
+            self.halted += 1;
+        }
+        *self
+            .by_type
+            .entry(r.spec.agent_type.as_str().to_string())
+            .or_default() += 1;
+    }
+}
+
+/// One customer's agents, counted (every agent, whatever the filter).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct CustomerRow {
+    pub customer_id: String,
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 /// What the page filters the list by (the query string of `/api/agents`).
@@ -81,6 +144,16 @@ pub struct AgentList {
     pub customers: Vec<String>,
     /// Every status (for the filter's choices).
     pub statuses: Vec<&'static str>,
+    /// Every customer's agents counted, by customer id.
+    pub customer_rows: Vec<CustomerRow>,
+    /// Every agent of the installation counted (a platform halt's reach).
+    pub platform: Counts,
+    /// The engaged halts, oldest first.
+    pub halts: Vec<HaltRow>,
+    /// The halts could not be read: why.
+    pub halts_error: Option<String>,
+    /// Writes (halt, release) are possible: `ADMIN_TOKEN` is configured.
+    pub writes: bool,
     /// Agents in all, before filtering.
     pub total: usize,
     /// `/readyz`'s answer.
@@ -140,7 +213,54 @@ pub fn row(r: &AgentRecord) -> AgentRow {
         container_id: r.workload_id.clone(),
         last_error: r.last_error.as_deref().map(cut),
         updated_at: r.updated_at.to_rfc3339(),
+        halt_ids: r.halt_ids.clone(),
+        halted_by: r.halted_by.as_deref().map(cut),
+        halt_reason: r.halt_reason.as_deref().map(cut),
+        halted_at: r.halted_at.map(rfc3339),
     }
+}
+
+/// The engaged halts as the page lists them, oldest first.
+pub fn halt_rows(halts: &[HaltRecord]) -> Vec<HaltRow> {
+    let mut sorted: Vec<&HaltRecord> = halts.iter().collect();
+    sorted.sort_by(|a, b| (a.engaged_at, &a.halt_id).cmp(&(b.engaged_at, &b.halt_id)));
+    sorted
+        .into_iter()
+        .map(|h| HaltRow {
+            halt_id: h.halt_id.clone(),
+            customer_id: h.customer_id.clone(),
+            scope: cut(&scope_text(&h.scope)),
+            scope_json: h.scope.to_json(),
+            platform: h.scope.target == HaltTarget::Platform,
+            reason: cut(&h.reason),
+            requested_by: cut(&h.requested_by),
+            engaged_at: rfc3339(h.engaged_at),
+            agents: h.agent_ids.len(),
+            agent_ids: h.agent_ids.clone(),
+            automatic: h.automatic,
+        })
+        .collect()
+}
+
+/// Every customer's agents counted (by customer id), and the whole installation's.
+pub fn customer_rows(records: &[AgentRecord]) -> (Vec<CustomerRow>, Counts) {
+    let mut by_customer: BTreeMap<&str, Counts> = BTreeMap::new();
+    let mut platform = Counts::default();
+    for r in records {
+        by_customer
+            .entry(r.spec.customer_id.as_str())
+            .or_default()
+            .add(r);
+        platform.add(r);
+    }
+    let rows = by_customer
+        .into_iter()
+        .map(|(c, counts)| CustomerRow {
+            customer_id: c.to_string(),
+            counts,
+        })
+        .collect();
+    (rows, platform)
 }
 
 /// The list the page shows: `records` through `filter`, sorted by id.
@@ -244,6 +364,89 @@ mod tests {
         assert!(row.summary.contains("exit_code=137"), "{row:?}");
         assert!(!row.summary.contains("hunter2"), "{row:?}");
         assert!(!row.summary.contains("secret"), "{row:?}");
+    }
+
+    fn agent(
+        id: &str,
+        customer: &str,
+        kind: crate::protocol::AgentType,
+        halt: Option<&str>,
+    ) -> AgentRecord {
+        use crate::record::status::{transition, Cause};
+        let mut spec = crate::protocol::sample_spec();
+        spec.customer_id = customer.into();
+        spec.agent_type = kind;
+        let mut r = AgentRecord::new(id, spec, crate::protocol::DesiredState::Running);
+        transition(&mut r, Cause::Started);
+        if let Some(h) = halt {
+            r.halt_ids.push(h.into());
+            r.halted_by = Some("ops".into());
+            r.halt_reason = Some("leaked api_key=sk-leaked-123456789".into());
+            transition(&mut r, Cause::Halted);
+        }
+        r
+    }
+
+    #[test]
+    fn customers_and_the_platform_are_counted_by_status_and_type_and_a_row_names_its_halts() {
+        use crate::protocol::AgentType::{Analysis, Trading};
+        let records = vec![
+            agent("a1", "c1", Trading, Some("h1")),
+            agent("a2", "c1", Analysis, None),
+            agent("b1", "c2", Trading, None),
+        ];
+        let (rows, platform) = customer_rows(&records);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].customer_id, "c1");
+        assert_eq!((rows[0].counts.agents, rows[0].counts.halted), (2, 1));
+        assert_eq!(rows[0].counts.by_type.get("trading"), Some(&1));
+        assert_eq!((platform.agents, platform.halted), (3, 1));
+        assert_eq!(platform.by_type.get("trading"), Some(&2));
+        let json = serde_json::to_value(&rows[1]).expect("JSON");
+        assert_eq!(json["customer_id"], "c2");
+        assert_eq!(json["agents"], 1, "counts flattened: {json}");
+        let held = row(&records[0]);
+        assert_eq!(held.status, "halted");
+        assert_eq!(held.halt_ids, vec!["h1".to_string()]);
+        assert_eq!(held.halted_by.as_deref(), Some("ops"));
+        assert!(
+            held.halt_reason
+                .as_deref()
+                .is_some_and(|r| !r.contains("sk-leaked")),
+            "redacted: {held:?}"
+        );
+        assert!(row(&records[1]).halt_ids.is_empty());
+    }
+
+    #[test]
+    fn halts_are_listed_oldest_first_with_their_scope_for_people() {
+        use crate::protocol::{HaltScope, HaltTarget};
+        let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).expect("a time");
+        let halt = |id: &str, target: HaltTarget, when: i64, automatic: bool| HaltRecord {
+            halt_id: id.into(),
+            customer_id: "c1".into(),
+            scope: HaltScope {
+                target,
+                agent_types: None,
+            },
+            reason: "why".into(),
+            requested_by: "status-page".into(),
+            engaged_at: at(when),
+            agent_ids: vec!["a1".into(), "a2".into()],
+            automatic,
+        };
+        let rows = halt_rows(&[
+            halt("late", HaltTarget::Platform, 200, false),
+            halt("early", HaltTarget::AgentIds(vec!["a1".into()]), 100, true),
+        ]);
+        assert_eq!(rows[0].halt_id, "early");
+        assert_eq!(rows[0].scope, "agents a1");
+        assert!(rows[0].automatic && !rows[0].platform);
+        assert_eq!(rows[1].scope, "platform");
+        assert!(rows[1].platform);
+        assert_eq!(rows[1].agents, 2);
+        assert_eq!(rows[1].scope_json, serde_json::json!({"platform": true}));
+        assert_eq!(rows[1].engaged_at, "1970-01-01T00:03:20.000Z");
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub async fn send(
 }
 
 /// A command of the contract on its way, and the events that answer it.
-pub(super) struct Outgoing<'a> {
+pub(crate) struct Outgoing<'a> {
     /// Its routing key (`agent.stop`, `halt.engage`, ...).
     pub routing_key: &'static str,
     /// Its body, carrying `message_id`.
@@ -124,7 +124,7 @@ pub(super) struct Outgoing<'a> {
 /// `correlation_id` that is `agent.error` or that `done` says ends it. `Ok(None)`: not
 /// waiting, the broker confirmed the command. The answer queue is bound before the
 /// command goes, so the answer cannot be missed; the connection is closed either way.
-pub(super) async fn round_trip(
+pub(crate) async fn round_trip(
     rabbit: &RabbitConfig,
     command: &Outgoing<'_>,
     wait: Option<Duration>,
@@ -174,7 +174,7 @@ pub(super) async fn round_trip(
 }
 
 /// The refusal `event` carries when it is `agent.error`: its code and message.
-pub(super) fn refusal(event: &Event) -> Option<CliError> {
+pub(crate) fn refusal(event: &Event) -> Option<CliError> {
     (event.event == EventKind::Error).then(|| {
         let detail = |k: &str| event.details[k].as_str().unwrap_or_default().to_string();
         CliError::Refused {
@@ -361,7 +361,7 @@ async fn wait_answer(
         let next = tokio::time::timeout_at(until, answers.next())
             .await
             .map_err(|_| {
-                CliError::Unavailable(format!(
+                CliError::NotAnswered(format!(
                     "{} was sent (message_id {}) but not answered within {} s",
                     command.what,
                     command.message_id,

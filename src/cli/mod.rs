@@ -66,6 +66,10 @@ pub enum CliError {
     /// A service did not answer or failed (exit 1).
     #[error("{0}")]
     Unavailable(String),
+    /// The command was sent (the broker confirmed it) but its answer did not come in
+    /// time (exit 1): it may still be applied.
+    #[error("{0}")]
+    NotAnswered(String),
     /// The manager answered the command with `agent.error` (exit 1).
     #[error("agent.error {code}: {message}")]
     Refused { code: String, message: String },
@@ -90,6 +94,7 @@ impl CliError {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::NotFound(_)
             | CliError::Unavailable(_)
+            | CliError::NotAnswered(_)
             | CliError::Refused { .. }
             | CliError::NotRunning(_)
             | CliError::TaskFailed { .. }

@@ -1429,14 +1429,33 @@ pub async fn http_get_with(
     headers: &[&str],
     limit: Duration,
 ) -> Result<(u16, String, String), String> {
+    http_request(addr, "GET", path, headers, None, limit).await
+}
+
+/// `method` `path` at `addr` with `headers` (`Name: value` lines) and `body` (sent with
+/// its `Content-Length`): (status, the answer's headers as they came, body); `Err` when
+/// nothing answers (yet).
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: Option<&str>,
+    limit: Duration,
+) -> Result<(u16, String, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let mut extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    if let Some(body) = body {
+        extra.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n{}",
+            body.unwrap_or("")
+        );
         stream
             .write_all(request.as_bytes())
             .await

@@ -2,6 +2,12 @@
 // shown below the list) every REFRESH_MS and draws the charts as SVG. Hand-written, no
 // library, served by the manager itself (works offline). Every value goes into the
 // page as text (textContent), never as markup.
+//
+// Its only writes: the Halt buttons (an agent, a customer, the platform) and Release
+// (an engaged halt). Each opens the confirmation dialog, which names what will be
+// halted or released and asks for the reason, then POSTs JSON with the header
+// X-Agent-Manager: 1 (the server refuses a write without it: see src/admin/halts.rs),
+// shows the answer and refreshes.
 "use strict";
 
 const REFRESH_MS = 5000;
@@ -16,6 +22,11 @@ const state = {
 };
 
 const $ = (id) => document.getElementById(id);
+
+const WRITES_OFF = "set ADMIN_TOKEN to allow writes from the status page";
+const OPERATOR_KEY = "agent-manager-operator";
+// The last /api/agents answer (the confirmations count agents from it).
+let last = null;
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -100,13 +111,25 @@ function renderList(list) {
   for (const a of list.agents) {
     const tr = el("tr");
     tr.dataset.agent = a.agent_id;
-    if (a.agent_id === state.agent) tr.className = "selected";
+    tr.dataset.status = a.status;
+    if (a.agent_id === state.agent) tr.classList.add("selected");
+    if (a.status === "halted") tr.classList.add("halted");
+    const statusCell = el("td", a.status, "status status-" + a.status);
+    if (a.halt_ids && a.halt_ids.length) {
+      const ids = el("span", " " + a.halt_ids.join(", "), "halt-ids");
+      ids.title = "held by " + a.halt_ids.join(", ") + (a.halt_reason ? ": " + a.halt_reason : "") +
+        (a.halted_by ? " (" + a.halted_by + ")" : "");
+      statusCell.append(ids);
+    }
+    const haltCell = el("td");
+    haltCell.append(writeButton("Halt", "halt-agent", () => confirmAgent(a)));
     tr.append(
       el("td", a.agent_id),
       el("td", a.customer_id),
       el("td", a.agent_type),
       el("td", a.name),
-      el("td", a.status, "status status-" + a.status),
+      statusCell,
+      haltCell,
       el("td", a.health, "health health-" + a.health),
       el("td", a.restarts, "num restarts"),
       el("td", pct(a.cpu_percent), "num"),
@@ -118,7 +141,211 @@ function renderList(list) {
   }
   body.replaceChildren(...rows);
   $("empty").hidden = list.agents.length > 0;
+  renderHalts(list);
+  renderCustomers(list);
 }
+
+function plural(n, what) {
+  return n + " " + what + (n === 1 ? "" : "s");
+}
+
+// A button that writes: disabled (and saying why) while the server allows no writes.
+function writeButton(label, cls, onClick) {
+  const b = el("button", label, cls + " danger");
+  b.type = "button";
+  const writes = !!(last && last.writes);
+  b.disabled = !writes;
+  if (!writes) b.title = WRITES_OFF;
+  b.addEventListener("click", (e) => { e.stopPropagation(); onClick(); });
+  return b;
+}
+
+function renderHalts(list) {
+  const rows = (list.halts || []).map((h) => {
+    const tr = el("tr");
+    tr.dataset.halt = h.halt_id;
+    const release = el("td");
+    release.append(writeButton("Release", "release", () => confirmRelease(h)));
+    tr.append(
+      el("td", h.halt_id + (h.automatic ? " (automatic)" : "")),
+      el("td", h.scope),
+      el("td", h.agents, "num"),
+      el("td", h.customer_id),
+      el("td", h.requested_by),
+      el("td", h.engaged_at ? new Date(h.engaged_at).toLocaleString() : ""),
+      el("td", h.reason, "reason"),
+      release,
+    );
+    return tr;
+  });
+  $("halt-list").tBodies[0].replaceChildren(...rows);
+  $("no-halts").hidden = rows.length > 0;
+  if (list.halts_error) showError(list.halts_error);
+  $("writes-off").hidden = !!list.writes;
+  const platform = $("halt-platform");
+  platform.disabled = !list.writes;
+  platform.title = list.writes ? "" : WRITES_OFF;
+}
+
+function renderCustomers(list) {
+  const rows = (list.customer_rows || []).map((c) => {
+    const tr = el("tr");
+    tr.dataset.customer = c.customer_id;
+    const halt = el("td");
+    halt.append(writeButton("Halt customer", "halt-customer", () => confirmCustomer(c)));
+    tr.append(el("td", c.customer_id), el("td", c.agents, "num"), el("td", c.halted, "num"), halt);
+    return tr;
+  });
+  $("customer-list").tBodies[0].replaceChildren(...rows);
+}
+
+// ---- Halting and releasing: confirm, POST, show the answer ----
+
+let pending = null;
+
+// Opens the confirmation. `ask`: { what(type) -> text, note, ok, types (type -> count,
+// or null: no narrowing), send(reason, by, type) -> Promise of the POST's answer }.
+function confirmAction(ask) {
+  pending = ask;
+  const typeLabel = $("confirm-type-label");
+  const select = $("confirm-type");
+  while (select.options.length > 1) select.remove(1);
+  if (ask.types) {
+    for (const t of Object.keys(ask.types)) select.add(new Option(t, t));
+  }
+  select.value = "";
+  typeLabel.hidden = !ask.types;
+  $("confirm-what").textContent = ask.what("");
+  $("confirm-note").textContent = ask.note || "";
+  $("confirm-ok").textContent = ask.ok;
+  $("confirm-ok").disabled = false;
+  $("confirm-reason").value = "";
+  $("confirm-by").value = localStorage.getItem(OPERATOR_KEY) || "";
+  const err = $("confirm-error");
+  err.hidden = true;
+  err.textContent = "";
+  $("confirm").showModal();
+  $("confirm-reason").focus();
+}
+
+function confirmAgent(a) {
+  const held = a.halt_ids && a.halt_ids.length;
+  confirmAction({
+    what: () => "Halt agent " + a.agent_id + " (customer " + a.customer_id + ")?",
+    note: "Its logins are cut and its container frozen until the halt is released." +
+      (held ? " It is held already by " + a.halt_ids.join(", ") + "." : ""),
+    ok: "Halt",
+    types: null,
+    send: (reason, by) => postJSON("/api/halts", { scope: { agent_ids: [a.agent_id] }, reason, requested_by: by }),
+  });
+}
+
+function confirmCustomer(c) {
+  confirmAction({
+    what: (t) => "Halt all " + plural(t ? c.by_type[t] || 0 : c.agents, (t ? t + " " : "") + "agent") +
+      " of customer " + c.customer_id + "?",
+    note: "Their logins are cut and their containers frozen until the halt is released; a new agent of the customer is refused meanwhile.",
+    ok: "Halt customer",
+    types: c.by_type,
+    send: (reason, by, t) => postJSON("/api/halts", {
+      scope: Object.assign({ customer_id: c.customer_id }, t ? { agent_types: [t] } : {}), reason, requested_by: by,
+    }),
+  });
+}
+
+function confirmPlatform() {
+  const p = (last && last.platform) || { agents: 0, by_type: {} };
+  confirmAction({
+    what: (t) => "Halt EVERY " + (t ? t + " " : "") + "agent of the platform (" +
+      plural(t ? p.by_type[t] || 0 : p.agents, "agent") + ")?",
+    note: "Every agent of this installation, of every customer: logins cut, containers frozen, new agents refused, until the halt is released.",
+    ok: "Halt platform",
+    types: p.by_type,
+    send: (reason, by, t) => postJSON("/api/halts", {
+      scope: Object.assign({ platform: true }, t ? { agent_types: [t] } : {}), reason, requested_by: by,
+    }),
+  });
+}
+
+function confirmRelease(h) {
+  confirmAction({
+    what: () => "Release halt " + h.halt_id + " (" + h.scope + "; " + plural(h.agents, "agent") + ")?",
+    note: "Each of its agents held by no other halt gets its logins back and returns to what it was asked to be.",
+    ok: "Release",
+    types: null,
+    send: (reason, by) => postJSON("/api/halts/" + encodeURIComponent(h.halt_id) + "/release", { reason, requested_by: by }),
+  });
+}
+
+async function postJSON(path, body) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 30000);
+  try {
+    const r = await fetch(path, {
+      method: "POST",
+      credentials: "same-origin",
+      cache: "no-store",
+      signal: ctl.signal,
+      headers: { "Content-Type": "application/json", "X-Agent-Manager": "1" },
+      body: JSON.stringify(body),
+    });
+    const raw = await r.text();
+    let data;
+    try { data = JSON.parse(raw); } catch (_) { data = { error: raw.trim() }; }
+    return { status: r.status, data };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function showResult(outcome, text) {
+  const r = $("result");
+  r.hidden = false;
+  r.dataset.outcome = outcome;
+  r.textContent = text;
+}
+
+function resultOf(answer) {
+  const d = answer.data || {};
+  if (answer.status === 200) return ["ok", d.text || ("done: " + (d.halt_id || ""))];
+  if (answer.status === 202) return ["pending", "sent (halt " + (d.halt_id || "?") + ") but not answered within 10 s: it may still be applied; " + (d.error || "")];
+  if (answer.status === 409) return ["failed", "refused: " + (d.code || "") + ": " + (d.message || d.error || "")];
+  return ["failed", "HTTP " + answer.status + ": " + (d.error || "")];
+}
+
+$("confirm-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (!pending) return;
+  const reason = $("confirm-reason").value.trim();
+  const err = $("confirm-error");
+  if (!reason) {
+    err.hidden = false;
+    err.textContent = "a reason is required";
+    $("confirm-reason").focus();
+    return;
+  }
+  const by = $("confirm-by").value.trim();
+  if (by) localStorage.setItem(OPERATOR_KEY, by); else localStorage.removeItem(OPERATOR_KEY);
+  const ask = pending;
+  $("confirm-ok").disabled = true;
+  showResult("pending", "sending…");
+  try {
+    const answer = await ask.send(reason, by || undefined, $("confirm-type").value);
+    const [outcome, text] = resultOf(answer);
+    showResult(outcome, text);
+  } catch (x) {
+    showResult("failed", "not sent: " + x.message);
+  }
+  pending = null;
+  $("confirm").close();
+  refresh();
+});
+$("confirm-reason").addEventListener("input", () => { $("confirm-error").hidden = true; });
+$("confirm-cancel").addEventListener("click", () => { pending = null; $("confirm").close(); });
+$("confirm-type").addEventListener("change", (e) => {
+  if (pending) $("confirm-what").textContent = pending.what(e.target.value);
+});
+$("halt-platform").addEventListener("click", confirmPlatform);
 
 // The time the charts span: the last hour, or less while the agent has been sampled
 // for less (at least two minutes), so that a young agent's line is not a dot.
@@ -198,6 +425,7 @@ async function refresh() {
     if (state.customer) q.set("customer", state.customer);
     if (state.status) q.set("status", state.status);
     const list = await getJSON("/api/agents" + (q.toString() ? "?" + q : ""));
+    last = list;
     showError(null);
     renderList(list);
     if (state.agent) {
