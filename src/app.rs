@@ -282,6 +282,7 @@ impl Standby {
                 consuming,
                 dependencies: deps_ok.clone(),
                 role: elector.role(),
+                instance: config.instance.clone(),
             };
             let source = crate::admin::MetricsSource {
                 store: store.clone(),
