@@ -21,6 +21,9 @@
 //!   and hung agents' reports.
 //! - `autogen`: the reference AutoGen agent: create → first answer, task round trips,
 //!   idle cost.
+//! - `failover`: many managers, one leader: `kill -9` of the leader → the new leader's
+//!   first answer, beside a single manager's restart; `SIGTERM` hand-over; a standby's
+//!   cost.
 //!
 //! What they share is in `support/`. Results are printed and written to
 //! `target/bench-results/<scenario>.json`, with the load average before and after each
@@ -32,6 +35,7 @@ mod common;
 mod autogen;
 mod burst;
 mod detect;
+mod failover;
 mod lifecycle;
 mod machine;
 mod monitor;
@@ -80,6 +84,9 @@ fn main() {
         }
         if wanted("autogen") {
             autogen::autogen(&s).await;
+        }
+        if wanted("failover") {
+            failover::failover(&s).await;
         }
     });
 }

@@ -31,6 +31,10 @@ pub struct Sizes {
     pub autogen_agents: usize,
     pub autogen_tasks: usize,
     pub autogen_idle: Duration,
+    pub failover_agents: usize,
+    pub failovers: usize,
+    pub handovers: usize,
+    pub failover_window: Duration,
 }
 
 pub fn sizes() -> Sizes {
@@ -71,5 +75,9 @@ pub fn sizes() -> Sizes {
         autogen_agents: n("AUTOGEN_AGENTS", 10, 1),
         autogen_tasks: n("AUTOGEN_TASKS", 100, 3),
         autogen_idle: Duration::from_secs(n("AUTOGEN_IDLE_S", 60, 2) as u64),
+        failover_agents: n("FAILOVER_AGENTS", 200, 2),
+        failovers: n("FAILOVERS", 20, 2),
+        handovers: n("HANDOVERS", 5, 1),
+        failover_window: Duration::from_secs(n("FAILOVER_WINDOW_S", 60, 2) as u64),
     }
 }
