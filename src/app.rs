@@ -18,7 +18,8 @@ use crate::broker::publisher::EventPublisher;
 use crate::config::{Config, CredentialMode, DeploymentMode};
 use crate::context::Deps;
 use crate::error::RuntimeError;
-use crate::leader::{Elector, RedisLease, Role};
+use crate::leader::{Backend, Elector, RedisLeaseSpec, Role};
+pub use crate::leader::{OnDeposed, EXIT_DEPOSED};
 use crate::redact;
 use crate::runtime::agent_urls::{self, AgentUrl};
 use crate::runtime::docker::DockerRuntime;
@@ -121,20 +122,6 @@ async fn derive_agent_urls(config: &mut Config, docker: &bollard::Docker) {
     agent_urls::apply(config, &urls);
 }
 
-/// What this process does when its leadership ends without a hand-over (contract
-/// section 12: a deposed leader stops acting before another can start).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDeposed {
-    /// Exit at once with [`EXIT_DEPOSED`]: nothing more reaches Docker, Redis or
-    /// RabbitMQ; the container's restart policy starts it again as a standby. The daemon.
-    Exit,
-    /// Stop consuming and retire the agent actors (in-process managers: tests, benches).
-    Stop,
-}
-
-/// The exit code of a manager whose lease ended without a hand-over.
-pub const EXIT_DEPOSED: u8 = 75;
-
 /// A manager connected to Docker, Redis and RabbitMQ, its admin endpoint up, electing
 /// (contract section 12); it acts once [`Standby::lead`] returns.
 pub struct Standby {
@@ -185,7 +172,10 @@ fn candidate() -> Candidate {
 impl Standby {
     /// Connects to Docker, Redis and RabbitMQ, starts the admin endpoint and the
     /// election. Must run inside an actix system.
-    pub async fn prepare(mut config: Config) -> Result<Standby, StartError> {
+    ///
+    /// `on_deposed`: what the election itself does when this manager's leadership ends
+    /// without a hand-over (the daemon exits at once; an in-process manager stops).
+    pub async fn prepare(mut config: Config, on_deposed: OnDeposed) -> Result<Standby, StartError> {
         let docker_host = config.docker.host().unwrap_or("local socket").to_string();
         let docker_err = |message: String| StartError::Docker {
             host: docker_host.clone(),
@@ -266,14 +256,16 @@ impl Standby {
         let me = candidate();
         let timing = config.leader.timing();
         let elector = Elector::start(
-            Arc::new(RedisLease {
-                store: store.clone(),
+            Backend::Redis(Box::new(RedisLeaseSpec {
+                redis: config.redis.clone(),
                 instance: config.instance.clone(),
                 me: me.clone(),
                 since: crate::protocol::rfc3339(chrono::Utc::now()),
                 lease_ms: timing.lease.as_millis() as u64,
-            }),
+                marker_ms: (timing.renew_every * 2).as_millis() as u64,
+            })),
             timing,
+            on_deposed,
         );
 
         let (consuming_tx, consuming) = watch::channel(false);
@@ -335,7 +327,7 @@ impl Standby {
 
     /// Waits for the lease, then takes over: the same reconciliation as a start (adopt,
     /// finish half-done commands, hold the halts), then consumes. Returns once serving.
-    pub async fn lead(self, on_deposed: OnDeposed) -> Result<Manager, StartError> {
+    pub async fn lead(self) -> Result<Manager, StartError> {
         let mut role = self.elector.role();
         let term = match role.wait_for(|r| !matches!(r, Role::Standby)).await {
             Ok(r) => match *r {
@@ -349,7 +341,7 @@ impl Standby {
             },
             Err(_) => return Err(StartError::Leader("the election stopped".into())),
         };
-        watch_for_deposition(role, on_deposed, self.shutdown.clone());
+        stop_when_deposed(role, self.shutdown.clone());
         let previous = self
             .store
             .leader_record(&self.config.instance)
@@ -530,30 +522,18 @@ async fn fence_old_consumers(config: &Config, me: &str) {
     }
 }
 
-/// On [`Role::Deposed`]: exit at once, or stop acting.
-fn watch_for_deposition(
-    mut role: watch::Receiver<Role>,
-    on_deposed: OnDeposed,
-    shutdown: watch::Sender<bool>,
-) {
+/// On [`Role::Deposed`], stop acting (the daemon's election has exited the process
+/// already; an in-process manager stops consuming and its watches end).
+fn stop_when_deposed(mut role: watch::Receiver<Role>, shutdown: watch::Sender<bool>) {
     actix_rt::spawn(async move {
         let Ok(r) = role.wait_for(|r| matches!(r, Role::Deposed { .. })).await else {
             return;
         };
-        let term = r.term().unwrap_or_default();
-        match on_deposed {
-            OnDeposed::Exit => {
-                tracing::error!(
-                    term,
-                    "leadership lost: exiting so that nothing more is done"
-                );
-                std::process::exit(i32::from(EXIT_DEPOSED));
-            }
-            OnDeposed::Stop => {
-                tracing::error!(term, "leadership lost: this manager stops acting");
-                let _ = shutdown.send(true);
-            }
-        }
+        tracing::error!(
+            term = r.term().unwrap_or_default(),
+            "leadership lost: this manager stops acting"
+        );
+        let _ = shutdown.send(true);
     });
 }
 
@@ -562,7 +542,7 @@ impl Manager {
     /// installation holds it) and acts; returns once the consumer is serving commands.
     /// Must run inside an actix system.
     pub async fn start(config: Config) -> Result<Manager, StartError> {
-        Standby::prepare(config).await?.lead(OnDeposed::Stop).await
+        Standby::prepare(config, OnDeposed::Say).await?.lead().await
     }
 
     pub fn supervisor(&self) -> &Addr<Supervisor> {

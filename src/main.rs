@@ -738,7 +738,7 @@ async fn run(config: Config) -> ExitCode {
         eprintln!("agent-manager: {e}");
         ExitCode::from(1)
     };
-    let standby = match Standby::prepare(config).await {
+    let standby = match Standby::prepare(config, OnDeposed::Exit).await {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -746,7 +746,7 @@ async fn run(config: Config) -> ExitCode {
     // installation leads); a signal meanwhile ends it without acting.
     let signal = wait_for_signal();
     tokio::pin!(signal);
-    let lead = standby.lead(OnDeposed::Exit);
+    let lead = standby.lead();
     tokio::pin!(lead);
     let manager = tokio::select! {
         r = &mut lead => match r {

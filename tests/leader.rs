@@ -301,3 +301,101 @@ async fn a_leader_cut_off_from_redis_stops_acting_and_a_standby_takes_over() {
     env.answer(&stop, "agent.stopped").await;
     env.finish().await;
 }
+
+#[actix_rt::test]
+async fn the_lease_is_taken_once_renewed_released_and_survives_a_wipe_under_its_leader() {
+    use agent_manager::store::{Acquired, Candidate, Store};
+    let env = TestEnv::client_only(&[]).await;
+    let store = Store::connect(&env.config.redis).await.expect("redis");
+    let inst = env.config.instance.clone();
+    let who = |id: &str| Candidate {
+        id: id.into(),
+        host: "h".into(),
+        pid: 1,
+    };
+    let (a, b) = (who("a"), who("b"));
+    let lease = 3_000;
+    // The first ever: a marker holds it for one lease, then a takes it.
+    let first = store
+        .acquire_lease(&inst, &a, "t0", lease, 1_000)
+        .await
+        .expect("acquire");
+    assert!(matches!(first, Acquired::Held { term: 0, .. }), "{first:?}");
+    let key = env.key(&format!("manager:{inst}:leader"));
+    let _: () = env
+        .redis_query(redis::cmd("HSET").arg(&key).arg("expires_ms").arg(0))
+        .await;
+    assert_eq!(
+        store
+            .acquire_lease(&inst, &a, "t0", lease, 1_000)
+            .await
+            .expect("acquire"),
+        Acquired::Leader { term: 1 }
+    );
+    // Held: b waits; a renews.
+    assert!(matches!(
+        store
+            .acquire_lease(&inst, &b, "t0", lease, 1_000)
+            .await
+            .expect("acquire"),
+        Acquired::Held { term: 1, .. }
+    ));
+    assert!(store
+        .renew_lease(&inst, &a, "t0", 1, lease)
+        .await
+        .expect("renew"));
+    // Wiped under its leader: b finds a marker and waits; a's renewal writes it back.
+    let _: () = env.redis_query(redis::cmd("DEL").arg(&key)).await;
+    assert!(matches!(
+        store
+            .acquire_lease(&inst, &b, "t0", lease, 1_000)
+            .await
+            .expect("acquire"),
+        Acquired::Held { term: 0, .. }
+    ));
+    assert!(store
+        .renew_lease(&inst, &a, "t0", 1, lease)
+        .await
+        .expect("renew"));
+    assert!(matches!(
+        store
+            .acquire_lease(&inst, &b, "t0", lease, 1_000)
+            .await
+            .expect("acquire"),
+        Acquired::Held { term: 1, .. }
+    ));
+    // Released: b takes term 2; a's renewal of term 1 is refused.
+    assert!(store.release_lease(&inst, "a", 1).await.expect("release"));
+    assert_eq!(
+        store
+            .acquire_lease(&inst, &b, "t0", lease, 1_000)
+            .await
+            .expect("acquire"),
+        Acquired::Leader { term: 2 }
+    );
+    assert!(!store
+        .renew_lease(&inst, &a, "t0", 1, lease)
+        .await
+        .expect("renew"));
+    // A writer fenced by term 1 is refused; one of term 2 writes.
+    let fenced = Store::connect(&env.config.redis).await.expect("redis");
+    fenced.fence_with(&inst, 1);
+    let err = fenced
+        .save_processed(agent_manager::ports::Processed {
+            message_id: "m-old",
+            answer: &[],
+        })
+        .await
+        .expect_err("term 1 has passed");
+    assert!(err.to_string().contains("term 1 has passed"), "{err}");
+    let current = Store::connect(&env.config.redis).await.expect("redis");
+    current.fence_with(&inst, 2);
+    current
+        .save_processed(agent_manager::ports::Processed {
+            message_id: "m-new",
+            answer: &[],
+        })
+        .await
+        .expect("term 2 writes");
+    env.finish().await;
+}

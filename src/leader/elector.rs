@@ -5,6 +5,10 @@
 //! started again as a standby: the way kube's controller managers end a lost
 //! leadership, and the only stop that is immediate whatever the acting part is doing).
 //!
+//! It runs on a thread of its own, with its own runtime and its own Redis connection,
+//! so a busy actor thread or a long pipeline on the shared connection never delays a
+//! renewal, and a deposition ends the process at once whatever the rest is doing.
+//!
 //! A hand-over (`SIGTERM`): the app stops acting first, then calls
 //! [`Elector::release`], which ends the lease at once so a standby takes it on its next
 //! try instead of waiting for the lease to run out.
@@ -28,7 +32,8 @@ pub trait LeaseBackend: Send + Sync + 'static {
     async fn release(&self, term: u64) -> Result<bool, StoreError>;
 }
 
-/// The lease of `instance`'s managers in Redis.
+/// The lease of `instance`'s managers in Redis, over a connection of its own (made on
+/// the elector's thread, so its I/O runs there).
 pub struct RedisLease {
     pub store: Store,
     pub instance: String,
@@ -36,18 +41,79 @@ pub struct RedisLease {
     /// When this manager started (RFC 3339): the hash's `since` when it takes over.
     pub since: String,
     pub lease_ms: u64,
+    /// How long a missing hash is held by a marker before it may be taken.
+    pub marker_ms: u64,
+}
+
+/// What the elector's thread needs to make its [`RedisLease`].
+#[derive(Clone)]
+pub struct RedisLeaseSpec {
+    pub redis: crate::config::RedisConfig,
+    pub instance: String,
+    pub me: Candidate,
+    pub since: String,
+    pub lease_ms: u64,
+    pub marker_ms: u64,
+}
+
+/// Where the elector gets its lease from.
+pub enum Backend {
+    /// Made already (the unit tests' fakes).
+    Ready(Arc<dyn LeaseBackend>),
+    /// Connected on the elector's own thread (Redis).
+    Redis(Box<RedisLeaseSpec>),
+}
+
+impl Backend {
+    /// The backend, connecting first when needed: retried with backoff until it works
+    /// or the election is released (`None`).
+    async fn open(self, release: &mut oneshot::Receiver<()>) -> Option<Arc<dyn LeaseBackend>> {
+        let spec = match self {
+            Backend::Ready(b) => return Some(b),
+            Backend::Redis(spec) => *spec,
+        };
+        let mut backoff = Backoff::new(Duration::from_secs(2));
+        loop {
+            match Store::connect(&spec.redis).await {
+                Ok(store) => {
+                    return Some(Arc::new(RedisLease {
+                        store,
+                        instance: spec.instance,
+                        me: spec.me,
+                        since: spec.since,
+                        lease_ms: spec.lease_ms,
+                        marker_ms: spec.marker_ms,
+                    }))
+                }
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the election cannot reach Redis");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut *release => return None,
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl LeaseBackend for RedisLease {
     async fn acquire(&self) -> Result<Acquired, StoreError> {
         self.store
-            .acquire_lease(&self.instance, &self.me, &self.since, self.lease_ms)
+            .acquire_lease(
+                &self.instance,
+                &self.me,
+                &self.since,
+                self.lease_ms,
+                self.marker_ms,
+            )
             .await
     }
     async fn renew(&self, term: u64) -> Result<bool, StoreError> {
         self.store
-            .renew_lease(&self.instance, &self.me.id, term, self.lease_ms)
+            .renew_lease(&self.instance, &self.me, &self.since, term, self.lease_ms)
             .await
     }
     async fn release(&self, term: u64) -> Result<bool, StoreError> {
@@ -90,19 +156,50 @@ impl Role {
 pub struct Elector {
     role: watch::Receiver<Role>,
     release: Option<oneshot::Sender<()>>,
-    task: actix_rt::task::JoinHandle<()>,
+    /// Resolves when the elector's thread is done.
+    done: Option<oneshot::Receiver<()>>,
 }
 
+/// What the elector does itself the moment its leader is deposed, before anything else
+/// can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDeposed {
+    /// Exit the process with [`EXIT_DEPOSED`] from the elector's own thread: nothing
+    /// more reaches Docker, Redis or RabbitMQ; the restart policy brings it back as a
+    /// standby. The daemon.
+    Exit,
+    /// Only say [`Role::Deposed`]: the app stops acting (in-process managers: tests).
+    Say,
+}
+
+/// The exit code of a manager whose lease ended without a hand-over.
+pub const EXIT_DEPOSED: u8 = 75;
+
 impl Elector {
-    /// Starts electing over `backend`.
-    pub fn start(backend: Arc<dyn LeaseBackend>, timing: Timing) -> Elector {
+    /// Starts electing over `backend` on a thread of its own.
+    pub fn start(backend: Backend, timing: Timing, on_deposed: OnDeposed) -> Elector {
         let (role_tx, role) = watch::channel(Role::Standby);
         let (release, release_rx) = oneshot::channel();
-        let task = actix_rt::spawn(run(backend, timing, role_tx, release_rx));
+        let (done_tx, done) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("leader-election".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(run(backend, timing, role_tx, release_rx, on_deposed)),
+                    Err(e) => tracing::error!(error = %e, "the election's runtime could not start"),
+                }
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "the election's thread could not start");
+        }
         Elector {
             role,
             release: Some(release),
-            task,
+            done: Some(done),
         }
     }
 
@@ -117,8 +214,8 @@ impl Elector {
         if let Some(tx) = self.release.take() {
             let _ = tx.send(());
         }
-        if tokio::time::timeout(limit, &mut self.task).await.is_err() {
-            self.task.abort();
+        if let Some(done) = self.done.take() {
+            let _ = tokio::time::timeout(limit, done).await;
         }
     }
 }
@@ -135,12 +232,24 @@ fn say(role: &watch::Sender<Role>, now: Role) {
 /// The loop: standby until the lease is ours, then leader until it is not (deposed) or
 /// until released.
 async fn run(
-    backend: Arc<dyn LeaseBackend>,
+    backend: Backend,
     timing: Timing,
     role: watch::Sender<Role>,
     mut release: oneshot::Receiver<()>,
+    on_deposed: OnDeposed,
 ) {
     say(&role, Role::Standby);
+    let Some(backend) = backend.open(&mut release).await else {
+        return;
+    };
+    let deposed = |term: u64, why: &str| {
+        say(&role, Role::Deposed { term });
+        tracing::error!(term, "{why}: this manager stops acting");
+        if on_deposed == OnDeposed::Exit {
+            // From this thread, at once: the actors' thread may be busy.
+            std::process::exit(i32::from(EXIT_DEPOSED));
+        }
+    };
     let Some((term, mut acting_until, mut last_sent)) =
         stand_by(&*backend, &timing, &mut release).await
     else {
@@ -151,10 +260,9 @@ async fn run(
     loop {
         let (at, answer_by) = match next(&timing, Instant::now(), last_sent, acting_until) {
             Next::Stop => {
-                say(&role, Role::Deposed { term });
-                tracing::error!(
+                deposed(
                     term,
-                    "the leader lease could not be renewed before this manager's deadline: it stops acting"
+                    "the leader lease could not be renewed before this manager's deadline",
                 );
                 return;
             }
@@ -181,11 +289,7 @@ async fn run(
                 acting_until = timing.acting_until(sent);
             }
             Ok(Ok(false)) => {
-                say(&role, Role::Deposed { term });
-                tracing::error!(
-                    term,
-                    "the leader lease is another manager's now: this manager stops acting"
-                );
+                deposed(term, "the leader lease is another manager's now");
                 return;
             }
             Ok(Err(e)) => {
@@ -295,7 +399,7 @@ mod tests {
     async fn a_free_lease_is_taken_kept_and_released_on_hand_over() {
         let fake = Arc::new(Fake::default());
         *fake.renew_answer.lock().expect("lock") = Some(true);
-        let elector = Elector::start(fake.clone(), FAST);
+        let elector = Elector::start(Backend::Ready(fake.clone()), FAST, OnDeposed::Say);
         let mut role = elector.role();
         assert_eq!(
             wait_for(&mut role, |r| matches!(r, Role::Leader { .. })).await,
@@ -311,7 +415,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_leader_whose_renewals_hang_is_deposed_before_its_lease_ends() {
         let fake = Arc::new(Fake::default());
-        let elector = Elector::start(fake.clone(), FAST);
+        let elector = Elector::start(Backend::Ready(fake.clone()), FAST, OnDeposed::Say);
         let mut role = elector.role();
         wait_for(&mut role, |r| matches!(r, Role::Leader { .. })).await;
         let led = Instant::now();
@@ -325,7 +429,7 @@ mod tests {
     async fn a_leader_told_the_lease_is_another_s_is_deposed_at_once() {
         let fake = Arc::new(Fake::default());
         *fake.renew_answer.lock().expect("lock") = Some(false);
-        let elector = Elector::start(fake.clone(), FAST);
+        let elector = Elector::start(Backend::Ready(fake.clone()), FAST, OnDeposed::Say);
         let mut role = elector.role();
         assert_eq!(
             wait_for(&mut role, |r| matches!(r, Role::Deposed { .. })).await,
@@ -338,7 +442,7 @@ mod tests {
         let fake = Arc::new(Fake::default());
         *fake.state.lock().expect("lock") = (Some(4), 4);
         *fake.renew_answer.lock().expect("lock") = Some(true);
-        let elector = Elector::start(fake.clone(), FAST);
+        let elector = Elector::start(Backend::Ready(fake.clone()), FAST, OnDeposed::Say);
         let mut role = elector.role();
         tokio::time::sleep(FAST.retry_every * 3).await;
         assert_eq!(*role.borrow(), Role::Standby);

@@ -11,5 +11,7 @@
 pub mod elector;
 pub mod lease;
 
-pub use elector::{Elector, LeaseBackend, RedisLease, Role};
+pub use elector::{
+    Backend, Elector, LeaseBackend, OnDeposed, RedisLease, RedisLeaseSpec, Role, EXIT_DEPOSED,
+};
 pub use lease::Timing;

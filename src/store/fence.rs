@@ -20,9 +20,13 @@ use crate::error::StoreError;
 
 /// KEYS[1]: the leader hash. ARGV[1]: our term; then, per command, its number of
 /// arguments followed by them. Returns 1, or the error `FENCED <term in the hash>`.
+///
+/// Refused only when the hash names another real term: a wiped hash (missing, or the
+/// holder-less marker with term 0) means nobody else can lead yet, and our next
+/// renewal writes it back.
 const FENCED_LUA: &str = r#"
 local term = redis.call('HGET', KEYS[1], 'term')
-if term ~= ARGV[1] then
+if term and term ~= '0' and term ~= ARGV[1] then
   return redis.error_reply('FENCED ' .. tostring(term))
 end
 local i = 2

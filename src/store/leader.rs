@@ -20,23 +20,33 @@ use std::sync::LazyLock;
 use super::Store;
 use crate::error::StoreError;
 
-/// KEYS[1]: the leader hash. ARGV: id, host, pid, since (RFC 3339), lease ms.
-/// Returns {1, term, ttl_ms} when the lease is ours (taken or already held), else
+/// KEYS[1]: the leader hash. ARGV: id, host, pid, since (RFC 3339), lease ms, marker
+/// ms. Returns {1, term, ttl_ms} when the lease is ours (taken or already held), else
 /// {0, term, remaining_ms, holder}.
+///
+/// A missing hash (Redis wiped, or the first manager ever) is not free at once: a
+/// marker without a holder (`term` 0) is written and the lease may be taken when it
+/// ends (marker ms: two renewal intervals), so a leader whose hash was wiped under it
+/// renews (and writes the hash back) before any standby can take over.
 const ACQUIRE_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local marker = tonumber(ARGV[6])
+  redis.call('HSET', KEYS[1], 'id', '', 'term', 0, 'expires_ms', now + marker)
+  return {0, 0, marker, ''}
+end
 local cur = redis.call('HMGET', KEYS[1], 'id', 'term', 'expires_ms')
 local holder = cur[1]
 local term = tonumber(cur[2]) or 0
 local expires = tonumber(cur[3]) or 0
-if holder and expires > now then
+if expires > now then
   if holder == ARGV[1] then
     redis.call('HSET', KEYS[1], 'expires_ms', now + ttl)
     return {1, term, ttl}
   end
-  return {0, term, expires - now, holder}
+  return {0, term, expires - now, holder or ''}
 end
 term = redis.call('HINCRBY', KEYS[1], 'term', 1)
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'host', ARGV[2], 'pid', ARGV[3],
@@ -44,16 +54,25 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'host', ARGV[2], 'pid', ARGV[3],
 return {1, term, ttl}
 "#;
 
-/// KEYS[1]: the leader hash. ARGV: id, term, lease ms. Returns 1 when renewed, 0 when
-/// the lease is no longer this holder's (taken, ended, released or wiped).
+/// KEYS[1]: the leader hash. ARGV: id, term, lease ms, host, pid, since. Returns 1 when
+/// renewed, 0 when the lease is no longer this holder's (taken, ended or released).
+/// A hash that was wiped (missing, or the holder-less marker of [`ACQUIRE_LUA`]) is
+/// written back as ours: nobody can have taken the lease meanwhile, since the marker
+/// keeps it for one lease.
 const RENEW_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
 local cur = redis.call('HMGET', KEYS[1], 'id', 'term', 'expires_ms')
+if cur[1] == false or (cur[1] == '' and cur[2] == '0') then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'term', ARGV[2], 'expires_ms', now + ttl,
+    'host', ARGV[4], 'pid', ARGV[5], 'since', ARGV[6])
+  return 1
+end
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] or (tonumber(cur[3]) or 0) <= now then
   return 0
 end
-redis.call('HSET', KEYS[1], 'expires_ms', now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'expires_ms', now + ttl)
 return 1
 "#;
 
@@ -94,13 +113,15 @@ pub enum Acquired {
 
 impl Store {
     /// Takes the lease of `instance`'s managers for `lease_ms` if nobody holds it (or
-    /// renews it if `me` already does).
+    /// renews it if `me` already does); a missing hash is held by a marker for
+    /// `marker_ms` first.
     pub async fn acquire_lease(
         &self,
         instance: &str,
         me: &Candidate,
         since: &str,
         lease_ms: u64,
+        marker_ms: u64,
     ) -> Result<Acquired, StoreError> {
         let key = self.keys.leader(instance);
         let mut conn = self.conn.clone();
@@ -109,7 +130,8 @@ impl Store {
             .arg(&me.host)
             .arg(me.pid)
             .arg(since)
-            .arg(lease_ms);
+            .arg(lease_ms)
+            .arg(marker_ms);
         let reply: Vec<redis::Value> = self
             .run("acquire the leader lease", async move {
                 call.invoke_async(&mut conn).await
@@ -118,18 +140,25 @@ impl Store {
         Ok(acquired(&reply))
     }
 
-    /// Extends `me`'s lease of `term` by `lease_ms`; `false`: it is no longer ours.
+    /// Extends `me`'s lease of `term` by `lease_ms` (writing the hash back if Redis was
+    /// wiped); `false`: it is no longer ours.
     pub async fn renew_lease(
         &self,
         instance: &str,
-        me: &str,
+        me: &Candidate,
+        since: &str,
         term: u64,
         lease_ms: u64,
     ) -> Result<bool, StoreError> {
         let key = self.keys.leader(instance);
         let mut conn = self.conn.clone();
         let mut call = RENEW.key(key);
-        call.arg(me).arg(term).arg(lease_ms);
+        call.arg(&me.id)
+            .arg(term)
+            .arg(lease_ms)
+            .arg(&me.host)
+            .arg(me.pid)
+            .arg(since);
         let renewed: i64 = self
             .run("renew the leader lease", async move {
                 call.invoke_async(&mut conn).await
