@@ -1,5 +1,7 @@
-//! Wiring: connects to Docker, Redis and RabbitMQ, reconciles, starts the supervisor and
-//! the consumer, and shuts them down in order.
+//! Wiring: connects to Docker, Redis and RabbitMQ and starts the admin endpoint and the
+//! leader election ([`Standby`]); once leading, reconciles, starts the supervisor, the
+//! watches and the consumer ([`Manager`]), and shuts them down in order, handing the
+//! lease over last.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +13,13 @@ use tokio::sync::watch;
 use crate::actors::readiness;
 use crate::actors::reconcile;
 use crate::actors::supervisor::Supervisor;
-use crate::broker::consumer::CommandConsumer;
+use crate::broker::consumer::{consumer_name, CommandConsumer, CONSUMER_NAME_PREFIX};
 use crate::broker::publisher::EventPublisher;
 use crate::config::{Config, CredentialMode, DeploymentMode};
 use crate::context::Deps;
 use crate::error::RuntimeError;
+use crate::leader::{Backend, Elector, RedisLeaseSpec, Role};
+pub use crate::leader::{OnDeposed, EXIT_DEPOSED};
 use crate::redact;
 use crate::runtime::agent_urls::{self, AgentUrl};
 use crate::runtime::docker::DockerRuntime;
@@ -23,7 +27,7 @@ use crate::runtime::gpu::GpuRuntime;
 use crate::runtime::swarm::SwarmRuntime;
 use crate::runtime::watcher::DockerWatcher;
 use crate::runtime::Runtime;
-use crate::store::Store;
+use crate::store::{Candidate, Store};
 
 /// Where to look when a service is down.
 const START_SERVICES: &str = "start it with scripts/services.sh";
@@ -46,6 +50,8 @@ pub enum StartError {
              AGENT_CREDENTIALS=shared"
     )]
     Credentials { endpoint: String, message: String },
+    #[error("leader election: {0}")]
+    Leader(String),
     #[error("admin endpoint cannot listen on {listen}: {message} (set ADMIN_LISTEN)")]
     Admin { listen: String, message: String },
     #[error("{} mode cannot start: {message}", mode.as_str())]
@@ -116,7 +122,24 @@ async fn derive_agent_urls(config: &mut Config, docker: &bollard::Docker) {
     agent_urls::apply(config, &urls);
 }
 
-/// A running manager.
+/// A manager connected to Docker, Redis and RabbitMQ, its admin endpoint up, electing
+/// (contract section 12); it acts once [`Standby::lead`] returns.
+pub struct Standby {
+    config: Arc<Config>,
+    store: Store,
+    docker: bollard::Docker,
+    publisher: EventPublisher,
+    deps: Deps,
+    elector: Elector,
+    me: Candidate,
+    shutdown: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+    deps_ok: watch::Receiver<bool>,
+    consuming_tx: watch::Sender<bool>,
+    admin: Option<(actix_web::dev::ServerHandle, std::net::SocketAddr)>,
+}
+
+/// A running manager: the leader, acting.
 pub struct Manager {
     supervisor: Addr<Supervisor>,
     shutdown: watch::Sender<bool>,
@@ -125,12 +148,34 @@ pub struct Manager {
     drainer: actix_rt::task::JoinHandle<()>,
     /// The admin HTTP server and the address it listens on.
     admin: Option<(actix_web::dev::ServerHandle, std::net::SocketAddr)>,
+    elector: Elector,
+    term: u64,
 }
 
-impl Manager {
-    /// Starts everything and returns once the consumer is serving commands. Must run
-    /// inside an actix system.
-    pub async fn start(mut config: Config) -> Result<Manager, StartError> {
+/// This manager's id in the leader hash: unique per process.
+fn candidate() -> Candidate {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let pid = std::process::id();
+    let short = uuid::Uuid::new_v4().simple().to_string();
+    Candidate {
+        id: format!("{host}-{pid}-{}", &short[..8]),
+        host,
+        pid,
+    }
+}
+
+impl Standby {
+    /// Connects to Docker, Redis and RabbitMQ, starts the admin endpoint and the
+    /// election. Must run inside an actix system.
+    ///
+    /// `on_deposed`: what the election itself does when this manager's leadership ends
+    /// without a hand-over (the daemon exits at once; an in-process manager stops).
+    pub async fn prepare(mut config: Config, on_deposed: OnDeposed) -> Result<Standby, StartError> {
         let docker_host = config.docker.host().unwrap_or("local socket").to_string();
         let docker_err = |message: String| StartError::Docker {
             host: docker_host.clone(),
@@ -198,89 +243,41 @@ impl Manager {
             endpoint: endpoint.clone(),
             message: e.to_string(),
         })?;
-        let adoption = reconcile::adopt(&deps).await.map_err(|e| match e {
-            crate::error::AgentError::Credentials(e) => StartError::Credentials {
-                endpoint: endpoint.clone(),
-                message: e.to_string(),
-            },
-            e => StartError::Reconcile(e.to_string()),
-        })?;
-        actix_rt::spawn(reconcile::reap_orphans(deps.clone(), adoption.orphans));
-        let adopted = adoption.agents;
-        let supervisor = Supervisor::create(|ctx| {
-            ctx.set_mailbox_capacity(crate::actors::supervisor::MAILBOX_CAPACITY);
-            Supervisor::new(deps, adopted)
-        });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let drainer = actix_rt::spawn(publisher.clone().drain_outbox(shutdown_rx.clone()));
         let (deps_ok_tx, deps_ok) = watch::channel(true);
-        let store_for_admin = store.clone();
-        // The automatic halt (section 10): with per-agent credentials (an agent is known
-        // by its own user) and a limit above 0.
-        if config.agents.credentials == CredentialMode::PerAgent
-            && config.halt.max_messages_per_s > 0.0
-        {
-            if let Ok(management) = crate::broker::management::Management::new(
-                &config.rabbitmq.management_url(),
-                config.rabbitmq.management_ca_file(),
-                Duration::from_secs(config.rabbitmq.timeout_s),
-            ) {
-                actix_rt::spawn(crate::actors::rate_watch::run(
-                    management,
-                    store.clone(),
-                    config.halt.max_messages_per_s,
-                    Duration::from_secs(config.halt.window_s),
-                    Duration::from_millis(config.halt.watch_interval_ms),
-                    supervisor.clone().recipient(),
-                    shutdown_rx.clone(),
-                ));
-            }
-        }
         actix_rt::spawn(readiness::watch_dependencies(
-            store,
-            runtime,
+            store.clone(),
+            runtime.clone(),
             deps_ok_tx,
             shutdown_rx.clone(),
         ));
-        let watcher = DockerWatcher::new(
-            docker,
-            config.instance.clone(),
-            Duration::from_secs(config.health.relist_interval_s),
-            supervisor.clone().recipient(),
-            supervisor.clone().recipient(),
+
+        let me = candidate();
+        let timing = config.leader.timing();
+        let elector = Elector::start(
+            Backend::Redis(Box::new(RedisLeaseSpec {
+                redis: config.redis.clone(),
+                instance: config.instance.clone(),
+                me: me.clone(),
+                since: crate::protocol::rfc3339(chrono::Utc::now()),
+                lease_ms: timing.lease.as_millis() as u64,
+                marker_ms: (timing.renew_every * 2).as_millis() as u64,
+            })),
+            timing,
+            on_deposed,
         );
-        actix_rt::spawn(watcher.run(shutdown_rx.clone()));
-        let (ready_tx, mut ready) = watch::channel(false);
-        let deps_ok_rx = deps_ok.clone();
-        let consumer = CommandConsumer::new(
-            config.rabbitmq.clone(),
-            config.agent_policy(),
-            supervisor.clone().recipient(),
-            supervisor.clone().recipient(),
-            supervisor.clone().recipient(),
-            publisher,
-            deps_ok,
-        );
-        let consumer = actix_rt::spawn(consumer.run(shutdown_rx, ready_tx));
-        let limit = Duration::from_secs(config.rabbitmq.timeout_s * 2);
-        let serving = tokio::time::timeout(limit, ready.wait_for(|r| *r))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if !serving {
-            let _ = shutdown.send(true);
-            return Err(StartError::RabbitMq {
-                url: redact::url(&config.rabbitmq.url),
-                message: "could not start consuming the command queue".into(),
-            });
-        }
+
+        let (consuming_tx, consuming) = watch::channel(false);
         let admin = if let Some(listen) = config.admin_listen() {
             let readiness = crate::admin::Readiness {
-                consuming: ready.clone(),
-                dependencies: deps_ok_rx,
+                consuming,
+                dependencies: deps_ok.clone(),
+                role: elector.role(),
+                instance: config.instance.clone(),
             };
             let source = crate::admin::MetricsSource {
-                store: store_for_admin,
+                store: store.clone(),
                 gpu_inventory,
                 quotas: config.quotas.clone(),
             };
@@ -306,12 +303,166 @@ impl Manager {
         } else {
             None
         };
+        tracing::info!(id = %me.id, instance = %config.instance, "standing by for the leader lease");
+        Ok(Standby {
+            config,
+            store,
+            docker,
+            publisher,
+            deps,
+            elector,
+            me,
+            shutdown,
+            shutdown_rx,
+            deps_ok,
+            consuming_tx,
+            admin,
+        })
+    }
+
+    /// Where the admin endpoint listens (when on).
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Waits for the lease, then takes over: the same reconciliation as a start (adopt,
+    /// finish half-done commands, hold the halts), then consumes. Returns once serving.
+    pub async fn lead(self) -> Result<Manager, StartError> {
+        let mut role = self.elector.role();
+        let term = match role.wait_for(|r| !matches!(r, Role::Standby)).await {
+            Ok(r) => match *r {
+                Role::Leader { term } => term,
+                other => {
+                    return Err(StartError::Leader(format!(
+                        "the election ended as {} before leading",
+                        other.name()
+                    )))
+                }
+            },
+            Err(_) => return Err(StartError::Leader("the election stopped".into())),
+        };
+        stop_when_deposed(role, self.shutdown.clone());
+        let previous = self
+            .store
+            .leader_record(&self.config.instance)
+            .await
+            .ok()
+            .and_then(|h| h.get("previous").cloned())
+            .unwrap_or_default();
+        self.act(term, previous).await
+    }
+
+    /// The acting part: adoption, the supervisor, the outbox, the watches, the consumer.
+    async fn act(self, term: u64, previous: String) -> Result<Manager, StartError> {
+        let Standby {
+            config,
+            store,
+            docker,
+            publisher,
+            deps,
+            elector,
+            me,
+            shutdown,
+            shutdown_rx,
+            deps_ok,
+            consuming_tx,
+            admin,
+        } = self;
+        // Every write from here on carries the term: refused once a successor leads.
+        store.fence_with(&config.instance, term);
+        let endpoint = redact::url(&config.rabbitmq.management_url());
+        let adoption = reconcile::adopt(&deps).await.map_err(|e| match e {
+            crate::error::AgentError::Credentials(e) => StartError::Credentials {
+                endpoint: endpoint.clone(),
+                message: e.to_string(),
+            },
+            e => StartError::Reconcile(e.to_string()),
+        })?;
+        actix_rt::spawn(reconcile::reap_orphans(deps.clone(), adoption.orphans));
+        let adopted = adoption.agents;
+        let supervisor = Supervisor::create(|ctx| {
+            ctx.set_mailbox_capacity(crate::actors::supervisor::MAILBOX_CAPACITY);
+            Supervisor::new(deps, adopted)
+        });
+
+        let drainer = actix_rt::spawn(publisher.clone().drain_outbox(shutdown_rx.clone()));
+        // The automatic halt (section 10): with per-agent credentials (an agent is known
+        // by its own user) and a limit above 0.
+        if config.agents.credentials == CredentialMode::PerAgent
+            && config.halt.max_messages_per_s > 0.0
+        {
+            if let Ok(management) = crate::broker::management::Management::new(
+                &config.rabbitmq.management_url(),
+                config.rabbitmq.management_ca_file(),
+                Duration::from_secs(config.rabbitmq.timeout_s),
+            ) {
+                actix_rt::spawn(crate::actors::rate_watch::run(
+                    management,
+                    store.clone(),
+                    config.halt.max_messages_per_s,
+                    Duration::from_secs(config.halt.window_s),
+                    Duration::from_millis(config.halt.watch_interval_ms),
+                    supervisor.clone().recipient(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
+        let watcher = DockerWatcher::new(
+            docker,
+            config.instance.clone(),
+            Duration::from_secs(config.health.relist_interval_s),
+            supervisor.clone().recipient(),
+            supervisor.clone().recipient(),
+        );
+        actix_rt::spawn(watcher.run(shutdown_rx.clone()));
+        let (ready_tx, mut ready) = watch::channel(false);
+        let consumer = CommandConsumer::new(
+            config.rabbitmq.clone(),
+            config.agent_policy(),
+            supervisor.clone().recipient(),
+            supervisor.clone().recipient(),
+            supervisor.clone().recipient(),
+            publisher.clone(),
+            deps_ok,
+        )
+        .named(consumer_name(&config.instance, &me.id));
+        fence_old_consumers(&config, &me.id).await;
+        let consumer = actix_rt::spawn(consumer.run(shutdown_rx, ready_tx));
+        let limit = Duration::from_secs(config.rabbitmq.timeout_s * 2);
+        let serving = tokio::time::timeout(limit, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !serving {
+            let _ = shutdown.send(true);
+            return Err(StartError::RabbitMq {
+                url: redact::url(&config.rabbitmq.url),
+                message: "could not start consuming the command queue".into(),
+            });
+        }
+        // `/readyz` follows the consumer from now on.
+        actix_rt::spawn(async move {
+            loop {
+                let now = *ready.borrow_and_update();
+                if consuming_tx.send(now).is_err() || ready.changed().await.is_err() {
+                    let _ = consuming_tx.send(false);
+                    return;
+                }
+            }
+        });
+        let event = crate::protocol::Event::for_manager(
+            crate::protocol::EventKind::ManagerLeader,
+            serde_json::json!({"id": me.id, "host": me.host, "pid": me.pid, "term": term, "previous": previous}),
+        );
+        if let Err(e) = crate::ports::EventSink::publish(&publisher, &[event]).await {
+            tracing::warn!(error = %e, "could not publish manager.leader");
+        }
         tracing::info!(
             mode = ?config.deployment_mode,
             instance = %config.instance,
             exchange = %config.rabbitmq.exchange,
             queue = %config.rabbitmq.command_queue,
-            "agent-manager serving"
+            term,
+            "agent-manager serving (leader)"
         );
         Ok(Manager {
             supervisor,
@@ -319,7 +470,79 @@ impl Manager {
             consumer,
             drainer,
             admin,
+            elector,
+            term,
         })
+    }
+
+    /// Stops standing by: the election ends (nothing was held), the admin endpoint stops.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        if let Some((admin, _)) = &self.admin {
+            admin.stop(true).await;
+        }
+        self.elector.release(Duration::from_secs(5)).await;
+        tracing::info!("agent-manager stopped (standby)");
+    }
+}
+
+/// Closes this installation's command consumers that are not ours (a deposed leader's,
+/// frozen or cut off): RabbitMQ gives what they held unacked back to the queue, for us,
+/// and a thawed one receives nothing more. Needs the management API; without it a
+/// frozen leader's unacked commands come back when the broker's heartbeat gives up on
+/// its connection.
+async fn fence_old_consumers(config: &Config, me: &str) {
+    let management = match crate::broker::management::Management::new(
+        &config.rabbitmq.management_url(),
+        config.rabbitmq.management_ca_file(),
+        Duration::from_secs(config.rabbitmq.timeout_s),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "no management API: a previous leader's consumer is not closed");
+            return;
+        }
+    };
+    let prefix = format!("{CONSUMER_NAME_PREFIX} {} ", config.instance);
+    let ours = consumer_name(&config.instance, me);
+    match management.connections_named(&prefix).await {
+        Ok(listed) => {
+            for (name, given) in listed.into_iter().filter(|(_, g)| *g != ours) {
+                match management.close_connection(&name).await {
+                    Ok(()) => {
+                        tracing::info!(connection = %given, "closed a previous leader's command consumer")
+                    }
+                    Err(e) => {
+                        tracing::warn!(connection = %given, error = %e, "could not close a previous leader's command consumer")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list the command consumers"),
+    }
+}
+
+/// On [`Role::Deposed`], stop acting (the daemon's election has exited the process
+/// already; an in-process manager stops consuming and its watches end).
+fn stop_when_deposed(mut role: watch::Receiver<Role>, shutdown: watch::Sender<bool>) {
+    actix_rt::spawn(async move {
+        let Ok(r) = role.wait_for(|r| matches!(r, Role::Deposed { .. })).await else {
+            return;
+        };
+        tracing::error!(
+            term = r.term().unwrap_or_default(),
+            "leadership lost: this manager stops acting"
+        );
+        let _ = shutdown.send(true);
+    });
+}
+
+impl Manager {
+    /// Connects, waits for the leader lease (at once when no other manager of this
+    /// installation holds it) and acts; returns once the consumer is serving commands.
+    /// Must run inside an actix system.
+    pub async fn start(config: Config) -> Result<Manager, StartError> {
+        Standby::prepare(config, OnDeposed::Say).await?.lead().await
     }
 
     pub fn supervisor(&self) -> &Addr<Supervisor> {
@@ -331,8 +554,13 @@ impl Manager {
         self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
-    /// Stops consuming, lets in-flight commands finish and settle, and returns. Agent
-    /// containers keep running.
+    /// The lease term this manager leads in.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Stops consuming, lets in-flight commands finish and settle, then hands the lease
+    /// over, and returns. Agent containers keep running.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         if let Some((admin, _)) = &self.admin {
@@ -361,6 +589,8 @@ impl Manager {
         {
             tracing::warn!("events left in the Redis outbox; the next start publishes them");
         }
+        // Nothing acts any more: a standby may take over at once.
+        self.elector.release(Duration::from_secs(5)).await;
         tracing::info!("agent-manager stopped");
     }
 }

@@ -55,6 +55,10 @@ pub enum StoreError {
     /// The TLS material of a `rediss://` URL could not be read.
     #[error("Redis TLS: {message}")]
     Tls { message: String },
+    /// A write of a leader whose term has passed (contract section 12): refused by
+    /// Redis, nothing written.
+    #[error("Redis refused '{op}': this manager's leader term {term} has passed")]
+    Fenced { op: &'static str, term: u64 },
 }
 
 /// Errors from RabbitMQ over AMQP (lapin): connecting, declaring the topology,

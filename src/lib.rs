@@ -88,6 +88,7 @@ pub mod halt;
 pub mod halt_records;
 pub mod health;
 pub mod identity;
+pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod ports;
@@ -102,5 +103,5 @@ pub mod store;
 pub mod team;
 pub mod tls;
 
-pub use app::Manager;
+pub use app::{Manager, OnDeposed, Standby};
 pub use config::Config;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use agent_manager::cli::order::Order;
 use agent_manager::cli::{self, CliError, Format};
-use agent_manager::{Config, Manager};
+use agent_manager::{Config, OnDeposed, Standby};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -733,16 +733,33 @@ async fn check(config: &Config, args: CheckArgs) -> Result<(), CliError> {
 }
 
 async fn run(config: Config) -> ExitCode {
-    let manager = match Manager::start(config).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("agent-manager: {e}");
-            return ExitCode::from(1);
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::error!("{e}");
+        eprintln!("agent-manager: {e}");
+        ExitCode::from(1)
+    };
+    let standby = match Standby::prepare(config, OnDeposed::Exit).await {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    // Standing by until the lease is ours (at once when no other manager of this
+    // installation leads); a signal meanwhile ends it without acting.
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    let lead = standby.lead();
+    tokio::pin!(lead);
+    let manager = tokio::select! {
+        r = &mut lead => match r {
+            Ok(m) => m,
+            Err(e) => return fail(&e),
+        },
+        _ = &mut signal => {
+            tracing::info!("signal received while standing by; stopping");
+            return ExitCode::SUCCESS;
         }
     };
-    wait_for_signal().await;
-    tracing::info!("signal received; shutting down (agents keep running)");
+    signal.await;
+    tracing::info!("signal received; shutting down and handing over (agents keep running)");
     manager.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -375,7 +375,12 @@ async fn sigterm_exits_cleanly_and_leaves_agents_running() {
 #[actix_rt::test]
 async fn commands_wait_while_redis_is_away_then_are_applied() {
     let _serial = SERIAL.lock().await;
-    let env = TestEnv::start(FAST).await;
+    // One manager whose lease outlasts the pause: it keeps leading, and waits. (With
+    // the default 2 s lease a 6 s Redis outage deposes it; the daemon then exits and
+    // leads again once Redis is back: tests/leader.rs.)
+    let mut vars: Vec<(&str, &str)> = FAST.to_vec();
+    vars.extend([("LEADER_LEASE_MS", "30000"), ("LEADER_RENEW_MS", "1000")]);
+    let env = TestEnv::start(&vars).await;
     let id = env.agent_id("paused");
     // Redis stops answering for 6 s (longer than the manager's probes and timeouts).
     let client = redis::Client::open(common::REDIS_URL).unwrap();

@@ -24,6 +24,9 @@
 //! - `halt`: a customer's halt of running agents whose own connections the bench holds:
 //!   connections refused, containers frozen beside Docker's own pause, the release, the
 //!   automatic halt, and what the rate watch costs.
+//! - `failover`: many managers, one leader: `kill -9` of the leader → the new leader's
+//!   first answer, beside a single manager's restart; `SIGTERM` hand-over; a standby's
+//!   cost.
 //!
 //! What they share is in `support/`. Results are printed and written to
 //! `target/bench-results/<scenario>.json`, with the load average before and after each
@@ -35,6 +38,7 @@ mod common;
 mod autogen;
 mod burst;
 mod detect;
+mod failover;
 mod halt;
 mod lifecycle;
 mod machine;
@@ -87,6 +91,9 @@ fn main() {
         }
         if wanted("halt") {
             halt::halt(&s).await;
+        }
+        if wanted("failover") {
+            failover::failover(&s).await;
         }
     });
 }

@@ -31,18 +31,26 @@ pub struct Readiness {
     pub consuming: watch::Receiver<bool>,
     /// Redis and Docker answer.
     pub dependencies: watch::Receiver<bool>,
+    /// Leader, standby or deposed (contract section 12): only a leader is ready.
+    pub role: watch::Receiver<crate::leader::Role>,
+    /// The installation (`MANAGER_INSTANCE`): whose leader the page shows.
+    pub instance: String,
 }
 
 impl Readiness {
     fn checks(&self) -> (bool, serde_json::Value) {
         let consuming = *self.consuming.borrow();
         let deps = *self.dependencies.borrow();
+        let role = *self.role.borrow();
+        let leads = matches!(role, crate::leader::Role::Leader { .. });
         (
-            consuming && deps,
+            leads && consuming && deps,
             serde_json::json!({
+                "role": role.name(),
+                "term": role.term(),
                 "rabbitmq_consuming": consuming,
                 "redis_and_docker": deps,
-                "reconciled": true,
+                "reconciled": leads && consuming,
             }),
         )
     }
@@ -180,6 +188,15 @@ async fn api_agents(
         Ok(halts) => (status::halt_rows(&halts), None),
         Err(e) => (Vec::new(), Some(format!("halts not read from Redis: {e}"))),
     };
+    // Redis' clock would be exact; the host's is close enough to say "live" on a page.
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let leader = state
+        .metrics
+        .store
+        .leader_record(&state.readiness.instance)
+        .await
+        .ok()
+        .and_then(|h| status::leader_row(&h, now_ms));
     let body = status::AgentList {
         agents,
         customers,
@@ -192,6 +209,7 @@ async fn api_agents(
         total: records.len(),
         ready,
         checks,
+        leader,
         error,
         now: chrono::Utc::now().to_rfc3339(),
     };

@@ -158,10 +158,45 @@ pub struct AgentList {
     pub total: usize,
     /// `/readyz`'s answer.
     pub ready: bool,
+    /// `/readyz`'s checks, with this manager's `role` and `term` (contract section 12).
     pub checks: Value,
+    /// Who leads the installation (`manager:<instance>:leader`: `id`, `host`, `pid`,
+    /// `term`, `since`), when a manager ever did.
+    pub leader: Option<LeaderRow>,
     /// The records could not be read (Redis away): why, for the page.
     pub error: Option<String>,
     pub now: String,
+}
+
+/// The installation's leader as the page shows it (contract section 12).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LeaderRow {
+    pub id: String,
+    pub host: String,
+    pub term: u64,
+    pub since: String,
+    /// The lease is live (not released, not run out): someone leads now.
+    pub live: bool,
+}
+
+/// The leader hash, read for the page; `None` when no manager ever led.
+pub fn leader_row(
+    hash: &std::collections::HashMap<String, String>,
+    now_ms: u64,
+) -> Option<LeaderRow> {
+    let field = |k: &str| hash.get(k).cloned().unwrap_or_default();
+    let id = hash.get("id")?.clone();
+    let expires = hash
+        .get("expires_ms")
+        .and_then(|e| e.parse::<u64>().ok())
+        .unwrap_or(0);
+    Some(LeaderRow {
+        id,
+        host: field("host"),
+        term: field("term").parse().unwrap_or(0),
+        since: field("since"),
+        live: expires > now_ms,
+    })
 }
 
 /// One event as the page shows it.
@@ -455,5 +490,28 @@ mod tests {
         let shown = cut(&long);
         assert_eq!(shown.chars().count(), MAX_TEXT + 1);
         assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn the_leader_row_says_who_leads_and_whether_the_lease_is_live() {
+        let mut h = std::collections::HashMap::new();
+        assert_eq!(leader_row(&h, 1_000), None, "no manager ever led");
+        for (k, v) in [
+            ("id", "m1-42-abcd"),
+            ("host", "m1"),
+            ("term", "3"),
+            ("since", "2026-12-07T10:00:00Z"),
+            ("expires_ms", "5000"),
+        ] {
+            h.insert(k.to_string(), v.to_string());
+        }
+        let row = leader_row(&h, 1_000).expect("a leader");
+        assert_eq!(
+            (row.id.as_str(), row.term, row.live),
+            ("m1-42-abcd", 3, true)
+        );
+        assert!(!leader_row(&h, 6_000).expect("row").live, "ran out");
+        h.insert("expires_ms".into(), "0".into());
+        assert!(!leader_row(&h, 1_000).expect("row").live, "released");
     }
 }

@@ -64,7 +64,19 @@ pub struct CommandConsumer {
     inflight: Arc<AtomicUsize>,
     /// False while Redis or Docker is unreachable: consuming pauses.
     deps_ok: watch::Receiver<bool>,
+    /// The connection's name (the management UI's; a new leader closes a deposed one's
+    /// consumer by it: [`consumer_name`]).
+    name: String,
 }
+
+/// The consumer connection's name for manager `id` of `instance` (contract section 12:
+/// a new leader closes the consumers of this installation that are not its own).
+pub fn consumer_name(instance: &str, id: &str) -> String {
+    format!("{} {instance} {id}", CONSUMER_NAME_PREFIX)
+}
+
+/// What every consumer connection's name starts with.
+pub const CONSUMER_NAME_PREFIX: &str = "agent-manager.consumer";
 
 impl CommandConsumer {
     pub fn new(
@@ -85,7 +97,14 @@ impl CommandConsumer {
             publisher,
             inflight: Arc::new(AtomicUsize::new(0)),
             deps_ok,
+            name: CONSUMER_NAME_PREFIX.into(),
         }
+    }
+
+    /// Names the connection ([`consumer_name`]).
+    pub fn named(mut self, name: String) -> Self {
+        self.name = name;
+        self
     }
 
     /// A counter of deliveries in flight, for graceful shutdown.
@@ -150,7 +169,7 @@ impl CommandConsumer {
         ready: &watch::Sender<bool>,
     ) -> Result<lapin::Connection, BrokerError> {
         let limit = Duration::from_secs(self.cfg.timeout_s);
-        let conn = connect(&self.cfg, "agent-manager.consumer").await?;
+        let conn = connect(&self.cfg, &self.name).await?;
         topology::declare(&conn, &self.cfg).await?;
         let channel = bounded(limit, "opening the consume channel", conn.create_channel()).await?;
         bounded(

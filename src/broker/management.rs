@@ -369,6 +369,45 @@ impl Management {
         }
     }
 
+    /// The connections whose client-given name starts with `prefix`: (the broker's
+    /// name of the connection, the client-given one).
+    pub async fn connections_named(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, CredentialError> {
+        let body = self
+            .call(
+                "list connections",
+                Method::GET,
+                "connections?columns=name,user_provided_name",
+                None,
+                true,
+            )
+            .await?;
+        if body.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listed = decoded::<Vec<Value>>("list connections", &body)?;
+        Ok(listed
+            .iter()
+            .filter_map(|c| {
+                let given = c["user_provided_name"].as_str()?;
+                let name = c["name"].as_str()?;
+                given
+                    .starts_with(prefix)
+                    .then(|| (name.to_string(), given.to_string()))
+            })
+            .collect())
+    }
+
+    /// Closes the connection the broker calls `name`; one already gone is closed.
+    pub async fn close_connection(&self, name: &str) -> Result<(), CredentialError> {
+        let path = format!("connections/{}", segment(name));
+        self.call("close connection", Method::DELETE, &path, None, true)
+            .await
+            .map(|_| ())
+    }
+
     /// How many connections `user` holds now, as the broker tracks them.
     pub async fn open_connections(&self, user: &str) -> Result<usize, CredentialError> {
         let path = format!("connections/username/{}", segment(user));

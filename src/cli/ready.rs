@@ -68,11 +68,16 @@ pub async fn check(config: &Config, timeout: Duration) -> Answer {
         ));
     };
     match tokio::time::timeout(timeout, get(addr, "/readyz")).await {
-        Ok(Ok((200, _))) => Ok(format!("http://{addr}/readyz: ready")),
+        Ok(Ok((200, _))) => Ok(format!("http://{addr}/readyz: ready (leader)")),
+        Ok(Ok((_, body))) if healthy_standby(&body) => Ok(format!(
+            "http://{addr}/readyz: standby (another manager of this installation leads; \
+             this one takes over when its lease ends)"
+        )),
         Ok(Ok((status, body))) => Err((
             format!("http://{addr}/readyz answered {status}: {body}"),
-            "the JSON names the failing check: rabbitmq_consuming (the broker, or the \
-             manager still starting), redis_and_docker (`agent-manager check` says which)"
+            "the JSON names the failing check: role (deposed: it lost its lease and \
+             exits), rabbitmq_consuming (the broker, or the manager still starting), \
+             redis_and_docker (`agent-manager check` says which)"
                 .into(),
         )),
         Ok(Err(e)) => Err((
@@ -91,9 +96,31 @@ pub async fn check(config: &Config, timeout: Duration) -> Answer {
     }
 }
 
+/// A standby (contract section 12) is healthy, not ready to act: the container's health
+/// check passes for it while Redis and Docker answer.
+fn healthy_standby(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| {
+        v["role"] == "standby" && v["redis_and_docker"] == serde_json::Value::Bool(true)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_standby_is_healthy_but_a_deposed_leader_or_a_blind_standby_is_not() {
+        assert!(healthy_standby(
+            r#"{"role":"standby","term":null,"rabbitmq_consuming":false,"redis_and_docker":true}"#
+        ));
+        assert!(!healthy_standby(
+            r#"{"role":"standby","redis_and_docker":false}"#
+        ));
+        assert!(!healthy_standby(
+            r#"{"role":"deposed","redis_and_docker":true}"#
+        ));
+        assert!(!healthy_standby("not json"));
+    }
 
     #[test]
     fn every_interface_is_asked_on_loopback() {

@@ -128,6 +128,30 @@ pub struct Config {
     pub quotas: QuotaConfig,
     /// The automatic halt (contract section 10).
     pub halt: HaltConfig,
+    /// The leader lease of the installation's managers (contract section 12).
+    pub leader: LeaderConfig,
+}
+
+/// The leader lease (contract section 12; [`crate::leader`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderConfig {
+    /// How long a lease lasts from a renewal, milliseconds.
+    pub lease_ms: u64,
+    /// How often the leader renews it, milliseconds.
+    pub renew_ms: u64,
+    /// How often a standby tries to take it, milliseconds.
+    pub retry_ms: u64,
+}
+
+impl LeaderConfig {
+    pub fn timing(&self) -> crate::leader::Timing {
+        crate::leader::Timing {
+            lease: std::time::Duration::from_millis(self.lease_ms),
+            renew_every: std::time::Duration::from_millis(self.renew_ms),
+            retry_every: std::time::Duration::from_millis(self.retry_ms),
+        }
+    }
 }
 
 /// The automatic halt on a publishing rate (contract section 10).

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use super::env::env_var_of;
 use super::{
     AgentsConfig, Config, CredentialMode, DockerConfig, GpuConfig, HaltConfig, HealthConfig,
-    QuotaConfig, RabbitConfig, RedisConfig, SettingError, SwarmConfig,
+    LeaderConfig, QuotaConfig, RabbitConfig, RedisConfig, SettingError, SwarmConfig,
 };
 use crate::credentials::can_carry_login;
 use crate::protocol::image::{check_image_pattern, parse_image_ref};
@@ -78,6 +78,7 @@ impl Config {
         check_health(&self.health, problems);
         check_quotas(&self.quotas, problems);
         check_halt(&self.halt, problems);
+        check_leader(&self.leader, problems);
         check_swarm(&self.swarm, problems);
         check_gpu(&self.gpu, problems);
     }
@@ -439,6 +440,12 @@ fn check_halt(h: &HaltConfig, p: &mut Problems) {
     p.positive("halt.window_s", h.window_s);
     if !(100..=60_000).contains(&h.watch_interval_ms) {
         p.bad("halt.watch_interval_ms", "must be between 100 and 60000");
+    }
+}
+
+fn check_leader(l: &LeaderConfig, p: &mut Problems) {
+    if let Some(problem) = l.timing().problem() {
+        p.bad("leader.lease_ms", problem);
     }
 }
 

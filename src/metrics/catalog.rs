@@ -101,6 +101,10 @@ catalog! {
         "Agents some engaged halt holds.";
     Halts = "agent_manager_halts", Gauge, [],
         "Engaged halts.";
+    LeaderRole = "agent_manager_leader", Gauge, ["role"],
+        "1 for this manager's part in the election (contract section 12: leader, standby, deposed), 0 for the others.";
+    LeaderTerm = "agent_manager_leader_term", Gauge, [],
+        "The lease term this manager leads, or last led, in; 0 while it never led.";
 
     // Per agent and per customer, from what a scrape reads (`metrics::agents`).
     AgentInfo = "agent_manager_agent_info", Gauge, ["agent", "customer", "type", "image"],
@@ -150,7 +154,7 @@ catalog! {
 impl Metric {
     /// The metrics the registry records as things happen, in the order `/metrics`
     /// shows them; the others are rendered from what each scrape reads.
-    pub const RECORDED: [Metric; 13] = [
+    pub const RECORDED: [Metric; 15] = [
         Metric::Agents,
         Metric::CommandsTotal,
         Metric::CommandDurationSeconds,
@@ -164,6 +168,8 @@ impl Metric {
         Metric::HaltsEngagedTotal,
         Metric::HaltedAgents,
         Metric::Halts,
+        Metric::LeaderRole,
+        Metric::LeaderTerm,
     ];
 
     /// Writes its `# HELP` and `# TYPE` lines.

@@ -181,6 +181,29 @@ impl InternalEvent for HaltsHeld {
     }
 }
 
+/// This manager's part in the election changed (contract section 12):
+/// `agent_manager_leader{role}` and `agent_manager_leader_term`.
+pub struct RoleChanged {
+    /// `leader`, `standby` or `deposed`.
+    pub role: &'static str,
+    pub term: Option<u64>,
+}
+
+impl InternalEvent for RoleChanged {
+    fn emit(self) {
+        for role in ["leader", "standby", "deposed"] {
+            registry::set(
+                Metric::LeaderRole,
+                [role],
+                f64::from(u8::from(role == self.role)),
+            );
+        }
+        if let Some(term) = self.term {
+            registry::set(Metric::LeaderTerm, [], term as f64);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

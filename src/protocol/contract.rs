@@ -178,10 +178,13 @@ pub enum EventKind {
     HaltEngaged,
     #[serde(rename = "halt.released")]
     HaltReleased,
+    /// A manager took the lead of its installation (section 12).
+    #[serde(rename = "manager.leader")]
+    ManagerLeader,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Created,
         EventKind::Started,
         EventKind::Stopped,
@@ -198,6 +201,7 @@ impl EventKind {
         EventKind::Released,
         EventKind::HaltEngaged,
         EventKind::HaltReleased,
+        EventKind::ManagerLeader,
     ];
 
     pub fn routing_key(self) -> &'static str {
@@ -218,6 +222,7 @@ impl EventKind {
             EventKind::Released => "agent.released",
             EventKind::HaltEngaged => "halt.engaged",
             EventKind::HaltReleased => "halt.released",
+            EventKind::ManagerLeader => "manager.leader",
         }
     }
 }

@@ -116,6 +116,12 @@ impl Event {
         e
     }
 
+    /// `manager.leader` (section 12): a manager took the lead; `details` names it, its
+    /// `term` and the `previous` leader. No agent, no customer.
+    pub fn for_manager(event: EventKind, details: Value) -> Self {
+        Event::new(event, "", "", None, "leader", None, details)
+    }
+
     /// The `agent.error` answering a command that failed decoding or validation. No
     /// agent status applies, so the status is `failed` (the command failed).
     pub fn for_invalid(invalid: &InvalidCommand) -> Self {

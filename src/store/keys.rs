@@ -73,8 +73,12 @@ impl Keys {
     pub fn customer_teams(&self, customer_id: &str) -> String {
         format!("{}customer:{customer_id}:teams", self.prefix)
     }
-    /// `teams`: every team id (set; the manager's own index, as `agents` is for agents),
-    /// read by reconciliation at start.
+    /// `manager:<instance>:leader` (contract section 12): who leads the installation's
+    /// managers, and its term.
+    pub fn leader(&self, instance: &str) -> String {
+        format!("{}manager:{instance}:leader", self.prefix)
+    }
+
     /// One halt's record (contract section 10).
     pub fn halt(&self, halt_id: &str) -> String {
         format!("{}halt:{halt_id}", self.prefix)
@@ -90,6 +94,8 @@ impl Keys {
         format!("{}halts:events", self.prefix)
     }
 
+    /// `teams`: every team id (set; the manager's own index, as `agents` is for agents),
+    /// read by reconciliation at start.
     pub fn teams(&self) -> String {
         format!("{}teams", self.prefix)
     }

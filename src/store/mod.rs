@@ -15,6 +15,8 @@
 //! | `teams.rs` | team records (section 9): save, delete, load, list; [`TeamRecord`] ⇄ hash fields | `team:<id>`, `customer:<id>:teams`, `teams` |
 //! | `gpu.rs` | GPU mode's allocations (Lua scripts) | `gpu:allocations` |
 //! | `quota.rs` | per-customer quota accounting (Lua scripts; the policy is [`crate::quota`]) | `customer:<id>:usage`, `customer:<id>:reservations` |
+//! | `leader.rs` | the leader's lease (section 12): acquire, renew, release (Lua scripts on Redis' clock) | `manager:<instance>:leader` |
+//! | `fence.rs` | fenced writes: once leading, every write carries the term and Redis refuses it after a newer one (section 12) | `manager:<instance>:leader` (read) |
 //! | `acl.rs` | the agents' own Redis users (`ACL SETUSER`/`DELUSER`/`LIST`; the rules are [`crate::credentials`]'s) | — |
 
 use std::time::Duration;
@@ -27,10 +29,12 @@ pub use crate::record::team::TeamRecord;
 pub use crate::record::AgentRecord;
 
 mod acl;
+mod fence;
 mod gpu;
 mod halts;
 mod heartbeats;
 mod keys;
+mod leader;
 mod outbox;
 mod processed;
 mod quota;
@@ -41,6 +45,7 @@ mod teams;
 pub use halts::HALT_EVENTS_KEPT;
 pub use heartbeats::HeartbeatBatch;
 pub use keys::Keys;
+pub use leader::{Acquired, Candidate};
 pub use processed::Processed;
 pub use quota::{QuotaRefusal, QuotaReply, QUOTA_FIELDS};
 pub use records::record_json;
@@ -58,6 +63,8 @@ pub struct Store {
     stream_max_len: u64,
     /// How long a processed marker is kept (seconds).
     processed_ttl_s: u64,
+    /// The leader term every write carries once this manager leads ([`fence`]).
+    fence: fence::Fence,
 }
 
 /// The Redis client of `cfg`: `redis://`, or `rediss://` (TLS) checking the server's
@@ -115,6 +122,7 @@ impl Store {
             timeout,
             stream_max_len: cfg.event_stream_max_len,
             processed_ttl_s: cfg.processed_ttl_s,
+            fence: fence::Fence::default(),
         })
     }
 
@@ -134,11 +142,10 @@ impl Store {
             .map_err(|source| StoreError::Redis { op, source })
     }
 
-    /// Runs `pipe` (its replies ignored) as `op`.
+    /// Runs `pipe` (a write, its replies ignored) as `op`, fenced once this manager
+    /// leads ([`fence`]).
     async fn run_pipe(&self, op: &'static str, pipe: redis::Pipeline) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        self.run(op, async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.write(op, pipe).await
     }
 
     /// The hashes at `keys` (each empty when there is none), in order, read as `op` in

@@ -15,11 +15,9 @@ impl Store {
             .iter()
             .map(|e| String::from_utf8(e.to_json()).unwrap_or_default())
             .collect();
-        let mut conn = self.conn.clone();
-        self.run("rpush outbox", async move {
-            conn.rpush::<_, _, ()>(key, items).await
-        })
-        .await
+        let mut pipe = redis::pipe();
+        pipe.rpush(key, items).ignore();
+        self.write("rpush outbox", pipe).await
     }
 
     /// The oldest `max` entries of the outbox: how many were read, and the events among
@@ -48,18 +46,11 @@ impl Store {
     /// Drops the oldest `n` events of the outbox (published); returns how many remain.
     pub async fn outbox_pop(&self, n: usize) -> Result<usize, StoreError> {
         let key = self.keys.outbox();
+        // Fenced: a deposed leader's drainer must not drop events a successor pushed.
         let mut pipe = redis::pipe();
-        pipe.atomic();
         pipe.cmd("LTRIM").arg(&key).arg(n).arg(-1).ignore();
-        pipe.cmd("LLEN").arg(&key);
-        let mut conn = self.conn.clone();
-        let (left,): (usize,) = self
-            .run(
-                "ltrim outbox",
-                async move { pipe.query_async(&mut conn).await },
-            )
-            .await?;
-        Ok(left)
+        self.write("ltrim outbox", pipe).await?;
+        self.outbox_len().await
     }
 
     pub async fn outbox_len(&self) -> Result<usize, StoreError> {

@@ -32,11 +32,7 @@ impl Store {
     pub async fn save_processed(&self, processed: Processed<'_>) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         self.push_processed(&mut pipe, Some(processed));
-        let mut conn = self.conn.clone();
-        self.run("set processed", async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
-        .await
+        self.write("set processed", pipe).await
     }
 
     /// The events that answered `message_id`, if that command was already applied.

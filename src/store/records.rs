@@ -217,12 +217,7 @@ impl Store {
             self.push_event(&mut pipe, event);
         }
         self.push_processed(&mut pipe, processed);
-        let mut conn = self.conn.clone();
-        self.run(
-            "save",
-            async move { pipe.query_async::<()>(&mut conn).await },
-        )
-        .await
+        self.write("save", pipe).await
     }
 
     /// Removes every key of the agent: first what the agent wrote itself

@@ -32,6 +32,10 @@ pub struct Sizes {
     pub autogen_tasks: usize,
     pub autogen_idle: Duration,
     pub halt: HaltSizes,
+    pub failover_agents: usize,
+    pub failovers: usize,
+    pub handovers: usize,
+    pub failover_window: Duration,
 }
 
 /// The `halt` scenario's sizes (see its `//!`).
@@ -106,5 +110,9 @@ pub fn sizes() -> Sizes {
             auto_window_s: n("HALT_AUTO_WINDOW_S", 5, 2) as u64,
             flood_limit: n("HALT_FLOOD_LIMIT", 5, 5) as f64,
         },
+        failover_agents: n("FAILOVER_AGENTS", 200, 2),
+        failovers: n("FAILOVERS", 20, 2),
+        handovers: n("HANDOVERS", 5, 1),
+        failover_window: Duration::from_secs(n("FAILOVER_WINDOW_S", 60, 2) as u64),
     }
 }

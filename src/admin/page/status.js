@@ -90,13 +90,24 @@ function fillSelect(select, values, current) {
 
 function renderReadiness(list) {
   const b = $("readiness");
-  b.dataset.ready = String(list.ready);
+  const checks = list.checks || {};
   if (list.ready) {
-    b.textContent = "ready";
+    b.dataset.ready = "true";
+    b.textContent = "ready (leader)";
+  } else if (checks.role === "standby" && checks.redis_and_docker) {
+    // Contract section 12: healthy, not acting; another manager leads.
+    b.dataset.ready = "standby";
+    b.textContent = "standby";
   } else {
-    const failing = Object.entries(list.checks || {}).filter(([, ok]) => !ok).map(([k]) => k);
+    b.dataset.ready = "false";
+    const failing = Object.entries(checks).filter(([, ok]) => ok === false).map(([k]) => k);
+    if (checks.role && checks.role !== "leader") failing.unshift(checks.role);
     b.textContent = "not ready: " + (failing.join(", ") || "?");
   }
+  const l = list.leader;
+  $("leader").textContent = !l ? "no manager has led yet"
+    : l.live ? "leader: " + l.id + " (term " + l.term + ", since " + l.since + ")"
+    : "no leader now (last: " + l.id + ", term " + l.term + ")";
 }
 
 function renderList(list) {
