@@ -378,6 +378,11 @@ configure_rabbitmq() {
 NODENAME=rabbit@localhost
 export ERL_EPMD_ADDRESS=127.0.0.1
 SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+# RabbitMQ takes its connection limit from the open-file limit, which the Debian
+# wrapper's `su rabbitmq` resets to a soft 1024 (832 sockets): raised to the hard
+# limit here, where the broker's own shell reads it (benches/e2e/halt.rs holds a
+# thousand agents' own connections).
+ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true
 EOF
 )
     if [[ $(cat "$RABBITMQ_ENV_CONF" 2>/dev/null) != "$want" ]]; then
