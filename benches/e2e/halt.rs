@@ -49,7 +49,7 @@ use tokio::sync::Notify;
 use crate::common::{self, TestEnv};
 use crate::machine::remove_left;
 use crate::pause::now_ns;
-use crate::support::docker::docker_events_since;
+use crate::support::docker::{docker_events, SeenEvents};
 use crate::support::logins::{
     amqp_connect, amqp_login, hold_all, own_urls, redis_login, Held, OwnUrls, Probes, CALL_LIMIT,
 };
@@ -311,27 +311,23 @@ async fn docker_all(
 /// (its own clock, ns; asked again every 100 ms): the last agent's first such event's
 /// time, or how many agents had one by `deadline`.
 async fn wait_docker_events(
-    env: &TestEnv,
-    event: &str,
+    seen: &SeenEvents,
     ids: &[String],
     since_ns: i64,
     deadline: Duration,
 ) -> Result<i64, usize> {
+    // A live subscription, not a replay: dockerd replays only its last 256 events, and
+    // a thousand pauses are more.
     let until = Instant::now() + deadline;
     let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
     loop {
         // Each agent's first such event.
         let mut first: HashMap<String, i64> = HashMap::new();
-        match docker_events_since(env, event, since_ns).await {
-            Ok(seen) => {
-                for (id, t) in seen {
-                    if t >= since_ns && wanted.contains(id.as_str()) {
-                        let e = first.entry(id).or_insert(t);
-                        *e = (*e).min(t);
-                    }
-                }
+        for (id, t) in seen.lock().expect("events").iter() {
+            if *t >= since_ns && wanted.contains(id.as_str()) {
+                let e = first.entry(id.clone()).or_insert(*t);
+                *e = (*e).min(*t);
             }
-            Err(e) => eprintln!("halt: Docker's {event} events: {e}"),
         }
         if first.len() == ids.len() {
             return Ok(first.values().copied().max().unwrap_or(since_ns));
@@ -479,6 +475,10 @@ pub async fn halt(s: &Sizes) {
         "halt: {n} agents started in {started_in:?}, their connections opened in {held_in:?}"
     );
 
+    // Docker's pause and unpause events of the test's containers, as they happen.
+    let pause_events = docker_events(&env, "pause");
+    let unpause_events = docker_events(&env, "unpause");
+
     // 5a. The rate watch off.
     tokio::time::sleep(h.settle).await;
     let probe = CpuProbe::start(Some(manager.pid()));
@@ -497,7 +497,7 @@ pub async fn halt(s: &Sizes) {
     let (paused, pause_failed) = docker_all(&env, &names, h.in_flight, true).await;
     let plain_calls_ms = paused.iter().max().map(|at| ms(*at - t0));
     let plain_events =
-        wait_docker_events(&env, "pause", &ids, base_ns, Duration::from_secs(30)).await;
+        wait_docker_events(&pause_events, &ids, base_ns, Duration::from_secs(30)).await;
     let (unpaused, unpause_failed) = docker_all(&env, &names, h.in_flight, false).await;
     let cpu_plain = busy.percent();
     probes.set(false);
@@ -565,7 +565,7 @@ pub async fn halt(s: &Sizes) {
         }
     }
     let first_reason = held.iter().find_map(|c| c.refused()).map(|r| r.why);
-    let frozen = wait_docker_events(&env, "pause", &ids, engage_ns, for_all(n)).await;
+    let frozen = wait_docker_events(&pause_events, &ids, engage_ns, for_all(n)).await;
     let frozen_ms = match frozen {
         Ok(last) => (last - engage_ns) as f64 / 1e6,
         Err(seen) => panic!("Docker reported {seen} of {n} pauses after halt.engage"),
@@ -605,7 +605,7 @@ pub async fn halt(s: &Sizes) {
         logins_work(&owns, h.login_in_flight, Duration::from_secs(60)),
     );
     let logins_took = logins_began.elapsed();
-    let thawed = wait_docker_events(&env, "unpause", &ids, release_ns, for_all(n)).await;
+    let thawed = wait_docker_events(&unpause_events, &ids, release_ns, for_all(n)).await;
     let agents_released = events
         .wait_n(n, for_all(n), |e| {
             e.event.routing_key() == "agent.released" && e.details["halt_id"] == halt_id.as_str()
