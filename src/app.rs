@@ -391,11 +391,9 @@ impl Standby {
         if config.agents.credentials == CredentialMode::PerAgent
             && config.halt.max_messages_per_s > 0.0
         {
-            if let Ok(management) = crate::broker::management::Management::new(
-                &config.rabbitmq.management_url(),
-                config.rabbitmq.management_ca_file(),
-                Duration::from_secs(config.rabbitmq.timeout_s),
-            ) {
+            if let Ok(management) =
+                crate::broker::management::Management::for_config(&config.rabbitmq)
+            {
                 actix_rt::spawn(crate::actors::rate_watch::run(
                     management,
                     store.clone(),
@@ -492,11 +490,7 @@ impl Standby {
 /// frozen leader's unacked commands come back when the broker's heartbeat gives up on
 /// its connection.
 async fn fence_old_consumers(config: &Config, me: &str) {
-    let management = match crate::broker::management::Management::new(
-        &config.rabbitmq.management_url(),
-        config.rabbitmq.management_ca_file(),
-        Duration::from_secs(config.rabbitmq.timeout_s),
-    ) {
+    let management = match crate::broker::management::Management::for_config(&config.rabbitmq) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "no management API: a previous leader's consumer is not closed");

@@ -68,11 +68,7 @@ impl Deps {
         // The broker's copy of the halts needs its management API, which per-agent
         // credentials already need; in shared mode Redis alone keeps them.
         let management = match config.agents.credentials {
-            CredentialMode::PerAgent => Some(Management::new(
-                &config.rabbitmq.management_url(),
-                config.rabbitmq.management_ca_file(),
-                std::time::Duration::from_secs(config.rabbitmq.timeout_s),
-            )?),
+            CredentialMode::PerAgent => Some(Management::for_config(&config.rabbitmq)?),
             CredentialMode::Shared => None,
         };
         Ok(Deps {

@@ -9,7 +9,6 @@
 //! the users of another installation sharing the broker or Redis.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -59,11 +58,7 @@ impl Identities {
             url: redact::url(agent_mq),
             message: format!("not an AMQP URL: {e}"),
         })?;
-        let management = Management::new(
-            &config.rabbitmq.management_url(),
-            config.rabbitmq.management_ca_file(),
-            Duration::from_secs(config.rabbitmq.timeout_s),
-        )?;
+        let management = Management::for_config(&config.rabbitmq)?;
         Ok(Identities {
             management,
             store,

@@ -128,6 +128,16 @@ pub struct Management {
 }
 
 impl Management {
+    /// The installation's management API, as `RABBITMQ_MANAGEMENT_URL` (or the broker
+    /// URL) and its CA setting say, bounded by the RabbitMQ timeout.
+    pub fn for_config(cfg: &crate::config::RabbitConfig) -> Result<Management, CredentialError> {
+        Management::new(
+            &cfg.management_url(),
+            cfg.management_ca_file(),
+            Duration::from_secs(cfg.timeout_s),
+        )
+    }
+
     /// A client of the API at `url` (`http[s]://user:password@host:port[/path]`); with
     /// `ca_file`, an `https` endpoint's certificate may also be signed by that CA.
     pub fn new(
