@@ -424,8 +424,7 @@ impl Standby {
             deps_ok,
         )
         .named(consumer_name(&config.instance, &me.id));
-        fence_old_consumers(&config, &me.id).await;
-        let consumer = actix_rt::spawn(consumer.run(shutdown_rx, ready_tx));
+        let consumer = actix_rt::spawn(consumer.run(shutdown_rx.clone(), ready_tx));
         let limit = Duration::from_secs(config.rabbitmq.timeout_s * 2);
         let serving = tokio::time::timeout(limit, ready.wait_for(|r| *r))
             .await
@@ -437,6 +436,12 @@ impl Standby {
                 message: "could not start consuming the command queue".into(),
             });
         }
+        // Ours is consuming: a deposed leader's consumer is closed once the broker lists ours.
+        actix_rt::spawn(fence_old_consumers(
+            config.clone(),
+            me.id.clone(),
+            shutdown_rx,
+        ));
         // `/readyz` follows the consumer from now on.
         actix_rt::spawn(async move {
             loop {
@@ -489,7 +494,13 @@ impl Standby {
 /// and a thawed one receives nothing more. Needs the management API; without it a
 /// frozen leader's unacked commands come back when the broker's heartbeat gives up on
 /// its connection.
-async fn fence_old_consumers(config: &Config, me: &str) {
+///
+/// The management API lists a connection only once the broker's statistics collector
+/// has seen it (`collect_statistics_interval`, 5 s by default): a listing without our
+/// own consumer is older than it and may miss a frozen leader's younger one too, so it
+/// is read again until ours is in it (every older connection then is), within
+/// [`FENCE_LIMIT`].
+async fn fence_old_consumers(config: Arc<Config>, me: String, shutdown: watch::Receiver<bool>) {
     let management = match crate::broker::management::Management::for_config(&config.rabbitmq) {
         Ok(m) => m,
         Err(e) => {
@@ -498,23 +509,43 @@ async fn fence_old_consumers(config: &Config, me: &str) {
         }
     };
     let prefix = format!("{CONSUMER_NAME_PREFIX} {} ", config.instance);
-    let ours = consumer_name(&config.instance, me);
-    match management.connections_named(&prefix).await {
-        Ok(listed) => {
-            for (name, given) in listed.into_iter().filter(|(_, g)| *g != ours) {
-                match management.close_connection(&name).await {
-                    Ok(()) => {
-                        tracing::info!(connection = %given, "closed a previous leader's command consumer")
-                    }
-                    Err(e) => {
-                        tracing::warn!(connection = %given, error = %e, "could not close a previous leader's command consumer")
-                    }
-                }
+    let ours = consumer_name(&config.instance, &me);
+    let deadline = tokio::time::Instant::now() + FENCE_LIMIT;
+    let mut pause = Duration::from_millis(100);
+    let listed = loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match management.connections_named(&prefix).await {
+            Ok(listed) if listed.iter().any(|(_, given)| *given == ours) => break listed,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not list the command consumers"),
+        }
+        if tokio::time::Instant::now() + pause >= deadline {
+            tracing::warn!(
+                limit_s = FENCE_LIMIT.as_secs(),
+                "the broker did not list this manager's consumer: a previous leader's consumer, if any, is not closed"
+            );
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    };
+    for (name, given) in listed.into_iter().filter(|(_, g)| *g != ours) {
+        match management.close_connection(&name).await {
+            Ok(()) => {
+                tracing::info!(connection = %given, "closed a previous leader's command consumer")
+            }
+            Err(e) => {
+                tracing::warn!(connection = %given, error = %e, "could not close a previous leader's command consumer")
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not list the command consumers"),
     }
 }
+
+/// How long a new leader waits for the broker to list its consumer before it gives up
+/// closing a previous leader's (several of RabbitMQ's default statistics intervals).
+const FENCE_LIMIT: Duration = Duration::from_secs(30);
 
 /// On [`Role::Deposed`], stop acting (the daemon's election has exited the process
 /// already; an in-process manager stops consuming and its watches end).
