@@ -35,7 +35,7 @@ pub fn instance_tag(instance: &str) -> String {
 pub struct Identities {
     /// RabbitMQ's management API.
     management: Management,
-    /// Redis, for `ACL SETUSER`/`DELUSER`/`LIST`.
+    /// Redis, for `ACL SETUSER`/`DELUSER`/`USERS`/`GETUSER`.
     store: Store,
     /// The vhost of the agents' RabbitMQ URL: where their permissions apply.
     vhost: String,
@@ -47,6 +47,8 @@ pub struct Identities {
     redis_db: i64,
     /// Marks this installation's RabbitMQ users.
     tag: String,
+    /// Redis users named like agents' that belong to another installation (asked once).
+    foreign: std::sync::Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl Identities {
@@ -67,6 +69,7 @@ impl Identities {
             prefix: config.redis.prefix.clone(),
             redis_db: redis_db(config.agent_redis_url()),
             tag: instance_tag(&config.instance),
+            foreign: Default::default(),
         })
     }
 
@@ -144,25 +147,55 @@ impl Identities {
         Ok((owned, complete))
     }
 
-    /// The agents whose Redis users this installation made (its key prefix).
-    async fn redis_census(&self) -> Result<HashSet<String>, CredentialError> {
-        let lines = self.store.acl_list().await?;
-        Ok(owned_redis_users(&lines, &self.prefix))
+    /// The agents whose Redis users this installation made: named `agent-<id>`, and
+    /// either an agent whose RabbitMQ user carries this installation's tag (`mq_owned`:
+    /// the two are made together) or one whose record pattern names this manager's key
+    /// prefix (asked with `ACL GETUSER`, only for those; another installation's users are
+    /// remembered as such and not asked again).
+    async fn redis_census(
+        &self,
+        names: Vec<String>,
+        mq_owned: &HashSet<String>,
+    ) -> Result<HashSet<String>, CredentialError> {
+        let named: Vec<(String, String)> = names
+            .into_iter()
+            .filter_map(|n| Some((agent_of_user(&n)?.to_string(), n)))
+            .collect();
+        let mut owned: HashSet<String> = HashSet::new();
+        let mut unexplained: Vec<(String, String)> = Vec::new();
+        {
+            let foreign = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+            for (agent, name) in named {
+                if mq_owned.contains(&agent) {
+                    owned.insert(agent);
+                } else if !foreign.contains(&name) {
+                    unexplained.push((agent, name));
+                }
+            }
+        }
+        if unexplained.is_empty() {
+            return Ok(owned);
+        }
+        let asked: Vec<String> = unexplained.iter().map(|(_, n)| n.clone()).collect();
+        let patterns = self.store.acl_key_patterns(&asked).await?;
+        let mut foreign = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+        for ((agent, name), keys) in unexplained.into_iter().zip(patterns) {
+            let Some(keys) = keys else { continue };
+            if owns(&keys, &agent, &self.prefix) {
+                owned.insert(agent);
+            } else {
+                foreign.insert(name);
+            }
+        }
+        Ok(owned)
     }
 }
 
-/// The agents whose users in `ACL LIST` output carry the record pattern of `prefix`.
-fn owned_redis_users(lines: &[String], prefix: &str) -> HashSet<String> {
-    lines
-        .iter()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("user")).then_some(())?;
-            let agent = agent_of_user(words.next()?)?;
-            let mark = redis_record_pattern(agent, prefix);
-            words.any(|w| w == mark).then(|| agent.to_string())
-        })
-        .collect()
+/// Whether key patterns `keys` (as `ACL GETUSER` gives them) carry the record pattern of
+/// `agent` under `prefix`.
+fn owns(keys: &str, agent: &str, prefix: &str) -> bool {
+    let mark = redis_record_pattern(agent, prefix);
+    keys.split_whitespace().any(|w| w == mark)
 }
 
 /// Runs `op` for every agent, 16 at a time: the agents it failed for, with why.
@@ -251,11 +284,14 @@ impl CredentialIssuer for Identities {
     }
 
     async fn census(&self) -> Result<LoginCensus, CredentialError> {
-        let (rabbitmq, redis) = timed("census", async {
-            tokio::join!(self.rabbitmq_census(), self.redis_census())
+        let listed = timed("census", async {
+            let (rabbitmq, names) = tokio::join!(self.rabbitmq_census(), self.store.acl_users());
+            let (mq_owned, mq_complete) = rabbitmq?;
+            let redis_owned = self.redis_census(names?, &mq_owned).await?;
+            Ok::<_, CredentialError>((mq_owned, mq_complete, redis_owned))
         })
         .await;
-        let ((mq_owned, mq_complete), redis_owned) = (rabbitmq?, redis?);
+        let (mq_owned, mq_complete, redis_owned) = listed?;
         Ok(LoginCensus {
             complete: mq_complete.intersection(&redis_owned).cloned().collect(),
             owned: mq_owned.union(&redis_owned).cloned().collect(),
@@ -269,25 +305,12 @@ mod tests {
 
     #[test]
     fn redis_users_are_ours_by_their_key_prefix() {
-        let lines: Vec<String> = [
-            "user default on nopass sanitize-payload ~* &* +@all",
-            "user agent-a1 on sanitize-payload #ab %R~p:agent:a1 %R~p:agent:a1:events ~p:agent:a1:data:* resetchannels &p:agent:a1:* +@all",
-            "user agent-a2 on #cd %R~q:agent:a2 ~q:agent:a2:data:* +@all",
-            "user agent-a3 on #ef %R~p:agent:other +@all",
-            "user guest on #00 %R~p:agent:guest",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            owned_redis_users(&lines, "p:"),
-            HashSet::from(["a1".to_string()])
-        );
-        assert_eq!(
-            owned_redis_users(&lines, "q:"),
-            HashSet::from(["a2".to_string()])
-        );
-        assert!(owned_redis_users(&lines, "").is_empty());
+        let a1 = "%R~p:agent:a1 %R~p:agent:a1:events ~p:agent:a1:data:*";
+        assert!(owns(a1, "a1", "p:"));
+        assert!(!owns(a1, "a1", "q:"));
+        assert!(!owns(a1, "a1", ""));
+        assert!(!owns("%R~p:agent:other", "a3", "p:"));
+        assert!(owns("%R~q:agent:a2 ~q:agent:a2:data:*", "a2", "q:"));
         assert_eq!(instance_tag("blue"), "autogen-instance:blue");
     }
 }

@@ -77,6 +77,7 @@ pub async fn run(
                     ChannelCount {
                         agent_id,
                         published: c.published,
+                        rate: c.rate,
                     },
                 ))
             })

@@ -109,11 +109,14 @@ pub struct TopicPermission {
 }
 
 /// One channel's publish counter, as `GET /api/channels` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelPublishes {
     pub name: String,
     pub user: String,
-    pub published: u64,
+    /// `None` when the listing has no statistics for the channel (yet).
+    pub published: Option<u64>,
+    /// The broker's publish rate for it (messages per second), when it gives one.
+    pub rate: Option<f64>,
 }
 
 /// A client of one broker's management API.
@@ -550,45 +553,21 @@ impl Management {
             .collect())
     }
 
-    /// Every channel's name, user and publish counter (`GET /api/channels`, only those
-    /// columns): what the automatic halt watches. The broker refreshes the counters
-    /// every `collect_statistics_interval`.
+    /// Every channel's name, user, publish counter and publish rate (`GET
+    /// /api/channels`, only those columns): what the automatic halt watches. The broker
+    /// refreshes them every `collect_statistics_interval`; a channel it has no
+    /// statistics for yet is listed without them.
     pub async fn channel_publish_counts(&self) -> Result<Vec<ChannelPublishes>, CredentialError> {
         let body = self
             .call(
                 "list channels",
                 Method::GET,
-                "channels?columns=name,user,message_stats.publish",
+                "channels?columns=name,user,message_stats.publish,message_stats.publish_details.rate",
                 None,
                 false,
             )
             .await?;
-        #[derive(Deserialize)]
-        struct Stats {
-            #[serde(default)]
-            publish: u64,
-        }
-        #[derive(Deserialize)]
-        struct Listed {
-            name: String,
-            #[serde(default)]
-            user: String,
-            message_stats: Option<Stats>,
-        }
-        let listed: Vec<Listed> =
-            serde_json::from_slice(&body).map_err(|e| CredentialError::Management {
-                op: "list channels",
-                status: None,
-                message: format!("unexpected answer: {e}"),
-            })?;
-        Ok(listed
-            .into_iter()
-            .map(|c| ChannelPublishes {
-                name: c.name,
-                user: c.user,
-                published: c.message_stats.map_or(0, |s| s.publish),
-            })
-            .collect())
+        channels_from(&body)
     }
 
     /// Every user's name and tags.
@@ -630,6 +609,42 @@ fn decoded<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The channels of a `GET /api/channels?columns=name,user,message_stats.publish,…`
+/// answer.
+fn channels_from(body: &[u8]) -> Result<Vec<ChannelPublishes>, CredentialError> {
+    #[derive(Deserialize)]
+    struct Listed {
+        name: String,
+        #[serde(default)]
+        user: String,
+        /// An object once the channel has statistics; `[]` (an empty Erlang property
+        /// list) or absent before.
+        #[serde(default)]
+        message_stats: Value,
+    }
+    let listed: Vec<Listed> =
+        serde_json::from_slice(body).map_err(|e| CredentialError::Management {
+            op: "list channels",
+            status: None,
+            message: format!("unexpected answer: {e}"),
+        })?;
+    Ok(listed
+        .into_iter()
+        .map(|c| {
+            let stats = c.message_stats.as_object();
+            ChannelPublishes {
+                name: c.name,
+                user: c.user,
+                published: stats.map(|s| s.get("publish").and_then(Value::as_u64).unwrap_or(0)),
+                rate: stats
+                    .and_then(|s| s.get("publish_details"))
+                    .and_then(|d| d.get("rate"))
+                    .and_then(Value::as_f64),
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,5 +680,24 @@ mod tests {
             format!("Basic {}", STANDARD.encode("admin:s3cret"))
         );
         assert!(Management::new("amqp://h", None, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn channels_with_and_without_statistics() {
+        let body = br#"[{"message_stats":{"publish":7,"publish_details":{"rate":2.5}},"name":"a (1)","user":"agent-x"},{"name":"a (2)","user":"agent-x"},{"message_stats":[],"name":"b (1)","user":"guest"},{"message_stats":{"publish":3},"name":"c (1)","user":"u"}]"#;
+        let got = channels_from(body).expect("parsed");
+        let seen: Vec<(Option<u64>, Option<f64>)> =
+            got.iter().map(|c| (c.published, c.rate)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Some(7), Some(2.5)),
+                (None, None),
+                (None, None),
+                (Some(3), None)
+            ]
+        );
+        assert_eq!(got[0].user, "agent-x");
+        assert!(channels_from(b"{}").is_err());
     }
 }

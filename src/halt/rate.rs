@@ -4,29 +4,54 @@
 //! given.
 //!
 //! A channel's counter only grows while the channel lives; what a channel published
-//! between two readings is the difference of its counters, and a channel first seen
-//! after the first reading counts from zero (it was opened since). The first reading
-//! is only a baseline: what channels published before the watch began is not held
-//! against anyone. An agent's rate is what its channels published within the last
-//! window, divided by the window (so a watch younger than its window, or one that
-//! missed readings, errs low, never high).
+//! between two readings is the difference of its counters. The first reading is only a
+//! baseline: what channels published before the watch began is not held against
+//! anyone. An agent's rate is what its channels published within the last window,
+//! divided by the window (so a watch younger than its window, or one that missed
+//! readings, errs low, never high).
+//!
+//! The broker's listing comes from its statistics collector, which lags under load:
+//! a channel can be missing from one listing, or listed without its counters, and be
+//! back in the next with everything it ever published. None of that may read as a
+//! burst (a thousand agents' start showed it: an agent halted for its lifetime's
+//! messages). So a channel's highest counter is remembered for a window after it was
+//! last listed, a listing without counters changes nothing, and a channel seen for the
+//! first time after the baseline (new, or missed until now) is charged what the broker's
+//! own rate for it says it published since the last reading, not its whole counter
+//! (its whole counter only when the broker gives no rate). A channel that opens,
+//! publishes and closes within one statistics interval is never listed: the watch
+//! cannot see it.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// One channel as a listing shows it: whose agent (its user's) and its publish count.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One channel as a listing shows it: whose agent (its user's), its publish count and
+/// the broker's publish rate for it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelCount {
     pub agent_id: String,
-    pub published: u64,
+    /// `None` when the listing has no statistics for the channel (yet).
+    pub published: Option<u64>,
+    /// Messages per second, as the broker measures it; `None` when not given.
+    pub rate: Option<f64>,
+}
+
+/// A channel the watch has seen: its agent, its highest counter, when it was last listed.
+#[derive(Debug, Clone)]
+struct Known {
+    agent_id: String,
+    published: u64,
+    listed_at: Instant,
 }
 
 /// The rates of every agent's channels, over a sliding window.
 #[derive(Debug, Clone)]
 pub struct RateWatch {
     window: Duration,
-    /// The last reading, by channel name; `None` before the first.
-    last: Option<HashMap<String, ChannelCount>>,
+    /// When the last reading was made; `None` before the first.
+    last_at: Option<Instant>,
+    /// The channels listed within the last window, by name.
+    known: HashMap<String, Known>,
     /// What each agent published between readings, newest last, within the window.
     steps: VecDeque<(Instant, HashMap<String, u64>)>,
 }
@@ -35,7 +60,8 @@ impl RateWatch {
     pub fn new(window: Duration) -> Self {
         RateWatch {
             window,
-            last: None,
+            last_at: None,
+            known: HashMap::new(),
             steps: VecDeque::new(),
         }
     }
@@ -47,20 +73,49 @@ impl RateWatch {
         at: Instant,
         channels: HashMap<String, ChannelCount>,
     ) -> HashMap<String, f64> {
+        let since = self.last_at.map(|last| at.saturating_duration_since(last));
         let mut step: HashMap<String, u64> = HashMap::new();
-        if let Some(last) = &self.last {
-            for (name, now) in &channels {
-                let before = last
-                    .get(name)
-                    .filter(|b| b.agent_id == now.agent_id)
-                    .map_or(0, |b| b.published);
-                let grew = now.published.saturating_sub(before);
-                if grew > 0 {
-                    *step.entry(now.agent_id.clone()).or_default() += grew;
+        for (name, now) in channels {
+            let Some(published) = now.published else {
+                if let Some(k) = self.known.get_mut(&name) {
+                    k.listed_at = at;
                 }
+                continue;
+            };
+            let grew = match self.known.get(&name) {
+                Some(k) if k.agent_id == now.agent_id => published.saturating_sub(k.published),
+                // The baseline: nothing counted.
+                _ if since.is_none() => 0,
+                // First seen (new, or missed until now; or its name reused by another
+                // agent's new channel): what the broker says it published since.
+                _ => match (now.rate, since) {
+                    (Some(rate), Some(dt)) => {
+                        published.min((rate.max(0.0) * dt.as_secs_f64()).ceil() as u64)
+                    }
+                    _ => published,
+                },
+            };
+            if grew > 0 {
+                *step.entry(now.agent_id.clone()).or_default() += grew;
             }
+            let highest = match self.known.get(&name) {
+                Some(k) if k.agent_id == now.agent_id => k.published.max(published),
+                _ => published,
+            };
+            self.known.insert(
+                name,
+                Known {
+                    agent_id: now.agent_id,
+                    published: highest,
+                    listed_at: at,
+                },
+            );
         }
-        self.last = Some(channels);
+        self.last_at = Some(at);
+        // A channel not listed for a window is closed.
+        let window = self.window;
+        self.known
+            .retain(|_, k| at.saturating_duration_since(k.listed_at) < window);
         self.steps.push_back((at, step));
         while self
             .steps
@@ -112,7 +167,8 @@ mod tests {
                     ch.to_string(),
                     ChannelCount {
                         agent_id: agent.to_string(),
-                        published: *n,
+                        published: Some(*n),
+                        rate: None,
                     },
                 )
             })
@@ -156,5 +212,61 @@ mod tests {
         let over = over_limit(&rates, |agent| (agent == "b").then_some(2.0));
         assert_eq!(over, vec![("b".to_string(), 3.0, 2.0)]);
         assert!(over_limit(&rates, |_| None).is_empty());
+    }
+
+    fn listed(published: Option<u64>, rate: Option<f64>) -> ChannelCount {
+        ChannelCount {
+            agent_id: "a".into(),
+            published,
+            rate,
+        }
+    }
+
+    #[test]
+    fn a_lagging_listing_never_reads_as_a_burst() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = RateWatch::new(s(5));
+        let one = |c: ChannelCount| HashMap::from([("c1".to_string(), c)]);
+        w.observe(t, one(listed(Some(10_000), Some(1.0))));
+        // Missing from a listing, then back with one more message: one message.
+        w.observe(t + s(1), HashMap::new());
+        let rates = w.observe(t + s(2), one(listed(Some(10_001), Some(1.0))));
+        assert!((rates["a"] - 0.2).abs() < 1e-9, "{rates:?}");
+        // Listed without its counters, then back: nothing new.
+        w.observe(t + s(3), one(listed(None, None)));
+        let rates = w.observe(t + s(4), one(listed(Some(10_001), Some(0.0))));
+        assert!((rates["a"] - 0.2).abs() < 1e-9, "{rates:?}");
+        // A counter that dips and comes back is not counted twice.
+        w.observe(t + s(5), one(listed(Some(0), Some(0.0))));
+        let rates = w.observe(t + s(6), one(listed(Some(10_001), Some(0.0))));
+        assert!((rates["a"] - 0.2).abs() < 1e-9, "{rates:?}");
+    }
+
+    #[test]
+    fn a_channel_first_seen_late_is_charged_its_rate_not_its_lifetime() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = RateWatch::new(s(5));
+        w.observe(t, HashMap::new());
+        // Missed by the baseline: 50,000 published over its life, 2 a second now.
+        let late = HashMap::from([("c9".to_string(), listed(Some(50_000), Some(2.0)))]);
+        let rates = w.observe(t + s(1), late);
+        assert!((rates["a"] - 2.0 / 5.0).abs() < 1e-9, "{rates:?}");
+        // A new channel that floods: charged by its rate (capped by its counter), and
+        // its growth counts in full from then on.
+        let flood = |n| HashMap::from([("c8".to_string(), listed(Some(n), Some(400.0)))]);
+        let rates = w.observe(t + s(2), flood(300));
+        assert!((rates["a"] - (2.0 + 300.0) / 5.0).abs() < 1e-9, "{rates:?}");
+        let rates = w.observe(t + s(3), flood(700));
+        assert!((rates["a"] - (2.0 + 700.0) / 5.0).abs() < 1e-9, "{rates:?}");
+        // Without a rate from the broker, a first sighting counts its whole counter.
+        let mut w = RateWatch::new(s(5));
+        w.observe(t, HashMap::new());
+        let rates = w.observe(
+            t + s(1),
+            HashMap::from([("c7".to_string(), listed(Some(40), None))]),
+        );
+        assert!((rates["a"] - 8.0).abs() < 1e-9, "{rates:?}");
     }
 }

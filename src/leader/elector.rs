@@ -296,7 +296,14 @@ async fn run(
                 last_sent = sent;
                 tracing::warn!(term, error = %e, "could not renew the leader lease; trying again until the deadline");
             }
-            Err(_) => last_sent = sent,
+            Err(_) => {
+                last_sent = sent;
+                tracing::warn!(
+                    term,
+                    waited_ms = limit.as_millis() as u64,
+                    "Redis did not answer the leader lease's renewal in time; trying again until the deadline"
+                );
+            }
         }
     }
 }
