@@ -77,7 +77,6 @@ pub async fn run(
                     ChannelCount {
                         agent_id,
                         published: c.published,
-                        rate: c.rate,
                     },
                 ))
             })

@@ -115,8 +115,6 @@ pub struct ChannelPublishes {
     pub user: String,
     /// `None` when the listing has no statistics for the channel (yet).
     pub published: Option<u64>,
-    /// The broker's publish rate for it (messages per second), when it gives one.
-    pub rate: Option<f64>,
 }
 
 /// A client of one broker's management API.
@@ -553,16 +551,16 @@ impl Management {
             .collect())
     }
 
-    /// Every channel's name, user, publish counter and publish rate (`GET
-    /// /api/channels`, only those columns): what the automatic halt watches. The broker
-    /// refreshes them every `collect_statistics_interval`; a channel it has no
-    /// statistics for yet is listed without them.
+    /// Every channel's name, user and publish counter (`GET /api/channels`, only those
+    /// columns): what the automatic halt watches. The broker refreshes them every
+    /// `collect_statistics_interval` (later under load); a channel it has no statistics
+    /// for yet is listed without them.
     pub async fn channel_publish_counts(&self) -> Result<Vec<ChannelPublishes>, CredentialError> {
         let body = self
             .call(
                 "list channels",
                 Method::GET,
-                "channels?columns=name,user,message_stats.publish,message_stats.publish_details.rate",
+                "channels?columns=name,user,message_stats.publish",
                 None,
                 false,
             )
@@ -609,8 +607,7 @@ fn decoded<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The channels of a `GET /api/channels?columns=name,user,message_stats.publish,…`
-/// answer.
+/// The channels of a `GET /api/channels?columns=name,user,message_stats.publish` answer.
 fn channels_from(body: &[u8]) -> Result<Vec<ChannelPublishes>, CredentialError> {
     #[derive(Deserialize)]
     struct Listed {
@@ -636,10 +633,6 @@ fn channels_from(body: &[u8]) -> Result<Vec<ChannelPublishes>, CredentialError> 
                 name: c.name,
                 user: c.user,
                 published: stats.map(|s| s.get("publish").and_then(Value::as_u64).unwrap_or(0)),
-                rate: stats
-                    .and_then(|s| s.get("publish_details"))
-                    .and_then(|d| d.get("rate"))
-                    .and_then(Value::as_f64),
             }
         })
         .collect())
@@ -686,17 +679,8 @@ mod tests {
     fn channels_with_and_without_statistics() {
         let body = br#"[{"message_stats":{"publish":7,"publish_details":{"rate":2.5}},"name":"a (1)","user":"agent-x"},{"name":"a (2)","user":"agent-x"},{"message_stats":[],"name":"b (1)","user":"guest"},{"message_stats":{"publish":3},"name":"c (1)","user":"u"}]"#;
         let got = channels_from(body).expect("parsed");
-        let seen: Vec<(Option<u64>, Option<f64>)> =
-            got.iter().map(|c| (c.published, c.rate)).collect();
-        assert_eq!(
-            seen,
-            vec![
-                (Some(7), Some(2.5)),
-                (None, None),
-                (None, None),
-                (Some(3), None)
-            ]
-        );
+        let seen: Vec<Option<u64>> = got.iter().map(|c| c.published).collect();
+        assert_eq!(seen, vec![Some(7), None, None, Some(3)]);
         assert_eq!(got[0].user, "agent-x");
         assert!(channels_from(b"{}").is_err());
     }

@@ -3,66 +3,91 @@
 //! every channel per interval ([`RateWatch::observe`]). Pure: readings and time are
 //! given.
 //!
-//! A channel's counter only grows while the channel lives; what a channel published
-//! between two readings is the difference of its counters. The first reading is only a
+//! A channel's counter only grows while the channel lives. The first reading is only a
 //! baseline: what channels published before the watch began is not held against
-//! anyone. An agent's rate is what its channels published within the last window,
-//! divided by the window (so a watch younger than its window, or one that missed
-//! readings, errs low, never high).
+//! anyone, and neither is what a channel listed for the first time (new, or missed
+//! until now) shows then; from then on its growth counts. An agent's rate is what its
+//! channels published within the last window, divided by the window (so a watch
+//! younger than its window, or one that missed readings, errs low, never high).
 //!
-//! The broker's listing comes from its statistics collector, which lags under load:
-//! a channel can be missing from one listing, or listed without its counters, and be
-//! back in the next with everything it ever published. None of that may read as a
-//! burst (a thousand agents' start showed it: an agent halted for its lifetime's
-//! messages). So a channel's highest counter is remembered for a window after it was
-//! last listed, a listing without counters changes nothing, and a channel seen for the
-//! first time after the baseline (new, or missed until now) is charged what the broker's
-//! own rate for it says it published since the last reading, not its whole counter
-//! (its whole counter only when the broker gives no rate). A channel that opens,
-//! publishes and closes within one statistics interval is never listed: the watch
-//! cannot see it.
+//! The broker's listing comes from its statistics collector, which lags under load: a
+//! channel's counter can stand still for half a minute and then catch up at once, a
+//! channel can be missing from one listing or listed without its counters. None of
+//! that may read as a burst (a thousand agents publishing ten messages a second each
+//! were halted for 51 to 63 a second when the counters caught up). So a channel's
+//! growth is spread over the time since its counter last moved, not put in one
+//! reading; its highest counter is remembered for a window after it was last listed,
+//! and a listing without counters changes nothing. What that costs: an agent that
+//! starts to flood after a long silence is seen at the broker's second update of its
+//! counter, not its first. A channel that opens, publishes and closes within one
+//! statistics interval is never listed: the watch cannot see it.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// One channel as a listing shows it: whose agent (its user's), its publish count and
-/// the broker's publish rate for it.
-#[derive(Debug, Clone, PartialEq)]
+/// One channel as a listing shows it: whose agent (its user's) and its publish count.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelCount {
     pub agent_id: String,
     /// `None` when the listing has no statistics for the channel (yet).
     pub published: Option<u64>,
-    /// Messages per second, as the broker measures it; `None` when not given.
-    pub rate: Option<f64>,
 }
 
-/// A channel the watch has seen: its agent, its highest counter, when it was last listed.
+/// A channel the watch has seen.
 #[derive(Debug, Clone)]
 struct Known {
     agent_id: String,
+    /// Its highest counter.
     published: u64,
+    /// When that counter was first read (the channel published it by then).
+    moved_at: Instant,
+    /// When it was last listed.
     listed_at: Instant,
+}
+
+/// Messages one agent's channel published, spread evenly over `from..to`.
+#[derive(Debug, Clone)]
+struct Spread {
+    from: Instant,
+    to: Instant,
+    agent_id: String,
+    messages: u64,
+}
+
+impl Spread {
+    /// Its messages within `start..end`.
+    fn within(&self, start: Instant, end: Instant) -> f64 {
+        let span = self.to.saturating_duration_since(self.from).as_secs_f64();
+        if span <= 0.0 {
+            return if self.to > start && self.to <= end {
+                self.messages as f64
+            } else {
+                0.0
+            };
+        }
+        let from = self.from.max(start);
+        let to = self.to.min(end);
+        let overlap = to.saturating_duration_since(from).as_secs_f64();
+        self.messages as f64 * overlap / span
+    }
 }
 
 /// The rates of every agent's channels, over a sliding window.
 #[derive(Debug, Clone)]
 pub struct RateWatch {
     window: Duration,
-    /// When the last reading was made; `None` before the first.
-    last_at: Option<Instant>,
     /// The channels listed within the last window, by name.
     known: HashMap<String, Known>,
-    /// What each agent published between readings, newest last, within the window.
-    steps: VecDeque<(Instant, HashMap<String, u64>)>,
+    /// What the channels published, each growth spread over its time, oldest first.
+    spreads: VecDeque<Spread>,
 }
 
 impl RateWatch {
     pub fn new(window: Duration) -> Self {
         RateWatch {
             window,
-            last_at: None,
             known: HashMap::new(),
-            steps: VecDeque::new(),
+            spreads: VecDeque::new(),
         }
     }
 
@@ -73,8 +98,6 @@ impl RateWatch {
         at: Instant,
         channels: HashMap<String, ChannelCount>,
     ) -> HashMap<String, f64> {
-        let since = self.last_at.map(|last| at.saturating_duration_since(last));
-        let mut step: HashMap<String, u64> = HashMap::new();
         for (name, now) in channels {
             let Some(published) = now.published else {
                 if let Some(k) = self.known.get_mut(&name) {
@@ -82,58 +105,50 @@ impl RateWatch {
                 }
                 continue;
             };
-            let grew = match self.known.get(&name) {
-                Some(k) if k.agent_id == now.agent_id => published.saturating_sub(k.published),
-                // The baseline: nothing counted.
-                _ if since.is_none() => 0,
-                // First seen (new, or missed until now; or its name reused by another
-                // agent's new channel): what the broker says it published since.
-                _ => match (now.rate, since) {
-                    (Some(rate), Some(dt)) => {
-                        published.min((rate.max(0.0) * dt.as_secs_f64()).ceil() as u64)
+            match self.known.get_mut(&name) {
+                Some(k) if k.agent_id == now.agent_id => {
+                    k.listed_at = at;
+                    if published > k.published {
+                        self.spreads.push_back(Spread {
+                            from: k.moved_at,
+                            to: at,
+                            agent_id: now.agent_id,
+                            messages: published - k.published,
+                        });
+                        k.published = published;
+                        k.moved_at = at;
                     }
-                    _ => published,
-                },
-            };
-            if grew > 0 {
-                *step.entry(now.agent_id.clone()).or_default() += grew;
+                }
+                // First listed (or its name reused by another agent's new channel): a
+                // baseline.
+                _ => {
+                    self.known.insert(
+                        name,
+                        Known {
+                            agent_id: now.agent_id,
+                            published,
+                            moved_at: at,
+                            listed_at: at,
+                        },
+                    );
+                }
             }
-            let highest = match self.known.get(&name) {
-                Some(k) if k.agent_id == now.agent_id => k.published.max(published),
-                _ => published,
-            };
-            self.known.insert(
-                name,
-                Known {
-                    agent_id: now.agent_id,
-                    published: highest,
-                    listed_at: at,
-                },
-            );
         }
-        self.last_at = Some(at);
-        // A channel not listed for a window is closed.
         let window = self.window;
+        // A channel not listed for a window is closed.
         self.known
             .retain(|_, k| at.saturating_duration_since(k.listed_at) < window);
-        self.steps.push_back((at, step));
-        while self
-            .steps
-            .front()
-            .is_some_and(|(t, _)| at.saturating_duration_since(*t) >= self.window)
-        {
-            self.steps.pop_front();
+        let start = at.checked_sub(window).unwrap_or(at);
+        self.spreads.retain(|s| s.to > start);
+        let mut totals: HashMap<String, f64> = HashMap::new();
+        for s in &self.spreads {
+            *totals.entry(s.agent_id.clone()).or_default() += s.within(start, at);
         }
-        let mut totals: HashMap<String, u64> = HashMap::new();
-        for (_, step) in &self.steps {
-            for (agent, n) in step {
-                *totals.entry(agent.clone()).or_default() += n;
-            }
-        }
-        let secs = self.window.as_secs_f64().max(0.001);
+        let secs = window.as_secs_f64().max(0.001);
         totals
             .into_iter()
-            .map(|(agent, n)| (agent, n as f64 / secs))
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(agent, n)| (agent, n / secs))
             .collect()
     }
 }
@@ -168,11 +183,14 @@ mod tests {
                     ChannelCount {
                         agent_id: agent.to_string(),
                         published: Some(*n),
-                        rate: None,
                     },
                 )
             })
             .collect()
+    }
+
+    fn close(rates: &HashMap<String, f64>, agent: &str, want: f64) -> bool {
+        (rates.get(agent).copied().unwrap_or(0.0) - want).abs() < 1e-9
     }
 
     #[test]
@@ -184,19 +202,25 @@ mod tests {
         // 100 messages a second for 2 s: 200 within a 10 s window is 20/s.
         w.observe(t + s(1), reading(&[("c1", "a", 1_000_100)]));
         let rates = w.observe(t + s(2), reading(&[("c1", "a", 1_000_200)]));
-        assert!((rates["a"] - 20.0).abs() < 1e-9, "{rates:?}");
-        // A new channel counts from zero; two channels of one agent add up.
+        assert!(close(&rates, "a", 20.0), "{rates:?}");
+        // A channel listed for the first time is a baseline too; two channels of one
+        // agent add up.
         let rates = w.observe(
             t + s(3),
             reading(&[("c1", "a", 1_000_300), ("c2", "a", 50)]),
         );
-        assert!((rates["a"] - 35.0).abs() < 1e-9, "{rates:?}");
-        // Steps older than the window fall out.
+        assert!(close(&rates, "a", 30.0), "{rates:?}");
         let rates = w.observe(
-            t + s(14),
-            reading(&[("c1", "a", 1_000_300), ("c2", "a", 50)]),
+            t + s(4),
+            reading(&[("c1", "a", 1_000_300), ("c2", "a", 60)]),
         );
-        assert!(rates.get("a").is_none_or(|r| *r == 0.0), "{rates:?}");
+        assert!(close(&rates, "a", 31.0), "{rates:?}");
+        // What is older than the window falls out.
+        let rates = w.observe(
+            t + s(15),
+            reading(&[("c1", "a", 1_000_300), ("c2", "a", 60)]),
+        );
+        assert!(rates.is_empty(), "{rates:?}");
     }
 
     #[test]
@@ -205,21 +229,33 @@ mod tests {
         let s = Duration::from_secs;
         let mut w = RateWatch::new(s(10));
         w.observe(t, reading(&[("c1", "a", 500)]));
-        // c1 closed and its name reused by agent b's new channel.
+        // c1 closed and its name reused by agent b's new channel: a baseline for b.
         let rates = w.observe(t + s(1), reading(&[("c1", "b", 30)]));
-        assert_eq!(rates.get("a"), None);
-        assert!((rates["b"] - 3.0).abs() < 1e-9);
+        assert!(rates.is_empty(), "{rates:?}");
+        let rates = w.observe(t + s(2), reading(&[("c1", "b", 60)]));
+        assert!(close(&rates, "b", 3.0), "{rates:?}");
         let over = over_limit(&rates, |agent| (agent == "b").then_some(2.0));
         assert_eq!(over, vec![("b".to_string(), 3.0, 2.0)]);
         assert!(over_limit(&rates, |_| None).is_empty());
     }
 
-    fn listed(published: Option<u64>, rate: Option<f64>) -> ChannelCount {
-        ChannelCount {
-            agent_id: "a".into(),
-            published,
-            rate,
+    #[test]
+    fn counters_that_stall_and_catch_up_read_at_their_true_rate() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = RateWatch::new(s(5));
+        // Ten messages a second; the broker's counter stands still for 25 s, then
+        // catches up at once: 10/s, not 250 in one reading (50/s).
+        w.observe(t, reading(&[("c1", "a", 1_000)]));
+        for i in 1..25 {
+            let rates = w.observe(t + s(i), reading(&[("c1", "a", 1_000)]));
+            assert!(rates.is_empty(), "{rates:?}");
         }
+        let rates = w.observe(t + s(25), reading(&[("c1", "a", 1_250)]));
+        assert!(close(&rates, "a", 10.0), "{rates:?}");
+        // A flood after that silence shows at the counter's next move.
+        let rates = w.observe(t + s(30), reading(&[("c1", "a", 1_750)]));
+        assert!(close(&rates, "a", 100.0), "{rates:?}");
     }
 
     #[test]
@@ -227,46 +263,38 @@ mod tests {
         let t = Instant::now();
         let s = Duration::from_secs;
         let mut w = RateWatch::new(s(5));
-        let one = |c: ChannelCount| HashMap::from([("c1".to_string(), c)]);
-        w.observe(t, one(listed(Some(10_000), Some(1.0))));
-        // Missing from a listing, then back with one more message: one message.
+        let one = |n: Option<u64>| {
+            HashMap::from([(
+                "c1".to_string(),
+                ChannelCount {
+                    agent_id: "a".into(),
+                    published: n,
+                },
+            )])
+        };
+        w.observe(t, one(Some(10_000)));
+        // Missing from a listing, then back with two more messages over those 2 s.
         w.observe(t + s(1), HashMap::new());
-        let rates = w.observe(t + s(2), one(listed(Some(10_001), Some(1.0))));
-        assert!((rates["a"] - 0.2).abs() < 1e-9, "{rates:?}");
+        let rates = w.observe(t + s(2), one(Some(10_002)));
+        assert!(close(&rates, "a", 0.4), "{rates:?}");
         // Listed without its counters, then back: nothing new.
-        w.observe(t + s(3), one(listed(None, None)));
-        let rates = w.observe(t + s(4), one(listed(Some(10_001), Some(0.0))));
-        assert!((rates["a"] - 0.2).abs() < 1e-9, "{rates:?}");
-        // A counter that dips and comes back is not counted twice.
-        w.observe(t + s(5), one(listed(Some(0), Some(0.0))));
-        let rates = w.observe(t + s(6), one(listed(Some(10_001), Some(0.0))));
-        assert!((rates["a"] - 0.2).abs() < 1e-9, "{rates:?}");
-    }
-
-    #[test]
-    fn a_channel_first_seen_late_is_charged_its_rate_not_its_lifetime() {
-        let t = Instant::now();
-        let s = Duration::from_secs;
-        let mut w = RateWatch::new(s(5));
-        w.observe(t, HashMap::new());
-        // Missed by the baseline: 50,000 published over its life, 2 a second now.
-        let late = HashMap::from([("c9".to_string(), listed(Some(50_000), Some(2.0)))]);
-        let rates = w.observe(t + s(1), late);
-        assert!((rates["a"] - 2.0 / 5.0).abs() < 1e-9, "{rates:?}");
-        // A new channel that floods: charged by its rate (capped by its counter), and
-        // its growth counts in full from then on.
-        let flood = |n| HashMap::from([("c8".to_string(), listed(Some(n), Some(400.0)))]);
-        let rates = w.observe(t + s(2), flood(300));
-        assert!((rates["a"] - (2.0 + 300.0) / 5.0).abs() < 1e-9, "{rates:?}");
-        let rates = w.observe(t + s(3), flood(700));
-        assert!((rates["a"] - (2.0 + 700.0) / 5.0).abs() < 1e-9, "{rates:?}");
-        // Without a rate from the broker, a first sighting counts its whole counter.
-        let mut w = RateWatch::new(s(5));
-        w.observe(t, HashMap::new());
-        let rates = w.observe(
-            t + s(1),
-            HashMap::from([("c7".to_string(), listed(Some(40), None))]),
-        );
-        assert!((rates["a"] - 8.0).abs() < 1e-9, "{rates:?}");
+        w.observe(t + s(3), one(None));
+        let rates = w.observe(t + s(4), one(Some(10_002)));
+        assert!(close(&rates, "a", 0.4), "{rates:?}");
+        // A counter that dips and comes back is not counted twice (the 2 messages of
+        // t..t+2 are half within t+1..t+6).
+        w.observe(t + s(5), one(Some(0)));
+        let rates = w.observe(t + s(6), one(Some(10_002)));
+        assert!(close(&rates, "a", 0.2), "{rates:?}");
+        // A channel first listed late, with everything it ever published: a baseline.
+        let late = HashMap::from([(
+            "c9".to_string(),
+            ChannelCount {
+                agent_id: "b".into(),
+                published: Some(50_000),
+            },
+        )]);
+        let rates = w.observe(t + s(7), late);
+        assert!(!rates.contains_key("b"), "{rates:?}");
     }
 }
