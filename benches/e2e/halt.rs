@@ -267,7 +267,10 @@ async fn wait_statuses(
 }
 
 /// Docker's pause or unpause of every container in `names`, `in_flight` calls at once,
-/// each bounded: when each call returned, and the failures.
+/// each bounded: when each call returned, and the failures. A pause runc gave up on
+/// ("unable to freeze", a busy container on a loaded host) is tried again as the
+/// manager's own pause does (`runtime::docker`: three attempts, 100 ms more between
+/// each), so both sides pay the same.
 async fn docker_all(
     env: &TestEnv,
     names: &[String],
@@ -280,10 +283,24 @@ async fn docker_all(
             let docker = docker.clone();
             async move {
                 let call = async {
-                    if pause {
-                        docker.pause_container(name).await
-                    } else {
-                        docker.unpause_container(name).await
+                    let mut attempt = 1;
+                    loop {
+                        let done = if pause {
+                            docker.pause_container(name).await
+                        } else {
+                            docker.unpause_container(name).await
+                        };
+                        match done {
+                            Err(e)
+                                if pause
+                                    && attempt < 3
+                                    && e.to_string().contains("unable to freeze") =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                                attempt += 1;
+                            }
+                            other => break other,
+                        }
                     }
                 };
                 match tokio::time::timeout(CALL_LIMIT, call).await {
