@@ -412,6 +412,29 @@ async fn invalid_commands_are_answered_and_nothing_is_created() {
             with("auto_start", json!("yes")),
             "validation_failed",
         ),
+        // Section 11: a malformed egress entry, a list that is not one, too many.
+        (
+            "agent.create",
+            with("egress", json!(["api.example.com"])),
+            "validation_failed",
+        ),
+        (
+            "agent.create",
+            with("egress", json!("api.example.com:443")),
+            "validation_failed",
+        ),
+        (
+            "agent.create",
+            with(
+                "egress",
+                Value::Array(
+                    (0..65)
+                        .map(|i| json!(format!("h{i}.example:443")))
+                        .collect(),
+                ),
+            ),
+            "validation_failed",
+        ),
         (
             "agent.stop",
             json!({"customer_id": cust}),
@@ -623,6 +646,32 @@ async fn update_replaces_for_env_changes_and_resizes_in_place() {
     assert!(c.state.unwrap().running.unwrap());
     let res: Value = serde_json::from_str(&env.record(&id).await["resources"]).unwrap();
     assert_eq!(res["memory_mb"], 128);
+
+    // egress only (section 11): the same container, the record keeps the new list
+    let mid = env
+        .command(
+            "agent.update",
+            &id,
+            json!({"egress": ["API.example-exchange.com:443", "10.20.0.0/16:9878"]}),
+        )
+        .await;
+    let e = env.answer(&mid, "agent.updated").await;
+    assert_eq!(e.details["in_place"], true);
+    assert_eq!(
+        env.inspect(&id).await.unwrap().id.as_deref(),
+        Some(first.as_str())
+    );
+    let egress: Value = serde_json::from_str(&env.record(&id).await["egress"]).unwrap();
+    assert_eq!(
+        egress,
+        json!(["api.example-exchange.com:443", "10.20.0.0/16:9878"])
+    );
+    let mid = env
+        .command("agent.update", &id, json!({"egress": ["x.example"]}))
+        .await;
+    let (code, e) = env.error_code(&mid).await;
+    assert_eq!(code, "validation_failed", "{}", e.details);
+    assert!(e.details["message"].as_str().unwrap().contains("egress[0]"));
 
     // config: a new container with the new env, still running
     let mid = env

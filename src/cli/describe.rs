@@ -106,6 +106,15 @@ fn record_section(text: &mut String, r: &AgentRecord, now: DateTime<Utc>) {
     );
     line(
         text,
+        "Egress",
+        if s.egress.is_empty() {
+            "none of its own".to_string()
+        } else {
+            s.egress.join(", ")
+        },
+    );
+    line(
+        text,
         "Usage",
         format!(
             "cpu {:.1}%, memory {}",

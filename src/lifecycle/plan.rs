@@ -288,6 +288,8 @@ pub fn update_kind(old: &AgentSpec, new: &AgentSpec) -> UpdateKind {
     resized.resources.cpus = new.resources.cpus;
     // A new publishing limit is the manager's to watch, not the container's.
     resized.resources.max_messages_per_s = new.resources.max_messages_per_s;
+    // So is an egress list: the firewall and the proxy change, not the container.
+    resized.egress = new.egress.clone();
     if &resized == new {
         UpdateKind::InPlace
     } else {
@@ -303,6 +305,7 @@ pub fn changed_fields(old: &AgentSpec, new: &AgentSpec) -> Vec<&'static str> {
         ("autogen_config", old.autogen_config != new.autogen_config),
         ("resources", old.resources != new.resources),
         ("image", old.image != new.image),
+        ("egress", old.egress != new.egress),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

@@ -1850,3 +1850,15 @@ async fn a_hold_and_its_release_run_over_the_ports() {
     assert!(after.halt_ids.is_empty() && after.halted_by.is_none());
     assert_eq!(f.runtime.paused(&id), Some(false));
 }
+
+#[test]
+fn a_new_egress_list_changes_the_agent_in_place() {
+    use super::plan::{changed_fields, update_kind, UpdateKind};
+    let old = sample_spec();
+    let mut new = old.clone();
+    new.egress = vec!["api.example-exchange.com:443".into()];
+    assert_eq!(update_kind(&old, &new), UpdateKind::InPlace);
+    assert_eq!(changed_fields(&old, &new), vec!["egress"]);
+    new.image = "autogen-agent:other".into();
+    assert_eq!(update_kind(&old, &new), UpdateKind::Replace);
+}

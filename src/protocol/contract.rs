@@ -417,6 +417,10 @@ pub struct AgentSpec {
     pub resources: Resources,
     /// Image reference, already checked against the allowlist.
     pub image: String,
+    /// What the agent may reach outside the platform (section 11), canonical entries;
+    /// added to the installation's and its customer's lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 /// Resource changes carried by a command: each one given replaces that resource.
@@ -452,6 +456,8 @@ pub struct SpecPatch {
     pub autogen_config: Option<Value>,
     pub resources: ResourceChanges,
     pub image: Option<String>,
+    /// A new egress list, replacing the old one.
+    pub egress: Option<Vec<String>>,
 }
 
 impl SpecPatch {
@@ -470,6 +476,9 @@ impl SpecPatch {
         next.resources = self.resources.apply(spec.resources);
         if let Some(image) = &self.image {
             next.image = image.clone();
+        }
+        if let Some(egress) = &self.egress {
+            next.egress = egress.clone();
         }
         next
     }
@@ -541,5 +550,6 @@ pub fn sample_spec() -> AgentSpec {
             max_messages_per_s: None,
         },
         image: "autogen-agent:latest".into(),
+        egress: Vec::new(),
     }
 }

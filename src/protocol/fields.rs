@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use super::contract::ResourceChanges;
+use super::egress::{canonical_list, MAX_EGRESS_ENTRIES};
 use super::policy::AgentPolicy;
 
 /// Why a command's field is refused. The decoder answers it `validation_failed`, with
@@ -271,6 +272,47 @@ pub(super) fn image(
         }
         Some(other) => Err(FieldError::wrong_kind("image", "a string", other)),
     }
+}
+
+/// The `egress` list if given (section 11): at most [`MAX_EGRESS_ENTRIES`] strings,
+/// each `host:port`, `*.domain:port` or `CIDR:port`, kept in canonical form.
+pub(super) fn egress(obj: &Map<String, Value>) -> Result<Option<Vec<String>>, FieldError> {
+    let list = match obj.get("egress") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return Err(FieldError::wrong_kind(
+                "egress",
+                "an array of strings",
+                other,
+            ))
+        }
+    };
+    if list.len() > MAX_EGRESS_ENTRIES {
+        return Err(FieldError::rule(
+            "egress",
+            format!(
+                "has {} entries; at most {MAX_EGRESS_ENTRIES} are allowed",
+                list.len()
+            ),
+        ));
+    }
+    let mut texts = Vec::with_capacity(list.len());
+    for (i, value) in list.iter().enumerate() {
+        match value {
+            Value::String(s) => texts.push(s.as_str()),
+            other => {
+                return Err(FieldError::wrong_kind(
+                    format!("egress[{i}]"),
+                    "a string",
+                    other,
+                ))
+            }
+        }
+    }
+    canonical_list(texts)
+        .map(Some)
+        .map_err(|(i, rule)| FieldError::rule(format!("egress[{i}]"), rule))
 }
 
 /// The `timeout_s` of a stop, restart or delete: the policy's default when not given,

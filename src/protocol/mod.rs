@@ -10,6 +10,7 @@
 //! - `command`: a decoded [`Command`] and its [`Action`], a [`TeamCommand`] and its
 //!   [`TeamAction`], either as [`Decoded`]; a [`Rejection`].
 //! - [`policy`]: [`AgentPolicy`], the defaults and bounds commands are checked against.
+//! - [`egress`]: egress entries (section 11) and how a list of them is checked.
 //! - [`image`]: image references and the allowlist (the `image` field's rules).
 //! - `decode`: [`decode_command`] (the steps every command shares) and one file per
 //!   command kind reading that command's fields.
@@ -28,6 +29,7 @@
 mod command;
 mod contract;
 mod decode;
+pub mod egress;
 mod envelope;
 mod event;
 mod fields;

@@ -312,6 +312,9 @@ pub fn spec_from_container(
             autogen_config: parse(ENV_AUTOGEN_CONFIG),
             resources,
             image: image.to_string(),
+            // Not kept on the container (an update changes it in place): a rebuilt
+            // record allows nothing outside the platform until an update says again.
+            egress: Vec::new(),
         },
     ))
 }

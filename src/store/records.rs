@@ -36,6 +36,10 @@ impl AgentRecord {
                 "resources",
                 serde_json::to_string(&self.spec.resources).unwrap_or_else(|_| "{}".into()),
             ),
+            (
+                "egress",
+                serde_json::to_string(&self.spec.egress).unwrap_or_else(|_| "[]".into()),
+            ),
             ("health", self.health.clone()),
             ("cpu_percent", format!("{:.2}", self.cpu_percent)),
             ("memory_bytes", self.memory_bytes.to_string()),
@@ -123,6 +127,12 @@ impl AgentRecord {
             autogen_config: json("autogen_config")?,
             resources,
             image: get("image")?,
+            // Records from before egress lists have none.
+            egress: match f.get("egress").filter(|s| !s.is_empty()) {
+                None => Vec::new(),
+                Some(raw) => serde_json::from_str(raw)
+                    .map_err(|e| corrupt(format!("field 'egress': {e}")))?,
+            },
         };
         let mut record = AgentRecord::new(&get("agent_id")?, spec, desired_state);
         transition(&mut record, Cause::Restored(status));
@@ -315,7 +325,7 @@ impl Store {
 }
 
 /// A stored record as a JSON object for scripts: every field as stored, with the
-/// JSON-valued fields (`config`, `autogen_config`, `resources`) decoded and the numeric
+/// JSON-valued fields (`config`, `autogen_config`, `resources`, `egress`) decoded and the numeric
 /// ones (`cpu_percent`, `memory_bytes`, `restart_count`) as numbers. A value that does
 /// not decode stays a string.
 pub fn record_json(fields: &HashMap<String, String>) -> serde_json::Value {
@@ -324,7 +334,9 @@ pub fn record_json(fields: &HashMap<String, String>) -> serde_json::Value {
         .iter()
         .map(|(name, raw)| {
             let decoded = match name.as_str() {
-                "config" | "autogen_config" | "resources" => serde_json::from_str(raw).ok(),
+                "config" | "autogen_config" | "resources" | "egress" => {
+                    serde_json::from_str(raw).ok()
+                }
                 "memory_bytes" | "restart_count" => raw.parse::<u64>().ok().map(Value::from),
                 "cpu_percent" => raw.parse::<f64>().ok().map(Value::from),
                 _ => None,
@@ -401,6 +413,7 @@ mod tests {
             "config",
             "autogen_config",
             "resources",
+            "egress",
             "health",
             "cpu_percent",
             "memory_bytes",

@@ -1,5 +1,6 @@
-//! `agent.create`: the agent's type, name, configurations, resources and image, and
-//! whether to start it at once; what the command leaves out comes from the policy.
+//! `agent.create`: the agent's type, name, configurations, resources, image and egress
+//! list, and whether to start it at once; what the command leaves out comes from the
+//! policy.
 
 use serde_json::{Map, Value};
 
@@ -45,6 +46,7 @@ pub(super) fn parse(
             autogen_config: autogen_config.unwrap_or_else(|| Value::Object(Map::new())),
             resources,
             image,
+            egress: fields::egress(obj)?.unwrap_or_default(),
         },
         auto_start,
     })
@@ -74,6 +76,24 @@ mod tests {
     }
 
     #[test]
+    fn an_egress_list_is_kept_canonical() {
+        let mut body = create_body();
+        body["egress"] = json!(["API.example-exchange.com:443", "10.20.0.0/16:9878"]);
+        let Action::Create { spec, .. } = decode("agent.create", body).unwrap().action else {
+            panic!("not a create")
+        };
+        assert_eq!(
+            spec.egress,
+            vec!["api.example-exchange.com:443", "10.20.0.0/16:9878"]
+        );
+        let Action::Create { spec, .. } = decode("agent.create", create_body()).unwrap().action
+        else {
+            panic!("not a create")
+        };
+        assert!(spec.egress.is_empty());
+    }
+
+    #[test]
     fn missing_and_wrong_fields_name_the_field() {
         let cases = [
             ("customer_id", Value::Null, "customer_id"),
@@ -100,6 +120,15 @@ mod tests {
             ("resources", json!({"memory": 512}), "resources.memory"),
             ("image", json!("evil/miner:latest"), "image"),
             ("auto_start", json!("yes"), "auto_start"),
+            ("egress", json!("a.com:443"), "egress"),
+            ("egress", json!(["a.com:443", "b.com"]), "egress[1]"),
+            ("egress", json!([443]), "egress[0]"),
+            ("egress", json!(["10.0.1.0/8:1"]), "host bits"),
+            (
+                "egress",
+                Value::Array((0..65).map(|i| json!(format!("h{i}.com:1"))).collect()),
+                "at most 64",
+            ),
         ];
         for (field, value, named) in cases {
             let mut body = create_body();

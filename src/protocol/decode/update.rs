@@ -1,5 +1,5 @@
-//! `agent.update`: the changes to an agent's name, configurations, resources and image,
-//! each optional.
+//! `agent.update`: the changes to an agent's name, configurations, resources, image and
+//! egress list, each optional.
 
 use serde_json::{Map, Value};
 
@@ -26,6 +26,7 @@ pub(super) fn parse(obj: &Map<String, Value>, policy: &AgentPolicy) -> Result<Ac
             autogen_config: optional_object(obj, "autogen_config", policy)?,
             resources,
             image: fields::image(obj, policy)?,
+            egress: fields::egress(obj)?,
         },
     })
 }
@@ -55,5 +56,32 @@ mod tests {
         assert_eq!(next.resources.memory_mb, 256);
         assert_eq!(next.resources.cpus, spec.resources.cpus);
         assert_eq!(next.name, spec.name);
+        assert_eq!(next.egress, spec.egress);
+    }
+
+    #[test]
+    fn an_update_replaces_the_egress_list() {
+        let Action::Create { spec, .. } = decode("agent.create", create_body()).unwrap().action
+        else {
+            panic!()
+        };
+        let cmd = decode(
+            "agent.update",
+            json!({"agent_id": "a1", "customer_id": "c1", "egress": ["*.Example.com:*"]}),
+        )
+        .unwrap();
+        let Action::Update { patch } = cmd.action else {
+            panic!()
+        };
+        assert_eq!(patch.apply(&spec).egress, vec!["*.example.com:*"]);
+        let cleared = decode(
+            "agent.update",
+            json!({"agent_id": "a1", "customer_id": "c1", "egress": []}),
+        )
+        .unwrap();
+        let Action::Update { patch } = cleared.action else {
+            panic!()
+        };
+        assert_eq!(patch.egress, Some(vec![]));
     }
 }

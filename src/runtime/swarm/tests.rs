@@ -31,6 +31,7 @@ fn container_spec() -> ContainerSpec {
                 max_messages_per_s: None,
             },
             image: "autogen-agent:latest".into(),
+            egress: Vec::new(),
         },
         DesiredState::Running,
     );
