@@ -511,7 +511,7 @@ async fn fence_old_consumers(config: Arc<Config>, me: String, shutdown: watch::R
     let prefix = format!("{CONSUMER_NAME_PREFIX} {} ", config.instance);
     let ours = consumer_name(&config.instance, &me);
     let deadline = tokio::time::Instant::now() + FENCE_LIMIT;
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = crate::retry::Backoff::new(Duration::from_secs(1));
     let listed = loop {
         if *shutdown.borrow() {
             return;
@@ -521,6 +521,7 @@ async fn fence_old_consumers(config: Arc<Config>, me: String, shutdown: watch::R
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not list the command consumers"),
         }
+        let pause = backoff.next_delay();
         if tokio::time::Instant::now() + pause >= deadline {
             tracing::warn!(
                 limit_s = FENCE_LIMIT.as_secs(),
@@ -529,7 +530,6 @@ async fn fence_old_consumers(config: Arc<Config>, me: String, shutdown: watch::R
             return;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
     };
     for (name, given) in listed.into_iter().filter(|(_, g)| *g != ours) {
         match management.close_connection(&name).await {

@@ -164,7 +164,10 @@ impl Identities {
         let mut owned: HashSet<String> = HashSet::new();
         let mut unexplained: Vec<(String, String)> = Vec::new();
         {
-            let foreign = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+            let mut foreign = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+            // Only users still listed are remembered: the cache never outgrows the list.
+            let listed: HashSet<&str> = named.iter().map(|(_, n)| n.as_str()).collect();
+            foreign.retain(|name| listed.contains(name.as_str()));
             for (agent, name) in named {
                 if mq_owned.contains(&agent) {
                     owned.insert(agent);
