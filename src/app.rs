@@ -52,6 +52,8 @@ pub enum StartError {
     Credentials { endpoint: String, message: String },
     #[error("leader election: {0}")]
     Leader(String),
+    #[error("egress (contract section 11): {0} (set EGRESS_MODE)")]
+    Egress(String),
     #[error("admin endpoint cannot listen on {listen}: {message} (set ADMIN_LISTEN)")]
     Admin { listen: String, message: String },
     #[error("{} mode cannot start: {message}", mode.as_str())]
@@ -232,12 +234,16 @@ impl Standby {
                 message: e.to_string(),
             })?;
 
+        let egress = crate::egress::build(&config)
+            .await
+            .map_err(StartError::Egress)?;
         let endpoint = redact::url(&config.rabbitmq.management_url());
         let deps = Deps::new(
             runtime.clone(),
             store.clone(),
             publisher.clone(),
             config.clone(),
+            egress,
         )
         .map_err(|e| StartError::Credentials {
             endpoint: endpoint.clone(),

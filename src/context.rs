@@ -16,8 +16,8 @@ use crate::error::{CredentialError, PublishError, StoreError};
 use crate::halt_records::HaltRecords;
 use crate::identity::Identities;
 use crate::ports::{
-    CredentialIssuer, EventSink, HaltStore, HeartbeatBatch, Processed, QuotaLedger, RecordStore,
-    TeamStore,
+    CredentialIssuer, EgressFilter, EventSink, HaltStore, HeartbeatBatch, Processed, QuotaLedger,
+    RecordStore, TeamStore,
 };
 use crate::protocol::Event;
 use crate::quota::Quotas;
@@ -47,6 +47,8 @@ pub struct Deps {
     /// Which halts hold which agents, in memory: what every actor asks before it gives
     /// an agent anything back (the halt actor alone changes it).
     pub holds: Holds,
+    /// What agents may reach outside the platform (contract section 11).
+    pub egress: Arc<dyn EgressFilter>,
     pub config: Arc<Config>,
 }
 
@@ -59,6 +61,7 @@ impl Deps {
         store: Store,
         publisher: EventPublisher,
         config: Arc<Config>,
+        egress: Arc<dyn EgressFilter>,
     ) -> Result<Self, CredentialError> {
         let quotas = Quotas::new(store.clone(), config.quotas.clone());
         let credentials: Option<Arc<dyn CredentialIssuer>> = match config.agents.credentials {
@@ -84,6 +87,7 @@ impl Deps {
             events: Arc::new(publisher),
             quotas: Arc::new(quotas),
             credentials,
+            egress,
             config,
         })
     }

@@ -902,6 +902,35 @@ pub struct Fakes {
     pub journal: Journal,
 }
 
+/// An egress filter that only writes down what it was asked (`egress allow a1`,
+/// `egress forget a1`, `egress sync a1,a2`).
+pub struct FakeEgress(Journal);
+
+#[async_trait]
+impl crate::ports::EgressFilter for FakeEgress {
+    fn enforced(&self) -> bool {
+        true
+    }
+    async fn allow(&self, agent_id: &str, spec: &AgentSpec) -> Result<(), RuntimeError> {
+        self.0
+            .push(format!("egress allow {agent_id} {}", spec.egress.join(",")));
+        Ok(())
+    }
+    async fn forget(&self, agent_id: &str) -> Result<(), RuntimeError> {
+        self.0.push(format!("egress forget {agent_id}"));
+        Ok(())
+    }
+    async fn sync(&self, agents: &[AgentRecord]) -> Result<(), RuntimeError> {
+        let mut ids: Vec<&str> = agents.iter().map(|r| r.agent_id.as_str()).collect();
+        ids.sort_unstable();
+        self.0.push(format!("egress sync {}", ids.join(",")));
+        Ok(())
+    }
+    async fn refused_by_agent(&self) -> Result<HashMap<String, u64>, RuntimeError> {
+        Ok(HashMap::new())
+    }
+}
+
 impl Fakes {
     /// Fakes under `config`, with a quota of `max_agents` per customer (0: none).
     pub fn new(config: Config, max_agents: usize) -> Fakes {
@@ -924,6 +953,7 @@ impl Fakes {
             credentials,
             halts: Arc::new(FakeHalts::default()),
             holds: crate::record::holds::Holds::default(),
+            egress: Arc::new(FakeEgress(journal.clone())),
             config: Arc::new(config),
         };
         Fakes {

@@ -81,6 +81,7 @@ pub mod config;
 pub mod context;
 pub mod crash_policy;
 pub mod credentials;
+pub mod egress;
 pub mod error;
 #[cfg(test)]
 pub mod fakes;

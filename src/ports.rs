@@ -11,13 +11,15 @@
 //! - [`CredentialIssuer`]: each agent's own RabbitMQ and Redis users (the management API
 //!   and Redis ACLs: [`crate::identity::Identities`]).
 //! - [`TeamStore`]: the teams' records (Redis: [`crate::store::Store`]).
+//! - [`EgressFilter`]: what agents may reach outside the platform (the kernel's rules:
+//!   [`crate::egress::Firewall`]; [`crate::egress::Unfiltered`] where none are kept).
 //!
 //! [`crate::context`] wires the real ones together.
 
 use async_trait::async_trait;
 
 use crate::credentials::{LoginCensus, Password};
-use crate::error::{AgentError, CredentialError, PublishError, StoreError};
+use crate::error::{AgentError, CredentialError, PublishError, RuntimeError, StoreError};
 use crate::protocol::{AgentSpec, Event};
 use crate::record::halt::{HaltEntry, HaltRecord};
 use crate::record::team::TeamRecord;
@@ -164,4 +166,24 @@ pub trait HaltStore: Send + Sync + 'static {
     /// Every engaged halt either copy knows (the union, by id); the copies that were
     /// missing are written back.
     async fn load_halts(&self) -> Result<Vec<HaltRecord>, AgentError>;
+}
+
+/// What agents may reach outside the platform (contract section 11).
+#[async_trait]
+pub trait EgressFilter: Send + Sync + 'static {
+    /// Whether anything is enforced (else every call succeeds and changes nothing).
+    fn enforced(&self) -> bool;
+    /// From now on agent `agent_id` reaches the platform's services and what `spec`
+    /// (with the installation's and its customer's lists) allows, nothing else. Called
+    /// before its workload is made, so it never runs unfiltered.
+    async fn allow(&self, agent_id: &str, spec: &AgentSpec) -> Result<(), RuntimeError>;
+    /// The agent's workload is gone: its rules go.
+    async fn forget(&self, agent_id: &str) -> Result<(), RuntimeError>;
+    /// At start (and on taking the lead): exactly `agents` have rules, each its record's;
+    /// this instance's other rules go.
+    async fn sync(&self, agents: &[AgentRecord]) -> Result<(), RuntimeError>;
+    /// Connections refused so far, by agent id.
+    async fn refused_by_agent(
+        &self,
+    ) -> Result<std::collections::HashMap<String, u64>, RuntimeError>;
 }

@@ -316,7 +316,14 @@ async fn the_relist_finds_what_the_events_stream_missed() {
     record.workload_id = Some(container.clone());
     transition(&mut record, Cause::Adopted { running: true });
     store.save(&record, &[], None).await.expect("save");
-    let deps = Deps::new(runtime.clone(), store, publisher, config.clone()).expect("deps");
+    let deps = Deps::new(
+        runtime.clone(),
+        store,
+        publisher,
+        config.clone(),
+        std::sync::Arc::new(agent_manager::egress::Unfiltered),
+    )
+    .expect("deps");
     let supervisor = Supervisor::new(deps, vec![record]).start();
 
     // Its first look (at adoption) is done once the record carries a health time.

@@ -8,6 +8,9 @@
 //! workload's environment holds (no restart), users of agents without a workload are
 //! removed, and a workload holding no login of its own is replaced. While the manager
 //! runs, the supervisor's audit puts back lost users the same way ([`reissue`]).
+//!
+//! Every adopted agent's egress rules are then made to match its record, and rules of
+//! agents that are gone are removed (contract section 11).
 
 use std::collections::{HashMap, HashSet};
 
@@ -111,6 +114,9 @@ pub async fn adopt(deps: &Deps) -> Result<Adoption, AgentError> {
         adopted.push(record);
     }
     hold(deps, &mut adopted).await?;
+    // Every agent's egress rules as its record says, before anything of it runs again;
+    // rules of agents no longer here go (section 11).
+    deps.egress.sync(&adopted).await?;
     if let Some(issuer) = &deps.credentials {
         logins(deps, issuer.as_ref(), &mut adopted).await?;
     }
@@ -399,6 +405,11 @@ mod tests {
         }
         assert!(f.journal.position("credentials issue kept").is_none());
         assert!(adoption.agents.iter().all(|a| a.workload_id.is_some()));
+        // Every adopted agent's egress rules, and only theirs (section 11).
+        assert_eq!(
+            f.journal.matching("egress "),
+            vec!["egress sync half,kept,lost"]
+        );
     }
 
     #[tokio::test]

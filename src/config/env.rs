@@ -28,6 +28,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("ORPHAN_DRY_RUN", "docker.orphan_dry_run"),
     ("NETWORK_PER_CUSTOMER", "docker.network_per_customer"),
     ("NETWORK_INTERNAL", "docker.network_internal"),
+    ("EGRESS_MODE", "egress.mode"),
+    ("EGRESS_ALLOW", "egress.allow"),
     ("RABBITMQ_URL", "rabbitmq.url"),
     ("RABBITMQ_EXCHANGE", "rabbitmq.exchange"),
     ("COMMAND_QUEUE", "rabbitmq.command_queue"),

@@ -130,6 +130,64 @@ pub struct Config {
     pub halt: HaltConfig,
     /// The leader lease of the installation's managers (contract section 12).
     pub leader: LeaderConfig,
+    /// What agents may reach outside the platform (contract section 11).
+    pub egress: EgressConfig,
+}
+
+/// How egress is enforced ([`EgressConfig::mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressMode {
+    /// Enforced when this process can change the host's iptables; else said loudly.
+    Auto,
+    /// Enforced, or the manager does not start.
+    Iptables,
+    /// Nothing enforced.
+    Off,
+}
+
+impl EgressMode {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EgressMode::Auto => "auto",
+            EgressMode::Iptables => "iptables",
+            EgressMode::Off => "off",
+        }
+    }
+}
+
+/// What agents may reach outside the platform (contract section 11), besides each
+/// agent's own `egress` list.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    pub mode: EgressMode,
+    /// Entries every agent may reach (`EGRESS_ALLOW`).
+    pub allow: Vec<String>,
+    /// Entries each customer's agents may reach, by customer id.
+    #[serde(default)]
+    pub customers: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl EgressConfig {
+    /// Everything agent `spec` may reach: the installation's entries, its customer's,
+    /// its own, each once (the lists were checked when they were read).
+    pub fn entries_for(&self, spec: &crate::protocol::AgentSpec) -> Vec<String> {
+        let customer = self.customers.get(&spec.customer_id);
+        let mut all: Vec<String> = Vec::new();
+        for entry in self
+            .allow
+            .iter()
+            .chain(customer.into_iter().flatten())
+            .chain(&spec.egress)
+        {
+            if !all.contains(entry) {
+                all.push(entry.clone());
+            }
+        }
+        all
+    }
 }
 
 /// The leader lease (contract section 12; [`crate::leader`]).

@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 
 use super::env::env_var_of;
 use super::{
-    AgentsConfig, Config, CredentialMode, DockerConfig, GpuConfig, HaltConfig, HealthConfig,
-    LeaderConfig, QuotaConfig, RabbitConfig, RedisConfig, SettingError, SwarmConfig,
+    AgentsConfig, Config, CredentialMode, DockerConfig, EgressConfig, GpuConfig, HaltConfig,
+    HealthConfig, LeaderConfig, QuotaConfig, RabbitConfig, RedisConfig, SettingError, SwarmConfig,
 };
 use crate::credentials::can_carry_login;
+use crate::protocol::egress::canonical_list;
 use crate::protocol::image::{check_image_pattern, parse_image_ref};
 use crate::protocol::{valid_agent_id, AgentType};
 use crate::redact;
@@ -79,6 +80,7 @@ impl Config {
         check_quotas(&self.quotas, problems);
         check_halt(&self.halt, problems);
         check_leader(&self.leader, problems);
+        check_egress(&self.egress, problems);
         check_swarm(&self.swarm, problems);
         check_gpu(&self.gpu, problems);
     }
@@ -440,6 +442,19 @@ fn check_halt(h: &HaltConfig, p: &mut Problems) {
     p.positive("halt.window_s", h.window_s);
     if !(100..=60_000).contains(&h.watch_interval_ms) {
         p.bad("halt.watch_interval_ms", "must be between 100 and 60000");
+    }
+}
+
+fn check_egress(e: &EgressConfig, p: &mut Problems) {
+    let lists = std::iter::once(("egress.allow".to_string(), &e.allow)).chain(
+        e.customers
+            .iter()
+            .map(|(customer, list)| (format!("egress.customers.{customer}"), list)),
+    );
+    for (key, list) in lists {
+        if let Err((i, message)) = canonical_list(list.iter().map(String::as_str)) {
+            p.bad(&key, format!("entry {i}: {message}"));
+        }
     }
 }
 

@@ -384,7 +384,7 @@ impl Executor<'_> {
 
     async fn runtime(&mut self, call: &RuntimeCall) -> Result<(), AgentError> {
         let deps = self.deps;
-        let (runtime, config) = (deps.runtime.as_ref(), deps.config.as_ref());
+        let runtime = deps.runtime.as_ref();
         match call {
             RuntimeCall::EnsureImage(image) => Ok(runtime.ensure_image(image).await?),
             RuntimeCall::Create => workload::ensure(deps, self.rec()?).await.map(|_| ()),
@@ -398,10 +398,10 @@ impl Executor<'_> {
             RuntimeCall::UpdateResources(spec) => {
                 let mut resized = self.rec()?.clone();
                 resized.spec = spec.clone();
-                workload::update_resources(runtime, config, &resized).await
+                workload::update_resources(deps, &resized).await
             }
             RuntimeCall::Remove { timeout_s } => {
-                workload::remove(runtime, self.rec()?, *timeout_s).await
+                workload::remove(deps, self.rec()?, *timeout_s).await
             }
             RuntimeCall::Pause => workload::pause(runtime, self.rec()?).await,
             RuntimeCall::Unpause => workload::unpause(runtime, self.rec()?).await,
@@ -429,6 +429,9 @@ impl Executor<'_> {
                 if let Some(record) = self.record.take() {
                     let name = crate::runtime::spec::container_name(&record.agent_id);
                     let _ = self.deps.runtime.remove(&name, 0).await;
+                    if let Err(e) = self.deps.egress.forget(&record.agent_id).await {
+                        tracing::warn!(agent_id = %record.agent_id, error = %e, "could not remove the egress rules of a create that failed; the next start removes them");
+                    }
                     // Users whose password went into no workload; one left behind (its
                     // service away) is removed by the next start's reconciliation.
                     if let Err(e) = workload::revoke(self.deps, &record.agent_id).await {

@@ -1862,3 +1862,57 @@ fn a_new_egress_list_changes_the_agent_in_place() {
     new.image = "autogen-agent:other".into();
     assert_eq!(update_kind(&old, &new), UpdateKind::Replace);
 }
+
+#[actix_rt::test]
+async fn egress_rules_come_before_the_workload_follow_an_update_and_go_after_it() {
+    let f = fakes();
+    let after = created(&f, "m1").await;
+    let entries = f.journal.entries();
+    let allowed = entries
+        .iter()
+        .position(|e| e.starts_with(&format!("egress allow {AGENT}")))
+        .expect("rules made");
+    let made = entries
+        .iter()
+        .position(|e| e.starts_with("runtime create"))
+        .expect("workload made");
+    assert!(allowed < made, "no unfiltered moment: {entries:#?}");
+
+    f.journal.clear();
+    let patch = crate::protocol::SpecPatch {
+        egress: Some(vec!["10.20.0.0/16:9878".into()]),
+        ..Default::default()
+    };
+    let (after, result) = run_command(
+        &f.deps,
+        Some(after),
+        &command(Action::Update { patch }, OWNER, "m2"),
+    )
+    .await;
+    result.expect("updated");
+    assert_eq!(
+        f.journal.matching("egress "),
+        vec![format!("egress allow {AGENT} 10.20.0.0/16:9878")]
+    );
+    assert!(f.journal.matching("runtime create").is_empty(), "in place");
+
+    f.journal.clear();
+    let (_, result) = run_command(
+        &f.deps,
+        after,
+        &command(Action::Delete { timeout_s: 1 }, OWNER, "m3"),
+    )
+    .await;
+    result.expect("deleted");
+    let removed = f
+        .journal
+        .entries()
+        .iter()
+        .position(|e| e.starts_with("runtime remove"))
+        .expect("removed");
+    let forgotten = f
+        .journal
+        .position(&format!("egress forget {AGENT}"))
+        .expect("rules removed");
+    assert!(removed < forgotten);
+}

@@ -8,7 +8,6 @@
 //! (create, a replacing update, a vanished container made anew, self-healing alike),
 //! given to the agent's users first and then to the new workload's environment.
 
-use crate::config::Config;
 use crate::context::Deps;
 use crate::credentials::{own_password, AgentLogin, AgentUrls};
 use crate::error::{AgentError, CredentialError, RuntimeError};
@@ -28,6 +27,8 @@ pub async fn ensure(deps: &Deps, record: &mut AgentRecord) -> Result<String, Age
     }
     refuse_if_held(deps, &record.agent_id)?;
     let config = deps.config.as_ref();
+    // Its egress rules exist before its workload does (section 11): no unfiltered start.
+    deps.egress.allow(&record.agent_id, &record.spec).await?;
     let mut spec = spec::build(record, config);
     if let Some(issuer) = &deps.credentials {
         let login = AgentLogin::fresh(&record.agent_id).map_err(CredentialError::from)?;
@@ -89,30 +90,26 @@ pub async fn stop(
 
 /// Removes the workload (by id, or by its deterministic name when the record names
 /// none, so a workload made but never recorded goes too).
-pub async fn remove(
-    runtime: &dyn Runtime,
-    record: &AgentRecord,
-    timeout_s: u32,
-) -> Result<(), AgentError> {
+/// Its egress rules go after it.
+pub async fn remove(deps: &Deps, record: &AgentRecord, timeout_s: u32) -> Result<(), AgentError> {
     let id = record
         .workload_id
         .clone()
         .unwrap_or_else(|| spec::container_name(&record.agent_id));
-    Ok(runtime.remove(&id, timeout_s).await?)
+    deps.runtime.remove(&id, timeout_s).await?;
+    Ok(deps.egress.forget(&record.agent_id).await?)
 }
 
-/// New memory and CPU limits for `record`'s workload, if it has one (one that vanished
-/// is made with them at its next start).
-pub async fn update_resources(
-    runtime: &dyn Runtime,
-    config: &Config,
-    record: &AgentRecord,
-) -> Result<(), AgentError> {
+/// New memory and CPU limits and egress rules for `record`'s workload, if it has one
+/// (one that vanished is made with them at its next start).
+pub async fn update_resources(deps: &Deps, record: &AgentRecord) -> Result<(), AgentError> {
     let Some(id) = &record.workload_id else {
         return Ok(());
     };
-    match runtime
-        .update_resources(id, &spec::build(record, config))
+    deps.egress.allow(&record.agent_id, &record.spec).await?;
+    match deps
+        .runtime
+        .update_resources(id, &spec::build(record, &deps.config))
         .await
     {
         Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),

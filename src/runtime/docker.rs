@@ -48,6 +48,9 @@ pub struct DockerRuntime {
     cgroups: Option<Arc<CgroupReader>>,
     /// A container's files were not found once (said once, not per sample).
     cgroup_miss_logged: Arc<AtomicBool>,
+    /// The local Docker socket, when agents get a MAC address of the manager's (their
+    /// egress rules' key): creates that set one go through it ([`super::mac_create`]).
+    socket: Option<String>,
 }
 
 /// The cgroup reader `health.stats_source` asks for, if the files are there: `auto`
@@ -89,6 +92,9 @@ impl DockerRuntime {
             network: config.docker.network.clone(),
             instance: config.instance.clone(),
             network_internal: config.docker.network_internal,
+            socket: crate::egress::keyed_by_mac(config)
+                .then(|| crate::egress::local_socket(config))
+                .flatten(),
             cgroups: cgroup_reader(config),
             cgroup_miss_logged: Arc::default(),
         })
@@ -217,7 +223,10 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 spec.network.clone(),
-                EndpointSettings::default(),
+                EndpointSettings {
+                    mac_address: spec.mac_address.clone(),
+                    ..Default::default()
+                },
             )])),
         }),
         ..Default::default()
@@ -391,10 +400,17 @@ impl Runtime for DockerRuntime {
                 .name(&spec.name)
                 .build();
             let body = create_body(spec);
+            let with_mac = spec.mac_address.clone().zip(self.socket.clone());
+            let name = spec.name.clone();
             let result = self
                 .engine
                 .call(DockerOp::CreateContainer, Duration::ZERO, async move {
-                    docker.create_container(Some(options), body).await
+                    match with_mac {
+                        Some((mac, socket)) => {
+                            super::mac_create::create_with_mac(&socket, &name, &body, &mac).await
+                        }
+                        None => docker.create_container(Some(options), body).await,
+                    }
                 })
                 .await;
             match result {

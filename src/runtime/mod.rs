@@ -14,7 +14,8 @@
 //! [`engine`] is the Docker plumbing docker and swarm modes share: the bounded, timed,
 //! admitted calls (named by [`engine::DockerOp`]), error mapping, the agents' networks,
 //! log collection and the spec's translation into Docker's health, ulimit and logging
-//! models. [`watcher`] follows Docker's events and produces the messages
+//! models; `mac_create` the one create bollard cannot send (a container-level MAC
+//! address, for the agents' egress rules). [`watcher`] follows Docker's events and produces the messages
 //! ([`watcher::ContainerEvent`], [`watcher::LookAtAll`]) whoever holds the agents
 //! handles.
 
@@ -23,6 +24,7 @@ pub mod cgroup;
 pub mod docker;
 pub mod engine;
 pub mod gpu;
+mod mac_create;
 pub mod spec;
 pub mod swarm;
 pub mod watcher;

@@ -116,6 +116,9 @@ pub struct ContainerSpec {
     pub security_opt: Vec<String>,
     /// The `nofile` ulimit (soft = hard).
     pub nofile: u64,
+    /// The MAC address the agent's egress rules are keyed on (`crate::egress`); `None`:
+    /// Docker's own.
+    pub mac_address: Option<String>,
 }
 
 /// Docker's HEALTHCHECK, from the configuration.
@@ -284,6 +287,8 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
             .collect(),
         security_opt: crate::security::security_opts(&config.agents.security_opt),
         nofile: config.agents.nofile,
+        mac_address: crate::egress::keyed_by_mac(config)
+            .then(|| crate::egress::rules::mac_of(&config.instance, &record.agent_id)),
     }
 }
 

@@ -1014,6 +1014,7 @@ pub fn cleanup_test_resources(config: &Config) {
                     .output();
             }
         }
+        remove_egress_rules(&instance);
         if let Ok(client) = redis::Client::open(REDIS_URL) {
             if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(5)) {
                 let keys: Vec<String> = redis::cmd("KEYS")
@@ -1054,6 +1055,37 @@ pub fn cleanup_test_resources(config: &Config) {
         }
     });
     let _ = cleanup.join();
+}
+
+/// Removes the egress rules (contract section 11) of manager instance `instance`'s
+/// agents, as the manager itself would remove a deleted agent's.
+pub fn remove_egress_rules(instance: &str) {
+    use agent_manager::egress::rules;
+    let Ok(out) = std::process::Command::new("iptables")
+        .args(["-w", "5", "-S", rules::HOOK_CHAIN])
+        .output()
+    else {
+        return;
+    };
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let text: String = rules::agents_in(&listing, instance)
+        .iter()
+        .map(|agent| rules::forget_text(instance, agent, true))
+        .collect();
+    if text.is_empty() {
+        return;
+    }
+    if let Ok(mut child) = std::process::Command::new("iptables-restore")
+        .args(["-w", "5", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    {
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            let _ = stdin.write_all(text.as_bytes());
+        }
+        let _ = child.wait();
+    }
 }
 
 /// Removes every agent user the manager of `config` made (RabbitMQ and Redis).
