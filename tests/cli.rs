@@ -413,7 +413,7 @@ async fn check_passes_with_everything_up_and_names_the_fix_otherwise() {
         ok.stdout, ok.stderr
     );
     for name in [
-        "docker", "image", "network", "agents", "rabbitmq", "redis", "logins",
+        "docker", "image", "network", "agents", "rabbitmq", "redis", "logins", "egress",
     ] {
         assert!(
             ok.stdout
@@ -425,6 +425,26 @@ async fn check_passes_with_everything_up_and_names_the_fix_otherwise() {
     }
     let quiet = cli(&cfg, &["check", "--quiet"], &[]).await;
     assert_eq!((quiet.code, quiet.stdout.as_str()), (0, ""), "{quiet:#?}");
+
+    // Egress that cannot be enforced from where the manager would run fails, naming
+    // the way out (a Docker host that is not this machine's socket).
+    let remote = cli(
+        &cfg,
+        &["check"],
+        &[
+            ("DOCKER_HOST", "tcp://127.0.0.1:1"),
+            ("EGRESS_MODE", "iptables"),
+        ],
+    )
+    .await;
+    assert!(
+        remote
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("egress") && l.contains("not enforced")),
+        "{remote:#?}"
+    );
+    assert!(remote.stdout.contains("EGRESS_MODE=off"), "{remote:#?}");
 
     // Redis on a closed port: exit 1, the failing check named, with its fix.
     let started = Instant::now();

@@ -365,6 +365,20 @@ async fn customers_on_their_own_networks_cannot_reach_each_other() {
         ],
     )
     .await;
+    // Egress (section 11) refuses other agents unless listed: both are allowed the
+    // server, so what keeps the stranger out below is the network alone.
+    let allow_server = json!([format!("{ip}:8080")]);
+    let mid = env
+        .command("agent.update", &neighbour, json!({"egress": allow_server}))
+        .await;
+    env.answer(&mid, "agent.updated").await;
+    let mid = env
+        .send(
+            "agent.update",
+            json!({"agent_id": stranger, "customer_id": other_customer, "egress": allow_server}),
+        )
+        .await;
+    env.answer(&mid, "agent.updated").await;
     let connect = ["sh", "-c", &format!("echo | nc -w 2 {ip} 8080")];
     let until = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -98,7 +98,54 @@ pub async fn run(config: &Config, opts: &CheckOptions) -> Vec<CheckResult> {
     if !opts.services_only && config.agents.credentials == CredentialMode::PerAgent {
         results.push(credentials_check(config, opts.timeout).await);
     }
+    if !opts.services_only {
+        results.push(egress_check(config).await);
+    }
     results
+}
+
+/// Whether agents' egress (contract section 11) will be enforced by a manager run with
+/// this configuration, from this place.
+async fn egress_check(config: &Config) -> CheckResult {
+    use crate::config::{DeploymentMode, EgressMode};
+    let mode = config.egress.mode;
+    if mode == EgressMode::Off {
+        return CheckResult::skip(
+            "egress",
+            "EGRESS_MODE=off: agents may connect anywhere their network routes to".into(),
+        );
+    }
+    if config.deployment_mode == DeploymentMode::Swarm {
+        return CheckResult::skip(
+            "egress",
+            "not enforced in swarm mode yet: agents may connect anywhere their network routes to"
+                .into(),
+        );
+    }
+    let unfiltered = |detail: String, fix: &str| {
+        CheckResult::fail(
+            "egress",
+            format!("not enforced (EGRESS_MODE={}): {detail}", mode.as_str()),
+            format!("{fix}; or set EGRESS_MODE=off to run agents unfiltered knowingly"),
+        )
+    };
+    if !crate::egress::keyed_by_mac(config) {
+        return unfiltered(
+            "the Docker host is not this machine's socket".into(),
+            "run the manager on the Docker host, with its local socket",
+        );
+    }
+    match crate::egress::firewall::usable().await {
+        Ok(()) => CheckResult::ok(
+            "egress",
+            "iptables usable: agents reach the platform and their lists only".into(),
+        ),
+        Err(e) => unfiltered(
+            format!("iptables cannot be changed here ({e})"),
+            "run the manager as root in the host's network namespace (a container: \
+             --network host --cap-add NET_ADMIN, as root)",
+        ),
+    }
 }
 
 /// With per-agent credentials: the management API and Redis' ACLs answer the manager

@@ -40,7 +40,16 @@ pub async fn describe(
     let now = Utc::now();
     let mut text = String::new();
     match &record {
-        Ok(r) => record_section(&mut text, r, now),
+        Ok(r) => {
+            record_section(&mut text, r, now);
+            if let Some(n) = refused_connections(config, agent_id).await {
+                line(
+                    &mut text,
+                    "Egress refused",
+                    format!("{n} connection attempt(s)"),
+                );
+            }
+        }
         Err(e) => {
             let _ = writeln!(
                 text,
@@ -52,6 +61,28 @@ pub async fn describe(
     text.push_str(&events_section(&events, now));
     out.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// How many connections the kernel refused the agent (its egress chain's `REJECT`
+/// counters), when this process may read the host's iptables; `None` otherwise.
+async fn refused_connections(config: &Config, agent_id: &str) -> Option<u64> {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::process::Command::new("iptables-save")
+            .args(["-c", "-t", "filter"])
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let saved = String::from_utf8_lossy(&out.stdout);
+    let chain = crate::egress::rules::chain_of(&config.instance, agent_id);
+    crate::egress::rules::refused_by_chain(&saved)
+        .get(&chain)
+        .copied()
 }
 
 /// The label column: the longest label (`Docker restarts:`, indented by two) and a space.
