@@ -223,6 +223,9 @@ impl Standby {
 
         derive_agent_urls(&mut config, &docker).await;
         warn_about_transport(&config);
+        let egress = crate::egress::build(&mut config, &docker)
+            .await
+            .map_err(StartError::Egress)?;
         let config = Arc::new(config);
 
         let publisher = EventPublisher::with_outbox(config.rabbitmq.clone(), store.clone());
@@ -234,16 +237,13 @@ impl Standby {
                 message: e.to_string(),
             })?;
 
-        let egress = crate::egress::build(&config)
-            .await
-            .map_err(StartError::Egress)?;
         let endpoint = redact::url(&config.rabbitmq.management_url());
         let deps = Deps::new(
             runtime.clone(),
             store.clone(),
             publisher.clone(),
             config.clone(),
-            egress,
+            egress.filter,
         )
         .map_err(|e| StartError::Credentials {
             endpoint: endpoint.clone(),
@@ -251,6 +251,16 @@ impl Standby {
         })?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        if let Some(listener) = egress.proxy {
+            // Every manager serves it, leader or standby: it only reads records.
+            actix_rt::spawn(crate::egress::proxy::serve(
+                listener,
+                config.instance.clone(),
+                config.egress.clone(),
+                store.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         let (deps_ok_tx, deps_ok) = watch::channel(true);
         actix_rt::spawn(readiness::watch_dependencies(
             store.clone(),

@@ -193,15 +193,64 @@ fn agent_chain_exists(env: &TestEnv, agent_id: &str) -> bool {
     sh("iptables", &["-w", "5", "-S", &chain]).status.success()
 }
 
+/// A name for the outside host, in /etc/hosts while the test runs (the proxy resolves
+/// names with the host's resolver).
+struct HostsEntry(String);
+
+impl HostsEntry {
+    fn add(name: &str, ip: &str) -> HostsEntry {
+        let line = format!("{ip} {name}");
+        let hosts = std::fs::read_to_string("/etc/hosts").expect("/etc/hosts");
+        std::fs::write("/etc/hosts", format!("{hosts}{line}\n")).expect("write /etc/hosts");
+        HostsEntry(line)
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            let kept: String = hosts
+                .lines()
+                .filter(|l| *l != self.0)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write("/etc/hosts", kept);
+        }
+    }
+}
+
+/// What the egress proxy at `proxy` answers agent `container`'s `CONNECT target`: its
+/// status line and what the tunnel then carried.
+async fn through_proxy(container: &str, proxy: &str, target: &str) -> String {
+    let (host, port) = proxy.rsplit_once(':').expect("host:port");
+    let request = format!("CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n");
+    let out = tokio::process::Command::new("docker")
+        .args([
+            "exec",
+            container,
+            "sh",
+            "-c",
+            &format!("printf '{request}' | nc -w 3 {host} {port}"),
+        ])
+        .output()
+        .await
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 #[actix_rt::test]
 async fn an_agent_reaches_the_platform_and_its_list_and_nothing_else() {
+    let gateway = agent_gateway().expect("the agents' network has a gateway");
+    let proxy = format!("{gateway}:{}", common::free_port());
     // iptables: the manager refuses to start rather than run agents unfiltered.
-    let mut env = TestEnv::start(&[("EGRESS_MODE", "iptables")]).await;
+    let mut env =
+        TestEnv::start(&[("EGRESS_MODE", "iptables"), ("EGRESS_PROXY_LISTEN", &proxy)]).await;
     let mut outside = OutsideHost::new(&env.id);
     outside.listen(18080);
     outside.listen(18081);
     let [allowed_host, other_host] = outside.addrs.clone();
-    let gateway = agent_gateway().expect("the agents' network has a gateway");
+    let name = format!("exchange-{}.egress.test", env.id);
+    let _hosts = HostsEntry::add(&name, &allowed_host);
     // A port of the host's own that is no platform service.
     let host_port = common::free_port();
     let host_listener = std::net::TcpListener::bind((gateway, host_port)).expect("bind");
@@ -216,7 +265,7 @@ async fn an_agent_reaches_the_platform_and_its_list_and_nothing_else() {
     let a = env.agent_id("ega");
     let b = env.agent_id("egb");
     let mut body = env.create_body(&a);
-    body["egress"] = json!([format!("{allowed_host}:18080")]);
+    body["egress"] = json!([format!("{allowed_host}:18080"), "*.egress.test:18081"]);
     let mid = env.send("agent.create", body).await;
     env.answer(&mid, "agent.started").await;
     env.create_running(&b).await;
@@ -307,6 +356,37 @@ async fn an_agent_reaches_the_platform_and_its_list_and_nothing_else() {
         "refusals counted: {}",
         refused_count()
     );
+
+    // Names go through the egress proxy, which checks the agent's list: it was given
+    // the proxy, an allowed name is tunnelled, another port or a name outside the list
+    // is refused, and the proxy never connects to metadata for it.
+    let inspect = env.inspect(&a).await.expect("agent a");
+    let agent_env = inspect.config.and_then(|c| c.env).unwrap_or_default();
+    assert!(
+        agent_env.contains(&format!("HTTPS_PROXY=http://{proxy}")),
+        "{agent_env:?}"
+    );
+    let tunnel = through_proxy(&ca, &proxy, &format!("{name}:18081")).await;
+    assert!(
+        tunnel.starts_with("HTTP/1.1 200") && tunnel.contains("hi"),
+        "an allowed name: {tunnel:?}"
+    );
+    for target in [
+        format!("{name}:18080"),
+        format!("other-{}.example:18081", env.id),
+        "169.254.169.254:80".to_string(),
+    ] {
+        let answer = through_proxy(&ca, &proxy, &target).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{target}: {answer:?}");
+    }
+    // A name in the list that resolves to cloud metadata: the proxy will not go there.
+    let metadata = format!("meta-{}.egress.test", env.id);
+    let _metadata = HostsEntry::add(&metadata, "169.254.169.254");
+    let answer = through_proxy(&ca, &proxy, &format!("{metadata}:18081")).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "metadata: {answer:?}");
+    // Agent b has no such entry.
+    let answer = through_proxy(&cb, &proxy, &format!("{name}:18081")).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "agent b: {answer:?}");
 
     // An update opens and closes destinations on the running agent, same container.
     let before = env.inspect(&a).await.and_then(|c| c.id);

@@ -27,6 +27,9 @@
 //! - `failover`: many managers, one leader: `kill -9` of the leader → the new leader's
 //!   first answer, beside a single manager's restart; `SIGTERM` hand-over; a standby's
 //!   cost.
+//! - `egress`: create throughput with the kernel's egress rules beside without, rule
+//!   sets at 1,000 agents (write, update, size, a connection's cost), the proxy's
+//!   round trip beside a direct one.
 //!
 //! What they share is in `support/`. Results are printed and written to
 //! `target/bench-results/<scenario>.json`, with the load average before and after each
@@ -38,6 +41,7 @@ mod common;
 mod autogen;
 mod burst;
 mod detect;
+mod egress;
 mod failover;
 mod halt;
 mod lifecycle;
@@ -94,6 +98,9 @@ fn main() {
         }
         if wanted("failover") {
             failover::failover(&s).await;
+        }
+        if wanted("egress") {
+            egress::egress(&s).await;
         }
     });
 }

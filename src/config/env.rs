@@ -30,6 +30,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NETWORK_INTERNAL", "docker.network_internal"),
     ("EGRESS_MODE", "egress.mode"),
     ("EGRESS_ALLOW", "egress.allow"),
+    ("EGRESS_PROXY_LISTEN", "egress.proxy_listen"),
     ("RABBITMQ_URL", "rabbitmq.url"),
     ("RABBITMQ_EXCHANGE", "rabbitmq.exchange"),
     ("COMMAND_QUEUE", "rabbitmq.command_queue"),

@@ -168,6 +168,13 @@ pub struct EgressConfig {
     /// Entries each customer's agents may reach, by customer id.
     #[serde(default)]
     pub customers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Where the egress proxy listens (`host:port`); `auto`: the gateway of the agents'
+    /// network, port 3128; empty: no proxy.
+    pub proxy_listen: String,
+    /// The proxy's URL as agents are given it (`HTTPS_PROXY`), once it listens; set at
+    /// start, never read from a file.
+    #[serde(skip)]
+    pub proxy_url: Option<String>,
 }
 
 impl EgressConfig {

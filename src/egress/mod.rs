@@ -4,6 +4,8 @@
 //!   agent, keyed by the MAC address the manager gives its container.
 //! - [`firewall`]: [`Firewall`], which writes and reads them, the
 //!   [`crate::ports::EgressFilter`] of Docker and GPU modes.
+//! - [`proxy`]: the egress proxy for entries with host names (HTTP `CONNECT`), which
+//!   knows an agent by the same MAC address.
 //! - [`Unfiltered`]: the filter where nothing is enforced (`EGRESS_MODE=off`, Swarm
 //!   mode, a Docker host that is not this machine, or no iptables in `auto` mode).
 //!
@@ -11,6 +13,7 @@
 //! what each allows) are the contract's: [`crate::protocol::egress`].
 
 pub mod firewall;
+pub mod proxy;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -67,13 +70,26 @@ pub fn local_socket(config: &Config) -> Option<String> {
     }
 }
 
+/// What [`build`] made: the filter, and the egress proxy's listener when there is one
+/// (serve it with [`proxy::serve`]).
+pub struct Egress {
+    pub filter: Arc<dyn EgressFilter>,
+    pub proxy: Option<tokio::net::TcpListener>,
+}
+
 /// The filter for `config`: the kernel's rules where they can be written, else
 /// [`Unfiltered`] with a warning (`auto`) or an error that names the fix (`iptables`).
-pub async fn build(config: &Config) -> Result<Arc<dyn EgressFilter>, String> {
+/// Where rules are written, the egress proxy listens too (unless
+/// `EGRESS_PROXY_LISTEN` is empty), and `config` learns its URL for the agents.
+pub async fn build(config: &mut Config, docker: &bollard::Docker) -> Result<Egress, String> {
+    let unfiltered = || Egress {
+        filter: Arc::new(Unfiltered),
+        proxy: None,
+    };
     let mode = config.egress.mode;
     if mode == EgressMode::Off {
         tracing::warn!("EGRESS_MODE=off: agents may connect anywhere their network routes to");
-        return Ok(Arc::new(Unfiltered));
+        return Ok(unfiltered());
     }
     let why_not = if config.deployment_mode == DeploymentMode::Swarm {
         Some("Swarm mode does not enforce egress yet (agents' overlay network and proxy are the next step)".to_string())
@@ -95,9 +111,26 @@ pub async fn build(config: &Config) -> Result<Arc<dyn EgressFilter>, String> {
             reason = %why,
             "egress NOT enforced (EGRESS_MODE=auto): agents may connect anywhere their network routes to; set EGRESS_MODE=iptables to refuse to start instead"
         );
-        return Ok(Arc::new(Unfiltered));
+        return Ok(unfiltered());
     }
-    let platform = platform(config).await?;
+    let mut platform = platform(config).await?;
+    let proxy = match proxy_address(config, docker).await? {
+        None => None,
+        Some(addr) => match listen_shared(addr) {
+            Ok(listener) => {
+                if !platform.services.contains(&addr) {
+                    platform.services.push(addr);
+                }
+                config.egress.proxy_url = Some(format!("http://{addr}"));
+                tracing::info!(listen = %addr, "egress proxy listening");
+                Some(listener)
+            }
+            Err(e) => {
+                tracing::warn!(listen = %addr, error = %e, "the egress proxy cannot listen: entries with host names are refused (set EGRESS_PROXY_LISTEN)");
+                None
+            }
+        },
+    };
     let fw = Firewall::install(&config.instance, config.egress.clone(), platform.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -105,7 +138,51 @@ pub async fn build(config: &Config) -> Result<Arc<dyn EgressFilter>, String> {
         platform = ?platform.services,
         "egress enforced: agents reach the platform's services and their lists only"
     );
-    Ok(Arc::new(fw))
+    Ok(Egress {
+        filter: Arc::new(fw),
+        proxy,
+    })
+}
+
+/// Port of the proxy when `EGRESS_PROXY_LISTEN=auto`.
+pub const PROXY_PORT: u16 = 3128;
+
+/// Where the proxy listens: `EGRESS_PROXY_LISTEN`, `auto` being the agents' network's
+/// gateway; `None`: no proxy.
+async fn proxy_address(
+    config: &Config,
+    docker: &bollard::Docker,
+) -> Result<Option<SocketAddrV4>, String> {
+    let listen = config.egress.proxy_listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    if listen != "auto" {
+        return listen
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("EGRESS_PROXY_LISTEN '{listen}' is not IPv4 host:port"));
+    }
+    let network = &config.docker.network;
+    match crate::runtime::agent_urls::network_gateway(docker, network, Duration::from_secs(5)).await
+    {
+        Ok(Some(std::net::IpAddr::V4(gw))) => Ok(Some(SocketAddrV4::new(gw, PROXY_PORT))),
+        Ok(_) => {
+            tracing::warn!(%network, "the agents' network has no IPv4 gateway: no egress proxy (set EGRESS_PROXY_LISTEN)");
+            Ok(None)
+        }
+        Err(e) => Err(format!("egress proxy: {e}")),
+    }
+}
+
+/// A listener on `addr` that the installation's other managers on this host can share
+/// (`SO_REUSEPORT`): whichever runs answers.
+fn listen_shared(addr: SocketAddrV4) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(SocketAddr::V4(addr))?;
+    socket.listen(1024)
 }
 
 /// The platform's services as agents reach them: the host and port of the agents'
@@ -144,7 +221,7 @@ async fn platform(config: &Config) -> Result<Platform, String> {
 }
 
 /// The host and port of a `scheme://[user[:pass]@]host[:port][/...]` URL.
-fn host_port(url: &str, default_port: u16) -> Option<(String, u16)> {
+pub fn host_port(url: &str, default_port: u16) -> Option<(String, u16)> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next()?;
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);

@@ -43,6 +43,11 @@ pub const ENV_REDIS_PREFIX: &str = "REDIS_PREFIX";
 /// The exchange the agent's tasks and results go through (contract section 8; the
 /// exchange its own RabbitMQ user may use, section 7).
 pub const ENV_RABBITMQ_EXCHANGE: &str = "RABBITMQ_EXCHANGE";
+/// Section 11: the egress proxy, for destinations with host names (standard names).
+pub const ENV_HTTPS_PROXY: &str = "HTTPS_PROXY";
+pub const ENV_HTTP_PROXY: &str = "HTTP_PROXY";
+/// Section 11: what is reached without the proxy (the platform's services).
+pub const ENV_NO_PROXY: &str = "NO_PROXY";
 /// GPU mode: the devices the NVIDIA runtime exposes to the agent.
 pub const ENV_NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
 /// GPU mode: the driver libraries the NVIDIA runtime mounts (compute and nvidia-smi).
@@ -220,6 +225,19 @@ pub fn recreate_hash(spec: &AgentSpec) -> String {
         .to_string()
 }
 
+/// `NO_PROXY`: loopback and the hosts of the agents' RabbitMQ and Redis URLs.
+fn no_proxy(config: &Config) -> String {
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    for url in [config.agent_rabbitmq_url(), config.agent_redis_url()] {
+        if let Some((host, _)) = crate::egress::host_port(url, 0) {
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    hosts.join(",")
+}
+
 /// The container for `record` under `config`.
 pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
     let spec = &record.spec;
@@ -241,7 +259,7 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
             serde_json::to_string(&spec.resources).unwrap_or_default(),
         ),
     ]);
-    let env = vec![
+    let mut env = vec![
         format!("{ENV_AGENT_ID}={}", record.agent_id),
         format!("{ENV_CUSTOMER_ID}={}", spec.customer_id),
         format!("{ENV_AGENT_TYPE}={}", spec.agent_type.as_str()),
@@ -257,6 +275,13 @@ pub fn build(record: &AgentRecord, config: &Config) -> ContainerSpec {
         format!("{ENV_REDIS_PREFIX}={}", config.redis.prefix),
         format!("{ENV_RABBITMQ_EXCHANGE}={}", config.rabbitmq.exchange),
     ];
+    if let Some(proxy) = &config.egress.proxy_url {
+        env.extend([
+            format!("{ENV_HTTPS_PROXY}={proxy}"),
+            format!("{ENV_HTTP_PROXY}={proxy}"),
+            format!("{ENV_NO_PROXY}={}", no_proxy(config)),
+        ]);
+    }
     ContainerSpec {
         name: container_name(&record.agent_id),
         image: spec.image.clone(),

@@ -716,6 +716,10 @@ pub fn test_env_vars(id: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
         ("AGENT_IMAGE".into(), agent_image().into()),
         ("AGENT_REDIS_URL".into(), agent_redis_url()),
         ("AGENT_RABBITMQ_URL".into(), agent_rabbitmq_url()),
+        // Managers of other tests run beside this one: an egress proxy on the shared
+        // port would answer for installations it does not know (tests/egress.rs gives
+        // its own a port of its own).
+        ("EGRESS_PROXY_LISTEN".into(), String::new()),
     ]);
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());

@@ -36,6 +36,20 @@ pub struct Sizes {
     pub failovers: usize,
     pub handovers: usize,
     pub failover_window: Duration,
+    pub egress: EgressSizes,
+}
+
+/// The `egress` scenario's sizes (see its `//!`).
+pub struct EgressSizes {
+    /// Agents created through each manager (rules on, rules off).
+    pub agents: usize,
+    pub batch: usize,
+    /// Agents whose chains are written at once.
+    pub rule_agents: usize,
+    /// One agent's chain rewritten this many times with them all present.
+    pub updates: usize,
+    /// Requests timed per path (connects, proxy round trips).
+    pub requests: usize,
 }
 
 /// The `halt` scenario's sizes (see its `//!`).
@@ -114,5 +128,12 @@ pub fn sizes() -> Sizes {
         failovers: n("FAILOVERS", 20, 2),
         handovers: n("HANDOVERS", 5, 1),
         failover_window: Duration::from_secs(n("FAILOVER_WINDOW_S", 60, 2) as u64),
+        egress: EgressSizes {
+            agents: n("EGRESS_AGENTS", 60, 2),
+            batch: n("EGRESS_BATCH", 20, 2),
+            rule_agents: n("EGRESS_RULE_AGENTS", 1000, 20),
+            updates: n("EGRESS_UPDATES", 50, 3),
+            requests: n("EGRESS_REQUESTS", 200, 5),
+        },
     }
 }
