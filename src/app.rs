@@ -296,6 +296,7 @@ impl Standby {
                 store: store.clone(),
                 gpu_inventory,
                 quotas: config.quotas.clone(),
+                egress: deps.egress.clone(),
             };
             let (server, addr) = crate::admin::serve(
                 listen,

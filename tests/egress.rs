@@ -388,6 +388,20 @@ async fn an_agent_reaches_the_platform_and_its_list_and_nothing_else() {
     let answer = through_proxy(&cb, &proxy, &format!("{name}:18081")).await;
     assert!(answer.starts_with("HTTP/1.1 403"), "agent b: {answer:?}");
 
+    // /metrics counts what egress refused each agent (kernel and proxy).
+    let (status, metrics) = env.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    let refused_a: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "agent_manager_agent_egress_refused_total{{agent=\"{a}\"}} "
+            ))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no refusals series for {a}: {metrics}"));
+    assert!(refused_a >= 8.0, "kernel and proxy refusals: {refused_a}");
+
     // An update opens and closes destinations on the running agent, same container.
     let before = env.inspect(&a).await.and_then(|c| c.id);
     let mid = env

@@ -20,6 +20,8 @@ pub struct MetricsSource {
     pub gpu_inventory: Option<u64>,
     /// The per-customer limits, for `type="hard"`.
     pub quotas: QuotaConfig,
+    /// Egress refusals per agent (contract section 11).
+    pub egress: std::sync::Arc<dyn crate::ports::EgressFilter>,
 }
 
 /// The whole `/metrics` text. A Redis failure leaves out what needs the records (the
@@ -46,7 +48,20 @@ pub async fn render(source: &MetricsSource, ready: bool) -> String {
     metrics::emit(Readiness { ready });
     let mut out = metrics::render();
 
-    let views: Vec<AgentView> = records.iter().map(view).collect();
+    let refused = if source.egress.enforced() {
+        source.egress.refused_by_agent().await.ok()
+    } else {
+        None
+    };
+    let views: Vec<AgentView> = records
+        .iter()
+        .map(|r| {
+            let egress_refused = refused
+                .as_ref()
+                .map(|by_agent| by_agent.get(&r.agent_id).copied().unwrap_or(0));
+            view(r, egress_refused)
+        })
+        .collect();
     let present: HashSet<&str> = records.iter().map(|r| r.agent_id.as_str()).collect();
     let usage = metrics::usage::of(&present);
     let gpus = match source.gpu_inventory {
@@ -82,7 +97,7 @@ pub async fn render(source: &MetricsSource, ready: bool) -> String {
     out
 }
 
-fn view(r: &AgentRecord) -> AgentView {
+fn view(r: &AgentRecord, egress_refused: Option<u64>) -> AgentView {
     AgentView {
         agent_id: r.agent_id.clone(),
         customer_id: r.spec.customer_id.clone(),
@@ -91,6 +106,7 @@ fn view(r: &AgentRecord) -> AgentView {
         status: r.status().as_str().into(),
         health: r.health.clone(),
         restarts: r.restart_count,
+        egress_refused,
     }
 }
 

@@ -1,8 +1,8 @@
 //! The kernel's side of egress (contract section 11) in Docker and GPU modes: the rules
 //! of [`super::rules`], written with `iptables-restore --noflush` (one atomic
 //! transaction per change, so an agent's chain is never half written) and read with
-//! `iptables -S` / `iptables-save -c`. Every call is bounded; changes are serialized so
-//! the manager's idea of which agents are hooked stays true.
+//! `iptables -S` / `iptables-save -c`. Every call is bounded and waits for the xtables
+//! lock at most 5 s.
 
 use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
@@ -30,7 +30,7 @@ pub struct Firewall {
     instance: String,
     config: EgressConfig,
     platform: Platform,
-    /// One change at a time from this process (the kernel's state is read for each,
+    /// One whole-instance sync at a time (the kernel's state is read for each change,
     /// never remembered: another manager of the instance may have changed it).
     changing: Arc<Mutex<()>>,
 }
@@ -112,12 +112,15 @@ impl Firewall {
     pub async fn refused(&self) -> Result<HashMap<String, u64>, RuntimeError> {
         let saved = run("iptables-save", &["-c", "-t", "filter"], None).await?;
         let by_chain = rules::refused_by_chain(&saved);
+        let by_proxy = super::proxy::refused_by_agent();
         let hooked = self.hooked().await?;
         Ok(hooked
             .iter()
             .map(|agent| {
                 let chain = rules::chain_of(&self.instance, agent);
-                (agent.clone(), by_chain.get(&chain).copied().unwrap_or(0))
+                let kernel = by_chain.get(&chain).copied().unwrap_or(0);
+                let proxy = by_proxy.get(agent).copied().unwrap_or(0);
+                (agent.clone(), kernel + proxy)
             })
             .collect())
     }
@@ -129,14 +132,15 @@ impl EgressFilter for Firewall {
         true
     }
 
+    // One agent's changes come one at a time already (its actor runs one command at a
+    // time), and iptables-restore's transactions are atomic: different agents' go in
+    // parallel, so a burst of creates does not queue behind one lock.
     async fn allow(&self, agent_id: &str, spec: &AgentSpec) -> Result<(), RuntimeError> {
-        let _one = self.changing.lock().await;
         let text = self.allow_text(agent_id, spec, self.is_hooked(agent_id).await);
         restore(&text).await.map(|_| ())
     }
 
     async fn forget(&self, agent_id: &str) -> Result<(), RuntimeError> {
-        let _one = self.changing.lock().await;
         let text = rules::forget_text(&self.instance, agent_id, self.is_hooked(agent_id).await);
         restore(&text).await.map(|_| ())
     }

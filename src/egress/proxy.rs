@@ -38,6 +38,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The MAC → agent map is read again at most this often when a MAC is unknown.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
+/// Destinations refused per agent by this process's proxy since it started.
+static REFUSED: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+
+/// Requests this process's proxy refused, by agent id.
+pub fn refused_by_agent() -> HashMap<String, u64> {
+    REFUSED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+fn count_refusal(agent_id: &str) {
+    let mut refused = REFUSED.lock().unwrap_or_else(|p| p.into_inner());
+    *refused
+        .get_or_insert_with(HashMap::new)
+        .entry(agent_id.to_string())
+        .or_default() += 1;
+}
+
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -213,6 +233,7 @@ async fn handle(
     };
     let entries = parsed(&config.entries_for(&spec));
     if !entries.iter().any(|e| e.allows(&target.host, target.port)) {
+        count_refusal(&agent);
         tracing::info!(
             agent_id = %agent,
             destination = %format!("{}:{}", target.host, target.port),

@@ -22,6 +22,8 @@ pub struct AgentView {
     /// healthy, unhealthy, starting or none.
     pub health: String,
     pub restarts: u64,
+    /// Connections egress refused it, where egress is enforced.
+    pub egress_refused: Option<u64>,
 }
 
 /// One customer's use of a quota resource, and its limit (0: unlimited).
@@ -85,6 +87,12 @@ pub fn render(
     Metric::AgentRestartsTotal.family(out);
     for a in agents {
         Metric::AgentRestartsTotal.sample(out, [&a.agent_id], a.restarts as f64);
+    }
+    Metric::AgentEgressRefusedTotal.family(out);
+    for a in agents {
+        if let Some(n) = a.egress_refused {
+            Metric::AgentEgressRefusedTotal.sample(out, [&a.agent_id], n as f64);
+        }
     }
     render_usage(out, agents, usage);
     Metric::CustomerResourcequota.family(out);
@@ -151,7 +159,37 @@ mod tests {
             status: "running".into(),
             health: "healthy".into(),
             restarts: 2,
+            egress_refused: None,
         }
+    }
+
+    #[test]
+    fn egress_refusals_are_shown_only_where_egress_is_enforced() {
+        let mut out = String::new();
+        render(
+            &mut out,
+            &[agent("a-1")],
+            &HashMap::new(),
+            &[],
+            None,
+            &["running"],
+        );
+        assert!(!out.contains("egress_refused_total{"), "{out}");
+        let mut watched = agent("a-1");
+        watched.egress_refused = Some(3);
+        let mut out = String::new();
+        render(
+            &mut out,
+            &[watched],
+            &HashMap::new(),
+            &[],
+            None,
+            &["running"],
+        );
+        assert!(
+            out.contains("agent_manager_agent_egress_refused_total{agent=\"a-1\"} 3"),
+            "{out}"
+        );
     }
 
     #[test]

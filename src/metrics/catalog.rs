@@ -115,6 +115,8 @@ catalog! {
         "1 for the agent's health, 0 for the others.";
     AgentRestartsTotal = "agent_manager_agent_restarts_total", Counter, ["agent"],
         "Restarts of the agent's container (by the manager or Docker).";
+    AgentEgressRefusedTotal = "agent_manager_agent_egress_refused_total", Counter, ["agent"],
+        "Connections of the agent that egress refused (contract section 11): the kernel's rules and the egress proxy.";
     ContainerCpuUsageSecondsTotal = "container_cpu_usage_seconds_total", Counter, ["agent", "name"],
         "CPU time of the agent's container.";
     ContainerMemoryWorkingSetBytes = "container_memory_working_set_bytes", Gauge, ["agent", "name"],
