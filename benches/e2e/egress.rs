@@ -212,6 +212,14 @@ pub async fn egress(s: &Sizes) {
     let fw = Firewall::install(&instance, config, platform)
         .await
         .expect("iptables (run as root)");
+    // Removes the synthetic agents' rules even when the scenario fails half way.
+    struct RulesGone(String);
+    impl Drop for RulesGone {
+        fn drop(&mut self) {
+            common::remove_egress_rules(&self.0);
+        }
+    }
+    let _rules_gone = RulesGone(instance.clone());
     let (lines_before, bytes_before) = saved_size();
     let records: Vec<AgentRecord> = (0..s.egress.rule_agents)
         .map(|i| AgentRecord::new(&format!("r{i}"), spec(i), DesiredState::Running))
