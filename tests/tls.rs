@@ -403,10 +403,42 @@ async fn an_https_management_api_is_trusted_through_its_ca_file() {
     assert!(missing.to_string().contains("absent.pem"), "{missing}");
 }
 
+/// A bridge of the TLS dockerd's own. Not `--bridge=none`: a dockerd started with it
+/// deletes the host's `docker0` (it shares the host's network namespace), and the
+/// host's daemon then fails every build and `--network bridge` container until it is
+/// restarted (seen when the suite ran twice in a row: tests/cluster.rs's image build).
+struct OwnBridge(String);
+
+impl OwnBridge {
+    fn make(port: u16) -> OwnBridge {
+        let name = format!("amtls{port}");
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["link", "add", &name, "type", "bridge"]);
+        let addr = format!("10.254.{}.1/24", port % 250);
+        ip(&["addr", "add", &addr, "dev", &name]);
+        OwnBridge(name)
+    }
+}
+
+impl Drop for OwnBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
 /// A dockerd of the test's own, listening only on `tcp://127.0.0.1:<port>` with
-/// `--tlsverify` (no bridge, no iptables, nothing shared with the host's daemon).
-fn dockerd_tls(dir: &TempDir) -> (Server, u16) {
+/// `--tlsverify` (a bridge of its own, no iptables, nothing shared with the host's
+/// daemon).
+fn dockerd_tls(dir: &TempDir) -> (Server, u16, OwnBridge) {
     let port = common::free_port();
+    let bridge = OwnBridge::make(port);
     std::fs::write(dir.path("daemon.json"), "{}").expect("daemon.json");
     let log = std::fs::File::create(dir.path("dockerd.log")).expect("log");
     let child = Command::new("dockerd")
@@ -427,13 +459,14 @@ fn dockerd_tls(dir: &TempDir) -> (Server, u16) {
         .arg(dir.str("server.pem"))
         .arg("--tlskey")
         .arg(dir.str("server.key"))
-        .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+        .arg(format!("--bridge={}", bridge.0))
+        .args(["--iptables=false", "--ip-masq=false"])
         .args(["--storage-driver=vfs", "--log-level=warn"])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("dockerd");
-    (Server(child), port)
+    (Server(child), port, bridge)
 }
 
 /// The client certificates as Docker names them, in a directory of their own.
@@ -451,7 +484,7 @@ async fn a_tcp_docker_host_is_spoken_to_with_tls_client_certificates() {
     let dir = pki("dtls");
     let good = docker_cert_dir(&dir, "good", "client");
     let rogue = docker_cert_dir(&dir, "rogue-certs", "rogue");
-    let (daemon, port) = dockerd_tls(&dir);
+    let (daemon, port, _bridge) = dockerd_tls(&dir);
     let host = format!("tcp://127.0.0.1:{port}");
     let docker = |tls_verify: bool, cert_path: &str| DockerConfig {
         tls_verify,
